@@ -1,0 +1,57 @@
+"""Load and validate the catalog YAML; errors name the file and the path inside the document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from billing_pipeline.catalog.model import Catalog
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be billed from. ``str()`` is one line per problem."""
+
+
+def _path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or "[" in str(part):
+            continue  # pydantic's internal validator names, not document paths
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg
+
+
+def parse_catalog(document: dict, source: str = "<catalog>") -> Catalog:
+    try:
+        return Catalog.model_validate(document)
+    except ValidationError as exc:
+        lines = [f"{source}: {_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        raise CatalogError("\n".join(lines)) from None
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    path = Path(path)
+    if not path.is_file():
+        raise CatalogError(f"{path}: catalog file not found")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(document, dict):
+        raise CatalogError(f"{path}: expected a mapping with issuer, plans, customers")
+    return parse_catalog(document, str(path))

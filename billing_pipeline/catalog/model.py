@@ -1,0 +1,251 @@
+"""The catalog: issuer, plans, customers and the provider price book (DESIGN.md "Catalog").
+
+Field names here are a public contract: finance writes them by hand, scripts generate them, and
+the cost calculator reads them. Money is a decimal *string* in YAML: a bare float such as
+``0.0025`` is refused, because YAML would hand us a binary float.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from billing_pipeline.schema import METERS
+
+
+def _decimal_string(value: object) -> Decimal:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(
+            f"a float where a decimal string is required: write it quoted, e.g. \"{value}\""
+        )
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
+        if not parsed.is_finite():
+            raise ValueError(f"{value!r} is not a finite decimal number")
+        return parsed
+    raise ValueError(f"expected a decimal string, got {type(value).__name__}")
+
+
+Money = Annotated[Decimal, BeforeValidator(_decimal_string)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Issuer(_Strict):
+    name: str
+    address: str = ""
+    vat_id: str = ""
+    email: str = ""
+    invoice_prefix: str = "INV"
+    payment_terms_days: int = 30
+
+
+class Tier(_Strict):
+    up_to: int | None = Field(..., description="inclusive upper bound in base units; null = no bound")
+    unit_price: Money
+    flat_fee: Money = Decimal("0")
+
+    @field_validator("up_to")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("must be a positive number of base units")
+        return v
+
+
+PricingModel = Literal["per_unit", "graduated", "volume", "package"]
+
+
+class Charge(_Strict):
+    id: str
+    name: str | None = None
+    meter: str | list[str]
+    models: list[str] | None = None  # globs on the model id (or its family); None = any model
+    dimensions: dict[str, str] | None = None
+    unit_size: int = 1
+    pricing: PricingModel = "per_unit"
+    unit_price: Money | None = None
+    tiers: list[Tier] | None = None
+    package_size: int | None = None
+    package_price: Money | None = None
+
+    @property
+    def meters(self) -> list[str]:
+        return [self.meter] if isinstance(self.meter, str) else list(self.meter)
+
+    @property
+    def title(self) -> str:
+        return self.name or self.id.replace("-", " ").replace("_", " ").capitalize()
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, v: str | list[str]) -> str | list[str]:
+        for m in [v] if isinstance(v, str) else v:
+            if m not in METERS:
+                raise ValueError(f"unknown meter {m!r}; known meters: {', '.join(METERS)}")
+        return v
+
+    @field_validator("unit_size")
+    @classmethod
+    def _unit_size(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be a positive integer")
+        return v
+
+    @model_validator(mode="after")
+    def _pricing_fields(self) -> Charge:
+        if self.pricing == "per_unit" and self.unit_price is None:
+            raise ValueError("per_unit pricing needs unit_price")
+        if self.pricing in ("graduated", "volume"):
+            if not self.tiers:
+                raise ValueError(f"{self.pricing} pricing needs tiers")
+            bounds = [t.up_to for t in self.tiers]
+            if any(b is None for b in bounds[:-1]):
+                raise ValueError("tiers: only the last tier may have up_to: null")
+            if bounds[-1] is not None:
+                raise ValueError("tiers: the last tier must have up_to: null (a gap above it)")
+            finite = [b for b in bounds if b is not None]
+            if any(b2 <= b1 for b1, b2 in zip(finite, finite[1:])):
+                raise ValueError("tiers out of order: up_to must increase")
+        if self.pricing == "package" and (self.package_size is None or self.package_price is None):
+            raise ValueError("package pricing needs package_size and package_price")
+        return self
+
+    def claims(self, meter: str, model: str, family: str) -> bool:
+        """Whether this charge prices one unit of (meter, model)."""
+        if meter not in self.meters:
+            return False
+        if self.models is None:
+            return True
+        return any(fnmatch.fnmatchcase(model, g) or fnmatch.fnmatchcase(family, g) for g in self.models)
+
+
+class Allowance(_Strict):
+    quantity: int
+    meters: list[str]
+
+
+class Plan(_Strict):
+    name: str
+    currency: str = "USD"
+    base_fee: Money | None = None
+    allowance: Allowance | None = None
+    minimum_commitment: Money | None = None
+    description: str = ""
+    charges: list[Charge] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> Plan:
+        ids = [c.id for c in self.charges]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate charge id {dupes[0]!r}")
+        for i, a in enumerate(self.charges):
+            for b in self.charges[i + 1 :]:
+                if _overlap(a, b):
+                    raise ValueError(
+                        f"charges {a.id!r} and {b.id!r} both claim the same usage "
+                        "(same meter, overlapping models and dimensions): one unit of usage "
+                        "must be priced by exactly one charge"
+                    )
+        return self
+
+
+def _overlap(a: Charge, b: Charge) -> bool:
+    if not set(a.meters) & set(b.meters):
+        return False
+    da, db = a.dimensions or {}, b.dimensions or {}
+    if any(k in db and db[k] != v for k, v in da.items()):
+        return False
+    if a.models is None or b.models is None:
+        return True
+    return any(
+        ga == gb or fnmatch.fnmatchcase(ga, gb) or fnmatch.fnmatchcase(gb, ga)
+        for ga in a.models
+        for gb in b.models
+    )
+
+
+class Subscription(_Strict):
+    plan: str
+    from_: dt.date = Field(alias="from")
+    to: dt.date | None = None  # inclusive last day; null = open-ended
+
+
+class Tax(_Strict):
+    rate: Money = Decimal("0")
+    reverse_charge: bool = False
+
+
+class Credit(_Strict):
+    amount: Money
+    from_: dt.date = Field(alias="from")
+    expires: dt.date | None = None
+
+
+class Customer(_Strict):
+    name: str
+    address: str = ""
+    email: str = ""
+    currency: str = "USD"
+    tax: Tax = Tax()
+    subscriptions: list[Subscription]
+    keys: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    monthly_limit: Money | None = None
+    credits: list[Credit] = Field(default_factory=list)
+
+
+class PriceBookEntry(_Strict):
+    provider: str
+    models: list[str] | None = None
+    meter: str
+    dimensions: dict[str, str] | None = None
+    unit_size: int = 1
+    unit_price: Money
+    from_: dt.date = Field(alias="from")
+    to: dt.date | None = None  # inclusive last day
+
+
+class Catalog(_Strict):
+    issuer: Issuer
+    plans: dict[str, Plan]
+    customers: dict[str, Customer]
+    price_book: list[PriceBookEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Catalog:
+        seen_keys: dict[str, str] = {}
+        for cid, customer in self.customers.items():
+            for sub in customer.subscriptions:
+                if sub.plan not in self.plans:
+                    raise ValueError(
+                        f"customers.{cid}.subscriptions: unknown plan {sub.plan!r}; "
+                        f"plans are: {', '.join(sorted(self.plans))}"
+                    )
+            for key in customer.keys:
+                if key in seen_keys and seen_keys[key] != cid:
+                    raise ValueError(
+                        f"customers.{cid}.keys: key {key!r} is already attributed to "
+                        f"{seen_keys[key]!r}"
+                    )
+                seen_keys[key] = cid
+        return self
+
+    def plan_for(self, customer_id: str, day: dt.date) -> str | None:
+        """The plan a customer is subscribed to on a day, or None."""
+        for sub in self.customers[customer_id].subscriptions:
+            if sub.from_ <= day and (sub.to is None or day <= sub.to):
+                return sub.plan
+        return None

@@ -1,0 +1,70 @@
+"""Money rules, in one place: Decimal from price to total, one rounding per line.
+
+Rounding mode: ROUND_HALF_UP (ties away from zero, as Lago, Kill Bill and PostgreSQL's
+``round(numeric)`` do) to the currency's minor unit. Unrounded amounts keep full precision; only a
+line's amount and the tax are quantized, and every total is a sum of quantized numbers.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+
+ROUNDING = ROUND_HALF_UP
+
+# ISO 4217 minor units for the currencies we expect; others default to 2.
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD": 3, "TND": 3}
+
+ZERO = Decimal("0")
+
+
+def minor_unit(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-MINOR_UNITS.get(currency.upper(), 2))
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """Quantize to the currency's minor unit with the documented mode."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return amount.quantize(minor_unit(currency), rounding=ROUNDING)
+
+
+def exact(value: Decimal | int | str) -> Decimal:
+    """Decimal from an int, a Decimal or a decimal string; never from a float."""
+    if isinstance(value, float):
+        raise TypeError(f"refusing float {value!r} as money: use a decimal string")
+    return Decimal(value)
+
+
+def to_micros(amount: Decimal) -> int:
+    """Integer micro-units for storage (SQLite has no decimal type)."""
+    micros = amount.scaleb(6)
+    if micros != micros.to_integral_value():
+        raise ValueError(f"{amount} has more than 6 decimal places")
+    return int(micros)
+
+
+def from_micros(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-6)
+
+
+def fmt_money(amount: Decimal, currency: str) -> str:
+    """'$1,234.50' for USD, '1,234.50 EUR' otherwise: for PDFs and explanations."""
+    q = round_money(amount, currency)
+    places = MINOR_UNITS.get(currency.upper(), 2)
+    text = f"{q:,.{places}f}"
+    if currency.upper() == "USD":
+        return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+    return f"{text} {currency.upper()}"
+
+
+def fmt_price(price: Decimal) -> str:
+    """A unit price with as many decimals as it has, at least two: 0.0025, 4.50."""
+    text = format(price.normalize(), "f")
+    if "." not in text:
+        return text + ".00"
+    whole, frac = text.split(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def fmt_quantity(quantity: int | Decimal) -> str:
+    return f"{quantity:,}"

@@ -1,0 +1,123 @@
+"""The canonical usage table and the quarantine table: the contract between sources and rating.
+
+Every source module returns frames with exactly these columns (see ``conform``). Token counts stay
+int64 until they are aggregated; money only becomes ``Decimal`` after aggregation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import polars as pl
+
+UTC_DATETIME = pl.Datetime("us", "UTC")
+COST_DECIMAL = pl.Decimal(38, 12)
+
+# One row per source record and meter (DESIGN.md "Canonical usage event").
+USAGE_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String,  # sha256 of source + natural key + meter: same record, same id
+    "record_id": pl.String,  # sha256 of source + natural key: one source record (several meters)
+    "source": pl.String,  # openai_usage_api, anthropic_usage_report, gateway_log, focus, ...
+    "provider": pl.String,  # openai, anthropic, mistral, aws, azure, gcp
+    "account_key": pl.String,  # "openai:proj_abc", "gateway:acme", "tag:customer=acme": who used it
+    "customer_id": pl.String,  # null = unattributed (kept and reported, never dropped)
+    "model": pl.String,  # model id as the provider reported it (dated snapshot kept)
+    "model_family": pl.String,  # dated snapshot mapped to its family: gpt-4o-2024-08-06 -> gpt-4o
+    "meter": pl.String,
+    "dimensions": pl.String,  # canonical JSON object (sorted keys), e.g. {"gpu_type":"A10G"}
+    "quantity": pl.Int64,  # in the meter's base unit (tokens, seconds, count)
+    "start": UTC_DATETIME,
+    "end": UTC_DATETIME,
+    "reported_cost": COST_DECIMAL,  # the provider's own cost for this record, when it gives one
+    "origin": pl.String,  # file + line/row or API page: the audit trail
+    "day": pl.Date,  # the daily partition the record belongs to
+}
+
+# Every rejected record, with enough to find it again and fix it.
+QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
+    "source": pl.String,
+    "origin": pl.String,  # file:line / file:row / file#page.bucket.result
+    "field": pl.String,  # the offending field, or "" when the whole record is unreadable
+    "reason": pl.String,  # machine code: missing_field, bad_timestamp, negative_quantity, ...
+    "message": pl.String,  # for a person
+    "raw": pl.String,  # the record as read (truncated to 2,000 characters)
+    "day": pl.Date,
+}
+
+METERS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "image_inputs",
+    "requests",
+    "web_search_requests",
+    "gpu_seconds",
+    "outcomes",
+)
+
+UNIT_NAMES = {
+    "gpu_seconds": "GPU-seconds",
+    "requests": "requests",
+    "web_search_requests": "searches",
+    "image_inputs": "images",
+    "outcomes": "outcomes",
+}
+
+
+def unit_name(meter: str) -> str:
+    """What a finance person calls one base unit of the meter."""
+    return UNIT_NAMES.get(meter, "tokens")
+
+
+def empty_usage() -> pl.DataFrame:
+    return pl.DataFrame(schema=USAGE_SCHEMA)
+
+
+def empty_quarantine() -> pl.DataFrame:
+    return pl.DataFrame(schema=QUARANTINE_SCHEMA)
+
+
+def conform(frame: pl.DataFrame | pl.LazyFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Select exactly the schema's columns in order and types; missing columns become null."""
+    lf = frame.lazy()
+    names = lf.collect_schema().names()
+    exprs = [
+        (pl.col(name) if name in names else pl.lit(None)).cast(dtype).alias(name)
+        for name, dtype in schema.items()
+    ]
+    return lf.select(exprs).collect()
+
+
+def canonical_json(value: dict | None) -> str:
+    """Dimensions as a stable string, so equal dimensions group together."""
+    return json.dumps(value or {}, sort_keys=True, separators=(",", ":"))
+
+
+def stable_id(*parts: object) -> str:
+    """Deterministic id from a source and its natural key (used where polars hashing is unstable)."""
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def event_id_expr(*columns: str) -> pl.Expr:
+    """Deterministic event id from natural-key columns, computed in polars.
+
+    polars' own ``hash`` is not stable across versions, so this concatenates the key and takes a
+    sha256 per row through ``map_elements`` on the (already deduplicated) key string only.
+    """
+    key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator="\x1f")
+    return key.map_elements(
+        lambda s: hashlib.sha256(s.encode()).hexdigest()[:32], return_dtype=pl.String
+    )
+
+
+# Dated snapshots: gpt-4o-2024-08-06, claude-sonnet-4-5-20250929, mistral-large-2411, gpt-4-0613.
+_SNAPSHOT_SUFFIX = r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4}|@\d{8}|-latest)$"
+
+
+def model_family_expr(column: str = "model") -> pl.Expr:
+    """The family a dated snapshot is priced as; other ids pass through unchanged."""
+    return pl.col(column).str.replace(_SNAPSHOT_SUFFIX, "")

@@ -58,8 +58,8 @@ def fmt_money(amount: Decimal, currency: str) -> str:
 
 
 def fmt_price(price: Decimal) -> str:
-    """A unit price with as many decimals as it has, at least two: 0.0025, 4.50."""
-    text = format(price.normalize(), "f")
+    """A unit price as the catalog wrote it, at least two decimals: 0.0025, 0.010, 4.50."""
+    text = format(price, "f")
     if "." not in text:
         return text + ".00"
     whole, frac = text.split(".")

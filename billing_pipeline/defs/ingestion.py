@@ -1,0 +1,155 @@
+"""Daily assets: provider exports as read, the canonical usage table, its quarantine, the cost.
+
+Every raw_* asset holds every record its files contained for the day, parsed or not: accepted
+records as canonical rows, rejected ones with their quarantine reason. Nothing is dropped between
+the landing zone and ``usage_events`` + ``usage_quarantine``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from billing_pipeline import sources
+from billing_pipeline.defs.partitions import daily_partitions
+from billing_pipeline.defs.resources import CatalogResource, LandingZone
+from billing_pipeline.reconcile import provider_cost as compute_provider_cost
+from billing_pipeline.schema import QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
+from billing_pipeline.usage import normalize
+
+CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
+
+RAW_ASSETS = {
+    "raw_openai_usage": ("openai_usage_api", "OpenAI Usage API pages (completions), as returned."),
+    "raw_anthropic_usage": ("anthropic_usage_report", "Anthropic usage_report/messages pages, as returned."),
+    "raw_gateway_log": ("gateway_log", "Our gateway's request log (Mistral and other routed models)."),
+    "raw_cloud_focus": ("focus", "Cloud billing exports in FOCUS 1.x: GPU instance time tagged by customer."),
+    "raw_outcomes": ("outcomes", "Outcome events for outcome-based charges."),
+}
+
+
+def window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    """The days this run covers: one partition, or a range in a single-run backfill."""
+    tw = context.partition_time_window
+    return tw.start.date(), tw.end.date()
+
+
+def to_raw(read: sources.SourceRead) -> pl.DataFrame:
+    """Accepted rows and quarantined records in one frame, told apart by ``reason``."""
+    return pl.concat([read.events, read.quarantine], how="diagonal_relaxed")
+
+
+def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    if "reason" not in raw.columns:
+        return conform(raw, USAGE_SCHEMA), conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    rejected = pl.col("reason").is_not_null()
+    return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(raw.filter(rejected), QUARANTINE_SCHEMA)
+
+
+def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        description=description,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="raw",
+        kinds={"polars"},
+    )
+    def _asset(context: dg.AssetExecutionContext, landing: LandingZone) -> dg.Output[pl.DataFrame]:
+        start, end = window(context)
+        read = sources.SOURCES[source](landing.root, start, end)
+        raw = to_raw(read)
+        return dg.Output(
+            raw,
+            metadata={
+                "records_read": read.records_read,
+                "usage_rows": read.events.height,
+                "quarantined": read.quarantine.height,
+                "landing": dg.MetadataValue.path(str(landing.root)),
+            },
+        )
+
+    return _asset
+
+
+raw_assets = [_raw_asset(name, source, doc) for name, (source, doc) in RAW_ASSETS.items()]
+
+
+@dg.multi_asset(
+    outs={
+        "usage_events": dg.AssetOut(
+            description="Canonical usage: one row per source record and meter, deduplicated, "
+            "attributed to customers (null customer = unattributed, kept and reported).",
+            group_name="usage",
+            kinds={"polars"},
+        ),
+        "usage_quarantine": dg.AssetOut(
+            description="Every rejected record with its file, row, field and reason. Nothing is dropped.",
+            group_name="usage",
+            kinds={"polars"},
+        ),
+    },
+    ins={name: dg.AssetIn(name) for name in RAW_ASSETS},
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[dg.AssetCheckSpec(CONSERVATION_CHECK, asset="usage_events", blocking=True,
+                                   description="Records read = usage events' source records + quarantined records.")],
+)
+def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, **raw: pl.DataFrame):
+    """Normalize, deduplicate and attribute the day's usage."""
+    split = [split_raw(frame) for frame in raw.values()]
+    events, quarantine = normalize([e for e, _ in split], [q for _, q in split], catalog.load())
+    records_read = sum(e["origin"].n_unique() + q.height for e, q in split)
+    accepted_records = events.select(pl.col("origin").n_unique()).item()
+    holds = records_read == accepted_records + quarantine.height
+    yield dg.Output(
+        events,
+        output_name="usage_events",
+        metadata={
+            "rows": events.height,
+            "source_records": accepted_records,
+            "unattributed_rows": events.filter(pl.col("customer_id").is_null()).height,
+            "customers": events["customer_id"].drop_nulls().n_unique(),
+        },
+    )
+    by_reason = quarantine.group_by("reason").len().sort("reason")
+    yield dg.Output(
+        quarantine,
+        output_name="usage_quarantine",
+        metadata={
+            "rows": quarantine.height,
+            "by_reason": dg.MetadataValue.md(
+                "\n".join(["| reason | rows |", "| --- | --- |"] + [f"| {r} | {n} |" for r, n in by_reason.iter_rows()])
+            ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=CONSERVATION_CHECK,
+        asset_key="usage_events",
+        passed=holds,
+        metadata={"records_read": records_read, "accepted_records": accepted_records, "quarantined": quarantine.height},
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="usage",
+    kinds={"polars"},
+)
+def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource) -> dg.Output[pl.DataFrame]:
+    """What we owe providers per day, customer, model and meter: from the price book, or the
+    provider's own reported cost (cloud GPU time) when no price-book entry applies."""
+    costs = compute_provider_cost(usage_events, catalog.load())
+    total = costs["cost"].sum() if costs.height else 0
+    unpriced = costs.filter(pl.col("cost_basis") == "unpriced")
+    return dg.Output(
+        costs,
+        metadata={
+            "rows": costs.height,
+            "total_cost": str(total),
+            "unpriced_rows": unpriced.height,
+        },
+    )

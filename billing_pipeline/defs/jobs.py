@@ -1,0 +1,41 @@
+"""Jobs and schedules: ingest every day, draft invoices on the 1st. Issuing stays a human act."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from billing_pipeline.defs.partitions import daily_partitions, monthly_partitions
+
+DAILY_GROUPS = ("raw", "usage")
+MONTHLY_GROUPS = ("billing", "invoicing")
+
+daily_ingestion_job = dg.define_asset_job(
+    "daily_ingestion_job",
+    selection=dg.AssetSelection.groups(*DAILY_GROUPS),
+    partitions_def=daily_partitions,
+    description="Read the landing zone for a day (or a range, in one run), normalize, quarantine, cost.",
+)
+
+month_end_job = dg.define_asset_job(
+    "month_end_job",
+    selection=dg.AssetSelection.groups(*MONTHLY_GROUPS),
+    partitions_def=monthly_partitions,
+    description="Rate the month, reconcile, and write invoice drafts (PDF + JSON + ledger).",
+)
+
+
+@dg.schedule(job=daily_ingestion_job, cron_schedule="30 0 * * *", execution_timezone="UTC")
+def daily_ingestion_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Shortly after midnight UTC: ingest the day that just ended."""
+    day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=day, partition_key=day)
+
+
+@dg.schedule(job=month_end_job, cron_schedule="0 3 1 * *", execution_timezone="UTC")
+def month_end_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """On the 1st: draft the previous month's invoices (finance issues them after review)."""
+    first = context.scheduled_execution_time.date().replace(day=1)
+    month = (first - dt.timedelta(days=1)).replace(day=1).isoformat()
+    return dg.RunRequest(run_key=month, partition_key=month)

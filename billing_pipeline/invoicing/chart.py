@@ -1,0 +1,138 @@
+"""The invoice's daily usage chart: stacked bars per day by model, as an inline SVG string.
+
+The SVG is built here, not in the template, so that it contains only numbers we computed and text
+passed through ``html.escape``; the template inserts it with ``|safe``. Geometry uses Decimal
+like the rest of the pipeline (no floats), rounded to 0.1 px.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+from decimal import Decimal
+from html import escape
+
+from billing_pipeline.money import exact, fmt_money
+
+# Colour-blind friendly palette (Okabe-Ito, then greys); constants, never customer values.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
+MAX_SERIES = len(PALETTE)  # more models than colours: the smallest are merged into "Other models"
+
+WIDTH, HEIGHT = 640, 200
+LEFT, RIGHT, TOP, BOTTOM = 58, 8, 10, 58  # plot margins; the legend sits under the x axis
+FONT = 'font-family="Invoice Sans, DejaVu Sans, sans-serif"'
+
+
+def _px(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.1")), "f")
+
+
+def _nice_step(maximum: Decimal, ticks: int = 4) -> Decimal:
+    """1, 2, 2.5 or 5 times a power of ten, so that ``ticks`` steps cover ``maximum``."""
+    if maximum <= 0:
+        return Decimal(1)
+    raw = maximum / ticks
+    power = Decimal(1).scaleb(raw.adjusted())
+    for factor in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
+        if factor * power >= raw:
+            return factor * power
+    return 10 * power  # pragma: no cover
+
+
+def _days(start: date, end: date) -> list[date]:
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def usage_chart_svg(
+    usage_by_day: list[dict],
+    period_start: str,
+    period_end: str,
+    currency: str,
+) -> str:
+    """Stacked daily amounts per model over the whole period; "" when there is no usage."""
+    start, end = date.fromisoformat(period_start), date.fromisoformat(period_end)
+    totals_by_model: dict[str, Decimal] = defaultdict(Decimal)
+    for row in usage_by_day:
+        totals_by_model[str(row["model"])] += exact(row["amount"])
+    if not totals_by_model:
+        return ""
+    ranked = sorted(totals_by_model, key=lambda m: (-totals_by_model[m], m))
+    if len(ranked) > MAX_SERIES:
+        series = ranked[: MAX_SERIES - 1] + ["Other models"]
+        kept = set(series[:-1])
+    else:
+        series, kept = ranked, set(ranked)
+
+    cells: dict[tuple[date, str], Decimal] = defaultdict(Decimal)
+    for row in usage_by_day:
+        day = date.fromisoformat(str(row["day"]))
+        model = str(row["model"])
+        cells[(day, model if model in kept else "Other models")] += exact(row["amount"])
+
+    days = _days(start, end)
+    day_totals = [sum((cells[(d, s)] for s in series), Decimal(0)) for d in days]
+    step = _nice_step(max(day_totals))
+    top_value = step * max(1, -(-max(day_totals) // step))  # ceil to a whole step
+
+    plot_w = Decimal(WIDTH - LEFT - RIGHT)
+    plot_h = Decimal(HEIGHT - TOP - BOTTOM)
+    slot = plot_w / len(days)
+    bar_w = slot * Decimal("0.72")
+    base_y = Decimal(TOP) + plot_h
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart" width="{WIDTH}" '
+        f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">'
+    ]
+    # y grid and labels
+    value = Decimal(0)
+    while value <= top_value:
+        y = base_y - plot_h * value / top_value
+        out.append(
+            f'<line x1="{LEFT}" y1="{_px(y)}" x2="{WIDTH - RIGHT}" y2="{_px(y)}" '
+            f'stroke="#e3e6ea" stroke-width="0.6"/>'
+        )
+        out.append(
+            f'<text x="{LEFT - 5}" y="{_px(y + 3)}" text-anchor="end" font-size="8" {FONT} '
+            f'fill="#555">{escape(fmt_money(value, currency))}</text>'
+        )
+        value += step
+    # bars
+    for i, day in enumerate(days):
+        x = Decimal(LEFT) + slot * i + (slot - bar_w) / 2
+        y = base_y
+        for colour, name in zip(PALETTE, series):
+            amount = cells.get((day, name), Decimal(0))
+            if amount <= 0:
+                continue
+            h = plot_h * amount / top_value
+            y -= h
+            out.append(
+                f'<rect x="{_px(x)}" y="{_px(y)}" width="{_px(bar_w)}" height="{_px(h)}" '
+                f'fill="{colour}"/>'
+            )
+        if day.day == 1 or day.day % 5 == 0 or day == end:
+            out.append(
+                f'<text x="{_px(x + bar_w / 2)}" y="{_px(base_y + 11)}" text-anchor="middle" '
+                f'font-size="8" {FONT} fill="#555">{day.day}</text>'
+            )
+    out.append(
+        f'<line x1="{LEFT}" y1="{_px(base_y)}" x2="{WIDTH - RIGHT}" y2="{_px(base_y)}" '
+        f'stroke="#888" stroke-width="0.8"/>'
+    )
+    out.append(
+        f'<text x="{LEFT + int(plot_w) // 2}" y="{_px(base_y + 23)}" text-anchor="middle" '
+        f'font-size="8" {FONT} fill="#555">Day of {escape(start.strftime("%B %Y"))} (UTC)</text>'
+    )
+    # legend: up to four entries per row under the axis title
+    for k, (colour, name) in enumerate(zip(PALETTE, series)):
+        lx = LEFT + (k % 4) * 145
+        ly = int(base_y) + 34 + (k // 4) * 12
+        label = name if len(name) <= 28 else name[:27] + "\u2026"
+        out.append(f'<rect x="{lx}" y="{ly}" width="8" height="8" fill="{colour}"/>')
+        out.append(
+            f'<text x="{lx + 12}" y="{ly + 7}" font-size="8" {FONT} fill="#333">'
+            f"{escape(label)}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)

@@ -1,0 +1,153 @@
+"""The invoice document: one dict per customer and month, the JSON copy and the PDF's only input.
+
+Every number in it is a decimal string (no floats anywhere) and every total is recomputable from
+the lines: subtotal = sum of line amounts; tax = subtotal x rate, rounded once; total = subtotal +
+tax - credits applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import polars as pl
+
+from billing_pipeline.catalog import Catalog
+from billing_pipeline.money import ZERO, fmt_money, round_money
+from billing_pipeline.periods import month_label, parse_month
+from billing_pipeline.rating.pricing import describe_prices
+
+REVERSE_CHARGE_NOTE = (
+    "Reverse charge: VAT to be accounted for by the recipient "
+    "(Article 196, Council Directive 2006/112/EC)."
+)
+
+
+def _usage_by_day(usage: pl.DataFrame, month: str) -> dict[str, list[dict]]:
+    """Daily token usage per model, for the chart on the invoice."""
+    start, end = parse_month(month)
+    daily = (
+        usage.lazy()
+        .filter(
+            pl.col("customer_id").is_not_null()
+            & pl.col("meter").str.ends_with("_tokens")
+            & (pl.col("day") >= start)
+            & (pl.col("day") < end)
+        )
+        .group_by("customer_id", "day", "model_family")
+        .agg(pl.sum("quantity"))
+        .sort("customer_id", "day", "model_family")
+        .collect()
+    )
+    out: dict[str, list[dict]] = {}
+    for customer, day, model, quantity in daily.iter_rows():
+        out.setdefault(customer, []).append({"day": day.isoformat(), "model": model, "quantity": quantity})
+    return out
+
+
+def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], currency: str) -> dict:
+    table = []
+    for plan_id in plan_ids:
+        plan = catalog.plans[plan_id]
+        if plan.base_fee:
+            table.append({"charge": f"{plan.name} base fee", "meter": "", "models": "",
+                          "pricing": "fixed", "prices": f"{fmt_money(plan.base_fee, currency)} per month, prorated by days"})
+        for c in plan.charges:
+            table.append({
+                "charge": c.title,
+                "meter": ", ".join(c.meters),
+                "models": ", ".join(c.models) if c.models else "any model",
+                "pricing": c.pricing,
+                "prices": describe_prices(c, currency),
+            })
+        if plan.allowance:
+            table.append({"charge": "Included usage", "meter": ", ".join(plan.allowance.meters), "models": "",
+                          "pricing": "allowance", "prices": f"first {plan.allowance.quantity:,} units each month at no charge"})
+        if plan.minimum_commitment:
+            table.append({"charge": "Minimum commitment", "meter": "", "models": "", "pricing": "commitment",
+                          "prices": f"usage charges are topped up to {fmt_money(plan.minimum_commitment, currency)} per month"})
+    variable = [l for l in lines if l["consideration"] == "variable"]
+    example = max(variable, key=lambda l: Decimal(l["amount"]), default=None)
+    summary = (
+        "Each kind of usage is measured in its own unit (tokens, GPU-seconds, outcomes) from the "
+        "usage records of the AI providers that served your requests. Input and output tokens "
+        "are priced separately, per model, in blocks of the size shown (1K = 1,000 tokens). "
+        "Tiered prices apply to the month's total: graduated tiers price only the units inside "
+        "each tier, volume tiers price all units at the tier the total reaches. Each line is "
+        "rounded once to the cent, half up; totals are sums of the rounded lines."
+    )
+    return {
+        "plan_table": table,
+        "summary": summary,
+        "worked_example": example["explanation"] if example else "No usage-based charges this month.",
+    }
+
+
+def build_documents(lines: pl.DataFrame, usage: pl.DataFrame, catalog: Catalog, month: str) -> list[dict]:
+    """One draft invoice document per customer that has line items this month."""
+    start, end = parse_month(month)
+    daily = _usage_by_day(usage, month)
+    issuer = catalog.issuer
+    documents = []
+    for (customer_id,), group in lines.sort("customer_id", "position").group_by("customer_id", maintain_order=True):
+        customer = catalog.customers[customer_id]
+        currency = customer.currency
+        rows = group.to_dicts()
+        doc_lines = [
+            {
+                "charge_id": r["charge_id"],
+                "description": r["description"],
+                "provider": r["provider"],
+                "meter": r["meter"],
+                "model": r["model"],
+                "dimensions": json.loads(r["dimensions"]),
+                "quantity": r["quantity"],
+                "included_quantity": r["included_quantity"],
+                "unit": r["unit"],
+                "unit_size": r["unit_size"],
+                "unit_price": r["unit_price"],
+                "pricing": r["pricing"],
+                "amount": r["amount"],
+                "tiers": json.loads(r["tiers"]),
+                "explanation": r["explanation"],
+                "consideration": r["consideration"],
+            }
+            for r in rows
+        ]
+        subtotal = sum((Decimal(l["amount"]) for l in doc_lines), ZERO)
+        rate = ZERO if customer.tax.reverse_charge else customer.tax.rate
+        tax = round_money(subtotal * rate, currency)
+        credits_applied = round_money(ZERO, currency)
+        plan_ids = list(dict.fromkeys(r["plan_id"] for r in rows))
+        documents.append({
+            "number": None,
+            "status": "draft",
+            "customer_id": customer_id,
+            "period": month,
+            "period_label": month_label(month),
+            "period_start": start.isoformat(),
+            "period_end": (end - dt.timedelta(days=1)).isoformat(),
+            "issue_date": None,
+            "due_date": None,
+            "currency": currency,
+            "issuer": {"name": issuer.name, "address": issuer.address, "vat_id": issuer.vat_id, "email": issuer.email},
+            "customer": {"id": customer_id, "name": customer.name, "address": customer.address, "email": customer.email},
+            "plan": {"id": plan_ids[0], "name": " / ".join(catalog.plans[p].name for p in plan_ids)},
+            "lines": doc_lines,
+            "subtotal": str(round_money(subtotal, currency)),
+            "tax_rate": str(customer.tax.rate),
+            "tax": str(tax),
+            "reverse_charge": customer.tax.reverse_charge,
+            "tax_note": REVERSE_CHARGE_NOTE if customer.tax.reverse_charge else "",
+            "credits_applied": str(credits_applied),
+            "total": str(round_money(subtotal + tax - credits_applied, currency)),
+            "usage_by_day": daily.get(customer_id, []),
+            "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
+        })
+    return documents
+
+
+def document_json(document: dict) -> str:
+    """The JSON copy: stable key order and formatting, so re-runs give identical bytes."""
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,15 @@
+"""Pricing models and the month's rating: usage in, explained line items out."""
+
+from billing_pipeline.rating.engine import LINE_SCHEMA, UNRATED_SCHEMA, RatedMonth, rate_month
+from billing_pipeline.rating.pricing import Priced, TierSlice, describe_prices, price_quantity
+
+__all__ = [
+    "LINE_SCHEMA",
+    "UNRATED_SCHEMA",
+    "Priced",
+    "RatedMonth",
+    "TierSlice",
+    "describe_prices",
+    "price_quantity",
+    "rate_month",
+]

@@ -1,0 +1,144 @@
+"""Month-end on the embedded default: a Dagster instance on SQLite in a local folder, two runs.
+
+Run 1 ingests every day of the month in one single-run backfill; run 2 rates, reconciles and
+drafts the month. Both are ordinary Dagster runs, so they show in the UI when ``dagster dev`` is
+pointed at the same DAGSTER_HOME.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+
+from billing_pipeline.catalog import load_catalog
+from billing_pipeline.defs import build_definitions
+from billing_pipeline.defs.resources import (
+    CatalogResource,
+    LandingZone,
+    LedgerResource,
+    OutputFiles,
+    PolarsParquetIOManager,
+)
+from billing_pipeline.periods import parse_month
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+class InputError(ValueError):
+    """Missing or invalid inputs: the message is one line a user can act on."""
+
+
+@dataclass
+class MonthEndSummary:
+    month: str
+    out_dir: Path
+    invoices: int = 0
+    revenue: Decimal = Decimal(0)
+    billed_incl_tax: Decimal = Decimal(0)
+    provider_cost: Decimal = Decimal(0)
+    unattributed_cost: Decimal = Decimal(0)
+    quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def margin(self) -> Decimal:
+        return self.revenue - self.provider_cost
+
+    def table(self) -> str:
+        pct = f" ({self.margin / self.revenue * 100:.1f} %)" if self.revenue else ""
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.quarantined_by_reason.items()))
+        rows = [
+            ("month", self.month),
+            ("customers invoiced", str(self.invoices)),
+            ("total revenue (excl. tax)", f"{self.revenue:,.2f}"),
+            ("total billed (incl. tax)", f"{self.billed_incl_tax:,.2f}"),
+            ("total provider cost", f"{self.provider_cost:,.2f}"),
+            ("  of which unattributed", f"{self.unattributed_cost:,.2f}"),
+            ("margin", f"{self.margin:,.2f}{pct}"),
+            ("quarantined rows", f"{self.quarantined}" + (f" ({reasons})" if reasons else "")),
+            ("invoices", str(self.out_dir / self.month / "invoices")),
+            ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
+            ("quarantine", str(self.out_dir / self.month / "quarantine.csv")),
+        ]
+        if self.failed_checks:
+            rows.append(("FAILED CHECKS", ", ".join(self.failed_checks)))
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def validate_inputs(month: str, landing: Path, catalog: Path) -> None:
+    try:
+        parse_month(month)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if not landing.is_dir():
+        raise InputError(f"{landing}: landing zone folder not found")
+    if not any(p.is_file() for p in landing.rglob("*")):
+        raise InputError(f"{landing}: landing zone is empty (no export files)")
+    try:
+        load_catalog(catalog)
+    except ValueError as exc:
+        raise InputError(str(exc).splitlines()[0]) from None
+
+
+def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None = None,
+                  dagster_home: Path | None = None) -> MonthEndSummary:
+    """Materialize every asset for ``month`` in-process and summarize what was produced."""
+    landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
+    validate_inputs(month, landing, catalog)
+    out.mkdir(parents=True, exist_ok=True)
+    home = (dagster_home or out / ".dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    resources = {
+        "landing": LandingZone(path=str(landing)),
+        "catalog": CatalogResource(path=str(catalog)),
+        "ledger": LedgerResource(url=database_url or f"sqlite:///{out / 'ledger.db'}"),
+        "output": OutputFiles(path=str(out)),
+        "io_manager": PolarsParquetIOManager(base_dir=str(out / ".storage")),
+    }
+    defs = build_definitions(resources)
+    start, end = parse_month(month)
+    last_day = end - dt.timedelta(days=1)
+    summary = MonthEndSummary(month=month, out_dir=out)
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        daily = defs.resolve_job_def("daily_ingestion_job").execute_in_process(
+            instance=instance,
+            tags={RANGE_START: start.isoformat(), RANGE_END: last_day.isoformat()},
+            raise_on_error=True,
+        )
+        monthly = defs.resolve_job_def("month_end_job").execute_in_process(
+            instance=instance, partition_key=start.isoformat(), raise_on_error=True
+        )
+        for result in (daily, monthly):
+            for event in result.get_asset_check_evaluations():
+                if not event.passed:
+                    summary.failed_checks.append(event.check_name)
+    return _summarize(summary)
+
+
+def _summarize(summary: MonthEndSummary) -> MonthEndSummary:
+    folder = summary.out_dir / summary.month
+    for path in sorted((folder / "invoices").glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        summary.invoices += 1
+        summary.revenue += Decimal(doc["subtotal"])
+        summary.billed_incl_tax += Decimal(doc["total"])
+    with open(folder / "reconciliation.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            cost = Decimal(row["cost"] or "0")
+            summary.provider_cost += cost
+            if not row["customer_id"]:
+                summary.unattributed_cost += cost
+    with open(folder / "quarantine.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            summary.quarantined += 1
+            summary.quarantined_by_reason[row["reason"]] = summary.quarantined_by_reason.get(row["reason"], 0) + 1
+    return summary

@@ -1,0 +1,295 @@
+"""Shared plumbing for every source reader: which files to read, which day a record belongs to,
+how a rejected record is written down, and how a wide record becomes canonical meter rows.
+
+Each reader only knows its native format; the partition rules (dated vs undated files, window
+filtering, ``outside_partition``/``bad_timestamp``) live here once, so all sources agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import polars as pl
+
+from billing_pipeline import schema
+
+RAW_LIMIT = 2000
+_DAY_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_MONTH_RE = re.compile(r"(\d{4})-(\d{2})(?!-?\d)")
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One file in the landing zone; ``day`` is set when the name carries a YYYY-MM-DD date."""
+
+    path: Path
+    rel: str  # path relative to the landing dir: the prefix of every origin
+    day: date | None
+    month: date | None  # first day of the YYYY-MM named in an undated file
+
+    def fallback_day(self, valid_days: Iterable[date | None] = ()) -> date:
+        """Day for a record whose own timestamp is unusable (undated files only).
+
+        The month in the name, else the earliest valid day in the file, else the file's mtime
+        (UTC): deterministic, so the row lands in exactly one partition.
+        """
+        if self.day is not None:
+            return self.day
+        if self.month is not None:
+            return self.month
+        days = [d for d in valid_days if d is not None]
+        if days:
+            return min(days)
+        return datetime.fromtimestamp(self.path.stat().st_mtime, timezone.utc).date()
+
+
+def _name_day(name: str) -> date | None:
+    for m in _DAY_RE.finditer(name):
+        try:
+            return date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError:
+            continue
+    return None
+
+
+def _name_month(name: str) -> date | None:
+    m = _MONTH_RE.search(name)
+    if m and 1 <= int(m[2]) <= 12:
+        return date(int(m[1]), int(m[2]), 1)
+    return None
+
+
+def list_files(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, end: date) -> list[LandingFile]:
+    """Files under ``landing/folder`` to read for [start, end); dated files outside it are skipped.
+
+    A missing folder means no records, not an error.
+    """
+    base = Path(landing) / folder
+    if not base.is_dir():
+        return []
+    out = []
+    for p in sorted(base.iterdir()):
+        if not p.is_file() or not p.name.lower().endswith(suffixes):
+            continue
+        day = _name_day(p.name)
+        if day is not None and not (start <= day < end):
+            continue
+        month = None if day is not None else _name_month(p.name)
+        out.append(LandingFile(p, p.relative_to(landing).as_posix(), day, month))
+    return out
+
+
+def in_window(day: date, start: date, end: date) -> bool:
+    return start <= day < end
+
+
+# ---------------------------------------------------------------- timestamps
+
+_TZ_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z")
+_NAIVE_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
+
+
+def parse_utc_expr(expr: pl.Expr, allow_naive: bool = False) -> pl.Expr:
+    """RFC 3339 text -> UTC datetime (null when unparseable). Naive text counts as UTC only when
+    ``allow_naive`` (FOCUS exports write ``2024-09-18 22:00:00``); elsewhere it is rejected."""
+    text = expr.str.strip_chars()
+    fmts = _TZ_FORMATS + (_NAIVE_FORMATS if allow_naive else ())
+    return pl.coalesce(
+        [text.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC") for f in fmts]
+    )
+
+
+def parse_utc(value: Any) -> datetime | None:
+    """Python twin of ``parse_utc_expr`` for the JSON API walks: aware RFC 3339 only."""
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        return None
+    return dt.astimezone(timezone.utc)
+
+
+def from_unix(value: Any) -> datetime | None:
+    """OpenAI bucket bounds are Unix seconds; anything else (bool, str, float NaN) is bad."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- numbers
+
+
+class Problem(Exception):
+    """A record-level rejection: becomes one quarantine row."""
+
+    def __init__(self, reason: str, field: str, message: str):
+        super().__init__(message)
+        self.reason, self.field, self.message = reason, field, message
+
+
+def count(obj: dict, key: str, field: str, required: bool = False) -> int:
+    """A non-negative integer count from parsed JSON; 0 when an optional field is absent/null."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if value is None:
+        if required:
+            raise Problem("missing_field", field, f"{field} is missing")
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Problem("bad_number", field, f"{field} is not a number: {value!r}"[:300])
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            raise Problem("bad_number", field, f"{field} is not a whole finite number: {value!r}")
+        value = int(value)
+    if value < 0:
+        raise Problem("negative_quantity", field, f"{field} is negative: {value}")
+    return value
+
+
+# ---------------------------------------------------------------- quarantine
+
+
+def raw_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text[:RAW_LIMIT]
+
+
+def quarantine_frame(source: str, rows: list[dict]) -> pl.DataFrame:
+    """Rows with origin/field/reason/message/raw/day -> QUARANTINE_SCHEMA."""
+    if not rows:
+        return schema.empty_quarantine()
+    frame = pl.DataFrame(
+        [{**r, "source": source, "raw": (r.get("raw") or "")[:RAW_LIMIT]} for r in rows],
+        schema_overrides={k: v for k, v in schema.QUARANTINE_SCHEMA.items()},
+    )
+    return schema.conform(frame, schema.QUARANTINE_SCHEMA)
+
+
+def unreadable(source: str, f: LandingFile, message: str, raw: str = "") -> pl.DataFrame:
+    """The whole file could not be read: one row for the file, origin = the file itself."""
+    row = dict(origin=f.rel, field="", reason="unreadable_file", message=message, raw=raw, day=f.fallback_day())
+    return quarantine_frame(source, [row])
+
+
+def split_by_day(
+    frame: pl.DataFrame, f: LandingFile, ts_field: str, start: date, end: date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply the partition rules to one file's records.
+
+    Input columns: ``origin``, ``raw``, ``ts`` (UTC datetime, null when missing/bad), and
+    ``reason``/``field``/``message`` (null when the record is otherwise fine). Returns
+    (accepted records with ``day``, rejected records with reason), both limited to [start, end).
+    A record keeps the first problem found; timestamp checks apply to otherwise-fine records.
+    """
+    ts_day = pl.col("ts").dt.date()
+    if f.day is not None:
+        day = pl.lit(f.day)
+        outside = ts_day != pl.lit(f.day)
+    else:
+        valid = frame.filter(pl.col("ts").is_not_null() & pl.col("reason").is_null())
+        fallback = f.fallback_day(valid["ts"].dt.date().to_list() if valid.height else [])
+        day = ts_day.fill_null(pl.lit(fallback))
+        outside = pl.lit(False)
+    fine = pl.col("reason").is_null()
+    bad_ts = fine & pl.col("ts").is_null()
+    outside = fine & ~bad_ts & outside
+    frame = frame.with_columns(
+        day=day,
+        reason=pl.when(bad_ts).then(pl.lit("bad_timestamp"))
+        .when(outside).then(pl.lit("outside_partition"))
+        .otherwise(pl.col("reason")),
+        field=pl.when(bad_ts | outside).then(pl.lit(ts_field)).otherwise(pl.col("field")),
+        message=pl.when(bad_ts)
+        .then(pl.lit(f"{ts_field} is missing, unparseable or has no UTC offset"))
+        .when(outside)
+        .then(pl.lit(f"{ts_field} falls on ") + ts_day.cast(pl.String) + pl.lit(f", not on the file's day {f.day}"))
+        .otherwise(pl.col("message")),
+    ).filter(pl.col("day").is_between(pl.lit(start), pl.lit(end), closed="left"))
+    rejected = frame.filter(pl.col("reason").is_not_null()).with_columns(
+        raw=pl.col("raw").str.slice(0, RAW_LIMIT)
+    )
+    return frame.filter(pl.col("reason").is_null()), rejected
+
+
+# ---------------------------------------------------------------- canonical rows
+
+
+@dataclass(frozen=True)
+class Meter:
+    """One quantity column of a wide record frame and the canonical meter it feeds."""
+
+    column: str
+    meter: str
+    variant: str = ""  # extra part of event_id when one record has two rows of the same meter
+    extra_dims: dict | None = None  # merged into the record's dimensions for this row only
+
+
+def _merge_dims(extra: dict) -> pl.Expr:
+    def merge(text: str) -> str:
+        return schema.canonical_json({**json.loads(text or "{}"), **extra})
+
+    return pl.col("dimensions").map_elements(merge, return_dtype=pl.String)
+
+
+def build_events(frame: pl.DataFrame, source: str, meters: list[Meter], primary: str) -> pl.DataFrame:
+    """Wide accepted records -> USAGE_SCHEMA rows: one per meter with quantity > 0.
+
+    ``frame`` needs ``natural_key`` plus provider, account_key, model, dimensions, start, end,
+    origin, day (reported_cost optional) and the meter columns. A record whose meters are all
+    zero keeps one zero row for ``primary`` so every accepted record stays visible.
+    """
+    if frame.height == 0:
+        return schema.empty_usage()
+    cols = [m.column for m in meters]
+    base = frame.with_columns(
+        pl.lit(source).alias("source"),
+        pl.sum_horizontal([pl.col(c).fill_null(0) for c in cols]).alias("_total"),
+    ).with_columns(schema.event_id_expr("source", "natural_key").alias("record_id"))
+    parts = []
+    for m in meters:
+        part = base.with_columns(
+            pl.lit(m.meter).alias("meter"),
+            pl.lit(m.variant).alias("variant"),
+            pl.col(m.column).fill_null(0).cast(pl.Int64).alias("quantity"),
+        )
+        keep = (pl.col("quantity") > 0) | ((pl.col("_total") == 0) & pl.lit(m.meter == primary and not m.variant))
+        part = part.filter(keep)
+        if m.extra_dims:
+            part = part.with_columns(_merge_dims(m.extra_dims).alias("dimensions"))
+        parts.append(part.drop(cols))
+    long = pl.concat(parts, how="diagonal_relaxed")
+    long = long.with_columns(
+        pl.when(pl.col("variant") == "")
+        .then(schema.event_id_expr("record_id", "meter"))
+        .otherwise(schema.event_id_expr("record_id", "meter", "variant"))
+        .alias("event_id"),
+        schema.model_family_expr("model").alias("model_family"),
+        pl.lit(None, pl.String).alias("customer_id"),
+    ).sort("origin", "meter", "variant")
+    return schema.conform(long, schema.USAGE_SCHEMA)
+
+
+def rejected_to_quarantine(source: str, rejected: pl.DataFrame) -> pl.DataFrame:
+    return schema.conform(rejected.with_columns(pl.lit(source).alias("source")), schema.QUARANTINE_SCHEMA)
+
+
+def combine(events: list[pl.DataFrame], quarantine: list[pl.DataFrame]):
+    """Concatenate per-file frames into a SourceRead (records_read counts both sides)."""
+    from billing_pipeline.sources import SourceRead
+
+    ev = pl.concat([schema.empty_usage(), *events], how="vertical_relaxed")
+    qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed")
+    return SourceRead(events=ev, quarantine=qu, records_read=ev["origin"].n_unique() + qu.height)

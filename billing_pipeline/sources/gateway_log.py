@@ -1,0 +1,196 @@
+"""Our gateway's request log (``landing/gateway/*.jsonl``): one JSON object per line, one request.
+
+A line carries provider-reported ``usage`` (Chat Completions ``prompt_tokens``/``completion_tokens``
+/``prompt_tokens_details.cached_tokens`` or Responses ``input_tokens``/``output_tokens``/
+``input_tokens_details.cached_tokens``; in both, input INCLUDES cached) or, when the upstream
+gave none, the ``prompt``/``completion`` text, which we count with the model's offline tokenizer
+(dimensions ``{"counted":"local"}``). Claude text is never estimated: ``no_tokenizer``.
+
+Meters: input_tokens = prompt - cached, cached_input_tokens, output_tokens (no requests meter).
+Parsing is vectorised with polars ``json_path_match`` (null on bad JSON instead of failing the
+file); only the few lines polars rejects are re-read in Python to tell NaN/1e309 from garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from billing_pipeline import tokens
+from billing_pipeline.sources import files
+from billing_pipeline.sources.files import Meter
+
+SOURCE = "gateway_log"
+FOLDER = "gateway"
+METERS = [Meter("m_input", "input_tokens"), Meter("m_cached", "cached_input_tokens"), Meter("m_output", "output_tokens")]
+
+_PROVIDER_PREFIXES = (
+    (("gpt", "o1", "o3", "o4", "chatgpt", "text-embedding"), "openai"),
+    (("claude",), "anthropic"),
+    (("mistral", "ministral", "open-mistral", "open-mixtral", "codestral", "pixtral", "devstral", "magistral"), "mistral"),
+)
+# (column, [json paths tried in order], name used in quarantine rows)
+_COUNTS = (
+    ("pt", ("usage.prompt_tokens", "usage.input_tokens")),
+    ("ct", ("usage.completion_tokens", "usage.output_tokens")),
+    ("cached", ("usage.prompt_tokens_details.cached_tokens", "usage.input_tokens_details.cached_tokens")),
+)
+
+
+def _jp(path: str) -> pl.Expr:
+    return pl.col("obj").str.json_path_match(f"$.{path}")
+
+
+def _provider_expr() -> pl.Expr:
+    model = pl.col("model").str.to_lowercase()
+    inferred = pl.lit(None, pl.String)
+    for prefixes, name in reversed(_PROVIDER_PREFIXES):
+        inferred = pl.when(pl.any_horizontal([model.str.starts_with(p) for p in prefixes])).then(pl.lit(name)).otherwise(inferred)
+    return pl.coalesce(pl.col("provider_raw").str.to_lowercase(), inferred)
+
+
+def _first_problem(checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]) -> list[pl.Expr]:
+    """(condition, reason, field, message) in priority order -> reason/field/message columns."""
+    out = []
+    for idx, name in ((1, "reason"), (2, "field"), (3, "message")):
+        expr = pl.lit(None, pl.String)
+        for check in reversed(checks):
+            value = check[idx] if isinstance(check[idx], pl.Expr) else pl.lit(check[idx])
+            expr = pl.when(check[0]).then(value).otherwise(expr)
+        out.append(expr.alias(name))
+    return out
+
+
+def _classify_bad_line(raw: str) -> tuple[str, str, str]:
+    """Python look at a line polars could not parse: non-finite numbers vs broken JSON."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        return "bad_json_line", "", f"line is not valid JSON: {exc}"
+
+    def walk(v, path):
+        if isinstance(v, float) and not math.isfinite(v):
+            return path
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, child in items:
+            found = walk(child, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+        return None
+
+    field = walk(value, "")
+    if field:
+        return "bad_number", field, f"{field} is not a finite number (NaN, Infinity or out of range)"
+    return "bad_json_line", "", "line is not valid JSON"
+
+
+def _count_texts(frame: pl.DataFrame) -> pl.DataFrame:
+    """Fill pt/ct for lines that carry text instead of usage, one tokenizer batch per model."""
+    need = frame.filter(pl.col("reason").is_null() & pl.col("local"))
+    if need.height == 0:
+        return frame.with_columns(pl.col("pt", "ct").cast(pl.String))
+    parts = []
+    for (model,), group in need.group_by(["model"]):
+        if tokens.tokenizer_for(model) is None:
+            continue
+        prompts = tokens.count_tokens(model, group["prompt"].fill_null("").to_list())
+        completions = tokens.count_tokens(model, group["completion"].fill_null("").to_list())
+        parts.append(pl.DataFrame({"line": group["line"], "pt_n": prompts, "ct_n": completions}))
+    counted = pl.concat(parts) if parts else pl.DataFrame(schema={"line": pl.Int64, "pt_n": pl.Int64, "ct_n": pl.Int64})
+    return frame.join(counted, on="line", how="left").with_columns(
+        pl.coalesce(pl.col("pt"), pl.col("pt_n").cast(pl.String)).alias("pt"),
+        pl.coalesce(pl.col("ct"), pl.col("ct_n").cast(pl.String)).alias("ct"),
+    )
+
+
+def _read_file(f: files.LandingFile, start: date, end: date):
+    try:
+        text = f.path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        q = files.unreadable(SOURCE, f, f"not a readable UTF-8 file: {exc}")
+        return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
+    lines = pl.DataFrame({"raw": text.split("\n")}).with_row_index("line", offset=1)
+    lines = lines.with_columns(pl.col("line").cast(pl.Int64), pl.col("raw").str.strip_chars_end("\r"))
+    lines = lines.filter(pl.col("raw").str.strip_chars() != "").with_columns(
+        obj=pl.col("raw").str.json_path_match("$"),
+        origin=pl.lit(f.rel + ":") + pl.col("line").cast(pl.String),
+    )
+    bad = lines.filter(pl.col("obj").is_null())
+    classified = [_classify_bad_line(r) for r in bad["raw"].to_list()]  # only lines polars rejected
+    bad = bad.with_columns(
+        reason=pl.Series([c[0] for c in classified], dtype=pl.String),
+        field=pl.Series([c[1] for c in classified], dtype=pl.String),
+        message=pl.Series([c[2] for c in classified], dtype=pl.String),
+        ts=pl.lit(None, files.schema.UTC_DATETIME),
+    )
+    good = lines.filter(pl.col("obj").is_not_null())
+    extracted = [pl.coalesce([_jp(p) for p in paths]).alias(col) for col, paths in _COUNTS]
+    used = [pl.coalesce([pl.when(_jp(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field") for col, paths in _COUNTS]
+    is_str = [
+        pl.any_horizontal([pl.col("obj").str.contains(f'"{p.rsplit(".", 1)[1]}":"', literal=True) for p in paths]).alias(f"{col}_str")
+        for col, paths in _COUNTS
+    ]
+    good = good.with_columns(
+        request_id=_jp("request_id"), timestamp=_jp("timestamp"), customer_key=_jp("customer_key"),
+        provider_raw=_jp("provider"), model=_jp("model"), usage=_jp("usage"),
+        prompt=_jp("prompt"), completion=_jp("completion"), is_object=pl.col("obj").str.starts_with("{"),
+        *extracted, *used, *is_str,
+    ).with_columns(
+        local=pl.col("usage").is_null() & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
+        ts=files.parse_utc_expr(pl.col("timestamp")),
+        provider=_provider_expr(),
+    )
+    models = good["model"].drop_nulls().unique().to_list()
+    untokenizable = [m for m in models if tokens.tokenizer_for(m) is None]
+    checks = [
+        (~pl.col("is_object"), "bad_json_line", "", "line is JSON but not an object"),
+        (pl.col("request_id").is_null() | (pl.col("request_id") == ""), "missing_field", "request_id", "request_id is missing"),
+        (pl.col("model").is_null() | (pl.col("model") == ""), "missing_field", "model", "model is missing"),
+        (pl.col("usage").is_null() & ~pl.col("local"), "missing_field", "usage", "neither usage nor prompt/completion text"),
+        (pl.col("local") & pl.col("provider").eq("anthropic"), "no_tokenizer", "model", "Claude has no public tokenizer; token counts must come from the provider"),
+        (pl.col("local") & pl.col("model").is_in(untokenizable), "no_tokenizer", "model", pl.lit("no offline tokenizer for model ") + pl.col("model")),
+    ]
+    for col, _ in _COUNTS:
+        value, fld = pl.col(col), pl.col(f"{col}_field")
+        whole = value.str.contains(r"^-?\d+(\.0+)?$") & ~pl.col(f"{col}_str")
+        as_int = value.str.replace(r"\.0+$", "").cast(pl.Int64, strict=False)
+        required = col != "cached"
+        if required:
+            checks.append((~pl.col("local") & value.is_null(), "missing_field", fld, fld + pl.lit(" is missing")))
+        checks.append((~pl.col("local") & value.is_not_null() & (~whole | as_int.is_null()), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
+        checks.append((~pl.col("local") & (as_int < 0), "negative_quantity", fld, fld + pl.lit(" is negative: ") + value))
+    good = good.with_columns(_first_problem(checks))
+    good = _count_texts(good).with_columns(
+        pl.col(c).str.replace(r"\.0+$", "").cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
+    )
+    over = pl.col("reason").is_null() & (pl.col("cached") > pl.col("pt"))
+    good = good.with_columns(
+        reason=pl.when(over).then(pl.lit("negative_quantity")).otherwise("reason"),
+        field=pl.when(over).then(pl.col("cached_field")).otherwise("field"),
+        message=pl.when(over).then(pl.lit("cached tokens exceed prompt tokens")).otherwise("message"),
+    )
+    frame = pl.concat([bad, good], how="diagonal_relaxed").sort("line")
+    accepted, rejected = files.split_by_day(frame, f, "timestamp", start, end)
+    accepted = accepted.with_columns(
+        natural_key=pl.col("request_id"),
+        account_key=pl.when(pl.col("customer_key").is_not_null()).then(pl.lit("gateway:") + pl.col("customer_key")),
+        dimensions=pl.when(pl.col("local")).then(pl.lit('{"counted":"local"}')).otherwise(pl.lit("{}")),
+        start=pl.col("ts"), end=pl.col("ts"),
+        m_input=pl.col("pt") - pl.col("cached"), m_cached=pl.col("cached"), m_output=pl.col("ct"),
+    )
+    return files.build_events(accepted, SOURCE, METERS, "input_tokens"), files.rejected_to_quarantine(SOURCE, rejected)
+
+
+def read(landing: Path, start: date, end: date):
+    """All gateway requests whose partition day is in [start, end). start == end: a point event."""
+    events, quarantine = [], []
+    for f in files.list_files(landing, FOLDER, (".jsonl",), start, end):
+        ev, q = _read_file(f, start, end)
+        if ev is not None:
+            events.append(ev)
+        quarantine.append(q)
+    return files.combine(events, quarantine)

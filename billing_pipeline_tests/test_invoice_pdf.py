@@ -1,0 +1,182 @@
+"""Invoice PDFs: what the customer reads, reproducible bytes, and no way for a value to fetch files."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+from pypdf import PdfReader
+
+from billing_pipeline.invoicing.pdf import TEMPLATES_DIR, InvoiceRenderer, invoice_context
+from billing_pipeline.invoicing.chart import usage_chart_svg
+
+HOSTILE = '<img src="file:///etc/passwd">'
+HOSTILE_LINK = '<link rel=attachment href="file:///etc/passwd">'
+
+
+def make_document(customer_name: str = "Acme Health Inc.", days: int = 31) -> dict:
+    usage = []
+    for day in range(1, days + 1):
+        usage.append({"day": f"2026-10-{day:02d}", "model": "gpt-4o", "quantity": 400000 + day * 1000,
+                      "amount": f"{3 + day % 7}.{day:02d}"})
+        if day % 2:
+            usage.append({"day": f"2026-10-{day:02d}", "model": "claude-sonnet-4", "quantity": 90000,
+                          "amount": f"1.{day:02d}"})
+    return {
+        "number": None, "status": "draft", "customer_id": "acme", "period": "2026-10",
+        "period_start": "2026-10-01", "period_end": "2026-10-31", "issue_date": None, "due_date": None,
+        "currency": "USD",
+        "issuer": {"name": "Example AI GmbH", "address": "Street 1\n10115 Berlin",
+                   "vat_id": "DE123456789", "email": "billing@example.ai"},
+        "customer": {"id": "acme", "name": customer_name, "address": "1 Main St\nBoston, MA 02110\nUSA",
+                     "email": "billing@acme.example"},
+        "plan": {"id": "enterprise", "name": "Enterprise"},
+        "lines": [
+            {"charge_id": "gpt4o-output", "description": "GPT-4o output tokens", "provider": "openai",
+             "meter": "output_tokens", "model": "gpt-4o", "dimensions": {}, "quantity": 12500000,
+             "unit": "tokens", "unit_size": 1000, "unit_price": None, "pricing": "graduated",
+             "amount": "120.00",
+             "tiers": [{"tier": 1, "from": 1, "up_to": 10000000, "quantity": 10000000,
+                        "unit_price": "0.010", "flat_fee": "0", "amount": "100.000"},
+                       {"tier": 2, "from": 10000001, "up_to": None, "quantity": 2500000,
+                        "unit_price": "0.008", "flat_fee": "0", "amount": "20.000"}],
+             "explanation": "12,500,000 output tokens of gpt-4o: first 10,000,000 at $0.010 per 1K = "
+                            "$100.00; next 2,500,000 at $0.008 per 1K = $20.00",
+             "consideration": "variable"},
+            {"charge_id": "gpt4o-input", "description": "GPT-4o input tokens", "provider": "openai",
+             "meter": "input_tokens", "model": "gpt-4o", "dimensions": {}, "quantity": 40000000,
+             "unit": "tokens", "unit_size": 1000, "unit_price": "0.0025", "pricing": "per_unit",
+             "amount": "100.00", "tiers": [],
+             "explanation": "40,000,000 input tokens of gpt-4o at $0.0025 per 1K = $100.00",
+             "consideration": "variable"},
+            {"charge_id": "sonnet", "description": "Claude Sonnet 4 tokens", "provider": "anthropic",
+             "meter": "input_tokens", "model": "claude-sonnet-4", "dimensions": {}, "quantity": 1400000,
+             "unit": "tokens", "unit_size": 1000, "unit_price": "0.003", "pricing": "per_unit",
+             "amount": "4.20", "tiers": [],
+             "explanation": "1,400,000 input tokens of claude-sonnet-4 at $0.003 per 1K = $4.20",
+             "consideration": "variable"},
+            {"charge_id": "base_fee", "description": "Enterprise subscription, October 2026",
+             "provider": None, "meter": None, "model": None, "dimensions": {}, "quantity": 1,
+             "unit": "month", "unit_size": 1, "unit_price": "500.00", "pricing": "fixed",
+             "amount": "500.00", "tiers": [], "explanation": "Monthly base fee, full month.",
+             "consideration": "fixed"},
+        ],
+        "subtotal": "724.20", "tax_rate": "0.19", "tax": "137.60", "reverse_charge": False,
+        "tax_note": "", "credits_applied": "0.00", "total": "861.80",
+        "usage_by_day": usage,
+        "disclosure": {
+            "plan_table": [{"charge": "GPT-4o output tokens", "meter": "output_tokens",
+                            "models": "gpt-4o, gpt-4o-20*", "pricing": "graduated",
+                            "prices": "first 10,000,000 at $0.010 per 1K; above at $0.008 per 1K"}],
+            "summary": "You pay per 1,000 tokens. Output tokens get cheaper above 10 million a month.",
+            "worked_example": "Your October usage of gpt-4o output: 12,500,000 tokens = $120.00",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def renderer() -> InvoiceRenderer:
+    return InvoiceRenderer()
+
+
+def pdf_text(data: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+def test_pdf_shows_customer_period_total_and_page_numbers(renderer):
+    text = pdf_text(renderer.render_pdf(make_document()))
+    assert "Acme Health Inc." in text
+    assert "October 2026" in text
+    assert "$861.80" in text
+    assert "Page 1 of 2" in text
+    assert "DRAFT" in text
+    assert "each line is rounded once to the cent, half up" in text.replace("\n", " ").lower()
+
+
+def test_same_document_renders_identical_bytes(renderer):
+    doc = make_document()
+    first = renderer.render_pdf(doc)
+    assert renderer.render_pdf(copy.deepcopy(doc)) == first
+    assert InvoiceRenderer().render_pdf(doc) == first
+
+
+def test_pdf_dates_come_from_the_document(renderer):
+    doc = make_document()
+    meta = PdfReader(io.BytesIO(renderer.render_pdf(doc))).metadata
+    assert meta["/CreationDate"].startswith("D:20261031")
+    doc["issue_date"], doc["number"] = "2026-11-02", "INV-2026-000042"
+    meta = PdfReader(io.BytesIO(renderer.render_pdf(doc))).metadata
+    assert meta["/CreationDate"].startswith("D:20261102")
+
+
+@pytest.mark.parametrize("hostile", [HOSTILE, HOSTILE_LINK])
+def test_hostile_customer_name_is_text_and_fetches_nothing(renderer, hostile):
+    doc = make_document(customer_name=hostile)
+    doc["lines"][0]["description"] = hostile
+    doc["usage_by_day"][0]["model"] = hostile
+    renderer.url_fetcher.calls.clear()
+    data = renderer.render_pdf(doc)
+    assert renderer.url_fetcher.calls == []
+    assert "file:///etc/passwd" in pdf_text(data)  # shown as text
+    reader = PdfReader(io.BytesIO(data))
+    assert "/EmbeddedFiles" not in str(reader.trailer["/Root"].get("/Names", {}))
+    assert not reader.attachments
+
+
+def test_html_is_autoescaped(renderer):
+    html = renderer.render_html(make_document(customer_name=HOSTILE))
+    assert HOSTILE not in html
+    assert "&lt;img src=&#34;file:///etc/passwd&#34;&gt;" in html
+    assert renderer.env.autoescape is True
+
+
+def test_chart_escapes_model_names():
+    svg = usage_chart_svg([{"day": "2026-10-01", "model": "<script>x</script>", "quantity": 1,
+                            "amount": "1.00"}], "2026-10-01", "2026-10-31", "USD")
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
+
+
+def test_url_fetcher_serves_only_the_template_folder(renderer):
+    from weasyprint.urls import FatalURLFetchingError
+
+    with pytest.raises(FatalURLFetchingError):
+        renderer.url_fetcher.fetch("file:///etc/passwd")
+    with pytest.raises(FatalURLFetchingError):
+        renderer.url_fetcher.fetch((TEMPLATES_DIR / ".." / "pyproject.toml").as_uri())
+    with pytest.raises(FatalURLFetchingError):
+        renderer.url_fetcher.fetch("http://169.254.169.254/latest/meta-data/")
+    response = renderer.url_fetcher.fetch((TEMPLATES_DIR / "invoice.css").as_uri())
+    assert b"@page" in response.read()
+
+
+def test_template_refuses_missing_values(renderer):
+    from jinja2 import UndefinedError
+
+    doc = make_document()
+    del doc["disclosure"]["summary"]
+    with pytest.raises(UndefinedError):
+        renderer.render_html(doc)
+
+
+def test_reverse_charge_shows_the_legal_note(renderer):
+    doc = make_document()
+    doc.update(reverse_charge=True, tax="0.00", total="724.20",
+               tax_note="Reverse charge: VAT to be accounted for by the recipient (Art. 196 VAT Directive).")
+    text = pdf_text(renderer.render_pdf(doc)).replace("\n", " ")
+    assert "Tax (reverse charge)" in text and "Art. 196" in text
+
+
+def test_write_pdf_is_atomic_and_returns_sha256(renderer, tmp_path):
+    target = tmp_path / "out" / "acme-2026-10.pdf"
+    digest = renderer.write_pdf(make_document(), target)
+    assert target.read_bytes().startswith(b"%PDF")
+    assert len(digest) == 64
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_draft_context_shows_draft_number_and_formatted_total():
+    ctx = invoice_context(make_document())
+    assert ctx["total"] == "$861.80" and ctx["number"] == "DRAFT"
+    assert ctx["groups"][-1]["title"] == "Subscription and commitments"
+    assert [g["title"] for g in ctx["groups"][:-1]] == ["Anthropic", "OpenAI"]

@@ -282,6 +282,18 @@ def build_events(frame: pl.DataFrame, source: str, meters: list[Meter], primary:
     return schema.conform(long, schema.USAGE_SCHEMA)
 
 
+def first_problem(checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]) -> list[pl.Expr]:
+    """(condition, reason, field, message) in priority order -> reason/field/message columns."""
+    out = []
+    for idx, name in ((1, "reason"), (2, "field"), (3, "message")):
+        expr = pl.lit(None, pl.String)
+        for check in reversed(checks):
+            value = check[idx] if isinstance(check[idx], pl.Expr) else pl.lit(check[idx])
+            expr = pl.when(check[0]).then(value).otherwise(expr)
+        out.append(expr.alias(name))
+    return out
+
+
 def rejected_to_quarantine(source: str, rejected: pl.DataFrame) -> pl.DataFrame:
     return schema.conform(rejected.with_columns(pl.lit(source).alias("source")), schema.QUARANTINE_SCHEMA)
 

@@ -53,18 +53,6 @@ def _provider_expr() -> pl.Expr:
     return pl.coalesce(pl.col("provider_raw").str.to_lowercase(), inferred)
 
 
-def _first_problem(checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]) -> list[pl.Expr]:
-    """(condition, reason, field, message) in priority order -> reason/field/message columns."""
-    out = []
-    for idx, name in ((1, "reason"), (2, "field"), (3, "message")):
-        expr = pl.lit(None, pl.String)
-        for check in reversed(checks):
-            value = check[idx] if isinstance(check[idx], pl.Expr) else pl.lit(check[idx])
-            expr = pl.when(check[0]).then(value).otherwise(expr)
-        out.append(expr.alias(name))
-    return out
-
-
 def _classify_bad_line(raw: str) -> tuple[str, str, str]:
     """Python look at a line polars could not parse: non-finite numbers vs broken JSON."""
     try:
@@ -131,7 +119,8 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     extracted = [pl.coalesce([_jp(p) for p in paths]).alias(col) for col, paths in _COUNTS]
     used = [pl.coalesce([pl.when(_jp(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field") for col, paths in _COUNTS]
     is_str = [
-        pl.any_horizontal([pl.col("obj").str.contains(f'"{p.rsplit(".", 1)[1]}":"', literal=True) for p in paths]).alias(f"{col}_str")
+        pl.any_horizontal([_jp("usage").str.contains(f'"{p.rsplit(".", 1)[1]}":"', literal=True) for p in paths])
+        .fill_null(False).alias(f"{col}_str")
         for col, paths in _COUNTS
     ]
     good = good.with_columns(
@@ -163,7 +152,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
             checks.append((~pl.col("local") & value.is_null(), "missing_field", fld, fld + pl.lit(" is missing")))
         checks.append((~pl.col("local") & value.is_not_null() & (~whole | as_int.is_null()), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
         checks.append((~pl.col("local") & (as_int < 0), "negative_quantity", fld, fld + pl.lit(" is negative: ") + value))
-    good = good.with_columns(_first_problem(checks))
+    good = good.with_columns(files.first_problem(checks))
     good = _count_texts(good).with_columns(
         pl.col(c).str.replace(r"\.0+$", "").cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
     )

@@ -1,0 +1,105 @@
+"""Gateway JSONL request log: provider usage when given, local token counts when only text is."""
+
+import json
+import shutil
+from datetime import date
+
+from billing_pipeline import tokens
+from billing_pipeline.sources import SOURCES
+
+DAY = date(2026, 10, 5)
+
+
+def line(**over):
+    d = {"request_id": "req-1", "timestamp": "2026-10-05T13:02:11Z", "customer_key": "acme", "provider": "mistral",
+         "model": "mistral-large-2411", "usage": {"prompt_tokens": 120, "completion_tokens": 340, "total_tokens": 460,
+                                                  "prompt_tokens_details": {"cached_tokens": 20}}}
+    return json.dumps({**d, **over})
+
+
+def write(landing, name, lines):
+    folder = landing / "gateway"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join(lines) + "\n")
+    return folder / name
+
+
+def read(landing):
+    return SOURCES["gateway_log"](landing, DAY, date(2026, 10, 6))
+
+
+def test_usage_line_prompt_includes_cached(tmp_path):
+    write(tmp_path, "2026-10-05.jsonl", [line()])
+    r = read(tmp_path)
+    assert dict(r.events.select("meter", "quantity").rows()) == {"input_tokens": 100, "cached_input_tokens": 20, "output_tokens": 340}
+    row = r.events.row(0, named=True)
+    assert row["account_key"] == "gateway:acme" and row["provider"] == "mistral" and row["model_family"] == "mistral-large"
+    assert row["origin"] == "gateway/2026-10-05.jsonl:1" and row["start"] == row["end"]
+
+
+def test_text_only_lines_are_counted_locally_but_claude_is_never_guessed(tmp_path):
+    text_line = json.dumps({"request_id": "req-2", "timestamp": "2026-10-05T13:03:00Z", "customer_key": "acme",
+                            "model": "gpt-4o-mini", "prompt": "hello world", "completion": "Hello, world! 1234567"})
+    claude = json.dumps({"request_id": "req-3", "timestamp": "2026-10-05T13:04:00Z", "customer_key": "acme",
+                         "model": "claude-sonnet-4-5", "prompt": "hi", "completion": "hello"})
+    write(tmp_path, "2026-10-05.jsonl", [text_line, claude])
+    r = read(tmp_path)
+    ev = r.events
+    assert set(ev["provider"]) == {"openai"} and set(ev["dimensions"]) == {'{"counted":"local"}'}
+    assert dict(ev.select("meter", "quantity").rows()) == {
+        "input_tokens": tokens.count_tokens("gpt-4o-mini", ["hello world"])[0], "output_tokens": 8}
+    assert r.quarantine.select("reason", "field").rows() == [("no_tokenizer", "model")]
+
+
+def test_bad_lines_are_quarantined_with_reason_and_field(tmp_path):
+    lines = [
+        line(),
+        "{not json",
+        line(request_id="r3", usage={"prompt_tokens": "12", "completion_tokens": 1}),
+        line(request_id="r4", usage={"prompt_tokens": 1.5, "completion_tokens": 1}),
+        line(request_id="r5", usage={"prompt_tokens": -1, "completion_tokens": 1}),
+        line(request_id="r6").replace("340", "NaN"),
+        line(request_id="r7", timestamp="2026-10-05T13:02:11"),
+        line(request_id="r8", timestamp="2026-10-04T23:59:59Z"),
+        line(request_id="r9", usage={"completion_tokens": 1}),
+        line(request_id="r10").replace("340", "1e309"),
+        "",
+    ]
+    write(tmp_path, "2026-10-05.jsonl", lines)
+    r = read(tmp_path)
+    got = {o.split(":")[-1]: (reason, field) for o, reason, field in r.quarantine.select("origin", "reason", "field").rows()}
+    assert got == {
+        "2": ("bad_json_line", ""),
+        "3": ("bad_number", "usage.prompt_tokens"),
+        "4": ("bad_number", "usage.prompt_tokens"),
+        "5": ("negative_quantity", "usage.prompt_tokens"),
+        "6": ("bad_number", "usage.completion_tokens"),
+        "7": ("bad_timestamp", "timestamp"),
+        "8": ("outside_partition", "timestamp"),
+        "9": ("missing_field", "usage.prompt_tokens"),
+        "10": ("bad_number", "usage.completion_tokens"),
+    }
+    assert r.events["origin"].unique().to_list() == ["gateway/2026-10-05.jsonl:1"]
+    assert r.records_read == 10 == r.events["origin"].n_unique() + r.quarantine.height
+
+
+def test_responses_api_usage_shape(tmp_path):
+    write(tmp_path, "2026-10-05.jsonl", [line(model="gpt-4o", provider=None, usage={
+        "input_tokens": 50, "input_tokens_details": {"cached_tokens": 10}, "output_tokens": 5})])
+    ev = read(tmp_path).events
+    assert dict(ev.select("meter", "quantity").rows()) == {"input_tokens": 40, "cached_input_tokens": 10, "output_tokens": 5}
+    assert set(ev["provider"]) == {"openai"}
+
+
+def test_bad_utf8_file_is_one_unreadable_row(tmp_path):
+    (tmp_path / "gateway").mkdir()
+    (tmp_path / "gateway/2026-10-05.jsonl").write_bytes(b'{"request_id": "\xff"}\n')
+    r = read(tmp_path)
+    assert r.quarantine.select("origin", "reason").rows() == [("gateway/2026-10-05.jsonl", "unreadable_file")]
+
+
+def test_same_file_twice_same_record_ids(tmp_path):
+    p = write(tmp_path, "2026-10-05.jsonl", [line()])
+    shutil.copy(p, p.with_name("2026-10-05.replay.jsonl"))
+    ev = read(tmp_path).events
+    assert ev.height == 6 and ev["record_id"].n_unique() == 1 and ev["event_id"].n_unique() == 3

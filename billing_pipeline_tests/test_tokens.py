@@ -25,7 +25,7 @@ def test_model_to_tokenizer():
     assert tokens.tokenizer_for("pixtral-12b-2409") == "mistral_common:pixtral-12b-2409"
     assert tokens.tokenizer_for("ministral-3b-latest") == "tekken_240718"
     assert tokens.tokenizer_for("claude-sonnet-4-5") is None
-    assert tokens.tokenizer_for("mistral-large-2411") is None  # SentencePiece v7: not installed offline
+    assert tokens.tokenizer_for("mistral-large-2411") == "mistral_common:mistral-large-2411"  # SentencePiece v7
     assert tokens.tokenizer_for("some-unknown-model") is None
     with pytest.raises(LookupError):
         tokens.count_tokens("claude-sonnet-4-5", ["hi"])

@@ -1,6 +1,5 @@
 """Dagster wiring: assets, checks, jobs, schedules and resources. No billing logic lives here."""
 
-from __future__ import annotations
 
 import dagster as dg
 

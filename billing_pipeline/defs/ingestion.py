@@ -5,7 +5,6 @@ records as canonical rows, rejected ones with their quarantine reason. Nothing i
 the landing zone and ``usage_events`` + ``usage_quarantine``.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

@@ -1,6 +1,5 @@
 """Jobs and schedules: ingest every day, draft invoices on the 1st. Issuing stays a human act."""
 
-from __future__ import annotations
 
 import datetime as dt
 
@@ -8,6 +7,7 @@ import dagster as dg
 
 from billing_pipeline.defs.partitions import daily_partitions, monthly_partitions
 
+MONTH_TAG = "billing/month"  # dagster.yaml allows one run per billing month at a time
 DAILY_GROUPS = ("raw", "usage")
 MONTHLY_GROUPS = ("billing", "invoicing")
 
@@ -30,7 +30,7 @@ month_end_job = dg.define_asset_job(
 def daily_ingestion_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Shortly after midnight UTC: ingest the day that just ended."""
     day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=day, partition_key=day)
+    return dg.RunRequest(run_key=day, partition_key=day, tags={MONTH_TAG: day[:7]})
 
 
 @dg.schedule(job=month_end_job, cron_schedule="0 3 1 * *", execution_timezone="UTC")
@@ -38,4 +38,4 @@ def month_end_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """On the 1st: draft the previous month's invoices (finance issues them after review)."""
     first = context.scheduled_execution_time.date().replace(day=1)
     month = (first - dt.timedelta(days=1)).replace(day=1).isoformat()
-    return dg.RunRequest(run_key=month, partition_key=month)
+    return dg.RunRequest(run_key=month, partition_key=month, tags={MONTH_TAG: month[:7]})

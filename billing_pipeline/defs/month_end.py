@@ -1,6 +1,5 @@
 """Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts."""
 
-from __future__ import annotations
 
 import hashlib
 import os

@@ -4,7 +4,6 @@ Configured from environment variables with local defaults, so the embedded defau
 local files) needs nothing, and production swaps URLs, not code.
 """
 
-from __future__ import annotations
 
 import os
 from pathlib import Path

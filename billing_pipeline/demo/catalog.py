@@ -198,7 +198,7 @@ PROFILES: list[Profile] = [
     # stays inside the token allowance, below minimum), blackmesa (below minimum), dunder (joins
     # on the 15th: proration).
     Profile("acme", "Acme Health GmbH", "enterprise", "DE", "Friedrichstraße 68, 10117 Berlin, Germany",
-            340, {_G4O_D: 0.45, _S45: 0.35, _ML: 0.2}, 0.3, 0.25, gpu_instances=2,
+            400, {_G4O_D: 0.45, _S45: 0.35, _ML: 0.2}, 0.3, 0.25, gpu_instances=2,
             gpu_hours_per_day=10, outcomes=120, openai_projects=2, monthly_limit="4000.00"),
     Profile("nakatomi", "Nakatomi Trading Corp.", "enterprise", "US",
             "2121 Avenue of the Stars, Los Angeles, CA 90067, USA", 180,
@@ -215,8 +215,8 @@ PROFILES: list[Profile] = [
             "12 Rue de la Paix, 75002 Paris, France", 40, {_G4O: 0.7, _H45: 0.3}, 0.25, 0.15,
             monthly_limit="1500.00"),
     Profile("dunder", "Dunder Mifflin Paper Inc.", "enterprise", "US",
-            "1725 Slough Avenue, Scranton, PA 18505, USA", 60, {_MINI_D: 0.6, _ML: 0.4}, 0.3, 0.1,
-            gpu_instances=1, gpu_hours_per_day=10, start=dt.date(2026, 10, 15),
+            "1725 Slough Avenue, Scranton, PA 18505, USA", 90, {_MINI_D: 0.6, _ML: 0.4}, 0.3, 0.1,
+            gpu_instances=2, gpu_hours_per_day=12, start=dt.date(2026, 10, 15),
             monthly_limit="2000.00"),
     # Growth
     Profile("globex", "Globex GmbH", "growth", "DE", "Hafenstraße 12, 20359 Hamburg, Germany", 240,
@@ -255,7 +255,7 @@ PROFILES: list[Profile] = [
             {_MINI_D: 0.5, _S45: 0.3, _MS: 0.2}, 0.25, 0.2, monthly_limit="800.00"),
 ]
 SPIKE_CUSTOMER = "cyberdyne"
-SPIKE_DAYS = (17, 18)  # days of the month
+SPIKE_DAYS = (20, 21)  # days of the month (Tue and Wed in 2026-10)
 SPIKE_FACTOR = 9
 
 

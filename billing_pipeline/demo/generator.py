@@ -227,8 +227,8 @@ def _gateway_lines(rng: random.Random, profiles: list[Profile], plan: dict, day:
             if m_provider(model) != "mistral" or (day, p.id, model) not in plan:
                 continue
             parts = plan[(day, p.id, model)]
-            # requests of ~40k prompt tokens (inside a 128k context), 6 to 60 a day
-            n = min(60, max(6, parts["input"] // 40_000 + rng.randint(0, 3)))
+            # requests of ~60k prompt tokens (inside a 128k context), 6 to 50 a day
+            n = min(50, max(6, parts["input"] // 60_000 + rng.randint(0, 3)))
             for w_in, w_out in zip(_weights(rng, n), _weights(rng, n)):
                 prompt, completion = int(parts["input"] * w_in), int(parts["output"] * w_out)
                 lines.append({"customer": p.id, "model": model, "second": rng.randrange(86400),

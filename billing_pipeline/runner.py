@@ -18,6 +18,7 @@ import dagster as dg
 
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.defs import build_definitions
+from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.resources import (
     CatalogResource,
     LandingZone,
@@ -29,6 +30,7 @@ from billing_pipeline.periods import parse_month
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class InputError(ValueError):
@@ -46,6 +48,7 @@ class MonthEndSummary:
     unattributed_cost: Decimal = Decimal(0)
     quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    unrated_rows: int = 0
     failed_checks: list[str] = field(default_factory=list)
 
     @property
@@ -64,6 +67,7 @@ class MonthEndSummary:
             ("  of which unattributed", f"{self.unattributed_cost:,.2f}"),
             ("margin", f"{self.margin:,.2f}{pct}"),
             ("quarantined rows", f"{self.quarantined}" + (f" ({reasons})" if reasons else "")),
+            ("usage no charge prices", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
             ("invoices", str(self.out_dir / self.month / "invoices")),
             ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
             ("quarantine", str(self.out_dir / self.month / "quarantine.csv")),
@@ -110,12 +114,13 @@ def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_
     summary = MonthEndSummary(month=month, out_dir=out)
     with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
         daily = defs.resolve_job_def("daily_ingestion_job").execute_in_process(
-            instance=instance,
-            tags={RANGE_START: start.isoformat(), RANGE_END: last_day.isoformat()},
+            instance=instance, run_config=QUIET,
+            tags={RANGE_START: start.isoformat(), RANGE_END: last_day.isoformat(), MONTH_TAG: month},
             raise_on_error=True,
         )
         monthly = defs.resolve_job_def("month_end_job").execute_in_process(
-            instance=instance, partition_key=start.isoformat(), raise_on_error=True
+            instance=instance, run_config=QUIET, partition_key=start.isoformat(), tags={MONTH_TAG: month},
+            raise_on_error=True,
         )
         for result in (daily, monthly):
             for event in result.get_asset_check_evaluations():
@@ -137,6 +142,8 @@ def _summarize(summary: MonthEndSummary) -> MonthEndSummary:
             summary.provider_cost += cost
             if not row["customer_id"]:
                 summary.unattributed_cost += cost
+    with open(folder / "unrated_usage.csv", newline="", encoding="utf-8") as fh:
+        summary.unrated_rows = sum(1 for _ in csv.DictReader(fh))
     with open(folder / "quarantine.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             summary.quarantined += 1

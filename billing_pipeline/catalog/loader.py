@@ -38,7 +38,10 @@ def parse_catalog(document: dict, source: str = "<catalog>") -> Catalog:
     try:
         return Catalog.model_validate(document)
     except ValidationError as exc:
-        lines = [f"{source}: {_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
+        lines = [
+            f"{source}: {_path(e['loc'])}: {_message(e)}" if e["loc"] else f"{source}: {_message(e)}"
+            for e in exc.errors()
+        ]
         raise CatalogError("\n".join(lines)) from None
 
 

@@ -5,8 +5,6 @@ import datetime as dt
 
 import dagster as dg
 
-from billing_pipeline.defs.partitions import daily_partitions, monthly_partitions
-
 MONTH_TAG = "billing/month"  # dagster.yaml allows one run per billing month at a time
 DAILY_GROUPS = ("raw", "usage")
 MONTHLY_GROUPS = ("billing", "invoicing")
@@ -14,14 +12,12 @@ MONTHLY_GROUPS = ("billing", "invoicing")
 daily_ingestion_job = dg.define_asset_job(
     "daily_ingestion_job",
     selection=dg.AssetSelection.groups(*DAILY_GROUPS),
-    partitions_def=daily_partitions,
     description="Read the landing zone for a day (or a range, in one run), normalize, quarantine, cost.",
 )
 
 month_end_job = dg.define_asset_job(
     "month_end_job",
     selection=dg.AssetSelection.groups(*MONTHLY_GROUPS),
-    partitions_def=monthly_partitions,
     description="Rate the month, reconcile, and write invoice drafts (PDF + JSON + ledger).",
 )
 

@@ -70,11 +70,14 @@ def monthly_usage(context: dg.AssetExecutionContext, usage_events: pl.DataFrame)
     check_specs=[dg.AssetCheckSpec(RATED_CHECK, asset="rated_charges", blocking=True,
                                    description="Attributed units = rated units + included units + unrated units.")],
 )
-def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame, catalog: CatalogResource):
-    """Rate the month for every customer."""
+def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame, catalog: CatalogResource,
+                  output: OutputFiles):
+    """Rate the month for every customer; usage no charge prices goes to unrated_usage.csv."""
     month = month_of(context)
     rated = rate_month(monthly_usage, catalog.load(), month)
     lines, unrated = rated.lines, rated.unrated
+    unrated_path = output.month_dir(month) / "unrated_usage.csv"
+    unrated.write_csv(unrated_path)
     attributed = monthly_usage.filter(pl.col("customer_id").is_not_null())["quantity"].sum()
     usage_lines = lines.filter(pl.col("consideration") == "variable")
     accounted = usage_lines["quantity"].sum() + usage_lines["included_quantity"].sum() + unrated["quantity"].sum()
@@ -86,6 +89,7 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
     yield dg.Output(unrated, output_name="unrated_usage", metadata={
         "rows": unrated.height,
         "preview": dg.MetadataValue.md(_markdown(unrated)),
+        "file": dg.MetadataValue.path(str(unrated_path)),
     })
     yield dg.AssetCheckResult(check_name=RATED_CHECK, asset_key="rated_charges", passed=attributed == accounted,
                               metadata={"attributed_units": attributed, "accounted_units": accounted})
@@ -148,12 +152,11 @@ def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.Da
                                    description="Each invoice's lines sum to its subtotal, subtotal + tax - "
                                    "credits = total, and all subtotals sum to the rated lines.")],
 )
-def invoice_drafts(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame, monthly_usage: pl.DataFrame,
-                   catalog: CatalogResource, ledger: LedgerResource, output: OutputFiles):
+def invoice_drafts(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame, catalog: CatalogResource, ledger: LedgerResource, output: OutputFiles):
     """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices),
     with a PDF and a JSON copy per customer under <out>/<month>/invoices/."""
     month = month_of(context)
-    documents = build_documents(rated_charges, monthly_usage, catalog.load(), month)
+    documents = build_documents(rated_charges, catalog.load(), month)
     saved = ledger.open().save_drafts(month, documents)
     folder = output.month_dir(month) / "invoices"
     folder.mkdir(exist_ok=True)

@@ -18,8 +18,8 @@ from billing_pipeline.money import exact, fmt_money
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 MAX_SERIES = len(PALETTE)  # more models than colours: the smallest are merged into "Other models"
 
-WIDTH, HEIGHT = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 58, 8, 10, 58  # plot margins; the legend sits under the x axis
+WIDTH, HEIGHT = 640, 180
+LEFT, RIGHT, TOP, BOTTOM = 58, 8, 8, 56  # plot margins; the legend sits under the x axis
 FONT = 'font-family="Invoice Sans, DejaVu Sans, sans-serif"'
 
 

@@ -24,26 +24,23 @@ REVERSE_CHARGE_NOTE = (
 )
 
 
-def _usage_by_day(usage: pl.DataFrame, month: str) -> dict[str, list[dict]]:
-    """Daily token usage per model, for the chart on the invoice."""
-    start, end = parse_month(month)
-    daily = (
-        usage.lazy()
-        .filter(
-            pl.col("customer_id").is_not_null()
-            & pl.col("meter").str.ends_with("_tokens")
-            & (pl.col("day") >= start)
-            & (pl.col("day") < end)
-        )
-        .group_by("customer_id", "day", "model_family")
-        .agg(pl.sum("quantity"))
-        .sort("customer_id", "day", "model_family")
-        .collect()
-    )
-    out: dict[str, list[dict]] = {}
-    for customer, day, model, quantity in daily.iter_rows():
-        out.setdefault(customer, []).append({"day": day.isoformat(), "model": model, "quantity": quantity})
-    return out
+def _spend_by_day(rows: list[dict], currency: str) -> list[dict]:
+    """Daily spend per model for the chart: each usage line's amount spread over its days in
+    proportion to the units charged that day (display only; the lines stay the legal numbers)."""
+    cells: dict[tuple[str, str], list] = {}
+    for row in rows:
+        if row["consideration"] != "variable" or not row["quantity"]:
+            continue
+        amount = Decimal(row["amount"])
+        for d in json.loads(row["daily"]):
+            label = d["model"] or row["description"]
+            cell = cells.setdefault((d["day"], label), [0, ZERO])
+            cell[0] += d["quantity"]
+            cell[1] += amount * d["quantity"] / row["quantity"]
+    return [
+        {"day": day, "model": model, "quantity": q, "amount": str(round_money(a, currency))}
+        for (day, model), (q, a) in sorted(cells.items())
+    ]
 
 
 def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], currency: str) -> dict:
@@ -84,10 +81,9 @@ def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], curren
     }
 
 
-def build_documents(lines: pl.DataFrame, usage: pl.DataFrame, catalog: Catalog, month: str) -> list[dict]:
+def build_documents(lines: pl.DataFrame, catalog: Catalog, month: str) -> list[dict]:
     """One draft invoice document per customer that has line items this month."""
     start, end = parse_month(month)
-    daily = _usage_by_day(usage, month)
     issuer = catalog.issuer
     documents = []
     for (customer_id,), group in lines.sort("customer_id", "position").group_by("customer_id", maintain_order=True):
@@ -142,7 +138,7 @@ def build_documents(lines: pl.DataFrame, usage: pl.DataFrame, catalog: Catalog, 
             "tax_note": REVERSE_CHARGE_NOTE if customer.tax.reverse_charge else "",
             "credits_applied": str(credits_applied),
             "total": str(round_money(subtotal + tax - credits_applied, currency)),
-            "usage_by_day": daily.get(customer_id, []),
+            "usage_by_day": _spend_by_day(rows, currency),
             "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
         })
     return documents

@@ -50,6 +50,7 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "currency": pl.String,
     "tiers": pl.String,  # JSON list of tier slices
     "components": pl.String,  # JSON list of {provider, model, quantity}: what the line is made of
+    "daily": pl.String,  # JSON list of {day, model, quantity}: charged units per day, for the chart
     "explanation": pl.String,
     "consideration": pl.String,  # fixed | variable (IFRS 15 / ASC 606 wording)
 }
@@ -142,12 +143,12 @@ def _subject(charge: Charge, models: list[str]) -> str:
 def _line(customer_id, plan_id, position, currency, **fields) -> dict:
     base = dict.fromkeys(LINE_SCHEMA)
     base.update(customer_id=customer_id, plan_id=plan_id, position=position, currency=currency,
-                dimensions="{}", tiers="[]", components="[]", included_quantity=0)
+                dimensions="{}", tiers="[]", components="[]", daily="[]", included_quantity=0)
     base.update(fields)
     return base
 
 
-def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict], position: int) -> list[dict]:
+def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict], daily: list[dict]) -> list[dict]:
     """Lines for one charge: per model for per-unit, one line for tiered and package pricing."""
     currency = plan.currency
     if charge.pricing == "per_unit":
@@ -169,8 +170,11 @@ def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict],
                 f"{fmt_quantity(quantity)} {subject}, of which {fmt_quantity(included)} were covered "
                 f"by the plan's included {fmt_quantity(plan.allowance.quantity)} units; " + explanation
             )
+        keys = {(g["provider"], g["model_family"]) for g in bucket}
+        days = [{"day": d["day"].isoformat(), "model": d["model_family"], "quantity": d["billable"]}
+                for d in daily if (d["provider"], d["model_family"]) in keys and d["billable"]]
         lines.append(_line(
-            customer_id, plan_id, position, currency,
+            customer_id, plan_id, 0, currency,
             charge_id=charge.id,
             description=charge.title + (f" ({models[0]})" if charge.pricing == "per_unit" and models[0] else ""),
             provider=providers[0] if len(providers) == 1 else "+".join(providers),
@@ -186,6 +190,7 @@ def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict],
             amount=str(round_money(priced.amount, currency)),
             tiers=json.dumps([t.as_json() for t in priced.tiers]),
             components=json.dumps([{"provider": g["provider"], "model": g["model_family"], "quantity": g["quantity"]} for g in bucket]),
+            daily=json.dumps(days),
             explanation=explanation,
             consideration="variable",
         ))
@@ -202,6 +207,13 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
         .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family")
         .agg(pl.sum("quantity"), pl.sum("included"))
         .sort("customer_id", "plan_id", "charge_id", "provider", "model_family")
+        .collect()
+    )
+    per_day = (
+        charged.filter(pl.col("charge_id").is_not_null())
+        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family", "day")
+        .agg((pl.col("quantity") - pl.col("included")).sum().alias("billable"))
+        .sort("customer_id", "plan_id", "charge_id", "day", "provider", "model_family")
         .collect()
     )
     unrated = (
@@ -222,6 +234,9 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
     by_charge: dict[tuple[str, str, str], list[dict]] = {}
     for row in aggregated.iter_rows(named=True):
         by_charge.setdefault((row["customer_id"], row["plan_id"], row["charge_id"]), []).append(row)
+    daily_by_charge: dict[tuple[str, str, str], list[dict]] = {}
+    for row in per_day.iter_rows(named=True):
+        daily_by_charge.setdefault((row["customer_id"], row["plan_id"], row["charge_id"]), []).append(row)
 
     lines: list[dict] = []
     label = month_label(month)
@@ -248,9 +263,10 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
                     consideration="fixed",
                 ))
             for charge in plan.charges:
-                groups = by_charge.get((customer_id, plan_id, charge.id))
-                if groups:
-                    plan_lines += _usage_lines(customer_id, plan_id, plan, charge, groups, 0)
+                key = (customer_id, plan_id, charge.id)
+                if key in by_charge:
+                    plan_lines += _usage_lines(customer_id, plan_id, plan, charge, by_charge[key],
+                                               daily_by_charge.get(key, []))
             usage_total = sum((Decimal(l["amount"]) for l in plan_lines if l["consideration"] == "variable"), Decimal(0))
             if plan.minimum_commitment and usage_total < plan.minimum_commitment:
                 gap = plan.minimum_commitment - usage_total

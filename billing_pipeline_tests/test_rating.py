@@ -1,0 +1,174 @@
+"""Rating rules, each with an amount computed by hand."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from billing_pipeline.catalog import CatalogError, parse_catalog
+from billing_pipeline.catalog.model import Charge
+from billing_pipeline.rating import price_quantity, rate_month
+from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
+
+TIERS = [{"up_to": 10_000_000, "unit_price": "0.010"}, {"up_to": None, "unit_price": "0.008"}]
+
+
+def charge(**fields) -> Charge:
+    return Charge.model_validate({"id": "c", "meter": "output_tokens", "unit_size": 1000, **fields})
+
+
+def test_per_unit_prices_fractional_units_exactly():
+    priced = price_quantity(charge(unit_price="0.04"), 10_500, "USD", "input tokens")
+    assert priced.amount == Decimal("0.42")
+    assert "10,500 input tokens at $0.04 per 1K = $0.42" in priced.explanation
+
+
+def test_graduated_prices_each_tier_only_for_the_units_inside_it():
+    priced = price_quantity(charge(pricing="graduated", tiers=TIERS), 12_500_000, "USD", "output tokens of gpt-4o")
+    assert priced.amount == Decimal("120")
+    assert [(t.quantity, t.amount) for t in priced.tiers] == [(10_000_000, Decimal("100")), (2_500_000, Decimal("20"))]
+    assert priced.explanation == (
+        "12,500,000 output tokens of gpt-4o: first 10,000,000 at $0.010 per 1K = $100.00; "
+        "next 2,500,000 at $0.008 per 1K = $20.00"
+    )
+
+
+def test_graduated_quantity_exactly_at_a_tier_edge_stays_in_that_tier():
+    priced = price_quantity(charge(pricing="graduated", tiers=TIERS), 10_000_000, "USD", "tokens")
+    assert len(priced.tiers) == 1 and priced.amount == Decimal("100")
+    one_more = price_quantity(charge(pricing="graduated", tiers=TIERS), 10_001_000, "USD", "tokens")
+    assert one_more.amount == Decimal("100.008")
+
+
+def test_volume_prices_every_unit_at_the_reached_tier():
+    tiers = [{"up_to": 1_000_000, "unit_price": "0.05"}, {"up_to": None, "unit_price": "0.03", "flat_fee": "10"}]
+    at_edge = price_quantity(charge(pricing="volume", tiers=tiers), 1_000_000, "USD", "tokens")
+    above = price_quantity(charge(pricing="volume", tiers=tiers), 1_000_001, "USD", "tokens")
+    assert at_edge.amount == Decimal("50")
+    assert above.amount == Decimal("1000001") / 1000 * Decimal("0.03") + 10
+
+
+def test_package_rounds_up_to_whole_packages():
+    c = Charge.model_validate({"id": "p", "meter": "requests", "pricing": "package", "package_size": 1000,
+                               "package_price": "2.00"})
+    assert price_quantity(c, 2_345, "USD", "requests").amount == Decimal("6.00")
+    assert price_quantity(c, 0, "USD", "requests").amount == Decimal("0")
+
+
+CATALOG = {
+    "issuer": {"name": "Example AI GmbH"},
+    "plans": {
+        "payg": {"name": "Pay as you go", "charges": [
+            {"id": "gpt4o-in", "meter": "input_tokens", "models": ["gpt-4o", "gpt-4o-20*"], "unit_size": 1000,
+             "unit_price": "0.0025"},
+            {"id": "gpt4o-out", "meter": "output_tokens", "models": ["gpt-4o", "gpt-4o-20*"], "unit_size": 1000,
+             "unit_price": "0.010"},
+        ]},
+        "enterprise": {"name": "Enterprise", "base_fee": "500.00", "minimum_commitment": "1000.00",
+                       "allowance": {"quantity": 1_000_000, "meters": ["input_tokens", "output_tokens"]},
+                       "charges": [{"id": "tokens", "meter": ["input_tokens", "output_tokens"], "unit_size": 1000,
+                                    "pricing": "volume", "tiers": [{"up_to": 1_000_000, "unit_price": "0.05"},
+                                                                   {"up_to": None, "unit_price": "0.03"}]}]},
+    },
+    "customers": {
+        "acme": {"name": "Acme", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}], "keys": ["openai:proj_a"]},
+        "initech": {"name": "Initech", "subscriptions": [{"plan": "enterprise", "from": "2026-10-16"}],
+                    "keys": ["openai:proj_i"]},
+    },
+}
+
+
+def usage(rows: list[tuple]) -> pl.DataFrame:
+    """rows: (customer_id, model, meter, quantity, day-of-October, hour)."""
+    frame = pl.DataFrame(
+        [
+            {
+                "event_id": f"e{i}", "record_id": f"r{i}", "source": "test", "provider": "openai",
+                "account_key": None, "customer_id": c, "model": m, "meter": meter, "dimensions": "{}",
+                "quantity": q, "start": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
+                "end": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC) + dt.timedelta(hours=1),
+                "origin": f"test:{i}", "day": dt.date(2026, 10, d),
+            }
+            for i, (c, m, meter, q, d, h) in enumerate(rows)
+        ]
+    ).with_columns(model_family_expr().alias("model_family"))
+    return conform(frame, USAGE_SCHEMA)
+
+
+def lines_of(rated, customer):
+    return {r["charge_id"]: r for r in rated.lines.filter(pl.col("customer_id") == customer).to_dicts()}
+
+
+def test_input_and_output_tokens_are_priced_separately_per_model_and_snapshots_price_as_their_family():
+    rated = rate_month(usage([("acme", "gpt-4o-2024-08-06", "input_tokens", 1_000_000, 3, 0),
+                              ("acme", "gpt-4o", "output_tokens", 200_000, 4, 0)]), parse_catalog(CATALOG), "2026-10")
+    lines = lines_of(rated, "acme")
+    assert lines["gpt4o-in"]["amount"] == "2.50"
+    assert lines["gpt4o-out"]["amount"] == "2.00"
+    assert lines["gpt4o-in"]["model"] == "gpt-4o"
+
+
+def test_usage_of_a_model_the_plan_does_not_price_is_reported_not_billed():
+    rated = rate_month(usage([("acme", "claude-sonnet-4-5", "input_tokens", 5_000, 3, 0)]), parse_catalog(CATALOG),
+                       "2026-10")
+    assert rated.lines.filter(pl.col("customer_id") == "acme").height == 0
+    assert rated.unrated.row(0, named=True)["reason"] == "no_charge_in_plan"
+    assert rated.unrated["quantity"].sum() == 5_000
+
+
+def test_hybrid_plan_prorates_base_fee_consumes_allowance_in_time_order_and_trues_up_to_the_commitment():
+    # Subscribed from Oct 16: 16 of 31 days. 1.5 M tokens, the first 1 M of them included.
+    rated = rate_month(usage([("initech", "gpt-4o", "output_tokens", 600_000, 17, 1),
+                              ("initech", "gpt-4o", "input_tokens", 900_000, 17, 0)]), parse_catalog(CATALOG), "2026-10")
+    lines = lines_of(rated, "initech")
+    assert lines["base_fee"]["amount"] == "258.06"  # 500 x 16 / 31 = 258.0645...
+    assert lines["tokens"]["included_quantity"] == 1_000_000
+    assert lines["tokens"]["quantity"] == 500_000
+    assert lines["tokens"]["amount"] == "25.00"  # 500,000 in tier 1 at 0.05 per 1K
+    assert lines["minimum_commitment"]["amount"] == "975.00"  # 1000 - 25 usage
+    assert json.loads(lines["tokens"]["components"]) == [{"provider": "openai", "model": "gpt-4o", "quantity": 1_500_000}]
+
+
+def test_rating_does_not_depend_on_row_order_or_on_splitting_rows():
+    rows = [("acme", "gpt-4o", "input_tokens", 333_333, 3, 0), ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0)]
+    split = [("acme", "gpt-4o", "input_tokens", 111_111, 3, 0), ("acme", "gpt-4o", "input_tokens", 222_222, 3, 1),
+             ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0)]
+    catalog = parse_catalog(CATALOG)
+    a = rate_month(usage(rows), catalog, "2026-10").lines
+    b = rate_month(usage(list(reversed(rows))), catalog, "2026-10").lines
+    c = rate_month(usage(split), catalog, "2026-10").lines
+    assert a["amount"].to_list() == b["amount"].to_list() == c["amount"].to_list()
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"plans": {"payg": {"name": "P", "charges": [{"id": "x", "meter": "input_tokens", "unit_price": 0.5}]}}},
+         "plans.payg.charges[0].unit_price: a float where a decimal string is required"),
+        ({"plans": {"payg": {"name": "P", "charges": [{"id": "x", "meter": "tokens", "unit_price": "1"}]}}},
+         "plans.payg.charges[0].meter: unknown meter 'tokens'"),
+        ({"plans": {"payg": {"name": "P", "charges": [
+            {"id": "a", "meter": "input_tokens", "models": ["gpt-4o*"], "unit_price": "1"},
+            {"id": "b", "meter": "input_tokens", "models": ["gpt-4o-mini"], "unit_price": "1"}]}}},
+         "plans.payg: charges 'a' and 'b' both claim the same usage"),
+        ({"plans": {"payg": {"name": "P", "charges": [
+            {"id": "a", "meter": "input_tokens", "pricing": "graduated",
+             "tiers": [{"up_to": 10, "unit_price": "1"}, {"up_to": 5, "unit_price": "1"}, {"up_to": None, "unit_price": "1"}]}]}}},
+         "plans.payg.charges[0]: tiers out of order"),
+    ],
+)
+def test_catalog_errors_name_the_file_the_path_and_the_problem(patch, message):
+    document = {**CATALOG, **patch, "customers": {}}
+    with pytest.raises(CatalogError) as err:
+        parse_catalog(document, "catalog.yaml")
+    assert f"catalog.yaml: {message}" in str(err.value)
+
+
+def test_a_subscription_to_an_unknown_plan_is_refused():
+    document = {**CATALOG, "customers": {"acme": {"name": "A", "subscriptions": [{"plan": "gold", "from": "2026-01-01"}]}}}
+    with pytest.raises(CatalogError, match="^catalog.yaml: customers.acme.subscriptions: unknown plan 'gold'"):
+        parse_catalog(document, "catalog.yaml")

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import click
+import dagster as dg
 
-from billing_pipeline.runner import InputError, run_month_end
+# Dagster flags single-run backfill policies as beta at import time; users of the CLI can't act on it.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+from billing_pipeline.runner import InputError, run_month_end  # noqa: E402
 
 
 def _run(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None) -> None:

@@ -112,7 +112,7 @@ def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_
     start, end = parse_month(month)
     last_day = end - dt.timedelta(days=1)
     summary = MonthEndSummary(month=month, out_dir=out)
-    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+    with dg.DagsterInstance.local_temp(tempdir=str(home), overrides={"telemetry": {"enabled": False}}) as instance:
         daily = defs.resolve_job_def("daily_ingestion_job").execute_in_process(
             instance=instance, run_config=QUIET,
             tags={RANGE_START: start.isoformat(), RANGE_END: last_day.isoformat(), MONTH_TAG: month},

@@ -1,0 +1,168 @@
+"""Month-end end to end: the demo month through Dagster, checked against an independent oracle."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from billing_pipeline.demo.generator import write_demo
+from billing_pipeline.money import fmt_money
+from billing_pipeline.runner import run_month_end
+from billing_pipeline_tests.oracle import expected_invoice
+
+MONTH = "2026-10"
+# One customer per plan, plus reverse charge + true-up and a mid-month start.
+SUBJECTS = ["umbrella", "globex", "acme", "blackmesa", "dunder"]
+
+
+def _no_float(value: str):
+    raise AssertionError(f"float {value} in invoice JSON")
+
+
+def load_invoice(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"), parse_float=_no_float)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("demo")
+    landing, catalog, out = root / "landing", root / "catalog.yaml", root / "out"
+    write_demo(landing, catalog, month=MONTH)
+    first = run_month_end(MONTH, landing, catalog, out)
+    invoices = out / MONTH / "invoices"
+    first_json = {p.name: p.read_bytes() for p in sorted(invoices.glob("*.json"))}
+    second = run_month_end(MONTH, landing, catalog, out)
+    return {"root": root, "landing": landing, "catalog": catalog, "out": out, "first": first,
+            "second": second, "first_json": first_json, "invoices": invoices}
+
+
+def test_month_end_writes_an_invoice_pdf_and_json_for_every_customer_with_usage(demo):
+    pdfs = sorted(p.stem for p in demo["invoices"].glob("*.pdf"))
+    jsons = sorted(p.stem for p in demo["invoices"].glob("*.json"))
+    assert pdfs == jsons and len(jsons) >= 20
+    assert (demo["out"] / MONTH / "reconciliation.csv").is_file()
+    assert (demo["out"] / MONTH / "quarantine.csv").is_file()
+    assert demo["first"].failed_checks == []
+    assert demo["first"].invoices == len(jsons)
+
+
+@pytest.mark.parametrize("customer", SUBJECTS)
+def test_invoice_total_equals_an_independent_decimal_computation(demo, customer):
+    expected = expected_invoice(demo["landing"], demo["catalog"], customer, MONTH)
+    invoice = load_invoice(demo["invoices"] / f"{customer}.json")
+    by_charge: dict[str, Decimal] = {}
+    for line in invoice["lines"]:
+        by_charge[line["charge_id"]] = by_charge.get(line["charge_id"], Decimal(0)) + Decimal(line["amount"])
+    expected_lines = {k: v for k, v in expected["lines"].items() if v}
+    assert {k: v for k, v in by_charge.items() if v} == expected_lines
+    assert Decimal(invoice["subtotal"]) == expected["subtotal"]
+    assert Decimal(invoice["tax"]) == expected["tax"]
+    assert Decimal(invoice["total"]) == expected["total"]
+
+
+@pytest.mark.parametrize("customer", SUBJECTS)
+def test_json_lines_sum_to_the_subtotal_and_subtotal_plus_tax_is_the_total(demo, customer):
+    invoice = load_invoice(demo["invoices"] / f"{customer}.json")
+    assert invoice["number"] is None and invoice["period"] == MONTH and invoice["currency"] == "USD"
+    assert sum(Decimal(l["amount"]) for l in invoice["lines"]) == Decimal(invoice["subtotal"])
+    assert Decimal(invoice["subtotal"]) + Decimal(invoice["tax"]) - Decimal(invoice["credits_applied"]) == Decimal(
+        invoice["total"]
+    )
+
+
+@pytest.mark.parametrize("customer", SUBJECTS[:3])
+def test_pdf_shows_customer_period_and_total(demo, customer):
+    invoice = load_invoice(demo["invoices"] / f"{customer}.json")
+    text = "\n".join(page.extract_text() for page in PdfReader(demo["invoices"] / f"{customer}.pdf").pages)
+    assert invoice["customer"]["name"] in text
+    assert "October 2026" in text
+    assert fmt_money(Decimal(invoice["total"]), "USD") in text
+
+
+def test_running_the_month_twice_gives_identical_invoice_json(demo):
+    again = {p.name: p.read_bytes() for p in sorted(demo["invoices"].glob("*.json"))}
+    assert again == demo["first_json"]
+    assert demo["second"].revenue == demo["first"].revenue
+
+
+def test_unattributed_usage_is_costed_and_reported_not_dropped(demo):
+    with open(demo["out"] / MONTH / "reconciliation.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    orphans = [r for r in rows if not r["customer_id"]]
+    assert orphans and all("unattributed" in r["flags"] for r in orphans)
+    assert sum(Decimal(r["cost"]) for r in orphans) == demo["first"].unattributed_cost > 0
+
+
+MALFORMED = {
+    # format: (relative file to append to / create, text, expected reason)
+    "openai": ("openai/usage/completions/2026-10-07_p9.json", json.dumps({
+        "object": "page", "has_more": False, "next_page": None,
+        "data": [{"object": "bucket", "start_time": 1791331200, "end_time": 1791417600, "results": [
+            {"object": "organization.usage.completions.result", "input_tokens": -5, "output_tokens": 10,
+             "num_model_requests": 1, "project_id": "proj_acme", "model": "gpt-4o"}]}]}), "negative_quantity"),
+    "anthropic": ("anthropic/usage_report/2026-10-07_p9.json", json.dumps({
+        "data": [{"starting_at": "yesterday", "ending_at": "2026-10-08T00:00:00Z", "results": [
+            {"api_key_id": "apikey_x", "model": "claude-sonnet-4-5", "uncached_input_tokens": 5,
+             "output_tokens": 5}]}], "has_more": False, "next_page": None}), "bad_timestamp"),
+    "gateway": ("gateway/2026-10-07.jsonl", '{"request_id": "req_broken", "timestamp": \n', "bad_json_line"),
+    "outcomes": ("outcomes/outcomes_2026-10.csv", "out_bad,acme,accepted_diagnosis,not-a-time\n", "bad_timestamp"),
+}
+
+
+def test_a_malformed_row_in_each_format_is_quarantined_and_the_month_still_bills(demo, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(demo["landing"], landing)
+    for relative, text, _ in MALFORMED.values():
+        path = landing / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    focus = next((landing / "cloud" / "focus").glob("*.csv"))
+    lines = focus.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = next(csv.reader([lines[0]]))
+    bad = next(row for row in csv.reader(lines[1:]) if "Instance Hour" in row[header.index("ChargeDescription")])
+    bad[header.index("ConsumedQuantity")] = "NaN"
+    with open(focus, "a", encoding="utf-8", newline="") as fh:
+        csv.writer(fh, quoting=csv.QUOTE_ALL).writerow(bad)
+
+    summary = run_month_end(MONTH, landing, demo["catalog"], tmp_path / "out")
+
+    with open(tmp_path / "out" / MONTH / "quarantine.csv", newline="") as fh:
+        quarantined = list(csv.DictReader(fh))
+    for name, (relative, _, reason) in MALFORMED.items():
+        hits = [q for q in quarantined if q["origin"].startswith(relative) and q["reason"] == reason]
+        assert hits, f"{name}: no {reason} row from {relative}"
+        assert hits[0]["message"]
+    focus_rel = str(focus.relative_to(landing))
+    assert any(q["origin"].startswith(focus_rel) and q["field"] == "ConsumedQuantity" for q in quarantined)
+    assert summary.failed_checks == []
+    assert summary.invoices == demo["first"].invoices
+    assert summary.quarantined == demo["first"].quarantined + len(MALFORMED) + 1
+
+
+def test_cli_run_exits_2_with_one_line_reason_on_missing_inputs(tmp_path, demo):
+    cli = [sys.executable, "-m", "billing_pipeline.cli", "run", "--month", MONTH, "--out", str(tmp_path / "o")]
+    missing = subprocess.run(cli + ["--landing", str(tmp_path / "nope"), "--catalog", str(demo["catalog"])],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "landing zone folder not found" in missing.stderr
+
+    bad_catalog = tmp_path / "bad.yaml"
+    bad_catalog.write_text("issuer: {name: X}\nplans: {p: {name: P, charges: [{id: a, meter: input_tokens, "
+                           "unit_price: 0.5}]}}\ncustomers: {}\n")
+    invalid = subprocess.run(cli + ["--landing", str(demo["landing"]), "--catalog", str(bad_catalog)],
+                             capture_output=True, text=True)
+    assert invalid.returncode == 2
+    assert "plans.p.charges[0].unit_price: a float where a decimal string is required" in invalid.stderr
+
+    bad_month = subprocess.run(cli[:4] + ["--month", "2026-13", "--out", str(tmp_path / "o"), "--landing", str(demo["landing"]),
+                                          "--catalog", str(demo["catalog"])], capture_output=True, text=True)
+    assert bad_month.returncode == 2 and "YYYY-MM" in bad_month.stderr

@@ -50,6 +50,7 @@ class MonthEndSummary:
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     unrated_rows: int = 0
     failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def margin(self) -> Decimal:
@@ -72,6 +73,8 @@ class MonthEndSummary:
             ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
             ("quarantine", str(self.out_dir / self.month / "quarantine.csv")),
         ]
+        if self.warnings:
+            rows.append(("warnings", ", ".join(sorted(set(self.warnings)))))
         if self.failed_checks:
             rows.append(("FAILED CHECKS", ", ".join(self.failed_checks)))
         width = max(len(k) for k, _ in rows)
@@ -124,8 +127,10 @@ def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_
         )
         for result in (daily, monthly):
             for event in result.get_asset_check_evaluations():
-                if not event.passed:
+                if not event.passed and event.severity == dg.AssetCheckSeverity.ERROR:
                     summary.failed_checks.append(event.check_name)
+                elif not event.passed:
+                    summary.warnings.append(event.check_name)
     return _summarize(summary)
 
 

@@ -31,6 +31,8 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
         "revenue_equals_rated_lines",
         "attributed_plus_unattributed_cost_equals_provider_total",
         "invoice_totals_equal_rated_lines",
+        "every_usage_event_has_a_cost",
+        "every_landing_file_readable",
     } <= checks
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job"}
     assert {s.name for s in defs.schedules} == {"daily_ingestion_schedule", "month_end_schedule"}

@@ -47,6 +47,9 @@ def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(raw.filter(rejected), QUARANTINE_SCHEMA)
 
 
+READABLE_CHECK = "every_landing_file_readable"
+
+
 def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
@@ -55,19 +58,28 @@ def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="raw",
         kinds={"polars"},
+        check_specs=[dg.AssetCheckSpec(READABLE_CHECK, asset=name,
+                                       description="No landing file of this source was unreadable as a whole "
+                                       "(bad JSON page, bad encoding): its records are in quarantine.")],
     )
-    def _asset(context: dg.AssetExecutionContext, landing: LandingZone) -> dg.Output[pl.DataFrame]:
+    def _asset(context: dg.AssetExecutionContext, landing: LandingZone):
         start, end = window(context)
         read = sources.SOURCES[source](landing.root, start, end)
-        raw = to_raw(read)
-        return dg.Output(
-            raw,
+        unreadable = read.quarantine.filter(pl.col("reason") == "unreadable_file")
+        yield dg.Output(
+            to_raw(read),
             metadata={
                 "records_read": read.records_read,
                 "usage_rows": read.events.height,
                 "quarantined": read.quarantine.height,
                 "landing": dg.MetadataValue.path(str(landing.root)),
             },
+        )
+        yield dg.AssetCheckResult(
+            check_name=READABLE_CHECK,
+            passed=unreadable.height == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"unreadable_files": ", ".join(unreadable["origin"].to_list()) or "none"},
         )
 
     return _asset
@@ -132,23 +144,36 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, **
     )
 
 
+PRICED_CHECK = "every_usage_event_has_a_cost"
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="usage",
     kinds={"polars"},
+    check_specs=[dg.AssetCheckSpec(PRICED_CHECK, asset="provider_cost",
+                                   description="Every usage event is priced by the price book or carries the "
+                                   "provider's reported cost; unpriced models are listed.")],
 )
-def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource) -> dg.Output[pl.DataFrame]:
+def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource):
     """What we owe providers per day, customer, model and meter: from the price book, or the
     provider's own reported cost (cloud GPU time) when no price-book entry applies."""
     costs = compute_provider_cost(usage_events, catalog.load())
     total = costs["cost"].sum() if costs.height else 0
     unpriced = costs.filter(pl.col("cost_basis") == "unpriced")
-    return dg.Output(
+    yield dg.Output(
         costs,
         metadata={
             "rows": costs.height,
             "total_cost": str(total),
             "unpriced_rows": unpriced.height,
         },
+    )
+    models = sorted({f"{p}/{m or '-'}/{meter}" for p, m, meter in unpriced.select("provider", "model_family", "meter").iter_rows()})
+    yield dg.AssetCheckResult(
+        check_name=PRICED_CHECK,
+        passed=unpriced.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"unpriced": ", ".join(models) or "none", "unpriced_events": int(unpriced["events"].sum() or 0)},
     )

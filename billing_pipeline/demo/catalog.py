@@ -161,6 +161,13 @@ def price_book() -> list[dict]:
                 entries.append({"provider": PROVIDER_OF[family], "models": list(FAMILY_GLOBS[family]),
                                 "meter": meter, "unit_size": 1_000_000, "unit_price": price,
                                 "from": since})
+    # Providers do not charge per request: say so explicitly, so requests are costed (at zero)
+    # rather than flagged as unpriced.
+    for provider in sorted(set(PROVIDER_OF.values())):
+        entries.append({"provider": provider, "meter": "requests", "unit_size": 1, "unit_price": "0",
+                        "from": since})
+    # Outcome events are our own product's results: no provider bills us for them.
+    entries.append({"provider": "internal", "meter": "outcomes", "unit_size": 1, "unit_price": "0", "from": since})
     return entries
 
 

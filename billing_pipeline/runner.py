@@ -8,8 +8,10 @@ pointed at the same DAGSTER_HOME.
 from __future__ import annotations
 
 import csv
-import json
 import datetime as dt
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -25,8 +27,9 @@ from billing_pipeline.defs.resources import (
     LedgerResource,
     OutputFiles,
     PolarsParquetIOManager,
+    resources_from_env,
 )
-from billing_pipeline.periods import parse_month
+from billing_pipeline.periods import month_of, parse_month
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -96,42 +99,133 @@ def validate_inputs(month: str, landing: Path, catalog: Path) -> None:
         raise InputError(str(exc).splitlines()[0]) from None
 
 
-def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None = None,
-                  dagster_home: Path | None = None) -> MonthEndSummary:
-    """Materialize every asset for ``month`` in-process and summarize what was produced."""
-    landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
-    validate_inputs(month, landing, catalog)
-    out.mkdir(parents=True, exist_ok=True)
-    home = (dagster_home or out / ".dagster").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    resources = {
+def month_end_resources(landing: Path, catalog: Path, out: Path, database_url: str | None = None) -> dict:
+    """Resources for a run on given folders: the deployment's resources, with these folders."""
+    return {
+        **resources_from_env(out),
         "landing": LandingZone(path=str(landing)),
         "catalog": CatalogResource(path=str(catalog)),
         "ledger": LedgerResource(url=database_url or f"sqlite:///{out / 'ledger.db'}"),
         "output": OutputFiles(path=str(out)),
         "io_manager": PolarsParquetIOManager(base_dir=str(out / ".storage")),
     }
-    defs = build_definitions(resources)
-    start, end = parse_month(month)
-    last_day = end - dt.timedelta(days=1)
-    summary = MonthEndSummary(month=month, out_dir=out)
+
+
+@contextmanager
+def open_instance(out: Path, dagster_home: Path | None = None) -> Iterator[dg.DagsterInstance]:
+    """The embedded default (SQLite under <out>/.dagster), or the instance configured by the
+    dagster.yaml in ``dagster_home`` (e.g. PostgreSQL storage in production)."""
+    if dagster_home is not None:
+        with dg.DagsterInstance.from_config(str(Path(dagster_home).resolve())) as instance:
+            yield instance
+        return
+    home = (out / ".dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
     with dg.DagsterInstance.local_temp(tempdir=str(home), overrides={"telemetry": {"enabled": False}}) as instance:
-        daily = defs.resolve_job_def("daily_ingestion_job").execute_in_process(
-            instance=instance, run_config=QUIET,
-            tags={RANGE_START: start.isoformat(), RANGE_END: last_day.isoformat(), MONTH_TAG: month},
-            raise_on_error=True,
-        )
-        monthly = defs.resolve_job_def("month_end_job").execute_in_process(
-            instance=instance, run_config=QUIET, partition_key=start.isoformat(), tags={MONTH_TAG: month},
-            raise_on_error=True,
-        )
-        for result in (daily, monthly):
-            for event in result.get_asset_check_evaluations():
-                if not event.passed and event.severity == dg.AssetCheckSeverity.ERROR:
-                    summary.failed_checks.append(event.check_name)
-                elif not event.passed:
-                    summary.warnings.append(event.check_name)
+        yield instance
+
+
+def ingest_days(defs: dg.Definitions, instance: dg.DagsterInstance, first: dt.date, last: dt.date,
+                tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """One run for a range of daily partitions (the assets' single-run backfill policy)."""
+    return defs.resolve_job_def("daily_ingestion_job").execute_in_process(
+        instance=instance, run_config=QUIET, raise_on_error=True,
+        tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat(), MONTH_TAG: month_of(first), **(tags or {})},
+    )
+
+
+def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: str,
+                   tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    start, _ = parse_month(month)
+    return defs.resolve_job_def("month_end_job").execute_in_process(
+        instance=instance, run_config=QUIET, partition_key=start.isoformat(), raise_on_error=True,
+        tags={MONTH_TAG: month, **(tags or {})},
+    )
+
+
+def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
+    """Store the month's check results in the ledger: issuing refuses a month whose blocking
+    checks failed, even in a later process (see invoicing.numbering)."""
+    from billing_pipeline.defs.issuing import check_rows
+
+    defs.resources["ledger"].open().record_checks(month, check_rows(results))
+
+
+def _collect_checks(summary, results) -> None:
+    for result in results:
+        for event in result.get_asset_check_evaluations():
+            if not event.passed and event.severity == dg.AssetCheckSeverity.ERROR:
+                summary.failed_checks.append(event.check_name)
+            elif not event.passed:
+                summary.warnings.append(event.check_name)
+
+
+def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None = None,
+                  dagster_home: Path | None = None) -> MonthEndSummary:
+    """Materialize every asset for ``month`` in-process and summarize what was produced."""
+    landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
+    validate_inputs(month, landing, catalog)
+    out.mkdir(parents=True, exist_ok=True)
+    defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
+    start, end = parse_month(month)
+    summary = MonthEndSummary(month=month, out_dir=out)
+    with open_instance(out, dagster_home) as instance:
+        daily = ingest_days(defs, instance, start, end - dt.timedelta(days=1))
+        monthly = rate_month_run(defs, instance, month)
+        _collect_checks(summary, (daily, monthly))
+        record_month_checks(defs, month, (daily, monthly))
     return _summarize(summary)
+
+
+@dataclass
+class BackfillSummary:
+    first: dt.date
+    last: dt.date
+    rerated: list[str] = field(default_factory=list)
+    not_rerated: dict[str, str] = field(default_factory=dict)  # month -> why
+    failed_checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [f"re-ingested days  {self.first} .. {self.last} ({(self.last - self.first).days + 1} days, one run)",
+                f"re-rated months   {', '.join(self.rerated) or 'none'}"]
+        rows += [f"not re-rated      {m}: {why}" for m, why in self.not_rerated.items()]
+        if self.failed_checks:
+            rows.append(f"FAILED CHECKS     {', '.join(self.failed_checks)}")
+        return "\n".join(rows)
+
+
+def run_backfill(first: dt.date, last: dt.date, landing: Path, catalog: Path, out: Path,
+                 database_url: str | None = None, dagster_home: Path | None = None) -> BackfillSummary:
+    """Re-ingest a range of days in one run, then re-rate every month the range touches whose
+    days are all ingested. Re-running is safe: partitions are replaced, drafts replaced, issued
+    invoices never touched."""
+    if last < first:
+        raise InputError(f"--to {last} is before --from {first}")
+    landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
+    validate_inputs(month_of(first), landing, catalog)
+    out.mkdir(parents=True, exist_ok=True)
+    defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
+    summary = BackfillSummary(first, last)
+    tag = {"billing/backfill": f"{first}..{last}"}
+    with open_instance(out, dagster_home) as instance:
+        results = [ingest_days(defs, instance, first, last, tag)]
+        done = instance.get_materialized_partitions(dg.AssetKey("usage_events"))
+        for month in sorted({month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}):
+            start, end = parse_month(month)
+            missing = [d for d in _days(start, end) if d.isoformat() not in done]
+            if missing:
+                summary.not_rerated[month] = f"{len(missing)} day(s) never ingested, first {missing[0]}"
+                continue
+            results.append(rate_month_run(defs, instance, month, tag))
+            record_month_checks(defs, month, (results[0], results[-1]))
+            summary.rerated.append(month)
+        _collect_checks(summary, results)
+    return summary
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days)]
 
 
 def _summarize(summary: MonthEndSummary) -> MonthEndSummary:

@@ -96,14 +96,37 @@ def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
             path = f"$.{key}" if _IDENTIFIER.match(key) else f"$['{key}']"
             cond = cond & (tags.str.json_path_match(path) == value).fill_null(False)
         by_tags = pl.when(cond).then(pl.lit(cid)).otherwise(by_tags)
+    dated = [(k.key, cid, k.from_, k.to) for cid, c in catalog.customers.items() for k in c.dated_keys]
+    by_key = _dated_owners(events, keys, dated) if dated else events.lazy().join(keys.lazy(), on="account_key", how="left")
     return (
-        events.lazy()
-        .join(keys.lazy(), on="account_key", how="left")
+        by_key
         .with_columns(pl.coalesce("_by_key", by_tags).alias("customer_id"))
         .drop("_by_key")
         .select(list(USAGE_SCHEMA))
         .collect()
     )
+
+
+def _dated_owners(events: pl.DataFrame, keys: pl.DataFrame, dated: list[tuple]) -> pl.LazyFrame:
+    """Owner of each event's key on the event's day; a key two customers claim that day is
+    left unattributed (reported), never billed twice."""
+    owners = pl.concat([
+        keys.with_columns(pl.lit(None, pl.Date).alias("_from"), pl.lit(None, pl.Date).alias("_to")),
+        pl.DataFrame(dated, schema={"account_key": pl.String, "_by_key": pl.String, "_from": pl.Date, "_to": pl.Date},
+                     orient="row"),
+    ])
+    ev = events.lazy().with_row_index("_row")
+    in_effect = (pl.col("_from").is_null() | (pl.col("day") >= pl.col("_from"))) & (
+        pl.col("_to").is_null() | (pl.col("day") <= pl.col("_to")))
+    claims = (
+        ev.select("_row", "account_key", "day")
+        .join(owners.lazy(), on="account_key", how="inner")
+        .filter(in_effect)
+        .group_by("_row")
+        .agg(pl.col("_by_key").unique())
+        .select("_row", pl.when(pl.col("_by_key").list.len() == 1).then(pl.col("_by_key").list.first()).alias("_by_key"))
+    )
+    return ev.join(claims, on="_row", how="left").drop("_row")
 
 
 def normalize(
@@ -112,6 +135,6 @@ def normalize(
     """Sources' rows in, the canonical usage table and the full quarantine out."""
     all_events = pl.concat([conform(e, USAGE_SCHEMA) for e in events]) if events else conform(pl.DataFrame(), USAGE_SCHEMA)
     kept, rejected = deduplicate(all_events)
-    attributed = attribute(kept, catalog).sort("day", "source", "origin", "meter")
+    attributed = attribute(kept, catalog).sort("day", "source", "origin", "meter", "event_id")
     all_quarantine = pl.concat([conform(q, QUARANTINE_SCHEMA) for q in [*quarantine, rejected]])
-    return attributed, all_quarantine.sort("day", "source", "origin")
+    return attributed, all_quarantine.sort("day", "source", "origin", "reason", "field", "raw")

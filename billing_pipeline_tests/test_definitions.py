@@ -34,7 +34,9 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
         "every_usage_event_has_a_cost",
         "every_landing_file_readable",
     } <= checks
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job"}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job",
+                                                                  "issue_invoices_job"}
+    assert "issued_invoices" in assets
     assert {s.name for s in defs.schedules} == {"daily_ingestion_schedule", "month_end_schedule"}
 
 
@@ -53,3 +55,16 @@ def test_month_end_schedule_drafts_the_previous_month():
     request = month_end_schedule(context)
     assert request.partition_key == "2026-10-01"
     assert request.tags["billing/month"] == "2026-10"
+
+
+def test_provider_fetch_assets_retry_and_the_landing_sensor_is_registered(tmp_path):
+    defs = build_definitions(resources_from_env(tmp_path))
+    graph = defs.resolve_asset_graph()
+    assets = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {"raw_cloud_aws_cur", "openai_api_pages", "anthropic_api_pages"} <= assets
+    assert "provider_fetch_job" in {job.name for job in defs.resolve_all_job_defs()}
+    assert {s.name for s in defs.sensors} >= {"landing_zone_sensor"}
+    from billing_pipeline.defs.fetch import openai_api_pages
+
+    policy = openai_api_pages.op.retry_policy
+    assert (policy.max_retries, policy.delay, policy.backoff) == (3, 1, dg.Backoff.EXPONENTIAL)

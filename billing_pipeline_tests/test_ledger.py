@@ -64,12 +64,12 @@ def _postgres_ledger():
 def ledger(request, tmp_path):
     if request.param == "sqlite":
         ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-        ledger.create_all()
+        ledger.migrate()
         yield ledger
         ledger.engine.dispose()
         return
     ledger, admin, schema = _postgres_ledger()
-    ledger.create_all()
+    ledger.migrate()
     try:
         yield ledger
     finally:
@@ -101,10 +101,10 @@ def _dump(ledger: Ledger) -> list:
 def test_saving_the_same_drafts_twice_changes_nothing(ledger):
     docs = [document("acme"), document("globex", total="100.00")]
     assert ledger.save_drafts("2026-10", docs) == {
-        "inserted": 2, "replaced": 0, "unchanged": 0, "skipped_issued": 0, "deleted": 0}
+        "inserted": 2, "replaced": 0, "unchanged": 0, "skipped_issued": 0, "deleted": 0, "corrections": 0}
     before = _dump(ledger)
     assert ledger.save_drafts("2026-10", copy.deepcopy(docs)) == {
-        "inserted": 0, "replaced": 0, "unchanged": 2, "skipped_issued": 0, "deleted": 0}
+        "inserted": 0, "replaced": 0, "unchanged": 2, "skipped_issued": 0, "deleted": 0, "corrections": 0}
     assert _dump(ledger) == before
     rows = ledger.list_invoices("2026-10")
     assert [(r["customer_id"], r["status"], r["total"], r["subtotal"]) for r in rows] == [
@@ -116,7 +116,7 @@ def test_saving_the_same_drafts_twice_changes_nothing(ledger):
 def test_late_usage_replaces_the_draft_and_vanished_customers_lose_theirs(ledger):
     ledger.save_drafts("2026-10", [document("acme"), document("globex")])
     counts = ledger.save_drafts("2026-10", [document("acme", total="800.00")])
-    assert counts == {"inserted": 0, "replaced": 1, "unchanged": 0, "skipped_issued": 0, "deleted": 1}
+    assert counts == {"inserted": 0, "replaced": 1, "unchanged": 0, "skipped_issued": 0, "deleted": 1, "corrections": 0}
     assert [(r["customer_id"], r["total"]) for r in ledger.list_invoices("2026-10")] == [("acme", "800.00")]
     assert ledger.count_lines() == 2
     assert [e["action"] for e in ledger.audit_entries()][-2:] == ["replace_draft", "delete_draft"]

@@ -4,6 +4,8 @@ import json
 import shutil
 from datetime import date
 
+import polars as pl
+
 from billing_pipeline import tokens
 from billing_pipeline.sources import SOURCES
 
@@ -91,11 +93,12 @@ def test_responses_api_usage_shape(tmp_path):
     assert set(ev["provider"]) == {"openai"}
 
 
-def test_bad_utf8_file_is_one_unreadable_row(tmp_path):
+def test_a_bad_utf8_line_is_quarantined_and_the_rest_of_the_file_still_bills(tmp_path):
     (tmp_path / "gateway").mkdir()
-    (tmp_path / "gateway/2026-10-05.jsonl").write_bytes(b'{"request_id": "\xff"}\n')
+    (tmp_path / "gateway/2026-10-05.jsonl").write_bytes(b'{"request_id": "\xff"}\n' + line().encode() + b"\n")
     r = read(tmp_path)
-    assert r.quarantine.select("origin", "reason").rows() == [("gateway/2026-10-05.jsonl", "unreadable_file")]
+    assert r.quarantine.select("origin", "reason").rows() == [("gateway/2026-10-05.jsonl:1", "bad_encoding")]
+    assert set(r.events["origin"]) == {"gateway/2026-10-05.jsonl:2"} and r.records_read == 2
 
 
 def test_same_file_twice_same_record_ids(tmp_path):
@@ -103,3 +106,31 @@ def test_same_file_twice_same_record_ids(tmp_path):
     shutil.copy(p, p.with_name("2026-10-05.replay.jsonl"))
     ev = read(tmp_path).events
     assert ev.height == 6 and ev["record_id"].n_unique() == 1 and ev["event_id"].n_unique() == 3
+
+
+def test_anthropic_style_usage_keeps_cache_reads_and_writes_on_top_of_input(tmp_path):
+    usage = {"input_tokens": 50, "cache_read_input_tokens": 4000, "cache_creation_input_tokens": 1200,
+             "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 1000},
+             "output_tokens": 300, "server_tool_use": {"web_search_requests": 2}}
+    write(tmp_path, "2026-10-05.jsonl", [line(provider="anthropic", model="claude-sonnet-4-5", usage=usage)])
+    r = read(tmp_path)
+    rows = {(m, json.loads(d).get("cache_ttl")): q for m, d, q in r.events.select("meter", "dimensions", "quantity").rows()}
+    assert rows == {("input_tokens", None): 50, ("cached_input_tokens", None): 4000, ("cache_write_tokens", "5m"): 200,
+                    ("cache_write_tokens", "1h"): 1000, ("output_tokens", None): 300, ("web_search_requests", None): 2}
+    assert sum(rows.values()) - 300 - 2 == 50 + 4000 + 1200  # Anthropic total input = input + reads + writes
+    assert r.events["event_id"].is_unique().all() and r.quarantine.height == 0
+
+
+def test_anthropic_style_cache_write_without_ttl_split_counts_as_default_5m(tmp_path):
+    usage = {"input_tokens": 10, "cache_creation_input_tokens": 700, "output_tokens": 5}
+    write(tmp_path, "2026-10-05.jsonl", [line(provider="anthropic", model="claude-haiku-4-5", usage=usage)])
+    ev = read(tmp_path).events.filter(pl.col("meter") == "cache_write_tokens")
+    assert ev["quantity"].to_list() == [700] and json.loads(ev["dimensions"][0]) == {"cache_ttl": "5m"}
+
+
+def test_negative_cache_tokens_are_quarantined_not_dropped(tmp_path):
+    usage = {"input_tokens": 10, "cache_read_input_tokens": -5, "output_tokens": 5}
+    write(tmp_path, "2026-10-05.jsonl", [line(provider="anthropic", model="claude-haiku-4-5", usage=usage)])
+    r = read(tmp_path)
+    assert r.events.height == 0
+    assert r.quarantine.select("reason", "field").rows() == [("negative_quantity", "usage.cache_read_input_tokens")]

@@ -67,6 +67,26 @@ class Tier(_Strict):
 PricingModel = Literal["per_unit", "graduated", "volume", "package"]
 
 
+def _check_tiers(tiers: list[Tier]) -> None:
+    bounds = [t.up_to for t in tiers]
+    if any(b is None for b in bounds[:-1]):
+        raise ValueError("tiers: only the last tier may have up_to: null")
+    if bounds[-1] is not None:
+        raise ValueError("tiers: the last tier must have up_to: null (a gap above it)")
+    finite = [b for b in bounds if b is not None]
+    if any(b2 <= b1 for b1, b2 in zip(finite, finite[1:])):
+        raise ValueError("tiers out of order: up_to must increase")
+
+
+class PriceChange(_Strict):
+    """A charge's new price from a day on (inclusive, UTC): usage is split by event day."""
+
+    from_: dt.date = Field(alias="from")
+    unit_price: Money | None = None
+    tiers: list[Tier] | None = None
+    package_price: Money | None = None
+
+
 class Charge(_Strict):
     id: str
     name: str | None = None
@@ -79,6 +99,7 @@ class Charge(_Strict):
     tiers: list[Tier] | None = None
     package_size: int | None = None
     package_price: Money | None = None
+    prices: list[PriceChange] | None = None  # effective-dated price changes, in date order
 
     @property
     def meters(self) -> list[str]:
@@ -110,17 +131,30 @@ class Charge(_Strict):
         if self.pricing in ("graduated", "volume"):
             if not self.tiers:
                 raise ValueError(f"{self.pricing} pricing needs tiers")
-            bounds = [t.up_to for t in self.tiers]
-            if any(b is None for b in bounds[:-1]):
-                raise ValueError("tiers: only the last tier may have up_to: null")
-            if bounds[-1] is not None:
-                raise ValueError("tiers: the last tier must have up_to: null (a gap above it)")
-            finite = [b for b in bounds if b is not None]
-            if any(b2 <= b1 for b1, b2 in zip(finite, finite[1:])):
-                raise ValueError("tiers out of order: up_to must increase")
+            _check_tiers(self.tiers)
         if self.pricing == "package" and (self.package_size is None or self.package_price is None):
             raise ValueError("package pricing needs package_size and package_price")
+        field = {"per_unit": "unit_price", "package": "package_price"}.get(self.pricing, "tiers")
+        for i, change in enumerate(self.prices or []):
+            given = [f for f in ("unit_price", "tiers", "package_price") if getattr(change, f) is not None]
+            if given != [field]:
+                raise ValueError(f"prices[{i}]: a {self.pricing} charge changes its {field} (and nothing else)")
+            if change.tiers is not None:
+                try:
+                    _check_tiers(change.tiers)
+                except ValueError as exc:
+                    raise ValueError(f"prices[{i}].{exc}") from None
+            if i and change.from_ <= self.prices[i - 1].from_:
+                raise ValueError(f"prices[{i}].from: price changes must be in increasing date order")
         return self
+
+    def price_from(self, day: dt.date | None) -> Charge:
+        """The charge with the prices in effect from ``day`` (None: the base prices)."""
+        if day is None:
+            return self
+        change = next(c for c in self.prices or [] if c.from_ == day)
+        fields = {f: getattr(change, f) for f in ("unit_price", "tiers", "package_price") if getattr(change, f) is not None}
+        return self.model_copy(update=fields)
 
     def claims(self, meter: str, model: str, family: str) -> bool:
         """Whether this charge prices one unit of (meter, model)."""
@@ -189,9 +223,53 @@ class Tax(_Strict):
 
 
 class Credit(_Strict):
+    """A prepaid credit grant; usable on invoices whose month ends in [from, expires]."""
+
     amount: Money
     from_: dt.date = Field(alias="from")
     expires: dt.date | None = None
+
+    @field_validator("amount")
+    @classmethod
+    def _positive(cls, v: Decimal) -> Decimal:
+        if v <= 0:
+            raise ValueError("must be a positive amount")
+        return v
+
+
+class Discount(_Strict):
+    """A percentage or fixed discount, as its own negative line in every month it overlaps."""
+
+    name: str | None = None
+    percent: Money | None = None
+    amount: Money | None = None
+    from_: dt.date | None = Field(default=None, alias="from")
+    to: dt.date | None = None  # inclusive last day
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Discount:
+        if (self.percent is None) == (self.amount is None):
+            raise ValueError("a discount has either percent or amount")
+        if self.percent is not None and not Decimal(0) < self.percent <= Decimal(100):
+            raise ValueError("percent must be above 0 and at most 100")
+        if self.amount is not None and self.amount <= 0:
+            raise ValueError("amount must be positive")
+        return self
+
+
+class AttributionKey(_Strict):
+    """A key owned only from ``from`` to ``to`` (inclusive UTC days; null = open): projects and
+    API keys get reassigned, and usage must follow the owner on the day it happened."""
+
+    key: str
+    from_: dt.date | None = Field(default=None, alias="from")
+    to: dt.date | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> AttributionKey:
+        if self.from_ and self.to and self.to < self.from_:
+            raise ValueError(f"key {self.key!r}: to {self.to} is before from {self.from_}")
+        return self
 
 
 class Customer(_Strict):
@@ -201,10 +279,24 @@ class Customer(_Strict):
     currency: str = "USD"
     tax: Tax = Tax()
     subscriptions: list[Subscription]
-    keys: list[str] = Field(default_factory=list)
+    keys: list[str] = Field(default_factory=list)  # always owned
+    dated_keys: list[AttributionKey] = Field(default_factory=list)  # `keys` entries with from/to
     tags: dict[str, str] = Field(default_factory=dict)
     monthly_limit: Money | None = None
     credits: list[Credit] = Field(default_factory=list)
+    discounts: list[Discount] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_dated_keys(cls, data):
+        """``keys`` may mix plain strings and ``{key, from, to}`` entries (backward compatible)."""
+        if isinstance(data, dict) and isinstance(data.get("keys"), list):
+            keys = data["keys"]
+            dated = [k for k in keys if isinstance(k, dict)]
+            if dated:
+                data = {**data, "keys": [k for k in keys if not isinstance(k, dict)],
+                        "dated_keys": [*data.get("dated_keys", []), *dated]}
+        return data
 
 
 class PriceBookEntry(_Strict):

@@ -3,7 +3,9 @@
 
 import dagster as dg
 
+from billing_pipeline.defs.fetch import fetch_assets, provider_fetch_job
 from billing_pipeline.defs.ingestion import provider_cost, raw_assets, usage_tables
+from billing_pipeline.defs.issuing import issue_invoices_job, issued_invoices
 from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
 from billing_pipeline.defs.month_end import (
     invoice_drafts,
@@ -13,16 +15,28 @@ from billing_pipeline.defs.month_end import (
     reconciliation,
 )
 from billing_pipeline.defs.resources import resources_from_env
+from billing_pipeline.defs.sensors import landing_zone_sensor
 
 ASSETS = [*raw_assets, usage_tables, provider_cost, monthly_usage, rated_charges, reconciliation,
-          quarantine_report, invoice_drafts]
+          quarantine_report, invoice_drafts, issued_invoices, *fetch_assets]
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """One Definitions for the UI, the CLI and the tests; only the resources differ."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_ingestion_job, month_end_job],
+        jobs=[daily_ingestion_job, month_end_job, issue_invoices_job, provider_fetch_job],
         schedules=[daily_ingestion_schedule, month_end_schedule],
+        sensors=[landing_zone_sensor],
         resources=resources if resources is not None else resources_from_env(),
     )
+
+
+def month_end_job_from_env() -> dg.JobDefinition:
+    """The month-end job with resources from the environment, for executors and re-execution
+    that rebuild the job in another process (``dg.reconstructable``)."""
+    return build_definitions().resolve_job_def("month_end_job")
+
+
+def daily_ingestion_job_from_env() -> dg.JobDefinition:
+    return build_definitions().resolve_job_def("daily_ingestion_job")

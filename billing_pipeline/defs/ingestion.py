@@ -25,6 +25,7 @@ RAW_ASSETS = {
     "raw_anthropic_usage": ("anthropic_usage_report", "Anthropic usage_report/messages pages, as returned."),
     "raw_gateway_log": ("gateway_log", "Our gateway's request log (Mistral and other routed models)."),
     "raw_cloud_focus": ("focus", "Cloud billing exports in FOCUS 1.x: GPU instance time tagged by customer."),
+    "raw_cloud_aws_cur": ("aws_cur", "AWS CUR 2.0 exports: GPU instance time and Bedrock tokens, tagged by customer."),
     "raw_outcomes": ("outcomes", "Outcome events for outcome-based charges."),
 }
 

@@ -12,6 +12,7 @@ import polars as pl
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing.document import build_documents, document_json
+from billing_pipeline.invoicing.issuing import issued_file_stems
 from billing_pipeline.invoicing.pdf import InvoiceRenderer
 from billing_pipeline.money import ZERO
 from billing_pipeline.rating import rate_month
@@ -157,25 +158,28 @@ def invoice_drafts(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
     with a PDF and a JSON copy per customer under <out>/<month>/invoices/."""
     month = month_of(context)
     documents = build_documents(rated_charges, catalog.load(), month)
-    saved = ledger.open().save_drafts(month, documents)
+    the_ledger = ledger.open()
+    saved = the_ledger.save_drafts(month, documents)
     folder = output.month_dir(month) / "invoices"
     folder.mkdir(exist_ok=True)
+    issued = issued_file_stems(the_ledger, month)  # issued PDFs/JSON are final: never rewritten
     current = {doc["customer_id"] for doc in documents}
     for stale in [*folder.glob("*.json"), *folder.glob("*.pdf")]:
-        if stale.stem not in current:  # a draft that no longer exists (see the ledger's "deleted")
+        if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
             stale.unlink()
     renderer = InvoiceRenderer()
     rows = []
     for doc in documents:
         json_path = folder / f"{doc['customer_id']}.json"
         pdf_path = folder / f"{doc['customer_id']}.pdf"
-        _write_text(json_path, document_json(doc))
-        renderer.write_pdf(doc, pdf_path)
+        if doc["customer_id"] not in issued:  # late usage after issue: a correction in the ledger
+            _write_text(json_path, document_json(doc))
+            renderer.write_pdf(doc, pdf_path)
         rows.append({
             "customer_id": doc["customer_id"], "currency": doc["currency"], "subtotal": doc["subtotal"],
             "tax": doc["tax"], "credits_applied": doc["credits_applied"], "total": doc["total"],
             "lines": len(doc["lines"]), "json": str(json_path), "pdf": str(pdf_path),
-            "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest(),
+            "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest() if pdf_path.exists() else None,
         })
     summary = pl.DataFrame(rows, schema={"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String,
                                          "tax": pl.String, "credits_applied": pl.String, "total": pl.String,

@@ -41,7 +41,7 @@ class LedgerResource(dg.ConfigurableResource):
 
     def open(self) -> Ledger:
         ledger = Ledger(self.url)
-        ledger.create_all()
+        ledger.migrate()
         return ledger
 
 
@@ -102,6 +102,14 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         return pl.concat([pl.read_parquet(p) for p in paths], how="vertical")
 
 
+class ProviderAdminApi(dg.ConfigurableResource):
+    """A provider's admin (usage/cost) API: key from an environment variable via ``dg.EnvVar``,
+    so it is resolved only when a fetch runs and never stored in run config or logs."""
+
+    api_key: str
+    base_url: str
+
+
 def resources_from_env(root: str | Path | None = None) -> dict[str, object]:
     """The resource map for a deployment, from environment variables with local defaults."""
     root = Path(root or os.getenv("BILLING_HOME", "."))
@@ -112,4 +120,8 @@ def resources_from_env(root: str | Path | None = None) -> dict[str, object]:
         "ledger": LedgerResource(url=os.getenv("BILLING_DATABASE_URL", f"sqlite:///{Path(out).resolve()}/ledger.db")),
         "output": OutputFiles(path=out),
         "io_manager": PolarsParquetIOManager(base_dir=os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage"))),
+        "openai_admin_api": ProviderAdminApi(api_key=dg.EnvVar("OPENAI_ADMIN_KEY"),
+                                             base_url=os.getenv("OPENAI_ADMIN_BASE_URL", "https://api.openai.com/v1")),
+        "anthropic_admin_api": ProviderAdminApi(api_key=dg.EnvVar("ANTHROPIC_ADMIN_KEY"),
+                                                base_url=os.getenv("ANTHROPIC_ADMIN_BASE_URL", "https://api.anthropic.com")),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from decimal import Decimal
 
 import polars as pl
@@ -16,6 +17,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.money import ZERO, fmt_money, round_money
 from billing_pipeline.periods import month_label, parse_month
+from billing_pipeline.rating.credits import apply_credits
 from billing_pipeline.rating.pricing import describe_prices
 
 REVERSE_CHARGE_NOTE = (
@@ -81,8 +83,15 @@ def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], curren
     }
 
 
-def build_documents(lines: pl.DataFrame, catalog: Catalog, month: str) -> list[dict]:
-    """One draft invoice document per customer that has line items this month."""
+def build_documents(
+    lines: pl.DataFrame, catalog: Catalog, month: str,
+    credits_used: Mapping[str, Mapping[int, Decimal]] | None = None,
+) -> list[dict]:
+    """One draft invoice document per customer that has line items this month.
+
+    ``credits_used``: per customer, what earlier months' invoices drew from each prepaid credit
+    grant (grant index -> amount). None means nothing was drawn before: right for a first month,
+    wrong afterwards, so month-end should pass the ledger's sums (rating.credits)."""
     start, end = parse_month(month)
     issuer = catalog.issuer
     documents = []
@@ -114,7 +123,8 @@ def build_documents(lines: pl.DataFrame, catalog: Catalog, month: str) -> list[d
         subtotal = sum((Decimal(l["amount"]) for l in doc_lines), ZERO)
         rate = ZERO if customer.tax.reverse_charge else customer.tax.rate
         tax = round_money(subtotal * rate, currency)
-        credits_applied = round_money(ZERO, currency)
+        credit = apply_credits(customer.credits, (credits_used or {}).get(customer_id, {}), month, subtotal, currency)
+        credits_applied = round_money(credit.applied, currency)
         plan_ids = list(dict.fromkeys(r["plan_id"] for r in rows))
         documents.append({
             "number": None,
@@ -137,6 +147,7 @@ def build_documents(lines: pl.DataFrame, catalog: Catalog, month: str) -> list[d
             "reverse_charge": customer.tax.reverse_charge,
             "tax_note": REVERSE_CHARGE_NOTE if customer.tax.reverse_charge else "",
             "credits_applied": str(credits_applied),
+            "credits": [b.as_json() for b in credit.balances],
             "total": str(round_money(subtotal + tax - credits_applied, currency)),
             "usage_by_day": _spend_by_day(rows, currency),
             "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),

@@ -1,15 +1,13 @@
-"""The invoice ledger: drafts, issued (immutable) and void invoices, their lines and an audit log.
+"""The invoice ledger: drafts, issued (immutable) and void invoices, corrections, an audit log.
 
 SQLAlchemy 2.x Core on SQLite (default) or PostgreSQL, the same URL-driven code. Money is stored as
 BigInteger micro-units (``money.to_micros``): no Numeric columns, so no float or decimal-SAWarning
-path exists. ``metadata`` is the schema for Alembic; the guard triggers are attached to it as DDL
-events (``create_all`` creates them; a migration must create them with ``TRIGGER_DDL``).
+path exists. The schema and its guard triggers live in ``schema.py``; ``migrate()`` brings a
+database to it with Alembic (``migrations/``). Numbers are assigned in ``numbering.py``.
 
-Rules kept by the database, not only by this module:
-- one live (not void) invoice per (customer, period, kind): a partial UNIQUE index;
-- an issued or void invoice's money, document, identity and lines never change, and it is never
-  deleted; issued may only become void (triggers on both dialects);
-- ``audit_log`` is append-only (triggers).
+Writers of one period are serialized: PostgreSQL takes an advisory transaction lock per period;
+on SQLite every transaction starts with ``BEGIN IMMEDIATE`` (the write lock up front, so two
+writers never interleave read-then-write).
 """
 
 from __future__ import annotations
@@ -17,186 +15,36 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    DDL,
-    BigInteger,
-    CheckConstraint,
-    Column,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    func,
-    select,
-    text,
-    true,
-)
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text, true
 from sqlalchemy.engine import Connection, Engine
 
+from billing_pipeline.invoicing.credit_notes import (
+    ORIGIN_LATE_USAGE,
+    late_usage_correction,
+    manual_credit_note,
+)
+from billing_pipeline.invoicing.schema import (  # noqa: F401 - re-exported for callers and tests
+    KIND_INVOICE,
+    STATUSES,
+    TRIGGER_DDL,
+    audit_log,
+    invoice_lines,
+    invoices,
+    metadata,
+    month_checks,
+)
 from billing_pipeline.money import exact, from_micros, round_money, to_micros
 
 DEFAULT_URL = "sqlite:///billing_ledger.sqlite3"
-KIND_INVOICE = "invoice"
-STATUSES = ("draft", "issued", "void")
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+COUNT_KEYS = ("inserted", "replaced", "unchanged", "skipped_issued", "deleted", "corrections")
 
-metadata = MetaData()
 
-invoices = Table(
-    "invoices",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("customer_id", String(100), nullable=False),
-    Column("period", String(7), nullable=False),  # 'YYYY-MM'
-    Column("kind", String(20), nullable=False, server_default=KIND_INVOICE),
-    Column("status", String(10), nullable=False, server_default="draft"),
-    Column("number", String(50), nullable=True, unique=True),  # assigned at issue only
-    Column("currency", String(3), nullable=False),
-    Column("subtotal_micros", BigInteger, nullable=False),
-    Column("tax_micros", BigInteger, nullable=False),
-    Column("credits_micros", BigInteger, nullable=False),
-    Column("total_micros", BigInteger, nullable=False),
-    Column("document", Text, nullable=False),  # canonical JSON (sorted keys): the JSON copy
-    Column("pdf_sha256", String(64), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    CheckConstraint("status IN ('draft', 'issued', 'void')", name="ck_invoices_status"),
-    CheckConstraint("period ~ '^[0-9]{4}-[0-9]{2}$'", name="ck_invoices_period").ddl_if(
-        dialect="postgresql"
-    ),
-    CheckConstraint("period GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]'", name="ck_invoices_period").ddl_if(
-        dialect="sqlite"
-    ),
-    CheckConstraint("status = 'draft' OR number IS NOT NULL", name="ck_invoices_issued_numbered"),
-)
-# "One period is billed once": unique among live invoices; a void one leaves room for its successor.
-Index(
-    "uq_invoices_live",
-    invoices.c.customer_id,
-    invoices.c.period,
-    invoices.c.kind,
-    unique=True,
-    sqlite_where=invoices.c.status != "void",
-    postgresql_where=invoices.c.status != "void",
-)
-
-invoice_lines = Table(
-    "invoice_lines",
-    metadata,
-    Column("invoice_id", Integer, ForeignKey("invoices.id"), primary_key=True),
-    Column("position", Integer, primary_key=True),
-    Column("charge_id", String(100), nullable=False),
-    Column("description", Text, nullable=False),
-    Column("quantity", String(40), nullable=False),  # decimal string, as in the document
-    Column("unit", String(40), nullable=True),
-    Column("unit_price", String(40), nullable=True),  # null for tiered lines
-    Column("amount_micros", BigInteger, nullable=False),
-)
-
-audit_log = Table(
-    "audit_log",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("invoice_id", Integer, nullable=False),  # no FK: the log outlives deleted drafts
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("actor", String(100), nullable=False),
-    Column("action", String(40), nullable=False),
-    Column("detail", Text, nullable=False),  # JSON
-)
-
-_MONEY_DOC_COLUMNS = (
-    "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
-    "credits_micros", "total_micros", "document", "created_at",
-)
-
-SQLITE_TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS invoices_issued_immutable
-BEFORE UPDATE OF {", ".join(_MONEY_DOC_COLUMNS)} ON invoices
-WHEN OLD.status <> 'draft'
-BEGIN SELECT RAISE(ABORT, 'invoice is issued or void: immutable'); END""",
-    """CREATE TRIGGER IF NOT EXISTS invoices_status_forward
-BEFORE UPDATE OF status ON invoices
-WHEN (OLD.status = 'issued' AND NEW.status NOT IN ('issued', 'void'))
-  OR (OLD.status = 'void' AND NEW.status <> 'void')
-BEGIN SELECT RAISE(ABORT, 'invoice status may only go draft -> issued -> void'); END""",
-    """CREATE TRIGGER IF NOT EXISTS invoices_pdf_once
-BEFORE UPDATE OF pdf_sha256 ON invoices
-WHEN OLD.status <> 'draft' AND OLD.pdf_sha256 IS NOT NULL
-  AND NEW.pdf_sha256 IS NOT OLD.pdf_sha256
-BEGIN SELECT RAISE(ABORT, 'issued invoice PDF hash is immutable'); END""",
-    """CREATE TRIGGER IF NOT EXISTS invoices_issued_undeletable
-BEFORE DELETE ON invoices WHEN OLD.status <> 'draft'
-BEGIN SELECT RAISE(ABORT, 'invoice is issued or void: cannot delete'); END""",
-] + [
-    f"""CREATE TRIGGER IF NOT EXISTS invoice_lines_frozen_{op.lower()}
-BEFORE {op} ON invoice_lines
-WHEN (SELECT status FROM invoices WHERE id = {row}.invoice_id) <> 'draft'
-BEGIN SELECT RAISE(ABORT, 'lines of an issued or void invoice are immutable'); END"""
-    for op, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD"))
-] + [
-    f"""CREATE TRIGGER IF NOT EXISTS audit_log_append_only_{op.lower()}
-BEFORE {op} ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"""
-    for op in ("UPDATE", "DELETE")
-]
-
-_PG_CHANGED = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in _MONEY_DOC_COLUMNS)
-POSTGRES_TRIGGERS = [
-    f"""CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'DELETE' THEN
-    IF OLD.status <> 'draft' THEN
-      RAISE EXCEPTION 'invoice % is %: cannot delete', OLD.id, OLD.status;
-    END IF;
-    RETURN OLD;
-  END IF;
-  IF OLD.status <> 'draft' AND ({_PG_CHANGED}) THEN
-    RAISE EXCEPTION 'invoice % is %: immutable', OLD.id, OLD.status;
-  END IF;
-  IF (OLD.status = 'issued' AND NEW.status NOT IN ('issued', 'void'))
-     OR (OLD.status = 'void' AND NEW.status <> 'void') THEN
-    RAISE EXCEPTION 'invoice % status may only go draft -> issued -> void', OLD.id;
-  END IF;
-  IF OLD.status <> 'draft' AND OLD.pdf_sha256 IS NOT NULL
-     AND NEW.pdf_sha256 IS DISTINCT FROM OLD.pdf_sha256 THEN
-    RAISE EXCEPTION 'invoice % PDF hash is immutable', OLD.id;
-  END IF;
-  RETURN NEW;
-END $$""",
-    "DROP TRIGGER IF EXISTS invoices_guard ON invoices",
-    """CREATE TRIGGER invoices_guard BEFORE UPDATE OR DELETE ON invoices
-FOR EACH ROW EXECUTE FUNCTION invoices_guard()""",
-    """CREATE OR REPLACE FUNCTION invoice_lines_guard() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE parent_status text;
-BEGIN
-  SELECT status INTO parent_status FROM invoices
-   WHERE id = CASE WHEN TG_OP = 'INSERT' THEN NEW.invoice_id ELSE OLD.invoice_id END;
-  IF parent_status <> 'draft' THEN
-    RAISE EXCEPTION 'lines of an issued or void invoice are immutable';
-  END IF;
-  RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-END $$""",
-    "DROP TRIGGER IF EXISTS invoice_lines_guard ON invoice_lines",
-    """CREATE TRIGGER invoice_lines_guard BEFORE INSERT OR UPDATE OR DELETE ON invoice_lines
-FOR EACH ROW EXECUTE FUNCTION invoice_lines_guard()""",
-    """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
-    "DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log",
-    """CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
-FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
-]
-TRIGGER_DDL = {"sqlite": SQLITE_TRIGGERS, "postgresql": POSTGRES_TRIGGERS}
-
-for _dialect, _statements in TRIGGER_DDL.items():
-    for _statement in _statements:  # DDL() applies %-formatting: escape plpgsql's "%"
-        event.listen(metadata, "after_create",
-                     DDL(_statement.replace("%", "%%")).execute_if(dialect=_dialect))
+class LedgerError(ValueError):
+    """A refused ledger operation (unknown number, wrong status): the message says which."""
 
 
 # ---------------------------------------------------------------- helpers
@@ -218,6 +66,10 @@ def canonical_json(doc: dict) -> str:
     return json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def load_document(text_: str) -> dict:
+    return json.loads(text_, parse_float=Decimal)
+
+
 def _money_text(micros: int, currency: str) -> str:
     """Micro-units back to a decimal string at the currency's precision (more only if stored)."""
     amount = from_micros(micros)
@@ -233,6 +85,69 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def lock_period(conn: Connection, period: str) -> None:
+    """Serialize writers of one period (PostgreSQL); SQLite's BEGIN IMMEDIATE does this already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                     {"key": f"billing_pipeline.ledger:{period}"})
+
+
+def audit(conn: Connection, invoice_id: int, actor: str, action: str, detail: dict) -> None:
+    conn.execute(audit_log.insert().values(
+        invoice_id=invoice_id, at=_now(), actor=actor, action=action,
+        detail=json.dumps(detail, sort_keys=True),
+    ))
+
+
+def _row_values(doc: dict) -> dict:
+    return {
+        "customer_id": doc["customer_id"], "period": doc["period"],
+        "kind": doc.get("kind", KIND_INVOICE), "status": "draft", "currency": doc["currency"],
+        "subtotal_micros": _micros(doc["subtotal"]), "tax_micros": _micros(doc["tax"]),
+        "credits_micros": _micros(doc.get("credits_applied") or "0"),
+        "total_micros": _micros(doc["total"]), "document": canonical_json(doc),
+        "references_number": doc.get("references"),
+    }
+
+
+def _line_rows(doc: dict, invoice_id: int) -> list[dict]:
+    return [
+        {
+            "invoice_id": invoice_id, "position": i, "charge_id": line["charge_id"],
+            "description": line["description"], "quantity": str(line["quantity"]),
+            "unit": line.get("unit"),
+            "unit_price": None if line.get("unit_price") is None else str(line["unit_price"]),
+            "amount_micros": _micros(line["amount"]),
+        }
+        for i, line in enumerate(doc["lines"], start=1)
+    ]
+
+
+def write_draft(conn: Connection, doc: dict, actor: str, existing_id: int | None = None) -> int:
+    """Insert a draft, or replace draft ``existing_id`` (lines included); audited."""
+    values, now = _row_values(doc), _now()
+    if existing_id is None:
+        invoice_id = conn.execute(invoices.insert().values(**values, created_at=now, updated_at=now)
+                                  .returning(invoices.c.id)).scalar_one()
+    else:
+        invoice_id = existing_id
+        conn.execute(invoices.update().where(invoices.c.id == invoice_id)
+                     .values(**values, updated_at=now, pdf_sha256=None))
+        conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
+    if doc["lines"]:
+        conn.execute(invoice_lines.insert(), _line_rows(doc, invoice_id))
+    audit(conn, invoice_id, actor, "insert_draft" if existing_id is None else "replace_draft",
+          {"customer_id": doc["customer_id"], "period": doc["period"],
+           "kind": values["kind"], "total": doc["total"], "references": doc.get("references")})
+    return invoice_id
+
+
+def _delete_draft(conn: Connection, invoice_id: int, actor: str, detail: dict) -> None:
+    conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
+    conn.execute(invoices.delete().where(invoices.c.id == invoice_id))
+    audit(conn, invoice_id, actor, "delete_draft", detail)
+
+
 class Ledger:
     """``Ledger("sqlite:///ledger.db")`` or ``Ledger("postgresql+psycopg2://...")``."""
 
@@ -240,22 +155,42 @@ class Ledger:
         self.engine: Engine = create_engine(url, **engine_kwargs)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
 
     def create_all(self) -> None:
+        """Create the current schema directly (throwaway ledgers); real ledgers use migrate()."""
         metadata.create_all(self.engine)
+
+    def migrate(self) -> None:
+        """``alembic upgrade head``. A ledger made by create_all before migrations existed is
+        adopted: stamped at the revision its columns match, then upgraded."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            tables = set(inspect(conn).get_table_names())
+            if "invoices" in tables and "alembic_version" not in tables:
+                columns = {c["name"] for c in inspect(conn).get_columns("invoices")}
+                command.stamp(config, "head" if "series" in columns else "0001")
+            command.upgrade(config, "head")
 
     # ------------------------------------------------------------ drafts
 
     def save_drafts(self, period: str, documents: list[dict], actor: str = "month_end") -> dict:
         """Make the period's drafts equal ``documents``, in one transaction; idempotent.
 
-        Issued/void invoices are never touched (``skipped_issued``). A draft whose document is
-        unchanged is left alone (``unchanged``: no write, no audit row, same ``updated_at``).
+        Issued/void invoices are never touched (``skipped_issued``). When the fresh document of an
+        issued invoice differs from what was billed, a correction draft (credit note or
+        adjustment) referencing it is written or refreshed (``corrections``). A draft whose
+        document is unchanged is left alone (no write, no audit row, same ``updated_at``).
         """
-        counts = {"inserted": 0, "replaced": 0, "unchanged": 0, "skipped_issued": 0, "deleted": 0}
+        counts = dict.fromkeys(COUNT_KEYS, 0)
         seen: set[str] = set()
         with self.engine.begin() as conn:
-            self._lock_period(conn, period)
+            lock_period(conn, period)
             for doc in documents:
                 customer_id = doc["customer_id"]
                 if doc["period"] != period:
@@ -265,7 +200,8 @@ class Ledger:
                 if customer_id in seen:
                     raise ValueError(f"{customer_id}: two documents for {period}")
                 seen.add(customer_id)
-                counts[self._save_one(conn, doc, actor)] += 1
+                for outcome in self._save_one(conn, doc, actor):
+                    counts[outcome] += 1
             stale = conn.execute(
                 select(invoices.c.id, invoices.c.customer_id).where(
                     invoices.c.period == period,
@@ -275,87 +211,106 @@ class Ledger:
                 )
             ).all()
             for invoice_id, customer_id in stale:
-                conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
-                conn.execute(invoices.delete().where(invoices.c.id == invoice_id))
-                self._audit(conn, invoice_id, actor, "delete_draft",
-                            {"customer_id": customer_id, "period": period})
+                _delete_draft(conn, invoice_id, actor, {"customer_id": customer_id, "period": period})
                 counts["deleted"] += 1
         return counts
 
-    def _save_one(self, conn: Connection, doc: dict, actor: str) -> str:
-        document = canonical_json(doc)
-        values = {
-            "customer_id": doc["customer_id"],
-            "period": doc["period"],
-            "kind": KIND_INVOICE,
-            "status": "draft",
-            "currency": doc["currency"],
-            "subtotal_micros": _micros(doc["subtotal"]),
-            "tax_micros": _micros(doc["tax"]),
-            "credits_micros": _micros(doc.get("credits_applied") or "0"),
-            "total_micros": _micros(doc["total"]),
-            "document": document,
-        }
-        lines = [
-            {
-                "position": i,
-                "charge_id": line["charge_id"],
-                "description": line["description"],
-                "quantity": str(line["quantity"]),
-                "unit": line.get("unit"),
-                "unit_price": None if line.get("unit_price") is None else str(line["unit_price"]),
-                "amount_micros": _micros(line["amount"]),
-            }
-            for i, line in enumerate(doc["lines"], start=1)
-        ]
+    def _save_one(self, conn: Connection, doc: dict, actor: str) -> list[str]:
         existing = conn.execute(
-            select(invoices.c.id, invoices.c.status, invoices.c.document, invoices.c.total_micros)
-            .where(
-                invoices.c.customer_id == doc["customer_id"],
-                invoices.c.period == doc["period"],
-                invoices.c.kind == KIND_INVOICE,
-                invoices.c.status != "void",
-            )
-            .with_for_update()
+            select(invoices.c.id, invoices.c.status, invoices.c.document).where(
+                invoices.c.customer_id == doc["customer_id"], invoices.c.period == doc["period"],
+                invoices.c.kind == KIND_INVOICE, invoices.c.status != "void",
+            ).with_for_update()
         ).first()
-        now = _now()
         if existing is not None and existing.status != "draft":
-            return "skipped_issued"
-        if existing is not None and existing.document == document:
-            return "unchanged"
-        if existing is not None:
-            invoice_id = existing.id
-            conn.execute(invoices.update().where(invoices.c.id == invoice_id)
-                         .values(**values, updated_at=now, pdf_sha256=None))
-            conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
-            action, detail = "replace_draft", {
-                "total_before": _money_text(existing.total_micros, doc["currency"]),
-                "total": doc["total"],
-            }
-        else:
-            invoice_id = conn.execute(
-                invoices.insert().values(**values, created_at=now, updated_at=now)
-                .returning(invoices.c.id)
-            ).scalar_one()
-            action, detail = "insert_draft", {"total": doc["total"]}
-        if lines:
-            conn.execute(invoice_lines.insert(), [{**line, "invoice_id": invoice_id} for line in lines])
-        self._audit(conn, invoice_id, actor, action,
-                    {"customer_id": doc["customer_id"], "period": doc["period"], **detail})
-        return "replaced" if action == "replace_draft" else "inserted"
+            return ["skipped_issued", *self._refresh_correction(conn, load_document(existing.document),
+                                                                 doc, actor)]
+        if existing is not None and existing.document == canonical_json(doc):
+            return ["unchanged"]
+        write_draft(conn, doc, actor, existing.id if existing is not None else None)
+        return ["replaced" if existing is not None else "inserted"]
 
-    def _lock_period(self, conn: Connection, period: str) -> None:
-        """Serialize writers of one period (PostgreSQL); SQLite's write lock does this already."""
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                         {"key": f"billing_pipeline.ledger:{period}"})
+    def _refresh_correction(self, conn: Connection, original: dict, fresh: dict, actor: str) -> list[str]:
+        """Late usage after issue: keep one open late-usage correction draft equal to the
+        difference between ``fresh`` and what was billed (original + issued corrections)."""
+        rows = conn.execute(
+            select(invoices.c.id, invoices.c.status, invoices.c.document).where(
+                invoices.c.references_number == original["number"], invoices.c.status != "void",
+            ).order_by(invoices.c.id)
+        ).all()
+        late = [(r, load_document(r.document)) for r in rows]
+        late = [(r, d) for r, d in late if d.get("origin") == ORIGIN_LATE_USAGE]
+        billed = [d for r, d in late if r.status == "issued"]
+        open_drafts = [r for r, _ in late if r.status == "draft"]
+        correction = late_usage_correction(original, billed, fresh)
+        keep = open_drafts[0] if open_drafts and correction is not None else None
+        for row in open_drafts:
+            if row is not keep:
+                _delete_draft(conn, row.id, actor, {"customer_id": fresh["customer_id"],
+                                                    "period": fresh["period"], "superseded": True})
+        if correction is None or (keep is not None and keep.document == canonical_json(correction)):
+            return []
+        write_draft(conn, correction, actor, keep.id if keep is not None else None)
+        return ["corrections"]
+
+    # ------------------------------------------------------------ checks
+
+    def record_checks(self, period: str, results: list[dict]) -> None:
+        """Replace the period's check results with ``results`` (name, passed, blocking, detail)."""
+        now = _now()
+        with self.engine.begin() as conn:
+            lock_period(conn, period)
+            conn.execute(delete(month_checks).where(month_checks.c.period == period))
+            if results:
+                conn.execute(month_checks.insert(), [
+                    {"period": period, "check_name": r["name"], "passed": bool(r["passed"]),
+                     "blocking": bool(r.get("blocking", True)), "detail": str(r.get("detail", "")),
+                     "recorded_at": now}
+                    for r in results
+                ])
 
     @staticmethod
-    def _audit(conn: Connection, invoice_id: int, actor: str, action: str, detail: dict) -> None:
-        conn.execute(audit_log.insert().values(
-            invoice_id=invoice_id, at=_now(), actor=actor, action=action,
-            detail=json.dumps(detail, sort_keys=True),
-        ))
+    def failed_blocking_checks(conn: Connection, period: str) -> list[str]:
+        return list(conn.execute(
+            select(month_checks.c.check_name).where(
+                month_checks.c.period == period, month_checks.c.blocking == true(),
+                month_checks.c.passed == False,  # noqa: E712 - SQL comparison
+            ).order_by(month_checks.c.check_name)
+        ).scalars())
+
+    # ------------------------------------------------------------ corrections
+
+    def void(self, number: str, reason: str, actor: str = "cli") -> dict:
+        """Void an issued invoice (kept as a paper trail; its slot opens for a successor)."""
+        if not reason.strip():
+            raise LedgerError("voiding needs a reason (it goes into the audit log)")
+        with self.engine.begin() as conn:
+            row = self._by_number(conn, number)
+            lock_period(conn, row.period)
+            if row.status != "issued":
+                raise LedgerError(f"{number} is {row.status}: only issued invoices can be voided")
+            conn.execute(invoices.update().where(invoices.c.id == row.id)
+                         .values(status="void", updated_at=_now()))
+            audit(conn, row.id, actor, "void", {"number": number, "reason": reason})
+        return {"number": number, "customer_id": row.customer_id, "period": row.period}
+
+    def add_credit_note(self, number: str, amount: str, reason: str, actor: str = "cli") -> dict:
+        """A draft credit note of ``amount`` (before tax) against issued invoice ``number``."""
+        with self.engine.begin() as conn:
+            row = self._by_number(conn, number)
+            lock_period(conn, row.period)
+            if row.status != "issued":
+                raise LedgerError(f"{number} is {row.status}: credit notes reference issued invoices")
+            doc = manual_credit_note(load_document(row.document), amount, reason)
+            invoice_id = write_draft(conn, doc, actor)
+        return {"id": invoice_id, **{k: doc[k] for k in ("customer_id", "period", "kind", "total")}}
+
+    @staticmethod
+    def _by_number(conn: Connection, number: str):
+        row = conn.execute(select(invoices).where(invoices.c.number == number)).first()
+        if row is None:
+            raise LedgerError(f"no invoice numbered {number}")
+        return row
 
     # ------------------------------------------------------------ reads
 
@@ -367,20 +322,13 @@ class Ledger:
             ).mappings().all()
         return [
             {
-                "id": row["id"],
-                "customer_id": row["customer_id"],
-                "period": row["period"],
-                "kind": row["kind"],
-                "status": row["status"],
-                "number": row["number"],
-                "currency": row["currency"],
+                **{k: row[k] for k in ("id", "customer_id", "period", "kind", "status", "number",
+                                       "currency", "pdf_sha256", "created_at", "updated_at")},
+                "references": row["references_number"],
                 "subtotal": _money_text(row["subtotal_micros"], row["currency"]),
                 "tax": _money_text(row["tax_micros"], row["currency"]),
                 "credits_applied": _money_text(row["credits_micros"], row["currency"]),
                 "total": _money_text(row["total_micros"], row["currency"]),
-                "pdf_sha256": row["pdf_sha256"],
-                "created_at": row["created_at"],
-                "updated_at": row["updated_at"],
             }
             for row in rows
         ]
@@ -398,7 +346,26 @@ class Ledger:
             ).scalar_one_or_none()
         if document is None:
             raise KeyError(f"no invoice for {customer_id} in {period}")
-        return json.loads(document, parse_float=Decimal)
+        return load_document(document)
+
+    def documents(self, period: str, statuses: tuple[str, ...] = ("issued",),
+                  customer_id: str | None = None) -> list[tuple[int, str | None, dict]]:
+        """(id, pdf_sha256, document) of the period's invoices and corrections, by number."""
+        query = select(invoices.c.id, invoices.c.pdf_sha256, invoices.c.document).where(
+            invoices.c.period == period, invoices.c.status.in_(statuses))
+        if customer_id is not None:
+            query = query.where(invoices.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(invoices.c.sequence, invoices.c.id)).all()
+        return [(r.id, r.pdf_sha256, load_document(r.document)) for r in rows]
+
+    def store_pdf_sha256(self, invoice_id: int, sha256: str) -> None:
+        """Record an issued PDF's hash once (the database refuses to change it afterwards)."""
+        with self.engine.begin() as conn:
+            conn.execute(invoices.update().where(invoices.c.id == invoice_id,
+                                                 invoices.c.pdf_sha256.is_(None))
+                         .values(pdf_sha256=sha256))
+            audit(conn, invoice_id, "issuing", "store_pdf_sha256", {"pdf_sha256": sha256})
 
     def audit_entries(self, invoice_id: int | None = None) -> list[dict]:
         query = select(audit_log).order_by(audit_log.c.id)
@@ -413,7 +380,12 @@ class Ledger:
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -44,6 +44,7 @@ PROVIDER_NAMES = {
 # SOURCE_DATE_EPOCH is set; only fallback fonts are subset (see InvoiceRenderer), but they too
 # must give the same bytes. A constant, so setting it from several threads is harmless.
 FONT_EPOCH = "0"
+KIND_TITLES = {"invoice": "Invoice", "credit_note": "Credit note", "adjustment": "Adjustment invoice"}
 UNIT_SIZE_LABELS = {1_000: "1K", 1_000_000: "1M", 1_000_000_000: "1B"}
 
 
@@ -177,8 +178,12 @@ def invoice_context(doc: dict) -> dict:
     currency = doc["currency"]
     stamp = doc.get("issue_date") or doc["period_end"]
     credits = exact(doc.get("credits_applied") or "0")
+    kind = doc.get("kind", "invoice")
     return {
         "doc": doc,
+        "title": KIND_TITLES.get(kind, "Invoice"),
+        "references": doc.get("references"),
+        "total_label": "Total credited" if exact(doc["total"]) < 0 else "Total due",
         "number": doc.get("number") or "DRAFT",
         "is_draft": doc.get("number") is None,
         "issue_date": _date_text(doc.get("issue_date"), "not yet issued"),
@@ -241,17 +246,21 @@ class InvoiceRenderer:
 
     def write_pdf(self, doc: dict, path: str | os.PathLike) -> str:
         """Write atomically (temp file + rename: never a partial PDF); returns the sha256."""
-        data = self.render_pdf(doc)
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return hashlib.sha256(data).hexdigest()
+        return write_atomically(self.render_pdf(doc), path)
+
+
+def write_atomically(data: bytes, path: str | os.PathLike) -> str:
+    """Temp file in the same folder + fsync + rename; returns the sha256 of ``data``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return hashlib.sha256(data).hexdigest()

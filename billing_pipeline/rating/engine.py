@@ -17,6 +17,7 @@ Semantics (DESIGN.md "Catalog"), chosen where the design is silent:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +27,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import days_in_month, month_label, overlap_days, parse_month
+from billing_pipeline.rating.discounts import discount_lines
 from billing_pipeline.rating.pricing import price_quantity
 from billing_pipeline.schema import unit_name
 from billing_pipeline.usage import dimensions_match, models_match
@@ -107,7 +109,17 @@ def assign_charges(usage: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
                 & dimensions_match(c.dimensions)
             )
             charge = pl.when(claims).then(pl.lit(c.id)).otherwise(charge)
-    return pl.concat([with_plan, no_plan], how="diagonal_relaxed").with_columns(charge.alias("charge_id"))
+    price_from = pl.lit(None, dtype=pl.Date)
+    for plan_id, plan in catalog.plans.items():
+        for c in plan.charges:
+            for change in c.prices or []:  # later changes override earlier ones
+                hit = (pl.col("plan_id") == plan_id) & (pl.col("charge_id") == c.id) & (pl.col("day") >= change.from_)
+                price_from = pl.when(hit).then(pl.lit(change.from_)).otherwise(price_from)
+    return (
+        pl.concat([with_plan, no_plan], how="diagonal_relaxed")
+        .with_columns(charge.alias("charge_id"))
+        .with_columns(price_from.alias("price_from"))
+    )
 
 
 def consume_allowances(charged: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
@@ -148,14 +160,34 @@ def _line(customer_id, plan_id, position, currency, **fields) -> dict:
     return base
 
 
-def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict], daily: list[dict]) -> list[dict]:
-    """Lines for one charge: per model for per-unit, one line for tiered and package pricing."""
+def _period_label(charge: Charge, price_from, month: str) -> str:
+    """' (Oct 15-31)' when a price change inside the month splits the charge, else ''."""
+    start, end = parse_month(month)
+    changes = [c.from_ for c in charge.prices or [] if start < c.from_ < end]
+    if not changes:
+        return ""
+    bounds = [start, *changes, end]
+    first = price_from if price_from is not None and price_from > start else start
+    last = min(b for b in bounds if b > first) - dt.timedelta(days=1)
+    return f" ({first:%b} {first.day}-{last.day})"
+
+
+def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict], daily: list[dict],
+                 month: str) -> list[dict]:
+    """Lines for one charge: per model for per-unit, one line for tiered and package pricing; one
+    more line per price period when an effective-dated price change splits the month."""
     currency = plan.currency
+    groups = sorted(groups, key=lambda g: (g["price_from"] or dt.date.min, g["provider"], g["model_family"] or ""))
     if charge.pricing == "per_unit":
         buckets = [[g] for g in groups]
     else:
-        buckets = [groups]
+        periods: dict = {}
+        for g in groups:
+            periods.setdefault(g["price_from"], []).append(g)
+        buckets = list(periods.values())
+    month_total = sum(g["quantity"] - g["included"] for g in groups)
     lines = []
+    before = 0
     for bucket in buckets:
         quantity = sum(g["quantity"] for g in bucket)
         included = sum(g["included"] for g in bucket)
@@ -163,20 +195,29 @@ def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict],
         models = sorted({g["model_family"] for g in bucket})
         providers = sorted({g["provider"] for g in bucket})
         subject = _subject(charge, models)
-        priced = price_quantity(charge, billable, currency, subject)
+        price_from = bucket[0]["price_from"]
+        period = _period_label(charge, price_from, month)
+        priced_charge = charge.price_from(price_from)
+        if charge.pricing == "per_unit":
+            priced = price_quantity(priced_charge, billable, currency, subject)
+        else:
+            priced = price_quantity(priced_charge, billable, currency, subject, before=before, month_total=month_total)
+            before += billable
         explanation = priced.explanation
+        if period:
+            explanation = f"Usage{period} at the prices in effect then: " + explanation
         if included:
             explanation = (
                 f"{fmt_quantity(quantity)} {subject}, of which {fmt_quantity(included)} were covered "
                 f"by the plan's included {fmt_quantity(plan.allowance.quantity)} units; " + explanation
             )
-        keys = {(g["provider"], g["model_family"]) for g in bucket}
+        keys = {(g["provider"], g["model_family"], g["price_from"]) for g in bucket}
         days = [{"day": d["day"].isoformat(), "model": d["model_family"], "quantity": d["billable"]}
-                for d in daily if (d["provider"], d["model_family"]) in keys and d["billable"]]
+                for d in daily if (d["provider"], d["model_family"], d["price_from"]) in keys and d["billable"]]
         lines.append(_line(
             customer_id, plan_id, 0, currency,
             charge_id=charge.id,
-            description=charge.title + (f" ({models[0]})" if charge.pricing == "per_unit" and models[0] else ""),
+            description=charge.title + (f" ({models[0]})" if charge.pricing == "per_unit" and models[0] else "") + period,
             provider=providers[0] if len(providers) == 1 else "+".join(providers),
             meter="+".join(charge.meters),
             model=models[0] if len(models) == 1 else None,
@@ -204,14 +245,14 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
     charged = consume_allowances(assign_charges(in_month, catalog), catalog)
     aggregated = (
         charged.filter(pl.col("charge_id").is_not_null())
-        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family")
+        .group_by("customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family")
         .agg(pl.sum("quantity"), pl.sum("included"))
         .sort("customer_id", "plan_id", "charge_id", "provider", "model_family")
         .collect()
     )
     per_day = (
         charged.filter(pl.col("charge_id").is_not_null())
-        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family", "day")
+        .group_by("customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family", "day")
         .agg((pl.col("quantity") - pl.col("included")).sum().alias("billable"))
         .sort("customer_id", "plan_id", "charge_id", "day", "provider", "model_family")
         .collect()
@@ -241,13 +282,15 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
     lines: list[dict] = []
     label = month_label(month)
     for customer_id, customer in catalog.customers.items():
+        customer_lines: list[dict] = []
+        plan_totals: list[tuple[str, Decimal]] = []
         for sub in customer.subscriptions:
             days = overlap_days(month, sub.from_, sub.to)
             if days == 0:
                 continue
             plan_id, plan = sub.plan, catalog.plans[sub.plan]
             currency = plan.currency
-            position = len([l for l in lines if l["customer_id"] == customer_id])
+            position = len(customer_lines)
             plan_lines: list[dict] = []
             if plan.base_fee:
                 total_days = days_in_month(month)
@@ -266,7 +309,7 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
                 key = (customer_id, plan_id, charge.id)
                 if key in by_charge:
                     plan_lines += _usage_lines(customer_id, plan_id, plan, charge, by_charge[key],
-                                               daily_by_charge.get(key, []))
+                                               daily_by_charge.get(key, []), month)
             usage_total = sum((Decimal(l["amount"]) for l in plan_lines if l["consideration"] == "variable"), Decimal(0))
             if plan.minimum_commitment and usage_total < plan.minimum_commitment:
                 gap = plan.minimum_commitment - usage_total
@@ -282,6 +325,16 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
                 ))
             for i, line in enumerate(plan_lines):
                 line["position"] = position + i
-            lines += plan_lines
+            customer_lines += plan_lines
+            plan_totals.append((plan_id, sum((Decimal(l["amount"]) for l in plan_lines), Decimal(0))))
+        if customer.discounts and plan_totals:
+            for d in discount_lines(customer.discounts, month, plan_totals, currency):
+                customer_lines.append(_line(
+                    customer_id, d.plan_id, len(customer_lines), currency,
+                    charge_id=f"discount_{d.index}", description=d.description, quantity=1, unit="discount",
+                    unit_size=1, unit_price=str(d.amount), pricing="discount", amount=str(d.amount),
+                    explanation=d.explanation, consideration="fixed",
+                ))
+        lines += customer_lines
     frame = pl.DataFrame(lines, schema=LINE_SCHEMA) if lines else pl.DataFrame(schema=LINE_SCHEMA)
     return RatedMonth(lines=frame, unrated=unrated.select(list(UNRATED_SCHEMA)).cast(UNRATED_SCHEMA))

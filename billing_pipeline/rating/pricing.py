@@ -6,7 +6,6 @@ usage event). Amounts here are exact; the line rounds once (``money.round_money`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,13 +66,20 @@ def _money(value: Decimal, currency: str) -> str:
 
 
 def _units(quantity: int, unit_size: int, price: Decimal) -> Decimal:
-    return Decimal(quantity) / Decimal(unit_size) * price
+    """Multiply first (exact), divide once: exact whenever the true amount has a finite decimal."""
+    return Decimal(quantity) * price / Decimal(unit_size)
 
 
-def price_quantity(charge: Charge, quantity: int, currency: str, subject: str) -> Priced:
+def price_quantity(
+    charge: Charge, quantity: int, currency: str, subject: str, *, before: int = 0, month_total: int | None = None
+) -> Priced:
     """Price ``quantity`` base units of ``charge``. ``subject`` names the usage in explanations,
-    e.g. "output tokens of gpt-4o"."""
-    if quantity < 0:
+    e.g. "output tokens of gpt-4o".
+
+    ``before``/``month_total`` serve a month split by a price change: the slice priced here comes
+    after ``before`` units of the month (graduated tiers and packages continue, not restart) and
+    volume pricing picks its tier from the month's total."""
+    if quantity < 0 or before < 0:
         raise ValueError(f"charge {charge.id}: negative quantity {quantity}")
     what = f"{fmt_quantity(quantity)} {subject}"
     if charge.pricing == "per_unit":
@@ -82,7 +88,7 @@ def price_quantity(charge: Charge, quantity: int, currency: str, subject: str) -
         text = f"{what} at {_price_text(price, charge, currency)} = {fmt_money(amount, currency)}"
         return Priced(amount, price, [], text)
     if charge.pricing == "package":
-        packages = math.ceil(quantity / charge.package_size) if quantity else 0
+        packages = _packages(before + quantity, charge.package_size) - _packages(before, charge.package_size)
         amount = Decimal(packages) * charge.package_price
         text = (
             f"{what} = {packages:,} package{'s' if packages != 1 else ''} of "
@@ -91,25 +97,34 @@ def price_quantity(charge: Charge, quantity: int, currency: str, subject: str) -
         )
         return Priced(amount, charge.package_price, [], text)
     if charge.pricing == "graduated":
-        return _graduated(charge, quantity, currency, what)
-    return _volume(charge, quantity, currency, what)
+        return _graduated(charge, quantity, currency, what, before)
+    return _volume(charge, quantity, currency, what, quantity if month_total is None else month_total, before)
 
 
-def _graduated(charge: Charge, quantity: int, currency: str, what: str) -> Priced:
+def _packages(quantity: int, size: int) -> int:
+    return -(-quantity // size)  # ceil in integers: no float on large quantities
+
+
+def _graduated(charge: Charge, quantity: int, currency: str, what: str, before: int = 0) -> Priced:
+    """Tiers price the units (before, before + quantity]; a tier's flat fee goes to the slice
+    that puts the first unit into it, so the month's fees are charged once."""
     slices: list[TierSlice] = []
-    lower = 0
+    lower, end = 0, before + quantity
     for n, tier in enumerate(charge.tiers, start=1):
-        if quantity <= lower:
+        if end <= lower:
             break
-        top = quantity if tier.up_to is None else min(quantity, tier.up_to)
-        units = top - lower
-        amount = _units(units, charge.unit_size, tier.unit_price) + tier.flat_fee
-        slices.append(TierSlice(n, lower + 1, tier.up_to, units, tier.unit_price, tier.flat_fee, amount))
-        lower = top
+        top = end if tier.up_to is None else min(end, tier.up_to)
+        first = max(lower, before)
+        if top > first:
+            fee = tier.flat_fee if first == lower else Decimal(0)
+            units = top - first
+            amount = _units(units, charge.unit_size, tier.unit_price) + fee
+            slices.append(TierSlice(n, first + 1, tier.up_to, units, tier.unit_price, fee, amount))
+        lower = top if tier.up_to is None else tier.up_to
     total = sum((s.amount for s in slices), Decimal(0))
     parts = []
     for i, s in enumerate(slices):
-        lead = "first" if i == 0 else "next"
+        lead = "first" if i == 0 and before == 0 else "next"
         fee = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
         parts.append(
             f"{lead} {fmt_quantity(s.quantity)} at {_price_text(s.unit_price, charge, currency)}"
@@ -120,22 +135,24 @@ def _graduated(charge: Charge, quantity: int, currency: str, what: str) -> Price
     return Priced(total, single, slices, text)
 
 
-def _volume(charge: Charge, quantity: int, currency: str, what: str) -> Priced:
+def _volume(charge: Charge, quantity: int, currency: str, what: str, reached: int, before: int = 0) -> Priced:
+    """All units at the reached tier's price; its flat fee once, with the month's first unit."""
     lower = 0
     for n, tier in enumerate(charge.tiers, start=1):
-        if tier.up_to is None or quantity <= tier.up_to:
-            amount = _units(quantity, charge.unit_size, tier.unit_price) + tier.flat_fee
+        if tier.up_to is None or reached <= tier.up_to:
+            fee = tier.flat_fee if quantity and before == 0 else Decimal(0)
+            amount = _units(quantity, charge.unit_size, tier.unit_price) + fee
             band = (
                 f"above {fmt_quantity(lower)}"
                 if tier.up_to is None
                 else f"{fmt_quantity(lower + 1)} to {fmt_quantity(tier.up_to)}"
             )
-            fee = f" + {fmt_money(tier.flat_fee, currency)} tier fee" if tier.flat_fee else ""
+            fee_text = f" + {fmt_money(fee, currency)} tier fee" if fee else ""
             text = (
                 f"{what}: the total falls in tier {n} ({band}), so all of it is priced at "
-                f"{_price_text(tier.unit_price, charge, currency)}{fee} = {fmt_money(amount, currency)}"
+                f"{_price_text(tier.unit_price, charge, currency)}{fee_text} = {fmt_money(amount, currency)}"
             )
-            slice_ = TierSlice(n, lower + 1, tier.up_to, quantity, tier.unit_price, tier.flat_fee, amount)
+            slice_ = TierSlice(n, lower + 1, tier.up_to, quantity, tier.unit_price, fee, amount)
             return Priced(amount, tier.unit_price, [slice_], text)
         lower = tier.up_to
     raise AssertionError("validated tiers always end with up_to: null")

@@ -24,6 +24,7 @@ class SourceRead:
 
 from billing_pipeline.sources import (  # noqa: E402  (readers import SourceRead from here)
     anthropic_usage,
+    aws_cur,
     focus,
     gateway_log,
     openai_usage,
@@ -35,6 +36,7 @@ SOURCES: dict[str, Callable[[Path, date, date], SourceRead]] = {
     "anthropic_usage_report": anthropic_usage.read,
     "gateway_log": gateway_log.read,
     "focus": focus.read,
+    "aws_cur": aws_cur.read,
     "outcomes": outcomes.read,
 }
 

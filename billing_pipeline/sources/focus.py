@@ -12,6 +12,8 @@ Rows are "undated" unless the file name has a YYYY-MM-DD: a row's day is its Cha
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -59,7 +61,49 @@ def _read_table(f: files.LandingFile) -> pl.DataFrame:
                 col = col.struct.json_encode() if isinstance(dtype, pl.Struct) else col.cast(pl.List(pl.String)).list.join(",")
             out.append(col.cast(pl.String).alias(name))
         return df.select(out)
-    return pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""], encoding="utf8")
+    try:
+        df = pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""], encoding="utf8")
+    except pl.exceptions.ComputeError:
+        return _read_csv_row_by_row(f.path.read_bytes())
+    dup = [c for c in df.columns if "_duplicated_" in c]
+    if dup:  # two columns of one name: which one bills is ambiguous, so no row of the file does
+        name = dup[0].split("_duplicated_")[0]
+        return df.with_columns(_reason=pl.lit("duplicate_column"), _field=pl.lit(name),
+                               _message=pl.lit(f"column {name!r} appears more than once in the header"))
+    return df
+
+
+def _read_csv_row_by_row(data: bytes) -> pl.DataFrame:
+    """Fallback for a CSV polars refuses (bad UTF-8, rows with extra fields): Python's csv module,
+    so each broken row becomes its own quarantine row and the good rows still count."""
+    text = data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if not rows:
+        raise ValueError("empty CSV")
+    header, width = rows[0], len(rows[0])
+    if any(_has_bad_bytes(h) for h in header):
+        raise ValueError("the header is not valid UTF-8")
+    records, problems = [], []
+    for n, row in enumerate(rows[1:], start=1):
+        if any(_has_bad_bytes(v) for v in row):
+            problems.append(("bad_encoding", "", f"row {n} is not valid UTF-8",
+                             ",".join(row).encode("utf-8", "surrogateescape").decode("utf-8", "replace")))
+            records.append([None] * width)
+        elif len(row) != width:
+            problems.append(("ragged_row", "", f"row {n} has {len(row)} fields, the header has {width}", ",".join(row)))
+            records.append([None] * width)
+        else:
+            problems.append((None, None, None, None))
+            records.append([None if v in ("", "NULL") else v for v in row])
+    df = pl.DataFrame(records, schema={h: pl.String for h in header}, orient="row")
+    return df.with_columns(
+        pl.Series(name, [p[i] for p in problems], dtype=pl.String)
+        for i, name in enumerate(("_reason", "_field", "_message", "_raw"))
+    )
+
+
+def _has_bad_bytes(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
 def _canonical_tags(text: str | None) -> str | None:
@@ -94,14 +138,17 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     except Exception as exc:  # noqa: BLE001 - any unreadable export is one quarantine row
         q = files.unreadable(SOURCE, f, f"not a readable FOCUS export: {exc}"[:500])
         return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
-    cols = df.columns
+    for name in ("_reason", "_field", "_message", "_raw"):
+        if name not in df.columns:
+            df = df.with_columns(pl.lit(None, pl.String).alias(name))
+    cols = [c for c in df.columns if c not in ("_reason", "_field", "_message", "_raw")]
     get = lambda c: pl.col(c) if c in cols else pl.lit(None, pl.String)  # noqa: E731
     hay = [get(c) for c in ("SkuPriceDetails", "ChargeDescription", "ResourceId")] + [pl.col(c) for c in cols if c.startswith("x_")]
     instance = pl.coalesce([h.str.to_lowercase().str.extract(_INSTANCE_RE, 1) for h in hay])
     raw = pl.concat_str([pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("NULL") for c in cols], separator=",")
     df = df.with_row_index("row", offset=1).with_columns(
         origin=pl.lit(f.rel + ":") + pl.col("row").cast(pl.String),
-        raw=raw.str.slice(0, files.RAW_LIMIT),
+        raw=pl.coalesce(pl.col("_raw"), raw).str.slice(0, files.RAW_LIMIT),
         instance_type=instance,
         ts=files.parse_utc_expr(get("ChargePeriodStart"), allow_naive=True),
         end=files.parse_utc_expr(get("ChargePeriodEnd"), allow_naive=True),
@@ -125,6 +172,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
                          cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False))
     gpu_like = pl.col("instance_type").str.contains(_GPU_FAMILY_RE).fill_null(False)
     checks = [
+        (pl.col("_reason").is_not_null(), pl.col("_reason"), pl.col("_field"), pl.col("_message")),
         (pl.col("instance_type").is_null() | (~gpu_like & pl.col("gpus").is_null()), "not_gpu_usage", "ServiceName",
          pl.lit("not GPU compute: ") + pl.coalesce(get("ServiceName"), pl.col("category"), pl.lit("unknown service"))),
         (pl.col("gpus").is_null(), "unknown_instance_type", "instance_type",

@@ -7,12 +7,18 @@ gave none, the ``prompt``/``completion`` text, which we count with the model's o
 (dimensions ``{"counted":"local"}``). Claude text is never estimated: ``no_tokenizer``.
 
 Meters: input_tokens = prompt - cached, cached_input_tokens, output_tokens (no requests meter).
+Anthropic Messages ``usage`` (``input_tokens`` EXCLUDING ``cache_read_input_tokens`` and
+``cache_creation_input_tokens``) is recognised by those cache fields: input is taken as is, cache
+reads become cached_input_tokens, cache creation becomes cache_write_tokens split by TTL
+(``cache_creation.ephemeral_1h_input_tokens`` is 1h, the rest the default 5m), and
+``server_tool_use.web_search_requests`` becomes web_search_requests.
 Parsing is vectorised with polars ``json_path_match`` (null on bad JSON instead of failing the
 file); only the few lines polars rejects are re-read in Python to tell NaN/1e309 from garbage.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 from datetime import date
@@ -25,8 +31,16 @@ from billing_pipeline.sources import files
 from billing_pipeline.sources.files import Meter
 
 SOURCE = "gateway_log"
+MAX_LINE_BYTES = 8 * 1024 * 1024  # a request line past this is corrupt or abusive, not billable
 FOLDER = "gateway"
-METERS = [Meter("m_input", "input_tokens"), Meter("m_cached", "cached_input_tokens"), Meter("m_output", "output_tokens")]
+METERS = [
+    Meter("m_input", "input_tokens"),
+    Meter("m_cached", "cached_input_tokens"),
+    Meter("m_write_5m", "cache_write_tokens", "5m", {"cache_ttl": "5m"}),
+    Meter("m_write_1h", "cache_write_tokens", "1h", {"cache_ttl": "1h"}),
+    Meter("m_output", "output_tokens"),
+    Meter("m_web_search", "web_search_requests"),
+]
 
 _PROVIDER_PREFIXES = (
     (("gpt", "o1", "o3", "o4", "chatgpt", "text-embedding"), "openai"),
@@ -38,11 +52,22 @@ _COUNTS = (
     ("pt", ("usage.prompt_tokens", "usage.input_tokens")),
     ("ct", ("usage.completion_tokens", "usage.output_tokens")),
     ("cached", ("usage.prompt_tokens_details.cached_tokens", "usage.input_tokens_details.cached_tokens")),
+    # Anthropic Messages usage: input_tokens EXCLUDES these, so they are added, never subtracted.
+    ("cache_read", ("usage.cache_read_input_tokens",)),
+    ("cache_write", ("usage.cache_creation_input_tokens",)),
+    ("write_1h", ("usage.cache_creation.ephemeral_1h_input_tokens",)),
+    ("web_search", ("usage.server_tool_use.web_search_requests",)),
 )
+_REQUIRED = ("pt", "ct")
 
 
 def _jp(path: str) -> pl.Expr:
     return pl.col("obj").str.json_path_match(f"$.{path}")
+
+
+def _ju(path: str) -> pl.Expr:
+    """A field inside the already extracted ``usage`` object (``usage.x.y`` -> ``$.x.y``)."""
+    return pl.col("usage").str.json_path_match("$." + path.removeprefix("usage."))
 
 
 def _provider_expr() -> pl.Expr:
@@ -95,20 +120,53 @@ def _count_texts(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
+    """The file's lines and, per line, why it is not UTF-8 (None when it is).
+
+    A UTF-8 BOM is an encoding marker, not data. One bad byte spoils only its own line: the
+    rest of the file still bills (the slow per-line decode runs only for files that need it).
+    """
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        lines = data.decode("utf-8").split("\n")
+        return lines, [None] * len(lines)
+    except UnicodeDecodeError:
+        pass
+    lines, errors = [], []
+    for chunk in data.split(b"\n"):
+        try:
+            lines.append(chunk.decode("utf-8"))
+            errors.append(None)
+        except UnicodeDecodeError as exc:
+            lines.append(chunk.decode("utf-8", errors="replace"))
+            errors.append(str(exc))
+    return lines, errors
+
+
 def _read_file(f: files.LandingFile, start: date, end: date):
     try:
-        text = f.path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        q = files.unreadable(SOURCE, f, f"not a readable UTF-8 file: {exc}")
+        raw_lines, encoding_errors = _decode_lines(f.path.read_bytes())
+    except OSError as exc:
+        q = files.unreadable(SOURCE, f, f"not a readable file: {exc}")
         return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
-    lines = pl.DataFrame({"raw": text.split("\n")}).with_row_index("line", offset=1)
+    lines = pl.DataFrame({"raw": raw_lines, "encoding_error": encoding_errors}, schema={"raw": pl.String, "encoding_error": pl.String})
+    lines = lines.with_row_index("line", offset=1)
     lines = lines.with_columns(pl.col("line").cast(pl.Int64), pl.col("raw").str.strip_chars_end("\r"))
+    too_long = pl.col("raw").str.len_bytes() > MAX_LINE_BYTES
     lines = lines.filter(pl.col("raw").str.strip_chars() != "").with_columns(
-        obj=pl.col("raw").str.json_path_match("$"),
+        obj=pl.when(too_long | pl.col("encoding_error").is_not_null()).then(None).otherwise(pl.col("raw").str.json_path_match("$")),
         origin=pl.lit(f.rel + ":") + pl.col("line").cast(pl.String),
+        pre=pl.when(pl.col("encoding_error").is_not_null()).then(pl.lit("bad_encoding"))
+        .when(too_long).then(pl.lit("line_too_long")),
     )
     bad = lines.filter(pl.col("obj").is_null())
-    classified = [_classify_bad_line(r) for r in bad["raw"].to_list()]  # only lines polars rejected
+    classified = [  # only lines polars rejected, or that were never parsed
+        ("bad_encoding", "", f"line is not valid UTF-8: {e}") if pre == "bad_encoding"
+        else ("line_too_long", "", f"line is {len(r.encode())} bytes, over the {MAX_LINE_BYTES}-byte limit") if pre
+        else _classify_bad_line(r)
+        for r, pre, e in bad.select("raw", "pre", "encoding_error").iter_rows()
+    ]
+    bad = bad.with_columns(pl.col("raw").str.slice(0, files.RAW_LIMIT))
     bad = bad.with_columns(
         reason=pl.Series([c[0] for c in classified], dtype=pl.String),
         field=pl.Series([c[1] for c in classified], dtype=pl.String),
@@ -116,20 +174,22 @@ def _read_file(f: files.LandingFile, start: date, end: date):
         ts=pl.lit(None, files.schema.UTC_DATETIME),
     )
     good = lines.filter(pl.col("obj").is_not_null())
-    extracted = [pl.coalesce([_jp(p) for p in paths]).alias(col) for col, paths in _COUNTS]
-    used = [pl.coalesce([pl.when(_jp(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field") for col, paths in _COUNTS]
-    is_str = [
-        pl.any_horizontal([_jp("usage").str.contains(f'"{p.rsplit(".", 1)[1]}":"', literal=True) for p in paths])
-        .fill_null(False).alias(f"{col}_str")
-        for col, paths in _COUNTS
-    ]
+    # Parse each line once for its top-level fields, then only the short ``usage`` object for counts.
     good = good.with_columns(
         request_id=_jp("request_id"), timestamp=_jp("timestamp"), customer_key=_jp("customer_key"),
         provider_raw=_jp("provider"), model=_jp("model"), usage=_jp("usage"),
         prompt=_jp("prompt"), completion=_jp("completion"), is_object=pl.col("obj").str.starts_with("{"),
-        *extracted, *used, *is_str,
-    ).with_columns(
+    )
+    extracted = [pl.coalesce([_ju(p) for p in paths]).alias(col) for col, paths in _COUNTS]
+    used = [pl.coalesce([pl.when(_ju(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field") for col, paths in _COUNTS]
+    is_str = [
+        pl.any_horizontal([pl.col("usage").str.contains(f'"{p.rsplit(".", 1)[1]}":"', literal=True) for p in paths])
+        .fill_null(False).alias(f"{col}_str")
+        for col, paths in _COUNTS
+    ]
+    good = good.with_columns(*extracted, *used, *is_str).with_columns(
         local=pl.col("usage").is_null() & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
+        anthropic_shape=pl.col("cache_read").is_not_null() | pl.col("cache_write").is_not_null(),
         ts=files.parse_utc_expr(pl.col("timestamp")),
         provider=_provider_expr(),
     )
@@ -147,7 +207,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
         value, fld = pl.col(col), pl.col(f"{col}_field")
         whole = value.str.contains(r"^-?\d+(\.0+)?$") & ~pl.col(f"{col}_str")
         as_int = value.str.replace(r"\.0+$", "").cast(pl.Int64, strict=False)
-        required = col != "cached"
+        required = col in _REQUIRED
         if required:
             checks.append((~pl.col("local") & value.is_null(), "missing_field", fld, fld + pl.lit(" is missing")))
         checks.append((~pl.col("local") & value.is_not_null() & (~whole | as_int.is_null()), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
@@ -156,11 +216,13 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     good = _count_texts(good).with_columns(
         pl.col(c).str.replace(r"\.0+$", "").cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
     )
-    over = pl.col("reason").is_null() & (pl.col("cached") > pl.col("pt"))
+    over = pl.col("reason").is_null() & ~pl.col("anthropic_shape") & (pl.col("cached") > pl.col("pt"))
+    over_1h = pl.col("reason").is_null() & (pl.col("write_1h") > pl.col("cache_write"))
     good = good.with_columns(
-        reason=pl.when(over).then(pl.lit("negative_quantity")).otherwise("reason"),
-        field=pl.when(over).then(pl.col("cached_field")).otherwise("field"),
-        message=pl.when(over).then(pl.lit("cached tokens exceed prompt tokens")).otherwise("message"),
+        reason=pl.when(over | over_1h).then(pl.lit("negative_quantity")).otherwise("reason"),
+        field=pl.when(over).then(pl.col("cached_field")).when(over_1h).then(pl.col("write_1h_field")).otherwise("field"),
+        message=pl.when(over).then(pl.lit("cached tokens exceed prompt tokens"))
+        .when(over_1h).then(pl.lit("1h cache writes exceed cache_creation_input_tokens")).otherwise("message"),
     )
     frame = pl.concat([bad, good], how="diagonal_relaxed").sort("line")
     accepted, rejected = files.split_by_day(frame, f, "timestamp", start, end)
@@ -169,7 +231,10 @@ def _read_file(f: files.LandingFile, start: date, end: date):
         account_key=pl.when(pl.col("customer_key").is_not_null()).then(pl.lit("gateway:") + pl.col("customer_key")),
         dimensions=pl.when(pl.col("local")).then(pl.lit('{"counted":"local"}')).otherwise(pl.lit("{}")),
         start=pl.col("ts"), end=pl.col("ts"),
-        m_input=pl.col("pt") - pl.col("cached"), m_cached=pl.col("cached"), m_output=pl.col("ct"),
+        m_input=pl.when(pl.col("anthropic_shape")).then(pl.col("pt")).otherwise(pl.col("pt") - pl.col("cached")),
+        m_cached=pl.when(pl.col("anthropic_shape")).then(pl.col("cache_read")).otherwise(pl.col("cached")),
+        m_write_5m=pl.col("cache_write") - pl.col("write_1h"), m_write_1h=pl.col("write_1h"),
+        m_output=pl.col("ct"), m_web_search=pl.col("web_search"),
     )
     return files.build_events(accepted, SOURCE, METERS, "input_tokens"), files.rejected_to_quarantine(SOURCE, rejected)
 

@@ -1,4 +1,5 @@
-"""OpenAI Usage API completions pages (``landing/openai/usage/completions/*.json``).
+"""OpenAI Usage API completions pages (``landing/openai/usage/completions/*.json``); the other
+endpoints (embeddings, images, audio) are parsed in ``openai_endpoints`` and read together here.
 
 Meters, chosen so no token is billed twice (OpenAI's ``input_tokens`` INCLUDES cached and
 cache-write tokens, and both input and output include their audio tokens):
@@ -91,8 +92,17 @@ def _parse(bucket: dict, r: dict, prefix: str) -> dict:
     )
 
 
-def read(landing: Path, start: date, end: date):
+def read_completions(landing: Path, start: date, end: date):
     """All completions usage results whose partition day is in [start, end)."""
     return pages.read_pages(
         SOURCE, landing, FOLDER, start, end, _parse, _bucket_start, "start_time", METERS, "input_tokens"
     )
+
+
+def read(landing: Path, start: date, end: date):
+    """Completions plus the embeddings, images and audio endpoints: one OpenAI usage source."""
+    from billing_pipeline.sources import openai_endpoints
+
+    reads = [read_completions(landing, start, end)]
+    reads += [openai_endpoints.read_endpoint(e, landing, start, end) for e in openai_endpoints.ENDPOINTS]
+    return files.combine([r.events for r in reads], [r.quarantine for r in reads])

@@ -1,0 +1,1 @@
+"""Benchmark scripts (run with python -m benchmarks.<name>); not part of the test suite."""

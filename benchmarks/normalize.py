@@ -1,0 +1,153 @@
+"""Normalization throughput and peak memory: a synthetic gateway log and synthetic API result rows.
+
+    .venv/bin/python -m benchmarks.normalize [--gateway-rows 10000000] [--api-rows 1000000] [--days 30]
+
+Input is generated in a temp dir (deleted afterwards) as one file per day, the way the landing
+zone receives it; each measurement runs in a fresh child process that reads and normalizes
+(deduplicate + attribute) day by day like the daily partition does, so its peak RSS is the
+pipeline's, not the generator's. Prints events/s (source records per second) and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+
+START = date(2026, 10, 1)
+CUSTOMERS = 100
+MODELS = ["mistral-large-2411", "mistral-small-2409", "gpt-4o-2024-08-06", "gpt-4o-mini", "claude-sonnet-4-5"]
+
+
+def _split(rows: int, days: int) -> list[int]:
+    return [rows // days + (1 if i < rows % days else 0) for i in range(days)]
+
+
+def _fill(template: str, *exprs: pl.Expr) -> pl.Expr:
+    """``template`` with each ``{}`` replaced by an expression (JSON braces stay literal)."""
+    parts = template.split("{}")
+    pieces = [pl.lit(parts[0])]
+    for expr, text in zip(exprs, parts[1:]):
+        pieces += [expr.cast(pl.String), pl.lit(text)]
+    return pl.concat_str(pieces)
+
+
+def write_gateway(landing: Path, rows: int, days: int) -> None:
+    """One JSONL file per day of usage-carrying request lines (built with polars, not a loop)."""
+    folder = landing / "gateway"
+    folder.mkdir(parents=True)
+    offset = 0
+    for i, n in enumerate(_split(rows, days)):
+        day = START + timedelta(days=i)
+        idx = pl.int_range(offset, offset + n, eager=True).alias("i")
+        frame = pl.DataFrame(idx).select(
+            _fill(
+                '{"request_id":"req-{}","timestamp":"{}T{}:{}:{}Z","customer_key":"c{}","model":"{}",'
+                '"usage":{"prompt_tokens":{},"completion_tokens":{},"prompt_tokens_details":{"cached_tokens":{}}}}',
+                pl.col("i"), pl.lit(day.isoformat()),
+                (pl.col("i") % 24).cast(pl.String).str.zfill(2), (pl.col("i") % 60).cast(pl.String).str.zfill(2),
+                ((pl.col("i") // 60) % 60).cast(pl.String).str.zfill(2), pl.col("i") % CUSTOMERS,
+                pl.lit(pl.Series(MODELS)).gather(pl.col("i") % (len(MODELS) - 1)),
+                100 + pl.col("i") % 900, 20 + pl.col("i") % 300, pl.col("i") % 50,
+            ).alias("line")
+        )
+        frame.write_csv(folder / f"{day.isoformat()}.jsonl", include_header=False, quote_style="never")
+        offset += n
+
+
+def write_api(landing: Path, rows: int, days: int, per_page: int = 1000) -> None:
+    """OpenAI completions pages: ``rows`` results spread over days, ``per_page`` per page."""
+    folder = landing / "openai/usage/completions"
+    folder.mkdir(parents=True)
+    for i, n in enumerate(_split(rows, days)):
+        day = START + timedelta(days=i)
+        t0 = int(datetime.combine(day, datetime.min.time(), timezone.utc).timestamp())
+        for p, first in enumerate(range(0, n, per_page), start=1):
+            results = [{"object": "organization.usage.completions.result", "input_tokens": 1000 + j,
+                        "output_tokens": 300, "num_model_requests": 3, "input_cached_tokens": 100,
+                        "project_id": f"proj_{(first + j) % CUSTOMERS}", "api_key_id": f"key_{first + j}",
+                        "model": MODELS[j % 4]} for j in range(min(per_page, n - first))]
+            page = {"object": "page", "data": [{"object": "bucket", "start_time": t0, "end_time": t0 + 86400,
+                                                "results": results}], "has_more": False, "next_page": None}
+            (folder / f"{day.isoformat()}_p{p}.json").write_text(json.dumps(page))
+
+
+def _catalog():
+    from billing_pipeline.catalog.loader import parse_catalog
+
+    plan = {"p": {"name": "P", "currency": "USD", "charges": [
+        {"id": "in", "meter": "input_tokens", "unit_size": 1000, "pricing": "per_unit", "unit_price": "0.01"}]}}
+    customers = {f"c{i}": {"name": f"C{i}", "subscriptions": [{"plan": "p", "from": START}],
+                           "keys": [f"gateway:c{i}", f"openai:proj_{i}"]} for i in range(CUSTOMERS)}
+    return parse_catalog({"issuer": {"name": "X", "address": "", "vat_id": "", "invoice_prefix": "I"},
+                          "plans": plan, "customers": customers})
+
+
+def measure(source: str, landing: Path, days: int) -> dict:
+    """Child process: read + normalize each day; records, events, seconds, peak RSS."""
+    from billing_pipeline.sources import SOURCES
+    from billing_pipeline.usage import normalize
+
+    catalog = _catalog()
+    records = events = quarantined = 0
+    began = time.perf_counter()
+    for i in range(days):
+        day = START + timedelta(days=i)
+        read = SOURCES[source](landing, day, day + timedelta(days=1))
+        ev, q = normalize([read.events], [read.quarantine], catalog)
+        records += read.records_read
+        events += ev.height
+        quarantined += q.height
+    seconds = time.perf_counter() - began
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"source": source, "records": records, "usage_rows": events, "quarantined": quarantined,
+            "seconds": round(seconds, 2), "records_per_s": round(records / seconds), "peak_rss_mib": round(peak_mib)}
+
+
+def _run_child(source: str, landing: Path, days: int) -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.normalize", "--measure", source, str(landing), str(days)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateway-rows", type=int, default=10_000_000)
+    parser.add_argument("--api-rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--measure", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        source, landing, days = args.measure
+        print(json.dumps(measure(source, Path(landing), int(days))))
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="billing-bench-"))
+    try:
+        for source, rows, write in (("gateway_log", args.gateway_rows, write_gateway),
+                                    ("openai_usage_api", args.api_rows, write_api)):
+            landing = tmp / source
+            began = time.perf_counter()
+            write(landing, rows, args.days)
+            size = sum(p.stat().st_size for p in landing.rglob("*") if p.is_file())
+            print(f"{source}: generated {rows:,} records ({size / 2**20:,.0f} MiB) in {time.perf_counter() - began:.1f} s",
+                  flush=True)
+            r = _run_child(source, landing, args.days)
+            print(f"{source}: {r['records']:,} records -> {r['usage_rows']:,} usage rows "
+                  f"({r['quarantined']:,} quarantined) in {r['seconds']:,.1f} s = {r['records_per_s']:,} records/s, "
+                  f"peak RSS {r['peak_rss_mib']:,} MiB", flush=True)
+            shutil.rmtree(landing)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``billing-pipeline issue | void | credit-note``: finance's commands after reviewing drafts.
+
+Exit codes as elsewhere: 0 done, 2 bad input (unknown number, missing catalog, bad amount),
+1 refused because a blocking check of the month failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from billing_pipeline.catalog import load_catalog
+from billing_pipeline.invoicing.issuing import file_stem, issue_month
+from billing_pipeline.invoicing.ledger import Ledger, LedgerError
+from billing_pipeline.invoicing.numbering import ChecksFailed
+from billing_pipeline.money import exact, fmt_money
+from billing_pipeline.periods import parse_month
+
+_OUT = click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+                    help="Output folder (invoices under <out>/<month>/invoices).")
+_DB = click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
+                   help="Ledger URL (default: SQLite file <out>/ledger.db).")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _ledger(out: Path, database_url: str | None) -> Ledger:
+    if database_url is None and not (out / "ledger.db").is_file():
+        _fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
+    ledger = Ledger(database_url or f"sqlite:///{out.resolve() / 'ledger.db'}")
+    ledger.migrate()
+    return ledger
+
+
+@click.command()
+@click.option("--month", required=True, help="Billing month, YYYY-MM.")
+@click.option("--customer", default=None, help="Issue only this customer's drafts.")
+@click.option("--catalog", type=click.Path(path_type=Path), default=None,
+              help="Catalog YAML (issuer prefix and payment terms); default <out>/catalog.yaml.")
+@click.option("--issue-date", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Issue date (default: today, UTC).")
+@_OUT
+@_DB
+def issue(month: str, customer: str | None, catalog: Path | None, issue_date, out: Path,
+          database_url: str | None) -> None:
+    """Number the month's drafts (gapless per prefix and year), set issue and due dates, render
+    the final PDFs. Safe to re-run: issued invoices are untouched, missing PDFs are rendered."""
+    try:
+        parse_month(month)
+        issuer = load_catalog(catalog or out / "catalog.yaml").issuer
+    except (ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0])
+    ledger = _ledger(out, database_url)
+    try:
+        result = issue_month(ledger, month, out, prefix=issuer.invoice_prefix,
+                             payment_terms_days=issuer.payment_terms_days,
+                             issue_date=issue_date.date() if issue_date else None,
+                             customer_id=customer, actor="cli")
+    except ChecksFailed as exc:
+        _fail(f"{exc}; nothing issued", 1)
+    folder = out / month / "invoices"
+    for item in result["issued"]:
+        amount = fmt_money(exact(item["total"]), item["currency"])
+        stem = file_stem(item)
+        click.echo(f"{item['number']}  {item['kind']:<11}  {item['customer_id']:<16}  {amount:>14}  "
+                   f"{folder / (stem + '.pdf')}")
+    click.echo(f"issued {len(result['issued'])}, PDFs rendered {result['rendered']}, "
+               f"unchanged {result['unchanged']}")
+
+
+@click.command()
+@click.option("--number", required=True, help="The issued invoice to void, e.g. INV-2026-000042.")
+@click.option("--reason", required=True, help="Why (kept in the audit log).")
+@_OUT
+@_DB
+def void(number: str, reason: str, out: Path, database_url: str | None) -> None:
+    """Void an issued invoice: kept as a paper trail, and the next month-end run drafts a successor."""
+    try:
+        done = _ledger(out, database_url).void(number, reason)
+    except LedgerError as exc:
+        _fail(str(exc))
+    click.echo(f"voided {number} ({done['customer_id']}, {done['period']}); re-run month-end to "
+               "draft its replacement, then issue it")
+
+
+@click.command("credit-note")
+@click.option("--number", required=True, help="The issued invoice to credit, e.g. INV-2026-000042.")
+@click.option("--amount", required=True, help="Credit before tax, a decimal string, e.g. 50.00.")
+@click.option("--reason", required=True, help="Printed on the credit note.")
+@_OUT
+@_DB
+def credit_note(number: str, amount: str, reason: str, out: Path, database_url: str | None) -> None:
+    """Draft a credit note against an issued invoice (tax at the invoice's rate); issue it with
+    ``billing-pipeline issue --month <its month>``."""
+    try:
+        draft = _ledger(out, database_url).add_credit_note(number, amount, reason)
+    except (LedgerError, ValueError, ArithmeticError) as exc:
+        _fail(str(exc))
+    click.echo(f"draft credit note for {number}: {draft['customer_id']}, total {draft['total']}; "
+               f"issue it with: billing-pipeline issue --month {draft['period']} "
+               f"--customer {draft['customer_id']}")
+
+
+COMMANDS = (issue, void, credit_note)

@@ -1,0 +1,89 @@
+"""Gapless invoice numbers: one sequence per issuer prefix and year, e.g. ``INV-2026-000042``.
+
+Numbers are assigned only when drafts are issued, all in one transaction that also freezes them
+(VAT Directive art. 226(2)): a crash rolls every assignment back, so the series never has a gap.
+Lago's recipe: take a lock, then MAX(sequence)+1 inside the transaction, and let a UNIQUE index on
+(series, sequence) catch anything that slips past the lock. PostgreSQL: advisory transaction locks
+on the period and on the series. SQLite: the ledger starts every transaction with BEGIN IMMEDIATE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+from sqlalchemy import func, select, text
+
+from billing_pipeline.invoicing.ledger import (
+    Ledger,
+    audit,
+    canonical_json,
+    load_document,
+    lock_period,
+)
+from billing_pipeline.invoicing.schema import KIND_INVOICE, invoices
+
+
+class ChecksFailed(RuntimeError):
+    """The month has failed blocking checks: nothing may be issued until they pass."""
+
+    def __init__(self, period: str, checks: list[str]):
+        super().__init__(f"{period}: blocking checks failed: {', '.join(checks)}")
+        self.checks = checks
+
+
+def series_name(prefix: str, year: int) -> str:
+    return f"{prefix}-{year}"
+
+
+def format_number(series: str, sequence: int) -> str:
+    return f"{series}-{sequence:06d}"
+
+
+def _lock_series(conn, series: str) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                     {"key": f"billing_pipeline.numbering:{series}"})
+
+
+def issue_drafts(ledger: Ledger, period: str, *, prefix: str, issue_date: dt.date,
+                 payment_terms_days: int, customer_id: str | None = None, actor: str = "issuing",
+                 before_each: Callable[[str], None] | None = None) -> list[dict]:
+    """Number and freeze the period's drafts (invoices first, then corrections, by customer).
+
+    Refuses (``ChecksFailed``) while a blocking check of the period has failed. Returns what was
+    issued now; drafts already issued by someone else are simply not there any more.
+    ``before_each`` is a test hook called with each number before its row is written.
+    """
+    series = series_name(prefix, issue_date.year)
+    due = issue_date + dt.timedelta(days=payment_terms_days)
+    issued = []
+    with ledger.engine.begin() as conn:
+        lock_period(conn, period)
+        _lock_series(conn, series)
+        failed = Ledger.failed_blocking_checks(conn, period)
+        if failed:
+            raise ChecksFailed(period, failed)
+        query = select(invoices.c.id, invoices.c.kind, invoices.c.document).where(
+            invoices.c.period == period, invoices.c.status == "draft")
+        if customer_id is not None:
+            query = query.where(invoices.c.customer_id == customer_id)
+        drafts = conn.execute(query.with_for_update()).all()
+        drafts.sort(key=lambda r: (r.kind != KIND_INVOICE, load_document(r.document)["customer_id"], r.id))
+        last = conn.execute(select(func.max(invoices.c.sequence))
+                            .where(invoices.c.series == series)).scalar_one() or 0
+        for row in drafts:
+            last += 1
+            number = format_number(series, last)
+            if before_each is not None:
+                before_each(number)
+            doc = {**load_document(row.document), "number": number, "status": "issued",
+                   "issue_date": issue_date.isoformat(), "due_date": due.isoformat()}
+            conn.execute(invoices.update().where(invoices.c.id == row.id, invoices.c.status == "draft")
+                         .values(status="issued", number=number, series=series, sequence=last,
+                                 document=canonical_json(doc), updated_at=dt.datetime.now(dt.UTC)))
+            audit(conn, row.id, actor, "issue", {"number": number, "issue_date": doc["issue_date"],
+                                                 "due_date": doc["due_date"], "total": doc["total"]})
+            issued.append({"id": row.id, "number": number, "customer_id": doc["customer_id"],
+                           "kind": row.kind, "total": doc["total"], "currency": doc["currency"]})
+    return issued

@@ -1,0 +1,157 @@
+"""Operations: PostgreSQL instance storage, backfills, and recovery from a killed run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from billing_pipeline.runner import run_backfill, run_month_end
+from billing_pipeline_tests.conftest import MONTH
+
+ROOT = Path(__file__).resolve().parents[1]
+PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+
+
+def invoice_json(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / MONTH / "invoices").glob("*.json"))}
+
+
+def usage_partitions(out: Path, days: list[str]) -> dict[str, pl.DataFrame]:
+    return {d: pl.read_parquet(out / ".storage" / "usage_events" / f"{d}.parquet") for d in days}
+
+
+@pytest.fixture
+def postgres_database():
+    """A throwaway PostgreSQL database on the local server; dropped afterwards."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(dbname="test", connect_timeout=3, **PG)
+    except psycopg2.OperationalError as exc:
+        if os.getenv("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    admin.autocommit = True
+    name = f"dagster_{uuid.uuid4().hex[:10]}"
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        admin.cursor().execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+def test_month_end_on_the_production_dagster_yaml_records_runs_and_partitions_in_postgres(
+    demo_month, tmp_path, postgres_database, monkeypatch
+):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the file we ship, unchanged
+    for key, value in {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": PG["port"], "DAGSTER_PG_USERNAME": "postgres",
+                       "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_database}.items():
+        monkeypatch.setenv(key, value)
+
+    summary = run_month_end(MONTH, demo_month.landing, demo_month.catalog, tmp_path / "out", dagster_home=home)
+
+    assert summary.failed_checks == []
+    assert invoice_json(tmp_path / "out") == invoice_json(demo_month.out)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        runs = instance.get_runs()
+        assert {r.job_name for r in runs} == {"daily_ingestion_job", "month_end_job"}
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        days = instance.get_materialized_partitions(dg.AssetKey("usage_events"))
+        assert len([d for d in days if d.startswith(MONTH)]) == 31
+        invoices = instance.fetch_materializations(dg.AssetKey("invoice_drafts"), limit=10).records
+        assert [r.partition_key for r in invoices] == [f"{MONTH}-01"]
+        checks = instance.get_latest_materialization_event(dg.AssetKey("invoice_drafts"))
+        assert checks is not None
+
+
+def test_backfilling_ten_days_twice_gives_identical_usage_and_invoices(demo_month, tmp_path):
+    month = demo_month.copy_to(tmp_path)
+    days = [f"{MONTH}-{d:02d}" for d in range(5, 15)]
+    before = usage_partitions(month.out, days)
+    import datetime as dt
+
+    first = run_backfill(dt.date(2026, 10, 5), dt.date(2026, 10, 14), month.landing, month.catalog, month.out)
+    after_first = (usage_partitions(month.out, days), invoice_json(month.out))
+    second = run_backfill(dt.date(2026, 10, 5), dt.date(2026, 10, 14), month.landing, month.catalog, month.out)
+    after_second = (usage_partitions(month.out, days), invoice_json(month.out))
+
+    assert first.rerated == second.rerated == [MONTH] and not first.failed_checks
+    for day in days:
+        assert after_first[0][day].equals(before[day])
+        assert after_second[0][day].equals(after_first[0][day])
+    assert after_second[1] == after_first[1] == invoice_json(demo_month.out)
+
+
+def test_a_backfill_does_not_rerate_a_month_whose_days_were_never_ingested(demo_month, tmp_path):
+    import datetime as dt
+
+    summary = run_backfill(dt.date(2026, 10, 30), dt.date(2026, 11, 2), demo_month.landing, demo_month.catalog,
+                           tmp_path / "fresh")
+    assert summary.rerated == []
+    assert set(summary.not_rerated) == {"2026-10", "2026-11"}
+    assert "never ingested" in summary.not_rerated["2026-10"]
+
+
+def _materialized(instance: dg.DagsterInstance, asset: str) -> bool:
+    return bool(instance.fetch_materializations(dg.AssetKey(asset), limit=1).records)
+
+
+def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo_month, tmp_path, monkeypatch):
+    month = demo_month.copy_to(tmp_path)
+    shutil.rmtree(month.out / MONTH)  # outputs of the clean run must be produced again
+    shutil.rmtree(month.out / ".dagster")
+    home = month.out / ".dagster"
+    cli = [sys.executable, "-m", "billing_pipeline.cli", "run", "--month", MONTH, "--landing", str(month.landing),
+           "--catalog", str(month.catalog), "--out", str(month.out)]
+    process = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    invoices = month.out / MONTH / "invoices"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if invoices.is_dir() and any(invoices.glob("*.pdf")):  # invoice_drafts is mid-way
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        killed_run = [r for r in instance.get_runs() if r.job_name == "month_end_job"][0]
+        assert _materialized(instance, "rated_charges") and not _materialized(instance, "invoice_drafts")
+
+    for key, value in {"BILLING_LANDING_DIR": month.landing, "BILLING_CATALOG": month.catalog,
+                       "BILLING_OUT_DIR": month.out, "BILLING_DATABASE_URL": f"sqlite:///{month.out / 'ledger.db'}",
+                       "BILLING_STORAGE_DIR": month.out / ".storage"}.items():
+        monkeypatch.setenv(key, str(value))
+    from billing_pipeline.defs import month_end_job_from_env
+
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        run = instance.get_run_by_id(killed_run.run_id)
+        assert run.status == dg.DagsterRunStatus.STARTED  # what a SIGKILL leaves behind
+        instance.report_run_failed(run)  # what run monitoring does in production
+        options = dg.ReexecutionOptions.from_failure(run.run_id, instance)
+        with dg.execute_job(dg.reconstructable(month_end_job_from_env), instance=instance,
+                            reexecution_options=options) as result:
+            assert result.success
+            executed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert "invoice_drafts" in executed and "rated_charges" not in executed
+    assert invoice_json(month.out) == invoice_json(demo_month.out)

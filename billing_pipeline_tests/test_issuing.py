@@ -235,3 +235,20 @@ def test_void_and_manual_credit_note(ledger):  # noqa: F811
     with pytest.raises(ledger_module.LedgerError, match="void"):
         ledger.void("INV-2026-000002", "again")
     assert ledger.save_drafts(MONTH, [document("acme"), document("globex")])["inserted"] == 1
+
+
+def test_cli_issue_exits_1_naming_the_failed_check_and_issues_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from billing_pipeline.cli import main
+    from billing_pipeline.demo.generator import write_demo
+
+    write_demo(tmp_path / "landing", tmp_path / "catalog.yaml", month=MONTH)
+    ledger = ledger_module.Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.migrate()
+    ledger.save_drafts(MONTH, [document("acme")])
+    ledger.record_checks(MONTH, [{"name": "revenue_equals_rated_lines", "passed": False}])
+    result = CliRunner().invoke(main, ["issue", "--month", MONTH, "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "revenue_equals_rated_lines" in result.output
+    assert _numbers(ledger) == [("acme", None, "draft")]

@@ -150,7 +150,7 @@ def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo
         instance.report_run_failed(run)  # what run monitoring does in production
         options = dg.ReexecutionOptions.from_failure(run.run_id, instance)
         with dg.execute_job(dg.reconstructable(month_end_job_from_env), instance=instance,
-                            reexecution_options=options) as result:
+                            reexecution_options=options, tags=run.tags) as result:
             assert result.success
             executed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
     assert "invoice_drafts" in executed and "rated_charges" not in executed

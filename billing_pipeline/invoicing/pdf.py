@@ -149,6 +149,12 @@ def _line_view(line: dict, currency: str) -> dict:
     }
 
 
+def _provider_title(provider: str) -> str:
+    """'openai' -> 'OpenAI'; a charge spanning providers ('anthropic+mistral+openai') lists them."""
+    names = [PROVIDER_NAMES.get(p, p) for p in provider.split("+")]
+    return names[0] if len(names) == 1 else "Several providers: " + ", ".join(names)
+
+
 def _groups(lines: list[dict], currency: str) -> list[dict]:
     """Usage lines grouped by provider, then model; fixed lines last in their own group."""
     usage: dict[str, dict[str, list]] = {}
@@ -163,7 +169,7 @@ def _groups(lines: list[dict], currency: str) -> list[dict]:
         )
     groups = [
         {
-            "title": PROVIDER_NAMES.get(provider, provider),
+            "title": _provider_title(provider),
             "models": [{"title": m, "lines": usage[provider][m]} for m in sorted(usage[provider])],
         }
         for provider in sorted(usage)

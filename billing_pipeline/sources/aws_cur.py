@@ -62,6 +62,8 @@ def _to_text(df: pl.DataFrame) -> pl.DataFrame:
         col = pl.col(name)
         if isinstance(dtype, pl.Datetime):
             col = (col.dt.convert_time_zone("UTC") if dtype.time_zone else col).dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+        elif isinstance(dtype, pl.List) and not isinstance(dtype.inner, pl.Struct):
+            col = col.cast(pl.List(pl.String)).list.join(",")
         elif isinstance(dtype, pl.List):
             col = pl.concat_str(pl.lit("["), col.list.eval(pl.element().struct.json_encode()).list.join(","), pl.lit("]"))
         elif isinstance(dtype, pl.Struct):

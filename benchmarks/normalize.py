@@ -93,28 +93,54 @@ def _catalog():
 
 
 def measure(source: str, landing: Path, days: int) -> dict:
-    """Child process: read + normalize each day; records, events, seconds, peak RSS."""
+    """Child process: read + normalize each day; records, events, seconds (read alone and read +
+    normalize), peak RSS."""
     from billing_pipeline.sources import SOURCES
     from billing_pipeline.usage import normalize
 
     catalog = _catalog()
     records = events = quarantined = 0
-    began = time.perf_counter()
+    read_s = norm_s = 0.0
     for i in range(days):
         day = START + timedelta(days=i)
+        t0 = time.perf_counter()
         read = SOURCES[source](landing, day, day + timedelta(days=1))
+        t1 = time.perf_counter()
         ev, q = normalize([read.events], [read.quarantine], catalog)
+        norm_s += time.perf_counter() - t1
+        read_s += t1 - t0
         records += read.records_read
         events += ev.height
         quarantined += q.height
-    seconds = time.perf_counter() - began
+    seconds = read_s + norm_s
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {"source": source, "records": records, "usage_rows": events, "quarantined": quarantined,
-            "seconds": round(seconds, 2), "records_per_s": round(records / seconds), "peak_rss_mib": round(peak_mib)}
+            "seconds": round(seconds, 2), "records_per_s": round(records / seconds),
+            "read_seconds": round(read_s, 2), "read_records_per_s": round(records / read_s),
+            "peak_rss_mib": round(peak_mib)}
 
 
-def _run_child(source: str, landing: Path, days: int) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.normalize", "--measure", source, str(landing), str(days)],
+def baseline(source: str, landing: Path) -> dict:
+    """Child process: the floor any Python reader pays, ``json.loads`` of every line / page and a
+    walk over the results, nothing else. Printed next to the pipeline's figure from the same run."""
+    records, began = 0, time.perf_counter()
+    for path in sorted(p for p in landing.rglob("*") if p.is_file()):
+        if source == "gateway_log":
+            with path.open("rb") as fh:
+                for raw in fh:
+                    json.loads(raw)
+                    records += 1
+        else:
+            page = json.loads(path.read_bytes())
+            records += sum(len(b["results"]) for b in page["data"])
+    seconds = time.perf_counter() - began
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"source": source, "records": records, "seconds": round(seconds, 2),
+            "records_per_s": round(records / seconds), "peak_rss_mib": round(peak_mib)}
+
+
+def _run_child(source: str, landing: Path, days: int, mode: str = "--measure") -> dict:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.normalize", mode, source, str(landing), str(days)],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -125,10 +151,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-rows", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--measure", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
         source, landing, days = args.measure
         print(json.dumps(measure(source, Path(landing), int(days))))
+        return
+    if args.baseline:
+        source, landing, _ = args.baseline
+        print(json.dumps(baseline(source, Path(landing))))
         return
     tmp = Path(tempfile.mkdtemp(prefix="billing-bench-"))
     try:
@@ -142,8 +173,13 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
             r = _run_child(source, landing, args.days)
             print(f"{source}: {r['records']:,} records -> {r['usage_rows']:,} usage rows "
-                  f"({r['quarantined']:,} quarantined) in {r['seconds']:,.1f} s = {r['records_per_s']:,} records/s, "
+                  f"({r['quarantined']:,} quarantined) in {r['seconds']:,.1f} s = {r['records_per_s']:,} records/s "
+                  f"read + normalize; read alone {r['read_seconds']:,.1f} s = {r['read_records_per_s']:,} records/s; "
                   f"peak RSS {r['peak_rss_mib']:,} MiB", flush=True)
+            b = _run_child(source, landing, args.days, "--baseline")
+            print(f"{source}: baseline json.loads of the same files, nothing else: {b['records']:,} records in "
+                  f"{b['seconds']:,.1f} s = {b['records_per_s']:,} records/s, peak RSS {b['peak_rss_mib']:,} MiB",
+                  flush=True)
             shutil.rmtree(landing)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

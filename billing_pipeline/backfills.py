@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dagster as dg
 import httpx
+
+from billing_pipeline.defs.jobs import DAILY_GROUPS, MONTHLY_GROUPS
 
 from billing_pipeline.periods import month_of, parse_month
 
@@ -27,10 +30,17 @@ mutation Launch($params: LaunchBackfillParams!) {
 }
 """
 
-DAILY_ASSETS = ("raw_openai_usage", "raw_anthropic_usage", "raw_gateway_log", "raw_cloud_focus", "raw_outcomes",
-                "usage_events", "usage_quarantine", "provider_cost")
-MONTHLY_ASSETS = ("monthly_usage", "rated_charges", "unrated_usage", "reconciliation", "quarantine_report",
-                  "invoice_drafts")
+
+
+def _assets_of(groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The assets the daily / monthly jobs materialize, so a backfill covers exactly what they do."""
+    from billing_pipeline.defs import ASSETS
+
+    return tuple(sorted(k.to_user_string() for k in dg.AssetSelection.groups(*groups).resolve(ASSETS)))
+
+
+DAILY_ASSETS = _assets_of(DAILY_GROUPS)
+MONTHLY_ASSETS = _assets_of(MONTHLY_GROUPS)
 
 
 class BackfillError(RuntimeError):

@@ -28,6 +28,7 @@ from billing_pipeline.defs.resources import (
     OutputFiles,
     PolarsParquetIOManager,
     resources_from_env,
+    step_io_manager,
 )
 from billing_pipeline.periods import month_of, parse_month
 
@@ -108,6 +109,7 @@ def month_end_resources(landing: Path, catalog: Path, out: Path, database_url: s
         "ledger": LedgerResource(url=database_url or f"sqlite:///{out / 'ledger.db'}"),
         "output": OutputFiles(path=str(out)),
         "io_manager": PolarsParquetIOManager(base_dir=str(out / ".storage")),
+        "step_io_manager": step_io_manager(out / ".storage"),
     }
 
 

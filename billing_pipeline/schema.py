@@ -10,6 +10,7 @@ import hashlib
 import json
 
 import polars as pl
+import polars_hash  # noqa: F401  (registers the stable ``Expr.chash`` hashes)
 
 UTC_DATETIME = pl.Datetime("us", "UTC")
 COST_DECIMAL = pl.Decimal(38, 12)
@@ -105,13 +106,17 @@ def stable_id(*parts: object) -> str:
 def event_id_expr(*columns: str) -> pl.Expr:
     """Deterministic event id from natural-key columns, computed in polars.
 
-    polars' own ``hash`` is not stable across versions, so this concatenates the key and takes a
-    sha256 per row through ``map_elements`` on the (already deduplicated) key string only.
+    Same value as ``stable_id`` of the same parts: the first 32 hex digits of the sha256 of the
+    parts joined by U+001F (null -> ""). polars' own ``hash`` is not stable across versions, so
+    the sha256 runs vectorised in polars-hash (Rust), not per row in Python.
     """
     key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator="\x1f")
-    return key.map_elements(
-        lambda s: hashlib.sha256(s.encode()).hexdigest()[:32], return_dtype=pl.String
-    )
+    return sha256_id_expr(key)
+
+
+def sha256_id_expr(key: pl.Expr) -> pl.Expr:
+    """First 32 hex digits of sha256(key as UTF-8): the id format of every record and event."""
+    return key.chash.sha2_256().str.slice(0, 32)
 
 
 # Dated snapshots: gpt-4o-2024-08-06, claude-sonnet-4-5-20250929, mistral-large-2411, gpt-4-0613.

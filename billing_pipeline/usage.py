@@ -19,9 +19,18 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def deduplicate(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Keep one copy of each source record; quarantine extra copies and conflicting versions."""
+    """Keep one copy of each source record; quarantine extra copies and conflicting versions.
+
+    Only records read from more than one origin can be copies, so the payload comparison runs on
+    those alone; the rest pass straight through.
+    """
+    repeated = (
+        events.lazy().group_by("record_id").agg(pl.col("origin").n_unique().alias("_origins"))
+        .filter(pl.col("_origins") > 1).select("record_id")
+    )
+    single = events.lazy().join(repeated, on="record_id", how="anti")
     copies = (
-        events.lazy()
+        events.lazy().join(repeated, on="record_id", how="semi")
         .group_by("record_id", "origin")
         .agg(
             pl.concat_str([pl.col("meter"), pl.col("quantity").cast(pl.String)], separator="=")
@@ -49,7 +58,7 @@ def deduplicate(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         .alias("message"),
         pl.col("payload").alias("raw"),
     )
-    kept = events.lazy().join(keep, on=["record_id", "origin"], how="semi")
+    kept = pl.concat([single, events.lazy().join(keep, on=["record_id", "origin"], how="semi")])
     return conform(kept, USAGE_SCHEMA), conform(rejected, QUARANTINE_SCHEMA)
 
 

@@ -22,7 +22,7 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
     assert {
         "raw_openai_usage", "raw_anthropic_usage", "raw_gateway_log", "raw_cloud_focus", "raw_outcomes",
         "usage_events", "usage_quarantine", "provider_cost", "monthly_usage", "rated_charges", "unrated_usage",
-        "reconciliation", "quarantine_report", "invoice_drafts",
+        "reconciliation", "quarantine_report", "invoice_drafts", "tokenizer_drift",
     } <= assets
     checks = {key.name for key in graph.asset_check_keys}
     assert {
@@ -37,7 +37,8 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job",
                                                                   "issue_invoices_job"}
     assert "issued_invoices" in assets
-    assert {s.name for s in defs.schedules} == {"daily_ingestion_schedule", "month_end_schedule"}
+    assert {s.name for s in defs.schedules} == {"daily_ingestion_schedule", "month_end_schedule",
+                                                "usage_alerts_schedule", "alert_delivery_schedule"}
 
 
 def test_daily_assets_are_partitioned_by_day_and_billing_by_month(tmp_path):
@@ -68,3 +69,15 @@ def test_provider_fetch_assets_retry_and_the_landing_sensor_is_registered(tmp_pa
 
     policy = openai_api_pages.op.retry_policy
     assert (policy.max_retries, policy.delay, policy.backoff) == (3, 1, dg.Backoff.EXPONENTIAL)
+
+
+def test_usage_alerts_run_daily_for_yesterday_and_delivery_retries_every_ten_minutes(tmp_path):
+    from billing_pipeline.defs.alerts import alert_delivery_schedule, usage_alerts_schedule
+
+    defs = build_definitions(resources_from_env(tmp_path))
+    graph = defs.resolve_asset_graph()
+    assert isinstance(graph.get(dg.AssetKey("usage_alerts")).partitions_def, dg.DailyPartitionsDefinition)
+    assert {"usage_alerts_job", "alert_delivery_job"} <= {job.name for job in defs.resolve_all_job_defs()}
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 10, 21, 1, 30, tzinfo=dt.UTC))
+    assert usage_alerts_schedule(context).partition_key == "2026-10-20"
+    assert alert_delivery_schedule.cron_schedule == "*/10 * * * *"

@@ -19,7 +19,21 @@ def test_migrated_ledger_matches_the_schema_in_code(ledger):  # noqa: F811
     assert diff == []
     ledger.migrate()  # a second upgrade is a no-op
     with ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == _single_head()
+
+
+def _single_head() -> str:
+    """The one head revision (two engineers adding migrations at once must chain, not branch)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from billing_pipeline.invoicing.ledger import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    heads = ScriptDirectory.from_config(config).get_heads()
+    assert len(heads) == 1, f"migrations have several heads: {heads}"
+    return heads[0]
 
 
 def test_migrations_install_the_immutability_triggers(ledger):  # noqa: F811

@@ -153,5 +153,5 @@ def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo
                             reexecution_options=options, tags=run.tags) as result:
             assert result.success
             executed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-    assert "invoice_drafts" in executed and "rated_charges" not in executed
+    assert any(k.startswith("invoice_drafts.") for k in executed) and "rated_charges" not in executed
     assert invoice_json(month.out) == invoice_json(demo_month.out)

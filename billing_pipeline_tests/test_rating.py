@@ -158,7 +158,7 @@ def test_rating_does_not_depend_on_row_order_or_on_splitting_rows():
         ({"plans": {"payg": {"name": "P", "charges": [
             {"id": "a", "meter": "input_tokens", "pricing": "graduated",
              "tiers": [{"up_to": 10, "unit_price": "1"}, {"up_to": 5, "unit_price": "1"}, {"up_to": None, "unit_price": "1"}]}]}}},
-         "plans.payg.charges[0]: tiers out of order"),
+         "plans.payg.charges[0].tiers[1].up_to: tiers out of order"),
     ],
 )
 def test_catalog_errors_name_the_file_the_path_and_the_problem(patch, message):
@@ -170,5 +170,5 @@ def test_catalog_errors_name_the_file_the_path_and_the_problem(patch, message):
 
 def test_a_subscription_to_an_unknown_plan_is_refused():
     document = {**CATALOG, "customers": {"acme": {"name": "A", "subscriptions": [{"plan": "gold", "from": "2026-01-01"}]}}}
-    with pytest.raises(CatalogError, match="^catalog.yaml: customers.acme.subscriptions: unknown plan 'gold'"):
+    with pytest.raises(CatalogError, match=r"^catalog.yaml: customers.acme.subscriptions\[0\].plan: unknown plan 'gold'"):
         parse_catalog(document, "catalog.yaml")

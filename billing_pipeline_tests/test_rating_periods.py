@@ -58,7 +58,7 @@ def test_graduated_tiers_continue_across_a_price_change_instead_of_restarting():
 
 
 def test_a_price_change_must_set_the_price_field_of_the_charges_pricing_model():
-    with pytest.raises(CatalogError, match=r"catalog.yaml: plans.p.charges\[0\]: prices\[0\]: a per_unit charge "
+    with pytest.raises(CatalogError, match=r"catalog.yaml: plans.p.charges\[0\].prices\[0\]: a per_unit charge "
                                            r"changes its unit_price"):
         parse_catalog({"issuer": {"name": "I"}, "customers": {}, "plans": {"p": {"name": "P", "charges": [
             {**PER_1K, "unit_price": "1", "prices": [{"from": "2026-10-15", "package_price": "2"}]}]}}},

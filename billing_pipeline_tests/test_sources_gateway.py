@@ -134,3 +134,26 @@ def test_negative_cache_tokens_are_quarantined_not_dropped(tmp_path):
     r = read(tmp_path)
     assert r.events.height == 0
     assert r.quarantine.select("reason", "field").rows() == [("negative_quantity", "usage.cache_read_input_tokens")]
+
+
+def test_ids_are_sha256_of_the_natural_key_so_every_run_gives_the_same_ids(tmp_path):
+    import hashlib
+
+    usage = {"input_tokens": 10, "cache_creation_input_tokens": 700, "output_tokens": 5}
+    write(tmp_path, "2026-10-05.jsonl", [line(provider="anthropic", model="claude-haiku-4-5", usage=usage)])
+    ev = read(tmp_path).events
+    sha = lambda *parts: hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]  # noqa: E731
+    record = sha("gateway_log", "req-1")
+    assert set(ev["record_id"]) == {record}
+    assert dict(ev.select("meter", "event_id").rows()) == {
+        "input_tokens": sha(record, "input_tokens"), "output_tokens": sha(record, "output_tokens"),
+        "cache_write_tokens": sha(record, "cache_write_tokens", "5m")}
+
+
+def test_a_field_of_the_wrong_json_type_quarantines_only_its_line(tmp_path):
+    write(tmp_path, "2026-10-05.jsonl", [line(request_id="r1", usage="12 tokens"), line(request_id="r2"),
+                                         line(request_id="r3", prompt={"messages": []})])
+    r = read(tmp_path)
+    got = {o.split(":")[-1]: (reason, field) for o, reason, field in r.quarantine.select("origin", "reason", "field").rows()}
+    assert got == {"1": ("wrong_type", "usage"), "3": ("wrong_type", "prompt")}
+    assert set(r.events["origin"]) == {"gateway/2026-10-05.jsonl:2"} and r.records_read == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -34,15 +35,27 @@ def _message(err: dict) -> str:
     return msg
 
 
+# a validator may name the field inside the object it checks: "tiers[1].up_to: ..."
+_INNER_PATH = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\])*)*): ")
+
+
+def _line(source: str, err: dict) -> str:
+    """'catalog.yaml: plans.enterprise.charges[1].tiers[0].up_to: what is wrong'."""
+    msg = _message(err)
+    if not err["loc"]:
+        return f"{source}: {msg}"
+    path = _path(err["loc"])
+    inner = _INNER_PATH.match(msg)
+    if inner:
+        path, msg = f"{path}.{inner.group(1)}", msg[inner.end():]
+    return f"{source}: {path}: {msg}"
+
+
 def parse_catalog(document: dict, source: str = "<catalog>") -> Catalog:
     try:
         return Catalog.model_validate(document)
     except ValidationError as exc:
-        lines = [
-            f"{source}: {_path(e['loc'])}: {_message(e)}" if e["loc"] else f"{source}: {_message(e)}"
-            for e in exc.errors()
-        ]
-        raise CatalogError("\n".join(lines)) from None
+        raise CatalogError("\n".join(_line(source, e) for e in exc.errors())) from None
 
 
 def load_catalog(path: str | Path) -> Catalog:

@@ -68,14 +68,22 @@ PricingModel = Literal["per_unit", "graduated", "volume", "package"]
 
 
 def _check_tiers(tiers: list[Tier]) -> None:
-    bounds = [t.up_to for t in tiers]
-    if any(b is None for b in bounds[:-1]):
-        raise ValueError("tiers: only the last tier may have up_to: null")
-    if bounds[-1] is not None:
-        raise ValueError("tiers: the last tier must have up_to: null (a gap above it)")
-    finite = [b for b in bounds if b is not None]
-    if any(b2 <= b1 for b1, b2 in zip(finite, finite[1:])):
-        raise ValueError("tiers out of order: up_to must increase")
+    """Tiers are contiguous by construction (each starts after the previous up_to); what can go
+    wrong is the order and the end: a missing final ``up_to: null`` leaves usage above it unpriced."""
+    for i, t in enumerate(tiers[:-1]):
+        if t.up_to is None:
+            raise ValueError(f"tiers[{i}].up_to: only the last tier may have up_to: null")
+    if tiers[-1].up_to is not None:
+        raise ValueError(
+            f"tiers[{len(tiers) - 1}].up_to: the last tier must have up_to: null "
+            f"(usage above {tiers[-1].up_to:,} would fall in a gap with no price)"
+        )
+    for i in range(1, len(tiers) - 1):
+        if tiers[i].up_to <= tiers[i - 1].up_to:
+            raise ValueError(
+                f"tiers[{i}].up_to: tiers out of order: up_to must increase "
+                f"({tiers[i].up_to:,} is not above {tiers[i - 1].up_to:,})"
+            )
 
 
 class PriceChange(_Strict):
@@ -272,6 +280,14 @@ class AttributionKey(_Strict):
         return self
 
 
+class Webhook(_Strict):
+    """Where a customer's usage alerts go: an HTTPS endpoint and the name of the environment
+    variable holding the signing secret (the secret itself never sits in the catalog)."""
+
+    url: str
+    secret_env: str
+
+
 class Customer(_Strict):
     name: str
     address: str = ""
@@ -282,7 +298,9 @@ class Customer(_Strict):
     keys: list[str] = Field(default_factory=list)  # always owned
     dated_keys: list[AttributionKey] = Field(default_factory=list)  # `keys` entries with from/to
     tags: dict[str, str] = Field(default_factory=dict)
-    monthly_limit: Money | None = None
+    monthly_limit: Money | None = None  # alerts at 50/75/90/100 % of month-to-date usage charges
+    hard_cap: Money | None = None  # month-to-date usage charges at which the gateway should block
+    webhook: Webhook | None = None  # usage alerts (signed), see billing_pipeline/alerts
     credits: list[Credit] = Field(default_factory=list)
     discounts: list[Discount] = Field(default_factory=list)
 
@@ -320,10 +338,10 @@ class Catalog(_Strict):
     def _references(self) -> Catalog:
         seen_keys: dict[str, str] = {}
         for cid, customer in self.customers.items():
-            for sub in customer.subscriptions:
+            for i, sub in enumerate(customer.subscriptions):
                 if sub.plan not in self.plans:
                     raise ValueError(
-                        f"customers.{cid}.subscriptions: unknown plan {sub.plan!r}; "
+                        f"customers.{cid}.subscriptions[{i}].plan: unknown plan {sub.plan!r}; "
                         f"plans are: {', '.join(sorted(self.plans))}"
                     )
             for key in customer.keys:

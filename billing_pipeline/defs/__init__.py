@@ -3,8 +3,17 @@
 
 import dagster as dg
 
+from billing_pipeline.defs.alerts import (
+    alert_delivery_job,
+    alert_delivery_schedule,
+    usage_alerts,
+    usage_alerts_job,
+    usage_alerts_schedule,
+    with_alert_resources,
+)
+from billing_pipeline.defs.executors import executor_from_env
 from billing_pipeline.defs.fetch import fetch_assets, provider_fetch_job
-from billing_pipeline.defs.ingestion import provider_cost, raw_assets, usage_tables
+from billing_pipeline.defs.ingestion import provider_cost, raw_assets, tokenizer_drift, usage_tables
 from billing_pipeline.defs.issuing import issue_invoices_job, issued_invoices
 from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
 from billing_pipeline.defs.month_end import (
@@ -17,18 +26,20 @@ from billing_pipeline.defs.month_end import (
 from billing_pipeline.defs.resources import resources_from_env
 from billing_pipeline.defs.sensors import landing_zone_sensor
 
-ASSETS = [*raw_assets, usage_tables, provider_cost, monthly_usage, rated_charges, reconciliation,
-          quarantine_report, invoice_drafts, issued_invoices, *fetch_assets]
+ASSETS = [*raw_assets, usage_tables, provider_cost, tokenizer_drift, monthly_usage, rated_charges, reconciliation,
+          quarantine_report, invoice_drafts, issued_invoices, *fetch_assets, usage_alerts]
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """One Definitions for the UI, the CLI and the tests; only the resources differ."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_ingestion_job, month_end_job, issue_invoices_job, provider_fetch_job],
-        schedules=[daily_ingestion_schedule, month_end_schedule],
+        jobs=[daily_ingestion_job, month_end_job, issue_invoices_job, provider_fetch_job, usage_alerts_job,
+              alert_delivery_job],
+        schedules=[daily_ingestion_schedule, month_end_schedule, usage_alerts_schedule, alert_delivery_schedule],
         sensors=[landing_zone_sensor],
-        resources=resources if resources is not None else resources_from_env(),
+        resources=with_alert_resources(resources if resources is not None else resources_from_env()),
+        executor=executor_from_env(),  # BILLING_EXECUTOR: multiprocess (default), in_process, celery
     )
 
 

@@ -178,3 +178,33 @@ def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"unpriced": ", ".join(models) or "none", "unpriced_events": int(unpriced["events"].sum() or 0)},
     )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="usage",
+    kinds={"polars"},
+    deps=["raw_gateway_log"],
+)
+def tokenizer_drift(context: dg.AssetExecutionContext, landing: LandingZone):
+    """Per model: the provider's token counts on gateway lines that also carry the text, against
+    our offline recount of that text (drift and drift %). Information for finance, not billing."""
+    from billing_pipeline.sources import gateway_log
+
+    start, end = window(context)
+    drift = gateway_log.tokenizer_drift(landing.root, start, end)
+    worst = drift.filter(pl.col("drift_pct").is_not_null()).sort(pl.col("drift_pct").abs(), descending=True)
+    return dg.Output(
+        drift,
+        metadata={
+            "models": drift.height,
+            "lines_compared": int(drift["lines"].sum() or 0),
+            "worst_model": worst["model"][0] if worst.height else "none",
+            "worst_drift_pct": float(worst["drift_pct"][0]) if worst.height else 0.0,
+            "drift": dg.MetadataValue.md("\n".join(
+                ["| model | lines | provider | ours | drift | drift % |", "| --- | --- | --- | --- | --- | --- |"]
+                + [f"| {r['model']} | {r['lines']} | {r['provider_total']} | {r['counted_total']} | {r['drift']} | {r['drift_pct']} |"
+                   for r in drift.iter_rows(named=True)])),
+        },
+    )

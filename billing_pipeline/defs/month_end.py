@@ -1,24 +1,26 @@
 """Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts."""
 
 
-import hashlib
-import os
 from decimal import Decimal
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from billing_pipeline.defs.partitions import monthly_partitions
-from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
-from billing_pipeline.invoicing.document import build_documents, document_json
-from billing_pipeline.invoicing.issuing import issued_file_stems
-from billing_pipeline.invoicing.pdf import InvoiceRenderer
+from billing_pipeline.defs.rendering import (
+    INVOICE_TOTALS_CHECK,
+    check_output_name,
+    render_invoice_shard,
+    save_invoice_drafts,
+    summarize_invoice_drafts,
+)
+from billing_pipeline.defs.resources import CatalogResource, OutputFiles
 from billing_pipeline.money import ZERO
 from billing_pipeline.rating import rate_month
 from billing_pipeline.reconcile import reconcile
+from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
+from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
 
-INVOICE_TOTALS_CHECK = "invoice_totals_equal_rated_lines"
 REVENUE_CHECK = "revenue_equals_rated_lines"
 COST_CHECK = "attributed_plus_unattributed_cost_equals_provider_total"
 RATED_CHECK = "every_attributed_unit_rated_or_reported"
@@ -37,12 +39,6 @@ def _markdown(frame: pl.DataFrame, limit: int = 10) -> str:
     rows = ["| " + " | ".join(head.columns) + " |", "|" + " --- |" * len(head.columns)]
     rows += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in head.iter_rows()]
     return "\n".join(rows)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars"})
@@ -106,23 +102,40 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
     ],
 )
 def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame,
-                   provider_cost: pl.DataFrame, output: OutputFiles):
+                   provider_cost: pl.DataFrame, monthly_usage: pl.DataFrame, catalog: CatalogResource,
+                   output: OutputFiles):
     """Revenue against provider cost per customer, provider and model, with flags for negative
-    margins, unattributed usage and unpriced models. Also written as reconciliation.csv."""
+    margins, unattributed usage, unpriced models and metering drift (our gateway log against the
+    provider's usage report for the customer's keys). Written as reconciliation.csv (+
+    metering_drift.csv, cost_drift.csv) and a one-page finance summary (reconciliation.html/.pdf)."""
     month = month_of(context)
-    table = reconcile(rated_charges, provider_cost)
-    path = output.month_dir(month) / "reconciliation.csv"
+    folder = output.month_dir(month)
+    reported = monthly_usage.filter(pl.col("source").is_in(REPORT_SOURCES))
+    drift = metering_drift(monthly_usage, reported, catalog.load(), month)
+    costs_drift = cost_drift(provider_cost)  # TODO(lead): pass the provider_reported_cost frame once it exists
+    table = reconcile(rated_charges, provider_cost, drift)
+    path = folder / "reconciliation.csv"
     table.write_csv(path)
+    drift.write_csv(folder / "metering_drift.csv")
+    costs_drift.write_csv(folder / "cost_drift.csv")
+    summary = SummaryRenderer().write(summary_context(table, month, drift), folder)
     revenue, cost = _decimal_sum(table["revenue"]), _decimal_sum(table["cost"])
     rated = _decimal_sum(rated_charges["amount"])
     provider_total = _decimal_sum(provider_cost["cost"])
     unattributed = _decimal_sum(table.filter(pl.col("customer_id").is_null())["cost"])
     worst = table.filter(pl.col("customer_id").is_not_null()).sort("margin").head(10)
+    flagged_drift = drift.filter(pl.col("flagged"))
     yield dg.Output(table, metadata={
         "revenue": str(revenue), "provider_cost": str(cost), "margin": str(revenue - cost),
         "unattributed_cost": str(unattributed),
+        "negative_margin_rows": table.filter(pl.col("flags").str.contains("negative_margin")).height,
+        "metering_drift_customers": flagged_drift["customer_id"].n_unique(),
+        "revenue_at_stake": str(_decimal_sum(flagged_drift["amount_at_stake"])),
+        "cost_drift_days": costs_drift.filter(pl.col("status") != "ok").height,
         "worst_margins": dg.MetadataValue.md(_markdown(worst)),
+        "metering_drift": dg.MetadataValue.md(_markdown(flagged_drift)),
         "file": dg.MetadataValue.path(str(path)),
+        "summary": dg.MetadataValue.path(str(summary["html"])),
     })
     yield dg.AssetCheckResult(check_name=REVENUE_CHECK, passed=revenue == rated,
                               metadata={"reconciled_revenue": str(revenue), "rated_lines": str(rated)})
@@ -145,7 +158,7 @@ def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.Da
     })
 
 
-@dg.asset(
+@dg.graph_asset(
     partitions_def=monthly_partitions,
     group_name="invoicing",
     kinds={"sqlite", "pdf"},
@@ -153,55 +166,10 @@ def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.Da
                                    description="Each invoice's lines sum to its subtotal, subtotal + tax - "
                                    "credits = total, and all subtotals sum to the rated lines.")],
 )
-def invoice_drafts(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame, catalog: CatalogResource, ledger: LedgerResource, output: OutputFiles):
+def invoice_drafts(rated_charges):
     """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices),
-    with a PDF and a JSON copy per customer under <out>/<month>/invoices/."""
-    month = month_of(context)
-    documents = build_documents(rated_charges, catalog.load(), month)
-    the_ledger = ledger.open()
-    saved = the_ledger.save_drafts(month, documents)
-    folder = output.month_dir(month) / "invoices"
-    folder.mkdir(exist_ok=True)
-    issued = issued_file_stems(the_ledger, month)  # issued PDFs/JSON are final: never rewritten
-    current = {doc["customer_id"] for doc in documents}
-    for stale in [*folder.glob("*.json"), *folder.glob("*.pdf")]:
-        if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
-            stale.unlink()
-    renderer = InvoiceRenderer()
-    rows = []
-    for doc in documents:
-        json_path = folder / f"{doc['customer_id']}.json"
-        pdf_path = folder / f"{doc['customer_id']}.pdf"
-        if doc["customer_id"] not in issued:  # late usage after issue: a correction in the ledger
-            _write_text(json_path, document_json(doc))
-            renderer.write_pdf(doc, pdf_path)
-        rows.append({
-            "customer_id": doc["customer_id"], "currency": doc["currency"], "subtotal": doc["subtotal"],
-            "tax": doc["tax"], "credits_applied": doc["credits_applied"], "total": doc["total"],
-            "lines": len(doc["lines"]), "json": str(json_path), "pdf": str(pdf_path),
-            "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest() if pdf_path.exists() else None,
-        })
-    summary = pl.DataFrame(rows, schema={"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String,
-                                         "tax": pl.String, "credits_applied": pl.String, "total": pl.String,
-                                         "lines": pl.Int64, "json": pl.String, "pdf": pl.String,
-                                         "pdf_sha256": pl.String})
-    problems = []
-    for doc in documents:
-        lines_sum = _decimal_sum(l["amount"] for l in doc["lines"])
-        if lines_sum != Decimal(doc["subtotal"]):
-            problems.append(f"{doc['customer_id']}: lines {lines_sum} != subtotal {doc['subtotal']}")
-        if Decimal(doc["subtotal"]) + Decimal(doc["tax"]) - Decimal(doc["credits_applied"]) != Decimal(doc["total"]):
-            problems.append(f"{doc['customer_id']}: subtotal + tax - credits != total {doc['total']}")
-    subtotals, rated = _decimal_sum(summary["subtotal"]), _decimal_sum(rated_charges["amount"])
-    if subtotals != rated:
-        problems.append(f"sum of subtotals {subtotals} != rated lines {rated}")
-    yield dg.Output(summary, metadata={
-        "invoices": summary.height,
-        "total_revenue": str(subtotals),
-        "total_billed_incl_tax": str(_decimal_sum(summary["total"])),
-        "ledger": dg.MetadataValue.json(saved),
-        "folder": dg.MetadataValue.path(str(folder)),
-    })
-    yield dg.AssetCheckResult(check_name=INVOICE_TOTALS_CHECK, passed=not problems,
-                              metadata={"problems": "\n".join(problems) or "none", "subtotals": str(subtotals),
-                                        "rated_lines": str(rated)})
+    with a PDF and a JSON copy per customer under <out>/<month>/invoices/. PDFs render in one step
+    per customer shard (see defs/rendering.py), so more workers render faster."""
+    documents, shards = save_invoice_drafts(rated_charges)
+    summary, check = summarize_invoice_drafts(rated_charges, documents, shards.map(render_invoice_shard).collect())
+    return {"result": summary, check_output_name("invoice_drafts"): check}

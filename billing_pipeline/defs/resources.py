@@ -5,24 +5,109 @@ local files) needs nothing, and production swaps URLs, not code.
 """
 
 
+import datetime as dt
+import hashlib
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from upath import UPath
 
 from billing_pipeline.catalog import Catalog, load_catalog
 from billing_pipeline.invoicing.ledger import Ledger
 
 
 class LandingZone(dg.ConfigurableResource):
-    """The folder provider exports land in (DESIGN.md "Landing zone")."""
+    """The folder provider exports land in (DESIGN.md "Landing zone"): a local folder, or an
+    fsspec URL (``s3://bucket/landing``, ``gs://...``, ``file:///...``, ``memory://...``).
+
+    The readers read local files, so a remote landing zone is staged to a local cache folder
+    first (``cache_dir``, default a per-URL folder under the system temp dir): only new or changed
+    files are copied, files gone remotely are removed, and each copy keeps the remote
+    modification time (undated exports fall back to it).
+    """
 
     path: str
+    cache_dir: str | None = None
+
+    @property
+    def url(self) -> UPath:
+        return UPath(self.path)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.url.protocol not in ("", "file", "local")
 
     @property
     def root(self) -> Path:
-        return Path(self.path)
+        """A local folder with the landing zone's files (staged first when remote)."""
+        if not self.is_remote:
+            return Path(self.url.path) if self.url.protocol else Path(self.path)
+        cache = Path(self.cache_dir) if self.cache_dir else (
+            Path(tempfile.gettempdir()) / "billing_landing" / hashlib.sha256(self.path.encode()).hexdigest()[:16])
+        return stage_to_local(self.url, cache)
+
+
+def _fingerprint(info: dict) -> str:
+    stamp = next((info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "updated", "created")
+                  if info.get(k) is not None), "")
+    return f"{info.get('size')}:{stamp}"
+
+
+def _remote_mtime(info: dict) -> float | None:
+    for key in ("mtime", "LastModified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, dt.datetime):
+            return value.timestamp()
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def stage_to_local(url: UPath, cache: Path) -> Path:
+    """Mirror every file under ``url`` into ``cache``/files (copy new or changed ones, drop vanished
+    ones); each file is replaced atomically, so parallel steps staging at once never read half a file."""
+    fs, base = url.fs, url.path.rstrip("/")
+    if not fs.isdir(base):
+        raise FileNotFoundError(f"{url}: landing zone folder not found")
+    files = cache / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    manifest_path = cache / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    remote = {}
+    for name, info in fs.find(base, detail=True).items():
+        if info.get("type") == "file":
+            remote[name.lstrip("/")[len(base.lstrip("/")):].lstrip("/")] = info
+    for rel, info in sorted(remote.items()):
+        target = files / rel
+        if manifest.get(rel) == _fingerprint(info) and target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        with os.fdopen(fd, "wb") as out, fs.open(info["name"], "rb") as src:
+            shutil.copyfileobj(src, out)
+        mtime = _remote_mtime(info)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, target)
+        manifest[rel] = _fingerprint(info)
+    for rel in sorted(set(manifest) - set(remote)):
+        (files / rel).unlink(missing_ok=True)
+        del manifest[rel]
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=".manifest.", suffix=".part")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(manifest, fh, sort_keys=True)
+    os.replace(tmp, manifest_path)
+    return files
 
 
 class CatalogResource(dg.ConfigurableResource):
@@ -102,6 +187,12 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         return pl.concat([pl.read_parquet(p) for p in paths], how="vertical")
 
 
+def step_io_manager(storage_dir: Path) -> dg.FilesystemIOManager:
+    """Values passed between the steps of one asset (e.g. invoice shards): pickles per run under
+    <storage>/steps, on disk so another process or a celery worker on a shared disk reads them."""
+    return dg.FilesystemIOManager(base_dir=str(Path(storage_dir) / "steps"))
+
+
 class ProviderAdminApi(dg.ConfigurableResource):
     """A provider's admin (usage/cost) API: key from an environment variable via ``dg.EnvVar``,
     so it is resolved only when a fetch runs and never stored in run config or logs."""
@@ -120,6 +211,7 @@ def resources_from_env(root: str | Path | None = None) -> dict[str, object]:
         "ledger": LedgerResource(url=os.getenv("BILLING_DATABASE_URL", f"sqlite:///{Path(out).resolve()}/ledger.db")),
         "output": OutputFiles(path=out),
         "io_manager": PolarsParquetIOManager(base_dir=os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage"))),
+        "step_io_manager": step_io_manager(Path(os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage")))),
         "openai_admin_api": ProviderAdminApi(api_key=dg.EnvVar("OPENAI_ADMIN_KEY"),
                                              base_url=os.getenv("OPENAI_ADMIN_BASE_URL", "https://api.openai.com/v1")),
         "anthropic_admin_api": ProviderAdminApi(api_key=dg.EnvVar("ANTHROPIC_ADMIN_KEY"),

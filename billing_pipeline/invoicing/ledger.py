@@ -348,6 +348,27 @@ class Ledger:
             raise KeyError(f"no invoice for {customer_id} in {period}")
         return load_document(document)
 
+    def credits_used(self, before_period: str) -> dict[str, dict[int, Decimal]]:
+        """Per customer, what the invoices of earlier periods drew from each prepaid credit grant
+        (grant index -> amount), read from each stored document's ``credits[].applied``; void
+        invoices drew nothing. Month-end passes this to ``build_documents`` so a grant is never
+        drawn twice; re-running a month does not count its own draft."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(invoices.c.customer_id, invoices.c.document).where(
+                    invoices.c.period < before_period, invoices.c.kind == KIND_INVOICE,
+                    invoices.c.status != "void", invoices.c.credits_micros != 0,
+                ).order_by(invoices.c.period)
+            ).all()
+        used: dict[str, dict[int, Decimal]] = {}
+        for customer_id, document in rows:
+            for draw in load_document(document).get("credits", []):
+                applied = exact(draw["applied"])
+                if applied:
+                    grants = used.setdefault(customer_id, {})
+                    grants[draw["grant"]] = grants.get(draw["grant"], Decimal(0)) + applied
+        return used
+
     def documents(self, period: str, statuses: tuple[str, ...] = ("issued",),
                   customer_id: str | None = None) -> list[tuple[int, str | None, dict]]:
         """(id, pdf_sha256, document) of the period's invoices and corrections, by number."""

@@ -120,6 +120,43 @@ month_checks = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
+# Usage alerts (revision 0003_alerts): the alert id is the primary key, so an alert is recorded
+# once however often a day is re-run or backfilled; rows are delivered from here (an outbox) and
+# keep their delivery state (attempts, next try, lease, acknowledgement).
+alert_outbox = Table(
+    "alert_outbox",
+    metadata,
+    Column("alert_id", String(200), primary_key=True),  # e.g. limit:acme:2026-10:75
+    Column("customer_id", String(100), nullable=False),
+    Column("kind", String(40), nullable=False),  # limit_threshold | daily_spike | weekly_growth
+    Column("period", String(7), nullable=False),
+    Column("payload", Text, nullable=False),  # the exact JSON body that is signed and sent
+    Column("url", Text, nullable=True),  # null: the customer has no webhook (recorded, not sent)
+    Column("secret_env", String(200), nullable=True),
+    Column("status", String(20), nullable=False),  # pending | delivered | no_endpoint | stale (backfilled, not sent)
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=True),  # a deliverer holds the row
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("status IN ('pending', 'delivered', 'no_endpoint', 'stale')", name="ck_alert_outbox_status"),
+)
+Index("ix_alert_outbox_due", alert_outbox.c.status, alert_outbox.c.next_attempt_at)
+
+# Customers at or over their hard cap for a month, as of the latest day evaluated: a gateway polls it.
+hard_caps = Table(
+    "hard_caps",
+    metadata,
+    Column("customer_id", String(100), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("as_of", String(10), nullable=False),  # YYYY-MM-DD
+    Column("currency", String(3), nullable=False),
+    Column("spend_micros", BigInteger, nullable=False),
+    Column("cap_micros", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 IMMUTABLE_COLUMNS_0001 = (
     "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
     "credits_micros", "total_micros", "document", "created_at",

@@ -68,7 +68,7 @@ def apply_credits(
         g = grants[i]
         opening = (g.amount - used_before.get(i, ZERO)).quantize(unit, rounding=ROUND_DOWN)
         usable = g.from_ <= last_day and (g.expires is None or g.expires >= last_day)
-        take = min(opening, due) if usable and opening > 0 else ZERO
+        take = (min(opening, due) if usable and opening > 0 else ZERO).quantize(unit)
         applied[i] = take
         due -= take
     balances = []

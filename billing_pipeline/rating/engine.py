@@ -1,8 +1,15 @@
 """Rating a month: attributed usage + the catalog -> invoice line items per customer.
 
-Order of work, so that 10 M events stay cheap: assign each event its plan and charge with polars
-expressions, consume allowances in time order (a running sum per customer), aggregate to one row
-per customer x charge x provider x model, and only then go to Decimal for the prices.
+Order of work, so that 10 M events stay cheap (rating/assign.py): give each event its plan by a
+join on (customer, day), aggregate to customer x plan x provider x model x meter x dimensions x
+day, and match charges on the distinct keys of that aggregate; only allowance-covered events stay
+event-level (included units are consumed in time order). The prices are then one polars pass over
+the month's lines (rating/vectorized.py): per_unit, graduated (each tier's slice by clip
+arithmetic), volume and package, in **exact Int128 integers of 10^-12 currency units**, rounded
+once per line half up by integer division. Int128 because a product of two int64 (quantity x
+scaled price) cannot wrap in it, and inputs past int64 are refused with a clear error; polars
+Decimal(38, s) was not chosen because it rescales products and does not document half-up division.
+Explanations are then written per line in Python (customers x charges), from those numbers.
 
 Semantics (DESIGN.md "Catalog"), chosen where the design is silent:
 - per-unit charges get one line per provider and model family; tiered and package charges get one
@@ -27,10 +34,11 @@ import polars as pl
 from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import days_in_month, month_label, overlap_days, parse_month
+from billing_pipeline.rating.assign import aggregate_usage
 from billing_pipeline.rating.discounts import discount_lines
-from billing_pipeline.rating.pricing import price_quantity
+from billing_pipeline.rating.pricing import explain
+from billing_pipeline.rating.vectorized import price_lines, price_table
 from billing_pipeline.schema import unit_name
-from billing_pipeline.usage import dimensions_match, models_match
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "customer_id": pl.String,
@@ -75,70 +83,6 @@ class RatedMonth:
     unrated: pl.DataFrame  # UNRATED_SCHEMA: attributed usage no charge prices, reported not dropped
 
 
-def _subscriptions(catalog: Catalog) -> pl.DataFrame:
-    rows = [
-        (cid, sub.plan, sub.from_, sub.to)
-        for cid, customer in catalog.customers.items()
-        for sub in customer.subscriptions
-    ]
-    return pl.DataFrame(
-        rows, schema={"customer_id": pl.String, "plan_id": pl.String, "sub_from": pl.Date, "sub_to": pl.Date},
-        orient="row",
-    )
-
-
-def assign_charges(usage: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
-    """Each attributed event gets the plan active on its day and the one charge that prices it."""
-    attributed = usage.filter(pl.col("customer_id").is_not_null())
-    with_plan = (
-        attributed.join(_subscriptions(catalog).lazy(), on="customer_id", how="inner")
-        .filter((pl.col("day") >= pl.col("sub_from")) & (pl.col("sub_to").is_null() | (pl.col("day") <= pl.col("sub_to"))))
-        .unique("event_id", keep="first", maintain_order=True)
-        .drop("sub_from", "sub_to")
-    )
-    no_plan = attributed.join(with_plan.select("event_id"), on="event_id", how="anti").with_columns(
-        pl.lit(None, dtype=pl.String).alias("plan_id")
-    )
-    charge = pl.lit(None, dtype=pl.String)
-    for plan_id, plan in reversed(list(catalog.plans.items())):
-        for c in reversed(plan.charges):
-            claims = (
-                (pl.col("plan_id") == plan_id)
-                & pl.col("meter").is_in(c.meters)
-                & models_match(c.models)
-                & dimensions_match(c.dimensions)
-            )
-            charge = pl.when(claims).then(pl.lit(c.id)).otherwise(charge)
-    price_from = pl.lit(None, dtype=pl.Date)
-    for plan_id, plan in catalog.plans.items():
-        for c in plan.charges:
-            for change in c.prices or []:  # later changes override earlier ones
-                hit = (pl.col("plan_id") == plan_id) & (pl.col("charge_id") == c.id) & (pl.col("day") >= change.from_)
-                price_from = pl.when(hit).then(pl.lit(change.from_)).otherwise(price_from)
-    return (
-        pl.concat([with_plan, no_plan], how="diagonal_relaxed")
-        .with_columns(charge.alias("charge_id"))
-        .with_columns(price_from.alias("price_from"))
-    )
-
-
-def consume_allowances(charged: pl.LazyFrame, catalog: Catalog) -> pl.LazyFrame:
-    """Included units are used up first, in time order, across the allowance's meters."""
-    rows = [(pid, p.allowance.quantity, m) for pid, p in catalog.plans.items() if p.allowance for m in p.allowance.meters]
-    allowances = pl.DataFrame(rows, schema={"plan_id": pl.String, "allowance": pl.Int64, "meter": pl.String}, orient="row")
-    covered = charged.join(allowances.lazy(), on=["plan_id", "meter"], how="left").with_columns(
-        (pl.col("allowance").is_not_null() & pl.col("charge_id").is_not_null()).alias("_covered")
-    )
-    running = (
-        pl.col("quantity").cum_sum().over(["customer_id", "plan_id", "_covered"], order_by=["start", "event_id"])
-    )
-    used_before = running - pl.col("quantity")
-    included = pl.min_horizontal(pl.col("quantity"), pl.max_horizontal(pl.col("allowance") - used_before, pl.lit(0)))
-    return covered.with_columns(
-        pl.when(pl.col("_covered")).then(included).otherwise(0).cast(pl.Int64).alias("included")
-    ).drop("allowance", "_covered")
-
-
 def _subject(charge: Charge, models: list[str]) -> str:
     meters = [m.replace("_tokens", "").replace("_", " ") for m in charge.meters]
     unit = unit_name(charge.meters[0])
@@ -162,6 +106,8 @@ def _line(customer_id, plan_id, position, currency, **fields) -> dict:
 
 def _period_label(charge: Charge, price_from, month: str) -> str:
     """' (Oct 15-31)' when a price change inside the month splits the charge, else ''."""
+    if not charge.prices:
+        return ""
     start, end = parse_month(month)
     changes = [c.from_ for c in charge.prices or [] if start < c.from_ < end]
     if not changes:
@@ -172,93 +118,108 @@ def _period_label(charge: Charge, price_from, month: str) -> str:
     return f" ({first:%b} {first.day}-{last.day})"
 
 
-def _usage_lines(customer_id, plan_id, plan, charge: Charge, groups: list[dict], daily: list[dict],
-                 month: str) -> list[dict]:
-    """Lines for one charge: per model for per-unit, one line for tiered and package pricing; one
-    more line per price period when an effective-dated price change splits the month."""
+def _line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(lines, line_of): one row per invoice line with billable/before/month_total for pricing,
+    and the map from aggregate keys to line_id. per_unit: a line per provider and model family;
+    tiered and package: a line per price period, tiers running on across the periods."""
+    kinds = pl.DataFrame(
+        [(pid, c.id, c.pricing) for pid, p in catalog.plans.items() for c in p.charges],
+        schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String}, orient="row",
+    )
+    charge_key = ["customer_id", "plan_id", "charge_id"]
+    period_key = [*charge_key, "price_from"]
+    model_key = [*period_key, "provider", "model_family"]
+    groups = (
+        aggregated.filter(pl.col("charge_id").is_not_null())
+        .group_by(model_key).agg(pl.sum("quantity"), pl.sum("included"))
+        .join(kinds, on=["plan_id", "charge_id"], how="left")
+        .with_columns(pl.when(pl.col("pricing") == "per_unit").then(pl.col("provider")).alias("line_provider"),
+                      pl.when(pl.col("pricing") == "per_unit").then(pl.col("model_family")).alias("line_model"))
+    )
+    line_key = [*period_key, "line_provider", "line_model"]
+    order = pl.col("price_from").fill_null(dt.date.min)
+    lines = (
+        groups.sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
+        .group_by(line_key, maintain_order=True)
+        .agg(pl.first("pricing"), pl.sum("quantity"), pl.sum("included"),
+             pl.col("provider").unique().sort().alias("providers"),
+             pl.col("model_family").unique().sort().alias("models"),
+             pl.struct("provider", pl.col("model_family").alias("model"), "quantity").struct.json_encode()
+             .str.join(",").alias("components"))
+        .with_row_index("line_id")
+        .with_columns(pl.col("line_id").cast(pl.Int64), (pl.col("quantity") - pl.col("included")).alias("billable"))
+        .with_columns(
+            (pl.col("billable").cum_sum().over(charge_key, order_by=order) - pl.col("billable")).alias("before"),
+            pl.col("billable").sum().over(charge_key).alias("month_total"),
+        )
+        .with_columns(("[" + pl.col("components") + "]").alias("components"))
+    )
+    line_of = groups.join(lines.select(*line_key, "line_id"), on=line_key, how="left", nulls_equal=True)
+    return lines, line_of.select(*model_key, "line_id")
+
+
+def _daily(aggregated: pl.DataFrame, line_of: pl.DataFrame) -> pl.DataFrame:
+    """line_id -> JSON list of {day, model, quantity}: charged units per day, for the chart."""
+    keys = ["customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family"]
+    return (
+        aggregated.filter(pl.col("charge_id").is_not_null())
+        .group_by(*keys, "day").agg((pl.col("quantity") - pl.col("included")).sum().alias("billable"))
+        .filter(pl.col("billable") != 0)
+        .join(line_of, on=keys, how="inner", nulls_equal=True)
+        .sort("line_id", "day", "provider", pl.col("model_family").fill_null(""))
+        .group_by("line_id", maintain_order=True)
+        .agg(pl.struct(pl.col("day").cast(pl.String), pl.col("model_family").alias("model"),
+                       pl.col("billable").alias("quantity")).struct.json_encode().str.join(",").alias("daily"))
+        .with_columns(("[" + pl.col("daily") + "]").alias("daily"))
+    )
+
+
+def _usage_line(line: dict, plan, charge: Charge, amounts: list[dict], slices: list[dict], daily: str,
+                month: str) -> dict:
+    """One usage line from its vectorized result: the numbers are read, only words are made here."""
     currency = plan.currency
-    groups = sorted(groups, key=lambda g: (g["price_from"] or dt.date.min, g["provider"], g["model_family"] or ""))
-    if charge.pricing == "per_unit":
-        buckets = [[g] for g in groups]
-    else:
-        periods: dict = {}
-        for g in groups:
-            periods.setdefault(g["price_from"], []).append(g)
-        buckets = list(periods.values())
-    month_total = sum(g["quantity"] - g["included"] for g in groups)
-    lines = []
-    before = 0
-    for bucket in buckets:
-        quantity = sum(g["quantity"] for g in bucket)
-        included = sum(g["included"] for g in bucket)
-        billable = quantity - included
-        models = sorted({g["model_family"] for g in bucket})
-        providers = sorted({g["provider"] for g in bucket})
-        subject = _subject(charge, models)
-        price_from = bucket[0]["price_from"]
-        period = _period_label(charge, price_from, month)
-        priced_charge = charge.price_from(price_from)
-        if charge.pricing == "per_unit":
-            priced = price_quantity(priced_charge, billable, currency, subject)
-        else:
-            priced = price_quantity(priced_charge, billable, currency, subject, before=before, month_total=month_total)
-            before += billable
-        explanation = priced.explanation
-        if period:
-            explanation = f"Usage{period} at the prices in effect then: " + explanation
-        if included:
-            explanation = (
-                f"{fmt_quantity(quantity)} {subject}, of which {fmt_quantity(included)} were covered "
-                f"by the plan's included {fmt_quantity(plan.allowance.quantity)} units; " + explanation
-            )
-        keys = {(g["provider"], g["model_family"], g["price_from"]) for g in bucket}
-        days = [{"day": d["day"].isoformat(), "model": d["model_family"], "quantity": d["billable"]}
-                for d in daily if (d["provider"], d["model_family"], d["price_from"]) in keys and d["billable"]]
-        lines.append(_line(
-            customer_id, plan_id, 0, currency,
-            charge_id=charge.id,
-            description=charge.title + (f" ({models[0]})" if charge.pricing == "per_unit" and models[0] else "") + period,
-            provider=providers[0] if len(providers) == 1 else "+".join(providers),
-            meter="+".join(charge.meters),
-            model=models[0] if len(models) == 1 else None,
-            dimensions=json.dumps(charge.dimensions or {}, sort_keys=True),
-            quantity=billable,
-            included_quantity=included,
-            unit=unit_name(charge.meters[0]),
-            unit_size=charge.unit_size,
-            unit_price=None if priced.unit_price is None else str(priced.unit_price),
-            pricing=charge.pricing,
-            amount=str(round_money(priced.amount, currency)),
-            tiers=json.dumps([t.as_json() for t in priced.tiers]),
-            components=json.dumps([{"provider": g["provider"], "model": g["model_family"], "quantity": g["quantity"]} for g in bucket]),
-            daily=json.dumps(days),
-            explanation=explanation,
-            consideration="variable",
-        ))
-    return lines
+    models, providers = line["models"], line["providers"]
+    subject = _subject(charge, models)
+    period = _period_label(charge, line["price_from"], month)
+    priced = explain(charge.price_from(line["price_from"]), line["billable"], line["before"], currency, subject,
+                     amounts, slices)
+    explanation = priced.explanation
+    if period:
+        explanation = f"Usage{period} at the prices in effect then: " + explanation
+    quantity, included = line["quantity"], line["included"]
+    if included:
+        explanation = (
+            f"{fmt_quantity(quantity)} {subject}, of which {fmt_quantity(included)} were covered "
+            f"by the plan's included {fmt_quantity(plan.allowance.quantity)} units; " + explanation
+        )
+    return _line(
+        line["customer_id"], line["plan_id"], 0, currency,
+        charge_id=charge.id,
+        description=charge.title + (f" ({models[0]})" if charge.pricing == "per_unit" and models[0] else "") + period,
+        provider=providers[0] if len(providers) == 1 else "+".join(providers),
+        meter="+".join(charge.meters),
+        model=models[0] if len(models) == 1 else None,
+        dimensions=json.dumps(charge.dimensions or {}, sort_keys=True),
+        quantity=line["billable"],
+        included_quantity=included,
+        unit=unit_name(charge.meters[0]),
+        unit_size=charge.unit_size,
+        unit_price=None if priced.unit_price is None else str(priced.unit_price),
+        pricing=charge.pricing,
+        amount=str(priced.rounded),
+        tiers=json.dumps([t.as_json() for t in priced.tiers]),
+        components=line["components"],
+        daily=daily,
+        explanation=explanation,
+        consideration="variable",
+    )
 
 
 def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str) -> RatedMonth:
     """Line items for every customer with a subscription or usage in ``month``."""
-    start, end = parse_month(month)
-    in_month = usage.lazy().filter((pl.col("day") >= start) & (pl.col("day") < end))
-    charged = consume_allowances(assign_charges(in_month, catalog), catalog)
-    aggregated = (
-        charged.filter(pl.col("charge_id").is_not_null())
-        .group_by("customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family")
-        .agg(pl.sum("quantity"), pl.sum("included"))
-        .sort("customer_id", "plan_id", "charge_id", "provider", "model_family")
-        .collect()
-    )
-    per_day = (
-        charged.filter(pl.col("charge_id").is_not_null())
-        .group_by("customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family", "day")
-        .agg((pl.col("quantity") - pl.col("included")).sum().alias("billable"))
-        .sort("customer_id", "plan_id", "charge_id", "day", "provider", "model_family")
-        .collect()
-    )
+    aggregated = aggregate_usage(usage, catalog, month)
     unrated = (
-        charged.filter(pl.col("charge_id").is_null())
+        aggregated.filter(pl.col("charge_id").is_null())
         .with_columns(
             pl.when(pl.col("plan_id").is_null())
             .then(pl.lit("no_active_subscription"))
@@ -267,17 +228,19 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
             pl.col("model_family").alias("model"),
         )
         .group_by("customer_id", "plan_id", "provider", "model", "meter", "reason")
-        .agg(pl.len().alias("events"), pl.sum("quantity"))
+        .agg(pl.sum("events").alias("events"), pl.sum("quantity"))
         .sort("customer_id", "provider", "model", "meter")
-        .collect()
     )
-
+    line_rows, line_of = _line_frames(aggregated, catalog)
+    amounts, slices = price_lines(line_rows, price_table(catalog))
+    daily = dict(_daily(aggregated, line_of).iter_rows())
+    amount_of = {r["line_id"]: r for r in amounts.iter_rows(named=True)}
+    slices_of: dict[int, list[dict]] = {}
+    for r in slices.iter_rows(named=True):
+        slices_of.setdefault(r["line_id"], []).append(r)
     by_charge: dict[tuple[str, str, str], list[dict]] = {}
-    for row in aggregated.iter_rows(named=True):
+    for row in line_rows.iter_rows(named=True):
         by_charge.setdefault((row["customer_id"], row["plan_id"], row["charge_id"]), []).append(row)
-    daily_by_charge: dict[tuple[str, str, str], list[dict]] = {}
-    for row in per_day.iter_rows(named=True):
-        daily_by_charge.setdefault((row["customer_id"], row["plan_id"], row["charge_id"]), []).append(row)
 
     lines: list[dict] = []
     label = month_label(month)
@@ -307,9 +270,11 @@ def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str)
                 ))
             for charge in plan.charges:
                 key = (customer_id, plan_id, charge.id)
-                if key in by_charge:
-                    plan_lines += _usage_lines(customer_id, plan_id, plan, charge, by_charge[key],
-                                               daily_by_charge.get(key, []), month)
+                for line in by_charge.get(key, []):
+                    line_id = line["line_id"]
+                    plan_lines.append(_usage_line(
+                        line, plan, charge, [amount_of[line_id]] if line_id in amount_of else [],
+                        slices_of.get(line_id, []), daily.get(line_id, "[]"), month))
             usage_total = sum((Decimal(l["amount"]) for l in plan_lines if l["consideration"] == "variable"), Decimal(0))
             if plan.minimum_commitment and usage_total < plan.minimum_commitment:
                 gap = plan.minimum_commitment - usage_total

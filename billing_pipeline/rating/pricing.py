@@ -1,16 +1,20 @@
 """How a quantity of one charge becomes money: per-unit, graduated, volume and package.
 
-Pure Decimal functions over *aggregated* quantities (one call per customer and charge, never per
-usage event). Amounts here are exact; the line rounds once (``money.round_money``).
+The arithmetic is ``vectorized.price_lines`` (exact integers, every line of the month at once);
+this module turns its rows into tier slices and plain-language explanations, one line at a time.
+Amounts here are exact; the line is rounded once (``Priced.rounded``, half up).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, localcontext
+
+import polars as pl
 
 from billing_pipeline.catalog import Charge
-from billing_pipeline.money import fmt_money, fmt_price, fmt_quantity
+from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_price, fmt_quantity
+from billing_pipeline.rating.vectorized import SCALE, charge_rows, price_lines, table_frame
 from billing_pipeline.schema import unit_name
 
 
@@ -44,6 +48,7 @@ class Priced:
     unit_price: Decimal | None  # the single price that applied, None when several tiers did
     tiers: list[TierSlice]
     explanation: str  # how the amount follows from the quantity, in words and numbers
+    rounded: Decimal | None = None  # the line amount, rounded once (money.ROUNDING), from the integers
 
 
 def per_units(unit_size: int) -> str:
@@ -65,97 +70,87 @@ def _money(value: Decimal, currency: str) -> str:
     return f"{symbol}{fmt_price(value)}{suffix}"
 
 
-def _units(quantity: int, unit_size: int, price: Decimal) -> Decimal:
-    """Multiply first (exact), divide once: exact whenever the true amount has a finite decimal."""
-    return Decimal(quantity) * price / Decimal(unit_size)
+def exact_amount(numerator: int, denominator: int) -> Decimal:
+    """An amount of the vectorized result as a Decimal (exact whenever it has a finite decimal)."""
+    with localcontext() as ctx:
+        ctx.prec = 80
+        return Decimal(numerator) / Decimal(denominator)
 
 
 def price_quantity(
     charge: Charge, quantity: int, currency: str, subject: str, *, before: int = 0, month_total: int | None = None
 ) -> Priced:
     """Price ``quantity`` base units of ``charge``. ``subject`` names the usage in explanations,
-    e.g. "output tokens of gpt-4o".
+    e.g. "output tokens of gpt-4o". One line through the same vectorized arithmetic as rate_month.
 
     ``before``/``month_total`` serve a month split by a price change: the slice priced here comes
     after ``before`` units of the month (graduated tiers and packages continue, not restart) and
     volume pricing picks its tier from the month's total."""
     if quantity < 0 or before < 0:
         raise ValueError(f"charge {charge.id}: negative quantity {quantity}")
+    table = table_frame(charge_rows("_", charge.model_copy(update={"prices": None}), currency))
+    line = pl.DataFrame({"line_id": [0], "plan_id": ["_"], "charge_id": [charge.id], "price_from": [None],
+                         "billable": [quantity], "before": [before],
+                         "month_total": [before + quantity if month_total is None else month_total]},
+                        schema_overrides={"price_from": pl.Date, "line_id": pl.Int64, "billable": pl.Int64,
+                                          "before": pl.Int64, "month_total": pl.Int64})
+    amounts, slices = price_lines(line, table)
+    return explain(charge, quantity, before, currency, subject, amounts.to_dicts()[:1], slices.to_dicts())
+
+
+def explain(charge: Charge, quantity: int, before: int, currency: str, subject: str,
+            amount_rows: list[dict], slice_rows: list[dict]) -> Priced:
+    """The line's Priced from its vectorized result (``price_lines``): numbers are read from the
+    rows, only the words are made here. ``charge`` carries the prices of the line's period."""
+    minor = MINOR_UNITS.get(currency.upper(), 2)
+    if amount_rows:
+        row = amount_rows[0]
+        amount = exact_amount(row["numerator"], row["denominator"])
+        rounded = Decimal(row["amount_minor"]).scaleb(-minor)
+    else:  # nothing priced (a graduated line with every unit included)
+        amount, rounded = Decimal(0), Decimal(0).scaleb(-minor)
+    denominator = 10**SCALE * (1 if charge.pricing == "package" else charge.unit_size)
     what = f"{fmt_quantity(quantity)} {subject}"
     if charge.pricing == "per_unit":
         price = charge.unit_price
-        amount = _units(quantity, charge.unit_size, price)
         text = f"{what} at {_price_text(price, charge, currency)} = {fmt_money(amount, currency)}"
-        return Priced(amount, price, [], text)
+        return Priced(amount, price, [], text, rounded)
     if charge.pricing == "package":
-        packages = _packages(before + quantity, charge.package_size) - _packages(before, charge.package_size)
-        amount = Decimal(packages) * charge.package_price
+        packages = slice_rows[0]["counted"] if slice_rows else 0
         text = (
             f"{what} = {packages:,} package{'s' if packages != 1 else ''} of "
             f"{charge.package_size:,} at {_money(charge.package_price, currency)} = "
             f"{fmt_money(amount, currency)}"
         )
-        return Priced(amount, charge.package_price, [], text)
+        return Priced(amount, charge.package_price, [], text, rounded)
+    slices = []
+    for r in slice_rows:
+        tier = charge.tiers[r["tier"] - 1]
+        fee = tier.flat_fee if r["fee_units"] else Decimal(0)
+        first = r["lower"] if charge.pricing == "volume" else max(r["lower"], before)
+        slices.append(TierSlice(r["tier"], first + 1, r["up_to"], r["quantity"], tier.unit_price, fee,
+                                exact_amount(r["numerator"], denominator)))
     if charge.pricing == "graduated":
-        return _graduated(charge, quantity, currency, what, before)
-    return _volume(charge, quantity, currency, what, quantity if month_total is None else month_total, before)
-
-
-def _packages(quantity: int, size: int) -> int:
-    return -(-quantity // size)  # ceil in integers: no float on large quantities
-
-
-def _graduated(charge: Charge, quantity: int, currency: str, what: str, before: int = 0) -> Priced:
-    """Tiers price the units (before, before + quantity]; a tier's flat fee goes to the slice
-    that puts the first unit into it, so the month's fees are charged once."""
-    slices: list[TierSlice] = []
-    lower, end = 0, before + quantity
-    for n, tier in enumerate(charge.tiers, start=1):
-        if end <= lower:
-            break
-        top = end if tier.up_to is None else min(end, tier.up_to)
-        first = max(lower, before)
-        if top > first:
-            fee = tier.flat_fee if first == lower else Decimal(0)
-            units = top - first
-            amount = _units(units, charge.unit_size, tier.unit_price) + fee
-            slices.append(TierSlice(n, first + 1, tier.up_to, units, tier.unit_price, fee, amount))
-        lower = top if tier.up_to is None else tier.up_to
-    total = sum((s.amount for s in slices), Decimal(0))
-    parts = []
-    for i, s in enumerate(slices):
-        lead = "first" if i == 0 and before == 0 else "next"
-        fee = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
-        parts.append(
-            f"{lead} {fmt_quantity(s.quantity)} at {_price_text(s.unit_price, charge, currency)}"
-            f"{fee} = {fmt_money(s.amount, currency)}"
-        )
-    text = f"{what}: " + "; ".join(parts) if parts else f"{what}: nothing to charge"
-    single = slices[0].unit_price if len(slices) == 1 else None
-    return Priced(total, single, slices, text)
-
-
-def _volume(charge: Charge, quantity: int, currency: str, what: str, reached: int, before: int = 0) -> Priced:
-    """All units at the reached tier's price; its flat fee once, with the month's first unit."""
-    lower = 0
-    for n, tier in enumerate(charge.tiers, start=1):
-        if tier.up_to is None or reached <= tier.up_to:
-            fee = tier.flat_fee if quantity and before == 0 else Decimal(0)
-            amount = _units(quantity, charge.unit_size, tier.unit_price) + fee
-            band = (
-                f"above {fmt_quantity(lower)}"
-                if tier.up_to is None
-                else f"{fmt_quantity(lower + 1)} to {fmt_quantity(tier.up_to)}"
+        parts = []
+        for i, s in enumerate(slices):
+            lead = "first" if i == 0 and before == 0 else "next"
+            fee = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
+            parts.append(
+                f"{lead} {fmt_quantity(s.quantity)} at {_price_text(s.unit_price, charge, currency)}"
+                f"{fee} = {fmt_money(s.amount, currency)}"
             )
-            fee_text = f" + {fmt_money(fee, currency)} tier fee" if fee else ""
-            text = (
-                f"{what}: the total falls in tier {n} ({band}), so all of it is priced at "
-                f"{_price_text(tier.unit_price, charge, currency)}{fee_text} = {fmt_money(amount, currency)}"
-            )
-            slice_ = TierSlice(n, lower + 1, tier.up_to, quantity, tier.unit_price, fee, amount)
-            return Priced(amount, tier.unit_price, [slice_], text)
-        lower = tier.up_to
-    raise AssertionError("validated tiers always end with up_to: null")
+        text = f"{what}: " + "; ".join(parts) if parts else f"{what}: nothing to charge"
+        single = slices[0].unit_price if len(slices) == 1 else None
+        return Priced(amount, single, slices, text, rounded)
+    s = slices[0]
+    lower = s.first_unit - 1
+    band = f"above {fmt_quantity(lower)}" if s.up_to is None else f"{fmt_quantity(lower + 1)} to {fmt_quantity(s.up_to)}"
+    fee_text = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
+    text = (
+        f"{what}: the total falls in tier {s.tier} ({band}), so all of it is priced at "
+        f"{_price_text(s.unit_price, charge, currency)}{fee_text} = {fmt_money(amount, currency)}"
+    )
+    return Priced(amount, s.unit_price, slices, text, rounded)
 
 
 def describe_prices(charge: Charge, currency: str) -> str:

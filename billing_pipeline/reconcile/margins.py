@@ -26,6 +26,8 @@ RECONCILIATION_SCHEMA: dict[str, pl.DataType] = {
     "margin": COST_DECIMAL,
     "margin_pct": pl.Float64,  # display only; money columns stay Decimal
     "flags": pl.String,
+    "reported_tokens": pl.Int64,  # the provider's token count for the customer's keys (drift check)
+    "at_stake": COST_DECIMAL,  # revenue the tokens our meter missed would have billed
 }
 
 
@@ -59,8 +61,11 @@ def allocate_revenue(lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def reconcile(lines: pl.DataFrame, costs: pl.DataFrame) -> pl.DataFrame:
-    """Margin per customer x provider x model; unattributed cost has customer_id null."""
+def reconcile(lines: pl.DataFrame, costs: pl.DataFrame, drift: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Margin per customer x provider x model; unattributed cost has customer_id null.
+
+    ``drift`` (``metering_drift``'s table) adds the provider's token count, the amount at stake
+    and a ``metering_drift`` flag to the rows of flagged customers."""
     revenue = allocate_revenue(lines)
     cost = (
         costs.group_by("customer_id", "provider", pl.col("model_family").fill_null("").alias("model"))
@@ -80,6 +85,15 @@ def reconcile(lines: pl.DataFrame, costs: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns((pl.col("revenue") - pl.col("cost")).cast(COST_DECIMAL).alias("margin"))
     )
+    keys = ["customer_id", "provider", "model"]
+    if drift is None:
+        drift = pl.DataFrame(schema={**dict.fromkeys(keys, pl.String), "reported_tokens": pl.Int64,
+                                     "amount_at_stake": COST_DECIMAL, "flagged": pl.Boolean})
+    joined = joined.join(
+        drift.select(*keys, "reported_tokens", pl.col("amount_at_stake").alias("at_stake"),
+                     pl.col("flagged").alias("_drift")),
+        on=keys, how="left",
+    ).with_columns(pl.col("_drift").fill_null(False))
     flags = pl.concat_str(
         [
             pl.when(pl.col("customer_id").is_null()).then(pl.lit("unattributed")),
@@ -91,6 +105,7 @@ def reconcile(lines: pl.DataFrame, costs: pl.DataFrame) -> pl.DataFrame:
                 pl.lit("cost_without_revenue")
             ),
             pl.when(pl.col("_unpriced")).then(pl.lit("unpriced")),
+            pl.when(pl.col("_drift")).then(pl.lit("metering_drift")),
         ],
         separator=",",
         ignore_nulls=True,

@@ -61,13 +61,61 @@ _COUNTS = (
 _REQUIRED = ("pt", "ct")
 
 
-def _jp(path: str) -> pl.Expr:
-    return pl.col("obj").str.json_path_match(f"$.{path}")
+_S = pl.String
+# The fields a line may carry, parsed ONCE per line with this fixed dtype. Every leaf is a String
+# so a count keeps what it was written as ("1.5", "true", "-1") and the checks below judge it.
+_USAGE = pl.Struct({
+    "prompt_tokens": _S, "completion_tokens": _S, "input_tokens": _S, "output_tokens": _S,
+    "prompt_tokens_details": pl.Struct({"cached_tokens": _S}),
+    "input_tokens_details": pl.Struct({"cached_tokens": _S}),
+    "cache_read_input_tokens": _S, "cache_creation_input_tokens": _S,
+    "cache_creation": pl.Struct({"ephemeral_1h_input_tokens": _S}),
+    "server_tool_use": pl.Struct({"web_search_requests": _S}),
+})
+_LINE = pl.Struct({"request_id": _S, "timestamp": _S, "customer_key": _S, "provider": _S, "model": _S,
+                   "prompt": _S, "completion": _S, "usage": _USAGE})
+# A count written as a JSON string ("12") decodes like the number 12: lines where any count key is
+# followed by a quote are looked at again in Python (rare), everything else never is.
+_QUOTED_COUNT = r'"(?:' + "|".join(sorted({p.rsplit(".", 1)[1] for _, ps in _COUNTS for p in ps})) + r')"\s*:\s*"'
 
 
-def _ju(path: str) -> pl.Expr:
-    """A field inside the already extracted ``usage`` object (``usage.x.y`` -> ``$.x.y``)."""
-    return pl.col("usage").str.json_path_match("$." + path.removeprefix("usage."))
+def _field(path: str) -> pl.Expr:
+    """A leaf of the decoded line struct: ``usage.prompt_tokens_details.cached_tokens``."""
+    expr = pl.col("obj")
+    for name in path.split("."):
+        expr = expr.struct.field(name)
+    return expr
+
+
+def _decode(raw: pl.Series) -> tuple[pl.Series, list[int]]:
+    """Decode every line with ``_LINE``; returns the structs and the positions polars refused.
+
+    polars fails a whole column on one bad line, so a failing column is halved until each bad line
+    stands alone: k bad lines cost about log2(n) extra passes each, good files exactly one.
+    """
+    try:
+        return raw.str.json_decode(_LINE), []
+    except pl.exceptions.PolarsError:
+        if raw.len() == 1:
+            return pl.Series(raw.name, [None], dtype=_LINE), [0]
+    mid = raw.len() // 2
+    left, bad_left = _decode(raw.slice(0, mid))
+    right, bad_right = _decode(raw.slice(mid))
+    return pl.concat([left, right]), bad_left + [i + mid for i in bad_right]
+
+
+def _value_at(obj, path: str):
+    for name in path.split("."):
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(name)
+    return obj
+
+
+def _quoted_counts(raws: list[str]) -> dict[str, list[bool]]:
+    """For the few lines whose counts may be JSON strings: which count columns really are."""
+    parsed = [json.loads(r) for r in raws]
+    return {col: [any(isinstance(_value_at(o, p), str) for p in paths) for o in parsed] for col, paths in _COUNTS}
 
 
 def _provider_expr() -> pl.Expr:
@@ -98,7 +146,29 @@ def _classify_bad_line(raw: str) -> tuple[str, str, str]:
     field = walk(value, "")
     if field:
         return "bad_number", field, f"{field} is not a finite number (NaN, Infinity or out of range)"
-    return "bad_json_line", "", "line is not valid JSON"
+    if not isinstance(value, dict):
+        return "bad_json_line", "", "line is JSON but not an object"
+    wrong = _wrong_type(value, _LINE, "")
+    if wrong:
+        return "wrong_type", wrong[0], f"{wrong[0]} is {wrong[1]}, expected {wrong[2]}"
+    return "bad_json_line", "", "line does not match the gateway line format"
+
+
+def _wrong_type(obj: dict, dtype: pl.Struct, prefix: str) -> tuple[str, str, str] | None:
+    """First field whose JSON type cannot be what the line format says (an object for text, ...)."""
+    for fld in dtype.fields:
+        value, path = obj.get(fld.name), f"{prefix}{fld.name}"
+        if value is None:
+            continue
+        if isinstance(fld.dtype, pl.Struct):
+            if not isinstance(value, dict):
+                return path, type(value).__name__, "an object"
+            found = _wrong_type(value, fld.dtype, path + ".")
+            if found:
+                return found
+        elif isinstance(value, (dict, list)):
+            return path, type(value).__name__, "text or a number"
+    return None
 
 
 def _count_texts(frame: pl.DataFrame) -> pl.DataFrame:
@@ -143,52 +213,73 @@ def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
     return lines, errors
 
 
-def _read_file(f: files.LandingFile, start: date, end: date):
-    try:
-        raw_lines, encoding_errors = _decode_lines(f.path.read_bytes())
-    except OSError as exc:
-        q = files.unreadable(SOURCE, f, f"not a readable file: {exc}")
-        return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
+def _split_lines(f: files.LandingFile, data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(decodable lines with the parsed struct in ``obj``, refused lines with reason/field/message)."""
+    raw_lines, encoding_errors = _decode_lines(data)
     lines = pl.DataFrame({"raw": raw_lines, "encoding_error": encoding_errors}, schema={"raw": pl.String, "encoding_error": pl.String})
     lines = lines.with_row_index("line", offset=1)
     lines = lines.with_columns(pl.col("line").cast(pl.Int64), pl.col("raw").str.strip_chars_end("\r"))
     too_long = pl.col("raw").str.len_bytes() > MAX_LINE_BYTES
     lines = lines.filter(pl.col("raw").str.strip_chars() != "").with_columns(
-        obj=pl.when(too_long | pl.col("encoding_error").is_not_null()).then(None).otherwise(pl.col("raw").str.json_path_match("$")),
         origin=pl.lit(f.rel + ":") + pl.col("line").cast(pl.String),
         pre=pl.when(pl.col("encoding_error").is_not_null()).then(pl.lit("bad_encoding"))
         .when(too_long).then(pl.lit("line_too_long")),
     )
-    bad = lines.filter(pl.col("obj").is_null())
-    classified = [  # only lines polars rejected, or that were never parsed
+    todo = lines.filter(pl.col("pre").is_null())
+    obj, refused = _decode(todo["raw"])
+    refused_mask = pl.Series("refused", [False] * todo.height, dtype=pl.Boolean)
+    if refused:
+        refused_mask = refused_mask.scatter(refused, True)
+    todo = todo.with_columns(obj.alias("obj"), refused_mask)
+    unusable = pl.col("refused") | pl.col("obj").is_null()  # "null" decodes to a null struct
+    bad = pl.concat([lines.filter(pl.col("pre").is_not_null()), todo.filter(unusable).drop("obj", "refused")])
+    classified = [  # only lines polars refused or never parsed: a handful, looked at in Python
         ("bad_encoding", "", f"line is not valid UTF-8: {e}") if pre == "bad_encoding"
         else ("line_too_long", "", f"line is {len(r.encode())} bytes, over the {MAX_LINE_BYTES}-byte limit") if pre
         else _classify_bad_line(r)
         for r, pre, e in bad.select("raw", "pre", "encoding_error").iter_rows()
     ]
-    bad = bad.with_columns(pl.col("raw").str.slice(0, files.RAW_LIMIT))
     bad = bad.with_columns(
+        pl.col("raw").str.slice(0, files.RAW_LIMIT),
         reason=pl.Series([c[0] for c in classified], dtype=pl.String),
         field=pl.Series([c[1] for c in classified], dtype=pl.String),
         message=pl.Series([c[2] for c in classified], dtype=pl.String),
         ts=pl.lit(None, files.schema.UTC_DATETIME),
     )
-    good = lines.filter(pl.col("obj").is_not_null())
-    # Parse each line once for its top-level fields, then only the short ``usage`` object for counts.
+    return todo.filter(~unusable).drop("refused"), bad
+
+
+def _quoted_flags(good: pl.DataFrame) -> list[pl.Series]:
+    """``<col>_str``: the count was written as a JSON string (a quoted number is not a count)."""
+    suspects = good["raw"].str.contains(_QUOTED_COUNT).arg_true()
+    flags = _quoted_counts(good["raw"].gather(suspects).to_list()) if suspects.len() else {}
+    out = []
+    for col, _ in _COUNTS:
+        series = pl.Series(f"{col}_str", [False] * good.height, dtype=pl.Boolean)
+        if suspects.len():
+            series = series.scatter(suspects, flags[col])
+        out.append(series)
+    return out
+
+
+def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = False):
+    """One file -> (events, quarantine, lines carrying both usage and text when ``keep_text``)."""
+    try:
+        data = f.path.read_bytes()
+    except OSError as exc:
+        q = files.unreadable(SOURCE, f, f"not a readable file: {exc}")
+        return None, q.filter(pl.col("day").is_between(start, end, closed="left")), None, 0
+    good, bad = _split_lines(f, data)
     good = good.with_columns(
-        request_id=_jp("request_id"), timestamp=_jp("timestamp"), customer_key=_jp("customer_key"),
-        provider_raw=_jp("provider"), model=_jp("model"), usage=_jp("usage"),
-        prompt=_jp("prompt"), completion=_jp("completion"), is_object=pl.col("obj").str.starts_with("{"),
-    )
-    extracted = [pl.coalesce([_ju(p) for p in paths]).alias(col) for col, paths in _COUNTS]
-    used = [pl.coalesce([pl.when(_ju(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field") for col, paths in _COUNTS]
-    is_str = [
-        pl.any_horizontal([pl.col("usage").str.contains(f'"{p.rsplit(".", 1)[1]}":"', literal=True) for p in paths])
-        .fill_null(False).alias(f"{col}_str")
-        for col, paths in _COUNTS
-    ]
-    good = good.with_columns(*extracted, *used, *is_str).with_columns(
-        local=pl.col("usage").is_null() & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
+        request_id=_field("request_id"), timestamp=_field("timestamp"), customer_key=_field("customer_key"),
+        provider_raw=_field("provider"), model=_field("model"), prompt=_field("prompt"),
+        completion=_field("completion"), has_usage=_field("usage").is_not_null(),
+        *[pl.coalesce([_field(p) for p in paths]).alias(col) for col, paths in _COUNTS],
+        *[pl.coalesce([pl.when(_field(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field")
+          for col, paths in _COUNTS],
+    ).drop("obj").with_columns(_quoted_flags(good))
+    good = good.with_columns(
+        local=~pl.col("has_usage") & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
         anthropic_shape=pl.col("cache_read").is_not_null() | pl.col("cache_write").is_not_null(),
         ts=files.parse_utc_expr(pl.col("timestamp")),
         provider=_provider_expr(),
@@ -196,25 +287,24 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     models = good["model"].drop_nulls().unique().to_list()
     untokenizable = [m for m in models if tokens.tokenizer_for(m) is None]
     checks = [
-        (~pl.col("is_object"), "bad_json_line", "", "line is JSON but not an object"),
         (pl.col("request_id").is_null() | (pl.col("request_id") == ""), "missing_field", "request_id", "request_id is missing"),
         (pl.col("model").is_null() | (pl.col("model") == ""), "missing_field", "model", "model is missing"),
-        (pl.col("usage").is_null() & ~pl.col("local"), "missing_field", "usage", "neither usage nor prompt/completion text"),
+        (~pl.col("has_usage") & ~pl.col("local"), "missing_field", "usage", "neither usage nor prompt/completion text"),
         (pl.col("local") & pl.col("provider").eq("anthropic"), "no_tokenizer", "model", "Claude has no public tokenizer; token counts must come from the provider"),
         (pl.col("local") & pl.col("model").is_in(untokenizable), "no_tokenizer", "model", pl.lit("no offline tokenizer for model ") + pl.col("model")),
     ]
     for col, _ in _COUNTS:
+        # polars writes a decoded JSON number in its shortest form (12.0 -> "12"), so a whole
+        # count casts to Int64 and anything else (1.5, true, 1e23) does not.
         value, fld = pl.col(col), pl.col(f"{col}_field")
-        whole = value.str.contains(r"^-?\d+(\.0+)?$") & ~pl.col(f"{col}_str")
-        as_int = value.str.replace(r"\.0+$", "").cast(pl.Int64, strict=False)
-        required = col in _REQUIRED
-        if required:
+        as_int = value.cast(pl.Int64, strict=False)
+        if col in _REQUIRED:
             checks.append((~pl.col("local") & value.is_null(), "missing_field", fld, fld + pl.lit(" is missing")))
-        checks.append((~pl.col("local") & value.is_not_null() & (~whole | as_int.is_null()), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
+        checks.append((~pl.col("local") & value.is_not_null() & (as_int.is_null() | pl.col(f"{col}_str")), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
         checks.append((~pl.col("local") & (as_int < 0), "negative_quantity", fld, fld + pl.lit(" is negative: ") + value))
-    good = good.with_columns(files.first_problem(checks))
+    good = files.apply_checks(good, checks)
     good = _count_texts(good).with_columns(
-        pl.col(c).str.replace(r"\.0+$", "").cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
+        pl.col(c).cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
     )
     over = pl.col("reason").is_null() & ~pl.col("anthropic_shape") & (pl.col("cached") > pl.col("pt"))
     over_1h = pl.col("reason").is_null() & (pl.col("write_1h") > pl.col("cache_write"))
@@ -226,6 +316,12 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     )
     frame = pl.concat([bad, good], how="diagonal_relaxed").sort("line")
     accepted, rejected = files.split_by_day(frame, f, "timestamp", start, end)
+    texts = None
+    if keep_text:  # provider counts AND the text they count: the metering drift sample
+        texts = accepted.filter(~pl.col("local") & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()))
+        texts = texts.select("day", "model", "prompt", "completion",
+                             provider_input=pl.when(pl.col("anthropic_shape")).then(pl.col("pt") + pl.col("cache_read") + pl.col("cache_write"))
+                             .otherwise(pl.col("pt")), provider_output=pl.col("ct"))
     accepted = accepted.with_columns(
         natural_key=pl.col("request_id"),
         account_key=pl.when(pl.col("customer_key").is_not_null()).then(pl.lit("gateway:") + pl.col("customer_key")),
@@ -236,15 +332,30 @@ def _read_file(f: files.LandingFile, start: date, end: date):
         m_write_5m=pl.col("cache_write") - pl.col("write_1h"), m_write_1h=pl.col("write_1h"),
         m_output=pl.col("ct"), m_web_search=pl.col("web_search"),
     )
-    return files.build_events(accepted, SOURCE, METERS, "input_tokens"), files.rejected_to_quarantine(SOURCE, rejected)
+    events = files.build_events(accepted, SOURCE, METERS, "input_tokens")
+    return events, files.rejected_to_quarantine(SOURCE, rejected), texts, accepted.height
 
 
 def read(landing: Path, start: date, end: date):
     """All gateway requests whose partition day is in [start, end). start == end: a point event."""
-    events, quarantine = [], []
+    events, quarantine, accepted = [], [], 0
     for f in files.list_files(landing, FOLDER, (".jsonl",), start, end):
-        ev, q = _read_file(f, start, end)
+        ev, q, _, n = _read_file(f, start, end)
         if ev is not None:
             events.append(ev)
         quarantine.append(q)
-    return files.combine(events, quarantine)
+        accepted += n
+    return files.combine(events, quarantine, accepted)
+
+
+def tokenizer_drift(landing: Path, start: date, end: date) -> pl.DataFrame:
+    """Per model, the provider's token counts against our own recount of the same lines' text.
+
+    Only accepted lines that carry BOTH a provider ``usage`` object and the prompt/completion text
+    are compared (see ``drift.drift_by_model``); lines with text only are already counted by us.
+    """
+    from billing_pipeline.sources import drift
+
+    texts = [t for f in files.list_files(landing, FOLDER, (".jsonl",), start, end)
+             if (t := _read_file(f, start, end, keep_text=True)[2]) is not None]
+    return drift.drift_by_model(pl.concat(texts) if texts else drift.empty_sample())

@@ -1,0 +1,148 @@
+"""Invoice drafts as three kinds of steps, so PDF rendering scales with the number of workers.
+
+``invoice_drafts`` (graph-backed, in month_end.py) runs ``save_invoice_drafts`` once (ledger
+drafts + JSON files), then ``render_invoice_shard`` once per customer shard (one PDF renderer per
+shard: it is expensive to build), then ``summarize_invoice_drafts`` (the asset's value and its
+blocking check). With the multiprocess or celery executor the shards render in parallel; the
+files are the same whichever worker renders them.
+
+A customer's shard is a hash of its id, never its position in the month, so adding a customer
+does not move the others and a re-execution renders the same customers in the same step.
+"""
+
+import hashlib
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
+from billing_pipeline.invoicing.document import build_documents, document_json
+from billing_pipeline.invoicing.issuing import issued_file_stems
+from billing_pipeline.invoicing.pdf import InvoiceRenderer
+from billing_pipeline.money import ZERO
+
+INVOICE_TOTALS_CHECK = "invoice_totals_equal_rated_lines"
+STEP_IO_MANAGER = "step_io_manager"  # pickles between the steps; on shared disk for celery workers
+RENDER_SHARDS = int(os.getenv("BILLING_RENDER_SHARDS", "4"))
+SUMMARY_SCHEMA = {"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String, "tax": pl.String,
+                  "credits_applied": pl.String, "total": pl.String, "lines": pl.Int64, "json": pl.String,
+                  "pdf": pl.String, "pdf_sha256": pl.String}
+
+
+def shard_of(customer_id: str, shards: int = RENDER_SHARDS) -> int:
+    """The render shard of a customer: stable across runs, processes and Python versions
+    (``hash()`` is salted per process, sha256 is not)."""
+    return int.from_bytes(hashlib.sha256(customer_id.encode("utf-8")).digest()[:8], "big") % shards
+
+
+def split_into_shards(documents: list[dict], shards: int = RENDER_SHARDS) -> list[list[dict]]:
+    """Every shard, in shard order, with its documents in their original order (empty ones too,
+    so the step keys of a month never depend on who was billed)."""
+    out: list[list[dict]] = [[] for _ in range(shards)]
+    for doc in documents:
+        out[shard_of(doc["customer_id"], shards)].append(doc)
+    return out
+
+
+def _decimal_sum(values) -> Decimal:
+    return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _invoice_folder(output: OutputFiles, month: str) -> Path:
+    folder = output.month_dir(month) / "invoices"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@dg.op(out={"documents": dg.Out(io_manager_key=STEP_IO_MANAGER),
+            "shards": dg.DynamicOut(io_manager_key=STEP_IO_MANAGER)})
+def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFrame, catalog: CatalogResource,
+                        ledger: LedgerResource, output: OutputFiles):
+    """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices) and
+    their JSON copies; hands the documents still to render to the shards."""
+    month = context.partition_key[:7]
+    the_ledger = ledger.open()
+    # Prepaid credits carry over: grants already drawn by earlier months' invoices are not drawn again.
+    documents = build_documents(rated_charges, catalog.load(), month, credits_used=the_ledger.credits_used(month))
+    saved = the_ledger.save_drafts(month, documents)
+    folder = _invoice_folder(output, month)
+    issued = issued_file_stems(the_ledger, month)  # issued PDFs/JSON are final: never rewritten
+    current = {doc["customer_id"] for doc in documents}
+    for stale in [*folder.glob("*.json"), *folder.glob("*.pdf")]:
+        if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
+            stale.unlink()
+    to_render = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
+    for doc in to_render:
+        _write_text(folder / f"{doc['customer_id']}.json", document_json(doc))
+    yield dg.Output({"documents": documents, "saved": saved}, output_name="documents",
+                    metadata={"drafts": len(documents), "to_render": len(to_render)})
+    for index, shard in enumerate(split_into_shards(to_render)):
+        yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{index}")
+
+
+@dg.op(out=dg.Out(io_manager_key=STEP_IO_MANAGER))
+def render_invoice_shard(context: dg.OpExecutionContext, shard: list[dict], output: OutputFiles) -> list[str]:
+    """The PDFs of one shard's customers, with one renderer for all of them."""
+    if not shard:
+        return []
+    folder = _invoice_folder(output, context.partition_key[:7])
+    renderer = InvoiceRenderer()
+    for doc in shard:
+        renderer.write_pdf(doc, folder / f"{doc['customer_id']}.pdf")
+    context.log.info(f"rendered {len(shard)} invoice PDF(s)")
+    return [doc["customer_id"] for doc in shard]
+
+
+def check_output_name(asset: str) -> str:
+    return dg.AssetCheckSpec(INVOICE_TOTALS_CHECK, asset=asset).get_python_identifier()
+
+
+@dg.op(out={"result": dg.Out(),
+            check_output_name("invoice_drafts"): dg.Out(dagster_type=dg.Nothing, is_required=False)})
+def summarize_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFrame, documents: dict,
+                             rendered: list[list[str]], output: OutputFiles):
+    """One row per invoice (with the PDF's sha256), and the check that the invoices add up."""
+    month = context.partition_key[:7]
+    folder = _invoice_folder(output, month)
+    docs = documents["documents"]
+    rows = []
+    for doc in docs:
+        json_path, pdf_path = folder / f"{doc['customer_id']}.json", folder / f"{doc['customer_id']}.pdf"
+        rows.append({
+            "customer_id": doc["customer_id"], "currency": doc["currency"], "subtotal": doc["subtotal"],
+            "tax": doc["tax"], "credits_applied": doc["credits_applied"], "total": doc["total"],
+            "lines": len(doc["lines"]), "json": str(json_path), "pdf": str(pdf_path),
+            "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest() if pdf_path.exists() else None,
+        })
+    summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
+    problems = []
+    for doc in docs:
+        lines_sum = _decimal_sum(line["amount"] for line in doc["lines"])
+        if lines_sum != Decimal(doc["subtotal"]):
+            problems.append(f"{doc['customer_id']}: lines {lines_sum} != subtotal {doc['subtotal']}")
+        if Decimal(doc["subtotal"]) + Decimal(doc["tax"]) - Decimal(doc["credits_applied"]) != Decimal(doc["total"]):
+            problems.append(f"{doc['customer_id']}: subtotal + tax - credits != total {doc['total']}")
+    subtotals, rated = _decimal_sum(summary["subtotal"]), _decimal_sum(rated_charges["amount"])
+    if subtotals != rated:
+        problems.append(f"sum of subtotals {subtotals} != rated lines {rated}")
+    yield dg.Output(summary, output_name="result", metadata={
+        "invoices": summary.height,
+        "total_revenue": str(subtotals),
+        "total_billed_incl_tax": str(_decimal_sum(summary["total"])),
+        "pdfs_rendered": sum(len(r) for r in rendered),
+        "render_shards": len(rendered),
+        "ledger": dg.MetadataValue.json(documents["saved"]),
+        "folder": dg.MetadataValue.path(str(folder)),
+    })
+    yield dg.AssetCheckResult(check_name=INVOICE_TOTALS_CHECK, asset_key="invoice_drafts", passed=not problems,
+                              metadata={"problems": "\n".join(problems) or "none", "subtotals": str(subtotals),
+                                        "rated_lines": str(rated)})

@@ -1,0 +1,107 @@
+"""A catalog that cannot be billed from is refused by the CLI with exit code 2 and one line per
+problem: the file, the path inside the document, and what is wrong (README "Catalog errors")."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from billing_pipeline.cli import main
+
+GOOD = {
+    "issuer": {"name": "Example AI GmbH"},
+    "plans": {
+        "enterprise": {"name": "Enterprise", "charges": [
+            {"id": "input", "meter": "input_tokens", "unit_size": 1000, "unit_price": "0.0025"},
+            {"id": "output", "meter": "output_tokens", "unit_size": 1000, "pricing": "graduated",
+             "tiers": [{"up_to": 10_000_000, "unit_price": "0.010"}, {"up_to": 50_000_000, "unit_price": "0.008"},
+                       {"up_to": None, "unit_price": "0.006"}]},
+        ]},
+    },
+    "customers": {"acme": {"name": "Acme", "subscriptions": [{"plan": "enterprise", "from": "2026-01-01"}]}},
+}
+
+
+def tiers_out_of_order(doc):
+    doc["plans"]["enterprise"]["charges"][1]["tiers"][1]["up_to"] = 5_000_000
+
+
+def missing_final_unbounded_tier(doc):
+    doc["plans"]["enterprise"]["charges"][1]["tiers"][2]["up_to"] = 90_000_000
+
+
+def unbounded_tier_before_the_last(doc):
+    doc["plans"]["enterprise"]["charges"][1]["tiers"][0]["up_to"] = None
+
+
+def two_charges_claim_the_same_usage(doc):
+    doc["plans"]["enterprise"]["charges"].append({"id": "gpt4o-input", "meter": "input_tokens",
+                                                  "models": ["gpt-4o"], "unit_price": "0.002"})
+
+
+def unknown_meter(doc):
+    doc["plans"]["enterprise"]["charges"][0]["meter"] = "prompt_tokens"
+
+
+def float_price(doc):
+    doc["plans"]["enterprise"]["charges"][0]["unit_price"] = 0.0025
+
+
+def float_tier_price(doc):
+    doc["plans"]["enterprise"]["charges"][1]["tiers"][0]["unit_price"] = 0.01
+
+
+def unknown_plan(doc):
+    doc["customers"]["acme"]["subscriptions"][0]["plan"] = "gold"
+
+
+CASES = [
+    (tiers_out_of_order, "plans.enterprise.charges[1].tiers[1].up_to: tiers out of order: up_to must increase "
+                         "(5,000,000 is not above 10,000,000)"),
+    (missing_final_unbounded_tier, "plans.enterprise.charges[1].tiers[2].up_to: the last tier must have up_to: null "
+                                   "(usage above 90,000,000 would fall in a gap with no price)"),
+    (unbounded_tier_before_the_last, "plans.enterprise.charges[1].tiers[0].up_to: only the last tier may have up_to: null"),
+    (two_charges_claim_the_same_usage, "plans.enterprise: charges 'input' and 'gpt4o-input' both claim the same usage"),
+    (unknown_meter, "plans.enterprise.charges[0].meter: unknown meter 'prompt_tokens'; known meters: input_tokens,"),
+    (float_price, 'plans.enterprise.charges[0].unit_price: a float where a decimal string is required: '
+                  'write it quoted, e.g. "0.0025"'),
+    (float_tier_price, "plans.enterprise.charges[1].tiers[0].unit_price: a float where a decimal string is required"),
+    (unknown_plan, "customers.acme.subscriptions[0].plan: unknown plan 'gold'; plans are: enterprise"),
+]
+
+
+def write(tmp_path, mutate) -> str:
+    doc = copy.deepcopy(GOOD)
+    mutate(doc)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(("mutate", "message"), CASES, ids=[c[0].__name__ for c in CASES])
+def test_quote_refuses_a_bad_catalog_with_its_path_and_exit_code_2(tmp_path, mutate, message):
+    catalog = write(tmp_path, mutate)
+    result = CliRunner().invoke(main, ["quote", "--catalog", catalog, "--plan", "enterprise",
+                                       "--usage", "input_tokens=1000", "--month", "2026-10"])
+    assert result.exit_code == 2
+    assert f"error: {catalog}: {message}" in result.output
+
+
+@pytest.mark.parametrize(("mutate", "message"), CASES[:1] + CASES[-1:], ids=["tiers", "plan"])
+def test_run_refuses_a_bad_catalog_before_doing_anything(tmp_path, mutate, message):
+    catalog = write(tmp_path, mutate)
+    (tmp_path / "landing" / "gateway").mkdir(parents=True)
+    (tmp_path / "landing" / "gateway" / "2026-10-01.jsonl").write_text("", encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", "--month", "2026-10", "--catalog", catalog,
+                                       "--landing", str(tmp_path / "landing"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{catalog}: {message}" in result.output
+
+
+def test_the_good_catalog_quotes():
+    from billing_pipeline.catalog import parse_catalog
+
+    assert parse_catalog(copy.deepcopy(GOOD)).plans["enterprise"].charges[1].tiers[2].up_to is None

@@ -36,3 +36,17 @@ def demo_month(tmp_path_factory) -> DemoMonth:
     landing, catalog, out = root / "landing", root / "catalog.yaml", root / "out"
     write_demo(landing, catalog, month=MONTH)
     return DemoMonth(landing, catalog, out, run_month_end(MONTH, landing, catalog, out))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reconstructed_jobs():
+    """Dagster keeps the last reconstructed job in a process-wide lru_cache keyed by its code
+    pointer, so a job rebuilt from the environment (``month_end_job_from_env``) in one test would
+    come back with another test's executor and folders. Clear it around every test."""
+    from dagster._core.definitions.reconstruct import ReconstructableJob  # no public way to reset it
+
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()
+    yield
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()

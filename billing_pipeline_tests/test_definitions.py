@@ -22,7 +22,7 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
     assert {
         "raw_openai_usage", "raw_anthropic_usage", "raw_gateway_log", "raw_cloud_focus", "raw_outcomes",
         "usage_events", "usage_quarantine", "provider_cost", "monthly_usage", "rated_charges", "unrated_usage",
-        "reconciliation", "quarantine_report", "invoice_drafts", "tokenizer_drift",
+        "reconciliation", "quarantine_report", "invoice_drafts", "tokenizer_drift", "provider_reported_cost",
     } <= assets
     checks = {key.name for key in graph.asset_check_keys}
     assert {
@@ -33,6 +33,7 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
         "invoice_totals_equal_rated_lines",
         "every_usage_event_has_a_cost",
         "every_landing_file_readable",
+        "every_cost_line_readable",
     } <= checks
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job",
                                                                   "issue_invoices_job"}

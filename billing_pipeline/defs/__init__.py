@@ -13,7 +13,13 @@ from billing_pipeline.defs.alerts import (
 )
 from billing_pipeline.defs.executors import executor_from_env
 from billing_pipeline.defs.fetch import fetch_assets, provider_fetch_job
-from billing_pipeline.defs.ingestion import provider_cost, raw_assets, tokenizer_drift, usage_tables
+from billing_pipeline.defs.ingestion import (
+    provider_cost,
+    provider_reported_cost,
+    raw_assets,
+    tokenizer_drift,
+    usage_tables,
+)
 from billing_pipeline.defs.issuing import issue_invoices_job, issued_invoices
 from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
 from billing_pipeline.defs.month_end import (
@@ -26,7 +32,7 @@ from billing_pipeline.defs.month_end import (
 from billing_pipeline.defs.resources import resources_from_env
 from billing_pipeline.defs.sensors import landing_zone_sensor
 
-ASSETS = [*raw_assets, usage_tables, provider_cost, tokenizer_drift, monthly_usage, rated_charges, reconciliation,
+ASSETS = [*raw_assets, usage_tables, provider_cost, provider_reported_cost, tokenizer_drift, monthly_usage, rated_charges, reconciliation,
           quarantine_report, invoice_drafts, issued_invoices, *fetch_assets, usage_alerts]
 
 

@@ -145,6 +145,40 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, **
     )
 
 
+REPORTED_COST_CHECK = "every_cost_line_readable"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="usage",
+    kinds={"polars"},
+    check_specs=[dg.AssetCheckSpec(REPORTED_COST_CHECK, asset="provider_reported_cost",
+                                   description="Every line of the providers' cost pages was read; "
+                                   "unreadable ones are listed with their reason.")],
+)
+def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZone):
+    """What the providers say we owe them, per cost line (OpenAI Costs API, Anthropic cost_report
+    pages in the landing zone), in dollars: the other side of provider_cost's computed cost."""
+    from billing_pipeline.sources import provider_costs
+
+    start, end = window(context)
+    read = provider_costs.read(landing.root, start, end)
+    yield dg.Output(read.costs, metadata={
+        "lines": read.costs.height,
+        "total": str(read.costs["amount"].sum() if read.costs.height else 0),
+        "quarantined": read.quarantine.height,
+    })
+    yield dg.AssetCheckResult(
+        check_name=REPORTED_COST_CHECK,
+        passed=read.quarantine.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"quarantined": read.quarantine.height,
+                  "first": ", ".join(f"{o} ({r})" for o, r in read.quarantine.select("origin", "reason").head(5).iter_rows())
+                  or "none"},
+    )
+
+
 PRICED_CHECK = "every_usage_event_has_a_cost"
 
 

@@ -102,8 +102,8 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
     ],
 )
 def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame,
-                   provider_cost: pl.DataFrame, monthly_usage: pl.DataFrame, catalog: CatalogResource,
-                   output: OutputFiles):
+                   provider_cost: pl.DataFrame, provider_reported_cost: pl.DataFrame, monthly_usage: pl.DataFrame,
+                   catalog: CatalogResource, output: OutputFiles):
     """Revenue against provider cost per customer, provider and model, with flags for negative
     margins, unattributed usage, unpriced models and metering drift (our gateway log against the
     provider's usage report for the customer's keys). Written as reconciliation.csv (+
@@ -112,7 +112,8 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
     folder = output.month_dir(month)
     reported = monthly_usage.filter(pl.col("source").is_in(REPORT_SOURCES))
     drift = metering_drift(monthly_usage, reported, catalog.load(), month)
-    costs_drift = cost_drift(provider_cost)  # TODO(lead): pass the provider_reported_cost frame once it exists
+    # The providers' cost pages when they landed; otherwise the cost the usage rows carried.
+    costs_drift = cost_drift(provider_cost, provider_reported_cost if provider_reported_cost.height else None)
     table = reconcile(rated_charges, provider_cost, drift)
     path = folder / "reconciliation.csv"
     table.write_csv(path)

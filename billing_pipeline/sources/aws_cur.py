@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 import polars as pl
@@ -99,14 +98,6 @@ def _canonical_tags(text: str | None) -> str | None:
     return schema.canonical_json(clean)
 
 
-def _scaled(quantity: str | None, factor: int | None) -> int | None:
-    """Decimal usage amount x factor, rounded half up to a whole base unit."""
-    try:
-        return int((Decimal(quantity) * factor).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    except (InvalidOperation, ValueError, TypeError):
-        return None
-
-
 def _token_factor(unit: pl.Expr) -> pl.Expr:
     return (pl.when(unit.str.contains(r"1m|million")).then(1_000_000)
             .when(unit.str.contains(r"1k|thousand|k tokens")).then(1000).otherwise(1))
@@ -181,7 +172,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "line_item_usage_start_date", start, end)
-    accepted = _map_unique(accepted, ["qty_text", "factor"], _scaled, "amount", pl.Int64)
+    accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "amount", pl.Int64)
     bedrock_model = pl.col("usage_type").str.replace(r"^[A-Z]{2,4}\d?-", "").str.replace(
         r"(?i)-(cache-read-|cache-write-)?(input|output)-token(s|-count)$", "")
     accepted = accepted.with_columns(

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -322,3 +323,12 @@ def combine(events: list[pl.DataFrame], quarantine: list[pl.DataFrame], accepted
     qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed")
     accepted = ev["origin"].n_unique() if accepted_records is None else accepted_records
     return SourceRead(events=ev, quarantine=qu, records_read=accepted + qu.height)
+
+
+def whole_units(quantity: str | None, factor: int | None) -> int | None:
+    """A decimal usage amount (hours, 1K tokens) x factor, rounded half up to whole base units
+    (seconds, tokens); None when the amount is not a number."""
+    try:
+        return int((Decimal(quantity) * factor).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except (InvalidOperation, ValueError, TypeError):
+        return None

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 import polars as pl
@@ -117,13 +116,6 @@ def _canonical_tags(text: str | None) -> str | None:
     return schema.canonical_json(value) if isinstance(value, dict) else None
 
 
-def _gpu_seconds(quantity: str, factor: int) -> int | None:
-    try:
-        return int((Decimal(quantity) * factor).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    except (InvalidOperation, ValueError, TypeError):
-        return None
-
-
 def _map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl.DataFrame:
     """Apply a Python function once per distinct value combination (few), then join back."""
     uniq = frame.select(cols).unique()
@@ -192,7 +184,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "ChargePeriodStart", start, end)
-    accepted = _map_unique(accepted, ["qty_text", "factor"], _gpu_seconds, "m_gpu", pl.Int64)
+    accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "m_gpu", pl.Int64)
     accepted = accepted.with_columns(
         natural_key=pl.concat_str(
             [pl.col(c).cast(pl.String).fill_null("") for c in ("ts", "resource_id", "sku_price_id", "category", "row_id")],

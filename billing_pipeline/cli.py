@@ -138,6 +138,30 @@ def quote(catalog: Path, plan: str, usage: tuple[str, ...], month: str | None, t
     click.echo(document_json(document) if as_json else quote_text(document), nl=not as_json)
 
 
+@main.command()
+@click.option("--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Folder for <plan_id>.html per plan and index.html.")
+@click.option("--month", default=None,
+              help="Price at the prices in effect on this month's first day, YYYY-MM (default: the current UTC month).")
+@click.option("--plan", "plans", multiple=True, help="Only this plan id; repeatable (default: every plan).")
+def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ...]) -> None:
+    """Static cost calculator pages, one per plan: the same totals as `quote`, in the browser."""
+    import datetime as dt
+
+    from billing_pipeline.calculator import CalculatorError, write_calculator
+    from billing_pipeline.catalog import CatalogError, load_catalog
+
+    month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
+    try:
+        written = write_calculator(load_catalog(catalog), out, month, list(plans) or None)
+    except (CatalogError, CalculatorError, ValueError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
 @main.command("import-prices")
 @click.option("--litellm", "source", required=True, type=click.Path(path_type=Path),
               help="LiteLLM model_prices_and_context_window.json.")
@@ -166,6 +190,103 @@ from billing_pipeline.invoicing.cli_commands import COMMANDS as _INVOICING_COMMA
 for _command in _INVOICING_COMMANDS:  # issue, void, credit-note
     main.add_command(_command)
 
+
+@main.command()
+@click.option("--month", default=None, help="Send the issued invoices of this month, YYYY-MM.")
+@click.option("--invoice", "number", default=None, help="Send one issued invoice, e.g. INV-2026-000042.")
+@click.option("--resend", is_flag=True, help="With --invoice: send it again (a new, audit-logged delivery).")
+@click.option("--dry-run", "dry_run", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Write the .eml files that would be sent to DIR; send nothing, change nothing.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+              help="Output folder (issued PDFs under <out>/<month>/invoices).")
+@click.option("--catalog", type=click.Path(path_type=Path), default=None,
+              help="Catalog YAML (billing emails, issuer); default <out>/catalog.yaml.")
+@click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
+              help="Ledger URL (default: SQLite file <out>/ledger.db).")
+def send(month: str | None, number: str | None, resend: bool, dry_run: Path | None, out: Path,
+         catalog: Path | None, database_url: str | None) -> None:
+    """Email issued invoices (PDF + JSON copy) to each customer's billing email over SMTP
+    (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
+    however often this runs; failed attempts are retried with backoff by the next run."""
+    from billing_pipeline.catalog import load_catalog
+    from billing_pipeline.invoicing import delivery
+    from billing_pipeline.invoicing.cli_commands import _fail, _ledger
+    from billing_pipeline.periods import parse_month
+
+    if (month is None) == (number is None):
+        _fail("pass exactly one of --month YYYY-MM or --invoice NUMBER")
+    if resend and number is None:
+        _fail("--resend needs --invoice NUMBER")
+    try:
+        if month is not None:
+            parse_month(month)
+        loaded = load_catalog(catalog or out / "catalog.yaml")
+        sender = delivery.sender_from_env(loaded.issuer.name, loaded.issuer.email)
+        settings = None if dry_run else delivery.smtp_from_env()
+    except (ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0])
+    ledger = _ledger(out, database_url)
+    recipients = delivery.recipients_from_catalog(loaded)
+    try:
+        if dry_run:
+            report = delivery.preview(ledger, recipients, out, dry_run, sender=sender, period=month,
+                                      number=number, resend=resend)
+        else:
+            with delivery.SmtpTransport(settings) as transport:
+                report = delivery.deliver(ledger, recipients, out, transport, sender=sender, period=month,
+                                          number=number, resend=resend, actor="cli")
+    except delivery.DeliveryError as exc:
+        _fail(str(exc))
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for item in report.sent:
+        click.echo(f"sent {item['number']} ({item['purpose']}) to {item['recipient']}: {item['response']}")
+    for item in report.retrying:
+        click.echo(f"retry {item['number']} after {item['next_attempt_at']:%Y-%m-%d %H:%M:%S} UTC "
+                   f"(attempt {item['attempts']} failed: {item['error']})", err=True)
+    for item in report.failed:
+        click.echo(f"failed {item['number']} after {item['attempts']} attempt(s): {item['error']}; "
+                   f"send it again with --invoice {item['number']} --resend", err=True)
+    for item in report.no_recipient:
+        click.echo(f"not sent {item['number']}: customer {item['customer_id']} has no billing email", err=True)
+    if number is not None and not dry_run:
+        for row in delivery.deliveries(ledger, number=number):
+            click.echo(f"{number} {row['purpose']}: {row['status']}, {row['attempts']} attempt(s)"
+                       + (f", sent {row['sent_at']:%Y-%m-%d %H:%M} UTC to {row['recipient']}" if row["sent_at"] else ""))
+    counts = {"eml files": len(report.written)} if dry_run else {}
+    counts.update(report.counts())
+    click.echo(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()))
+    if report.retrying or report.failed:
+        sys.exit(1)
+
+
+
+@main.command()
+@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]),
+              help="Statement day, YYYY-MM-DD: usage of its month up to and including it.")
+@click.option("--landing", required=True, type=click.Path(path_type=Path), help="Landing zone folder.")
+@click.option("--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
+              help="Ledger with earlier months' invoices, for prepaid credits already drawn "
+              "(default: <out>/ledger.db when it exists).")
+def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | None) -> None:
+    """Month-to-date statements as of DATE, one per customer: JSON, HTML and PDF under
+    <out>/<YYYY-MM>/statements/<DATE>/ (the totals are the draft invoice of the days so far)."""
+    from billing_pipeline.invoicing.statement_pdf import statements_from_landing
+    from billing_pipeline.runner import validate_inputs
+
+    day = day.date()
+    try:
+        validate_inputs(day.strftime("%Y-%m"), landing, catalog)
+    except InputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    table = statements_from_landing(landing, catalog, out, day, database_url)
+    for row in table.iter_rows(named=True):
+        click.echo(f"{row['customer_id']}: {row['total']} {row['currency']} so far, projected "
+                   f"{row['projected_total']}, limit used {row['limit_used_pct'] or '-'} %")
+    click.echo(f"wrote {table.height} statement(s) to {out / day.strftime('%Y-%m') / 'statements' / day.isoformat()}")
 
 if __name__ == "__main__":
     main()

@@ -20,7 +20,7 @@ from billing_pipeline.defs.ingestion import (
     tokenizer_drift,
     usage_tables,
 )
-from billing_pipeline.defs.issuing import issue_invoices_job, issued_invoices
+from billing_pipeline.defs.issuing import delivered_invoices, issue_invoices_job, issued_invoices
 from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
 from billing_pipeline.defs.month_end import (
     invoice_drafts,
@@ -31,9 +31,10 @@ from billing_pipeline.defs.month_end import (
 )
 from billing_pipeline.defs.resources import resources_from_env
 from billing_pipeline.defs.sensors import landing_zone_sensor
+from billing_pipeline.defs.statements import month_to_date_statements, month_to_date_statements_job
 
 ASSETS = [*raw_assets, usage_tables, provider_cost, provider_reported_cost, tokenizer_drift, monthly_usage, rated_charges, reconciliation,
-          quarantine_report, invoice_drafts, issued_invoices, *fetch_assets, usage_alerts]
+          quarantine_report, invoice_drafts, issued_invoices, delivered_invoices, *fetch_assets, usage_alerts, month_to_date_statements]
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
@@ -41,7 +42,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=ASSETS,
         jobs=[daily_ingestion_job, month_end_job, issue_invoices_job, provider_fetch_job, usage_alerts_job,
-              alert_delivery_job],
+              alert_delivery_job, month_to_date_statements_job],
         schedules=[daily_ingestion_schedule, month_end_schedule, usage_alerts_schedule, alert_delivery_schedule],
         sensors=[landing_zone_sensor],
         resources=with_alert_resources(resources if resources is not None else resources_from_env()),

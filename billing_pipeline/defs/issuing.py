@@ -8,7 +8,10 @@ is what guarantees one set of gapless numbers, however many runs start at once.
 import dagster as dg
 
 from billing_pipeline.defs.partitions import monthly_partitions
-from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
+from pathlib import Path
+
+from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, SmtpResource
+from billing_pipeline.invoicing import delivery
 from billing_pipeline.invoicing.issuing import issue_month
 
 ISSUING_GROUP = "issuing"
@@ -47,8 +50,50 @@ def issued_invoices(context: dg.AssetExecutionContext, catalog: CatalogResource,
     })
 
 
+@dg.asset(partitions_def=monthly_partitions, group_name=ISSUING_GROUP, kinds={"email"}, deps=[issued_invoices],
+          retry_policy=dg.RetryPolicy(max_retries=3, delay=60, backoff=dg.Backoff.EXPONENTIAL))
+def delivered_invoices(context: dg.AssetExecutionContext, catalog: CatalogResource, ledger: LedgerResource,
+                       output: OutputFiles, smtp: SmtpResource) -> dg.MaterializeResult:
+    """The month's issued invoices emailed to each customer's billing email (PDF + JSON copy),
+    each once: the ledger's delivery outbox remembers what was sent, so re-materializing sends
+    only what is still due. Fails while a delivery is waiting for a retry or has failed (the step
+    retries after the outbox's backoff) and when SMTP is not configured."""
+    month = context.partition_key[:7]
+    loaded = catalog.load()
+    env = smtp.environ()
+    try:
+        sender = delivery.sender_from_env(loaded.issuer.name, loaded.issuer.email, env)
+        settings = None if env.get("BILLING_SMTP_DRY_RUN_DIR") else delivery.smtp_from_env(env)
+    except (delivery.DeliveryError, delivery.SmtpConfigError) as exc:
+        raise dg.Failure(f"invoices of {month} not sent: {exc}", allow_retries=False) from None
+    opened, recipients, out = ledger.open(), delivery.recipients_from_catalog(loaded), Path(output.path)
+    if settings is None:
+        report = delivery.preview(opened, recipients, out, Path(env["BILLING_SMTP_DRY_RUN_DIR"]),
+                                  sender=sender, period=month)
+    else:
+        with delivery.SmtpTransport(settings) as transport:
+            report = delivery.deliver(opened, recipients, out, transport, sender=sender, period=month,
+                                      actor=f"dagster:{context.run.run_id}")
+    counts = report.counts()
+    metadata = {
+        "sent": counts["sent"], "failed": counts["failed"] + counts["retrying"],
+        "skipped": counts["no_recipient"] + counts["cancelled"], **counts,
+        "sent_numbers": ", ".join(i["number"] for i in report.sent) or "none",
+        "no_recipient": ", ".join(f"{i['number']} ({i['customer_id']})" for i in report.no_recipient) or "none",
+        "eml_files": len(report.written),
+    }
+    for item in report.no_recipient:
+        context.log.warning(f"{item['number']} not sent: customer {item['customer_id']} has no billing email")
+    problems = [f"{i['number']}: {i['error']}" for i in report.retrying + report.failed]
+    if problems:
+        raise dg.Failure(f"{len(problems)} invoice email(s) not delivered: " + "; ".join(problems),
+                         metadata=metadata, allow_retries=bool(report.retrying) and not report.failed)
+    return dg.MaterializeResult(metadata=metadata)
+
+
 issue_invoices_job = dg.define_asset_job(
     "issue_invoices_job",
-    selection=dg.AssetSelection.assets(issued_invoices),
-    description="Issue a reviewed month: gapless numbers, issue/due dates, final PDFs. Triggered by finance.",
+    selection=dg.AssetSelection.assets(issued_invoices, delivered_invoices),
+    description="Issue a reviewed month: gapless numbers, issue/due dates, final PDFs, emailed to "
+                "customers. Triggered by finance.",
 )

@@ -201,6 +201,27 @@ class ProviderAdminApi(dg.ConfigurableResource):
     base_url: str
 
 
+class SmtpResource(dg.ConfigurableResource):
+    """The SMTP server invoices are emailed through. Fields left unset are read from the
+    BILLING_SMTP_* environment variables when a run sends, so the password never enters run
+    config; ``dry_run_dir`` (or BILLING_SMTP_DRY_RUN_DIR) writes .eml files instead of sending."""
+
+    host: str | None = None
+    port: int | None = None
+    security: str | None = None  # none | starttls | ssl
+    user: str | None = None
+    dry_run_dir: str | None = None
+
+    def environ(self) -> dict[str, str]:
+        """The BILLING_SMTP_* settings: the process environment, overridden by set fields."""
+        env = {k: v for k, v in os.environ.items() if k.startswith("BILLING_SMTP_")}
+        for name in ("host", "port", "security", "user", "dry_run_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                env[f"BILLING_SMTP_{name.upper()}"] = str(value)
+        return env
+
+
 def resources_from_env(root: str | Path | None = None) -> dict[str, object]:
     """The resource map for a deployment, from environment variables with local defaults."""
     root = Path(root or os.getenv("BILLING_HOME", "."))
@@ -210,6 +231,7 @@ def resources_from_env(root: str | Path | None = None) -> dict[str, object]:
         "catalog": CatalogResource(path=os.getenv("BILLING_CATALOG", str(root / "catalog.yaml"))),
         "ledger": LedgerResource(url=os.getenv("BILLING_DATABASE_URL", f"sqlite:///{Path(out).resolve()}/ledger.db")),
         "output": OutputFiles(path=out),
+        "smtp": SmtpResource(),  # BILLING_SMTP_* read when invoices are sent
         "io_manager": PolarsParquetIOManager(base_dir=os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage"))),
         "step_io_manager": step_io_manager(Path(os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage")))),
         "openai_admin_api": ProviderAdminApi(api_key=dg.EnvVar("OPENAI_ADMIN_KEY"),

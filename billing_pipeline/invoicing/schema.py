@@ -157,6 +157,38 @@ hard_caps = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Invoice delivery by email (revision 0004_delivery): an outbox, one row per (invoice, purpose),
+# so an invoice is sent once for 'issue' however often delivery runs; a requested re-send is a
+# new row ('resend-1', 'resend-2', ...). See invoicing/delivery.py for the state machine.
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "no_recipient", "cancelled")
+invoice_deliveries = Table(
+    "invoice_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invoice_id", Integer, ForeignKey("invoices.id"), nullable=False),
+    Column("number", String(50), nullable=False),
+    Column("customer_id", String(100), nullable=False),
+    Column("period", String(7), nullable=False),
+    Column("purpose", String(40), nullable=False),  # issue | resend-<n>
+    Column("recipient", Text, nullable=True),  # null: the customer has no billing email
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),  # while sending: lease end
+    Column("message_id", String(200), nullable=False),  # stable per (number, purpose): receivers dedupe
+    Column("last_error", Text, nullable=True),
+    Column("server_response", Text, nullable=True),  # the SMTP reply that accepted the message
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "status IN ('pending', 'sending', 'sent', 'failed', 'no_recipient', 'cancelled')",
+        name="ck_invoice_deliveries_status",
+    ),
+)
+Index("uq_invoice_deliveries_purpose", invoice_deliveries.c.invoice_id, invoice_deliveries.c.purpose,
+      unique=True)
+Index("ix_invoice_deliveries_due", invoice_deliveries.c.status, invoice_deliveries.c.next_attempt_at)
+
 IMMUTABLE_COLUMNS_0001 = (
     "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
     "credits_micros", "total_micros", "document", "created_at",

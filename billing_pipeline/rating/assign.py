@@ -1,9 +1,9 @@
 """Which plan, charge and price period each unit of usage belongs to, aggregated early.
 
-The month's events are reduced to one row per customer x plan x provider x model x meter x
-dimensions x day before anything else happens: charges are matched on the distinct keys of that
-aggregate (a few thousand rows, however many events), not per event. Only events an allowance
-covers stay event-level, because included units are consumed in time order (ties by event id).
+The month's events are reduced to one row per customer x provider x model x meter x dimensions
+(x day where the day matters) in one streaming group-by before anything else happens: plans and
+charges are matched on that aggregate (~10^5 rows for 10^7 events), not per event. Allowances are
+settled from daily totals; only the day a customer crosses its allowance is read at event level.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def charge_expr(catalog: Catalog, plan_ids: set[str] | None = None) -> pl.Expr:
     return charge
 
 
-def price_from_expr(catalog: Catalog) -> pl.Expr:
+def price_from_expr(catalog: Catalog, day: pl.Expr | None = None) -> pl.Expr:
     """The first day of the price period the row's day falls in (null: the base prices)."""
+    day = pl.col("day") if day is None else day
     price_from = pl.lit(None, dtype=pl.Date)
     for plan_id, plan in catalog.plans.items():
         for c in plan.charges:
             for change in c.prices or []:  # later changes override earlier ones
-                hit = (pl.col("plan_id") == plan_id) & (pl.col("charge_id") == c.id) & (pl.col("day") >= change.from_)
+                hit = (pl.col("plan_id") == plan_id) & (pl.col("charge_id") == c.id) & (day >= change.from_)
                 price_from = pl.when(hit).then(pl.lit(change.from_)).otherwise(price_from)
     return price_from
 
@@ -79,48 +80,117 @@ def _with_charges(frame: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     return frame.join(keyed, on=CHARGE_KEYS, how="left", nulls_equal=True)
 
 
-def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str) -> pl.DataFrame:
+def steady_plans(catalog: Catalog, month: str, days: pl.DataFrame | None = None) -> pl.DataFrame:
+    """customer_id -> plan_id for customers whose usage needs no day to be rated: one plan covers
+    every day of the month and none of its charges changes price inside the month. Customers with
+    no subscription at all in the month need no day either (all their usage is unrated)."""
+    start, end = parse_month(month)
+    days = plan_days(catalog, month) if days is None else days
+    changing = [pid for pid, p in catalog.plans.items()
+                if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])]
+    return (
+        days.group_by("customer_id")
+        .agg(pl.len().alias("days"), pl.col("plan_id").n_unique().alias("plans"), pl.first("plan_id"))
+        .filter((pl.col("days") == (end - start).days) & (pl.col("plans") == 1) & ~pl.col("plan_id").is_in(changing))
+        .select("customer_id", "plan_id")
+    )
+
+
+def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *,
+                    by_day: bool = True) -> pl.DataFrame:
     """The month's attributed usage as KEYS + charge_id, price_from, quantity, included, events.
+
+    One streaming group-by over the events. ``day`` is kept only where rating needs it (a plan or
+    price change inside the month, a subscription covering part of it, allowance consumption), or
+    everywhere with ``by_day`` (the invoice chart's per-day quantities); elsewhere it is null, so a
+    steady customer's month is a few dozen rows however many events it had.
 
     ``plan_id`` is null where no subscription covers the day; ``charge_id`` is null where the plan
     prices nothing for the row: both are reported as unrated, never dropped."""
     start, end = parse_month(month)
-    allowances = _allowances(catalog)
-    events = (
-        usage.lazy()
-        .filter((pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null())
-        .join(plan_days(catalog, month).lazy(), on=["customer_id", "day"], how="left")
+    days = plan_days(catalog, month)
+    steady = steady_plans(catalog, month, days)
+    subscribed = days["customer_id"].unique()
+    sensitive = subscribed.filter(~subscribed.is_in(steady["customer_id"].implode()))
+    allowance_plans = {pid: p.allowance for pid, p in catalog.plans.items() if p.allowance}
+    allowance_customers = days.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"].unique()
+    allowance_meters = sorted({m for a in allowance_plans.values() for m in a.meters})
+
+    events = usage.lazy().filter((pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null())
+    need_day = pl.lit(by_day)
+    if sensitive.len():
+        need_day = need_day | pl.col("customer_id").is_in(sensitive.implode())
+    if allowance_customers.len():
+        need_day = need_day | (pl.col("customer_id").is_in(allowance_customers.implode())
+                               & pl.col("meter").is_in(allowance_meters))
+    group_keys = [k for k in KEYS if k not in ("model_family", "day", "plan_id")]
+    grouped = (
+        events.group_by(*group_keys, pl.when(need_day).then(pl.col("day")).alias("day"))
+        .agg(pl.sum("quantity"), pl.len().cast(pl.Int64).alias("events"), pl.first("model_family"))
+        .collect(engine="streaming")
     )
+    with_plan = (
+        grouped.join(days.rename({"plan_id": "_day_plan"}), on=["customer_id", "day"], how="left")
+        .join(steady.rename({"plan_id": "_steady_plan"}), on="customer_id", how="left")
+        .with_columns(pl.when(pl.col("day").is_null()).then(pl.col("_steady_plan")).otherwise(pl.col("_day_plan"))
+                      .alias("plan_id"))
+        .drop("_day_plan", "_steady_plan")
+    )
+    rated = _with_charges(with_plan, catalog)
     covered = pl.lit(False)
-    for plan_id, plan in catalog.plans.items():
-        if plan.allowance:
-            covered = covered | ((pl.col("plan_id") == plan_id) & pl.col("meter").is_in(plan.allowance.meters))
-    covered = covered.fill_null(False)
-    rest = (
-        events.filter(~covered)
-        .group_by(KEYS)
-        .agg(pl.sum("quantity"), pl.len().cast(pl.Int64).alias("events"))
-        .with_columns(pl.lit(0, dtype=pl.Int64).alias("included"))
+    for plan_id, allowance in allowance_plans.items():
+        covered = covered | ((pl.col("plan_id") == plan_id) & pl.col("meter").is_in(allowance.meters))
+    covered = (covered & pl.col("charge_id").is_not_null()).fill_null(False)
+    rated = rated.with_columns(covered.alias("_covered"))
+    rest = rated.filter(~pl.col("_covered")).with_columns(pl.lit(0, dtype=pl.Int64).alias("included"))
+    parts = [rest]
+    consuming = rated.filter(pl.col("_covered"))
+    if consuming.height:
+        parts.append(_consume_allowances(consuming, events, _allowances(catalog)))
+    aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events") for p in parts])
+    return aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from"))
+
+
+def _consume_allowances(rows: pl.DataFrame, events: pl.LazyFrame, allowances: pl.DataFrame) -> pl.DataFrame:
+    """Included units are used up first, in time order (day, then start time, ties by event id),
+    across the allowance's meters; usage no charge prices uses none of it.
+
+    Whole days settle from daily totals: a day that ends within the allowance is fully included,
+    a day that starts past it is fully billable. Only the day on which a customer crosses the
+    allowance (at most one per customer and plan) is read back at event level, in time order."""
+    allowance = allowances.group_by("plan_id").agg(pl.first("allowance"))
+    part = ["customer_id", "plan_id"]
+    daily = (
+        rows.group_by(*part, "day").agg(pl.sum("quantity").alias("day_total"))
+        .join(allowance, on="plan_id")
+        .sort(*part, "day")
+        .with_columns((pl.col("day_total").cum_sum().over(part) - pl.col("day_total")).alias("used_before"))
+        .with_columns(
+            pl.when(pl.col("used_before") + pl.col("day_total") <= pl.col("allowance")).then(pl.lit("all"))
+            .when(pl.col("used_before") >= pl.col("allowance")).then(pl.lit("none"))
+            .otherwise(pl.lit("crossing")).alias("_settled")
+        )
+    )
+    rows = rows.join(daily.select(*part, "day", "_settled"), on=[*part, "day"], how="left")
+    whole = rows.filter(pl.col("_settled") != "crossing").with_columns(
+        pl.when(pl.col("_settled") == "all").then(pl.col("quantity")).otherwise(0).cast(pl.Int64).alias("included"))
+    crossing = daily.filter(pl.col("_settled") == "crossing").select(*part, "day", "used_before", "allowance")
+    if crossing.height == 0:
+        return whole
+    keys = rows.filter(pl.col("_settled") == "crossing").select(*KEYS[:7], "charge_id").unique()
+    detail = (
+        events.filter(pl.col("customer_id").is_in(crossing["customer_id"].unique().implode())
+                      & pl.col("day").is_in(crossing["day"].unique().implode()))
+        .select(*[k for k in KEYS if k != "plan_id"], "start", "event_id", "quantity")
+        .join(crossing.lazy(), on=["customer_id", "day"], how="inner")
+        .join(keys.lazy(), on=KEYS[:7], how="inner", nulls_equal=True)
+        .with_columns((pl.col("quantity").cum_sum().over(part, order_by=["start", "event_id"])
+                       - pl.col("quantity") + pl.col("used_before")).alias("_before"))
+        .with_columns(pl.min_horizontal(pl.col("quantity"), pl.max_horizontal(pl.col("allowance") - pl.col("_before"), 0))
+                      .cast(pl.Int64).alias("included"))
+        .group_by(*KEYS, "charge_id").agg(pl.sum("included"))
         .collect()
     )
-    parts = [_with_charges(rest, catalog)]
-    if allowances.height:
-        parts.append(_consume_allowances(events.filter(covered), catalog, allowances))
-    aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events") for p in parts])
-    return aggregated.with_columns(price_from_expr(catalog).alias("price_from"))
-
-
-def _consume_allowances(events: pl.LazyFrame, catalog: Catalog, allowances: pl.DataFrame) -> pl.DataFrame:
-    """Included units are used up first, in time order (ties by event id), across the allowance's
-    meters; events no charge prices use none of it."""
-    rows = _with_charges(events.select(*KEYS, "start", "event_id", "quantity").collect(), catalog)
-    rows = rows.join(allowances, on=["plan_id", "meter"], how="left")
-    priced = pl.col("charge_id").is_not_null()
-    running = pl.col("quantity").cum_sum().over(["customer_id", "plan_id", priced], order_by=["start", "event_id"])
-    used_before = running - pl.col("quantity")
-    included = pl.min_horizontal(pl.col("quantity"), pl.max_horizontal(pl.col("allowance") - used_before, pl.lit(0)))
-    return (
-        rows.with_columns(pl.when(priced).then(included).otherwise(0).cast(pl.Int64).alias("included"))
-        .group_by(*KEYS, "charge_id")
-        .agg(pl.sum("quantity"), pl.sum("included"), pl.len().cast(pl.Int64).alias("events"))
-    )
+    crossed = rows.filter(pl.col("_settled") == "crossing").join(
+        detail, on=[*KEYS, "charge_id"], how="left", nulls_equal=True).with_columns(pl.col("included").fill_null(0))
+    return pl.concat([whole.select(crossed.columns), crossed])

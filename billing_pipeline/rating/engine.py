@@ -38,7 +38,7 @@ from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_quantity, round_m
 from billing_pipeline.periods import days_in_month, month_label, overlap_days, parse_month
 from billing_pipeline.rating.assign import aggregate_usage
 from billing_pipeline.rating.discounts import discount_lines
-from billing_pipeline.rating.pricing import explain, per_unit_words
+from billing_pipeline.rating.pricing import explain, per_unit_words, price_text
 from billing_pipeline.rating.vectorized import price_lines, price_table
 from billing_pipeline.schema import unit_name
 
@@ -258,9 +258,109 @@ def _records(frame: pl.DataFrame) -> list[dict]:
     return [dict(zip(names, row)) for row in zip(*(frame.get_column(n).to_list() for n in names))]
 
 
+def fmt_int_expr(value: pl.Expr) -> pl.Expr:
+    """money.fmt_quantity as an expression: 1234567 -> '1,234,567'."""
+    digits = value.abs().cast(pl.String).str.reverse().str.replace_all(r"(\d{3})", "${1},").str.strip_suffix(",")
+    return pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit("")) + digits.str.reverse()
+
+
+def _minor_parts(amount_minor: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(sign, whole units, '.' + zero-padded minor digits or '') of an amount in minor units;
+    needs the columns ``minor`` and ``pow10`` (10^minor)."""
+    a = amount_minor.abs()
+    sign = pl.when(amount_minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    frac = pl.when(pl.col("minor") > 0).then(
+        "." + (a % pl.col("pow10")).cast(pl.String).str.zfill(pl.col("minor"))).otherwise(pl.lit(""))
+    return sign, a // pl.col("pow10"), frac
+
+
+def amount_text_expr(amount_minor: pl.Expr) -> pl.Expr:
+    """str(Decimal amount) from minor units: 123456 -> '1234.56' (the line's ``amount``)."""
+    sign, whole, frac = _minor_parts(amount_minor)
+    return sign + whole.cast(pl.String) + frac
+
+
+def money_text_expr(amount_minor: pl.Expr) -> pl.Expr:
+    """money.fmt_money of an amount in minor units: '$1,234.56', '1,234.56 EUR'; needs ``currency``."""
+    sign, whole, frac = _minor_parts(amount_minor)
+    text = fmt_int_expr(whole) + frac
+    usd = pl.col("currency").str.to_uppercase() == "USD"
+    return pl.when(usd).then(sign + "$" + text).otherwise(sign + text + " " + pl.col("currency").str.to_uppercase())
+
+
+def _charge_words(line_rows: pl.DataFrame, catalog: Catalog, month: str, words: _LineWords) -> pl.DataFrame:
+    """One row per (plan, charge, price period) of the month's lines: every word of a line that
+    does not depend on its quantity, made once in Python (a few hundred rows)."""
+    rows = []
+    charges = {(pid, c.id): c for pid, p in catalog.plans.items() for c in p.charges}
+    for plan_id, charge_id, price_from in line_rows.select("plan_id", "charge_id", "price_from").unique().iter_rows():
+        plan = catalog.plans[plan_id]
+        charge = charges[plan_id, charge_id]
+        priced, period, dimensions, meter, unit = words.period(plan_id, charge, price_from)
+        minor = MINOR_UNITS.get(plan.currency.upper(), 2)
+        per_unit = priced.pricing == "per_unit"
+        rows.append({
+            "plan_id": plan_id, "charge_id": charge_id, "price_from": price_from,
+            "vectorized": per_unit, "title": charge.title, "period": period, "dimensions": dimensions,
+            "meter": meter, "unit": unit, "unit_size": charge.unit_size, "base_pricing": charge.pricing,
+            "unit_price": str(priced.unit_price) if per_unit else None,
+            "price_text": price_text(priced.unit_price, priced, plan.currency) if per_unit else None,
+            "what": _subject(charge, []), "currency": plan.currency, "minor": minor, "pow10": 10**minor,
+            "allowance": plan.allowance.quantity if plan.allowance else None,
+        })
+    schema = {"plan_id": pl.String, "charge_id": pl.String, "price_from": pl.Date, "vectorized": pl.Boolean,
+              "title": pl.String, "period": pl.String, "dimensions": pl.String, "meter": pl.String,
+              "unit": pl.String, "unit_size": pl.Int64, "base_pricing": pl.String, "unit_price": pl.String,
+              "price_text": pl.String, "what": pl.String, "currency": pl.String, "minor": pl.Int64,
+              "pow10": pl.Int64, "allowance": pl.Int64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _per_unit_lines(lines: pl.DataFrame, amounts: pl.DataFrame, daily: pl.DataFrame | None) -> pl.DataFrame:
+    """The month's per-unit lines (the bulk: one per customer x charge x model), words and all,
+    as polars expressions: the same text ``_usage_line`` writes, without a Python loop."""
+    model = pl.col("models").list.first()
+    subject = pl.when(model.is_not_null() & (model != "")).then(pl.col("what") + " of " + model).otherwise(pl.col("what"))
+    money = money_text_expr(pl.col("amount_minor"))
+    explanation = fmt_int_expr(pl.col("billable")) + " " + subject + " at " + pl.col("price_text") + " = " + money
+    explanation = pl.when(pl.col("period") != "").then(
+        "Usage" + pl.col("period") + " at the prices in effect then: " + explanation).otherwise(explanation)
+    explanation = pl.when(pl.col("included") != 0).then(
+        fmt_int_expr(pl.col("quantity")) + " " + subject + ", of which " + fmt_int_expr(pl.col("included"))
+        + " were covered by the plan's included " + fmt_int_expr(pl.col("allowance")) + " units; " + explanation
+    ).otherwise(explanation)
+    named = (pl.col("base_pricing") == "per_unit") & model.is_not_null() & (model != "")
+    frame = lines.join(amounts.select("line_id", "amount_minor"), on="line_id", how="inner")
+    if daily is not None:
+        frame = frame.join(daily, on="line_id", how="left")
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("daily"))
+    return frame.select(
+        "customer_id", "plan_id", pl.lit(0, dtype=pl.Int64).alias("position"), "charge_id",
+        (pl.col("title") + pl.when(named).then(" (" + model + ")").otherwise(pl.lit("")) + pl.col("period"))
+        .alias("description"),
+        pl.col("providers").list.join("+").alias("provider"),
+        "meter",
+        pl.when(pl.col("models").list.len() == 1).then(model).alias("model"),
+        "dimensions",
+        pl.col("billable").alias("quantity"),
+        pl.col("included").alias("included_quantity"),
+        "unit", "unit_size", "unit_price",
+        pl.col("base_pricing").alias("pricing"),
+        amount_text_expr(pl.col("amount_minor")).alias("amount"),
+        "currency",
+        pl.lit("[]").alias("tiers"),
+        "components",
+        pl.col("daily").fill_null("[]"),
+        explanation.alias("explanation"),
+        pl.lit("variable").alias("consideration"),
+        "line_id",
+    )
+
+
 @contextmanager
 def _gc_paused():
-    """The cyclic GC off while ~10^5 line dicts are built (they hold no cycles; its passes cost
+    """The cyclic GC off while ~10^4 line dicts are built (they hold no cycles; its passes cost
     ~15% of rate_month at 1 M events); restored as it was, also on error."""
     enabled = gc.isenabled()
     gc.disable()
@@ -271,14 +371,20 @@ def _gc_paused():
             gc.enable()
 
 
-def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str) -> RatedMonth:
-    """Line items for every customer with a subscription or usage in ``month``."""
+def rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *, daily: bool = True) -> RatedMonth:
+    """Line items for every customer with a subscription or usage in ``month``.
+
+    ``daily=False`` skips the per-day quantities of each line (``daily`` = "[]"), which only the
+    invoice chart reads: without them a steady customer's usage is aggregated without its day."""
     with _gc_paused():
-        return _rate_month(usage, catalog, month)
+        return _rate_month(usage, catalog, month, daily)
 
 
-def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str) -> RatedMonth:
-    aggregated = aggregate_usage(usage, catalog, month)
+_SORT = {"_customer": pl.Int64, "_sub": pl.Int64, "_kind": pl.Int64, "_charge": pl.Int64, "line_id": pl.Int64}
+
+
+def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, with_daily: bool) -> RatedMonth:
+    aggregated = aggregate_usage(usage, catalog, month, by_day=with_daily)
     unrated = (
         aggregated.filter(pl.col("charge_id").is_null())
         .with_columns(
@@ -294,36 +400,85 @@ def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str
     )
     line_rows, line_of = _line_frames(aggregated, catalog)
     amounts, slices = price_lines(line_rows, price_table(catalog))
-    daily = dict(_daily(aggregated, line_of).iter_rows())
-    amount_of = {r["line_id"]: r for r in _records(amounts.select("line_id", "numerator", "denominator", "amount_minor"))}
-    tiered = line_rows.filter(pl.col("pricing") != "per_unit").select("line_id")  # per_unit words need no slices
-    slices_of: dict[int, list[dict]] = {}
-    for r in _records(slices.join(tiered, on="line_id", how="semi", maintain_order="left")):
-        slices_of.setdefault(r["line_id"], []).append(r)
-    by_charge: dict[tuple[str, str, str], list[dict]] = {}
+    daily = _daily(aggregated, line_of) if with_daily else None
     words = _LineWords(month)
-    for row in _records(line_rows.drop("line_provider", "line_model", "pricing", "month_total")):
-        by_charge.setdefault((row["customer_id"], row["plan_id"], row["charge_id"]), []).append(row)
+    described = line_rows.join(_charge_words(line_rows, catalog, month, words),
+                               on=["plan_id", "charge_id", "price_from"], how="left", nulls_equal=True)
+    vectorized = _per_unit_lines(described.filter(pl.col("vectorized")), amounts, daily)
+    rest = described.join(vectorized.select("line_id"), on="line_id", how="anti")
+    usage_lines = pl.concat([vectorized, _worded_lines(rest, catalog, amounts, slices, daily, words)])
+    fixed, keys = _fixed_lines(catalog, month, usage_lines)
+    columns = [*LINE_SCHEMA, *_SORT]
+    ordered = (
+        pl.concat([usage_lines.join(keys, on=["customer_id", "plan_id", "charge_id"], how="left").select(columns),
+                   fixed.select(columns)])
+        .sort(*_SORT)
+        .with_columns(pl.int_range(pl.len()).over("customer_id").cast(pl.Int64).alias("position"))
+    )
+    return RatedMonth(lines=ordered.select(list(LINE_SCHEMA)).cast(LINE_SCHEMA),
+                      unrated=unrated.select(list(UNRATED_SCHEMA)).cast(UNRATED_SCHEMA))
 
-    lines: list[dict] = []
+
+def _worded_lines(rows: pl.DataFrame, catalog: Catalog, amounts: pl.DataFrame, slices: pl.DataFrame,
+                  daily: pl.DataFrame | None, words: _LineWords) -> pl.DataFrame:
+    """Tiered, volume and package lines (one per customer and charge, ~10^4 a month): their words
+    depend on the tier slices, so they are written in Python by ``pricing.explain``."""
+    ids = rows.select("line_id")
+    amount_of = {r["line_id"]: r for r in _records(
+        amounts.join(ids, on="line_id", how="semi").select("line_id", "numerator", "denominator", "amount_minor"))}
+    slices_of: dict[int, list[dict]] = {}
+    for r in _records(slices.join(ids, on="line_id", how="semi", maintain_order="left")):
+        slices_of.setdefault(r["line_id"], []).append(r)
+    daily_of = dict(daily.join(ids, on="line_id", how="semi").iter_rows()) if daily is not None else {}
+    charges = {(pid, c.id): c for pid, p in catalog.plans.items() for c in p.charges}
+    out = []
+    for line in _records(rows.select("line_id", "customer_id", "plan_id", "charge_id", "price_from", "quantity",
+                                     "included", "billable", "before", "providers", "models", "components")):
+        line_id = line["line_id"]
+        plan = catalog.plans[line["plan_id"]]
+        worded = _usage_line(line, plan, charges[line["plan_id"], line["charge_id"]],
+                             [amount_of[line_id]] if line_id in amount_of else [], slices_of.get(line_id, []),
+                             daily_of.get(line_id, "[]"), words)
+        worded["line_id"] = line_id
+        out.append(worded)
+    schema = {**LINE_SCHEMA, "line_id": pl.Int64}
+    return pl.DataFrame({k: [line[k] for line in out] for k in schema}, schema=schema)
+
+
+def _fixed_lines(catalog: Catalog, month: str, usage_lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Base fees, minimum-commitment true-ups and discounts (a few per customer, in Python), and
+    the order keys of the usage lines: per customer, each plan in subscription order with its base
+    fee, its usage lines in charge order, its true-up; the customer's discounts last."""
+    usage_total = dict(
+        ((c, p), t) for c, p, t in usage_lines.group_by("customer_id", "plan_id")
+        .agg(pl.col("amount").cast(pl.Decimal(38, 12)).sum()).iter_rows()
+    )
     label = month_label(month)
-    for customer_id, customer in catalog.customers.items():
-        customer_lines: list[dict] = []
+    lines: list[dict] = []
+    keys: list[tuple] = []
+    charge_index = {(pid, c.id): i for pid, p in catalog.plans.items() for i, c in enumerate(p.charges)}
+    for n, (customer_id, customer) in enumerate(catalog.customers.items()):
         plan_totals: list[tuple[str, Decimal]] = []
-        for sub in customer.subscriptions:
+        seen: set[str] = set()
+        currency = None
+        for s, sub in enumerate(customer.subscriptions):
             days = overlap_days(month, sub.from_, sub.to)
             if days == 0:
                 continue
             plan_id, plan = sub.plan, catalog.plans[sub.plan]
             currency = plan.currency
-            position = len(customer_lines)
+            first = plan_id not in seen  # the plan's usage lines go with its first subscription
+            seen.add(plan_id)
+            order = {"_customer": n, "_sub": s, "_charge": 0, "line_id": 0}
             plan_lines: list[dict] = []
+            if first:
+                keys += [(customer_id, plan_id, c.id, n, s, 1, charge_index[plan_id, c.id]) for c in plan.charges]
             if plan.base_fee:
                 total_days = days_in_month(month)
                 amount = plan.base_fee * Decimal(days) / Decimal(total_days)
                 prorated = "" if days == total_days else f", prorated for {days} of {total_days} days"
                 plan_lines.append(_line(
-                    customer_id, plan_id, 0, currency,
+                    customer_id, plan_id, 0, currency, **order, _kind=0,
                     charge_id="base_fee", description=f"{plan.name} subscription, {label}",
                     quantity=1, unit="month", unit_size=1, unit_price=str(plan.base_fee), pricing="fixed",
                     amount=str(round_money(amount, currency)),
@@ -331,38 +486,33 @@ def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str
                     f" = {fmt_money(amount, currency)}",
                     consideration="fixed",
                 ))
-            for charge in plan.charges:
-                key = (customer_id, plan_id, charge.id)
-                for line in by_charge.get(key, []):
-                    line_id = line["line_id"]
-                    plan_lines.append(_usage_line(
-                        line, plan, charge, [amount_of[line_id]] if line_id in amount_of else [],
-                        slices_of.get(line_id, []), daily.get(line_id, "[]"), words))
-            usage_total = sum((Decimal(l["amount"]) for l in plan_lines if l["consideration"] == "variable"), Decimal(0))
-            if plan.minimum_commitment and usage_total < plan.minimum_commitment:
-                gap = plan.minimum_commitment - usage_total
+            usage = round_money(usage_total.get((customer_id, plan_id), Decimal(0)) if first else Decimal(0), currency)
+            if plan.minimum_commitment and usage < plan.minimum_commitment:
+                gap = plan.minimum_commitment - usage
                 plan_lines.append(_line(
-                    customer_id, plan_id, 0, currency,
+                    customer_id, plan_id, 0, currency, **order, _kind=2,
                     charge_id="minimum_commitment", description=f"Minimum commitment true-up, {label}",
                     quantity=1, unit="month", unit_size=1, unit_price=str(gap), pricing="fixed",
                     amount=str(round_money(gap, currency)),
-                    explanation=f"Usage charges {fmt_money(usage_total, currency)} are below the monthly "
+                    explanation=f"Usage charges {fmt_money(usage, currency)} are below the monthly "
                     f"commitment of {fmt_money(plan.minimum_commitment, currency)}; the difference "
                     f"{fmt_money(gap, currency)} is billed",
                     consideration="fixed",
                 ))
-            for i, line in enumerate(plan_lines):
-                line["position"] = position + i
-            customer_lines += plan_lines
-            plan_totals.append((plan_id, sum((Decimal(l["amount"]) for l in plan_lines), Decimal(0))))
+            lines += plan_lines
+            plan_totals.append((plan_id, usage + sum((Decimal(l["amount"]) for l in plan_lines), Decimal(0))))
         if customer.discounts and plan_totals:
-            for d in discount_lines(customer.discounts, month, plan_totals, currency):
-                customer_lines.append(_line(
-                    customer_id, d.plan_id, len(customer_lines), currency,
+            for i, d in enumerate(discount_lines(customer.discounts, month, plan_totals, currency)):
+                lines.append(_line(
+                    customer_id, d.plan_id, 0, currency, _customer=n, _sub=len(customer.subscriptions), _kind=3,
+                    _charge=0, line_id=i,
                     charge_id=f"discount_{d.index}", description=d.description, quantity=1, unit="discount",
                     unit_size=1, unit_price=str(d.amount), pricing="discount", amount=str(d.amount),
                     explanation=d.explanation, consideration="fixed",
                 ))
-        lines += customer_lines
-    frame = pl.DataFrame({k: [line[k] for line in lines] for k in LINE_SCHEMA}, schema=LINE_SCHEMA)
-    return RatedMonth(lines=frame, unrated=unrated.select(list(UNRATED_SCHEMA)).cast(UNRATED_SCHEMA))
+    schema = {**LINE_SCHEMA, **_SORT}
+    fixed = pl.DataFrame({k: [line[k] for line in lines] for k in schema}, schema=schema)
+    order_keys = pl.DataFrame(keys, schema={"customer_id": pl.String, "plan_id": pl.String, "charge_id": pl.String,
+                                            "_customer": pl.Int64, "_sub": pl.Int64, "_kind": pl.Int64,
+                                            "_charge": pl.Int64}, orient="row")
+    return fixed, order_keys

@@ -60,7 +60,7 @@ def per_units(unit_size: int) -> str:
 _PRICE_TEXTS: dict[tuple, str] = {}  # a catalog has a few hundred prices; a month ~10^5 lines
 
 
-def _price_text(price: Decimal, charge: Charge, currency: str) -> str:
+def price_text(price: Decimal, charge: Charge, currency: str) -> str:
     gpu_hour = charge.meters == ["gpu_seconds"] and charge.unit_size == 3600
     key = (str(price), gpu_hour, charge.unit_size, currency)  # str: 0.010 and 0.01 print differently
     text = _PRICE_TEXTS.get(key)
@@ -68,6 +68,9 @@ def _price_text(price: Decimal, charge: Charge, currency: str) -> str:
         per = "per GPU-hour" if gpu_hour else per_units(charge.unit_size)
         text = _PRICE_TEXTS[key] = f"{_money(price, currency)} {per}"
     return text
+
+
+_price_text = price_text  # the cost calculator's import name (calculator.py)
 
 
 def _money(value: Decimal, currency: str) -> str:
@@ -89,7 +92,7 @@ def _fmt_rounded(rounded: Decimal, minor: int, currency: str) -> str:
 def per_unit_words(charge: Charge, quantity: int, currency: str, subject: str, rounded: Decimal, minor: int) -> str:
     """A per_unit line's explanation from its rounded amount: the words of ``explain`` without
     building a Priced, for rate_month's ~10^5 per-unit lines."""
-    return (f"{fmt_quantity(quantity)} {subject} at {_price_text(charge.unit_price, charge, currency)} = "
+    return (f"{fmt_quantity(quantity)} {subject} at {price_text(charge.unit_price, charge, currency)} = "
             f"{_fmt_rounded(rounded, minor, currency)}")
 
 
@@ -159,7 +162,7 @@ def explain(charge: Charge, quantity: int, before: int, currency: str, subject: 
             lead = "first" if i == 0 and before == 0 else "next"
             fee = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
             parts.append(
-                f"{lead} {fmt_quantity(s.quantity)} at {_price_text(s.unit_price, charge, currency)}"
+                f"{lead} {fmt_quantity(s.quantity)} at {price_text(s.unit_price, charge, currency)}"
                 f"{fee} = {fmt_money(s.amount, currency)}"
             )
         text = f"{what}: " + "; ".join(parts) if parts else f"{what}: nothing to charge"
@@ -171,7 +174,7 @@ def explain(charge: Charge, quantity: int, before: int, currency: str, subject: 
     fee_text = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
     text = (
         f"{what}: the total falls in tier {s.tier} ({band}), so all of it is priced at "
-        f"{_price_text(s.unit_price, charge, currency)}{fee_text} = {fmt_money(amount, currency)}"
+        f"{price_text(s.unit_price, charge, currency)}{fee_text} = {fmt_money(amount, currency)}"
     )
     return Priced(amount, s.unit_price, slices, text, rounded)
 
@@ -179,14 +182,14 @@ def explain(charge: Charge, quantity: int, before: int, currency: str, subject: 
 def describe_prices(charge: Charge, currency: str) -> str:
     """The charge's price table in one phrase, for the disclosure page and the cost calculator."""
     if charge.pricing == "per_unit":
-        return _price_text(charge.unit_price, charge, currency)
+        return price_text(charge.unit_price, charge, currency)
     if charge.pricing == "package":
         return f"{_money(charge.package_price, currency)} per package of {charge.package_size:,} {unit_name(charge.meters[0])}"
     parts, lower = [], 0
     for tier in charge.tiers:
         band = f"above {fmt_quantity(lower)}" if tier.up_to is None else f"up to {fmt_quantity(tier.up_to)}"
         fee = f" + {fmt_money(tier.flat_fee, currency)} flat" if tier.flat_fee else ""
-        parts.append(f"{band}: {_price_text(tier.unit_price, charge, currency)}{fee}")
+        parts.append(f"{band}: {price_text(tier.unit_price, charge, currency)}{fee}")
         lower = tier.up_to or lower
     how = "each tier prices the units inside it" if charge.pricing == "graduated" else "the whole quantity at the tier it reaches"
     return "; ".join(parts) + f" ({how})"

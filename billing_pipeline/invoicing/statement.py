@@ -1,0 +1,278 @@
+"""Month-to-date statements: what a customer has spent so far this month, and where it is heading.
+
+A statement for day D is the draft invoice of D's month rated on the usage of days 1..D: the same
+``rate_month`` and ``build_documents`` as month-end, so its totals (subtotal, tax, credits, total)
+are exactly what the month's invoice will show if no more usage arrives. Around those totals it
+adds breakdowns (by model, token type, day, project or API key), the projection to month end, the
+allowance and credits left, and the share of the monthly limit used.
+
+Money in breakdowns (``allocate``): a usage line's rounded amount is split in minor units over
+the (day, model) cells of its charged units, in proportion to the units, by the largest-remainder
+method (ties: earlier day, then model name); so by_model, by_day and by_token_type each add up
+exactly to ``usage_charges``, and usage_charges + other_charges = the subtotal. Lines that are not
+tied to units used (base fee, commitment true-up, discounts, a tier's flat fee with no charged
+units) are listed in ``other_charges``. by_project has quantities only: a line's price (tiers,
+allowance) depends on all of a customer's keys together, so no per-key amount would be exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
+
+import polars as pl
+
+from billing_pipeline.catalog import Catalog
+from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.money import ZERO, minor_unit, round_money
+from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month
+from billing_pipeline.rating import rate_month
+from billing_pipeline.schema import USAGE_SCHEMA, conform, event_id_expr
+
+KIND = "month_to_date_statement"
+PROJECTION_METHOD = (
+    "run_rate_rerated: each (provider, model, meter, dimensions) quantity used so far is scaled to "
+    "the whole month (quantity x days in month / days elapsed, rounded half up to whole units), "
+    "the extra units are spread evenly over the remaining days, and the month is rated again with "
+    "the plan's own prices (tiers, allowance, minimum commitment, price changes) and invoiced with "
+    "the same tax and credits. Tiered prices make the money not proportional to the days."
+)
+
+
+def allocate(total: Decimal, weights: list[int], currency: str) -> list[Decimal]:
+    """Split ``total`` (already rounded to the currency's minor unit) in proportion to ``weights``
+    by the largest-remainder method: parts are whole minor units and add up to ``total`` exactly;
+    the remaining minor units go to the largest remainders, ties to the earliest weight."""
+    unit = minor_unit(currency)
+    minor = int((total / unit).to_integral_value())
+    if minor * unit != total:
+        raise ValueError(f"allocate: {total} is not a whole number of {unit} {currency}")
+    whole = sum(weights)
+    if whole <= 0:
+        raise ValueError("allocate: weights must add up to more than zero")
+    sign, minor = (-1 if minor < 0 else 1), abs(minor)  # a negative total: split its size, keep the sign
+    floors = [minor * w // whole for w in weights]
+    remainders = [minor * w - f * whole for w, f in zip(weights, floors)]
+    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[: minor - sum(floors)]:
+        floors[i] += 1
+    return [Decimal(sign * f) * unit for f in floors]
+
+
+def month_to_date(usage: pl.DataFrame | pl.LazyFrame, day: dt.date) -> pl.DataFrame:
+    """Attributed usage of ``day``'s month up to and including ``day``: what the statement sees."""
+    start = day.replace(day=1)
+    return conform(usage.lazy().filter(pl.col("day").is_between(start, day) & pl.col("customer_id").is_not_null()),
+                   USAGE_SCHEMA)
+
+
+def _round_half_up_int(numerator: pl.Expr, denominator: int) -> pl.Expr:
+    """round(numerator / denominator) half up, for non-negative integers, in integers."""
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+    """The month's usage at the current run rate: days 1..D as they happened, plus synthetic
+    events on days D+1..N so that each (customer, provider, model, meter, dimensions) reaches
+    round(quantity x N / D) units (see PROJECTION_METHOD)."""
+    n, d = days_in_month(month_of(day)), day.day
+    if d == n or usage_mtd.height == 0:
+        return usage_mtd
+    keys = ["customer_id", "provider", "model", "model_family", "meter", "dimensions"]
+    remaining = n - d
+    later = pl.DataFrame({"day": pl.date_range(day + dt.timedelta(days=1), day.replace(day=n), eager=True)})
+    later = later.with_row_index("k").with_columns(pl.col("k").cast(pl.Int64))
+    extra = (
+        usage_mtd.group_by(keys).agg(pl.sum("quantity").alias("so_far"))
+        .with_columns((_round_half_up_int(pl.col("so_far") * n, d) - pl.col("so_far")).alias("extra"))
+        .join(later, how="cross")
+        .with_columns((pl.col("extra") // remaining + (pl.col("k") < pl.col("extra") % remaining).cast(pl.Int64))
+                      .alias("quantity"))
+        .filter(pl.col("quantity") > 0)
+        .with_columns(
+            pl.lit("projection").alias("source"),
+            pl.lit("projection").alias("account_key"),
+            pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("start"),
+            pl.lit("projection").alias("origin"),
+        )
+        .with_columns(pl.col("start").alias("end"),
+                      event_id_expr("source", *keys, "day").alias("event_id"))
+        .with_columns(pl.col("event_id").alias("record_id"))
+    )
+    return pl.concat([usage_mtd, conform(extra, USAGE_SCHEMA)], how="vertical")
+
+
+def _tied_to_units(line: dict) -> bool:
+    """A usage line with charged units: its amount is usage charges (the limit alerts' basis)."""
+    return line["consideration"] == "variable" and line["quantity"] > 0
+
+
+def _cells(doc: dict, rows: list[dict], currency: str) -> tuple[list[dict], list[dict], list[dict]]:
+    """(cells, allocated lines, other charges): each usage line's amount over its (day, model)
+    cells by ``allocate``; lines with no charged units are other charges."""
+    cells: list[dict] = []
+    allocated: list[dict] = []
+    other: list[dict] = []
+    for line, row in zip(doc["lines"], rows):
+        daily = json.loads(row["daily"]) if _tied_to_units(line) else []
+        daily = [d for d in daily if d["quantity"] > 0]
+        amount = Decimal(line["amount"])
+        if not daily:
+            if line["consideration"] != "variable" or amount:  # not a usage line whose units were all included
+                other.append({"description": line["description"], "amount": line["amount"]})
+            continue
+        parts = allocate(amount, [d["quantity"] for d in daily], currency)
+        for d, part in zip(daily, parts):
+            cells.append({"day": d["day"], "model": d["model"] or line["description"], "quantity": d["quantity"],
+                          "amount": part})
+        allocated.append(line)
+    return cells, allocated, other
+
+
+def _sum_by(items: list[dict], key: str) -> list[dict]:
+    out: dict[str, list] = {}
+    for item in items:
+        cell = out.setdefault(item[key], [0, ZERO])
+        cell[0] += item["quantity"]
+        cell[1] += item["amount"]
+    return [{key: k, "quantity": q, "amount": str(a)} for k, (q, a) in sorted(out.items())]
+
+
+def _chart_cells(cells: list[dict]) -> list[dict]:
+    """Cells merged per (day, model): the chart's input, in the invoice's usage_by_day shape."""
+    out: dict[tuple[str, str], list] = {}
+    for c in cells:
+        cell = out.setdefault((c["day"], c["model"]), [0, ZERO])
+        cell[0] += c["quantity"]
+        cell[1] += c["amount"]
+    return [{"day": d, "model": m, "quantity": q, "amount": str(a)} for (d, m), (q, a) in sorted(out.items())]
+
+
+def _allowances(catalog: Catalog, lines: list[dict], rows: list[dict]) -> list[dict]:
+    """Included units per plan with an allowance: granted, used so far (the lines' included
+    units), remaining."""
+    used: dict[str, int] = defaultdict(int)
+    for line, row in zip(lines, rows):
+        used[row["plan_id"]] += line["included_quantity"] or 0
+    out = []
+    for plan_id in dict.fromkeys(r["plan_id"] for r in rows):
+        allowance = catalog.plans[plan_id].allowance
+        if allowance:
+            out.append({"plan_id": plan_id, "meters": list(allowance.meters), "included": allowance.quantity,
+                        "used": used[plan_id], "remaining": max(allowance.quantity - used[plan_id], 0)})
+    return out
+
+
+def limit_used_pct(usage_charges: Decimal, limit: Decimal | None) -> str | None:
+    """Usage charges as a percentage of the monthly limit, to 0.1 half up: the same basis (usage
+    lines only, before tax, fixed fees, discounts and credits) and rounding as the limit alerts
+    (alerts/rules.py limit_alerts)."""
+    if not limit:
+        return None
+    return str((usage_charges / limit * 100).quantize(Decimal("0.1"), ROUND_HALF_UP))
+
+
+def _totals(doc: dict) -> dict:
+    return {k: doc[k] for k in ("subtotal", "tax_rate", "tax", "reverse_charge", "credits_applied", "total")}
+
+
+def build_statements(
+    usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, day: dt.date,
+    credits_used: Mapping[str, Mapping[int, Decimal]] | None = None,
+) -> list[dict]:
+    """One statement per customer the month's invoice would have, as of the end of ``day``.
+
+    ``usage``: attributed usage (other days and months are ignored); ``credits_used``: what earlier
+    months' invoices drew from each credit grant, as for ``build_documents``."""
+    month = month_of(day)
+    mtd = month_to_date(usage, day)
+    rated = rate_month(mtd, catalog, month).lines
+    docs = build_documents(rated, catalog, month, credits_used)
+    projected = {d["customer_id"]: d for d in build_documents(
+        rate_month(projected_usage(mtd, day), catalog, month).lines, catalog, month, credits_used)}
+    rows_of: dict[str, list[dict]] = {}
+    for row in rated.sort("customer_id", "position").select("customer_id", "plan_id", "daily").iter_rows(named=True):
+        rows_of.setdefault(row["customer_id"], []).append(row)
+    units = mtd.group_by("customer_id", "account_key", "meter").agg(pl.sum("quantity")).sort(
+        "customer_id", "account_key", "meter")
+    units_of: dict[str, list[tuple]] = {}
+    for cid, key, meter, q in units.iter_rows():
+        units_of.setdefault(cid, []).append((key, meter, q))
+    return [_statement(doc, rows_of[doc["customer_id"]], units_of.get(doc["customer_id"], []),
+                       projected.get(doc["customer_id"]), catalog, day) for doc in docs]
+
+
+def _statement(doc: dict, rows: list[dict], units: list[tuple], projected: dict | None, catalog: Catalog,
+               day: dt.date) -> dict:
+    currency, cid = doc["currency"], doc["customer_id"]
+    customer = catalog.customers[cid]
+    month = doc["period"]
+    start, end = parse_month(month)
+    cells, allocated, other = _cells(doc, rows, currency)
+    usage_charges = sum((c["amount"] for c in cells), ZERO)
+    by_meter: dict[str, list] = {}
+    for line in allocated:
+        cell = by_meter.setdefault(line["meter"], [0, 0, ZERO])
+        cell[0] += line["quantity"]
+        cell[1] += line["included_quantity"] or 0
+        cell[2] += Decimal(line["amount"])
+    by_project: dict[str, dict[str, int]] = {}
+    units_by_meter: dict[str, int] = defaultdict(int)
+    for key, meter, q in units:
+        by_project.setdefault(key, {})[meter] = q
+        units_by_meter[meter] += q
+    days = [start + dt.timedelta(days=i) for i in range(day.day)]
+    zero = str(round_money(ZERO, currency))
+    day_cells = _sum_by(cells, "day")
+    by_day = {r["day"]: r for r in day_cells}
+    allowances = _allowances(catalog, doc["lines"], rows)
+    active = [c for c in doc["credits"] if c["status"] == "active"]
+    limit = customer.monthly_limit
+    projection = None
+    if projected is not None:
+        projection = {"method": PROJECTION_METHOD, **_totals(projected),
+                      "usage_charges": str(round_money(sum((Decimal(l["amount"]) for l in projected["lines"]
+                                                            if _tied_to_units(l)), ZERO), currency)),
+                      "limit_used_pct": None}
+        projection["limit_used_pct"] = limit_used_pct(Decimal(projection["usage_charges"]), limit)
+    return {
+        "kind": KIND,
+        "customer_id": cid,
+        "period": month,
+        "period_label": month_label(month),
+        "period_start": start.isoformat(),
+        "period_end": (end - dt.timedelta(days=1)).isoformat(),
+        "as_of": day.isoformat(),
+        "days_elapsed": day.day,
+        "days_in_month": (end - start).days,
+        "currency": currency,
+        "issuer": doc["issuer"],
+        "customer": doc["customer"],
+        "plan": doc["plan"],
+        "spend_so_far": {**_totals(doc), "usage_charges": str(round_money(usage_charges, currency)),
+                         "other_charges": str(round_money(sum((Decimal(o["amount"]) for o in other), ZERO), currency))},
+        "other_charges": other,
+        "by_model": _sum_by(cells, "model"),
+        "by_token_type": [{"meter": m, "quantity": q, "included_quantity": inc, "amount": str(a)}
+                          for m, (q, inc, a) in sorted(by_meter.items())],
+        "by_day": [by_day.get(d.isoformat(), {"day": d.isoformat(), "quantity": 0, "amount": zero}) for d in days],
+        "by_project": [{"account_key": key, "quantity": sum(meters.values()), "units": meters}
+                       for key, meters in sorted(by_project.items())],
+        "units_by_meter": dict(sorted(units_by_meter.items())),
+        "projection": projection,
+        "allowance": allowances,
+        "allowance_remaining": sum(a["remaining"] for a in allowances) if allowances else None,
+        "credits": doc["credits"],
+        "credits_remaining": str(round_money(sum((Decimal(c["closing"]) for c in active), ZERO), currency)),
+        "monthly_limit": None if limit is None else str(limit),
+        "limit_used_pct": limit_used_pct(usage_charges, limit),
+        "usage_by_day": _chart_cells(cells),
+        "lines": doc["lines"],
+    }
+
+
+def statement_json(statement: dict) -> str:
+    """Stable key order and formatting, so re-runs give identical bytes."""
+    return json.dumps(statement, indent=2, ensure_ascii=False) + "\n"

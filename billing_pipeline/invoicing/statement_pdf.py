@@ -1,0 +1,159 @@
+"""Month-to-date statement pages: the statement dict -> HTML -> PDF, with the invoice's renderer.
+
+Same Jinja2 environment (autoescape, StrictUndefined), stylesheet (templates/invoice.css, plus
+the small templates/statement.css the template links), fonts, URL fetcher and chart as invoices
+(invoicing/pdf.py), so a statement looks like the invoice it anticipates. The template does no
+arithmetic: every number arrives here as a decimal string and leaves as display text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from billing_pipeline.invoicing.chart import usage_chart_svg
+from billing_pipeline.invoicing.pdf import (
+    STYLESHEET_NAME,
+    TEMPLATES_DIR,
+    InvoiceRenderer,
+    _date_text,
+    _period_text,
+    _rate_text,
+    write_atomically,
+)
+from billing_pipeline.invoicing.statement import statement_json
+from billing_pipeline.money import exact, fmt_money, fmt_quantity
+from billing_pipeline.schema import unit_name
+
+STATEMENT_TEMPLATE = "statement.html.j2"
+STATEMENT_STYLESHEET = "statement.css"
+STATEMENT_SCHEMA = {"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String, "total": pl.String,
+                    "projected_total": pl.String, "limit_used_pct": pl.String, "json": pl.String, "pdf": pl.String}
+
+
+def _meter_title(meter: str) -> str:
+    """'input_tokens+output_tokens' -> 'Input + output tokens'; 'gpu_seconds' -> 'GPU-seconds'."""
+    parts = meter.split("+")
+    unit = unit_name(parts[0])
+    if unit != "tokens":
+        return unit[0].upper() + unit[1:]
+    words = " + ".join(p.removesuffix("_tokens").replace("_", " ") for p in parts)
+    return f"{words[0].upper()}{words[1:]} tokens"
+
+
+def _pct(value: str | None) -> str:
+    return "\u2014" if value is None else f"{value} %"
+
+
+def statement_context(st: dict) -> dict:
+    """Everything the statement template shows, as display strings."""
+    cur = st["currency"]
+    money = lambda v: fmt_money(exact(v), cur)  # noqa: E731
+    spend, projection = st["spend_so_far"], st["projection"]
+    credits = exact(spend["credits_applied"])
+    return {
+        "st": st,
+        "number": f"as of {_date_text(st['as_of'])}",
+        "as_of": _date_text(st["as_of"]),
+        "period": _period_text(st["period_start"], st["as_of"]),
+        "days": f"{st['days_elapsed']} of {st['days_in_month']}",
+        "pdf_date": f"{st['as_of']}T00:00:00Z",
+        "subtotal": money(spend["subtotal"]),
+        "usage_charges": money(spend["usage_charges"]),
+        "other_charges": [{"description": o["description"], "amount": money(o["amount"])} for o in st["other_charges"]],
+        "tax_label": "Tax (reverse charge)" if spend["reverse_charge"] else f"Tax ({_rate_text(spend['tax_rate'])})",
+        "tax": money(spend["tax"]),
+        "credits": money(-credits) if credits else money(credits),
+        "total": money(spend["total"]),
+        "projected_total": money(projection["total"]) if projection else "\u2014",
+        "projected_subtotal": money(projection["subtotal"]) if projection else "\u2014",
+        "projected_limit_pct": _pct(projection["limit_used_pct"]) if projection else "\u2014",
+        "monthly_limit": money(st["monthly_limit"]) if st["monthly_limit"] else "none",
+        "limit_used_pct": _pct(st["limit_used_pct"]),
+        "credits_remaining": money(st["credits_remaining"]),
+        "allowance": [{"meters": ", ".join(_meter_title(m).lower() for m in a["meters"]),
+                       "included": fmt_quantity(a["included"]), "used": fmt_quantity(a["used"]),
+                       "remaining": fmt_quantity(a["remaining"])} for a in st["allowance"]],
+        "by_model": [{"name": r["model"], "quantity": fmt_quantity(r["quantity"]), "amount": money(r["amount"])}
+                     for r in st["by_model"]],
+        "by_token_type": [{"name": _meter_title(r["meter"]), "quantity": fmt_quantity(r["quantity"]),
+                           "amount": money(r["amount"])} for r in st["by_token_type"]],
+        "by_project": [{"name": r["account_key"], "units": ", ".join(
+            f"{fmt_quantity(q)} {_meter_title(m).lower()}" for m, q in r["units"].items())} for r in st["by_project"]],
+        "chart_svg": usage_chart_svg(st["usage_by_day"], st["period_start"], st["period_end"], cur),
+    }
+
+
+class StatementRenderer(InvoiceRenderer):
+    """The invoice renderer with the statement template; build once, render many."""
+
+    def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, full_fonts: bool = True):
+        super().__init__(templates_dir, full_fonts=full_fonts)
+        self.template = self.env.get_template(STATEMENT_TEMPLATE)
+
+    def render_html(self, doc: dict) -> str:
+        """For the PDF: the stylesheets come from the template folder through the URL fetcher."""
+        return self.template.render(**statement_context(doc), inline_css="")
+
+    def render_page(self, doc: dict) -> str:
+        """The stand-alone HTML page: the same markup with both stylesheets inlined (static files,
+        never document values), so it displays the same wherever the file is opened."""
+        css = "\n".join((self.templates_dir / name).read_text(encoding="utf-8")
+                        for name in (STYLESHEET_NAME, STATEMENT_STYLESHEET))
+        return self.template.render(**statement_context(doc), inline_css=css)
+
+
+def statement_folder(out: Path, day: dt.date) -> Path:
+    """<out>/<YYYY-MM>/statements/<YYYY-MM-DD>/"""
+    folder = Path(out) / day.strftime("%Y-%m") / "statements" / day.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_statements(statements: list[dict], folder: Path, renderer: StatementRenderer | None = None) -> pl.DataFrame:
+    """<customer>.json, .html and .pdf per statement (each written atomically); files of customers
+    no longer in the day's statements are removed, so a re-run leaves exactly its own files."""
+    renderer = renderer or StatementRenderer()
+    current = {s["customer_id"] for s in statements}
+    for stale in [*folder.glob("*.json"), *folder.glob("*.html"), *folder.glob("*.pdf")]:
+        if stale.stem not in current:
+            stale.unlink()
+    rows = []
+    for st in statements:
+        json_path, html_path, pdf_path = (folder / f"{st['customer_id']}.{ext}" for ext in ("json", "html", "pdf"))
+        write_atomically(statement_json(st).encode("utf-8"), json_path)
+        write_atomically(renderer.render_page(st).encode("utf-8"), html_path)
+        renderer.write_pdf(st, pdf_path)
+        projection = st["projection"] or {}
+        rows.append({"customer_id": st["customer_id"], "currency": st["currency"],
+                     "subtotal": st["spend_so_far"]["subtotal"], "total": st["spend_so_far"]["total"],
+                     "projected_total": projection.get("total"), "limit_used_pct": st["limit_used_pct"],
+                     "json": str(json_path), "pdf": str(pdf_path)})
+    return pl.DataFrame(rows, schema=STATEMENT_SCHEMA)
+
+
+def statements_from_landing(landing: Path, catalog_path: Path, out: Path, day: dt.date,
+                            database_url: str | None = None) -> pl.DataFrame:
+    """The CLI's path (no Dagster): read the landing zone for the month up to ``day`` with the same
+    readers and normalization as daily ingestion, and write the day's statements. Prepaid credits
+    drawn by earlier months come from the ledger (``database_url``, else <out>/ledger.db when it
+    exists; without a ledger nothing was drawn before)."""
+    from billing_pipeline import sources
+    from billing_pipeline.catalog import load_catalog
+    from billing_pipeline.invoicing.ledger import Ledger
+    from billing_pipeline.invoicing.statement import build_statements
+    from billing_pipeline.usage import normalize
+
+    catalog = load_catalog(catalog_path)
+    reads = [read(Path(landing), day.replace(day=1), day + dt.timedelta(days=1)) for read in sources.SOURCES.values()]
+    usage, _ = normalize([r.events for r in reads], [r.quarantine for r in reads], catalog)
+    default_db = Path(out) / "ledger.db"
+    url = database_url or (f"sqlite:///{default_db}" if default_db.exists() else None)
+    credits_used = None
+    if url:
+        ledger = Ledger(url)
+        ledger.migrate()
+        credits_used = ledger.credits_used(day.strftime("%Y-%m"))
+    return write_statements(build_statements(usage, catalog, day, credits_used), statement_folder(Path(out), day))

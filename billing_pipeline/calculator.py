@@ -171,6 +171,8 @@ def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, mont
         "price_text": price_text(priced.unit_price, priced, currency) if priced.unit_price is not None else None,
         "package_price_text": _money(priced.package_price, currency) if priced.package_price is not None else None,
         "prices": describe_prices(priced, currency),
+        "later": [{"from": c.from_.isoformat(), "prices": describe_prices(charge.price_from(c.from_), currency)}
+                  for c in charge.prices or [] if c.from_ > day],  # shown, not used: quote prices at day
         "what": _subject(charge, []),
         "period": _period_label(charge, price_from, month),
     }

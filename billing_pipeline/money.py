@@ -7,7 +7,7 @@ line's amount and the tax are quantized, and every total is a sum of quantized n
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
 
 ROUNDING = ROUND_HALF_UP
 
@@ -17,15 +17,16 @@ MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD"
 ZERO = Decimal("0")
 
 
+_CONTEXT = Context(prec=60, rounding=ROUNDING)  # passed explicitly: no thread-local context switch per call
+
+
 def minor_unit(currency: str) -> Decimal:
     return Decimal(1).scaleb(-MINOR_UNITS.get(currency.upper(), 2))
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Quantize to the currency's minor unit with the documented mode."""
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return amount.quantize(minor_unit(currency), rounding=ROUNDING)
+    return amount.quantize(minor_unit(currency), rounding=ROUNDING, context=_CONTEXT)
 
 
 def exact(value: Decimal | int | str) -> Decimal:

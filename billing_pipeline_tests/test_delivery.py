@@ -327,7 +327,8 @@ def _cli(args, env):
     return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
 
 
-def test_send_command_delivers_the_demo_month_once_and_resends_on_request(demo_month, tmp_path, mailbox):
+def test_send_command_delivers_the_demo_month_once_and_resends_on_request(demo_month, tmp_path, mailbox,
+                                                                            monkeypatch):
     month = demo_month.copy_to(tmp_path)
     catalog = yaml.safe_load(month.catalog.read_text())
     customers = catalog["customers"]
@@ -390,6 +391,16 @@ def test_send_command_delivers_the_demo_month_once_and_resends_on_request(demo_m
     metadata = materialized.asset_materializations_for_node("delivered_invoices")[0].metadata
     assert (metadata["sent"].value, metadata["failed"].value, metadata["skipped"].value) == (0, 0, 1)
     assert len(mailbox.messages) == len(issued)
+
+    monkeypatch.delenv("BILLING_SMTP_HOST", raising=False)
+    unconfigured = dg.materialize(
+        [delivered_invoices], partition_key=f"{MONTH}-01", raise_on_error=False,
+        resources={"catalog": CatalogResource(path=str(month.catalog)),
+                   "ledger": LedgerResource(url=f"sqlite:///{month.out / 'ledger.db'}"),
+                   "output": OutputFiles(path=str(month.out)), "smtp": SmtpResource()})
+    assert not unconfigured.success
+    failure = next(e for e in unconfigured.all_events if e.is_step_failure)
+    assert "BILLING_SMTP_HOST is not set" in failure.step_failure_data.error.message
 
 
 @pytest.mark.parametrize("args, message", [

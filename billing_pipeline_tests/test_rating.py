@@ -172,3 +172,64 @@ def test_a_subscription_to_an_unknown_plan_is_refused():
     document = {**CATALOG, "customers": {"acme": {"name": "A", "subscriptions": [{"plan": "gold", "from": "2026-01-01"}]}}}
     with pytest.raises(CatalogError, match=r"^catalog.yaml: customers.acme.subscriptions\[0\].plan: unknown plan 'gold'"):
         parse_catalog(document, "catalog.yaml")
+
+
+ALLOWANCE_CATALOG = {
+    "issuer": {"name": "Example AI GmbH"},
+    "plans": {"hybrid": {
+        "name": "Hybrid", "allowance": {"quantity": 1_000_000, "meters": ["input_tokens", "output_tokens"]},
+        "charges": [
+            {"id": "in-4o", "meter": "input_tokens", "models": ["gpt-4o"], "unit_size": 1000, "unit_price": "0.0025"},
+            {"id": "in-mini", "meter": "input_tokens", "models": ["gpt-4o-mini"], "unit_size": 1000,
+             "unit_price": "0.00015"},
+            {"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"},
+        ]}},
+    "customers": {f"c{i}": {"name": f"C{i}", "subscriptions": [{"plan": "hybrid", "from": "2026-01-01"}]}
+                  for i in range(4)},
+}
+
+
+def included_by_hand(rows: list[tuple]) -> dict[tuple[str, str], int]:
+    """The allowance consumed event by event in time order (ties by event id), the plain way."""
+    events = sorted(enumerate(rows), key=lambda e: (dt.datetime(2026, 10, e[1][4], e[1][5]), f"e{e[0]}"))
+    left = {c: 1_000_000 for c in ALLOWANCE_CATALOG["customers"]}
+    included: dict[tuple[str, str], int] = {}
+    for _, (customer, model, meter, quantity, _day, _hour) in events:
+        take = min(quantity, left[customer])
+        left[customer] -= take
+        charge = "out" if meter == "output_tokens" else ("in-mini" if model == "gpt-4o-mini" else "in-4o")
+        key = (customer, charge if charge != "out" else f"out:{model}")
+        included[key] = included.get(key, 0) + take
+    return included
+
+
+def test_allowance_is_consumed_in_time_order_across_days_meters_and_models():
+    """Whole days inside or past the allowance settle from daily totals; the day a customer crosses
+    it is consumed event by event (same hour: by event id). Checked against a plain loop."""
+    import random
+
+    rng = random.Random(11)
+    rows = [(f"c{rng.randrange(4)}", rng.choice(["gpt-4o", "gpt-4o-mini"]), rng.choice(["input_tokens", "output_tokens"]),
+             rng.randrange(1, 60_000), rng.randrange(1, 32), rng.choice([0, 0, 5, 23])) for _ in range(600)]
+    rated = rate_month(usage(rows), parse_catalog(ALLOWANCE_CATALOG), "2026-10")
+    got = {(r["customer_id"], r["charge_id"] if r["charge_id"] != "out" else f"out:{r['model']}"): r["included_quantity"]
+           for r in rated.lines.iter_rows(named=True)}
+    expected = included_by_hand(rows)
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
+    assert sum(expected.values()) == 4_000_000  # every customer used more than its allowance: crossings happened
+
+
+def test_rating_without_the_chart_days_gives_the_same_lines():
+    """daily=False skips only the per-day quantities the invoice chart reads."""
+    rows = [("acme", "gpt-4o", "input_tokens", 333_333, 3, 0), ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0),
+            ("initech", "gpt-4o", "output_tokens", 600_000, 17, 1), ("initech", "gpt-4o", "input_tokens", 900_000, 9, 0),
+            ("initech", "gpt-4o", "input_tokens", 900_000, 20, 0)]
+    catalog = parse_catalog(CATALOG)
+    with_days = rate_month(usage(rows), catalog, "2026-10")
+    without = rate_month(usage(rows), catalog, "2026-10", daily=False)
+    assert without.lines.drop("daily").equals(with_days.lines.drop("daily"))
+    assert without.unrated.equals(with_days.unrated)
+    assert set(without.lines["daily"]) == {"[]"}
+    assert with_days.lines.filter(pl.col("customer_id") == "acme")["daily"].to_list() == [
+        '[{"day":"2026-10-03","model":"gpt-4o","quantity":333333}]',
+        '[{"day":"2026-10-05","model":"gpt-4o","quantity":777777}]']

@@ -140,14 +140,24 @@ def _line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFra
     )
     line_key = [*period_key, "line_provider", "line_model"]
     order = pl.col("price_from").fill_null(dt.date.min)
-    lines = (
-        groups.sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
+    component = pl.struct("provider", pl.col("model_family").alias("model"), "quantity").struct.json_encode()
+    single = groups.filter(pl.col("pricing") == "per_unit").select(  # one group, one line: no second group-by
+        *line_key, "pricing", "quantity", "included",
+        pl.concat_list("provider").alias("providers"), pl.concat_list("model_family").alias("models"),
+        component.alias("components"),
+    )
+    several = (
+        groups.filter(pl.col("pricing") != "per_unit")
+        .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
         .group_by(line_key, maintain_order=True)
         .agg(pl.first("pricing"), pl.sum("quantity"), pl.sum("included"),
              pl.col("provider").unique().sort().alias("providers"),
              pl.col("model_family").unique().sort().alias("models"),
-             pl.struct("provider", pl.col("model_family").alias("model"), "quantity").struct.json_encode()
-             .str.join(",").alias("components"))
+             component.str.join(",").alias("components"))
+    )
+    lines = (
+        pl.concat([single, several])
+        .sort(*charge_key, order, pl.col("providers").list.first(), pl.col("models").list.first().fill_null(""))
         .with_row_index("line_id")
         .with_columns(pl.col("line_id").cast(pl.Int64), (pl.col("quantity") - pl.col("included")).alias("billable"))
         .with_columns(
@@ -445,6 +455,19 @@ def _worded_lines(rows: pl.DataFrame, catalog: Catalog, amounts: pl.DataFrame, s
     return pl.DataFrame({k: [line[k] for line in out] for k in schema}, schema=schema)
 
 
+def _base_fee_fields(plan, days: int, month: str, label: str) -> dict:
+    currency, total_days = plan.currency, days_in_month(month)
+    amount = plan.base_fee * Decimal(days) / Decimal(total_days)
+    prorated = "" if days == total_days else f", prorated for {days} of {total_days} days"
+    return dict(
+        charge_id="base_fee", description=f"{plan.name} subscription, {label}",
+        quantity=1, unit="month", unit_size=1, unit_price=str(plan.base_fee), pricing="fixed",
+        amount=str(round_money(amount, currency)),
+        explanation=f"Monthly base fee {fmt_money(plan.base_fee, currency)}{prorated} = {fmt_money(amount, currency)}",
+        consideration="fixed",
+    )
+
+
 def _fixed_lines(catalog: Catalog, month: str, usage_lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Base fees, minimum-commitment true-ups and discounts (a few per customer, in Python), and
     the order keys of the usage lines: per customer, each plan in subscription order with its base
@@ -456,7 +479,7 @@ def _fixed_lines(catalog: Catalog, month: str, usage_lines: pl.DataFrame) -> tup
     label = month_label(month)
     lines: list[dict] = []
     keys: list[tuple] = []
-    charge_index = {(pid, c.id): i for pid, p in catalog.plans.items() for i, c in enumerate(p.charges)}
+    base_fees: dict[tuple[str, int], dict] = {}  # the same words for every customer on the plan
     for n, (customer_id, customer) in enumerate(catalog.customers.items()):
         plan_totals: list[tuple[str, Decimal]] = []
         seen: set[str] = set()
@@ -472,20 +495,12 @@ def _fixed_lines(catalog: Catalog, month: str, usage_lines: pl.DataFrame) -> tup
             order = {"_customer": n, "_sub": s, "_charge": 0, "line_id": 0}
             plan_lines: list[dict] = []
             if first:
-                keys += [(customer_id, plan_id, c.id, n, s, 1, charge_index[plan_id, c.id]) for c in plan.charges]
+                keys.append((customer_id, plan_id, n, s))
             if plan.base_fee:
-                total_days = days_in_month(month)
-                amount = plan.base_fee * Decimal(days) / Decimal(total_days)
-                prorated = "" if days == total_days else f", prorated for {days} of {total_days} days"
-                plan_lines.append(_line(
-                    customer_id, plan_id, 0, currency, **order, _kind=0,
-                    charge_id="base_fee", description=f"{plan.name} subscription, {label}",
-                    quantity=1, unit="month", unit_size=1, unit_price=str(plan.base_fee), pricing="fixed",
-                    amount=str(round_money(amount, currency)),
-                    explanation=f"Monthly base fee {fmt_money(plan.base_fee, currency)}{prorated}"
-                    f" = {fmt_money(amount, currency)}",
-                    consideration="fixed",
-                ))
+                fee = base_fees.get((plan_id, days))
+                if fee is None:
+                    fee = base_fees[plan_id, days] = _base_fee_fields(plan, days, month, label)
+                plan_lines.append(_line(customer_id, plan_id, 0, currency, **order, _kind=0, **fee))
             usage = round_money(usage_total.get((customer_id, plan_id), Decimal(0)) if first else Decimal(0), currency)
             if plan.minimum_commitment and usage < plan.minimum_commitment:
                 gap = plan.minimum_commitment - usage
@@ -512,7 +527,12 @@ def _fixed_lines(catalog: Catalog, month: str, usage_lines: pl.DataFrame) -> tup
                 ))
     schema = {**LINE_SCHEMA, **_SORT}
     fixed = pl.DataFrame({k: [line[k] for line in lines] for k in schema}, schema=schema)
-    order_keys = pl.DataFrame(keys, schema={"customer_id": pl.String, "plan_id": pl.String, "charge_id": pl.String,
-                                            "_customer": pl.Int64, "_sub": pl.Int64, "_kind": pl.Int64,
-                                            "_charge": pl.Int64}, orient="row")
+    charge_index = pl.DataFrame(
+        [(pid, c.id, i) for pid, p in catalog.plans.items() for i, c in enumerate(p.charges)],
+        schema={"plan_id": pl.String, "charge_id": pl.String, "_charge": pl.Int64}, orient="row")
+    order_keys = (
+        pl.DataFrame(keys, schema={"customer_id": pl.String, "plan_id": pl.String, "_customer": pl.Int64,
+                                   "_sub": pl.Int64}, orient="row")
+        .join(charge_index, on="plan_id").with_columns(pl.lit(1, dtype=pl.Int64).alias("_kind"))
+    )
     return fixed, order_keys

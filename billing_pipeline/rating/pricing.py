@@ -70,9 +70,6 @@ def price_text(price: Decimal, charge: Charge, currency: str) -> str:
     return text
 
 
-_price_text = price_text  # the cost calculator's import name (calculator.py)
-
-
 def _money(value: Decimal, currency: str) -> str:
     """Prices keep their own precision ($0.0025); amounts are shown to the cent."""
     symbol = "$" if currency == "USD" else ""

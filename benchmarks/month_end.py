@@ -1,0 +1,185 @@
+"""Month-end rating at scale, billing_pipeline side by side with pandas and DuckDB, same input, one run.
+
+    .venv/bin/python -m benchmarks.month_end --events 10000000 [--customers 10000] [--keep DIR] [--skip-full]
+
+Generates a synthetic month (benchmarks/generate.py: per-unit and graduated plans, skewed customer
+sizes, spikes) as one Parquet file, reads it once to warm the page cache, then times, each in a
+fresh child process (so each peak RSS is that implementation's alone, read included):
+
+1. billing_pipeline, the code the assets call:
+   - ``rate_month(scan_parquet, daily=False)``: lines with Decimal amounts and explanations;
+   - ``rate_month(..., daily=True)``: + per-day quantities per line (what the month-end asset runs);
+   - the full path: read every column -> ``usage.normalize`` (deduplicate + attribute keys) ->
+     ``rate_month(daily=True)`` -> ``reconcile.provider_cost`` + ``reconcile.reconcile`` (margins;
+     metering drift is not included: it needs a second, provider-reported source);
+2. pandas (``baselines.pandas_rating``): a straightforward implementation of the same rating;
+3. DuckDB SQL (``baselines.duckdb_rating``): aggregate first, then tiers on the aggregates.
+
+Prints seconds, events/s, peak RSS, the ratio of billing_pipeline to each baseline, and checks that
+every implementation bills every customer the same to the cent (exit status 1 with the first
+differing customer otherwise: a benchmark that disagrees is a bug, not a result). Catalog parsing
+is not timed for any of them. Numbers depend on the machine; see benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.baselines import Disagreement, Totals, compare
+from benchmarks.generate import MONTH, write_month
+
+IMPLEMENTATIONS = {
+    "pipeline": "billing_pipeline rate_month (daily=False)",
+    "pipeline-daily": "billing_pipeline rate_month (daily=True)",
+    "pipeline-full": "billing_pipeline normalize -> rate (daily) -> reconcile",
+    "pandas": "pandas baseline",
+    "duckdb": "DuckDB SQL baseline",
+}
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
+    """Child process: load the catalog (not timed), time the implementation from the Parquet file
+    to invoice totals, write the totals to ``out``, return the figures."""
+    import polars as pl
+    import yaml
+
+    stages: dict[str, float] = {}
+    if impl.startswith("pipeline"):
+        from benchmarks.baselines import pipeline_totals
+        from billing_pipeline.catalog import load_catalog
+        from billing_pipeline.rating import rate_month
+
+        catalog = load_catalog(catalog_path)
+        began = time.perf_counter()
+        if impl == "pipeline-full":
+            from billing_pipeline.reconcile import provider_cost, reconcile
+            from billing_pipeline.usage import normalize
+
+            raw = pl.read_parquet(parquet)
+            t = time.perf_counter()
+            stages["read"] = t - began
+            usage, quarantine = normalize([raw], [], catalog)
+            del raw
+            stages["normalize"] = time.perf_counter() - t
+            t = time.perf_counter()
+            rated = rate_month(usage, catalog, MONTH, daily=True)
+            stages["rate_month (daily)"] = time.perf_counter() - t
+            t = time.perf_counter()
+            costs = provider_cost(usage, catalog)
+            table = reconcile(rated.lines, costs)
+            stages["provider_cost + reconcile"] = time.perf_counter() - t
+            if quarantine.height:
+                raise SystemExit(f"normalize quarantined {quarantine.height} synthetic rows")
+            stages["margin rows"] = table.height
+        else:
+            rated = rate_month(pl.scan_parquet(parquet), catalog, MONTH, daily=impl == "pipeline-daily")
+        seconds = time.perf_counter() - began
+        if rated.unrated.height:
+            raise SystemExit(f"{impl}: {rated.unrated.height} unrated rows; the comparison catalog prices everything")
+        totals = pipeline_totals(rated.lines)
+    else:
+        from benchmarks.baselines import duckdb_rating, pandas_rating
+
+        doc = yaml.safe_load(Path(catalog_path).read_text(encoding="utf-8"))
+        run = pandas_rating if impl == "pandas" else duckdb_rating
+        began = time.perf_counter()
+        totals = run(parquet, doc, MONTH)
+        seconds = time.perf_counter() - began
+    Path(out).write_text(json.dumps(totals.to_json()), encoding="utf-8")
+    events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
+    return {"impl": impl, "events": events, "seconds": seconds, "events_per_s": events / seconds,
+            "peak_rss_mib": _peak_rss_mib(), "lines": totals.lines, "stages": stages}
+
+
+def _child(impl: str, parquet: Path, catalog: Path, out: Path) -> dict:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.month_end", "--measure", impl, str(parquet), str(catalog),
+                           str(out)], capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{impl} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _warm(path: Path) -> None:
+    """Read the file once so every implementation starts from the page cache."""
+    with path.open("rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+def run(events: int, customers: int, folder: Path, skip_full: bool = False) -> int:
+    parquet, catalog = folder / "usage.parquet", folder / "catalog.yaml"
+    if parquet.exists() and catalog.exists():
+        print(f"input               {parquet} (reused)")
+    else:
+        t0 = time.perf_counter()
+        parquet, catalog = write_month(folder, events, customers)
+        print(f"generated           {events:,} events, {customers:,} customers in {time.perf_counter() - t0:.1f} s")
+    size_mib = parquet.stat().st_size / 2**20
+    print(f"parquet             {size_mib:,.1f} MiB", flush=True)
+    _warm(parquet)
+    impls = [i for i in IMPLEMENTATIONS if not (skip_full and i == "pipeline-full")]
+    results: dict[str, dict] = {}
+    totals: dict[str, Totals] = {}
+    width = max(len(IMPLEMENTATIONS[i]) for i in impls)
+    print(f"{'implementation'.ljust(width)}  {'seconds':>8}  {'events/s':>12}  {'peak RSS':>10}  {'RSS/parquet':>11}  lines")
+    for impl in impls:
+        out = folder / f"totals-{impl}.json"
+        r = results[impl] = _child(impl, parquet, catalog, out)
+        totals[impl] = Totals.from_json(json.loads(out.read_text(encoding="utf-8")))
+        print(f"{IMPLEMENTATIONS[impl].ljust(width)}  {r['seconds']:8.2f}  {r['events_per_s']:12,.0f}  "
+              f"{r['peak_rss_mib']:7,.0f} MiB  {r['peak_rss_mib'] / size_mib:10.1f}x  {r['lines']:,}", flush=True)
+        for stage, value in r["stages"].items():
+            shown = f"{value:8.2f} s" if isinstance(value, float) else f"{value:,}"
+            print(f"{'':4}{stage.ljust(width - 4)}  {shown}")
+    print()
+    for impl in ("pipeline", "pipeline-daily"):
+        for base in ("pandas", "duckdb"):
+            ratio = results[base]["seconds"] / results[impl]["seconds"]
+            print(f"{IMPLEMENTATIONS[impl]} vs {IMPLEMENTATIONS[base]}: {ratio:.2f}x "
+                  f"({'faster' if ratio >= 1 else 'slower'})")
+    reference = totals["pipeline"]
+    try:
+        for impl in impls[1:]:
+            compare(reference, totals[impl], IMPLEMENTATIONS[impl], IMPLEMENTATIONS["pipeline"])
+    except Disagreement as exc:
+        print(f"\nDISAGREEMENT: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nall {len(impls)} agree to the cent: {len(reference.by_customer):,} customers, {reference.lines:,} lines, "
+          f"grand total {reference.grand_total:,}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--keep", type=Path, help="write the month here and keep it; reused when it already exists")
+    parser.add_argument("--skip-full", action="store_true", help="skip the normalize -> rate -> reconcile path")
+    parser.add_argument("--measure", nargs=4, metavar=("IMPL", "PARQUET", "CATALOG", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return 0
+    if args.keep:
+        return run(args.events, args.customers, args.keep, args.skip_full)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_month_end_"))
+    try:
+        return run(args.events, args.customers, tmp, args.skip_full)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

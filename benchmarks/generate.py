@@ -64,6 +64,18 @@ def comparison_catalog(customers: int) -> dict:
     }
 
 
+def full_catalog(customers: int) -> dict:
+    """The full month-end's catalog: benchmarks.rating's four plans (per-unit, graduated, volume,
+    hybrid with base fee, allowance and minimum commitment), gateway keys and the price book."""
+    doc = catalog_document(customers)
+    doc["issuer"] = {"name": "Bench AI GmbH", "address": "Benchstrasse 1, 10115 Berlin", "vat_id": "DE000000000",
+                     "invoice_prefix": "BENCH"}
+    for cid, customer in doc["customers"].items():
+        customer["keys"] = [f"gateway:{cid}"]
+    doc["price_book"] = comparison_catalog(1)["price_book"]
+    return doc
+
+
 def month_usage(events: int, customers: int, seed: int = 7) -> pl.DataFrame:
     """Canonical usage rows (USAGE_SCHEMA) for the month: rating.usage_frame's model mix, with
     skewed customer sizes and spikes (see the module docstring)."""

@@ -20,11 +20,12 @@ KEYS = ["customer_id", "plan_id", "provider", "model", "model_family", "meter", 
 CHARGE_KEYS = ["plan_id", "meter", "model", "model_family", "dimensions"]
 
 
-def plan_days(catalog: Catalog, month: str) -> pl.DataFrame:
+def plan_days(catalog: Catalog, month: str, customers: list[str] | None = None) -> pl.DataFrame:
     """customer_id, day -> plan_id: the first subscription (catalog order) covering the day."""
     start, end = parse_month(month)
+    chosen = catalog.customers if customers is None else {c: catalog.customers[c] for c in customers}
     subs = pl.DataFrame(
-        [(cid, i, sub.plan, sub.from_, sub.to) for cid, c in catalog.customers.items()
+        [(cid, i, sub.plan, sub.from_, sub.to) for cid, c in chosen.items()
          for i, sub in enumerate(c.subscriptions)],
         schema={"customer_id": pl.String, "order": pl.Int64, "plan_id": pl.String, "sub_from": pl.Date,
                 "sub_to": pl.Date},
@@ -80,20 +81,27 @@ def _with_charges(frame: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     return frame.join(keyed, on=CHARGE_KEYS, how="left", nulls_equal=True)
 
 
-def steady_plans(catalog: Catalog, month: str, days: pl.DataFrame | None = None) -> pl.DataFrame:
-    """customer_id -> plan_id for customers whose usage needs no day to be rated: one plan covers
-    every day of the month and none of its charges changes price inside the month. Customers with
-    no subscription at all in the month need no day either (all their usage is unrated)."""
+def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]:
+    """(customer_id -> plan_id for customers whose usage needs no day to be rated, the customers
+    whose usage does). Steady: the first subscription overlapping the month covers all of it and
+    none of its plan's charges changes price inside the month. Customers with no subscription in
+    the month are in neither (all their usage is unrated, whatever the day)."""
     start, end = parse_month(month)
-    days = plan_days(catalog, month) if days is None else days
-    changing = [pid for pid, p in catalog.plans.items()
-                if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])]
-    return (
-        days.group_by("customer_id")
-        .agg(pl.len().alias("days"), pl.col("plan_id").n_unique().alias("plans"), pl.first("plan_id"))
-        .filter((pl.col("days") == (end - start).days) & (pl.col("plans") == 1) & ~pl.col("plan_id").is_in(changing))
-        .select("customer_id", "plan_id")
-    )
+    last = end - dt.timedelta(days=1)
+    changing = {pid for pid, p in catalog.plans.items()
+                if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])}
+    steady, sensitive = [], []
+    for cid, customer in catalog.customers.items():
+        overlapping = [s for s in customer.subscriptions if s.from_ <= last and (s.to is None or s.to >= start)]
+        if not overlapping:
+            continue
+        first = overlapping[0]
+        if first.from_ <= start and (first.to is None or first.to >= last) and first.plan not in changing:
+            steady.append((cid, first.plan))
+        else:
+            sensitive.append(cid)
+    frame = pl.DataFrame(steady, schema={"customer_id": pl.String, "plan_id": pl.String}, orient="row")
+    return frame, sensitive
 
 
 def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *,
@@ -108,12 +116,14 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     ``plan_id`` is null where no subscription covers the day; ``charge_id`` is null where the plan
     prices nothing for the row: both are reported as unrated, never dropped."""
     start, end = parse_month(month)
-    days = plan_days(catalog, month)
-    steady = steady_plans(catalog, month, days)
-    subscribed = days["customer_id"].unique()
-    sensitive = subscribed.filter(~subscribed.is_in(steady["customer_id"].implode()))
+    steady, sensitive_ids = steady_plans(catalog, month)
+    sensitive = pl.Series("customer_id", sensitive_ids, dtype=pl.String)
+    days = plan_days(catalog, month, sensitive_ids)
     allowance_plans = {pid: p.allowance for pid, p in catalog.plans.items() if p.allowance}
-    allowance_customers = days.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"].unique()
+    allowance_customers = pl.concat([
+        steady.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"],
+        days.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"].unique(),
+    ])
     allowance_meters = sorted({m for a in allowance_plans.values() for m in a.meters})
 
     events = usage.lazy().filter((pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null())
@@ -132,8 +142,7 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     with_plan = (
         grouped.join(days.rename({"plan_id": "_day_plan"}), on=["customer_id", "day"], how="left")
         .join(steady.rename({"plan_id": "_steady_plan"}), on="customer_id", how="left")
-        .with_columns(pl.when(pl.col("day").is_null()).then(pl.col("_steady_plan")).otherwise(pl.col("_day_plan"))
-                      .alias("plan_id"))
+        .with_columns(pl.coalesce("_steady_plan", "_day_plan").alias("plan_id"))
         .drop("_day_plan", "_steady_plan")
     )
     rated = _with_charges(with_plan, catalog)

@@ -8,6 +8,7 @@ line's amount and the tax are quantized, and every total is a sum of quantized n
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Context, Decimal
+from functools import lru_cache
 
 ROUNDING = ROUND_HALF_UP
 
@@ -20,6 +21,7 @@ ZERO = Decimal("0")
 _CONTEXT = Context(prec=60, rounding=ROUNDING)  # passed explicitly: no thread-local context switch per call
 
 
+@lru_cache(maxsize=64)
 def minor_unit(currency: str) -> Decimal:
     return Decimal(1).scaleb(-MINOR_UNITS.get(currency.upper(), 2))
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import re
+from functools import lru_cache
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
+@lru_cache(maxsize=256)  # called per customer and subscription at month-end
 def parse_month(month: str) -> tuple[dt.date, dt.date]:
     """'2026-10' -> (2026-10-01, 2026-11-01): first day, and first day of the next month."""
     m = _MONTH.match(month or "")

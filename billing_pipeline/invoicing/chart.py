@@ -1,8 +1,13 @@
-"""The invoice's daily usage chart: stacked bars per day by model, as an inline SVG string.
+"""The invoice's daily usage chart: stacked bars per day by model, as an inline SVG string
+followed by its HTML caption (axis title and legend).
 
-The SVG is built here, not in the template, so that it contains only numbers we computed and text
-passed through ``html.escape``; the template inserts it with ``|safe``. Geometry uses Decimal
+The markup is built here, not in the template, so that it contains only numbers we computed and
+text passed through ``html.escape``; the template inserts it with ``|safe``. Geometry uses Decimal
 like the rest of the pipeline (no floats), rounded to 0.1 px.
+
+Cheap to render (it was the costliest part of an invoice): WeasyPrint styles and draws every SVG
+element on its own and lays out SVG text one letter at a time, so the bars are one ``<path>`` per
+model and the long texts (axis title, model names) are HTML, laid out like the rest of the page.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from billing_pipeline.money import exact, fmt_money
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 MAX_SERIES = len(PALETTE)  # more models than colours: the smallest are merged into "Other models"
 
-WIDTH, HEIGHT = 640, 180
-LEFT, RIGHT, TOP, BOTTOM = 58, 8, 8, 56  # plot margins; the legend sits under the x axis
+WIDTH, HEIGHT = 640, 140
+LEFT, RIGHT, TOP, BOTTOM = 58, 8, 8, 16  # plot margins; the HTML caption follows the day labels
 FONT = 'font-family="Invoice Sans, DejaVu Sans, sans-serif"'
 
 
@@ -54,7 +59,9 @@ def usage_chart_svg(
     period_end: str,
     currency: str,
 ) -> str:
-    """Stacked daily amounts per model over the whole period; "" when there is no usage."""
+    """Stacked daily amounts per model over the whole period, then the caption (axis title,
+    legend with classes ``swatch s<i>`` for the i-th palette colour, see invoice.css); "" when
+    there is no usage."""
     start, end = date.fromisoformat(period_start), date.fromisoformat(period_end)
     totals_by_model: dict[str, Decimal] = defaultdict(Decimal)
     for row in usage_by_day:
@@ -114,18 +121,11 @@ def usage_chart_svg(
             texts.append(
                 f'<text x="{_px(x + bar_w / 2)}" y="{_px(base_y + 11)}" text-anchor="middle">{day.day}</text>'
             )
-    texts.append(
-        f'<text x="{LEFT + int(plot_w) // 2}" y="{_px(base_y + 23)}" text-anchor="middle">'
-        f'Day of {escape(start.strftime("%B %Y"))} (UTC)</text>'
-    )
-    # legend: up to four entries per row under the axis title
+    # legend: four entries per row under the axis title (invoice.css .chart-legend)
     legend: list[str] = []
     for k, name in enumerate(series):
-        lx = LEFT + (k % 4) * 145
-        ly = int(base_y) + 34 + (k // 4) * 12
         label = name if len(name) <= 28 else name[:27] + "\u2026"
-        shapes[name].append(f"M{lx} {ly}h8v8h-8z")
-        legend.append(f'<text x="{lx + 12}" y="{ly + 7}">{escape(label)}</text>')
+        legend.append(f'<li><span class="swatch s{k}"></span>{escape(label)}</li>')
 
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart" width="{WIDTH}" '
@@ -137,6 +137,7 @@ def usage_chart_svg(
         f'<path d="M{LEFT} {_px(base_y)}H{WIDTH - RIGHT}" stroke="#888" stroke-width="0.8" fill="none"/>'
     )
     out.append(f'<g font-size="8" {FONT} fill="#555">{"".join(texts)}</g>')
-    out.append(f'<g font-size="8" {FONT} fill="#333">{"".join(legend)}</g>')
     out.append("</svg>")
+    out.append(f'<p class="chart-axis">Day of {escape(start.strftime("%B %Y"))} (UTC)</p>')
+    out.append(f'<ul class="chart-legend">{"".join(legend)}</ul>')
     return "".join(out)

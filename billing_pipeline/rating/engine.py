@@ -160,11 +160,19 @@ def _line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFra
         .sort(*charge_key, order, pl.col("providers").list.first(), pl.col("models").list.first().fill_null(""))
         .with_row_index("line_id")
         .with_columns(pl.col("line_id").cast(pl.Int64), (pl.col("quantity") - pl.col("included")).alias("billable"))
-        .with_columns(
-            (pl.col("billable").cum_sum().over(charge_key, order_by=order) - pl.col("billable")).alias("before"),
-            pl.col("billable").sum().over(charge_key).alias("month_total"),
-        )
         .with_columns(("[" + pl.col("components") + "]").alias("components"))
+    )
+    # Tiers and packages run on across a month split by a price change: units before this line's
+    # period, and the month's total (volume). Per-unit prices need neither (0 and their own units).
+    tiered = pl.col("pricing") != "per_unit"
+    runs_on = (
+        lines.filter(tiered)
+        .select("line_id", (pl.col("billable").cum_sum().over(charge_key, order_by=order) - pl.col("billable"))
+                .alias("before"), pl.col("billable").sum().over(charge_key).alias("month_total"))
+    )
+    lines = (
+        lines.join(runs_on, on="line_id", how="left", maintain_order="left")
+        .with_columns(pl.col("before").fill_null(0), pl.col("month_total").fill_null(pl.col("billable")))
     )
     line_of = groups.join(lines.select(*line_key, "line_id"), on=line_key, how="left", nulls_equal=True)
     return lines, line_of.select(*model_key, "line_id")
@@ -269,9 +277,19 @@ def _records(frame: pl.DataFrame) -> list[dict]:
 
 
 def fmt_int_expr(value: pl.Expr) -> pl.Expr:
-    """money.fmt_quantity as an expression: 1234567 -> '1,234,567'."""
-    digits = value.abs().cast(pl.String).str.reverse().str.replace_all(r"(\d{3})", "${1},").str.strip_suffix(",")
-    return pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit("")) + digits.str.reverse()
+    """money.fmt_quantity as an expression: 1234567 -> '1,234,567' (any int64). Integer arithmetic
+    per group of three digits: about 3x cheaper than a regex over the reversed digits."""
+    a = value.abs()
+    text = None
+    for k in range(6, 0, -1):
+        high = a // 10 ** (3 * k)
+        group = (high % 1000).cast(pl.String)
+        group = pl.when(high >= 1000).then(group.str.zfill(3)).otherwise(group)
+        piece = pl.when(high > 0).then(group + ",").otherwise(pl.lit(""))
+        text = piece if text is None else text + piece
+    low = (a % 1000).cast(pl.String)
+    low = pl.when(a >= 1000).then(low.str.zfill(3)).otherwise(low)
+    return pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit("")) + text + low
 
 
 def _minor_parts(amount_minor: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:

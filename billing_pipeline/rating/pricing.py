@@ -8,7 +8,7 @@ Amounts here are exact; the line is rounded once (``Priced.rounded``, half up).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, localcontext
+from decimal import Context, Decimal
 
 import polars as pl
 
@@ -93,11 +93,12 @@ def per_unit_words(charge: Charge, quantity: int, currency: str, subject: str, r
             f"{_fmt_rounded(rounded, minor, currency)}")
 
 
+_EXACT = Context(prec=80)  # passed explicitly: no thread-local context switch per line
+
+
 def exact_amount(numerator: int, denominator: int) -> Decimal:
     """An amount of the vectorized result as a Decimal (exact whenever it has a finite decimal)."""
-    with localcontext() as ctx:
-        ctx.prec = 80
-        return Decimal(numerator) / Decimal(denominator)
+    return _EXACT.divide(Decimal(numerator), Decimal(denominator))
 
 
 def price_quantity(

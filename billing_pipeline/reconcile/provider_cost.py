@@ -7,11 +7,12 @@ provider's export carries its own cost and no entry applies (GPU time from FOCUS
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.rating.vectorized import I128, _round_half_up, price_units
 from billing_pipeline.schema import COST_DECIMAL
 from billing_pipeline.usage import dimensions_match, models_match
 
@@ -49,40 +50,50 @@ def _entry_index(catalog: Catalog) -> pl.Expr:
     return index
 
 
+def _price_book(catalog: Catalog) -> pl.DataFrame:
+    """entry -> price in 10^-12 currency units per unit_size (exact: prices have at most 12 decimals)."""
+    rows = [(i, price_units(e.unit_price, f"price_book[{i}].unit_price"), e.unit_size)
+            for i, e in enumerate(catalog.price_book)]
+    return pl.DataFrame(rows, schema={"entry": pl.Int64, "price_units": pl.Int64, "unit_size": pl.Int64}, orient="row")
+
+
 def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
-    """Daily cost per provider, customer (null = unattributed), model family and meter."""
-    grouped = (
+    """Daily cost per provider, customer (null = unattributed), model family and meter.
+
+    Events are summed first; the price-book entry is matched on the distinct (day, provider, model,
+    meter, dimensions) keys, not per event; the cost is quantity x price / unit_size in exact
+    integers of 10^-12, rounded half up once per row (the COST_DECIMAL scale), as Decimal would."""
+    keys = ["day", "provider", "customer_id", "model", "model_family", "meter", "dimensions"]
+    summed = (
         usage.lazy()
-        .with_columns(_entry_index(catalog).alias("entry"))
-        .group_by("day", "provider", "customer_id", "model_family", "meter", "entry")
+        .group_by(keys)
         .agg(
             pl.len().alias("events"),
             pl.sum("quantity"),
             pl.col("reported_cost").sum().alias("reported_sum"),
             pl.col("reported_cost").is_not_null().any().alias("has_reported"),
         )
-        .sort("day", "provider", "customer_id", "model_family", "meter", "entry", nulls_last=True)
-        .collect()
+        .collect(engine="streaming")
     )
-    computed, reported, cost, basis = [], [], [], []
-    for entry_i, quantity, reported_sum, has_reported in grouped.select(
-        "entry", "quantity", "reported_sum", "has_reported"
-    ).iter_rows():
-        rep = Decimal(reported_sum) if has_reported else None
-        if entry_i is not None:
-            e = catalog.price_book[entry_i]
-            value = (Decimal(quantity) * e.unit_price / Decimal(e.unit_size)).quantize(COST_SCALE, ROUND_HALF_UP)
-            computed.append(value)
-            cost.append(value)
-            basis.append("price_book")
-        else:
-            computed.append(None)
-            cost.append(rep if rep is not None else Decimal(0))
-            basis.append("reported" if rep is not None else "unpriced")
-        reported.append(rep)
-    return grouped.with_columns(
-        pl.Series("computed_cost", computed, dtype=COST_DECIMAL),
-        pl.Series("reported_cost", reported, dtype=COST_DECIMAL),
-        pl.Series("cost", cost, dtype=COST_DECIMAL),
-        pl.Series("cost_basis", basis, dtype=pl.String),
-    ).select(list(COST_SCHEMA)).cast(COST_SCHEMA)
+    pricing_keys = [k for k in keys if k != "customer_id"]
+    entries = summed.select(pricing_keys).unique().with_columns(_entry_index(catalog).alias("entry"))
+    grouped = (
+        summed.join(entries, on=pricing_keys, how="left", nulls_equal=True)
+        .group_by("day", "provider", "customer_id", "model_family", "meter", "entry")
+        .agg(pl.sum("events").cast(pl.UInt32), pl.sum("quantity"), pl.sum("reported_sum"), pl.col("has_reported").any())
+        .join(_price_book(catalog), on="entry", how="left")
+    )
+    computed = _round_half_up(pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128))
+    as_cost = (computed.cast(pl.Decimal(38, 0)) * pl.lit(COST_SCALE)).cast(COST_DECIMAL)
+    reported = pl.when(pl.col("has_reported")).then(pl.col("reported_sum").cast(COST_DECIMAL))
+    return (
+        grouped.with_columns(pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
+                             reported.alias("reported_cost"))
+        .with_columns(
+            pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias("cost"),
+            pl.when(pl.col("entry").is_not_null()).then(pl.lit("price_book"))
+            .when(pl.col("has_reported")).then(pl.lit("reported")).otherwise(pl.lit("unpriced")).alias("cost_basis"),
+        )
+        .sort("day", "provider", "customer_id", "model_family", "meter", "entry", nulls_last=True)
+        .select(list(COST_SCHEMA)).cast(COST_SCHEMA)
+    )

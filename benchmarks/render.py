@@ -1,0 +1,166 @@
+"""Invoice PDF rendering throughput: one process vs the process pool the pipeline uses.
+
+    .venv/bin/python -m benchmarks.render [--invoices 500] [--workers N] [--skip-single]
+
+Documents are real pipeline output: the rating benchmark's synthetic catalog and usage (per-unit,
+graduated, volume and hybrid plans; 1 to 20 lines, tiers, a 31-day usage chart) go through
+rate_month and build_documents; every 50th customer additionally gets the lines of two others
+(a customer on several plans, ~45 lines, 4-5 pages), with totals recomputed. Each measurement
+runs in a fresh child process (its peak RSS is the renderer's, not the generator's) and writes
+the PDFs into a temp dir (deleted afterwards):
+
+- single: one ``InvoiceRenderer`` (built once, not timed), documents rendered one after another;
+- pool: ``invoicing.render_pool.render_many`` with N workers (default: the CPUs), timed from pool
+  start, so worker start-up and each worker's renderer construction are included.
+
+Prints invoices/s for both, CPU time per invoice (steadier than wall time on a busy machine; the
+pool's includes its workers' start-up), the ratio, peak RSS and the average PDF size. Not a test: numbers
+depend on the machine (and on whatever else runs on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import yaml
+
+from benchmarks.rating import MONTH, catalog_document, usage_frame
+from billing_pipeline.money import round_money
+
+EVENTS_PER_CUSTOMER = 600
+
+
+def _merge(base: dict, others: list[dict]) -> dict:
+    """``base`` with the lines (and chart data, plan rows) of ``others``; totals recomputed."""
+    doc = {**base, "lines": [*base["lines"]], "usage_by_day": [*base["usage_by_day"]],
+           "disclosure": {**base["disclosure"], "plan_table": [*base["disclosure"]["plan_table"]]}}
+    for other in others:
+        doc["lines"] += other["lines"]
+        doc["usage_by_day"] += other["usage_by_day"]
+        doc["disclosure"]["plan_table"] += other["disclosure"]["plan_table"]
+    subtotal = sum((Decimal(line["amount"]) for line in doc["lines"]), Decimal(0))
+    tax = round_money(subtotal * Decimal(doc["tax_rate"]), doc["currency"])
+    doc.update(subtotal=str(subtotal), tax=str(tax), total=str(subtotal + tax - Decimal(doc["credits_applied"])),
+               plan={**doc["plan"], "name": " / ".join(d["plan"]["name"] for d in [base, *others])})
+    return doc
+
+
+def build_invoice_documents(invoices: int) -> list[dict]:
+    from billing_pipeline.catalog import load_catalog
+    from billing_pipeline.invoicing.document import build_documents
+    from billing_pipeline.rating import rate_month
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_render_docs_"))
+    try:
+        catalog_path = tmp / "catalog.yaml"
+        catalog_path.write_text(yaml.safe_dump(catalog_document(invoices), sort_keys=False), encoding="utf-8")
+        catalog = load_catalog(catalog_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rated = rate_month(usage_frame(invoices * EVENTS_PER_CUSTOMER, invoices).lazy(), catalog, MONTH)
+    docs = build_documents(rated.lines, catalog, MONTH)
+    return [_merge(d, [docs[(i + 1) % len(docs)], docs[(i + 3) % len(docs)]]) if i % 50 == 49 else d
+            for i, d in enumerate(docs)]
+
+
+def _peak_rss_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the pool's workers, once joined)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measure(mode: str, docs_path: str, workers: int) -> None:
+    """Child process: render every document once, print one result line."""
+    from billing_pipeline.invoicing.pdf import InvoiceRenderer
+    from billing_pipeline.invoicing.render_pool import render_many
+
+    docs = pickle.loads(Path(docs_path).read_bytes())
+    out = Path(tempfile.mkdtemp(prefix=f"bench_render_{mode}_"))
+    try:
+        if mode == "single":
+            renderer = InvoiceRenderer()
+            c0, t0 = _cpu_seconds(), time.perf_counter()
+            render_many(docs, out, workers=1, renderer=renderer)
+        else:
+            c0, t0 = _cpu_seconds(), time.perf_counter()
+            render_many(docs, out, workers=workers)
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+        sizes = [p.stat().st_size for p in out.glob("*.pdf")]
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    assert len(sizes) == len(docs), f"{len(sizes)} PDFs for {len(docs)} documents"
+    rss = _peak_rss_mb(resource.RUSAGE_SELF)
+    worker_rss = _peak_rss_mb(resource.RUSAGE_CHILDREN) if mode == "pool" else 0.0
+    print(f"{mode} {len(docs)} {seconds:.3f} {cpu:.3f} {sum(sizes) / len(sizes):.0f} {rss:.0f} {worker_rss:.0f}",
+          flush=True)
+
+
+def _run(mode: str, docs_path: Path, workers: int) -> dict:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.render", "--measure", mode, str(docs_path),
+                           "--workers", str(workers)], check=True, capture_output=True, text=True)
+    _, n, seconds, cpu, size, rss, worker_rss = done.stdout.split()
+    return {"n": int(n), "seconds": float(seconds), "cpu": float(cpu), "size": float(size), "rss": float(rss),
+            "worker_rss": float(worker_rss)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from billing_pipeline.invoicing.render_pool import default_workers
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoices", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=None, help="pool size (default: the CPUs)")
+    parser.add_argument("--skip-single", action="store_true", help="measure only the pool")
+    parser.add_argument("--measure", nargs=2, metavar=("MODE", "DOCS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    workers = args.workers or default_workers()
+    if args.measure:
+        measure(args.measure[0], args.measure[1], workers)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench_render_"))
+    try:
+        t0 = time.perf_counter()
+        docs = build_invoice_documents(args.invoices)
+        docs_path = tmp / "documents.pickle"
+        docs_path.write_bytes(pickle.dumps(docs))
+        lines = Counter(len(d["lines"]) for d in docs)
+        print(f"documents           {len(docs):,} in {time.perf_counter() - t0:.1f} s; lines per invoice: "
+              + ", ".join(f"{k} x{v}" for k, v in sorted(lines.items())))
+        results = {}
+        if not args.skip_single:
+            results["single"] = _run("single", docs_path, 1)
+        results["pool"] = _run("pool", docs_path, workers)
+        for mode, r in results.items():
+            label = "one process" if mode == "single" else f"pool, {workers} workers"
+            rss = f"peak RSS {r['rss']:,.0f} MB" + (f" (parent), {r['worker_rss']:,.0f} MB (largest worker)"
+                                                    if mode == "pool" else "")
+            print(f"{label:<19} {r['n'] / r['seconds']:6.2f} invoices/s  ({r['seconds']:.1f} s; "
+                  f"{r['cpu'] / r['n'] * 1000:.0f} ms CPU each; {rss}; avg PDF {r['size'] / 1024:.0f} KB)")
+        if "single" in results:
+            ratio = results["single"]["seconds"] / results["pool"]["seconds"]
+            print(f"pool / one process  {ratio:.2f}x")
+        per_s = results["pool"]["n"] / results["pool"]["seconds"]
+        print(f"10,000 invoices     {10_000 / per_s / 60:.1f} min with the pool (at this rate)")
+        busy = os.getloadavg()[0]
+        print(f"load average        {busy:.1f} now on {default_workers()} CPUs (other work slows both modes; "
+              f"CPU ms per invoice is the steadier number)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

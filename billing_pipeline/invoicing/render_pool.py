@@ -1,0 +1,79 @@
+"""Invoice PDFs for many documents, over a pool of worker processes.
+
+WeasyPrint is pure Python under the GIL, so threads do not help: a month-end's PDFs scale with
+processes. Each worker builds its ``InvoiceRenderer`` once (initializer) and renders chunks of
+documents, writing each PDF atomically itself, so only the documents (small dicts) and the
+sha256 digests cross process boundaries, never PDF bytes. A PDF does not depend on which worker
+rendered it (same template, stylesheet and fonts everywhere: reproducible bytes).
+
+Workers are started with ``spawn``: forking a process that already runs threads (Dagster's
+step process, a Celery worker) can copy a held lock into the child.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from billing_pipeline.invoicing.pdf import InvoiceRenderer
+
+MAX_CHUNK = 16  # documents per task: large enough to amortize IPC, small enough to balance the tail
+
+_renderer: InvoiceRenderer | None = None  # the worker's own, built once by _init_worker
+
+
+def _init_worker() -> None:
+    global _renderer
+    _renderer = InvoiceRenderer()
+
+
+def _render_chunk(docs: list[dict], folder: str, renderer: InvoiceRenderer | None = None) -> list[tuple[str, str]]:
+    renderer = renderer or _renderer
+    assert renderer is not None, "worker not initialized"
+    out = []
+    for doc in docs:
+        try:
+            out.append((doc["customer_id"], renderer.write_pdf(doc, Path(folder) / f"{doc['customer_id']}.pdf")))
+        except Exception as exc:
+            raise RuntimeError(f"invoice PDF for customer {doc.get('customer_id')!r} failed: {exc}") from exc
+    return out
+
+
+def _chunks(docs: Sequence[dict], size: int) -> list[list[dict]]:
+    return [list(docs[i:i + size]) for i in range(0, len(docs), size)]
+
+
+def default_workers() -> int:
+    """The CPUs this process may use (cgroup/affinity aware where the OS says so)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def render_many(docs: Sequence[dict], folder: str | os.PathLike, workers: int | None = None,
+                renderer: InvoiceRenderer | None = None) -> list[tuple[str, str]]:
+    """Write ``<folder>/<customer_id>.pdf`` for every document; returns (customer_id, sha256) in
+    document order. ``workers`` None = one per CPU; 1 (or too few documents to share) renders in
+    this process, with ``renderer`` if given. A failure names the customer and stops the batch
+    (PDFs already written stay: each is complete, written atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    size = max(1, min(MAX_CHUNK, -(-len(docs) // (workers * 4))))  # >= 4 chunks per worker
+    chunks = _chunks(docs, size)
+    if workers == 1 or len(chunks) < 2:
+        return _render_chunk(list(docs), str(folder), renderer or InvoiceRenderer())
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_init_worker,
+                               mp_context=multiprocessing.get_context("spawn"))
+    try:
+        results = pool.map(_render_chunk, chunks, [str(folder)] * len(chunks))
+        return [pair for chunk in results for pair in chunk]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # a failed batch does not render on
+        raise
+    finally:
+        pool.shutdown(wait=True)

@@ -39,7 +39,19 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
                                                                   "issue_invoices_job"}
     assert "issued_invoices" in assets
     assert {s.name for s in defs.schedules} == {"daily_ingestion_schedule", "month_end_schedule",
-                                                "usage_alerts_schedule", "alert_delivery_schedule"}
+                                                "usage_alerts_schedule", "alert_delivery_schedule",
+                                                "month_to_date_statements_schedule", "invoice_delivery_schedule"}
+    assert "month_to_date_statements" in assets and "delivered_invoices" in assets
+
+
+def test_statements_run_for_yesterday_and_delivery_retries_the_previous_month():
+    from billing_pipeline.defs.issuing import invoice_delivery_schedule
+    from billing_pipeline.defs.statements import month_to_date_statements_schedule
+
+    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 1, 45, tzinfo=dt.UTC))
+    assert month_to_date_statements_schedule(context).partition_key == "2026-10-31"
+    request = invoice_delivery_schedule(context)
+    assert request.partition_key == "2026-10-01" and request.tags["billing/month"] == "2026-10"
 
 
 def test_daily_assets_are_partitioned_by_day_and_billing_by_month(tmp_path):

@@ -20,7 +20,13 @@ from billing_pipeline.defs.ingestion import (
     tokenizer_drift,
     usage_tables,
 )
-from billing_pipeline.defs.issuing import delivered_invoices, issue_invoices_job, issued_invoices
+from billing_pipeline.defs.issuing import (
+    delivered_invoices,
+    invoice_delivery_job,
+    invoice_delivery_schedule,
+    issue_invoices_job,
+    issued_invoices,
+)
 from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
 from billing_pipeline.defs.month_end import (
     invoice_drafts,
@@ -31,7 +37,11 @@ from billing_pipeline.defs.month_end import (
 )
 from billing_pipeline.defs.resources import resources_from_env
 from billing_pipeline.defs.sensors import landing_zone_sensor
-from billing_pipeline.defs.statements import month_to_date_statements, month_to_date_statements_job
+from billing_pipeline.defs.statements import (
+    month_to_date_statements,
+    month_to_date_statements_job,
+    month_to_date_statements_schedule,
+)
 
 ASSETS = [*raw_assets, usage_tables, provider_cost, provider_reported_cost, tokenizer_drift, monthly_usage, rated_charges, reconciliation,
           quarantine_report, invoice_drafts, issued_invoices, delivered_invoices, *fetch_assets, usage_alerts, month_to_date_statements]
@@ -42,8 +52,9 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=ASSETS,
         jobs=[daily_ingestion_job, month_end_job, issue_invoices_job, provider_fetch_job, usage_alerts_job,
-              alert_delivery_job, month_to_date_statements_job],
-        schedules=[daily_ingestion_schedule, month_end_schedule, usage_alerts_schedule, alert_delivery_schedule],
+              alert_delivery_job, month_to_date_statements_job, invoice_delivery_job],
+        schedules=[daily_ingestion_schedule, month_end_schedule, usage_alerts_schedule, alert_delivery_schedule,
+                   month_to_date_statements_schedule, invoice_delivery_schedule],
         sensors=[landing_zone_sensor],
         resources=with_alert_resources(resources if resources is not None else resources_from_env()),
         executor=executor_from_env(),  # BILLING_EXECUTOR: multiprocess (default), in_process, celery

@@ -1,14 +1,18 @@
 """Issuing as a Dagster job: finance triggers ``issue_invoices_job`` for a reviewed month.
 
-No schedule: issuing is a human decision. The asset only wires resources to
+No schedule for issuing: it is a human decision. The asset only wires resources to
 ``invoicing.issuing.issue_month``; the ledger (locks, unique indexes, recorded check results)
-is what guarantees one set of gapless numbers, however many runs start at once.
+is what guarantees one set of gapless numbers, however many runs start at once. Delivery runs
+right after issuing, and again every 15 minutes (``invoice_delivery_schedule``) for retries.
 """
+
+import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 
+from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.partitions import monthly_partitions
-from pathlib import Path
 
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, SmtpResource
 from billing_pipeline.invoicing import delivery
@@ -97,3 +101,19 @@ issue_invoices_job = dg.define_asset_job(
     description="Issue a reviewed month: gapless numbers, issue/due dates, final PDFs, emailed to "
                 "customers. Triggered by finance.",
 )
+
+
+invoice_delivery_job = dg.define_asset_job(
+    "invoice_delivery_job",
+    selection=dg.AssetSelection.assets(delivered_invoices),
+    description="Send what the delivery outbox has due (retries after backoff); sends nothing twice.",
+)
+
+
+@dg.schedule(job=invoice_delivery_job, cron_schedule="*/15 * * * *", execution_timezone="UTC")
+def invoice_delivery_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Every 15 minutes, the previous month's outbox: retries come due on the outbox's backoff
+    (1 min doubling to 6 h), so a refused email is retried without anyone re-running issuing."""
+    first = context.scheduled_execution_time.replace(day=1)
+    month = (first - dt.timedelta(days=1)).strftime("%Y-%m")
+    return dg.RunRequest(partition_key=f"{month}-01", tags={MONTH_TAG: month})

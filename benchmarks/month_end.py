@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.baselines import Disagreement, Totals, compare
 from benchmarks.generate import MONTH, write_month
+from benchmarks.memory import peak_rss_mib
 
 IMPLEMENTATIONS = {
     "pipeline": "billing_pipeline rate_month (daily=False)",
@@ -43,10 +43,6 @@ IMPLEMENTATIONS = {
     "pandas": "pandas baseline",
     "duckdb": "DuckDB SQL baseline",
 }
-
-
-def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
@@ -105,7 +101,7 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
     Path(out).write_text(json.dumps(totals.to_json()), encoding="utf-8")
     events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
     return {"impl": impl, "events": events, "seconds": seconds, "events_per_s": events / seconds,
-            "peak_rss_mib": _peak_rss_mib(), "lines": totals.lines, "stages": stages}
+            "peak_rss_mib": peak_rss_mib(), "lines": totals.lines, "stages": stages}
 
 
 def _child(impl: str, parquet: Path, catalog: Path, out: Path) -> dict:

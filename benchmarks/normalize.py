@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import polars as pl
+
+from benchmarks.memory import peak_rss_mib
 
 START = date(2026, 10, 1)
 CUSTOMERS = 100
@@ -113,7 +114,7 @@ def measure(source: str, landing: Path, days: int) -> dict:
         events += ev.height
         quarantined += q.height
     seconds = read_s + norm_s
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    peak_mib = peak_rss_mib()
     return {"source": source, "records": records, "usage_rows": events, "quarantined": quarantined,
             "seconds": round(seconds, 2), "records_per_s": round(records / seconds),
             "read_seconds": round(read_s, 2), "read_records_per_s": round(records / read_s),
@@ -134,7 +135,7 @@ def baseline(source: str, landing: Path) -> dict:
             page = json.loads(path.read_bytes())
             records += sum(len(b["results"]) for b in page["data"])
     seconds = time.perf_counter() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     return {"source": source, "records": records, "seconds": round(seconds, 2),
             "records_per_s": round(records / seconds), "peak_rss_mib": round(peak_mib)}
 

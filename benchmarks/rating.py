@@ -13,7 +13,6 @@ Parquet size, events/s and peak RSS. Not a test: numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+
+from benchmarks.memory import peak_rss_mib
 import yaml
 
 MONTH = "2026-10"
@@ -132,7 +133,7 @@ def measure(parquet: str, catalog_path: str) -> None:
     rated = rate_month(pl.scan_parquet(parquet), catalog, MONTH)
     t2 = time.perf_counter()
     events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mib()
     print(f"catalog load        {t1 - t0:8.2f} s (not counted)")
     print(f"read + rate_month   {t2 - t1:8.2f} s for {events:,} events, {rated.lines.height:,} lines, "
           f"{rated.lines['customer_id'].n_unique():,} customers")

@@ -93,9 +93,9 @@ def usage_chart_svg(
     bar_w = slot * Decimal("0.72")
     base_y = Decimal(TOP) + plot_h
 
-    # One <path> per series (its bars and its legend swatch) and one for the grid: WeasyPrint
-    # styles and draws every SVG element separately, so ~200 <rect>s cost more than the rest of
-    # the page. Same geometry as a rect per bar: each subpath is x, y, width, height in 0.1 px.
+    # One <path> per series (all its bars) and one for the grid, instead of up to ~250 <rect>s and
+    # <line>s that WeasyPrint would cascade and draw one by one. Same geometry as a rect per bar:
+    # each subpath is a box at x, y with width and height, in 0.1 px.
     shapes: dict[str, list[str]] = {name: [] for name in series}
     texts: list[str] = []
     grid: list[str] = []

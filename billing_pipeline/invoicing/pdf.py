@@ -8,7 +8,10 @@ Reproducible bytes: the PDF's creation/modification dates come from the document
 else period end) and fonts come from a fixed file, so the same document gives the same bytes.
 
 Performance (DESIGN.md): build one ``InvoiceRenderer`` per process and reuse it; the parsed CSS
-and the FontConfiguration are shared between documents.
+and the FontConfiguration are shared between documents. Many documents: ``render_pool.render_many``
+(one renderer per worker process). What makes a page cheap to lay out is in invoice.css (fixed
+table layout, floats instead of flex/grid) and chart.py (few SVG elements, little SVG text);
+``python -m benchmarks.render`` measures it.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+from concurrent.futures import ThreadPoolExecutor
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -432,9 +433,12 @@ def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str
     words = _LineWords(month)
     described = line_rows.join(_charge_words(line_rows, catalog, month, words),
                                on=["plan_id", "charge_id", "price_from"], how="left", nulls_equal=True)
-    vectorized = _per_unit_lines(described.filter(pl.col("vectorized")), amounts, daily)
-    rest = described.join(vectorized.select("line_id"), on="line_id", how="anti")
-    usage_lines = pl.concat([vectorized, _worded_lines(rest, catalog, amounts, slices, daily, words)])
+    in_columns = pl.col("vectorized") & pl.col("line_id").is_in(amounts["line_id"].implode())
+    # The tiered lines are worded in Python while polars builds the per-unit lines (it releases the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        worded = pool.submit(_worded_lines, described.filter(~in_columns), catalog, amounts, slices, daily, words)
+        vectorized = _per_unit_lines(described.filter(in_columns), amounts, daily)
+        usage_lines = pl.concat([vectorized, worded.result()])
     fixed, keys = _fixed_lines(catalog, month, usage_lines)
     columns = [*LINE_SCHEMA, *_SORT]
     ordered = (

@@ -6,7 +6,7 @@ Writes a synthetic month as a landing zone (``landing/gateway/<day>.jsonl``, the
 log the readers accept; ``--events`` usage events = events // 3 request lines, each line giving
 input, cached-input and output events) and a catalog with per-unit, graduated, volume and hybrid
 plans (benchmarks/generate.py ``full_catalog``), then runs month-end exactly as
-``billing_pipeline month-end`` does (runner.py: one daily-ingestion run over every day of the month,
+``billing-pipeline run`` does (runner.py: one daily-ingestion run over every day of the month,
 then the month-end run: rating, reconciliation, invoice drafts in the ledger and one PDF per
 customer) on an embedded SQLite Dagster instance in this process.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,10 +139,14 @@ def ingest_days(defs: dg.Definitions, instance: dg.DagsterInstance, first: dt.da
 
 def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: str,
                    tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+    """The month-end run, in this process: its steps run one after another, so each PDF shard
+    renders over every CPU (defs/rendering.py RENDER_WORKERS_TAG)."""
+    from billing_pipeline.defs.rendering import RENDER_WORKERS_TAG
+
     start, _ = parse_month(month)
     return defs.resolve_job_def("month_end_job").execute_in_process(
         instance=instance, run_config=QUIET, partition_key=start.isoformat(), raise_on_error=True,
-        tags={MONTH_TAG: month, **(tags or {})},
+        tags={MONTH_TAG: month, RENDER_WORKERS_TAG: os.getenv("BILLING_RENDER_WORKERS", "auto"), **(tags or {})},
     )
 
 

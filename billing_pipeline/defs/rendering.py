@@ -21,12 +21,16 @@ import polars as pl
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing.document import build_documents, document_json
 from billing_pipeline.invoicing.issuing import issued_file_stems
-from billing_pipeline.invoicing.pdf import InvoiceRenderer
+from billing_pipeline.invoicing.render_pool import default_workers, render_many
 from billing_pipeline.money import ZERO
 
 INVOICE_TOTALS_CHECK = "invoice_totals_equal_rated_lines"
 STEP_IO_MANAGER = "step_io_manager"  # pickles between the steps; on shared disk for celery workers
 RENDER_SHARDS = int(os.getenv("BILLING_RENDER_SHARDS", "4"))
+# Worker processes per shard step. A run that executes its steps one after another (in-process,
+# as the CLI's runner does) tags itself so each shard uses every CPU; under the multiprocess or
+# celery executor shards already run side by side, so one process each (BILLING_RENDER_WORKERS).
+RENDER_WORKERS_TAG = "billing/render_workers"
 SUMMARY_SCHEMA = {"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String, "tax": pl.String,
                   "credits_applied": pl.String, "total": pl.String, "lines": pl.Int64, "json": pl.String,
                   "pdf": pl.String, "pdf_sha256": pl.String}
@@ -91,15 +95,20 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
 
 @dg.op(out=dg.Out(io_manager_key=STEP_IO_MANAGER))
 def render_invoice_shard(context: dg.OpExecutionContext, shard: list[dict], output: OutputFiles) -> list[str]:
-    """The PDFs of one shard's customers, with one renderer for all of them."""
+    """The PDFs of one shard's customers, over ``render_workers`` processes (one renderer each)."""
     if not shard:
         return []
     folder = _invoice_folder(output, context.partition_key[:7])
-    renderer = InvoiceRenderer()
-    for doc in shard:
-        renderer.write_pdf(doc, folder / f"{doc['customer_id']}.pdf")
-    context.log.info(f"rendered {len(shard)} invoice PDF(s)")
+    workers = render_workers(context.run.tags)
+    render_many(shard, folder, workers=workers)
+    context.log.info(f"rendered {len(shard)} invoice PDF(s) with {workers} process(es)")
     return [doc["customer_id"] for doc in shard]
+
+
+def render_workers(tags: dict[str, str]) -> int:
+    """The run's tag ("auto": this machine's CPUs), else BILLING_RENDER_WORKERS, else 1."""
+    wanted = tags.get(RENDER_WORKERS_TAG) or os.getenv("BILLING_RENDER_WORKERS") or "1"
+    return default_workers() if wanted == "auto" else max(1, int(wanted))
 
 
 def check_output_name(asset: str) -> str:

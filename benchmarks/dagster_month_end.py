@@ -14,8 +14,9 @@ Prints, per run, each step's wall time (STEP_START -> STEP_SUCCESS in ``instance
 the assets it materialized, mapped steps (PDF shards) summed with their count and the span from the
 first start to the last success, then the run's wall time and the process's peak RSS. Like the CLI,
 the runs use ``execute_in_process``, i.e. Dagster's in-process executor whatever ``BILLING_EXECUTOR``
-says: steps run one after another, so the PDF shards render sequentially here; with the
-multiprocess or celery executor of a deployed run they render in parallel (defs/rendering.py).
+says: steps run one after another, and each PDF shard renders over a process pool as wide as the
+machine (the runner tags the run ``billing/render_workers=auto``, defs/rendering.py); with the
+multiprocess or celery executor of a deployed run the shards themselves run in parallel.
 """
 
 from __future__ import annotations

@@ -126,19 +126,15 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     ])
     allowance_meters = sorted({m for a in allowance_plans.values() for m in a.meters})
 
-    events = usage.lazy().filter((pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null())
+    in_month = (pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null()
+    events = usage.lazy().filter(in_month)
     need_day = pl.lit(by_day)
     if sensitive.len():
         need_day = need_day | pl.col("customer_id").is_in(sensitive.implode())
     if allowance_customers.len():
         need_day = need_day | (pl.col("customer_id").is_in(allowance_customers.implode())
                                & pl.col("meter").is_in(allowance_meters))
-    group_keys = [k for k in KEYS if k not in ("day", "plan_id")]  # model_family as a key: cheaper than first()
-    grouped = (
-        events.group_by(*group_keys, pl.when(need_day).then(pl.col("day")).alias("day"))
-        .agg(pl.sum("quantity"), pl.len().cast(pl.Int64).alias("events"))
-        .collect(engine="streaming")
-    )
+    grouped = _group_events(usage, in_month, need_day)
     with_plan = (
         grouped.join(days.rename({"plan_id": "_day_plan"}), on=["customer_id", "day"], how="left")
         .join(steady.rename({"plan_id": "_steady_plan"}), on="customer_id", how="left")
@@ -158,6 +154,26 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
         parts.append(_consume_allowances(consuming, events, _allowances(catalog)))
     aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events") for p in parts])
     return aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from"))
+
+
+CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source (a Parquet scan)
+
+
+def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr) -> pl.DataFrame:
+    """Sum the events per customer x provider x model x family x meter x dimensions (x day where
+    ``need_day``). A lazy source is read in slices of CHUNK_ROWS whose partial sums are summed:
+    polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x the Parquet file);
+    in slices it holds ~1.2 GB and is no slower. The model family is a key, not a first():
+    cheaper, and the same groups (it is a function of the model)."""
+    keys = [k for k in KEYS if k not in ("day", "plan_id")]
+    by = [*keys, pl.when(need_day).then(pl.col("day")).alias("day")]
+    sums = [pl.sum("quantity"), pl.len().cast(pl.Int64).alias("events")]
+    total = usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
+    if isinstance(usage, pl.DataFrame) or total <= CHUNK_ROWS:  # in memory already: nothing to bound
+        return usage.lazy().filter(keep).group_by(by).agg(sums).collect(engine="streaming")
+    parts = [usage.slice(offset, CHUNK_ROWS).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
+             for offset in range(0, total, CHUNK_ROWS)]
+    return pl.concat(parts).group_by([*keys, "day"]).agg(pl.sum("quantity"), pl.sum("events"))
 
 
 def _consume_allowances(rows: pl.DataFrame, events: pl.LazyFrame, allowances: pl.DataFrame) -> pl.DataFrame:

@@ -248,3 +248,21 @@ def test_a_lazy_source_is_summed_in_slices_to_the_same_lines(monkeypatch):
     sliced = rate_month(usage(rows).lazy(), catalog, "2026-10")
     assert sliced.lines.equals(whole.lines) and sliced.unrated.equals(whole.unrated)
     assert whole.lines.filter(pl.col("included_quantity") > 0).height  # the allowance path ran too
+
+
+@pytest.mark.parametrize("currency", ["USD", "EUR", "JPY", "BHD"])
+def test_line_words_written_by_polars_read_like_the_python_ones(currency):
+    """The per-unit explanations are built as polars expressions; their numbers must print exactly
+    as money.fmt_quantity / fmt_money and str(Decimal) print them (signs, separators, minor units)."""
+    from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_quantity
+    from billing_pipeline.rating.engine import amount_text_expr, fmt_int_expr, money_text_expr
+
+    values = [0, 1, -1, 5, 999, 1000, -1000, 123456, 1_000_000, -9_876_543_210, 10**18, -(10**18), 2**63 - 1]
+    minor = MINOR_UNITS.get(currency, 2)
+    frame = pl.DataFrame({"v": values, "currency": [currency] * len(values), "minor": [minor] * len(values),
+                          "pow10": [10**minor] * len(values)}, schema_overrides={"v": pl.Int64})
+    out = frame.select(fmt_int_expr(pl.col("v")).alias("q"), amount_text_expr(pl.col("v")).alias("a"),
+                       money_text_expr(pl.col("v")).alias("m"))
+    assert out["q"].to_list() == [fmt_quantity(v) for v in values]
+    assert out["a"].to_list() == [str(Decimal(v).scaleb(-minor)) for v in values]
+    assert out["m"].to_list() == [fmt_money(Decimal(v).scaleb(-minor), currency) for v in values]

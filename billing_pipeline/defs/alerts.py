@@ -11,7 +11,7 @@ import polars as pl
 from billing_pipeline.alerts import AlertRules
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_day
 from billing_pipeline.alerts.webhooks import deliver_due
-from billing_pipeline.defs.jobs import MONTH_TAG
+from billing_pipeline.defs.jobs import day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.schema import empty_usage
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, PolarsParquetIOManager
@@ -117,8 +117,7 @@ usage_alerts_job = dg.define_asset_job(
 @dg.schedule(job=usage_alerts_job, cron_schedule="30 1 * * *", execution_timezone="UTC")
 def usage_alerts_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """An hour after daily ingestion: alerts for the day that just ended."""
-    day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=day, partition_key=day, tags={MONTH_TAG: day[:7]})
+    return day_that_ended(context)
 
 
 @dg.schedule(job=alert_delivery_job, cron_schedule="*/10 * * * *", execution_timezone="UTC")

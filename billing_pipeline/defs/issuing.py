@@ -6,12 +6,11 @@ is what guarantees one set of gapless numbers, however many runs start at once. 
 right after issuing, and again every 15 minutes (``invoice_delivery_schedule``) for retries.
 """
 
-import datetime as dt
 from pathlib import Path
 
 import dagster as dg
 
-from billing_pipeline.defs.jobs import MONTH_TAG
+from billing_pipeline.defs.jobs import month_that_ended
 from billing_pipeline.defs.partitions import monthly_partitions
 
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, SmtpResource
@@ -114,6 +113,4 @@ invoice_delivery_job = dg.define_asset_job(
 def invoice_delivery_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Every 15 minutes, the previous month's outbox: retries come due on the outbox's backoff
     (1 min doubling to 6 h), so a refused email is retried without anyone re-running issuing."""
-    first = context.scheduled_execution_time.replace(day=1)
-    month = (first - dt.timedelta(days=1)).strftime("%Y-%m")
-    return dg.RunRequest(partition_key=f"{month}-01", tags={MONTH_TAG: month})
+    return month_that_ended(context, run_key=context.scheduled_execution_time.isoformat())

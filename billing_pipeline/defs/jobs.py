@@ -22,16 +22,26 @@ month_end_job = dg.define_asset_job(
 )
 
 
+def day_that_ended(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """A run for yesterday's daily partition (UTC), one per day (run_key), tagged with its month."""
+    day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=day, partition_key=day, tags={MONTH_TAG: day[:7]})
+
+
+def month_that_ended(context: dg.ScheduleEvaluationContext, run_key: str | None = None) -> dg.RunRequest:
+    """A run for the previous month's partition; one per month unless ``run_key`` says otherwise."""
+    first = context.scheduled_execution_time.date().replace(day=1)
+    month = (first - dt.timedelta(days=1)).replace(day=1).isoformat()
+    return dg.RunRequest(run_key=run_key or month, partition_key=month, tags={MONTH_TAG: month[:7]})
+
+
 @dg.schedule(job=daily_ingestion_job, cron_schedule="30 0 * * *", execution_timezone="UTC")
 def daily_ingestion_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Shortly after midnight UTC: ingest the day that just ended."""
-    day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=day, partition_key=day, tags={MONTH_TAG: day[:7]})
+    return day_that_ended(context)
 
 
 @dg.schedule(job=month_end_job, cron_schedule="0 3 1 * *", execution_timezone="UTC")
 def month_end_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """On the 1st: draft the previous month's invoices (finance issues them after review)."""
-    first = context.scheduled_execution_time.date().replace(day=1)
-    month = (first - dt.timedelta(days=1)).replace(day=1).isoformat()
-    return dg.RunRequest(run_key=month, partition_key=month, tags={MONTH_TAG: month[:7]})
+    return month_that_ended(context)

@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from billing_pipeline.defs.alerts import LOADER_KEY
-from billing_pipeline.defs.jobs import MONTH_TAG
+from billing_pipeline.defs.jobs import day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing.statement import build_statements
@@ -56,5 +56,4 @@ month_to_date_statements_job = dg.define_asset_job(
 @dg.schedule(job=month_to_date_statements_job, cron_schedule="45 1 * * *", execution_timezone="UTC")
 def month_to_date_statements_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """After daily ingestion and the alerts: statements as of the day that just ended."""
-    day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=day, partition_key=day, tags={MONTH_TAG: day[:7]})
+    return day_that_ended(context)

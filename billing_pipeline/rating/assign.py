@@ -161,9 +161,10 @@ CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source
 
 def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr) -> pl.DataFrame:
     """Sum the events per customer x provider x model x family x meter x dimensions (x day where
-    ``need_day``). A lazy source is read in slices of CHUNK_ROWS whose partial sums are summed:
-    polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x the Parquet file);
-    in slices it holds ~1.2 GB and is no slower. The model family is a key, not a first():
+    ``need_day``). A lazy source is read in slices of CHUNK_ROWS whose partial sums are folded
+    into running sums: polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x
+    the Parquet file); in slices ~1.1 GB, and no slower without days (with every day kept the
+    re-grouping of ~4 M running sums per slice costs time: benchmarks/RESULTS.md). The model family is a key, not a first():
     cheaper, and the same groups (it is a function of the model)."""
     keys = [k for k in KEYS if k not in ("day", "plan_id")]
     by = [*keys, pl.when(need_day).then(pl.col("day")).alias("day")]
@@ -171,9 +172,12 @@ def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: p
     total = usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
     if isinstance(usage, pl.DataFrame) or total <= CHUNK_ROWS:  # in memory already: nothing to bound
         return usage.lazy().filter(keep).group_by(by).agg(sums).collect(engine="streaming")
-    parts = [usage.slice(offset, CHUNK_ROWS).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
-             for offset in range(0, total, CHUNK_ROWS)]
-    return pl.concat(parts).group_by([*keys, "day"]).agg(pl.sum("quantity"), pl.sum("events"))
+    summed = None  # folded slice by slice: memory stays at one slice plus the running sums
+    for offset in range(0, total, CHUNK_ROWS):
+        part = usage.slice(offset, CHUNK_ROWS).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
+        summed = part if summed is None else (
+            pl.concat([summed, part]).group_by([*keys, "day"]).agg(pl.sum("quantity"), pl.sum("events")))
+    return summed
 
 
 def _consume_allowances(rows: pl.DataFrame, events: pl.LazyFrame, allowances: pl.DataFrame) -> pl.DataFrame:

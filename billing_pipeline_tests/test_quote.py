@@ -48,6 +48,9 @@ def test_quote_reports_usage_the_plan_does_not_price_instead_of_dropping_it(cata
                  "output_tokens:claude-sonnet-4-5=1000")
     assert result.exit_code == 0
     assert "(not priced by this plan: 1,000 output_tokens of claude-sonnet-4-5)" in result.output
+    as_json = json.loads(run("--catalog", catalog_file, "--plan", "payg", "--month", "2026-10", "--usage",
+                             "output_tokens:claude-sonnet-4-5=1000", "--json").output)
+    assert (as_json["lines"], as_json["subtotal"], as_json["total"]) == ([], "0.00", "0.00")  # like any total
 
 
 @pytest.mark.parametrize(("args", "message"), [

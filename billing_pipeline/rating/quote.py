@@ -17,7 +17,7 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog, Customer
 from billing_pipeline.invoicing.document import build_documents
-from billing_pipeline.money import fmt_money, fmt_quantity
+from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.engine import rate_month
 from billing_pipeline.schema import METERS, USAGE_SCHEMA, canonical_json, conform, model_family_expr
@@ -86,9 +86,10 @@ def quote(catalog: Catalog, plan_id: str, usage: list[UsageSpec], month: str,
     documents = build_documents(rated.lines, synthetic, month)
     document = documents[0] if documents else None
     unpriced = rated.unrated.to_dicts()
-    if document is None:
-        document = {"currency": plan.currency, "lines": [], "subtotal": "0", "tax": "0", "credits_applied": "0",
-                    "total": "0"}
+    if document is None:  # no usage and no fixed fee: zero, printed to the currency's minor unit like any total
+        zero = str(round_money(Decimal(0), plan.currency))
+        document = {"currency": plan.currency, "lines": [], "subtotal": zero, "tax": zero, "credits_applied": zero,
+                    "total": zero}
     document["unpriced_usage"] = [
         {"meter": r["meter"], "model": r["model"], "quantity": r["quantity"], "reason": r["reason"]} for r in unpriced
     ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import polars as pl
-import pytest
 import sqlalchemy as sa
 
 from billing_pipeline.catalog import parse_catalog
@@ -16,7 +15,7 @@ from billing_pipeline.invoicing.document import build_documents
 from billing_pipeline.invoicing.ledger import Ledger
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import USAGE_SCHEMA
-from billing_pipeline_tests.test_ledger import _postgres_ledger
+from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
 
 CATALOG = parse_catalog({
     "issuer": {"name": "I"},
@@ -28,25 +27,6 @@ CATALOG = parse_catalog({
         "initech": {"name": "I", "subscriptions": [{"plan": "p", "from": "2026-01-01"}]},
     },
 })
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    if request.param == "sqlite":
-        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-        ledger.migrate()
-        yield ledger
-        ledger.engine.dispose()
-        return
-    ledger, admin, schema = _postgres_ledger()
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def month_end(ledger: Ledger, month: str) -> dict[str, dict]:

@@ -105,13 +105,16 @@ def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]
 
 
 def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *,
-                    by_day: bool = True) -> pl.DataFrame:
-    """The month's attributed usage as KEYS + charge_id, price_from, quantity, included, events.
+                    by_day: bool = True) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """(the month's attributed usage as KEYS + charge_id, price_from, quantity, included, events,
+    series; with ``by_day``, the per-day quantities of each series: series, day, quantity).
 
     One streaming group-by over the events. ``day`` is kept only where rating needs it (a plan or
-    price change inside the month, a subscription covering part of it, allowance consumption), or
-    everywhere with ``by_day`` (the invoice chart's per-day quantities); elsewhere it is null, so a
-    steady customer's month is a few dozen rows however many events it had.
+    price change inside the month, a subscription covering part of it, allowance consumption);
+    elsewhere it is null, so a steady customer's month is a few dozen rows however many events it
+    had. With ``by_day`` (the invoice chart) the events are grouped by day too, and a steady row's
+    days are kept beside it, keyed by its ``series`` number (null on rows that carry a day): the
+    rating itself still works on the month's rows, not on 31x as many.
 
     ``plan_id`` is null where no subscription covers the day; ``charge_id`` is null where the plan
     prices nothing for the row: both are reported as unrated, never dropped."""
@@ -128,13 +131,13 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
 
     in_month = (pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null()
     events = usage.lazy().filter(in_month)
-    need_day = pl.lit(by_day)
+    need_day = pl.lit(False)
     if sensitive.len():
         need_day = need_day | pl.col("customer_id").is_in(sensitive.implode())
     if allowance_customers.len():
         need_day = need_day | (pl.col("customer_id").is_in(allowance_customers.implode())
                                & pl.col("meter").is_in(allowance_meters))
-    grouped = _group_events(usage, in_month, need_day)
+    grouped, series_days = _group_events(usage, in_month, need_day, by_day)
     with_plan = (
         grouped.join(days.rename({"plan_id": "_day_plan"}), on=["customer_id", "day"], how="left")
         .join(steady.rename({"plan_id": "_steady_plan"}), on="customer_id", how="left")
@@ -152,31 +155,54 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     consuming = rated.filter(pl.col("_covered"))
     if consuming.height:
         parts.append(_consume_allowances(consuming, events, _allowances(catalog)))
-    aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events") for p in parts])
-    return aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from"))
+    aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events", "series") for p in parts])
+    return aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from")), series_days
+
+
+def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr,
+                  by_day: bool) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """Sum the events per customer x provider x model x family x meter x dimensions (x day where
+    ``need_day``), numbered by ``series``; with ``by_day`` also each series' per-day sums.
+
+    A lazy source is read in slices of CHUNK_ROWS whose partial sums are folded into running sums:
+    polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x the Parquet file); in
+    slices ~1.1 GB (benchmarks/RESULTS.md). The model family is a key, not a first(): cheaper,
+    and the same groups (it is a function of the model). With ``by_day`` every event is grouped
+    with its day once, and the month's rows are re-grouped from those daily sums (~30x fewer
+    rows than events), never from the events again."""
+    keys = [k for k in KEYS if k not in ("day", "plan_id")]
+    day = pl.col("day") if by_day else pl.when(need_day).then(pl.col("day")).alias("day")
+    # Daily sums are ~30x more running sums to fold per slice: larger slices (benchmarks/RESULTS.md).
+    summed = _sum_slices(usage, keep, [*keys, day], [*keys, "day"], CHUNK_ROWS * (2 if by_day else 1))
+    if not by_day:
+        return summed.with_columns(pl.lit(None, dtype=pl.Int64).alias("series")), None
+    steady = (
+        summed.filter(~need_day).group_by(keys)
+        .agg(pl.sum("quantity"), pl.sum("events"), pl.col("day").alias("_days"), pl.col("quantity").alias("_daily"))
+        .with_columns(pl.lit(None, dtype=pl.Date).alias("day"))
+        .with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
+    )
+    series_days = (steady.select("series", pl.col("_days").alias("day"), pl.col("_daily").alias("quantity"))
+                   .explode("day", "quantity", empty_as_null=True))
+    dated = summed.filter(need_day).with_columns(pl.lit(None, dtype=pl.Int64).alias("series"))
+    return pl.concat([dated, steady.select(dated.columns)]), series_days
 
 
 CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source (a Parquet scan)
 
 
-def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr) -> pl.DataFrame:
-    """Sum the events per customer x provider x model x family x meter x dimensions (x day where
-    ``need_day``). A lazy source is read in slices of CHUNK_ROWS whose partial sums are folded
-    into running sums: polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x
-    the Parquet file); in slices ~1.1 GB, and no slower without days (with every day kept the
-    re-grouping of ~4 M running sums per slice costs time: benchmarks/RESULTS.md). The model family is a key, not a first():
-    cheaper, and the same groups (it is a function of the model)."""
-    keys = [k for k in KEYS if k not in ("day", "plan_id")]
-    by = [*keys, pl.when(need_day).then(pl.col("day")).alias("day")]
+def _sum_slices(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, keys: list[str],
+                slice_rows: int) -> pl.DataFrame:
+    """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source."""
     sums = [pl.sum("quantity"), pl.len().cast(pl.Int64).alias("events")]
     total = usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
-    if isinstance(usage, pl.DataFrame) or total <= CHUNK_ROWS:  # in memory already: nothing to bound
+    if isinstance(usage, pl.DataFrame) or total <= slice_rows:  # in memory already: nothing to bound
         return usage.lazy().filter(keep).group_by(by).agg(sums).collect(engine="streaming")
     summed = None  # folded slice by slice: memory stays at one slice plus the running sums
-    for offset in range(0, total, CHUNK_ROWS):
-        part = usage.slice(offset, CHUNK_ROWS).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
+    for offset in range(0, total, slice_rows):
+        part = usage.slice(offset, slice_rows).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
         summed = part if summed is None else (
-            pl.concat([summed, part]).group_by([*keys, "day"]).agg(pl.sum("quantity"), pl.sum("events")))
+            pl.concat([summed, part]).group_by(keys).agg(pl.sum("quantity"), pl.sum("events")))
     return summed
 
 

@@ -60,3 +60,21 @@ def test_only_lines_with_both_counts_and_text_are_compared_and_claude_is_not_gue
 def test_a_day_without_such_lines_reports_an_empty_table():
     out = drift.drift_by_model(drift.empty_sample())
     assert out.height == 0 and out.schema == pl.Schema(drift.DRIFT_SCHEMA)
+
+
+def test_files_of_usage_only_lines_are_not_parsed_for_drift_and_give_the_empty_table(tmp_path, monkeypatch):
+    usage_only = json.dumps({"request_id": "u", "timestamp": "2026-10-05T10:00:00Z", "model": "gpt-4o-mini",
+                             "usage": {"prompt_tokens": 7, "completion_tokens": 1}})
+    write(tmp_path, [usage_only] * 3)
+    parsed = []
+    monkeypatch.setattr(gateway_log, "_read_file", lambda *a, **k: parsed.append(a) or (None, None, None, 0))
+
+    out = gateway_log.tokenizer_drift(tmp_path, DAY, NEXT)
+
+    assert parsed == [] and out.height == 0 and out.schema == pl.Schema(drift.DRIFT_SCHEMA)
+
+
+def test_a_text_key_written_with_spaces_before_its_colon_is_still_compared(tmp_path):
+    spaced = line("g", "gpt-4o-mini", 110, 40).replace('"prompt":', '"prompt" :').replace('"completion":', '"completion"  :')
+    write(tmp_path, [spaced])
+    assert by_model(gateway_log.tokenizer_drift(tmp_path, DAY, NEXT))["gpt-4o-mini"]["lines"] == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import codecs
 import json
 import math
+import re
 from datetime import date
 from pathlib import Path
 
@@ -348,6 +349,16 @@ def read(landing: Path, start: date, end: date):
     return files.combine(events, quarantine, accepted)
 
 
+_TEXT_KEY = re.compile(rb'"(?:prompt|completion)"\s*:')
+
+
+def _may_carry_text(path: Path) -> bool:
+    try:
+        return _TEXT_KEY.search(path.read_bytes()) is not None
+    except OSError:
+        return True  # let the reader report it
+
+
 def tokenizer_drift(landing: Path, start: date, end: date) -> pl.DataFrame:
     """Per model, the provider's token counts against our own recount of the same lines' text.
 
@@ -356,6 +367,8 @@ def tokenizer_drift(landing: Path, start: date, end: date) -> pl.DataFrame:
     """
     from billing_pipeline.sources import drift
 
+    # A file in which no key "prompt" or "completion" is written has no text to recount: it is not
+    # parsed at all (a month of usage-only logs costs one byte search per file, not a second parse).
     texts = [t for f in files.list_files(landing, FOLDER, (".jsonl",), start, end)
-             if (t := _read_file(f, start, end, keep_text=True)[2]) is not None]
+             if _may_carry_text(f.path) and (t := _read_file(f, start, end, keep_text=True)[2]) is not None]
     return drift.drift_by_model(pl.concat(texts) if texts else drift.empty_sample())

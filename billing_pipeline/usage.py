@@ -26,8 +26,11 @@ def deduplicate(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     repeated = (
         events.lazy().group_by("record_id").agg(pl.col("origin").n_unique().alias("_origins"))
-        .filter(pl.col("_origins") > 1).select("record_id")
+        .filter(pl.col("_origins") > 1).select("record_id").collect()
     )
+    if repeated.height == 0:  # the usual month: nothing read twice, no join over every event
+        return conform(events, USAGE_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    repeated = repeated.lazy()
     single = events.lazy().join(repeated, on="record_id", how="anti")
     copies = (
         events.lazy().join(repeated, on="record_id", how="semi")

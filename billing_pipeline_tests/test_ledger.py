@@ -174,3 +174,12 @@ def test_money_is_stored_as_integer_micros_and_floats_are_refused(ledger):
     bad["total"] = 737.8
     with pytest.raises(TypeError):
         ledger.save_drafts("2026-10", [bad])
+
+
+@pytest.mark.parametrize("value", [12.0, float("nan"), 1e300])
+def test_a_float_deep_inside_a_line_is_refused_with_its_path(ledger, value):
+    bad = document("acme")
+    bad["lines"][0]["daily"] = [{"day": "2026-10-01", "model": "gpt-4o", "quantity": 5},
+                                {"day": "2026-10-02", "model": "gpt-4o", "quantity": value}]
+    with pytest.raises(TypeError, match=r"document\.lines\[0\]\.daily\[1\]\.quantity is a float"):
+        ledger.save_drafts("2026-10", [bad])

@@ -285,7 +285,8 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         ts=files.parse_utc_expr(pl.col("timestamp")),
         provider=_provider_expr(),
     )
-    models = good["model"].drop_nulls().unique().to_list()
+    # Only lines we count ourselves need a tokenizer: a usage-only log never loads one (~3 s).
+    models = good.filter(pl.col("local"))["model"].drop_nulls().unique().to_list()
     untokenizable = [m for m in models if tokens.tokenizer_for(m) is None]
     checks = [
         (pl.col("request_id").is_null() | (pl.col("request_id") == ""), "missing_field", "request_id", "request_id is missing"),

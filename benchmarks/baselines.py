@@ -307,3 +307,53 @@ def duckdb_rating(parquet: str, doc: dict, month: str) -> Totals:
     rows = con.execute(DUCKDB_SQL, {"parquet": str(parquet), "start": start, "end": end}).fetchall()
     con.close()
     return Totals({c: Decimal(t) for c, t, _ in rows}, sum(n for _, _, n in rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# The floor: a hand-written float polars group-by (issue #8's reference), not a billing system
+
+
+def polars_float_floor(parquet: str, doc: dict, month: str) -> dict[str, float]:
+    """What the issue calls the floor to approach: one streaming group-by of the events per
+    customer, provider, model family and meter, charges joined, tiers by clip arithmetic, all in
+    float64, no line items, no explanations, no exactness. Per-customer totals as floats: it is
+    compared with the exact implementations only within a tolerance and never gates the run
+    (a float total is allowed to be off by the float error it carries)."""
+    import polars as pl
+
+    start, end = parse_month(month)
+    tables = charge_tables(doc, month)
+    subs = pl.DataFrame(tables.subscriptions, schema={"customer_id": pl.String, "plan_id": pl.String}, orient="row")
+    charges = pl.DataFrame(
+        [(pid, cid, pricing, meter, model, size) for pid, cid, pricing, meter, model, size in tables.charges],
+        schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String, "meter": pl.String,
+                "model_family": pl.String, "unit_size": pl.Int64}, orient="row")
+    tiers = pl.DataFrame(
+        [(pid, cid, lower, float(upper) if upper is not None else float("inf"), float(price))
+         for pid, cid, _, lower, upper, price in tables.tiers],
+        schema={"plan_id": pl.String, "charge_id": pl.String, "lower": pl.Float64, "upper": pl.Float64,
+                "price": pl.Float64}, orient="row")
+    usage = (
+        pl.scan_parquet(parquet)
+        .filter((pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null())
+        .group_by("customer_id", "provider", "model_family", "meter").agg(pl.col("quantity").sum().cast(pl.Float64))
+        .collect(engine="streaming")
+        .join(subs, on="customer_id")
+    )
+    claimed = pl.concat([
+        usage.join(charges.filter(pl.col("model_family").is_not_null()), on=["plan_id", "meter", "model_family"]),
+        usage.join(charges.filter(pl.col("model_family").is_null()).drop("model_family"), on=["plan_id", "meter"]),
+    ], how="diagonal")
+    per_unit = pl.col("pricing") == "per_unit"
+    lines = (
+        claimed.with_columns(pl.when(per_unit).then(pl.col("provider")).alias("provider"),
+                             pl.when(per_unit).then(pl.col("model_family")).alias("model_family"))
+        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family")
+        .agg(pl.sum("quantity"), pl.first("unit_size"))
+        .join(tiers, on=["plan_id", "charge_id"])
+        .with_columns(((pl.col("quantity").clip(pl.col("lower"), pl.col("upper")) - pl.col("lower"))
+                       * pl.col("price") / pl.col("unit_size")).alias("amount"))
+        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family").agg(pl.sum("amount"))
+        .group_by("customer_id").agg(pl.col("amount").round(2).sum())
+    )
+    return dict(lines.iter_rows())

@@ -23,6 +23,7 @@ from benchmarks.baselines import (
     duckdb_rating,
     pandas_rating,
     pipeline_totals,
+    polars_float_floor,
 )
 from benchmarks.generate import MONTH, comparison_catalog, month_usage
 from benchmarks.rating import catalog_document
@@ -75,6 +76,19 @@ def test_pandas_and_duckdb_bill_every_customer_what_the_engine_bills(month):
         baseline = run(str(parquet), doc, MONTH)
         compare(engine, baseline, name)  # raises on the first customer a cent apart
         assert baseline.by_customer == engine.by_customer
+
+
+def test_the_float_floor_prices_the_same_month_within_a_cent_per_line(month):
+    """The floor is timed beside the exact implementations, so it must do the same work: the
+    same customers, each within the float rounding of one cent per invoice line."""
+    parquet, doc = month
+    lines = rate_month(pl.scan_parquet(parquet), parse_catalog(doc), MONTH, daily=False).lines
+    exact = pipeline_totals(lines).by_customer
+    per_customer = dict(lines.group_by("customer_id").len().iter_rows())
+    floor = polars_float_floor(str(parquet), doc, MONTH)
+    assert set(floor) == set(exact)
+    for customer, total in exact.items():
+        assert abs(Decimal(repr(floor[customer])) - total) <= Decimal("0.01") * per_customer[customer], customer
 
 
 def test_a_wrong_price_in_one_baseline_is_reported_with_the_customer(month):

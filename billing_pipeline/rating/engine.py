@@ -382,16 +382,22 @@ def _per_unit_lines(lines: pl.DataFrame, amounts: pl.DataFrame, daily: pl.DataFr
     explanation = fmt_int_expr(pl.col("billable")) + " " + subject + " at " + pl.col("price_text") + " = " + money
     explanation = pl.when(pl.col("period") != "").then(
         "Usage" + pl.col("period") + " at the prices in effect then: " + explanation).otherwise(explanation)
-    explanation = pl.when(pl.col("included") != 0).then(
+    covered = (  # only lines with included units pay for these three numbers (when/then would not spare them)
         fmt_int_expr(pl.col("quantity")) + " " + subject + ", of which " + fmt_int_expr(pl.col("included"))
         + " were covered by the plan's included " + fmt_int_expr(pl.col("allowance")) + " units; " + explanation
-    ).otherwise(explanation)
+    )
     named = (pl.col("base_pricing") == "per_unit") & model.is_not_null() & (model != "")
     frame = lines.join(amounts.select("line_id", "amount_minor"), on="line_id", how="inner")
     if daily is not None:
         frame = frame.join(daily, on="line_id", how="left")
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("daily"))
+    has_included = pl.col("included") != 0
+    return pl.concat([_per_unit_columns(frame.filter(~has_included), model, named, explanation),
+                      _per_unit_columns(frame.filter(has_included), model, named, covered)])
+
+
+def _per_unit_columns(frame: pl.DataFrame, model: pl.Expr, named: pl.Expr, explanation: pl.Expr) -> pl.DataFrame:
     return frame.select(
         "customer_id", "plan_id", pl.lit(0, dtype=pl.Int64).alias("position"), "charge_id",
         (pl.col("title") + pl.when(named).then(" (" + model + ")").otherwise(pl.lit("")) + pl.col("period"))

@@ -101,6 +101,49 @@ def test_same_document_renders_identical_bytes(renderer):
     assert InvoiceRenderer().render_pdf(doc) == first
 
 
+@pytest.mark.parametrize("name", ["Acme Health Inc.", HOSTILE, HOSTILE_LINK, "Ça & Co <b>\u00a0\u2014"])
+def test_xml_parsed_invoice_renders_the_same_bytes_as_the_html5_parser(renderer, monkeypatch, name):
+    from weasyprint import HTML
+    from billing_pipeline.invoicing import pdf
+
+    doc = make_document(customer_name=name)
+    markup = renderer.render_html(doc)
+    assert pdf.parse_markup(markup, renderer.base_url, renderer.url_fetcher).etree_element.tag == "html"
+    fast = renderer.render_pdf(doc)
+    monkeypatch.setattr(pdf, "parse_markup", lambda m, b, u: HTML(string=m, base_url=b, url_fetcher=u))
+    assert renderer.render_pdf(doc) == fast
+
+
+def test_line_break_in_an_attribute_keeps_the_html5_parser(renderer):
+    from billing_pipeline.invoicing.pdf import parse_markup
+
+    html = parse_markup('<html><head><meta name="author" content="A\nB"/></head><body/></html>',
+                        renderer.base_url, renderer.url_fetcher)
+    assert html.etree_element.find(".//meta").get("content") == "A\nB"
+
+
+def test_markup_that_is_not_xml_still_renders(renderer):
+    from billing_pipeline.invoicing.pdf import parse_markup
+
+    html = parse_markup("<p>unclosed<br>text &nbsp; here", renderer.base_url, renderer.url_fetcher)
+    assert html.write_pdf().startswith(b"%PDF")
+
+
+def test_fonts_parsed_and_deflated_once_give_the_same_bytes_as_per_pdf(renderer, monkeypatch):
+    import pydyf
+    import weasyprint.pdf.fonts
+    from fontTools.ttLib import TTFont
+
+    doc = make_document()
+    renderer.render_pdf(make_document(customer_name="Warm-up"))  # fills both caches
+    cached = renderer.render_pdf(doc)
+    assert weasyprint.pdf.fonts.TTFont is not TTFont  # the per-process caches are in place
+    assert weasyprint.pdf.fonts.pydyf is not pydyf
+    monkeypatch.setattr(weasyprint.pdf.fonts, "TTFont", TTFont)
+    monkeypatch.setattr(weasyprint.pdf.fonts, "pydyf", pydyf)
+    assert renderer.render_pdf(doc) == cached
+
+
 def test_pdf_dates_come_from_the_document(renderer):
     doc = make_document()
     meta = PdfReader(io.BytesIO(renderer.render_pdf(doc))).metadata

@@ -21,6 +21,20 @@ def test_the_y_axis_reaches_the_tallest_day():
     assert labels[0] == 0 and max(labels) >= Decimal("0.11")
 
 
+def test_a_month_of_a_few_cents_labels_each_tick_with_its_own_distinct_amount():
+    # tallest day 0.01: steps of 0.0025, which cents alone would print as $0.00, $0.00, $0.01, $0.01
+    usage = [{"day": "2026-10-03", "model": "gpt-4o", "quantity": 1, "amount": "0.01"},
+             {"day": "2026-10-04", "model": "gpt-4o", "quantity": 1, "amount": "0.004"}]
+    labels = axis_labels(usage_chart_svg(usage, "2026-10-01", "2026-10-31", "USD"))
+    assert labels == [Decimal("0"), Decimal("0.0025"), Decimal("0.005"), Decimal("0.0075"), Decimal("0.01")]
+
+
+def test_ticks_of_whole_cents_or_more_print_as_money():
+    usage = [{"day": "2026-10-03", "model": "gpt-4o", "quantity": 1, "amount": "1234"}]
+    markup = usage_chart_svg(usage, "2026-10-01", "2026-10-31", "EUR")
+    assert ">0.00 EUR</text>" in markup and ">1,500.00 EUR</text>" in markup
+
+
 def test_every_model_is_in_the_legend_as_escaped_text():
     usage = [{"day": "2026-10-01", "model": "<b>x</b>", "quantity": 1, "amount": "1.00"},
              {"day": "2026-10-02", "model": "gpt-4o", "quantity": 1, "amount": "2.00"}]

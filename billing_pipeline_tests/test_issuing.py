@@ -78,20 +78,20 @@ def test_issuing_one_customer_leaves_the_others_draft(ledger):  # noqa: F811
 def test_killed_mid_draft_writing_then_rerun_equals_a_clean_run(ledger, monkeypatch, tmp_path):  # noqa: F811
     """Scenario 3: the drafts are written in one transaction; a crash leaves the old state."""
     docs = [document(c) for c in CUSTOMERS]
-    real = ledger_module.write_draft
+    real = ledger_module._line_rows
     calls = []
 
-    def crash_on_second(conn, doc, actor, existing_id=None):
+    def crash_on_second(doc, invoice_id):  # every invoice row is written by then, no line of the second
         calls.append(doc["customer_id"])
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
-        return real(conn, doc, actor, existing_id)
+        return real(doc, invoice_id)
 
-    monkeypatch.setattr(ledger_module, "write_draft", crash_on_second)
+    monkeypatch.setattr(ledger_module, "_line_rows", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         ledger.save_drafts(MONTH, docs)
     assert ledger.list_invoices(MONTH) == []
-    monkeypatch.setattr(ledger_module, "write_draft", real)
+    monkeypatch.setattr(ledger_module, "_line_rows", real)
     ledger.save_drafts(MONTH, docs)
     clean = ledger_module.Ledger(f"sqlite:///{tmp_path / 'clean.db'}")
     clean.migrate()

@@ -110,11 +110,19 @@ def lock_period(conn: Connection, period: str) -> None:
                      {"key": f"billing_pipeline.ledger:{period}"})
 
 
+def _audit_row(invoice_id: int, actor: str, action: str, detail: dict, at: datetime | None = None) -> dict:
+    return {"invoice_id": invoice_id, "at": at or _now(), "actor": actor, "action": action,
+            "detail": json.dumps(detail, sort_keys=True)}
+
+
 def audit(conn: Connection, invoice_id: int, actor: str, action: str, detail: dict) -> None:
-    conn.execute(audit_log.insert().values(
-        invoice_id=invoice_id, at=_now(), actor=actor, action=action,
-        detail=json.dumps(detail, sort_keys=True),
-    ))
+    conn.execute(audit_log.insert().values(**_audit_row(invoice_id, actor, action, detail)))
+
+
+def _draft_detail(doc: dict, kind: str) -> dict:
+    """What the audit log records of a written draft."""
+    return {"customer_id": doc["customer_id"], "period": doc["period"], "kind": kind, "total": doc["total"],
+            "references": doc.get("references")}
 
 
 def _row_values(doc: dict) -> dict:
@@ -155,8 +163,7 @@ def write_draft(conn: Connection, doc: dict, actor: str, existing_id: int | None
     if doc["lines"]:
         conn.execute(invoice_lines.insert(), _line_rows(doc, invoice_id))
     audit(conn, invoice_id, actor, "insert_draft" if existing_id is None else "replace_draft",
-          {"customer_id": doc["customer_id"], "period": doc["period"],
-           "kind": values["kind"], "total": doc["total"], "references": doc.get("references")})
+          _draft_detail(doc, values["kind"]))
     return invoice_id
 
 
@@ -172,11 +179,8 @@ def insert_drafts(conn: Connection, docs: list[dict], actor: str) -> list[int]:
     lines = [row for doc, invoice_id in zip(docs, ids) for row in _line_rows(doc, invoice_id)]
     if lines:
         conn.execute(invoice_lines.insert(), lines)
-    conn.execute(audit_log.insert(), [
-        {"invoice_id": invoice_id, "at": now, "actor": actor, "action": "insert_draft",
-         "detail": json.dumps({"customer_id": doc["customer_id"], "period": doc["period"], "kind": row["kind"],
-                               "total": doc["total"], "references": doc.get("references")}, sort_keys=True)}
-        for doc, invoice_id, row in zip(docs, ids, values)])
+    conn.execute(audit_log.insert(), [_audit_row(invoice_id, actor, "insert_draft", _draft_detail(doc, row["kind"]), now)
+                                      for doc, invoice_id, row in zip(docs, ids, values)])
     return ids
 
 

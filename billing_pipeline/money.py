@@ -50,10 +50,15 @@ def from_micros(micros: int) -> Decimal:
     return Decimal(micros).scaleb(-6)
 
 
-def fmt_money(amount: Decimal, currency: str) -> str:
-    """'$1,234.50' for USD, '1,234.50 EUR' otherwise: for PDFs and explanations."""
-    q = round_money(amount, currency)
-    places = MINOR_UNITS.get(currency.upper(), 2)
+def fmt_money(amount: Decimal, currency: str, places: int | None = None) -> str:
+    """'$1,234.50' for USD, '1,234.50 EUR' otherwise: for PDFs and explanations. Rounded to the
+    currency's minor unit, or printed exactly to ``places`` decimals when more are asked for (a
+    chart axis in steps of $0.0025)."""
+    minor = MINOR_UNITS.get(currency.upper(), 2)
+    if places is None or places <= minor:
+        q, places = round_money(amount, currency), minor
+    else:
+        q = amount
     text = f"{q:,.{places}f}"
     if currency.upper() == "USD":
         return f"-${text[1:]}" if text.startswith("-") else f"${text}"

@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from decimal import ROUND_CEILING, Decimal
 from html import escape
 
-from billing_pipeline.money import MINOR_UNITS, exact, fmt_money
+from billing_pipeline.money import exact, fmt_money
 
 # Colour-blind friendly palette (Okabe-Ito, then greys); constants, never customer values.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
@@ -55,11 +55,7 @@ def _tick_label(value: Decimal, step: Decimal, currency: str) -> str:
     """An axis label: money to the minor unit, or to the step's own decimals when the step is
     finer (a month of a few cents has ticks $0.0025 apart, which cents would print as $0.00,
     $0.00, $0.01, $0.01)."""
-    places = max(MINOR_UNITS.get(currency.upper(), 2), -step.normalize().as_tuple().exponent)
-    if places == MINOR_UNITS.get(currency.upper(), 2):
-        return fmt_money(value, currency)
-    text = f"{value:,.{places}f}"
-    return f"${text}" if currency.upper() == "USD" else f"{text} {currency.upper()}"
+    return fmt_money(value, currency, places=-step.normalize().as_tuple().exponent)
 
 
 def _days(start: date, end: date) -> list[date]:

@@ -101,15 +101,14 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
         began = time.perf_counter()
         totals = run(parquet, doc, MONTH)
         seconds = time.perf_counter() - began
-        if impl == "floor":  # floats: reported beside the exact totals, never compared to the cent
-            Path(out).write_text(json.dumps({c: repr(v) for c, v in totals.items()}), encoding="utf-8")
-            events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
-            return {"impl": impl, "events": events, "seconds": seconds, "events_per_s": events / seconds,
-                    "peak_rss_mib": peak_rss_mib(), "lines": 0, "stages": {}}
-    Path(out).write_text(json.dumps(totals.to_json()), encoding="utf-8")
+    if impl == "floor":  # floats: reported beside the exact totals, never compared to the cent
+        written, lines = {c: repr(v) for c, v in totals.items()}, 0
+    else:
+        written, lines = totals.to_json(), totals.lines
+    Path(out).write_text(json.dumps(written), encoding="utf-8")
     events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
     return {"impl": impl, "events": events, "seconds": seconds, "events_per_s": events / seconds,
-            "peak_rss_mib": peak_rss_mib(), "lines": totals.lines, "stages": stages}
+            "peak_rss_mib": peak_rss_mib(), "lines": lines, "stages": stages}
 
 
 def _child(impl: str, parquet: Path, catalog: Path, out: Path) -> dict:

@@ -197,7 +197,7 @@ def _daily(aggregated: pl.DataFrame, series_days: pl.DataFrame, line_of: pl.Data
     providers = rows["provider"].fill_null("").unique().sort()
     models = rows["model_family"].unique().sort(nulls_last=False)
     first = min([d for d in (rows["day"].min(), series_days["day"].min()) if d is not None], default=dt.date.min)
-    n_p, n_m, n_d = max(providers.len(), 1), max(models.len(), 1), 32
+    n_p, n_m, n_d = max(providers.len(), 1), max(models.len(), 1), 32  # days: a month spans <= 31 from its first
     rank = (pl.col("provider").fill_null("").replace_strict(providers, pl.int_range(providers.len(), eager=True),
                                                              return_dtype=pl.Int64) * n_m
             + pl.col("model_family").replace_strict(models, pl.int_range(models.len(), eager=True),

@@ -105,3 +105,43 @@ def test_the_good_catalog_quotes():
     from billing_pipeline.catalog import parse_catalog
 
     assert parse_catalog(copy.deepcopy(GOOD)).plans["enterprise"].charges[1].tiers[2].up_to is None
+
+
+def test_a_catalog_that_is_not_yaml_is_refused_with_the_file_and_the_line(tmp_path):
+    catalog = tmp_path / "broken.yaml"
+    catalog.write_text("issuer:\n  name: Example AI GmbH\nplans: [enterprise,\ncustomers: {}\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["quote", "--catalog", str(catalog), "--plan", "enterprise",
+                                       "--usage", "input_tokens=1000", "--month", "2026-10"])
+    assert result.exit_code == 2
+    assert f"error: {catalog}: not valid YAML" in result.output
+    assert "line 3, column 8" in result.output  # where the list that is never closed opens
+
+
+def test_yaml_comments_anchors_and_quoted_prices_load_as_written(tmp_path):
+    """The loader is libyaml's where PyYAML has it: it must read a catalog exactly as the
+    pure-Python safe loader does (anchors, merge keys, quoted decimals, nulls)."""
+    from billing_pipeline.catalog import load_catalog
+
+    text = """# plans share one tier table through an anchor
+issuer: {name: Example AI GmbH}
+plans:
+  enterprise:
+    name: Enterprise
+    charges:
+      - &input {id: input, meter: input_tokens, unit_size: 1000, unit_price: "0.0025"}
+      - {<<: *input, id: output, meter: output_tokens, unit_price: "0.0100"}
+customers:
+  acme: {name: Acme, subscriptions: [{plan: enterprise, from: 2026-01-01, to: ~}]}
+"""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(text, encoding="utf-8")
+    assert load_catalog(catalog) == parse_catalog_via_python_loader(text)
+    charges = load_catalog(catalog).plans["enterprise"].charges
+    assert [(c.id, c.meter, str(c.unit_price)) for c in charges] == [
+        ("input", "input_tokens", "0.0025"), ("output", "output_tokens", "0.0100")]
+
+
+def parse_catalog_via_python_loader(text: str):
+    from billing_pipeline.catalog import parse_catalog
+
+    return parse_catalog(yaml.load(text, Loader=yaml.SafeLoader))

@@ -1,6 +1,6 @@
 """A full month-end through Dagster at scale, with wall time per step from the runs' own event logs.
 
-    .venv/bin/python -m benchmarks.dagster_month_end --events 10000000 [--customers 10000] [--keep DIR]
+    .venv/bin/python -m benchmarks.dagster_month_end --events 10000000 [--customers 10000] [--keep DIR] [--late-rerun]
 
 Writes a synthetic month as a landing zone (``landing/gateway/<day>.jsonl``, the gateway request
 log the readers accept; ``--events`` usage events = events // 3 request lines, each line giving
@@ -17,6 +17,10 @@ the runs use ``execute_in_process``, i.e. Dagster's in-process executor whatever
 says: steps run one after another, and each PDF shard renders over a process pool as wide as the
 machine (the runner tags the run ``billing/render_workers=auto``, defs/rendering.py); with the
 multiprocess or celery executor of a deployed run the shards themselves run in parallel.
+
+``--late-rerun`` then appends one late request for one customer to the month's last day and runs
+what finance would run next: that day's ingestion and month-end again (the ledger's drafts are
+replaced; only the PDFs whose document changed are rendered again, invoicing/draft_pdfs.py).
 """
 
 from __future__ import annotations
@@ -85,7 +89,19 @@ def print_run(title: str, instance, run_id: str) -> None:
               f"{', '.join(sorted(r['assets'])) or '-'}{count}")
 
 
-def run(events: int, customers: int, folder: Path) -> None:
+def late_request(day_file: Path) -> tuple[str, str]:
+    """(customer, gateway request line): one more request like the day's first one, 2.5 M tokens
+    at 23:58 (the format write_landing_zone writes)."""
+    import json
+
+    with open(day_file, encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    late = {"request_id": "req-late-1", "timestamp": f"{day_file.stem}T23:58:00Z", "customer_key": first["customer_key"],
+            "model": first["model"], "usage": {"prompt_tokens": 2_000_000, "completion_tokens": 500_000}}
+    return first["customer_key"], json.dumps(late) + "\n"
+
+
+def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> None:
     from billing_pipeline.runner import (
         MonthEndSummary,
         _collect_checks,
@@ -120,6 +136,8 @@ def run(events: int, customers: int, folder: Path) -> None:
         step_timings_cache = step_timings(instance, monthly.run_id)
         summary = MonthEndSummary(month=MONTH, out_dir=out)
         _collect_checks(summary, (daily, monthly))
+        if late_rerun:
+            late_rerun_month(defs, instance, landing, out, end - dt.timedelta(days=1), summary)
     pdfs = len(list((out / MONTH / "invoices").glob("*.pdf")))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -133,20 +151,45 @@ def run(events: int, customers: int, folder: Path) -> None:
         print(f"FAILED CHECKS       {', '.join(summary.failed_checks)}")
 
 
+def late_rerun_month(defs, instance, landing: Path, out: Path, last_day: dt.date, summary) -> None:
+    from billing_pipeline.runner import _collect_checks, ingest_days, rate_month_run
+
+    invoices = out / MONTH / "invoices"
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in invoices.glob("*.pdf")}
+    day_file = landing / "gateway" / f"{last_day.isoformat()}.jsonl"
+    customer, line = late_request(day_file)
+    with open(day_file, "a", encoding="utf-8") as fh:
+        fh.write(line)
+    began = time.perf_counter()
+    daily = ingest_days(defs, instance, last_day, last_day)
+    ingested = time.perf_counter()
+    monthly = rate_month_run(defs, instance, MONTH)
+    finished = time.perf_counter()
+    print_run(f"late usage for {customer}: ingestion of {last_day} again", instance, daily.run_id)
+    print_run(f"late usage for {customer}: month-end {MONTH} again", instance, monthly.run_id)
+    _collect_checks(summary, (daily, monthly))
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in invoices.glob("*.pdf")}
+    rendered = sorted(name for name in after if after[name] != before.get(name))
+    print(f"\nlate re-run         {finished - began:.1f} s (ingestion {ingested - began:.1f} s, month-end "
+          f"{finished - ingested:.1f} s); PDFs rendered again: {len(rendered)} ({', '.join(rendered[:5])})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--keep", type=Path, help="write landing zone, catalog and outputs here and keep them")
+    parser.add_argument("--late-rerun", action="store_true",
+                        help="then add late usage for one customer and run that day and month-end again")
     args = parser.parse_args(argv)
     if args.keep:
         if args.keep.exists() and any(args.keep.iterdir()):
             raise SystemExit(f"{args.keep}: not empty; give a new folder")
-        run(args.events, args.customers, args.keep)
+        run(args.events, args.customers, args.keep, args.late_rerun)
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench_dagster_month_end_"))
     try:
-        run(args.events, args.customers, tmp)
+        run(args.events, args.customers, tmp, args.late_rerun)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -36,11 +36,19 @@ def demo(demo_month, tmp_path_factory) -> dict:
     invoices = demo_month.out / MONTH / "invoices"
     first_json = {p.name: p.read_bytes() for p in sorted(invoices.glob("*.json"))}
     rerun = demo_month.copy_to(tmp_path_factory.mktemp("rerun"))
+    pdfs_before = pdf_files(rerun.out / MONTH / "invoices")
     second = run_month_end(MONTH, rerun.landing, rerun.catalog, rerun.out)
     second_json = {p.name: p.read_bytes() for p in sorted((rerun.out / MONTH / "invoices").glob("*.json"))}
     return {"landing": demo_month.landing, "catalog": demo_month.catalog, "out": demo_month.out,
             "first": demo_month.summary, "second": second, "first_json": first_json, "second_json": second_json,
-            "invoices": invoices}
+            "invoices": invoices, "demo_month": demo_month, "second_pdfs": (pdfs_before,
+                                                                             pdf_files(rerun.out / MONTH / "invoices"))}
+
+
+def pdf_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each PDF's inode and modification time: a PDF written again (temp file + rename) gets a new
+    inode, one left alone keeps both."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.pdf"))}
 
 
 def test_month_end_writes_an_invoice_pdf_and_json_for_every_customer_with_usage(demo):
@@ -89,6 +97,31 @@ def test_pdf_shows_customer_period_and_total(demo, customer):
 def test_running_the_month_twice_gives_identical_invoice_json(demo):
     assert demo["second_json"] == demo["first_json"]
     assert demo["second"].revenue == demo["first"].revenue
+
+
+def test_a_rerun_with_nothing_changed_renders_no_invoice_pdf_again(demo):
+    before, after = demo["second_pdfs"]
+    assert len(before) >= 20
+    assert after == before
+
+
+def test_late_usage_renders_again_only_the_draft_it_changes(demo, tmp_path):
+    month = demo["demo_month"].copy_to(tmp_path)
+    invoices = month.out / MONTH / "invoices"
+    before, acme_before = pdf_files(invoices), load_invoice(invoices / "acme.json")
+    late = {"request_id": "req_late_0001", "timestamp": "2026-10-31T23:58:00Z", "customer_key": "acme",
+            "model": "mistral-large-2411", "usage": {"prompt_tokens": 2_000_000, "completion_tokens": 500_000}}
+    with open(month.landing / "gateway" / "2026-10-31.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(late) + "\n")
+
+    run_month_end(MONTH, month.landing, month.catalog, month.out)
+
+    after = pdf_files(invoices)
+    assert sorted(name for name in after if after[name] != before.get(name)) == ["acme.pdf"]
+    acme = load_invoice(invoices / "acme.json")
+    assert Decimal(acme["total"]) > Decimal(acme_before["total"])
+    text = "\n".join(page.extract_text() for page in PdfReader(invoices / "acme.pdf").pages)
+    assert fmt_money(Decimal(acme["total"]), "USD") in text
 
 
 def test_unattributed_usage_is_costed_and_reported_not_dropped(demo):

@@ -20,7 +20,9 @@ import polars as pl
 
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing.document import build_documents, document_json
+from billing_pipeline.invoicing.draft_pdfs import forget, up_to_date
 from billing_pipeline.invoicing.issuing import issued_file_stems
+from billing_pipeline.invoicing.pdf import renderer_fingerprint
 from billing_pipeline.invoicing.render_pool import default_workers, render_many
 from billing_pipeline.money import ZERO
 
@@ -72,7 +74,8 @@ def _invoice_folder(output: OutputFiles, month: str) -> Path:
 def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFrame, catalog: CatalogResource,
                         ledger: LedgerResource, output: OutputFiles):
     """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices) and
-    their JSON copies; hands the documents still to render to the shards."""
+    their JSON copies; hands the drafts whose PDF is missing or out of date to the shards (a re-run
+    renders only what changed: invoicing/draft_pdfs.py)."""
     month = context.partition_key[:7]
     the_ledger = ledger.open()
     # Prepaid credits carry over: grants already drawn by earlier months' invoices are not drawn again.
@@ -84,11 +87,14 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
     for stale in [*folder.glob("*.json"), *folder.glob("*.pdf")]:
         if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
             stale.unlink()
-    to_render = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
-    for doc in to_render:
+    forget(folder, (path.stem for path in (folder / ".rendered").glob("*.json") if path.stem not in current))
+    drafts = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
+    for doc in drafts:
         _write_text(folder / f"{doc['customer_id']}.json", document_json(doc))
-    yield dg.Output({"documents": documents, "saved": saved}, output_name="documents",
-                    metadata={"drafts": len(documents), "to_render": len(to_render)})
+    fresh = up_to_date(folder, drafts, renderer_fingerprint())
+    to_render = [doc for doc in drafts if doc["customer_id"] not in fresh]
+    yield dg.Output({"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)}, output_name="documents",
+                    metadata={"drafts": len(documents), "to_render": len(to_render), "pdfs_up_to_date": len(fresh)})
     for index, shard in enumerate(split_into_shards(to_render)):
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{index}")
 
@@ -100,7 +106,7 @@ def render_invoice_shard(context: dg.OpExecutionContext, shard: list[dict], outp
         return []
     folder = _invoice_folder(output, context.partition_key[:7])
     workers = render_workers(context.run.tags)
-    render_many(shard, folder, workers=workers)
+    render_many(shard, folder, workers=workers, record_renders=True)
     context.log.info(f"rendered {len(shard)} invoice PDF(s) with {workers} process(es)")
     return [doc["customer_id"] for doc in shard]
 
@@ -148,6 +154,7 @@ def summarize_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.D
         "total_revenue": str(subtotals),
         "total_billed_incl_tax": str(_decimal_sum(summary["total"])),
         "pdfs_rendered": sum(len(r) for r in rendered),
+        "pdfs_up_to_date": documents.get("pdfs_up_to_date", 0),
         "render_shards": len(rendered),
         "ledger": dg.MetadataValue.json(documents["saved"]),
         "folder": dg.MetadataValue.path(str(folder)),

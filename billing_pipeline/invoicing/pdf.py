@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import cssselect2
 import pydyf
+import weasyprint
 import weasyprint.pdf.fonts as weasyprint_pdf_fonts
 from fontTools.ttLib import TTFont
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -44,6 +45,8 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
+from billing_pipeline import money
+from billing_pipeline.invoicing import chart
 from billing_pipeline.invoicing.chart import usage_chart_svg
 from billing_pipeline.money import exact, fmt_money, fmt_price, fmt_quantity
 
@@ -67,6 +70,20 @@ UNIT_SIZE_LABELS = {1_000: "1K", 1_000_000: "1M", 1_000_000_000: "1B"}
 # instead of breaking anyway (make_page: "assert not page_is_empty"); the invoice is then laid out
 # again with these rows free to break, headings still kept with their first line.
 RELAXED_BREAKS_CSS = "tr.line, tr.tier { break-after: auto; }"
+
+
+def renderer_fingerprint(templates_dir: Path = TEMPLATES_DIR, full_fonts: bool = True) -> str:
+    """Everything an invoice PDF depends on besides its document: WeasyPrint's version, the
+    template, stylesheet and fonts, and the code that turns the document into markup. Equal
+    fingerprints and equal documents give equal PDFs (draft_pdfs.py relies on it)."""
+    templates_dir = Path(templates_dir)
+    digest = hashlib.sha256(f"weasyprint {weasyprint.__version__} pydyf {pydyf.__version__} "
+                            f"full_fonts {full_fonts}".encode())
+    for path in [templates_dir / TEMPLATE_NAME, templates_dir / STYLESHEET_NAME, *sorted(FONTS_DIR.glob("*.ttf")),
+                 Path(__file__), Path(chart.__file__), Path(money.__file__)]:  # ~1 ms: read every time
+        digest.update(f"\n{path.name} ".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 class TemplateOnlyURLFetcher(URLFetcher):
@@ -364,6 +381,7 @@ class InvoiceRenderer:
         )
         self.relaxed_breaks = CSS(string=RELAXED_BREAKS_CSS, font_config=self.font_config)
         self.relaxed_renders = 0  # invoices that needed RELAXED_BREAKS_CSS (tests, benchmarks)
+        self.fingerprint = renderer_fingerprint(self.templates_dir, full_fonts)
 
     def render_html(self, doc: dict) -> str:
         return self.template.render(**invoice_context(doc))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from billing_pipeline.invoicing.draft_pdfs import record_render
 from billing_pipeline.invoicing.pdf import InvoiceRenderer
 
 MAX_CHUNK = 16  # documents per task: large enough to amortize IPC, small enough to balance the tail
@@ -30,15 +31,19 @@ def _init_worker() -> None:
     _renderer = InvoiceRenderer()
 
 
-def _render_chunk(docs: list[dict], folder: str, renderer: InvoiceRenderer | None = None) -> list[tuple[str, str]]:
+def _render_chunk(docs: list[dict], folder: str, record: bool = False,
+                  renderer: InvoiceRenderer | None = None) -> list[tuple[str, str]]:
     renderer = renderer or _renderer
     assert renderer is not None, "worker not initialized"
     out = []
     for doc in docs:
         try:
-            out.append((doc["customer_id"], renderer.write_pdf(doc, Path(folder) / f"{doc['customer_id']}.pdf")))
+            sha = renderer.write_pdf(doc, Path(folder) / f"{doc['customer_id']}.pdf")
         except Exception as exc:
             raise RuntimeError(f"invoice PDF for customer {doc.get('customer_id')!r} failed: {exc}") from exc
+        if record:
+            record_render(folder, doc, renderer.fingerprint, sha)
+        out.append((doc["customer_id"], sha))
     return out
 
 
@@ -55,22 +60,23 @@ def default_workers() -> int:
 
 
 def render_many(docs: Sequence[dict], folder: str | os.PathLike, workers: int | None = None,
-                renderer: InvoiceRenderer | None = None) -> list[tuple[str, str]]:
+                renderer: InvoiceRenderer | None = None, record_renders: bool = False) -> list[tuple[str, str]]:
     """Write ``<folder>/<customer_id>.pdf`` for every document; returns (customer_id, sha256) in
     document order. ``workers`` None = one per CPU; 1 (or too few documents to share) renders in
     this process, with ``renderer`` if given. A failure names the customer and stops the batch
-    (PDFs already written stay: each is complete, written atomically)."""
+    (PDFs already written stay: each is complete, written atomically). ``record_renders``: leave a
+    receipt per PDF, so an unchanged draft is not rendered again (draft_pdfs.py)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if workers is None else max(1, int(workers))
     size = max(1, min(MAX_CHUNK, -(-len(docs) // (workers * 4))))  # >= 4 chunks per worker
     chunks = _chunks(docs, size)
     if workers == 1 or len(chunks) < 2:
-        return _render_chunk(list(docs), str(folder), renderer or InvoiceRenderer())
+        return _render_chunk(list(docs), str(folder), record_renders, renderer or InvoiceRenderer())
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_init_worker,
                                mp_context=multiprocessing.get_context("spawn"))
     try:
-        results = pool.map(_render_chunk, chunks, [str(folder)] * len(chunks))
+        results = pool.map(_render_chunk, chunks, [str(folder)] * len(chunks), [record_renders] * len(chunks))
         return [pair for chunk in results for pair in chunk]
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed batch does not render on

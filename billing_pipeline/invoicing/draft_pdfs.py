@@ -1,0 +1,67 @@
+"""Draft PDFs that are already up to date are not rendered again.
+
+A draft's PDF is a function of its document (the JSON copy) and of the renderer (template,
+stylesheet, fonts, formatting code, WeasyPrint). Month-end re-runs (late usage for a few
+customers, a re-execution after a failed step, a backfill) would otherwise render every draft of
+the month again: ~15 minutes for 10,000 customers (benchmarks/RESULTS.md). After each draft PDF
+the renderer records a receipt, ``<invoices>/.rendered/<customer>.json``: the render key (sha256
+of the renderer's fingerprint and the document JSON) and the sha256 of the PDF it wrote. A draft
+is skipped only when its receipt has the key it would get now and the PDF on disk is still the
+one the receipt names; anything else (no receipt, a changed document or renderer, a PDF replaced
+or deleted since) renders again. The PDF is written before its receipt, so a crash between the
+two costs one render, never a stale PDF. Issued invoices do not use receipts: issuing.py
+compares their PDFs with the sha256 stored in the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from billing_pipeline.invoicing.document import document_json
+
+RECEIPTS = ".rendered"
+
+
+def render_key(doc: dict, fingerprint: str) -> str:
+    return hashlib.sha256(f"{fingerprint}\n{document_json(doc)}".encode()).hexdigest()
+
+
+def _receipt_path(folder: Path, customer_id: str) -> Path:
+    return Path(folder) / RECEIPTS / f"{customer_id}.json"
+
+
+def record_render(folder: str | os.PathLike, doc: dict, fingerprint: str, pdf_sha256: str) -> None:
+    """Called after the PDF is written (atomically): what it was rendered from."""
+    path = _receipt_path(Path(folder), doc["customer_id"])
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"key": render_key(doc, fingerprint), "pdf_sha256": pdf_sha256}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def up_to_date(folder: str | os.PathLike, docs: Iterable[dict], fingerprint: str) -> set[str]:
+    """Customers whose draft PDF in ``folder`` was rendered from this very document by this very
+    renderer and has not been touched since."""
+    folder = Path(folder)
+    fresh = set()
+    for doc in docs:
+        customer_id = doc["customer_id"]
+        try:
+            receipt = json.loads(_receipt_path(folder, customer_id).read_text(encoding="utf-8"))
+            pdf = (folder / f"{customer_id}.pdf").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if receipt.get("key") == render_key(doc, fingerprint) \
+                and receipt.get("pdf_sha256") == hashlib.sha256(pdf).hexdigest():
+            fresh.add(customer_id)
+    return fresh
+
+
+def forget(folder: str | os.PathLike, stems: Iterable[str]) -> None:
+    """Drop the receipts of drafts whose files were removed or are about to be replaced."""
+    for stem in stems:
+        _receipt_path(Path(folder), stem).unlink(missing_ok=True)

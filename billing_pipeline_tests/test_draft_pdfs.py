@@ -1,0 +1,72 @@
+"""A draft PDF is rendered again exactly when what it shows could differ: a changed document, a
+changed renderer, or a PDF that is no longer the one rendered (invoicing/draft_pdfs.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing_pipeline.invoicing.draft_pdfs import forget, up_to_date
+from billing_pipeline.invoicing.pdf import InvoiceRenderer, renderer_fingerprint
+from billing_pipeline.invoicing.render_pool import render_many
+from billing_pipeline_tests.test_invoice_pdf import make_document
+
+
+@pytest.fixture(scope="module")
+def renderer() -> InvoiceRenderer:
+    return InvoiceRenderer()
+
+
+@pytest.fixture
+def rendered(tmp_path, renderer):
+    docs = [make_document(), {**make_document("Globex"), "customer_id": "globex"}]
+    render_many(docs, tmp_path, workers=1, renderer=renderer, record_renders=True)
+    return tmp_path, docs
+
+
+def test_pdfs_rendered_from_these_documents_by_this_renderer_are_up_to_date(rendered, renderer):
+    folder, docs = rendered
+    assert renderer.fingerprint == renderer_fingerprint()
+    assert up_to_date(folder, docs, renderer.fingerprint) == {"acme", "globex"}
+
+
+def test_a_changed_document_is_not_up_to_date(rendered, renderer):
+    folder, docs = rendered
+    late = {**docs[0], "total": "900.00"}
+    assert up_to_date(folder, [late, docs[1]], renderer.fingerprint) == {"globex"}
+
+
+def test_a_changed_renderer_makes_every_pdf_out_of_date(rendered):
+    folder, docs = rendered
+    assert up_to_date(folder, docs, "another template or WeasyPrint") == set()
+
+
+def test_the_fingerprint_follows_the_template(tmp_path, renderer):
+    from billing_pipeline.invoicing.pdf import STYLESHEET_NAME, TEMPLATE_NAME, TEMPLATES_DIR
+
+    for name in (TEMPLATE_NAME, STYLESHEET_NAME):
+        (tmp_path / name).write_bytes((TEMPLATES_DIR / name).read_bytes())
+    assert renderer_fingerprint(tmp_path) == renderer.fingerprint  # same bytes, same fingerprint
+    with open(tmp_path / STYLESHEET_NAME, "a", encoding="utf-8") as fh:
+        fh.write("\nh1 { color: black; }\n")
+    assert renderer_fingerprint(tmp_path) != renderer.fingerprint
+
+
+def test_a_pdf_replaced_or_deleted_since_is_not_up_to_date(rendered, renderer):
+    folder, docs = rendered
+    (folder / "acme.pdf").write_bytes((folder / "globex.pdf").read_bytes())  # say, an issued invoice's
+    (folder / "globex.pdf").unlink()
+    assert up_to_date(folder, docs, renderer.fingerprint) == set()
+
+
+def test_without_a_receipt_nothing_is_up_to_date(rendered, renderer):
+    folder, docs = rendered
+    forget(folder, ["acme"])
+    (folder / ".rendered" / "globex.json").write_text("{not json", encoding="utf-8")
+    assert up_to_date(folder, docs, renderer.fingerprint) == set()
+
+
+def test_pdfs_rendered_without_receipts_are_rendered_again(tmp_path, renderer):
+    docs = [make_document()]
+    render_many(docs, tmp_path, workers=1, renderer=renderer)  # issued invoices, benchmarks
+    assert (tmp_path / "acme.pdf").is_file()
+    assert up_to_date(tmp_path, docs, renderer.fingerprint) == set()

@@ -155,3 +155,22 @@ def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo
             executed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
     assert any(k.startswith("invoice_drafts.") for k in executed) and "rated_charges" not in executed
     assert invoice_json(month.out) == invoice_json(demo_month.out)
+
+
+def test_runner_runs_keep_no_step_output_in_memory():
+    """The CLI's in-process runs read what they need from files and the instance; holding every
+    step's output (the month's usage frames) until the run ends cost ~16 GB at 10 M events."""
+    import dagster as dg
+
+    from billing_pipeline.runner import outputs_not_kept_in_memory
+
+    @dg.asset
+    def month_of_usage():
+        return list(range(1000))
+
+    with outputs_not_kept_in_memory():
+        kept_nothing = dg.materialize([month_of_usage])
+    assert kept_nothing.success
+    with pytest.raises(dg.DagsterInvariantViolationError, match="No outputs found"):
+        kept_nothing.output_for_node("month_of_usage")
+    assert dg.materialize([month_of_usage]).output_for_node("month_of_usage") == list(range(1000))  # Dagster's default

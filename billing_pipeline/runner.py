@@ -132,11 +132,11 @@ def open_instance(out: Path, dagster_home: Path | None = None) -> Iterator[dg.Da
 @contextmanager
 def outputs_not_kept_in_memory() -> Iterator[None]:
     """``execute_in_process`` keeps every step's output in memory for ``output_for_node`` until
-    its result object goes: a 10 M-event month (ingestion + month-end) held ~16 GB that way. The
-    runner's callers read outputs from the IO managers' files and events from the instance, never
-    from the result, so its runs do not keep them (3 M events: peak RSS 4.4 GB -> 2.5 GB,
-    benchmarks/RESULTS.md). Dagster has no public switch; this sets the flag of the function
-    ``execute_in_process`` calls, and if that function moves, runs exactly as before."""
+    its result object goes. The runner's callers read outputs from the IO managers' files and
+    events from the instance, never from the result, so its runs do not keep them: a 10 M-event
+    month plus a late re-run peaked at 7.8 GB instead of 19.7 GB (benchmarks/RESULTS.md). Dagster
+    has no public switch; this sets the flag of the function ``execute_in_process`` calls, and if
+    that function moves, runs exactly as before."""
     module = importlib.import_module("dagster._core.execution.execute_in_process")
     original = getattr(module, "core_execute_in_process", None)
     if original is None:  # pragma: no cover - a Dagster that moved it: keep its default

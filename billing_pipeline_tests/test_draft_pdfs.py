@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from billing_pipeline.invoicing.draft_pdfs import forget, up_to_date
+from billing_pipeline.invoicing.document import document_json
+from billing_pipeline.invoicing.draft_pdfs import forget
+from billing_pipeline.invoicing.draft_pdfs import up_to_date as up_to_date_texts
 from billing_pipeline.invoicing.pdf import InvoiceRenderer, renderer_fingerprint
 from billing_pipeline.invoicing.render_pool import render_many
 from billing_pipeline_tests.test_invoice_pdf import make_document
+
+
+def up_to_date(folder, docs, fingerprint):
+    return up_to_date_texts(folder, {doc["customer_id"]: document_json(doc) for doc in docs}, fingerprint)
 
 
 @pytest.fixture(scope="module")

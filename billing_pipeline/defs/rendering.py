@@ -89,9 +89,10 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
             stale.unlink()
     forget(folder, (path.stem for path in (folder / ".rendered").glob("*.json") if path.stem not in current))
     drafts = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
-    for doc in drafts:
-        _write_text(folder / f"{doc['customer_id']}.json", document_json(doc))
-    fresh = up_to_date(folder, drafts, renderer_fingerprint())
+    texts = {doc["customer_id"]: document_json(doc) for doc in drafts}
+    for customer_id, text in texts.items():
+        _write_text(folder / f"{customer_id}.json", text)
+    fresh = up_to_date(folder, texts, renderer_fingerprint())
     to_render = [doc for doc in drafts if doc["customer_id"] not in fresh]
     yield dg.Output({"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)}, output_name="documents",
                     metadata={"drafts": len(documents), "to_render": len(to_render), "pdfs_up_to_date": len(fresh)})

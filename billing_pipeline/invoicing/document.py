@@ -8,9 +8,11 @@ tax - credits applied.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Mapping
 from decimal import Decimal
+from operator import itemgetter
 
 import polars as pl
 
@@ -24,6 +26,16 @@ REVERSE_CHARGE_NOTE = (
     "Reverse charge: VAT to be accounted for by the recipient "
     "(Article 196, Council Directive 2006/112/EC)."
 )
+
+
+def _json(text: str):
+    """Most lines have no dimensions and no tiers: their JSON is "{}" or "[]" (a fresh object
+    each time: documents are the callers' to change)."""
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return json.loads(text)
 
 
 def _spend_by_day(rows: list[dict], currency: str) -> list[dict]:
@@ -95,10 +107,13 @@ def build_documents(
     start, end = parse_month(month)
     issuer = catalog.issuer
     documents = []
-    for (customer_id,), group in lines.sort("customer_id", "position").group_by("customer_id", maintain_order=True):
+    # One conversion of the sorted frame, then consecutive rows per customer: a frame per group
+    # (group_by iteration + to_dicts each) cost ~2.6 s for 10,000 customers, this ~0.8 s.
+    by_customer = itertools.groupby(lines.sort("customer_id", "position").to_dicts(), key=itemgetter("customer_id"))
+    for customer_id, grouped in by_customer:
+        rows = list(grouped)
         customer = catalog.customers[customer_id]
         currency = customer.currency
-        rows = group.to_dicts()
         doc_lines = [
             {
                 "charge_id": r["charge_id"],
@@ -106,7 +121,7 @@ def build_documents(
                 "provider": r["provider"],
                 "meter": r["meter"],
                 "model": r["model"],
-                "dimensions": json.loads(r["dimensions"]),
+                "dimensions": _json(r["dimensions"]),
                 "quantity": r["quantity"],
                 "included_quantity": r["included_quantity"],
                 "unit": r["unit"],
@@ -114,7 +129,7 @@ def build_documents(
                 "unit_price": r["unit_price"],
                 "pricing": r["pricing"],
                 "amount": r["amount"],
-                "tiers": json.loads(r["tiers"]),
+                "tiers": _json(r["tiers"]),
                 "explanation": r["explanation"],
                 "consideration": r["consideration"],
             }

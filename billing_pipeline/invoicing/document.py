@@ -107,8 +107,8 @@ def build_documents(
     start, end = parse_month(month)
     issuer = catalog.issuer
     documents = []
-    # One conversion of the sorted frame, then consecutive rows per customer: a frame per group
-    # (group_by iteration + to_dicts each) cost ~2.6 s for 10,000 customers, this ~0.8 s.
+    # One conversion of the sorted frame, then consecutive rows per customer, instead of a frame
+    # per customer (with _json: 10,000 customers 7.1 s -> 5.2 s, the same documents).
     by_customer = itertools.groupby(lines.sort("customer_id", "position").to_dicts(), key=itemgetter("customer_id"))
     for customer_id, grouped in by_customer:
         rows = list(grouped)

@@ -151,11 +151,16 @@ def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> 
         print(f"FAILED CHECKS       {', '.join(summary.failed_checks)}")
 
 
+def _pdf_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each PDF's inode and modification time: a PDF written again (temp file + rename) changes both."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.pdf")}
+
+
 def late_rerun_month(defs, instance, landing: Path, out: Path, last_day: dt.date, summary) -> None:
     from billing_pipeline.runner import _collect_checks, ingest_days, rate_month_run
 
     invoices = out / MONTH / "invoices"
-    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in invoices.glob("*.pdf")}
+    before = _pdf_files(invoices)
     day_file = landing / "gateway" / f"{last_day.isoformat()}.jsonl"
     customer, line = late_request(day_file)
     with open(day_file, "a", encoding="utf-8") as fh:
@@ -168,7 +173,7 @@ def late_rerun_month(defs, instance, landing: Path, out: Path, last_day: dt.date
     print_run(f"late usage for {customer}: ingestion of {last_day} again", instance, daily.run_id)
     print_run(f"late usage for {customer}: month-end {MONTH} again", instance, monthly.run_id)
     _collect_checks(summary, (daily, monthly))
-    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in invoices.glob("*.pdf")}
+    after = _pdf_files(invoices)
     rendered = sorted(name for name in after if after[name] != before.get(name))
     print(f"\nlate re-run         {finished - began:.1f} s (ingestion {ingested - began:.1f} s, month-end "
           f"{finished - ingested:.1f} s); PDFs rendered again: {len(rendered)} ({', '.join(rendered[:5])})")

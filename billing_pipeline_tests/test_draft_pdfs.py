@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from billing_pipeline.invoicing.document import document_json
-from billing_pipeline.invoicing.draft_pdfs import forget
+from billing_pipeline.invoicing.draft_pdfs import prune
 from billing_pipeline.invoicing.draft_pdfs import up_to_date as up_to_date_texts
 from billing_pipeline.invoicing.pdf import InvoiceRenderer, renderer_fingerprint
 from billing_pipeline.invoicing.render_pool import render_many
@@ -66,7 +66,7 @@ def test_a_pdf_replaced_or_deleted_since_is_not_up_to_date(rendered, renderer):
 
 def test_without_a_receipt_nothing_is_up_to_date(rendered, renderer):
     folder, docs = rendered
-    forget(folder, ["acme"])
+    prune(folder, keep=["globex"])  # acme's draft is gone, and with it its receipt
     (folder / ".rendered" / "globex.json").write_text("{not json", encoding="utf-8")
     assert up_to_date(folder, docs, renderer.fingerprint) == set()
 

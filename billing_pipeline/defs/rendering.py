@@ -20,7 +20,7 @@ import polars as pl
 
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing.document import build_documents, document_json
-from billing_pipeline.invoicing.draft_pdfs import forget, up_to_date
+from billing_pipeline.invoicing.draft_pdfs import prune, up_to_date
 from billing_pipeline.invoicing.issuing import issued_file_stems
 from billing_pipeline.invoicing.pdf import renderer_fingerprint
 from billing_pipeline.invoicing.render_pool import default_workers, render_many
@@ -87,7 +87,7 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
     for stale in [*folder.glob("*.json"), *folder.glob("*.pdf")]:
         if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
             stale.unlink()
-    forget(folder, (path.stem for path in (folder / ".rendered").glob("*.json") if path.stem not in current))
+    prune(folder, keep=current)
     drafts = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
     texts = {doc["customer_id"]: document_json(doc) for doc in drafts}
     for customer_id, text in texts.items():

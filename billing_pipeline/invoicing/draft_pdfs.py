@@ -54,16 +54,19 @@ def up_to_date(folder: str | os.PathLike, documents: Mapping[str, str], fingerpr
     for customer_id, document_text in documents.items():
         try:
             receipt = json.loads(_receipt_path(folder, customer_id).read_text(encoding="utf-8"))
+            if receipt.get("key") != render_key(document_text, fingerprint):
+                continue  # a changed document or renderer: no need to read the PDF
             pdf = (folder / f"{customer_id}.pdf").read_bytes()
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # no receipt or PDF, or a receipt that is not JSON
             continue
-        if receipt.get("key") == render_key(document_text, fingerprint) \
-                and receipt.get("pdf_sha256") == hashlib.sha256(pdf).hexdigest():
+        if receipt.get("pdf_sha256") == hashlib.sha256(pdf).hexdigest():
             fresh.add(customer_id)
     return fresh
 
 
-def forget(folder: str | os.PathLike, stems: Iterable[str]) -> None:
-    """Drop the receipts of drafts whose files were removed or are about to be replaced."""
-    for stem in stems:
-        _receipt_path(Path(folder), stem).unlink(missing_ok=True)
+def prune(folder: str | os.PathLike, keep: Iterable[str]) -> None:
+    """Drop the receipts of every customer not in ``keep`` (drafts that no longer exist)."""
+    keep = set(keep)
+    for path in (Path(folder) / RECEIPTS).glob("*.json"):
+        if path.stem not in keep:
+            path.unlink(missing_ok=True)

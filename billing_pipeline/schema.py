@@ -44,16 +44,60 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "message": pl.String,  # for a person
     "raw": pl.String,  # the record as read (truncated to 2,000 characters)
     "day": pl.Date,
+    "kind": pl.String,  # money_at_risk | not_billable | cost: see ``quarantine_kind_expr``
+    "account_key": pl.String,  # whom the record would have billed, when the reader could tell
+    "customer_id": pl.String,  # filled by attribution; null on money at risk holds the whole month
 }
 
+# Quarantine kinds (RELIABILITY.md 18). Money at risk holds issuing until fixed or waived;
+# not billable by design holds nothing; cost rows (unreadable provider cost pages) bill nobody,
+# so they hold nothing, but finance is told.
+KIND_MONEY_AT_RISK = "money_at_risk"
+KIND_NOT_BILLABLE = "not_billable"
+KIND_COST = "cost"
+
+# Reasons that are not billable by design. Every other reason, including one a reader invents
+# tomorrow, is money at risk: the safe default for a billing system.
+NOT_BILLABLE_REASONS = frozenset({
+    "duplicate",  # an exact copy of a record already counted once
+    "restated",  # an earlier export's version of a record the provider later corrected
+    "superseded_delivery",  # a cloud export delivery replaced by a newer one of the same period
+    "not_usage_charge",  # cloud credit, purchase, fee, refund, adjustment lines
+    "tax_line",  # cloud tax lines
+    "savings_plan_negation",  # CUR SavingsPlanNegation / RI negation: cost bookkeeping, no usage
+    "not_gpu_service",  # a cloud service that is neither GPU compute nor model tokens (S3, ...)
+    "not_gpu_sku",  # compute with no GPU (m5.large, Standard_D4s_v5, n2-standard-8)
+    "not_instance_time",  # a GPU resource's non-time line (data transfer, EBS, IP addresses)
+    "failed_request",  # a gateway request that failed: the customer is not charged for it
+})
+
+
+def quarantine_kind_expr(reason: pl.Expr | None = None) -> pl.Expr:
+    """The kind of a quarantine row from its reason: one rule, used wherever rows are written."""
+    reason = pl.col("reason") if reason is None else reason
+    return (
+        pl.when(reason.is_in(list(NOT_BILLABLE_REASONS)))
+        .then(pl.lit(KIND_NOT_BILLABLE))
+        .otherwise(pl.lit(KIND_MONEY_AT_RISK))
+    )
+
+# Every meter a reader may emit, and so every meter a plan and the price book may name: one list,
+# used by the readers and the catalog validator alike.
 METERS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "audio_input_tokens",
+    "input_tokens",  # uncached text input
+    "cached_input_tokens",  # cached text input (cache reads)
+    "cache_write_tokens",  # cache writes (Anthropic: a ttl dimension tells 5-minute from 1-hour)
+    "output_tokens",  # text output, reasoning included
+    "audio_input_tokens",  # uncached audio input
+    "cached_audio_input_tokens",
     "audio_output_tokens",
-    "image_inputs",
+    "image_input_tokens",  # uncached image input tokens
+    "cached_image_input_tokens",
+    "image_output_tokens",
+    "image_inputs",  # images sent to a model, counted (not tokens)
+    "images",  # images generated (OpenAI images endpoint)
+    "characters",  # text-to-speech characters (OpenAI audio_speeches)
+    "audio_seconds",  # transcribed seconds (OpenAI audio_transcriptions)
     "requests",
     "web_search_requests",
     "gpu_seconds",
@@ -65,6 +109,9 @@ UNIT_NAMES = {
     "requests": "requests",
     "web_search_requests": "searches",
     "image_inputs": "images",
+    "images": "images",
+    "characters": "characters",
+    "audio_seconds": "seconds",
     "outcomes": "outcomes",
 }
 

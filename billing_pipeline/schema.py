@@ -60,6 +60,7 @@ KIND_COST = "cost"
 # tomorrow, is money at risk: the safe default for a billing system.
 NOT_BILLABLE_REASONS = frozenset({
     "duplicate",  # an exact copy of a record already counted once
+    "overlapped_bucket",  # a usage bucket inside another export's bucket of the same group: counted there
     "restated",  # an earlier export's version of a record the provider later corrected
     "superseded_delivery",  # a cloud export delivery replaced by a newer one of the same period
     "not_usage_charge",  # cloud credit, purchase, fee, refund, adjustment lines

@@ -1,4 +1,5 @@
-"""The billing-pipeline command: demo, run. Exit 0 on success, 2 on bad input, 1 on failed checks."""
+"""The billing-pipeline command: demo, run. Exit 0 on success, 2 on bad input, 1 on failed checks
+or money at risk (records that could carry money were not billed: named, held until fixed or waived)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,18 @@ def _run(month: str, landing: Path, catalog: Path, out: Path, database_url: str 
     try:
         summary = run_month_end(month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home)
     except InputError as exc:
-        click.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines():  # a catalog reports every problem, one line each
+            click.echo(f"error: {line}", err=True)
         sys.exit(2)
     click.echo(summary.table())
+    failed = False
     if summary.failed_checks:
         click.echo(f"error: checks failed: {', '.join(summary.failed_checks)}", err=True)
+        failed = True
+    if summary.held:
+        click.echo(f"error: {summary.money_at_risk_message}", err=True)
+        failed = True
+    if failed:
         sys.exit(1)
 
 
@@ -187,7 +195,7 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
 
 from billing_pipeline.invoicing.cli_commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402
 
-for _command in _INVOICING_COMMANDS:  # issue, void, credit-note
+for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
     main.add_command(_command)
 
 

@@ -37,6 +37,10 @@ from billing_pipeline.periods import month_of, parse_month
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The month-end's last step fails on purpose when money is at risk (its blocking check): the
+# summary names what is held, so its stack trace stays out of the console. Any other failure is
+# raised with its message (``unexpected_failures``).
+QUIET_MONTH_END = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 class InputError(ValueError):
@@ -57,6 +61,15 @@ class MonthEndSummary:
     unrated_rows: int = 0
     failed_checks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    held: list = field(default_factory=list)  # invoicing.holds.Hold: unwaived money at risk
+    quarantined_by_kind: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def money_at_risk_message(self) -> str | None:
+        """What ``run`` prints and exits 1 for: the files and customers money at risk holds."""
+        from billing_pipeline.invoicing.holds import describe
+
+        return describe(self.month, self.held) if self.held else None
 
     @property
     def margin(self) -> Decimal:
@@ -65,6 +78,7 @@ class MonthEndSummary:
     def table(self) -> str:
         pct = f" ({self.margin / self.revenue * 100:.1f} %)" if self.revenue else ""
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.quarantined_by_reason.items()))
+        kinds = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in sorted(self.quarantined_by_kind.items()))
         rows = [
             ("month", self.month),
             ("customers invoiced", str(self.invoices)),
@@ -74,6 +88,10 @@ class MonthEndSummary:
             ("  of which unattributed", f"{self.unattributed_cost:,.2f}"),
             ("margin", f"{self.margin:,.2f}{pct}"),
             ("quarantined rows", f"{self.quarantined}" + (f" ({reasons})" if reasons else "")),
+            ("  by kind", kinds or "none"),
+            ("money at risk held", (f"{len(self.held)} record(s), customers "
+                                    + (", ".join(sorted({h.customer_id or "ALL (whole month)" for h in self.held})))
+                                    ) if self.held else "none"),
             ("usage no charge prices", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
             ("invoices", str(self.out_dir / self.month / "invoices")),
             ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
@@ -98,8 +116,8 @@ def validate_inputs(month: str, landing: Path, catalog: Path) -> None:
         raise InputError(f"{landing}: landing zone is empty (no export files)")
     try:
         load_catalog(catalog)
-    except ValueError as exc:
-        raise InputError(str(exc).splitlines()[0]) from None
+    except ValueError as exc:  # every problem, one line each (the catalog names file and path)
+        raise InputError(str(exc)) from None
 
 
 def month_end_resources(landing: Path, catalog: Path, out: Path, database_url: str | None = None) -> dict:
@@ -174,10 +192,30 @@ def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: st
 
     start, _ = parse_month(month)
     with outputs_not_kept_in_memory():
-        return defs.resolve_job_def("month_end_job").execute_in_process(
-            instance=instance, run_config=QUIET, partition_key=start.isoformat(), raise_on_error=True,
+        result = defs.resolve_job_def("month_end_job").execute_in_process(
+            instance=instance, run_config=QUIET_MONTH_END, partition_key=start.isoformat(), raise_on_error=False,
             tags={MONTH_TAG: month, RENDER_WORKERS_TAG: os.getenv("BILLING_RENDER_WORKERS", "auto"), **(tags or {})},
         )
+    unexpected = unexpected_failures(result.get_step_failure_events())
+    if unexpected:
+        error = unexpected[0].step_failure_data.error
+        raise dg.DagsterError(f"month-end step {unexpected[0].step_key} failed: "
+                              f"{error.cls_name if error else ''}: {error.message if error else ''}".strip())
+    return result
+
+
+def unexpected_failures(failures) -> list:
+    """Step failures other than the money-at-risk check's own (a blocking check on the month's
+    last step: it fails that step on purpose, after every draft is written, and the holds it
+    records are what issuing obeys)."""
+    from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK
+
+    def expected(event) -> bool:
+        error = event.step_failure_data.error if event.step_failure_data else None
+        return (event.step_key == "quarantine_report" and error is not None
+                and error.cls_name == "DagsterAssetCheckFailedError" and MONEY_AT_RISK_CHECK in error.message)
+
+    return [event for event in failures if not expected(event)]
 
 
 def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
@@ -189,8 +227,12 @@ def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
 
 
 def _collect_checks(summary, results) -> None:
+    from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS
+
     for result in results:
         for event in result.get_asset_check_evaluations():
+            if event.check_name in PER_CUSTOMER_CHECKS:
+                continue  # reported as the money-at-risk holds, by customer
             if not event.passed and event.severity == dg.AssetCheckSeverity.ERROR:
                 summary.failed_checks.append(event.check_name)
             elif not event.passed:
@@ -211,7 +253,15 @@ def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_
         monthly = rate_month_run(defs, instance, month)
         _collect_checks(summary, (daily, monthly))
         record_month_checks(defs, month, (daily, monthly))
+    summary.held = month_holds(defs, month)
     return _summarize(summary)
+
+
+def month_holds(defs: dg.Definitions, month: str) -> list:
+    """The month's unwaived money-at-risk records, as issuing will see them."""
+    from billing_pipeline.invoicing.holds import holds
+
+    return holds(defs.resources["ledger"].open(), month)
 
 
 @dataclass
@@ -284,4 +334,5 @@ def _summarize(summary: MonthEndSummary) -> MonthEndSummary:
         for row in csv.DictReader(fh):
             summary.quarantined += 1
             summary.quarantined_by_reason[row["reason"]] = summary.quarantined_by_reason.get(row["reason"], 0) + 1
+            summary.quarantined_by_kind[row["kind"]] = summary.quarantined_by_kind.get(row["kind"], 0) + 1
     return summary

@@ -8,21 +8,37 @@ quarantined, nothing is overwritten. Usage nobody owns keeps ``customer_id = nul
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.schema import QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
+from billing_pipeline.schema import KIND_COST, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform, quarantine_kind_expr
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def deduplicate(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Keep one copy of each source record; quarantine extra copies and conflicting versions.
+FILE_OF_ORIGIN = r"^([^#:]+)"  # origins are file#page.path, file:row or file:line
 
-    Only records read from more than one origin can be copies, so the payload comparison runs on
-    those alone; the rest pass straight through.
+
+def deduplicate(events: pl.DataFrame, file_order: Mapping[str, int] | Callable[[str], int] | None = None,
+                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Keep one version of each source record; quarantine the others with the reason why.
+
+    RELIABILITY.md 1 and 2. An exact copy (same quantities) counts once: ``duplicate``. Different
+    quantities in two exports: the later export is the provider's correction and wins; the earlier
+    version is quarantined as ``restated`` (not billable by design, written to
+    ``restated_usage.csv`` with old and new). Different quantities for one key inside ONE file mean
+    our natural key lacks a field the provider groups by: every copy is ``conflict_in_file``,
+    money at risk, never a silent pick. ``file_order`` ranks landing files (rel path -> rank, higher
+    = delivered later: ``landing_file_order`` gives the landing zone's modification times; a mapping
+    or a function, asked only about files that hold a repeated record); ties rank by path.
+
+    Only records read from more than one origin can be copies, so the comparison runs on those
+    alone; the rest pass straight through.
     """
     repeated = (
         events.lazy().group_by("record_id").agg(pl.col("origin").n_unique().alias("_origins"))
@@ -42,27 +58,79 @@ def deduplicate(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             .alias("payload"),
             pl.first("source"),
             pl.first("day"),
+            pl.first("account_key"),
         )
-        .with_columns(
-            pl.col("payload").n_unique().over("record_id").alias("versions"),
-            (pl.col("origin") == pl.col("origin").min().over("record_id")).alias("first_copy"),
-        )
+        .with_columns(pl.col("origin").str.extract(FILE_OF_ORIGIN).alias("_file"))
+        .collect()
     )
-    keep = copies.filter((pl.col("versions") == 1) & pl.col("first_copy")).select("record_id", "origin")
-    rejected = copies.filter(~((pl.col("versions") == 1) & pl.col("first_copy"))).with_columns(
-        pl.when(pl.col("versions") > 1)
-        .then(pl.lit("conflict"))
-        .otherwise(pl.lit("duplicate"))
-        .alias("reason"),
-        pl.lit("").alias("field"),
-        pl.when(pl.col("versions") > 1)
-        .then(pl.lit("the same record arrived with different quantities; none is billed until resolved"))
-        .otherwise(pl.lit("the same record was already read from another file; counted once"))
-        .alias("message"),
-        pl.col("payload").alias("raw"),
+    rank_of = file_order if callable(file_order) else (lambda f: (file_order or {}).get(f, -1))
+    ranks = sorted(copies["_file"].unique().to_list(), key=lambda f: (rank_of(f), f))
+    copies = copies.with_columns(
+        pl.col("_file").replace_strict(ranks, list(range(len(ranks))), return_dtype=pl.Int64).alias("_rank")
+    ).with_columns(
+        (pl.col("payload").n_unique().over("record_id", "_file") > 1).alias("_in_file"),
+        pl.col("_rank").max().over("record_id").alias("_last_rank"),
+        pl.col("payload").n_unique().over("record_id").alias("_versions"),
+    ).with_columns(pl.col("_in_file").any().over("record_id"))
+    # The winner: the first copy when all copies agree, else the first origin of the latest file
+    # (only meaningful without an in-file conflict).
+    winner = (
+        copies.filter((pl.col("_versions") == 1) | (pl.col("_rank") == pl.col("_last_rank")))
+        .group_by("record_id").agg(pl.col("origin").min().alias("_win_origin"))
+        .join(copies.select("record_id", pl.col("origin").alias("_win_origin"), pl.col("payload").alias("_win_payload")),
+              on=["record_id", "_win_origin"])
     )
+    copies = copies.join(winner, on="record_id", how="left").with_columns(
+        pl.when(pl.col("_in_file")).then(pl.lit("conflict_in_file"))
+        .when(pl.col("origin") == pl.col("_win_origin")).then(pl.lit(None, pl.String))
+        .when(pl.col("payload") == pl.col("_win_payload")).then(pl.lit("duplicate"))
+        .otherwise(pl.lit("restated")).alias("reason")
+    )
+    message = (
+        pl.when(pl.col("reason") == "conflict_in_file")
+        .then(pl.lit("one file carries this record twice with different quantities: the natural key misses a "
+                     "field the provider groups by; none is billed until a person resolves it"))
+        .when(pl.col("reason") == "duplicate")
+        .then(pl.lit("the same record was already read from ") + pl.col("_win_origin") + pl.lit("; counted once"))
+        .otherwise(pl.lit("restated by a later export (") + pl.col("_win_origin")
+                   + pl.lit("): the provider's correction is billed, this earlier version is kept for audit"))
+    )
+    raw = (
+        pl.when(pl.col("reason") == "restated")
+        .then(pl.concat_str([pl.lit('{"record_id":"'), pl.col("record_id"), pl.lit('","old":"'), pl.col("payload"),
+                             pl.lit('","new":"'), pl.col("_win_payload"), pl.lit('","new_origin":'),
+                             pl.col("_win_origin").map_elements(json.dumps, return_dtype=pl.String),
+                             pl.lit("}")]))
+        .otherwise(pl.col("payload"))
+    )
+    rejected = copies.filter(pl.col("reason").is_not_null()).with_columns(
+        pl.lit("").alias("field"), message.alias("message"), raw.alias("raw"))
+    keep = copies.filter(pl.col("reason").is_null()).select("record_id", "origin").lazy()
     kept = pl.concat([single, events.lazy().join(keep, on=["record_id", "origin"], how="semi")])
     return conform(kept, USAGE_SCHEMA), conform(rejected, QUARANTINE_SCHEMA)
+
+
+def landing_file_order(landing: Path) -> Callable[[str], int]:
+    """Delivery order of landing files: modification time in ns (a missing file ranks first)."""
+    def rank(rel: str) -> int:
+        try:
+            return (Path(landing) / rel).stat().st_mtime_ns
+        except OSError:
+            return -1
+    return rank
+
+
+def restated_usage(quarantine: pl.DataFrame) -> pl.DataFrame:
+    """The audit table of restated records: key, old and new quantities, and both files."""
+    rows = quarantine.filter(pl.col("reason") == "restated")
+    parsed = rows.select(
+        pl.col("source"), pl.col("day"),
+        pl.col("raw").str.json_decode(pl.Struct({"record_id": pl.String, "old": pl.String, "new": pl.String,
+                                                 "new_origin": pl.String})).alias("_r"),
+        pl.col("origin").alias("old_origin"),
+    ).unnest("_r")
+    return parsed.select("day", "source", pl.col("record_id").alias("key"), "old", "new", "old_origin",
+                         "new_origin").sort("day", "source", "key", "old_origin")
 
 
 def _glob_regex(glob: str) -> str:
@@ -142,11 +210,34 @@ def _dated_owners(events: pl.DataFrame, keys: pl.DataFrame, dated: list[tuple]) 
 
 
 def normalize(
-    events: list[pl.DataFrame], quarantine: list[pl.DataFrame], catalog: Catalog
+    events: list[pl.DataFrame], quarantine: list[pl.DataFrame], catalog: Catalog,
+    file_order: Mapping[str, int] | Callable[[str], int] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sources' rows in, the canonical usage table and the full quarantine out."""
+    """Sources' rows in, the canonical usage table and the full quarantine out.
+
+    Quarantine rows get their kind from their reason and, where the reader knew the account, the
+    customer it would have billed: money at risk holds that customer, or the whole month when
+    nobody can be named (see ``holds``)."""
     all_events = pl.concat([conform(e, USAGE_SCHEMA) for e in events]) if events else conform(pl.DataFrame(), USAGE_SCHEMA)
-    kept, rejected = deduplicate(all_events)
+    kept, rejected = deduplicate(all_events, file_order)
     attributed = attribute(kept, catalog).sort("day", "source", "origin", "meter", "event_id")
     all_quarantine = pl.concat([conform(q, QUARANTINE_SCHEMA) for q in [*quarantine, rejected]])
-    return attributed, all_quarantine.sort("day", "source", "origin", "reason", "field", "raw")
+    return attributed, attribute_quarantine(all_quarantine, catalog).sort(
+        "day", "source", "origin", "reason", "field", "raw")
+
+
+def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
+    """Kind from reason (cost rows keep theirs) and customer from account key, by the same rules
+    as usage events."""
+    rows = quarantine.with_columns(
+        pl.when(pl.col("kind") == KIND_COST).then(pl.col("kind")).otherwise(quarantine_kind_expr()).alias("kind"))
+    if rows.height == 0:
+        return rows
+    probe = rows.with_row_index("_q").select(
+        "_q", "account_key", pl.col("day"), pl.lit(None, pl.String).alias("model"),
+        pl.lit(None, pl.String).alias("model_family"))
+    owners = attribute(conform(probe, USAGE_SCHEMA).with_columns(
+        pl.Series("event_id", probe["_q"].cast(pl.String))), catalog).select(
+        pl.col("event_id").cast(pl.UInt32).alias("_q"), pl.col("customer_id").alias("_owner"))
+    return rows.with_row_index("_q").join(owners, on="_q", how="left").with_columns(
+        pl.coalesce("customer_id", "_owner").alias("customer_id")).drop("_q", "_owner").select(list(QUARANTINE_SCHEMA))

@@ -26,6 +26,8 @@ from billing_pipeline.defs.issuing import (
     invoice_delivery_schedule,
     issue_invoices_job,
     issued_invoices,
+    record_failed_month_end_checks,
+    record_month_end_checks,
 )
 from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
 from billing_pipeline.defs.month_end import (
@@ -55,7 +57,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
               alert_delivery_job, month_to_date_statements_job, invoice_delivery_job],
         schedules=[daily_ingestion_schedule, month_end_schedule, usage_alerts_schedule, alert_delivery_schedule,
                    month_to_date_statements_schedule, invoice_delivery_schedule],
-        sensors=[landing_zone_sensor],
+        sensors=[landing_zone_sensor, record_month_end_checks, record_failed_month_end_checks],
         resources=with_alert_resources(resources if resources is not None else resources_from_env()),
         executor=executor_from_env(),  # BILLING_EXECUTOR: multiprocess (default), in_process, celery
     )

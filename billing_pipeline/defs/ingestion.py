@@ -15,8 +15,8 @@ from billing_pipeline import sources
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LandingZone
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
-from billing_pipeline.schema import QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
-from billing_pipeline.usage import normalize
+from billing_pipeline.schema import KIND_COST, KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
+from billing_pipeline.usage import attribute_quarantine, landing_file_order, normalize
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
 
@@ -48,9 +48,6 @@ def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(raw.filter(rejected), QUARANTINE_SCHEMA)
 
 
-READABLE_CHECK = "every_landing_file_readable"
-
-
 def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
@@ -59,28 +56,22 @@ def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="raw",
         kinds={"polars"},
-        check_specs=[dg.AssetCheckSpec(READABLE_CHECK, asset=name,
-                                       description="No landing file of this source was unreadable as a whole "
-                                       "(bad JSON page, bad encoding): its records are in quarantine.")],
     )
-    def _asset(context: dg.AssetExecutionContext, landing: LandingZone):
+    def _asset(context: dg.AssetExecutionContext, landing: LandingZone) -> dg.Output[pl.DataFrame]:
+        """Unreadable files are quarantined here as money at risk; the month's blocking
+        ``no_money_at_risk`` check (quarantine_report) holds issuing for them."""
         start, end = window(context)
         read = sources.SOURCES[source](landing.root, start, end)
-        unreadable = read.quarantine.filter(pl.col("reason") == "unreadable_file")
-        yield dg.Output(
+        return dg.Output(
             to_raw(read),
             metadata={
                 "records_read": read.records_read,
                 "usage_rows": read.events.height,
                 "quarantined": read.quarantine.height,
+                "unreadable_files": ", ".join(
+                    read.quarantine.filter(pl.col("reason") == "unreadable_file")["origin"].to_list()) or "none",
                 "landing": dg.MetadataValue.path(str(landing.root)),
             },
-        )
-        yield dg.AssetCheckResult(
-            check_name=READABLE_CHECK,
-            passed=unreadable.height == 0,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"unreadable_files": ", ".join(unreadable["origin"].to_list()) or "none"},
         )
 
     return _asset
@@ -109,10 +100,13 @@ raw_assets = [_raw_asset(name, source, doc) for name, (source, doc) in RAW_ASSET
     check_specs=[dg.AssetCheckSpec(CONSERVATION_CHECK, asset="usage_events", blocking=True,
                                    description="Records read = usage events' source records + quarantined records.")],
 )
-def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, **raw: pl.DataFrame):
-    """Normalize, deduplicate and attribute the day's usage."""
+def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, landing: LandingZone,
+                 **raw: pl.DataFrame):
+    """Normalize, deduplicate and attribute the day's usage (a later export restates an earlier
+    one: the landing files' modification times say which came later)."""
     split = [split_raw(frame) for frame in raw.values()]
-    events, quarantine = normalize([e for e, _ in split], [q for _, q in split], catalog.load())
+    events, quarantine = normalize([e for e, _ in split], [q for _, q in split], catalog.load(),
+                                   file_order=landing_file_order(landing.root))
     records_read = sum(e["origin"].n_unique() + q.height for e, q in split)
     accepted_records = events.select(pl.col("origin").n_unique()).item()
     holds = records_read == accepted_records + quarantine.height
@@ -126,14 +120,16 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, **
             "customers": events["customer_id"].drop_nulls().n_unique(),
         },
     )
-    by_reason = quarantine.group_by("reason").len().sort("reason")
+    by_reason = quarantine.group_by("kind", "reason").len().sort("kind", "reason")
     yield dg.Output(
         quarantine,
         output_name="usage_quarantine",
         metadata={
             "rows": quarantine.height,
+            "money_at_risk": quarantine.filter(pl.col("kind") == KIND_MONEY_AT_RISK).height,
             "by_reason": dg.MetadataValue.md(
-                "\n".join(["| reason | rows |", "| --- | --- |"] + [f"| {r} | {n} |" for r, n in by_reason.iter_rows()])
+                "\n".join(["| kind | reason | rows |", "| --- | --- | --- |"]
+                          + [f"| {k} | {r} | {n} |" for k, r, n in by_reason.iter_rows()])
             ),
         },
     )
@@ -148,29 +144,41 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, **
 REPORTED_COST_CHECK = "every_cost_line_readable"
 
 
-@dg.asset(
+@dg.multi_asset(
+    outs={
+        "provider_reported_cost": dg.AssetOut(
+            description="What the providers say we owe them, per cost line, in currency units.",
+            group_name="usage", kinds={"polars"}),
+        "provider_cost_quarantine": dg.AssetOut(
+            description="Cost page records that could not be read (kind cost): they bill nobody, so "
+            "they hold nothing, but the month's quarantine.csv and finance summary show them.",
+            group_name="usage", kinds={"polars"}),
+    },
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    group_name="usage",
-    kinds={"polars"},
     check_specs=[dg.AssetCheckSpec(REPORTED_COST_CHECK, asset="provider_reported_cost",
                                    description="Every line of the providers' cost pages was read; "
                                    "unreadable ones are listed with their reason.")],
 )
-def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZone):
+def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZone, catalog: CatalogResource):
     """What the providers say we owe them, per cost line (OpenAI Costs API, Anthropic cost_report
     pages in the landing zone), in dollars: the other side of provider_cost's computed cost."""
     from billing_pipeline.sources import provider_costs
 
     start, end = window(context)
     read = provider_costs.read(landing.root, start, end)
-    yield dg.Output(read.costs, metadata={
+    cost_quarantine = attribute_quarantine(
+        conform(read.quarantine, QUARANTINE_SCHEMA).with_columns(pl.lit(KIND_COST).alias("kind")), catalog.load())
+    yield dg.Output(read.costs, output_name="provider_reported_cost", metadata={
         "lines": read.costs.height,
         "total": str(read.costs["amount"].sum() if read.costs.height else 0),
         "quarantined": read.quarantine.height,
     })
+    yield dg.Output(cost_quarantine, output_name="provider_cost_quarantine",
+                    metadata={"rows": cost_quarantine.height})
     yield dg.AssetCheckResult(
         check_name=REPORTED_COST_CHECK,
+        asset_key="provider_reported_cost",
         passed=read.quarantine.height == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"quarantined": read.quarantine.height,

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from billing_pipeline.defs.jobs import month_that_ended
+from billing_pipeline.defs.jobs import MONTH_TAG, month_end_job, month_that_ended
+from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK
 from billing_pipeline.defs.partitions import monthly_partitions
 
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, SmtpResource
@@ -20,17 +21,61 @@ from billing_pipeline.invoicing.issuing import issue_month
 ISSUING_GROUP = "issuing"
 
 
-def check_rows(results) -> list[dict]:
-    """Check evaluations of Dagster run results as ledger ``month_checks`` rows (last one wins)."""
+# Money at risk holds only the customers it names (invoicing.holds), so its check is recorded as
+# non-blocking for the month as a whole; the held_records table does the refusing.
+PER_CUSTOMER_CHECKS = frozenset({MONEY_AT_RISK_CHECK})
+RUN_COMPLETED_CHECK = "month_end_run_completed"
+
+
+def evaluation_rows(evaluations) -> list[dict]:
+    """Asset check evaluations as ledger ``month_checks`` rows (the last of a name wins)."""
     rows: dict[str, dict] = {}
-    for result in results:
-        for event in result.get_asset_check_evaluations():
-            rows[event.check_name] = {
-                "name": event.check_name, "passed": event.passed,
-                "blocking": event.severity == dg.AssetCheckSeverity.ERROR,
-                "detail": event.asset_key.to_user_string(),
-            }
+    for event in evaluations:
+        rows[event.check_name] = {
+            "name": event.check_name, "passed": event.passed,
+            "blocking": event.severity == dg.AssetCheckSeverity.ERROR and event.check_name not in PER_CUSTOMER_CHECKS,
+            "detail": event.asset_key.to_user_string(),
+        }
     return list(rows.values())
+
+
+def check_rows(results) -> list[dict]:
+    """Check evaluations of in-process run results as ledger ``month_checks`` rows."""
+    return evaluation_rows(e for result in results for e in result.get_asset_check_evaluations())
+
+
+def _record_run_checks(context: dg.RunStatusSensorContext, ledger: LedgerResource, completed: bool) -> None:
+    run = context.dagster_run
+    month = run.tags.get(MONTH_TAG) or (run.tags.get("dagster/partition") or "")[:7]
+    if not month:
+        context.log.warning(f"run {run.run_id} has no month tag or partition: checks not recorded")
+        return
+    logs = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    rows = evaluation_rows(entry.dagster_event.asset_check_evaluation_data for entry in logs if entry.dagster_event)
+    rows.append({"name": RUN_COMPLETED_CHECK, "passed": completed, "blocking": True, "detail": run.run_id})
+    ledger.open().record_checks(month, rows)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[month_end_job],
+                      name="record_month_end_checks", default_status=dg.DefaultSensorStatus.RUNNING)
+def record_month_end_checks(context: dg.RunStatusSensorContext, ledger: LedgerResource) -> None:
+    """A month-end run from the schedule or the UI records its checks in the ledger as the CLI's
+    runner does, so ``issue`` refuses a month whose checks failed or never ran (a month with no
+    recorded checks is refused)."""
+    _record_run_checks(context, ledger, completed=True)
+
+
+@dg.run_failure_sensor(monitored_jobs=[month_end_job], name="record_failed_month_end_checks",
+                       default_status=dg.DefaultSensorStatus.RUNNING)
+def record_failed_month_end_checks(context: dg.RunFailureSensorContext, ledger: LedgerResource) -> None:
+    """A failed month-end leaves a failed blocking ``month_end_run_completed``: issuing waits for
+    a run that finishes, whatever drafts the failed one left. The money-at-risk check failing its
+    own (last) step on purpose is not such a failure: its holds do the refusing, per customer."""
+    from billing_pipeline.runner import unexpected_failures
+
+    failures = [entry.dagster_event for entry in context.instance.all_logs(
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if entry.dagster_event]
+    _record_run_checks(context, ledger, completed=not unexpected_failures(failures))
 
 
 @dg.asset(partitions_def=monthly_partitions, group_name=ISSUING_GROUP, kinds={"sqlite", "pdf"},

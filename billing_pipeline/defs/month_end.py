@@ -14,7 +14,10 @@ from billing_pipeline.defs.rendering import (
     save_invoice_drafts,
     summarize_invoice_drafts,
 )
-from billing_pipeline.defs.resources import CatalogResource, OutputFiles
+from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
+from billing_pipeline.invoicing import holds
+from billing_pipeline.schema import KIND_MONEY_AT_RISK
+from billing_pipeline.usage import restated_usage
 from billing_pipeline.money import ZERO
 from billing_pipeline.rating import rate_month
 from billing_pipeline.reconcile import reconcile
@@ -145,18 +148,52 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
                                         "unattributed": str(unattributed)})
 
 
-@dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars", "csv"})
+MONEY_AT_RISK_CHECK = "no_money_at_risk"
+
+
+@dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars", "csv"},
+          deps=["invoice_drafts"],  # the month's last step: its blocking check fails it after every draft
+          check_specs=[dg.AssetCheckSpec(
+              MONEY_AT_RISK_CHECK, asset="quarantine_report", blocking=True,
+              description="No quarantined record that could carry money is left unwaived (RELIABILITY.md 18): "
+              "unreadable or truncated files, missing next pages, bad quantities, unresolved conflicts. "
+              "Issuing refuses the customers they name, or the whole month when nobody can be named.")])
 def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.DataFrame,
-                      output: OutputFiles) -> dg.Output[pl.DataFrame]:
-    """The month's quarantined records, as quarantine.csv for whoever fixes the exports."""
-    path = output.month_dir(month_of(context)) / "quarantine.csv"
-    usage_quarantine.write_csv(path)
-    by_reason = usage_quarantine.group_by("reason").len().sort("reason")
-    return dg.Output(usage_quarantine, metadata={
-        "rows": usage_quarantine.height,
+                      provider_cost_quarantine: pl.DataFrame, output: OutputFiles, ledger: LedgerResource):
+    """The month's quarantined records, as quarantine.csv (with their kind: money at risk, not
+    billable by design, cost), restated_usage.csv (earlier versions a later export corrected), and
+    the money-at-risk records as holds in the ledger, which issuing obeys."""
+    month = month_of(context)
+    folder = output.month_dir(month)
+    quarantine = pl.concat([usage_quarantine, provider_cost_quarantine], how="vertical_relaxed")
+    path = folder / "quarantine.csv"
+    quarantine.write_csv(path)
+    restated = restated_usage(quarantine)
+    restated.write_csv(folder / "restated_usage.csv")
+    at_risk = quarantine.filter(pl.col("kind") == KIND_MONEY_AT_RISK)
+    opened = ledger.open()
+    holds.record_holds(opened, month, at_risk.select("origin", "source", "reason", "customer_id", "message")
+                       .unique(["origin", "reason", "customer_id"], keep="first", maintain_order=True).to_dicts())
+    unwaived = holds.holds(opened, month)
+    by_reason = quarantine.group_by("kind", "reason").len().sort("kind", "reason")
+    yield dg.Output(quarantine, metadata={
+        "rows": quarantine.height,
+        "money_at_risk": at_risk.height,
+        "restated_records": restated.height,
         "by_reason": dg.MetadataValue.md(_markdown(by_reason, 50)),
         "file": dg.MetadataValue.path(str(path)),
     })
+    yield dg.AssetCheckResult(
+        check_name=MONEY_AT_RISK_CHECK, passed=not unwaived, severity=dg.AssetCheckSeverity.ERROR,
+        description=holds.describe(month, unwaived) if unwaived else None,
+        metadata={
+            "held_records": len(unwaived),
+            "held_customers": ", ".join(sorted({h.customer_id for h in unwaived if h.customer_id})) or "none",
+            "holds_whole_month": any(h.customer_id is None for h in unwaived),
+            "held_origins": dg.MetadataValue.md("\n".join(
+                f"- `{h.origin}` ({h.reason}, {h.customer_id or 'whole month'})" for h in unwaived[:50]) or "none"),
+            "waived": len(holds.waived(opened, month)),
+        })
 
 
 @dg.graph_asset(

@@ -1,7 +1,8 @@
 """``billing-pipeline issue | void | credit-note``: finance's commands after reviewing drafts.
 
 Exit codes as elsewhere: 0 done, 2 bad input (unknown number, missing catalog, bad amount),
-1 refused because a blocking check of the month failed.
+1 refused: a blocking check of the month failed or was never recorded, or money at risk holds
+customers (named, with the records that hold them) until fixed or waived.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.invoicing.issuing import file_stem, issue_month
 from billing_pipeline.invoicing.ledger import Ledger, LedgerError
+from billing_pipeline.invoicing import holds
 from billing_pipeline.invoicing.numbering import ChecksFailed
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline.periods import parse_month
@@ -63,6 +65,8 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
                              customer_id=customer, actor="cli")
     except ChecksFailed as exc:
         _fail(f"{exc}; nothing issued", 1)
+    except holds.MoneyAtRisk as exc:
+        _fail(f"{exc}; nothing issued", 1)
     folder = out / month / "invoices"
     for item in result["issued"]:
         amount = fmt_money(exact(item["total"]), item["currency"])
@@ -71,6 +75,28 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
                    f"{folder / (stem + '.pdf')}")
     click.echo(f"issued {len(result['issued'])}, PDFs rendered {result['rendered']}, "
                f"unchanged {result['unchanged']}")
+    if result["held"]:
+        _fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
+
+
+@click.command()
+@click.option("--month", required=True, help="Billing month, YYYY-MM.")
+@click.option("--origin", required=True, help="The held record's origin, as `run` and quarantine.csv print it.")
+@click.option("--reason", required=True, help="Why it may be issued anyway (kept in the audit log).")
+@_OUT
+@_DB
+def waive(month: str, origin: str, reason: str, out: Path, database_url: str | None) -> None:
+    """Let a month be issued despite a money-at-risk record (e.g. a file the provider confirmed
+    empty): the waiver and its reason are kept in the ledger's audit log and the finance summary."""
+    try:
+        parse_month(month)
+        done = holds.waive(_ledger(out, database_url), month, origin, reason)
+    except (LedgerError, ValueError) as exc:
+        _fail(str(exc))
+    who = sorted({h.customer_id or "the whole month" for h in done})
+    click.echo(f"waived {len(done)} held record(s) of {origin} ({', '.join(who)}): {reason}")
+    left = holds.holds(_ledger(out, database_url), month)
+    click.echo(f"{len(left)} held record(s) left in {month}" if left else f"nothing held in {month} any more")
 
 
 @click.command()
@@ -106,4 +132,4 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
                f"--customer {draft['customer_id']}")
 
 
-COMMANDS = (issue, void, credit_note)
+COMMANDS = (issue, void, credit_note, waive)

@@ -78,9 +78,10 @@ def issued_file_stems(ledger: Ledger, period: str) -> set[str]:
 def issue_month(ledger: Ledger, period: str, out_dir: Path, *, prefix: str, payment_terms_days: int,
                 issue_date: dt.date | None = None, customer_id: str | None = None,
                 renderer: InvoiceRenderer | None = None, actor: str = "issuing") -> dict:
-    """Issue the period's drafts (all, or one customer's) and render every missing final PDF."""
+    """Issue the period's drafts (all, or one customer's) and render every missing final PDF.
+    ``held``: the money-at-risk records that kept some customers' drafts from being issued."""
     issued = issue_drafts(ledger, period, prefix=prefix, payment_terms_days=payment_terms_days,
                           issue_date=issue_date or dt.datetime.now(dt.UTC).date(),
                           customer_id=customer_id, actor=actor)
     rendered = render_issued(ledger, period, out_dir, customer_id, renderer)
-    return {"issued": issued, **rendered}
+    return {"issued": issued, "held": issued.held, **rendered}

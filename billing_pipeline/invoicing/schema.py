@@ -120,6 +120,35 @@ month_checks = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
+# Money at risk (revision 0005_holds, RELIABILITY.md 18): the month-end's quarantined records that
+# could carry money, replaced by every month-end run like month_checks. Issuing refuses the
+# customers they name (all of the month when customer_id is null) until each is waived.
+held_records = Table(
+    "held_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("period", String(7), nullable=False, index=True),
+    Column("origin", Text, nullable=False),  # file, file:row, file#page.path
+    Column("source", String(100), nullable=False),
+    Column("reason", String(100), nullable=False),
+    Column("customer_id", String(100), nullable=True),  # null: nobody can be named, holds the month
+    Column("message", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# A person's decision to issue despite a held record: kept for good (and in the audit log).
+waivers = Table(
+    "waivers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("period", String(7), nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("waived_at", DateTime(timezone=True), nullable=False),
+)
+Index("uq_waivers_origin", waivers.c.period, waivers.c.origin, unique=True)
+
 # Usage alerts (revision 0003_alerts): the alert id is the primary key, so an alert is recorded
 # once however often a day is re-run or backfilled; rows are delivered from here (an outbox) and
 # keep their delivery state (attempts, next try, lease, acknowledgement).

@@ -199,8 +199,8 @@ def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: st
     unexpected = unexpected_failures(result.get_step_failure_events())
     if unexpected:
         error = unexpected[0].step_failure_data.error
-        raise dg.DagsterError(f"month-end step {unexpected[0].step_key} failed: "
-                              f"{error.cls_name if error else ''}: {error.message if error else ''}".strip())
+        raise dg.DagsterError(f"month-end step {unexpected[0].step_key} failed:\n"
+                              f"{error.to_string() if error else 'no error recorded'}")
     return result
 
 

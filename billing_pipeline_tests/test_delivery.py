@@ -115,6 +115,7 @@ def issued(ledger, renderer, tmp_path):  # noqa: F811
     """Three issued invoices with their final PDFs under tmp_path/out."""
     out = tmp_path / "out"
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
+    ledger.record_checks(MONTH, [{"name": "month_end_run_completed", "passed": True}])
     issue_month(ledger, MONTH, out, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON, renderer=renderer)
     return out
 

@@ -32,7 +32,14 @@ def renderer():
     return InvoiceRenderer()
 
 
-def _issue(ledger, **kwargs):  # noqa: F811
+def passed_checks(ledger, period: str = MONTH) -> None:
+    """What a month-end run that finished records: issuing refuses a month without it."""
+    ledger.record_checks(period, [{"name": "month_end_run_completed", "passed": True, "blocking": True}])
+
+
+def _issue(ledger, checked: bool = True, **kwargs):  # noqa: F811
+    if checked:
+        passed_checks(ledger)
     return issue_drafts(ledger, MONTH, prefix="INV", issue_date=ISSUED_ON, payment_terms_days=30, **kwargs)
 
 
@@ -117,6 +124,7 @@ def test_crash_while_issuing_leaves_no_number_behind(ledger):  # noqa: F811
 def test_crash_after_commit_before_rendering_renders_only_missing_pdfs(ledger, renderer, tmp_path):  # noqa: F811
     """Scenario 4: a render that dies after numbering; the re-run renders, numbers nothing new."""
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:2]])
+    passed_checks(ledger)
 
     class Broken(InvoiceRenderer):
         def render_pdf(self, doc):
@@ -141,6 +149,7 @@ def test_crash_after_commit_before_rendering_renders_only_missing_pdfs(ledger, r
 def test_rerunning_an_issued_month_changes_nothing_and_pdfs_are_byte_identical(ledger, renderer, tmp_path):  # noqa: F811
     """Scenario 7."""
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:2]])
+    passed_checks(ledger)
     issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
                 renderer=renderer)
     folder = tmp_path / MONTH / "invoices"
@@ -215,11 +224,11 @@ def test_a_failed_blocking_check_stops_issuing(ledger):  # noqa: F811
         {"name": "every_usage_event_has_a_cost", "passed": False, "blocking": False},
     ])
     with pytest.raises(ChecksFailed, match="invoice_totals_equal_rated_lines") as refused:
-        _issue(ledger)
+        _issue(ledger, checked=False)
     assert refused.value.checks == ["invoice_totals_equal_rated_lines"]
     assert _numbers(ledger) == [("acme", None, "draft")]
     ledger.record_checks(MONTH, [{"name": "invoice_totals_equal_rated_lines", "passed": True}])
-    assert [i["number"] for i in _issue(ledger)] == ["INV-2026-000001"]
+    assert [i["number"] for i in _issue(ledger, checked=False)] == ["INV-2026-000001"]
 
 
 def test_void_and_manual_credit_note(ledger):  # noqa: F811

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from billing_pipeline.invoicing.ledger import Ledger
 from billing_pipeline.invoicing.numbering import issue_drafts
-from billing_pipeline_tests.test_issuing import ISSUED_ON, MONTH, _with_output_tokens
+from billing_pipeline_tests.test_issuing import ISSUED_ON, MONTH, _with_output_tokens, passed_checks
 from billing_pipeline_tests.test_ledger import PG_URL, _postgres_ledger, document
 
 CUSTOMERS = [f"customer{i:02d}" for i in range(12)]
@@ -40,6 +40,7 @@ def test_two_processes_issuing_one_month_on_postgresql_issue_one_set(pg):
     """Scenario 6: exactly one invoice per customer, numbers 1..N, none twice, none skipped."""
     ledger, schema = pg
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
+    passed_checks(ledger)
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
     workers = [context.Process(target=_issue_in_child, args=(PG_URL, schema, barrier, results))
@@ -66,6 +67,7 @@ def test_sqlite_and_postgresql_ledgers_give_identical_results(pg, tmp_path):
     sqlite.migrate()
     for ledger in (sqlite, pg[0]):
         ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:3]])
+        passed_checks(ledger)
         issue_drafts(ledger, MONTH, prefix="INV", issue_date=ISSUED_ON, payment_terms_days=30)
         ledger.save_drafts(MONTH, [_with_output_tokens(document(CUSTOMERS[1]), 1_000, "0.01"),
                                    document(CUSTOMERS[0]), document(CUSTOMERS[2])])

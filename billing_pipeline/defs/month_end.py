@@ -16,7 +16,7 @@ from billing_pipeline.defs.rendering import (
 )
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing import holds
-from billing_pipeline.schema import KIND_MONEY_AT_RISK
+from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE
 from billing_pipeline.usage import restated_usage
 from billing_pipeline.money import ZERO
 from billing_pipeline.rating import rate_month
@@ -106,7 +106,8 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
 )
 def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame,
                    provider_cost: pl.DataFrame, provider_reported_cost: pl.DataFrame, monthly_usage: pl.DataFrame,
-                   catalog: CatalogResource, output: OutputFiles):
+                   usage_quarantine: pl.DataFrame, provider_cost_quarantine: pl.DataFrame,
+                   catalog: CatalogResource, output: OutputFiles, ledger: LedgerResource):
     """Revenue against provider cost per customer, provider and model, with flags for negative
     margins, unattributed usage, unpriced models and metering drift (our gateway log against the
     provider's usage report for the customer's keys). Written as reconciliation.csv (+
@@ -122,7 +123,10 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
     table.write_csv(path)
     drift.write_csv(folder / "metering_drift.csv")
     costs_drift.write_csv(folder / "cost_drift.csv")
-    summary = SummaryRenderer().write(summary_context(table, month, drift), folder)
+    not_billed = pl.concat([usage_quarantine, provider_cost_quarantine], how="vertical_relaxed").filter(
+        pl.col("kind") != KIND_NOT_BILLABLE)
+    summary = SummaryRenderer().write(summary_context(table, month, drift, quarantine=not_billed,
+                                                      waived=holds.waived(ledger.open(), month)), folder)
     revenue, cost = _decimal_sum(table["revenue"]), _decimal_sum(table["cost"])
     rated = _decimal_sum(rated_charges["amount"])
     provider_total = _decimal_sum(provider_cost["cost"])

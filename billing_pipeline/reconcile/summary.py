@@ -60,8 +60,38 @@ def margin_chart_svg(by_customer: list[dict], currency: str) -> str:
     return "".join(parts)
 
 
+AT_RISK_ROWS = 25
+
+
+def not_billed_context(quarantine: pl.DataFrame | None, waived: list[dict] | None = None) -> dict:
+    """The summary's money-at-risk section: held records (waived or not), unread cost pages and
+    the waivers a person gave, so finance sees what the month's numbers do not include."""
+    waived = waived or []
+    if quarantine is None or quarantine.height == 0:
+        return {"at_risk": [], "more_at_risk": 0, "cost_unread": [], "waived": _waiver_rows(waived)}
+    waived_origins = {w["origin"] for w in waived}
+    at_risk = quarantine.filter(pl.col("kind") == "money_at_risk").unique(
+        ["origin", "reason", "customer_id"], keep="first", maintain_order=True)
+    cost = quarantine.filter(pl.col("kind") == "cost")
+    return {
+        "at_risk": [{"origin": r["origin"], "reason": r["reason"],
+                     "holds": r["customer_id"] or "the whole month",
+                     "status": "waived" if r["origin"] in waived_origins else "held"}
+                    for r in at_risk.head(AT_RISK_ROWS).iter_rows(named=True)],
+        "more_at_risk": max(at_risk.height - AT_RISK_ROWS, 0),
+        "cost_unread": [{"origin": r["origin"], "reason": r["reason"]} for r in cost.head(AT_RISK_ROWS).iter_rows(named=True)],
+        "waived": _waiver_rows(waived),
+    }
+
+
+def _waiver_rows(waived: list[dict]) -> list[dict]:
+    return [{"origin": w["origin"], "reason": w["reason"], "actor": w["actor"],
+             "at": f"{w['waived_at']:%Y-%m-%d %H:%M} UTC"} for w in waived]
+
+
 def summary_context(table: pl.DataFrame, month: str, drift: pl.DataFrame | None = None,
-                    currency: str = "USD") -> dict:
+                    currency: str = "USD", quarantine: pl.DataFrame | None = None,
+                    waived: list[dict] | None = None) -> dict:
     """Everything the template shows, as text: no arithmetic in the template."""
     revenue, cost = _sum(table["revenue"]), _sum(table["cost"])
     unattributed = table.filter(pl.col("customer_id").is_null())
@@ -100,6 +130,7 @@ def summary_context(table: pl.DataFrame, month: str, drift: pl.DataFrame | None 
         ],
         "more_flags": max(flagged.height - 25, 0),
         "drift": drift_rows,
+        **not_billed_context(quarantine, waived),
     }
 
 

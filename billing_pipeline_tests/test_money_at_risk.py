@@ -280,3 +280,12 @@ def test_run_prints_every_catalog_problem_not_only_the_first(month):
     assert done.exit_code == 2
     errors = [line for line in done.output.splitlines() if line.startswith("error: ")]
     assert len(errors) >= 2 and any("gold" in e for e in errors) and any("silver" in e for e in errors)
+
+
+def test_a_count_no_record_can_carry_is_money_at_risk_not_a_wrapped_sum(tmp_path):
+    """RELIABILITY.md 12 / issue 16: 9223372036854775807 tokens in one result is not billed as read."""
+    write(tmp_path / COMPLETIONS / "2026-10-03_p1.json", page(3, [result("proj_a", 9223372036854775807, 1)]))
+    done = read(tmp_path)
+    assert done.events.height == 0
+    [row] = done.quarantine.to_dicts()
+    assert (row["reason"], row["field"]) == ("implausible_quantity", "data[0].results[0].input_tokens")

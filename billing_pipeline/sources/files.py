@@ -21,6 +21,9 @@ import polars as pl
 from billing_pipeline import schema
 
 RAW_LIMIT = 2000
+# No single provider record carries a quadrillion units: a count above this is a corrupt or hostile
+# value, and summing a few of them would overflow 64 bits. Money at risk, never billed as read.
+MAX_RECORD_QUANTITY = 10**15
 _DAY_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _MONTH_RE = re.compile(r"(\d{4})-(\d{2})(?!-?\d)")
 
@@ -157,6 +160,9 @@ def count(obj: dict, key: str, field: str, required: bool = False) -> int:
         value = int(value)
     if value < 0:
         raise Problem("negative_quantity", field, f"{field} is negative: {value}")
+    if value > MAX_RECORD_QUANTITY:
+        raise Problem("implausible_quantity", field, f"{field} is {value:,}, above the per-record ceiling "
+                      f"of {MAX_RECORD_QUANTITY:,}: not billed as read")
     return value
 
 

@@ -125,7 +125,9 @@ def test_anthropic_style_cache_write_without_ttl_split_counts_as_default_5m(tmp_
     usage = {"input_tokens": 10, "cache_creation_input_tokens": 700, "output_tokens": 5}
     write(tmp_path, "2026-10-05.jsonl", [line(provider="anthropic", model="claude-haiku-4-5", usage=usage)])
     ev = read(tmp_path).events.filter(pl.col("meter") == "cache_write_tokens")
-    assert ev["quantity"].to_list() == [700] and json.loads(ev["dimensions"][0]) == {"cache_ttl": "5m"}
+    assert ev["quantity"].to_list() == [700]
+    # the usage report's context_window too: 10 + 700 input tokens is under 200k
+    assert json.loads(ev["dimensions"][0]) == {"cache_ttl": "5m", "context_window": "0-200k"}
 
 
 def test_negative_cache_tokens_are_quarantined_not_dropped(tmp_path):

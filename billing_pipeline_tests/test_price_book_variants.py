@@ -10,7 +10,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from billing_pipeline.catalog import Catalog, PriceBookEntry, parse_catalog
 from billing_pipeline.catalog.litellm import price_book_from_litellm
@@ -121,9 +123,6 @@ def test_a_yaml_price_book_may_write_batch_true_bare_or_quoted():
 
 
 def test_a_price_book_entry_must_name_a_meter_a_reader_emits():
-    import pytest
-    from pydantic import ValidationError
-
     with pytest.raises(ValidationError, match="unknown meter 'prompt_tokens'"):
         PriceBookEntry.model_validate({"provider": "openai", "meter": "prompt_tokens", "unit_price": "1",
                                        "from": "2026-10-01"})

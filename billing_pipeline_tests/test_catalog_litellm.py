@@ -107,3 +107,10 @@ def test_variants_no_reader_can_tell_apart_are_listed_as_skipped_not_guessed():
     assert "_ultrafast" in why[("gpt-6-astra", "input_cost_per_token_ultrafast")]
     assert ("gpt-realtime", "cache_creation_input_audio_token_cost") in why
     assert not [e for e in entries if e["models"] == ["claude-haiku-5-5"] and "context_window" in (e.get("dimensions") or {})]
+
+
+def test_speech_characters_and_transcribed_seconds_are_priced_for_the_audio_endpoints_meters():
+    entries, _ = price_book_from_litellm(LITELLM.with_name("audio_endpoints.json"), ["openai"], DAY)
+    assert price(entries, "tts-1", "characters") == Decimal("15")  # input_cost_per_character 1.5e-05 per 1M characters
+    assert price(entries, "whisper-1", "audio_seconds") == Decimal("100")  # input_cost_per_second 0.0001 per 1M seconds
+    assert {e["unit_size"] for e in entries} == {1_000_000}

@@ -2,8 +2,10 @@
 
 LiteLLM gives USD per token as JSON floats (``2.5e-06``). Each goes through ``Decimal(str(x))``
 (the shortest repr, i.e. the number the file's authors wrote, not the binary float) and is
-scaled to a price per 1M tokens, exactly. The file's sha256 is recorded with the entries so a
-price book can be traced to the exact list it came from.
+scaled to a price per 1M units (tokens; characters and seconds for the audio endpoints), exactly
+(per 1M, the OpenAI, Anthropic and Mistral prices have at most 12 decimals, the cost calculator's
+limit; per second some would not). The file's sha256 is recorded with the entries so a price book
+can be traced to the exact list it came from.
 
 A LiteLLM field is a base price (``input_cost_per_token``, ``cache_read_input_audio_token_cost``,
 ...: one of our meters) plus variant suffixes, each of which becomes a dimension the READERS emit
@@ -17,7 +19,7 @@ on the same usage, so the entry prices exactly that usage:
 
 A variant no reader can tell apart (OpenAI ``_above_272k_tokens``: the Usage API does not say
 which requests were long; Anthropic ``_above_100k_tokens``: no such context_window bucket;
-``_ultrafast``, ``_above_12hr``, audio cache writes, per-image/second/character prices) is not
+``_ultrafast``, ``_above_12hr``, audio cache writes, per-image or per-pixel prices) is not
 guessed into an entry that would never match, or match the wrong usage: it is listed in
 ``skipped`` with the reason. Entries are ordered plain first, then by number of dimensions: the
 price book's LAST matching entry wins, so a batch long-context price beats the batch price.
@@ -48,6 +50,9 @@ BASES: dict[str, str] = {
     "input_cost_per_image_token": "image_input_tokens",
     "output_cost_per_image_token": "image_output_tokens",
     "cache_read_input_image_token_cost": "cached_image_input_tokens",
+    # the OpenAI audio endpoints' meters (openai_endpoints): speech characters, transcribed seconds
+    "input_cost_per_character": "characters",
+    "input_cost_per_second": "audio_seconds",
 }
 BATCH = "_batches"
 LONG_CONTEXT = "_above_200k_tokens"
@@ -99,7 +104,7 @@ class LiteLLMError(ValueError):
 
 
 def per_million(value: object, where: str) -> str:
-    """USD per token (a JSON number) -> exact decimal string per 1M tokens."""
+    """USD per unit (a JSON number) -> exact decimal string per 1M units."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise LiteLLMError(f"{where}: expected a number, got {value!r}")
     price = (Decimal(str(value)) * PER).normalize()
@@ -152,6 +157,6 @@ def price_book_from_litellm(path: str | Path, providers: list[str], effective_fr
 def write_price_book(entries: list[dict], sha256: str, source: Path, out: Path) -> None:
     """A YAML file with a ``price_book:`` list to paste into the catalog; the header names the source."""
     header = (f"# Provider price book imported from {source.name}\n# sha256 {sha256}\n"
-              f"# {len(entries)} entries, USD; prices per 1,000,000 tokens\n")
+              f"# {len(entries)} entries, USD; prices per 1,000,000 units (tokens, characters, seconds)\n")
     body = yaml.safe_dump({"price_book": entries}, sort_keys=False, allow_unicode=True, width=120)
     out.write_text(header + body, encoding="utf-8")

@@ -2,13 +2,27 @@
 
 LiteLLM gives USD per token as JSON floats (``2.5e-06``). Each goes through ``Decimal(str(x))``
 (the shortest repr, i.e. the number the file's authors wrote, not the binary float) and is
-scaled to a price per 1M tokens, exactly. The file's sha256 is recorded with the entries so a
-price book can be traced to the exact list it came from.
+scaled to a price per 1M units (tokens; characters and seconds for the audio endpoints), exactly
+(per 1M, the OpenAI, Anthropic and Mistral prices have at most 12 decimals, the cost calculator's
+limit; per second some would not). The file's sha256 is recorded with the entries so a price book
+can be traced to the exact list it came from.
 
-Variants become dimensions on the usage rows the sources already emit: batch prices
-``{service_tier: batch}``, one-hour cache writes ``{cache_ttl: 1h}`` (the plain cache-write price
-is the 5-minute one). The price book's latest matching entry wins, so variants come after the
-plain entry of the same model and meter.
+A LiteLLM field is a base price (``input_cost_per_token``, ``cache_read_input_audio_token_cost``,
+...: one of our meters) plus variant suffixes, each of which becomes a dimension the READERS emit
+on the same usage, so the entry prices exactly that usage:
+
+- ``_batches``: OpenAI ``{batch: "true"}`` (its Usage API's ``batch: true``, canonical JSON
+  ``true``); Anthropic ``{service_tier: batch}`` (its usage report's tier);
+- ``_priority`` / ``_flex``: ``{service_tier: priority}`` / ``{service_tier: flex}``;
+- ``_above_1hr`` (cache writes): ``{cache_ttl: 1h}`` (the plain cache-write price is the 5-minute one);
+- ``_above_200k_tokens``: Anthropic ``{context_window: 200k-1M}`` (its usage report's bucket).
+
+A variant no reader can tell apart (OpenAI ``_above_272k_tokens``: the Usage API does not say
+which requests were long; Anthropic ``_above_100k_tokens``: no such context_window bucket;
+``_ultrafast``, ``_above_12hr``, audio cache writes, per-image or per-pixel prices) is not
+guessed into an entry that would never match, or match the wrong usage: it is listed in
+``skipped`` with the reason. Entries are ordered plain first, then by number of dimensions: the
+price book's LAST matching entry wins, so a batch long-context price beats the batch price.
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,19 +38,65 @@ import yaml
 
 from billing_pipeline.money import fmt_price
 
-# (LiteLLM field, our meter, dimensions), plain entries first: later entries override earlier ones.
-FIELDS: list[tuple[str, str, dict[str, str] | None]] = [
-    ("input_cost_per_token", "input_tokens", None),
-    ("output_cost_per_token", "output_tokens", None),
-    ("cache_read_input_token_cost", "cached_input_tokens", None),
-    ("cache_creation_input_token_cost", "cache_write_tokens", None),
-    ("cache_creation_input_token_cost_above_1hr", "cache_write_tokens", {"cache_ttl": "1h"}),
-    ("input_cost_per_token_batches", "input_tokens", {"service_tier": "batch"}),
-    ("output_cost_per_token_batches", "output_tokens", {"service_tier": "batch"}),
-    ("cache_read_input_token_cost_batches", "cached_input_tokens", {"service_tier": "batch"}),
-    ("cache_creation_input_token_cost_batches", "cache_write_tokens", {"service_tier": "batch"}),
-]
+# LiteLLM base field -> our meter. A field is a base plus variant suffixes (see the docstring).
+BASES: dict[str, str] = {
+    "input_cost_per_token": "input_tokens",
+    "output_cost_per_token": "output_tokens",
+    "cache_read_input_token_cost": "cached_input_tokens",
+    "cache_creation_input_token_cost": "cache_write_tokens",
+    "input_cost_per_audio_token": "audio_input_tokens",
+    "output_cost_per_audio_token": "audio_output_tokens",
+    "cache_read_input_audio_token_cost": "cached_audio_input_tokens",
+    "input_cost_per_image_token": "image_input_tokens",
+    "output_cost_per_image_token": "image_output_tokens",
+    "cache_read_input_image_token_cost": "cached_image_input_tokens",
+    # the OpenAI audio endpoints' meters (openai_endpoints): speech characters, transcribed seconds
+    "input_cost_per_character": "characters",
+    "input_cost_per_second": "audio_seconds",
+}
+BATCH = "_batches"
+LONG_CONTEXT = "_above_200k_tokens"
+ONE_HOUR = "_above_1hr"
+TIERS = {"_priority": "priority", "_flex": "flex"}
+_OTHER_CONTEXT = re.compile(r"_above_(\d+k)_tokens")
 PER = 1_000_000
+
+
+def variant_dimensions(provider: str, base: str, rest: str) -> tuple[dict[str, str] | None, str | None]:
+    """(dimensions, None) for the suffixes ``rest`` of a base field, or (None, why it is skipped)."""
+    dims: dict[str, str] = {}
+    while rest:
+        if rest.startswith(ONE_HOUR) and base == "cache_creation_input_token_cost":
+            dims["cache_ttl"], rest = "1h", rest[len(ONE_HOUR):]
+        elif rest.startswith(LONG_CONTEXT):
+            if provider != "anthropic":
+                return None, f"no {provider} reader tells long-context requests apart"
+            dims["context_window"], rest = "200k-1M", rest[len(LONG_CONTEXT):]
+        elif rest.startswith(BATCH):
+            if provider == "openai":
+                dims["batch"] = "true"
+            else:
+                dims["service_tier"] = "batch"
+            rest = rest[len(BATCH):]
+        elif any(rest.startswith(t) for t in TIERS):
+            suffix = next(t for t in TIERS if rest.startswith(t))
+            dims["service_tier"], rest = TIERS[suffix], rest[len(suffix):]
+        elif _OTHER_CONTEXT.match(rest):
+            return None, f"no reader tells requests over the {_OTHER_CONTEXT.match(rest)[1]} tokens of {rest!r} apart"
+        else:
+            return None, f"variant {rest!r} matches no dimension the readers emit"
+    return dims, None
+
+
+def parse_field(provider: str, field: str) -> tuple[str | None, dict[str, str] | None, str | None]:
+    """(meter, dimensions, None) for a LiteLLM price field, or (None, None, why it is skipped)."""
+    base = max((b for b in BASES if field == b or field.startswith(b + "_")), key=len, default=None)
+    if base is None:
+        return None, None, "not a per-token price of a meter we read"
+    dims, why = variant_dimensions(provider, base, field[len(base):])
+    if why:
+        return None, None, why
+    return BASES[base], dims, None
 
 
 class LiteLLMError(ValueError):
@@ -43,7 +104,7 @@ class LiteLLMError(ValueError):
 
 
 def per_million(value: object, where: str) -> str:
-    """USD per token (a JSON number) -> exact decimal string per 1M tokens."""
+    """USD per unit (a JSON number) -> exact decimal string per 1M units."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise LiteLLMError(f"{where}: expected a number, got {value!r}")
     price = (Decimal(str(value)) * PER).normalize()
@@ -52,8 +113,11 @@ def per_million(value: object, where: str) -> str:
     return fmt_price(price)  # at least two decimals: 2.50, 0.11, 0.0375
 
 
-def price_book_from_litellm(path: str | Path, providers: list[str], effective_from: dt.date) -> tuple[list[dict], str]:
-    """(price_book entries, sha256 of the file) for the models of ``providers``."""
+def price_book_from_litellm(path: str | Path, providers: list[str], effective_from: dt.date,
+                            skipped: list[tuple[str, str, str]] | None = None) -> tuple[list[dict], str]:
+    """(price_book entries, sha256 of the file) for the models of ``providers``.
+
+    ``skipped``, when given, receives (model key, field, why) for every price field not imported."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -71,21 +135,28 @@ def price_book_from_litellm(path: str | Path, providers: list[str], effective_fr
             continue
         provider = spec["litellm_provider"]
         model = key.split("/", 1)[1] if key.startswith(provider + "/") else key
-        for field, meter, dimensions in FIELDS:
-            if spec.get(field) is None:
+        for field in spec:
+            if "cost" not in field or spec[field] is None:
+                continue
+            meter, dimensions, why = parse_field(provider, field)
+            if why:
+                if skipped is not None:
+                    skipped.append((key, field, why))
                 continue
             entry = {"provider": provider, "models": [model], "meter": meter}
             if dimensions:
-                entry["dimensions"] = dict(dimensions)
+                entry["dimensions"] = dict(sorted(dimensions.items()))
             entry.update(unit_size=PER, unit_price=per_million(spec[field], f"{path}: {key}.{field}"),
                          **{"from": effective_from.isoformat()})
             entries.append(entry)
+    # plain entries first, then by how many dimensions narrow them: the last match wins
+    entries.sort(key=lambda e: len(e.get("dimensions") or {}))
     return entries, sha256
 
 
 def write_price_book(entries: list[dict], sha256: str, source: Path, out: Path) -> None:
     """A YAML file with a ``price_book:`` list to paste into the catalog; the header names the source."""
     header = (f"# Provider price book imported from {source.name}\n# sha256 {sha256}\n"
-              f"# {len(entries)} entries, USD; prices per 1,000,000 tokens\n")
+              f"# {len(entries)} entries, USD; prices per 1,000,000 units (tokens, characters, seconds)\n")
     body = yaml.safe_dump({"price_book": entries}, sort_keys=False, allow_unicode=True, width=120)
     out.write_text(header + body, encoding="utf-8")

@@ -317,15 +317,49 @@ class Customer(_Strict):
         return data
 
 
+def _dimension_text(value: object) -> object:
+    """A dimension value as the usage table writes it: usage dimensions are canonical JSON, so
+    OpenAI's ``"batch": true`` reads back as the text ``true``; YAML's bare ``batch: true`` (a bool)
+    and ``"true"`` must both match it. Integers likewise (``12``); anything else is left to fail."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return value
+
+
+DimensionValue = Annotated[str, BeforeValidator(_dimension_text)]
+
+
 class PriceBookEntry(_Strict):
+    """What a provider charges us for one meter of some models, from a day on.
+
+    ``dimensions`` narrow the entry to usage carrying them (``{batch: true}`` for OpenAI batch,
+    ``{service_tier: priority}``, Anthropic ``{context_window: 200k-1M}``); where several entries
+    match one usage row, the LAST one in the list wins, so variants follow their plain entry."""
+
     provider: str
     models: list[str] | None = None
     meter: str
-    dimensions: dict[str, str] | None = None
+    dimensions: dict[str, DimensionValue] | None = None
     unit_size: int = 1
     unit_price: Money
     from_: dt.date = Field(alias="from")
     to: dt.date | None = None  # inclusive last day
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, v: str) -> str:
+        if v not in METERS:
+            raise ValueError(f"unknown meter {v!r}; known meters: {', '.join(METERS)}")
+        return v
+
+    @field_validator("unit_size")
+    @classmethod
+    def _unit_size(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be a positive integer")
+        return v
 
 
 class Catalog(_Strict):

@@ -34,7 +34,10 @@ COST_SCHEMA: dict[str, pl.DataType] = {
 
 
 def _entry_index(catalog: Catalog) -> pl.Expr:
-    """Index of the price-book entry that prices each event (the latest matching entry wins)."""
+    """Index of the price-book entry that prices each event (the latest matching entry wins).
+
+    An entry's dimensions must all be on the event (``{batch: "true"}`` matches OpenAI's canonical
+    ``"batch":true``); import-prices writes plain entries first and the most specific last."""
     index = pl.lit(None, dtype=pl.Int64)
     for i, entry in enumerate(catalog.price_book):
         cond = (

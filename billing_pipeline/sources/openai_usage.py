@@ -105,10 +105,10 @@ def _meters(r: dict, prefix: str) -> dict[str, int]:
         cached = c("input_cached_tokens")
     else:  # only the parts given: their sum is the cached total
         cached = c("input_cached_text_tokens") + cached_audio + cached_image
-    cached_text = _parts("input_cached_tokens", cached, {"input_cached_audio_tokens": cached_audio,
-                         "input_cached_image_tokens": cached_image}, "input_cached_text_tokens", r, prefix)
     uncached = _parts("input_tokens", total_in, {"input_cached_tokens": cached, "input_cache_write_tokens": write},
                       "input_uncached_tokens", r, prefix)
+    cached_text = _parts("input_cached_tokens", cached, {"input_cached_audio_tokens": cached_audio,
+                         "input_cached_image_tokens": cached_image}, "input_cached_text_tokens", r, prefix)
     audio_in = c("input_audio_tokens")  # newer form: uncached audio; older form: all audio (see docstring)
     image_in = c("input_image_tokens")
     text_in = _parts("input_uncached_tokens" if newer else "input_tokens - input_cached_tokens", uncached,
@@ -127,7 +127,7 @@ def _meters(r: dict, prefix: str) -> dict[str, int]:
 def _parse(bucket: dict, r: dict, prefix: str) -> dict:
     end = bucket_end(bucket)
     quantities = _meters(r, prefix)
-    model = pages.text(r, "model", prefix, required=True)
+    model = pages.text(r, "model", prefix) or ""  # null unless grouped by model (the spec's own page)
     return dict(end=end, provider="openai", model=model, **quantities, **identity("completions", bucket, r))
 
 

@@ -169,7 +169,7 @@ def test_openai_requests_are_daily_grouped_and_authenticated(api, tmp_path):
                          api_key=OPENAI_KEY, policy=fast_policy([]))
     path, query, headers = FakeAdminApi.seen[0]
     assert query["bucket_width"] == ["1d"] and query["start_time"] == [str(T0)] and query["end_time"] == [str(T0 + 86400)]
-    assert query["group_by"] == ["project_id", "api_key_id", "model"]
+    assert query["group_by"] == ["project_id", "user_id", "api_key_id", "model", "batch", "service_tier"]
     assert headers["Authorization"] == f"Bearer {OPENAI_KEY}"
     assert [q.get("page") for _, q, _ in FakeAdminApi.seen] == [None, ["c2"], ["c2"], ["c3"], ["c3"]]
 

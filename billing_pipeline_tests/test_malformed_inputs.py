@@ -105,7 +105,7 @@ def test_usage_page_corpus_nan_infinity_negative_and_a_truncated_page(tmp_path):
     (folder / "2026-10-05_p2.json").write_text(json.dumps(page)[:50])
     read = SOURCES["openai_usage_api"](tmp_path, DAY, NEXT)
     assert [r for _, r in sorted(reasons_by_origin(read).items())] == [
-        "bad_number", "bad_number", "negative_quantity", "bad_number", "missing_field", "negative_quantity",
+        "bad_number", "bad_number", "negative_quantity", "bad_number", "missing_field", "inconsistent_breakdown",
         "unreadable_file"]
     assert read.events["origin"].n_unique() == 1
     assert read.events["origin"].n_unique() + read.quarantine.height == len(results) + 1 == read.records_read

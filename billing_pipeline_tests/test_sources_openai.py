@@ -54,13 +54,26 @@ def test_cached_input_is_not_billed_twice(tmp_path):
 
 
 def test_audio_split_out_of_text_without_double_counting(tmp_path):
+    # newer form (input_cached_audio_tokens present): input_audio_tokens is the UNCACHED audio (spec since 2026-07-15)
     write_page(tmp_path, "2026-10-05_p1.json", [result(input_tokens=1000, input_cached_tokens=100, input_cache_write_tokens=0,
                                                        input_audio_tokens=300, input_cached_audio_tokens=50,
                                                        output_tokens=500, output_audio_tokens=200)])
     m = meters(read(tmp_path).events)
-    assert m["audio_input_tokens"] == 250 and m["input_tokens"] == 650 and m["cached_input_tokens"] == 100
-    assert m["input_tokens"] + m["audio_input_tokens"] + m["cached_input_tokens"] == 1000
+    # uncached 1,000 - 100 = 900 = text 600 + audio 300; cached 100 = text 50 + audio 50
+    assert m["audio_input_tokens"] == 300 and m["input_tokens"] == 600
+    assert m["cached_input_tokens"] == 50 and m["cached_audio_input_tokens"] == 50
+    assert m["input_tokens"] + m["audio_input_tokens"] + m["cached_input_tokens"] + m["cached_audio_input_tokens"] == 1000
     assert m["output_tokens"] == 300 and m["audio_output_tokens"] == 200
+
+
+def test_older_form_audio_is_split_out_of_the_uncached_input(tmp_path):
+    older = {k: v for k, v in result(input_tokens=1000, input_cached_tokens=100, input_audio_tokens=300,
+                                     output_tokens=500, output_audio_tokens=200).items() if k != "input_cache_write_tokens"}
+    write_page(tmp_path, "2026-10-05_p1.json", [older])
+    m = meters(read(tmp_path).events)
+    # 1,000 - 100 cached = 900 uncached = 300 audio + 600 text
+    assert m == {"input_tokens": 600, "cached_input_tokens": 100, "audio_input_tokens": 300,
+                 "output_tokens": 300, "audio_output_tokens": 200, "requests": 842}
 
 
 def test_uncached_field_wins_when_present(tmp_path):

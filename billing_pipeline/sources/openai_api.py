@@ -17,8 +17,20 @@ from billing_pipeline.sources.api_client import RetryPolicy, admin_key, fetch_al
 
 BASE_URL = "https://api.openai.com/v1"
 KEY_ENV = "OPENAI_ADMIN_KEY"
+# Fetched by default. ``moderations`` (free of charge at OpenAI) is fetched only when asked for; the
+# reader reads its pages when they are in the landing zone.
 USAGE_ENDPOINTS = ("completions", "embeddings", "images", "audio_speeches", "audio_transcriptions")
-USAGE_GROUP_BY = ("project_id", "api_key_id", "model")
+# Every group_by value each endpoint documents (openapi.yaml, /organization/usage/<endpoint>): a field
+# left out would sum results that bill differently (batch, service tier, image size) into one.
+_IDS = ("project_id", "user_id", "api_key_id", "model")
+USAGE_GROUP_BY: dict[str, tuple[str, ...]] = {
+    "completions": _IDS + ("batch", "service_tier"),
+    "embeddings": _IDS,
+    "moderations": _IDS,
+    "images": _IDS + ("size", "source"),
+    "audio_speeches": _IDS,
+    "audio_transcriptions": _IDS,
+}
 COSTS_GROUP_BY = ("project_id", "line_item", "api_key_id")  # the Costs API has no model dimension
 
 
@@ -49,9 +61,9 @@ def fetch_day(
     written: list[Path] = []
     with _client(base_url, key, timeout) as client:
         for endpoint in endpoints:
-            if endpoint not in USAGE_ENDPOINTS:
-                raise ValueError(f"unknown OpenAI usage endpoint {endpoint!r}; known: {', '.join(USAGE_ENDPOINTS)}")
-            params = window + [("group_by", g) for g in USAGE_GROUP_BY]
+            if endpoint not in USAGE_GROUP_BY:
+                raise ValueError(f"unknown OpenAI usage endpoint {endpoint!r}; known: {', '.join(USAGE_GROUP_BY)}")
+            params = window + [("group_by", g) for g in USAGE_GROUP_BY[endpoint]]
             pages = fetch_all_pages(client, f"/organization/usage/{endpoint}", params, policy)
             written += save_pages(Path(landing) / "openai/usage" / endpoint, day.isoformat(), pages)
         if costs:

@@ -81,7 +81,8 @@ def _nested(r: dict, name: str, prefix: str) -> dict:
     return value
 
 
-def _parse(bucket: dict, r: dict, prefix: str) -> dict:
+def parse_result(bucket: dict, r: dict, prefix: str) -> dict:
+    """One usage result -> its record columns (raises Problem to reject it)."""
     end = files.parse_utc(bucket.get("ending_at"))
     if end is None:
         raise Problem("bad_timestamp", "ending_at", "bucket ending_at is missing or not RFC 3339 with offset")
@@ -128,7 +129,7 @@ def with_account_keys(quarantine: pl.DataFrame) -> pl.DataFrame:
 def read(landing: Path, start: date, end: date):
     """All usage-report results whose partition day is in [start, end)."""
     result = pages.read_pages(
-        SOURCE, landing, FOLDER, start, end, _parse, _bucket_start, "starting_at", METERS, "input_tokens"
+        SOURCE, landing, FOLDER, start, end, parse_result, _bucket_start, "starting_at", METERS, "input_tokens"
     )
     return replace(result, quarantine=with_account_keys(result.quarantine))
 

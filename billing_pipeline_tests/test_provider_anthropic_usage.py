@@ -16,8 +16,9 @@ from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.invoicing.document import build_documents
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import KIND_MONEY_AT_RISK
-from billing_pipeline.sources import anthropic_usage
+from billing_pipeline.sources import anthropic_api, anthropic_usage
 from billing_pipeline.usage import normalize
+from billing_pipeline_tests.test_api_clients import ANTHROPIC_KEY, FakeAdminApi, api, fast_policy  # noqa: F401 - api fixture
 
 FIXTURES = Path(__file__).parent / "data" / "providers" / "anthropic"
 DAY, NEXT = date(2025, 8, 1), date(2025, 8, 2)
@@ -148,3 +149,15 @@ def test_the_published_day_bills_the_hand_computed_invoice(tmp_path):
     # subtotal = 0.03 + 0.03 + 10.00 + 0.06 + 0.04 + 0.04 + 0.24 + 0.05 + 0.01 + 0.05 + 0.04 + 0.10 = 10.69
     [invoice] = build_documents(rated.lines, catalog, "2025-08")
     assert Decimal(invoice["subtotal"]) == Decimal("10.69")
+
+
+def test_the_fetcher_asks_for_every_documented_grouping_field(api, tmp_path):  # noqa: F811
+    anthropic_api.fetch_day(tmp_path, date(2026, 10, 5), costs=False, base_url=api, api_key=ANTHROPIC_KEY,
+                            policy=fast_policy([]))
+    path, query, headers = FakeAdminApi.seen[0]
+    assert path == "/v1/organizations/usage_report/messages"
+    # the nine group_by[] values of the usage report reference; speed needs the fast-mode beta header
+    assert sorted(query["group_by[]"]) == sorted([
+        "api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo", "speed",
+        "account_id", "service_account_id"])
+    assert headers["anthropic-beta"] == "fast-mode-2026-02-01"

@@ -168,6 +168,8 @@ def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZo
         "lines": read.costs.height,
         "total": str(read.costs["amount"].sum() if read.costs.height else 0),
         "quarantined": read.quarantine.height,
+        "unparsed_line_items": read.unparsed.height,  # kept with model and meter null: listed, never guessed
+        "unparsed": ", ".join(sorted(set(read.unparsed["line_item"].drop_nulls())))[:500] or "none",
     })
     yield dg.AssetCheckResult(
         check_name=REPORTED_COST_CHECK,

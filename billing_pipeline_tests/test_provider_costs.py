@@ -185,3 +185,18 @@ def test_an_openai_amount_that_is_not_money_is_quarantined_as_cost_with_its_proj
         ("data[1].results[3].quantity", "bad_number", "openai:proj_abc", KIND_COST),
     ]
     assert read.records_read == 4 + 14 == read.costs.height + read.quarantine.height
+
+
+def test_a_cost_page_read_twice_counts_once_and_a_changed_amount_is_named(tmp_path):
+    folder = tmp_path / "anthropic/cost_report"
+    folder.mkdir(parents=True)
+    raw = (FIXTURES / "anthropic/cost_report.json").read_text()
+    (folder / "2025-08-01_p1.json").write_text(raw)
+    (folder / "2025-08-01_p1_copy.json").write_text(raw.replace('"amount": "50.5"', '"amount": "52.5"'))
+    read = provider_costs.read(tmp_path, date(2025, 8, 1), date(2025, 8, 2))
+    assert read.costs.height == 10 and read.costs["amount"].sum() == Decimal("8.7068368")  # as if read once
+    reasons = read.quarantine["reason"].to_list()
+    assert reasons.count("duplicate") == 9 and reasons.count("conflicting_cost") == 1
+    [conflict] = read.quarantine.filter(reason="conflicting_cost").rows(named=True)
+    assert "0.505" in conflict["message"] and "0.525" in conflict["message"]  # 50.5 and 52.5 cents
+    assert set(read.quarantine["kind"]) == {KIND_COST} and read.records_read == 20

@@ -309,13 +309,38 @@ def _read_kind(source: str, landing: Path, start: date, end: date) -> tuple[list
     return costs, quarantine
 
 
+def once(costs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The same cost line read twice (a page saved under two names) counts once: the first read
+    (in day, source, origin order) is kept, a copy is quarantined as ``duplicate``, and a copy with
+    another amount as ``conflicting_cost`` naming both amounts, so the provider's total is never
+    doubled in silence."""
+    first = pl.col("cost_id").is_first_distinct()
+    kept = costs.filter(first)
+    copies = costs.filter(~first).join(
+        kept.select("cost_id", pl.col("amount").alias("_kept"), pl.col("origin").alias("_first")), on="cost_id")
+    same = pl.col("amount") == pl.col("_kept")
+    rejected = copies.select(
+        "source", "origin", "day", "account_key",
+        pl.lit("").alias("field"),
+        pl.when(same).then(pl.lit("duplicate")).otherwise(pl.lit("conflicting_cost")).alias("reason"),
+        pl.when(same).then(pl.lit("the same cost line was already read from ") + pl.col("_first"))
+        .otherwise(pl.lit("the same cost line has amount ") + pl.col("_kept").cast(pl.String) + pl.lit(" in ")
+                   + pl.col("_first") + pl.lit(" and ") + pl.col("amount").cast(pl.String) + pl.lit(" here"))
+        .alias("message"),
+        pl.concat_str([pl.col("line_item").fill_null(""), pl.col("amount").cast(pl.String)], separator=" ").alias("raw"),
+        pl.lit(schema.KIND_COST).alias("kind"),
+    )
+    return kept, schema.conform(rejected, schema.QUARANTINE_SCHEMA)
+
+
 def read(landing: Path, start: date, end: date) -> CostRead:
-    """Every provider cost line whose day is in [start, end); bad lines quarantined (kind cost)."""
+    """Every provider cost line whose day is in [start, end), once; bad lines quarantined (kind cost)."""
     costs, quarantine = [], []
     for source in _KINDS:
         c, q = _read_kind(source, Path(landing), start, end)
         costs += c
         quarantine += q
     out = pl.concat([pl.DataFrame(schema=COST_SCHEMA), *costs], how="vertical_relaxed").sort("day", "source", "origin")
-    qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed")
+    out, copies = once(out)
+    qu = pl.concat([schema.empty_quarantine(), *quarantine, copies], how="vertical_relaxed")
     return CostRead(out, qu, out.height + qu.height, out.filter(~pl.col("line_item_parsed")))

@@ -200,3 +200,18 @@ def test_a_cost_page_read_twice_counts_once_and_a_changed_amount_is_named(tmp_pa
     [conflict] = read.quarantine.filter(reason="conflicting_cost").rows(named=True)
     assert "0.505" in conflict["message"] and "0.525" in conflict["message"]  # 50.5 and 52.5 cents
     assert set(read.quarantine["kind"]) == {KIND_COST} and read.records_read == 20
+
+
+def test_a_cost_page_whose_next_page_is_missing_is_quarantined_as_cost(tmp_path):
+    folder = tmp_path / "anthropic/cost_report"
+    folder.mkdir(parents=True)
+    page = json.loads((FIXTURES / "anthropic/cost_report.json").read_text())
+    page |= {"has_more": True, "next_page": "page_MjAyNS0wNS0xNFQwMDowMDowMFo="}  # as published
+    (folder / "2025-08-01_p1.json").write_text(json.dumps(page))
+    read = provider_costs.read(tmp_path, date(2025, 8, 1), date(2025, 8, 2))
+    assert read.quarantine.select("origin", "reason", "kind").rows() == [
+        ("anthropic/cost_report/2025-08-01_p1.json", "missing_next_page", KIND_COST)]
+    assert "2025-08-01_p2.json" in read.quarantine["message"][0]
+    assert read.costs.height == 10  # the lines that did arrive are read
+    (folder / "2025-08-01_p2.json").write_text(json.dumps({"data": [], "has_more": False, "next_page": None}))
+    assert provider_costs.read(tmp_path, date(2025, 8, 1), date(2025, 8, 2)).quarantine.height == 0

@@ -270,6 +270,25 @@ def _as_cost(quarantine: pl.DataFrame) -> pl.DataFrame:
     return quarantine.with_columns(pl.lit(schema.KIND_COST).alias("kind"))
 
 
+_PAGE_NAME = re.compile(r"^(?P<stem>.+_p)(?P<n>\d+)\.json$")
+
+
+def missing_next_page(source: str, f: files.LandingFile, page: dict) -> pl.DataFrame | None:
+    """A page that says ``has_more`` whose successor (``<day>_p<N+1>.json``, as the fetcher saves
+    pages) is not in the landing zone: the provider's cost lines on it were never read."""
+    if page.get("has_more") is not True:
+        return None
+    m = _PAGE_NAME.match(f.path.name)
+    successor = f"{m['stem']}{int(m['n']) + 1}.json" if m else None
+    if successor is not None and (f.path.parent / successor).is_file():
+        return None
+    wanted = successor or "a next page (the file name has no _p<N> page number)"
+    row = dict(origin=f.rel, field="has_more", reason="missing_next_page", day=f.fallback_day(),
+               message=f"has_more is true but {wanted} is not in the landing zone (next_page "
+                       f"{page.get('next_page')!r})"[:500])
+    return files.quarantine_frame(source, [row])
+
+
 def _read_kind(source: str, landing: Path, start: date, end: date) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
     folder, parse, owner, bucket_time, ts_field = _KINDS[source]
     costs, quarantine = [], []
@@ -282,6 +301,9 @@ def _read_kind(source: str, landing: Path, start: date, end: date) -> tuple[list
             q = files.unreadable(source, f, f"not a readable cost page: {exc}"[:500])
             quarantine.append(_as_cost(q.filter(pl.col("day").is_between(start, end, closed="left"))))
             continue
+        missing = missing_next_page(source, f, page)
+        if missing is not None:
+            quarantine.append(_as_cost(missing.filter(pl.col("day").is_between(start, end, closed="left"))))
         rows = []
         for i, bucket in enumerate(page["data"]):
             results = bucket.get("results") if isinstance(bucket, dict) else None

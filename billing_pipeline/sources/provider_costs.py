@@ -16,7 +16,8 @@ into model + meter + dimensions; a form it does not know is kept with model and 
 ``line_item_parsed`` false (``CostRead.unparsed`` lists them), never guessed into a model name.
 
 An unreadable cost page or line bills nobody, so it holds no invoice, but it is quarantined with
-kind ``cost`` so finance sees what the provider's side is missing.
+kind ``cost`` so finance sees what the provider's side is missing; so is a ``has_more`` page whose
+next page never arrived, and a line read twice counts once.
 """
 
 from __future__ import annotations

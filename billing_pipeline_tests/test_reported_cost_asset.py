@@ -24,6 +24,8 @@ def test_cost_pages_become_dollar_lines_and_an_unreadable_amount_is_reported(tmp
     (costs / f"{DAY}_p1.json").write_text(json.dumps(page([
         {"object": "organization.costs.result", "amount": {"value": 2.1125, "currency": "usd"},
          "line_item": "gpt-4o-2024-08-06, input", "project_id": "proj_a"},
+        {"object": "organization.costs.result", "amount": {"value": 0.05, "currency": "usd"},
+         "line_item": "gpt-4o-2024-08-06, images", "project_id": "proj_a"},
         {"object": "organization.costs.result", "amount": {"value": "lots", "currency": "usd"},
          "line_item": "gpt-4o-2024-08-06, output", "project_id": "proj_a"},
     ])))
@@ -33,8 +35,12 @@ def test_cost_pages_become_dollar_lines_and_an_unreadable_amount_is_reported(tmp
                    "io_manager": PolarsParquetIOManager(base_dir=str(tmp_path / "storage"))},
     )
     lines = result.output_for_node("provider_reported_cost")
-    assert lines["amount"].to_list() == [Decimal("2.1125")]
-    assert lines["model"].to_list() == ["gpt-4o-2024-08-06"]
+    assert lines["amount"].to_list() == [Decimal("2.1125"), Decimal("0.05")]
+    assert lines.select("model", "meter", "line_item_parsed").rows() == [
+        ("gpt-4o-2024-08-06", "input_tokens", True), (None, None, False)]  # an unknown form: kept, not guessed
+    [materialization] = result.asset_materializations_for_node("provider_reported_cost")
+    assert materialization.metadata["unparsed_line_items"].value == 1
+    assert materialization.metadata["unparsed"].value == "gpt-4o-2024-08-06, images"
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == REPORTED_COST_CHECK and not check.passed
     assert check.metadata["quarantined"].value == 1

@@ -173,6 +173,8 @@ def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZo
         "lines": read.costs.height,
         "total": str(read.costs["amount"].sum() if read.costs.height else 0),
         "quarantined": read.quarantine.height,
+        "unparsed_line_items": read.unparsed.height,  # kept with model and meter null: listed, never guessed
+        "unparsed": ", ".join(sorted(set(read.unparsed["line_item"].drop_nulls())))[:500] or "none",
     })
     yield dg.Output(cost_quarantine, output_name="provider_cost_quarantine",
                     metadata={"rows": cost_quarantine.height})

@@ -4,6 +4,11 @@ Saved as returned to ``anthropic/usage_report/<day>_p<N>.json`` and
 ``anthropic/cost_report/<day>_p<N>.json``; the readers parse those files (replayable offline).
 Headers: ``x-api-key`` (admin key from ``ANTHROPIC_ADMIN_KEY``, never logged) and
 ``anthropic-version: 2023-06-01``. Pagination: ``has_more`` + ``next_page`` sent back as ``page``.
+
+The usage report is asked for every documented ``group_by[]`` field: a field left out merges
+results that are priced differently (batch vs standard tier, long context, US-only inference,
+fast mode) into one row the price book can no longer tell apart. Grouping by ``speed`` needs the
+``fast-mode-2026-02-01`` beta header, so it is sent (Anthropic's usage & cost API guide).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from billing_pipeline.sources.api_client import RetryPolicy, admin_key, fetch_al
 BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_ADMIN_KEY"
 VERSION = "2023-06-01"
-USAGE_GROUP_BY = ("api_key_id", "workspace_id", "model", "service_tier", "context_window")
+BETA = "fast-mode-2026-02-01"  # required to group the usage report by speed
+USAGE_GROUP_BY = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo",
+                  "speed", "account_id", "service_account_id")
 COST_GROUP_BY = ("workspace_id", "description")
 
 
@@ -38,7 +45,7 @@ def fetch_day(
     window = [("starting_at", f"{day.isoformat()}T00:00:00Z"),
               ("ending_at", f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"),
               ("bucket_width", "1d"), ("limit", "1")]
-    headers = {"x-api-key": key, "anthropic-version": VERSION}
+    headers = {"x-api-key": key, "anthropic-version": VERSION, "anthropic-beta": BETA}
     written: list[Path] = []
     with httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout) as client:
         if usage:

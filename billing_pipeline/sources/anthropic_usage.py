@@ -3,13 +3,25 @@
 Anthropic's ``uncached_input_tokens`` already EXCLUDES cache traffic, so it maps straight to
 input_tokens. Cache writes come split by lifetime (``cache_creation.ephemeral_5m_input_tokens``
 and ``ephemeral_1h_input_tokens``, priced differently), so they become two cache_write_tokens
-rows with dimensions ``cache_ttl`` "5m" / "1h" (event ids differ by that variant).
+rows with dimensions ``cache_ttl`` "5m" / "1h" (event ids differ by that variant);
+``server_tool_use.web_search_requests`` becomes ``web_search_requests``.
+
+A result is one row per combination of the report's ``group_by[]`` fields (api_key_id,
+workspace_id, model, service_tier, context_window, inference_geo, speed, account_id,
+service_account_id, ...). Two results differing in any one of them are two records, so the
+natural key is the bucket (start AND end) plus every grouping field the result carries, derived
+from the result itself (every field that is not a known quantity and holds text, a flag or null),
+so a group-by field Anthropic adds tomorrow is keyed without a code change. The same fields, but
+``model``, become the dimensions a plan and the price book key on.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
+
+import polars as pl
 
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
@@ -27,6 +39,34 @@ METERS = [
     Meter("m_web_search", "web_search_requests"),
 ]
 
+# The quantity fields of a messages usage result (everything else it carries is a grouping field).
+QUANTITY_FIELDS = frozenset({
+    "uncached_input_tokens", "cache_read_input_tokens", "output_tokens", "cache_creation", "server_tool_use",
+})
+
+_API_KEY_IN_RAW = r'"api_key_id":\s*"([^"]+)"'
+
+
+def grouping_fields(result: dict, quantities: frozenset[str]) -> dict:
+    """The fields that name the group a result counts (its group-by values), null ones dropped.
+
+    Every field but the known quantities whose value is text or a flag. Left out: numbers and
+    objects (an unknown quantity must never split or merge records) and display labels
+    (``*_name``, ``*_email``: they restate an id and may be renamed between two exports).
+    Null and absent are the same group, so an export that omits a null field keys the same.
+    """
+    return {
+        name: value for name, value in sorted(result.items())
+        if name not in quantities and isinstance(value, (str, bool))
+        and not name.endswith(("_name", "_email")) and value != ""
+    }
+
+
+def utc_text(value: object) -> object:
+    """A bucket bound as canonical UTC text (``...Z`` and ``+00:00`` are the same instant)."""
+    parsed = files.parse_utc(value)
+    return parsed.isoformat() if parsed is not None else value
+
 
 def _bucket_start(bucket: dict):
     return files.parse_utc(bucket.get("starting_at"))
@@ -41,7 +81,8 @@ def _nested(r: dict, name: str, prefix: str) -> dict:
     return value
 
 
-def _parse(bucket: dict, r: dict, prefix: str) -> dict:
+def parse_result(bucket: dict, r: dict, prefix: str) -> dict:
+    """One usage result -> its record columns (raises Problem to reject it)."""
     end = files.parse_utc(bucket.get("ending_at"))
     if end is None:
         raise Problem("bad_timestamp", "ending_at", "bucket ending_at is missing or not RFC 3339 with offset")
@@ -57,25 +98,38 @@ def _parse(bucket: dict, r: dict, prefix: str) -> dict:
         m_web_search=c(tools, "web_search_requests", "server_tool_use.web_search_requests"),
     )
     model = pages.text(r, "model", prefix, required=True)
-    t = lambda name: pages.text(r, name, prefix)  # noqa: E731
-    api_key, workspace, tier, window, geo = (
-        t("api_key_id"), t("workspace_id"), t("service_tier"), t("context_window"), t("inference_geo")
-    )
-    dims = {"api_key_id": api_key, "workspace_id": workspace, "service_tier": tier,
-            "context_window": window, "inference_geo": geo}
+    group = grouping_fields(r, QUANTITY_FIELDS)
+    group_json = schema.canonical_json(group)
+    api_key = group.get("api_key_id")
     return dict(
         end=end,
-        natural_key=pages.key(bucket.get("starting_at"), api_key, workspace, model, tier, window, geo),
+        natural_key=pages.key(utc_text(bucket.get("starting_at")), end.isoformat(), group_json),
+        group_key=pages.key(group_json),
         provider="anthropic",
-        account_key=f"anthropic:{api_key}" if api_key else None,
+        account_key=f"anthropic:{api_key}" if isinstance(api_key, str) else None,
         model=model,
-        dimensions=schema.canonical_json({k: v for k, v in dims.items() if v is not None}),
+        dimensions=schema.canonical_json({k: v for k, v in group.items() if k != "model"}),
         **values,
+    )
+
+
+def with_account_keys(quarantine: pl.DataFrame) -> pl.DataFrame:
+    """Rejected results name whom they would have billed (``anthropic:<api_key_id>``, read back
+    from the raw result) and their kind; a whole unreadable file names nobody."""
+    from_raw = (
+        pl.when(pl.col("origin").str.contains(r"\.results\[\d+\]$"))
+        .then(pl.lit("anthropic:") + pl.col("raw").str.extract(_API_KEY_IN_RAW, 1))
+    )
+    return quarantine.with_columns(
+        pl.coalesce(pl.col("account_key"), from_raw).alias("account_key"),
+        pl.coalesce(pl.col("kind"), schema.quarantine_kind_expr()).alias("kind"),
     )
 
 
 def read(landing: Path, start: date, end: date):
     """All usage-report results whose partition day is in [start, end)."""
-    return pages.read_pages(
-        SOURCE, landing, FOLDER, start, end, _parse, _bucket_start, "starting_at", METERS, "input_tokens"
+    result = pages.read_pages(
+        SOURCE, landing, FOLDER, start, end, parse_result, _bucket_start, "starting_at", METERS, "input_tokens"
     )
+    return replace(result, quarantine=with_account_keys(result.quarantine))
+

@@ -117,3 +117,17 @@ def test_quote_refuses_an_overflowing_sum_with_exit_2_and_one_line_naming_the_me
 def test_quote_refuses_a_single_quantity_past_int64():
     with pytest.raises(QuoteError, match="input_tokens"):
         parse_usage(f"input_tokens:gpt-4o={I64_MAX + 1}")
+
+
+def test_a_lazy_source_summed_in_slices_holds_the_same_customer(monkeypatch):
+    """Slice sums are folded in 128 bits too: three events of 2^62 - 1 in three slices."""
+    from billing_pipeline.rating import assign
+
+    events = usage([("acme", "gpt-4o", "input_tokens", HALF, d, 0) for d in (3, 4, 5)]
+                   + [("beta", "gpt-4o", "input_tokens", 1_000, d, 0) for d in (3, 4, 5)])
+    whole = rate_month(events, catalog_with_beta(), "2026-10")
+    monkeypatch.setattr(assign, "CHUNK_ROWS", 1)  # 6 events: folded one by one (2 with daily sums)
+    sliced = rate_month(events.lazy(), catalog_with_beta(), "2026-10")
+    assert sliced.at_risk.equals(whole.at_risk) and sliced.lines.equals(whole.lines)
+    # 3 x (2^62 - 1) = 13,835,058,055,282,163,709
+    assert sliced.at_risk.select("customer_id", "quantity").rows() == [("acme", 13_835_058_055_282_163_709)]

@@ -131,3 +131,13 @@ def test_a_lazy_source_summed_in_slices_holds_the_same_customer(monkeypatch):
     assert sliced.at_risk.equals(whole.at_risk) and sliced.lines.equals(whole.lines)
     # 3 x (2^62 - 1) = 13,835,058,055,282,163,709
     assert sliced.at_risk.select("customer_id", "quantity").rows() == [("acme", 13_835_058_055_282_163_709)]
+
+
+def test_price_quantity_refuses_a_quantity_past_int64_naming_the_charge():
+    from billing_pipeline.catalog.model import Charge
+    from billing_pipeline.rating import price_quantity
+    from billing_pipeline.rating.vectorized import RatingError
+
+    c = Charge.model_validate({"id": "gpt4o-in", "meter": "input_tokens", "unit_price": "0.01"})
+    with pytest.raises(RatingError, match="gpt4o-in.*quantity_overflow"):
+        price_quantity(c, HALF, "USD", "input tokens", before=HALF + 2)  # (2^62 - 1) + (2^62 + 1) = 2^63: one past 2^63 - 1

@@ -145,3 +145,74 @@ def parse_catalog_via_python_loader(text: str):
     from billing_pipeline.catalog import parse_catalog
 
     return parse_catalog(yaml.load(text, Loader=yaml.SafeLoader))
+
+
+# Ids become file names under --out: a hostile or careless id is refused at load, before any work.
+def rename_customer(new_id):
+    def mutate(doc):
+        doc["customers"] = {new_id: doc["customers"].pop("acme")}
+    mutate.__name__ = f"customer_{new_id[:12]}"
+    return mutate
+
+
+def rename_plan(doc):
+    doc["plans"] = {"../ent": doc["plans"].pop("enterprise")}
+    doc["customers"]["acme"]["subscriptions"][0]["plan"] = "../ent"
+
+
+def slash_charge_id(doc):
+    doc["plans"]["enterprise"]["charges"][0]["id"] = "in/put"
+
+
+def prefix(value):
+    def mutate(doc):
+        doc["issuer"]["invoice_prefix"] = value
+    return mutate
+
+
+RULE = "is not a safe identifier: use only letters, digits, '-', '_' and '.' (not first), at most 64 characters"
+ID_CASES = [
+    (rename_customer("../../../../x"), f"customers: customer id '../../../../x' {RULE}"),
+    (rename_customer("/abs/x"), f"customers: customer id '/abs/x' {RULE}"),
+    (rename_customer("a/b"), f"customers: customer id 'a/b' {RULE}"),
+    (rename_customer("x" * 300), f"customers: customer id '{'x' * 76}... {RULE}"),  # 80 characters of the repr
+    (rename_customer(".hidden"), f"customers: customer id '.hidden' {RULE}"),
+    (rename_customer("acme\nx"), f"customers: customer id 'acme\\nx' {RULE}"),
+    (rename_plan, f"plans: plan id '../ent' {RULE}"),
+    (slash_charge_id, f"plans.enterprise.charges[0].id: charge id 'in/put' {RULE}"),
+    (prefix("../../x"), f"issuer.invoice_prefix: invoice_prefix '../../x' {RULE}"),
+    (prefix("INV 2026"), f"issuer.invoice_prefix: invoice_prefix 'INV 2026' {RULE}"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "message"), ID_CASES, ids=[str(i) for i in range(len(ID_CASES))])
+def test_an_unsafe_id_or_invoice_prefix_is_refused_at_load_naming_the_catalog_and_field(tmp_path, mutate, message):
+    catalog = write(tmp_path, mutate)
+    result = CliRunner().invoke(main, ["quote", "--catalog", catalog, "--plan", "enterprise",
+                                       "--usage", "input_tokens=1000", "--month", "2026-10"])
+    assert result.exit_code == 2
+    assert f"error: {catalog}: {message}" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("bad_id", ["../../../../x", "/abs/x", "a/b", "x" * 300])
+def test_run_refuses_an_unsafe_customer_id_before_writing_anything(tmp_path, bad_id):
+    catalog = write(tmp_path, rename_customer(bad_id))
+    (tmp_path / "landing" / "gateway").mkdir(parents=True)
+    (tmp_path / "landing" / "gateway" / "2026-10-01.jsonl").write_text("", encoding="utf-8")
+    result = CliRunner().invoke(main, ["run", "--month", "2026-10", "--catalog", catalog,
+                                       "--landing", str(tmp_path / "landing"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert f"{catalog}: customers: customer id " in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_ids_with_letters_digits_dots_dashes_and_underscores_up_to_64_characters_load():
+    from billing_pipeline.catalog import parse_catalog
+
+    doc = copy.deepcopy(GOOD)
+    long_id = "a" * 64
+    doc["customers"] = {"Acme_Corp-2.eu": doc["customers"]["acme"], long_id: doc["customers"]["acme"]}
+    doc["issuer"]["invoice_prefix"] = "ACME-INV_2026.a"
+    catalog = parse_catalog(doc)
+    assert list(catalog.customers) == ["Acme_Corp-2.eu", long_id]

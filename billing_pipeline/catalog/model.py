@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
@@ -37,6 +38,20 @@ def _decimal_string(value: object) -> Decimal:
 
 Money = Annotated[Decimal, BeforeValidator(_decimal_string)]
 
+# Ids become file names (invoices/<customer>.json, receipts, statements, .eml) and URL parts:
+# letters, digits, '-', '_' and '.', not starting with '.', at most 64 characters. No '/', '\\',
+# '..' as a whole name, absolute paths, spaces or control characters can get through.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+ID_RULE = "use only letters, digits, '-', '_' and '.' (not first), at most 64 characters"
+
+
+def safe_id(value: object, what: str) -> str:
+    """``value`` if it is a safe identifier (ID_PATTERN), else a ValueError naming ``what``."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ValueError(f"{what} {shown} is not a safe identifier: {ID_RULE}")
+    return value
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -49,6 +64,11 @@ class Issuer(_Strict):
     email: str = ""
     invoice_prefix: str = "INV"
     payment_terms_days: int = 30
+
+    @field_validator("invoice_prefix")
+    @classmethod
+    def _safe_prefix(cls, v: str) -> str:
+        return safe_id(v, "invoice_prefix")
 
 
 class Tier(_Strict):
@@ -116,6 +136,11 @@ class Charge(_Strict):
     @property
     def title(self) -> str:
         return self.name or self.id.replace("-", " ").replace("_", " ").capitalize()
+
+    @field_validator("id")
+    @classmethod
+    def _safe_charge_id(cls, v: str) -> str:
+        return safe_id(v, "charge id")
 
     @field_validator("meter")
     @classmethod
@@ -367,6 +392,14 @@ class Catalog(_Strict):
     plans: dict[str, Plan]
     customers: dict[str, Customer]
     price_book: list[PriceBookEntry] = Field(default_factory=list)
+
+    @field_validator("plans", "customers", mode="before")
+    @classmethod
+    def _safe_keys(cls, v, info):
+        if isinstance(v, dict):
+            for key in v:
+                safe_id(key, f"{info.field_name[:-1]} id")
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:

@@ -25,6 +25,7 @@ from billing_pipeline.invoicing.issuing import issued_file_stems
 from billing_pipeline.invoicing.pdf import renderer_fingerprint
 from billing_pipeline.invoicing.render_pool import default_workers, render_many
 from billing_pipeline.money import ZERO
+from billing_pipeline.paths import inside
 
 INVOICE_TOTALS_CHECK = "invoice_totals_equal_rated_lines"
 STEP_IO_MANAGER = "step_io_manager"  # pickles between the steps; on shared disk for celery workers
@@ -91,7 +92,7 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
     drafts = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
     texts = {doc["customer_id"]: document_json(doc) for doc in drafts}
     for customer_id, text in texts.items():
-        _write_text(folder / f"{customer_id}.json", text)
+        _write_text(inside(folder, f"{customer_id}.json"), text)
     fresh = up_to_date(folder, texts, renderer_fingerprint())
     to_render = [doc for doc in drafts if doc["customer_id"] not in fresh]
     yield dg.Output({"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)}, output_name="documents",
@@ -132,7 +133,7 @@ def summarize_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.D
     docs = documents["documents"]
     rows = []
     for doc in docs:
-        json_path, pdf_path = folder / f"{doc['customer_id']}.json", folder / f"{doc['customer_id']}.pdf"
+        json_path, pdf_path = inside(folder, f"{doc['customer_id']}.json"), inside(folder, f"{doc['customer_id']}.pdf")
         rows.append({
             "customer_id": doc["customer_id"], "currency": doc["currency"], "subtotal": doc["subtotal"],
             "tax": doc["tax"], "credits_applied": doc["credits_applied"], "total": doc["total"],

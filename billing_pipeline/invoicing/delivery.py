@@ -47,6 +47,7 @@ from billing_pipeline.invoicing.smtp import (  # noqa: F401 - re-exported: the C
     smtp_from_env,
 )
 from billing_pipeline.money import exact, fmt_money
+from billing_pipeline.paths import inside
 from billing_pipeline.periods import month_label
 
 PURPOSE_ISSUE = "issue"
@@ -304,7 +305,7 @@ def _message_for(ledger: Ledger, row: dict, out_dir: Path, sender: Sender, now: 
     if inv.status != "issued":
         return None
     doc = load_document(inv.document)
-    pdf_path = Path(out_dir) / doc["period"] / "invoices" / f"{file_stem(doc)}.pdf"
+    pdf_path = inside(out_dir, doc["period"], "invoices", f"{file_stem(doc)}.pdf")
     if inv.pdf_sha256 is None or not pdf_path.is_file():
         raise AttachmentError(f"{pdf_path}: issued PDF not rendered yet (billing-pipeline issue "
                               f"--month {doc['period']} renders missing PDFs)")
@@ -398,7 +399,7 @@ def preview(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, direct
         if message is None:
             report.cancelled.append({"number": row["number"], "purpose": row["purpose"]})
             continue
-        path = directory / f"{row['number']}.{row['purpose']}.eml"
+        path = inside(directory, f"{row['number']}.{row['purpose']}.eml")
         path.write_bytes(message.as_bytes(policy=policy.SMTP))
         report.written.append(path)
     if not resend:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from billing_pipeline.invoicing.document import document_json
+from billing_pipeline.paths import inside
 
 RECEIPTS = ".rendered"
 
@@ -32,7 +33,7 @@ def render_key(document_text: str, fingerprint: str) -> str:
 
 
 def _receipt_path(folder: Path, customer_id: str) -> Path:
-    return Path(folder) / RECEIPTS / f"{customer_id}.json"
+    return inside(folder, RECEIPTS, f"{customer_id}.json")
 
 
 def record_render(folder: str | os.PathLike, doc: dict, fingerprint: str, pdf_sha256: str) -> None:
@@ -56,7 +57,7 @@ def up_to_date(folder: str | os.PathLike, documents: Mapping[str, str], fingerpr
             receipt = json.loads(_receipt_path(folder, customer_id).read_text(encoding="utf-8"))
             if receipt.get("key") != render_key(document_text, fingerprint):
                 continue  # a changed document or renderer: no need to read the PDF
-            pdf = (folder / f"{customer_id}.pdf").read_bytes()
+            pdf = inside(folder, f"{customer_id}.pdf").read_bytes()
         except (OSError, ValueError):  # no receipt or PDF, or a receipt that is not JSON
             continue
         if receipt.get("pdf_sha256") == hashlib.sha256(pdf).hexdigest():

@@ -20,6 +20,7 @@ from billing_pipeline.invoicing.ledger import Ledger
 from billing_pipeline.invoicing.numbering import issue_drafts
 from billing_pipeline.invoicing.pdf import InvoiceRenderer, write_atomically
 from billing_pipeline.invoicing.schema import KIND_INVOICE
+from billing_pipeline.paths import inside
 
 
 class PdfMismatch(RuntimeError):
@@ -27,6 +28,8 @@ class PdfMismatch(RuntimeError):
 
 
 def file_stem(doc: dict) -> str:
+    """The document's file name without suffix, from ids the catalog validated (customer id,
+    number made of the invoice prefix); written only through ``paths.inside``."""
     if doc.get("kind", KIND_INVOICE) == KIND_INVOICE:
         return doc["customer_id"]
     return f"{doc['customer_id']}.{doc['number']}"
@@ -46,11 +49,11 @@ def render_issued(ledger: Ledger, period: str, out_dir: Path, customer_id: str |
                   renderer: InvoiceRenderer | None = None) -> dict:
     """Write the PDF + JSON of every issued invoice of the period whose PDF is missing or not the
     stored one; store the sha256 of first renders. Returns counts: rendered, unchanged."""
-    folder = Path(out_dir) / period / "invoices"
+    folder = inside(out_dir, period, "invoices")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {"rendered": 0, "unchanged": 0}
     for invoice_id, stored, doc in ledger.documents(period, ("issued",), customer_id):
-        pdf, json_path = folder / f"{file_stem(doc)}.pdf", folder / f"{file_stem(doc)}.json"
+        pdf, json_path = inside(folder, f"{file_stem(doc)}.pdf"), inside(folder, f"{file_stem(doc)}.json")
         if json_path.is_file() and json_path.read_text(encoding="utf-8") == document_json(doc) \
                 and stored is not None and _sha256(pdf) == stored:
             counts["unchanged"] += 1

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from billing_pipeline.invoicing.draft_pdfs import record_render
 from billing_pipeline.invoicing.pdf import InvoiceRenderer
+from billing_pipeline.paths import inside
 
 MAX_CHUNK = 16  # documents per task: large enough to amortize IPC, small enough to balance the tail
 
@@ -38,7 +39,7 @@ def _render_chunk(docs: list[dict], folder: str, record: bool = False,
     out = []
     for doc in docs:
         try:
-            sha = renderer.write_pdf(doc, Path(folder) / f"{doc['customer_id']}.pdf")
+            sha = renderer.write_pdf(doc, inside(folder, f"{doc['customer_id']}.pdf"))
         except Exception as exc:
             raise RuntimeError(f"invoice PDF for customer {doc.get('customer_id')!r} failed: {exc}") from exc
         if record:

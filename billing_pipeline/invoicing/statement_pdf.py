@@ -25,6 +25,7 @@ from billing_pipeline.invoicing.pdf import (
 )
 from billing_pipeline.invoicing.statement import statement_json
 from billing_pipeline.money import exact, fmt_money, fmt_quantity
+from billing_pipeline.paths import inside
 from billing_pipeline.schema import unit_name
 
 STATEMENT_TEMPLATE = "statement.html.j2"
@@ -122,7 +123,7 @@ def write_statements(statements: list[dict], folder: Path, renderer: StatementRe
             stale.unlink()
     rows = []
     for st in statements:
-        json_path, html_path, pdf_path = (folder / f"{st['customer_id']}.{ext}" for ext in ("json", "html", "pdf"))
+        json_path, html_path, pdf_path = (inside(folder, f"{st['customer_id']}.{ext}") for ext in ("json", "html", "pdf"))
         write_atomically(statement_json(st).encode("utf-8"), json_path)
         write_atomically(renderer.render_page(st).encode("utf-8"), html_path)
         renderer.write_pdf(st, pdf_path)

@@ -4,6 +4,12 @@ The month's events are reduced to one row per customer x provider x model x mete
 (x day where the day matters) in one streaming group-by before anything else happens: plans and
 charges are matched on that aggregate (~10^5 rows for 10^7 events), not per event. Allowances are
 settled from daily totals; only the day a customer crosses its allowance is read at event level.
+
+Overflow: the events are summed in 128-bit integers, and a customer whose month does not fit the
+int64 arithmetic of rating is taken out before any further sum (``AT_RISK_SCHEMA``): every later
+sum (allowance consumption, charge totals, tiers' running totals) is over a subset of a customer's
+events, so bounding the customer's total of absolute quantities by 2^63-1 bounds them all. A
+wrapped or clipped sum would bill less; a raise would fail every customer of the month.
 """
 
 from __future__ import annotations
@@ -15,6 +21,21 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
 from billing_pipeline.usage import dimensions_match, models_match
+
+I64_MAX = 2**63 - 1
+QUANTITY_OVERFLOW = "quantity_overflow"  # the customer's month sums past 2^63-1 base units
+NEGATIVE_QUANTITY = "negative_quantity"  # an event with a negative quantity reached rating
+
+AT_RISK_SCHEMA: dict[str, pl.DataType] = {
+    "customer_id": pl.String,
+    "provider": pl.String,
+    "meter": pl.String,
+    "model": pl.String,  # the model family, as on invoice lines and unrated rows
+    "reason": pl.String,  # QUANTITY_OVERFLOW | NEGATIVE_QUANTITY | vectorized.AMOUNT_OVERFLOW
+    "events": pl.Int64,
+    "quantity": pl.Int128,  # exact sum of this meter and model's events, never wrapped
+    "detail": pl.String,  # one sentence naming the customer, meter and model
+}
 
 KEYS = ["customer_id", "plan_id", "provider", "model", "model_family", "meter", "dimensions", "day"]
 CHARGE_KEYS = ["plan_id", "meter", "model", "model_family", "dimensions"]
@@ -105,9 +126,10 @@ def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]
 
 
 def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *,
-                    by_day: bool = True) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+                    by_day: bool = True) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
     """(the month's attributed usage as KEYS + charge_id, price_from, quantity, included, events,
-    series; with ``by_day``, the per-day quantities of each series: series, day, quantity).
+    series; with ``by_day``, the per-day quantities of each series: series, day, quantity; the
+    usage of customers rating cannot sum exactly, AT_RISK_SCHEMA, left out of the other two).
 
     One streaming group-by over the events. ``day`` is kept only where rating needs it (a plan or
     price change inside the month, a subscription covering part of it, allowance consumption);
@@ -138,6 +160,7 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
         need_day = need_day | (pl.col("customer_id").is_in(allowance_customers.implode())
                                & pl.col("meter").is_in(allowance_meters))
     grouped, series_days = _group_events(usage, in_month, need_day, by_day)
+    grouped, series_days, at_risk = _split_at_risk(grouped, series_days)
     with_plan = (
         grouped.join(days.rename({"plan_id": "_day_plan"}), on=["customer_id", "day"], how="left")
         .join(steady.rename({"plan_id": "_steady_plan"}), on="customer_id", how="left")
@@ -156,7 +179,48 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     if consuming.height:
         parts.append(_consume_allowances(consuming, events, _allowances(catalog)))
     aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events", "series") for p in parts])
-    return aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from")), series_days
+    return (aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from")),
+            series_days, at_risk)
+
+
+def _split_at_risk(grouped: pl.DataFrame, series_days: pl.DataFrame | None
+                   ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+    """Take out the customers whose month the int64 rating arithmetic cannot sum exactly.
+
+    ``grouped`` holds 128-bit sums (quantity, and ``_abs`` of absolute quantities). A customer is
+    at risk when its absolute quantities over every meter sum past 2^63-1 (then some sum of rating
+    could wrap: reason quantity_overflow) or when any of its events is negative (rating prices no
+    negative units: negative_quantity). The rest comes back in int64, exactly as summed."""
+    per_customer = grouped.group_by("customer_id").agg(
+        pl.sum("_abs").alias("_total"), (pl.col("_abs") != pl.col("quantity")).any().alias("_negative"))
+    bad = per_customer.filter((pl.col("_total") > I64_MAX) | pl.col("_negative")).with_columns(
+        pl.when(pl.col("_total") > I64_MAX).then(pl.lit(QUANTITY_OVERFLOW)).otherwise(pl.lit(NEGATIVE_QUANTITY))
+        .alias("reason"))
+    keep = grouped.join(bad, on="customer_id", how="anti")
+    if series_days is not None:
+        series_days = series_days.join(keep.select("series").drop_nulls(), on="series", how="semi").with_columns(
+            pl.col("quantity").cast(pl.Int64))
+    keep = keep.drop("_abs").with_columns(pl.col("quantity").cast(pl.Int64))
+    if bad.height == 0:
+        return keep, series_days, pl.DataFrame(schema=AT_RISK_SCHEMA)
+    detail = pl.when(pl.col("reason") == QUANTITY_OVERFLOW).then(
+        pl.format("customer {}: {} of {} from {} sums to {} base units in {} events; the customer's month sums to {}, "
+                  "more than 2^63-1: not rated, held for review", pl.col("customer_id"), pl.col("meter"),
+                  pl.col("model").fill_null("(no model)"), pl.col("provider").fill_null("(no provider)"),
+                  pl.col("quantity"), pl.col("events"), pl.col("_total"))
+    ).otherwise(
+        pl.format("customer {}: {} of {} from {} has events with negative quantities (net {}): not rated, "
+                  "held for review", pl.col("customer_id"), pl.col("meter"), pl.col("model").fill_null("(no model)"),
+                  pl.col("provider").fill_null("(no provider)"), pl.col("quantity")))
+    at_risk = (
+        grouped.join(bad, on="customer_id", how="inner")
+        .group_by("customer_id", "provider", pl.col("model_family").alias("model"), "meter", "reason", "_total")
+        .agg(pl.sum("events"), pl.sum("quantity"))
+        .with_columns(detail.alias("detail"))
+        .sort("customer_id", "provider", "meter", "model", nulls_last=True)
+        .select(list(AT_RISK_SCHEMA)).cast(AT_RISK_SCHEMA)
+    )
+    return keep, series_days, at_risk
 
 
 def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr,
@@ -178,7 +242,8 @@ def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: p
         return summed.with_columns(pl.lit(None, dtype=pl.Int64).alias("series")), None
     steady = (
         summed.filter(~need_day).group_by(keys)
-        .agg(pl.sum("quantity"), pl.sum("events"), pl.col("day").alias("_days"), pl.col("quantity").alias("_daily"))
+        .agg(pl.sum("quantity"), pl.sum("_abs"), pl.sum("events"), pl.col("day").alias("_days"),
+             pl.col("quantity").alias("_daily"))
         .with_columns(pl.lit(None, dtype=pl.Date).alias("day"))
         .with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
     )
@@ -194,7 +259,8 @@ CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source
 def _sum_slices(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, keys: list[str],
                 slice_rows: int) -> pl.DataFrame:
     """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source."""
-    sums = [pl.sum("quantity"), pl.len().cast(pl.Int64).alias("events")]
+    wide = pl.col("quantity").cast(pl.Int128)  # 10^7 events of up to 2^63 cannot wrap it
+    sums = [wide.sum().alias("quantity"), wide.abs().sum().alias("_abs"), pl.len().cast(pl.Int64).alias("events")]
     total = usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
     if isinstance(usage, pl.DataFrame) or total <= slice_rows:  # in memory already: nothing to bound
         return usage.lazy().filter(keep).group_by(by).agg(sums).collect(engine="streaming")
@@ -202,7 +268,7 @@ def _sum_slices(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, key
     for offset in range(0, total, slice_rows):
         part = usage.slice(offset, slice_rows).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
         summed = part if summed is None else (
-            pl.concat([summed, part]).group_by(keys).agg(pl.sum("quantity"), pl.sum("events")))
+            pl.concat([summed, part]).group_by(keys).agg(pl.sum("quantity"), pl.sum("_abs"), pl.sum("events")))
     return summed
 
 

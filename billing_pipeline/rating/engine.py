@@ -29,7 +29,7 @@ import gc
 from concurrent.futures import ThreadPoolExecutor
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import polars as pl
@@ -37,10 +37,10 @@ import polars as pl
 from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import days_in_month, month_label, overlap_days, parse_month
-from billing_pipeline.rating.assign import aggregate_usage
+from billing_pipeline.rating.assign import AT_RISK_SCHEMA, aggregate_usage
 from billing_pipeline.rating.discounts import discount_lines
 from billing_pipeline.rating.pricing import explain, per_unit_words, price_text
-from billing_pipeline.rating.vectorized import price_lines, price_table
+from billing_pipeline.rating.vectorized import AMOUNT_OVERFLOW, I64_MAX, price_lines, price_table
 from billing_pipeline.schema import unit_name
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -80,10 +80,18 @@ UNRATED_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def _no_risk() -> pl.DataFrame:
+    return pl.DataFrame(schema=AT_RISK_SCHEMA)
+
+
 @dataclass(frozen=True)
 class RatedMonth:
     lines: pl.DataFrame  # LINE_SCHEMA
     unrated: pl.DataFrame  # UNRATED_SCHEMA: attributed usage no charge prices, reported not dropped
+    # AT_RISK_SCHEMA (rating/assign.py): usage of customers whose month cannot be rated exactly
+    # (reason quantity_overflow, negative_quantity or amount_overflow), one row per provider x
+    # meter x model. Such a customer has NO row in ``lines`` or ``unrated``: money at risk, to hold.
+    at_risk: pl.DataFrame = field(default_factory=_no_risk)
 
 
 def _subject(charge: Charge, models: list[str]) -> str:
@@ -447,7 +455,7 @@ _SORT = {"_customer": pl.Int64, "_sub": pl.Int64, "_kind": pl.Int64, "_charge": 
 
 
 def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, with_daily: bool) -> RatedMonth:
-    aggregated, series_days = aggregate_usage(usage, catalog, month, by_day=with_daily)
+    aggregated, series_days, at_risk = aggregate_usage(usage, catalog, month, by_day=with_daily)
     unrated = (
         aggregated.filter(pl.col("charge_id").is_null())
         .with_columns(
@@ -463,6 +471,7 @@ def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str
     )
     line_rows, line_of = _line_frames(aggregated, catalog)
     amounts, slices = price_lines(line_rows, price_table(catalog))
+    at_risk = pl.concat([at_risk, _amount_overflow(line_rows, amounts, aggregated)])
     daily = _daily(aggregated, series_days, line_of) if with_daily else None
     words = _LineWords(month)
     described = line_rows.join(_charge_words(line_rows, catalog, month, words),
@@ -481,8 +490,32 @@ def _rate_month(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str
         .sort(*_SORT)
         .with_columns(pl.int_range(pl.len()).over("customer_id").cast(pl.Int64).alias("position"))
     )
-    return RatedMonth(lines=ordered.select(list(LINE_SCHEMA)).cast(LINE_SCHEMA),
-                      unrated=unrated.select(list(UNRATED_SCHEMA)).cast(UNRATED_SCHEMA))
+    held = at_risk["customer_id"].unique().implode()
+    return RatedMonth(lines=ordered.filter(~pl.col("customer_id").is_in(held)).select(list(LINE_SCHEMA)).cast(LINE_SCHEMA),
+                      unrated=unrated.filter(~pl.col("customer_id").is_in(held))
+                      .select(list(UNRATED_SCHEMA)).cast(UNRATED_SCHEMA),
+                      at_risk=at_risk)
+
+
+def _amount_overflow(line_rows: pl.DataFrame, amounts: pl.DataFrame, aggregated: pl.DataFrame) -> pl.DataFrame:
+    """AT_RISK rows (reason amount_overflow) for customers with a line whose amount, in minor
+    units, does not fit int64: no ledger, document or text formatter downstream holds it exactly
+    (a quantity that fits can still, at a price of millions per unit, make such an amount)."""
+    big = (line_rows.select("line_id", "customer_id").join(amounts.select("line_id", "amount_minor"), on="line_id")
+           .filter(pl.col("amount_minor").abs() > I64_MAX)["customer_id"].unique())
+    if big.len() == 0:
+        return pl.DataFrame(schema=AT_RISK_SCHEMA)
+    return (
+        aggregated.filter(pl.col("customer_id").is_in(big.implode()))
+        .group_by("customer_id", "provider", pl.col("model_family").alias("model"), "meter")
+        .agg(pl.sum("events"), pl.col("quantity").cast(pl.Int128).sum())
+        .with_columns(pl.lit(AMOUNT_OVERFLOW).alias("reason"), pl.format(
+            "customer {}: a line of its month amounts to more than 2^63-1 minor units of currency ({} of {}: {} "
+            "base units): not rated, held for review", pl.col("customer_id"), pl.col("meter"),
+            pl.col("model").fill_null("(no model)"), pl.col("quantity")).alias("detail"))
+        .sort("customer_id", "provider", "meter", "model", nulls_last=True)
+        .select(list(AT_RISK_SCHEMA)).cast(AT_RISK_SCHEMA)
+    )
 
 
 def _worded_lines(rows: pl.DataFrame, catalog: Catalog, amounts: pl.DataFrame, slices: pl.DataFrame,

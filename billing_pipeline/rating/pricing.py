@@ -14,7 +14,7 @@ import polars as pl
 
 from billing_pipeline.catalog import Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_price, fmt_quantity
-from billing_pipeline.rating.vectorized import SCALE, charge_rows, price_lines, table_frame
+from billing_pipeline.rating.vectorized import I64_MAX, SCALE, RatingError, charge_rows, price_lines, table_frame
 from billing_pipeline.schema import unit_name
 
 
@@ -112,6 +112,8 @@ def price_quantity(
     volume pricing picks its tier from the month's total."""
     if quantity < 0 or before < 0:
         raise ValueError(f"charge {charge.id}: negative quantity {quantity}")
+    if before + quantity > I64_MAX or (month_total or 0) > I64_MAX:
+        raise RatingError(f"charge {charge.id}: {before + quantity:,} base units exceed 2^63-1 (quantity_overflow)")
     table = table_frame(charge_rows("_", charge.model_copy(update={"prices": None}), currency))
     line = pl.DataFrame({"line_id": [0], "plan_id": ["_"], "charge_id": [charge.id], "price_from": [None],
                          "billable": [quantity], "before": [before],

@@ -20,6 +20,7 @@ from billing_pipeline.invoicing.document import build_documents
 from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.engine import rate_month
+from billing_pipeline.rating.vectorized import I64_MAX
 from billing_pipeline.schema import METERS, USAGE_SCHEMA, canonical_json, conform, model_family_expr
 
 QUOTE_CUSTOMER = "quote"
@@ -46,7 +47,10 @@ def parse_usage(spec: str) -> UsageSpec:
     if m["meter"] not in METERS:
         raise QuoteError(f"--usage {spec!r}: unknown meter {m['meter']!r}; known meters: {', '.join(METERS)}")
     dims = dict(kv.split("=", 1) for kv in (m["dims"] or "").split(",") if "=" in kv)
-    return UsageSpec(m["meter"], m["model"], int(m["quantity"].replace("_", "").replace(",", "")),
+    quantity = int(m["quantity"].replace("_", "").replace(",", ""))
+    if quantity > I64_MAX:
+        raise QuoteError(f"--usage {spec!r}: {m['meter']} quantity {quantity:,} exceeds 2^63-1 base units")
+    return UsageSpec(m["meter"], m["model"], quantity,
                      canonical_json({k.strip(): v.strip() for k, v in dims.items()}))
 
 
@@ -83,6 +87,12 @@ def quote(catalog: Catalog, plan_id: str, usage: list[UsageSpec], month: str,
     frame = pl.DataFrame(rows, schema={k: v for k, v in USAGE_SCHEMA.items() if k not in ("model_family", "reported_cost")})
     frame = conform(frame.with_columns(model_family_expr().alias("model_family")), USAGE_SCHEMA)
     rated = rate_month(frame, synthetic, month)
+    if rated.at_risk.height:  # month-end would hold this customer: a quote must not price it lower
+        meters = ", ".join(dict.fromkeys(rated.at_risk["meter"].to_list()))
+        what = {"amount_overflow": "amounts to more than 2^63-1 minor units of currency",
+                "negative_quantity": "has a negative quantity"}.get(rated.at_risk["reason"][0],
+                                                                    "sums past 2^63-1 base units in the month")
+        raise QuoteError(f"--usage {meters}: the usage {what}; it cannot be priced exactly")
     documents = build_documents(rated.lines, synthetic, month)
     document = documents[0] if documents else None
     unpriced = rated.unrated.to_dicts()

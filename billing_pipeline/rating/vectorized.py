@@ -5,8 +5,9 @@ Every catalog price and flat fee becomes an int64 "price unit" (``price x 10^12`
 decimals or more than 9.2e6 per unit_size is refused with the charge named). A tier slice's exact
 amount is then ``quantity x price_units (+ flat_fee_units x unit_size)`` over ``10^12 x unit_size``:
 a product of two int64 values, which is < 2^126 and so can never wrap in Int128 (1e12 tokens at a
-12-decimal price is ~1e25, far inside). Quantities stay int64 (guarded: a sum past 2^63 is an error,
-never a wrapped number). The line is rounded once, half up (money.ROUNDING), by integer division
+12-decimal price is ~1e25, far inside). Quantities stay int64: rating/assign.py sums events in
+Int128 and takes out (money at risk, named) every customer whose month would not fit, so the guard
+here is a last line of defence that no catalog or usage should reach, never a wrapped number. The line is rounded once, half up (money.ROUNDING), by integer division
 to the currency's minor unit, so the invoice amount is exact rational arithmetic, with no 28-digit
 Decimal context in between.
 
@@ -29,6 +30,7 @@ SCALE = 12
 I64_MAX = 2**63 - 1
 _FEE_LIMIT = 2**120  # flat_fee_units x unit_size per tier: sums of a few stay far below 2^127
 I128 = pl.Int128
+AMOUNT_OVERFLOW = "amount_overflow"  # a line's amount in minor units does not fit int64
 
 TABLE_SCHEMA: dict[str, pl.DataType] = {
     "plan_id": pl.String,
@@ -124,13 +126,15 @@ def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame,
     per line_id: tier, lower, up_to, quantity, price_units, fee_units, numerator), where an amount
     is numerator / denominator currency and amount_minor is the line, rounded once, in minor units.
     """
-    too_big = lines.select(
-        ((pl.col("before").cast(I128) + pl.col("billable")).max() > I64_MAX)
-        | (pl.col("month_total").cast(I128) > I64_MAX).any()
-        | (pl.min_horizontal("billable", "before", "month_total").min() < 0)
-    ).item()
-    if too_big:
-        raise RatingError("a month's quantity for one charge is negative or exceeds 2^63 base units")
+    too_big = lines.filter(
+        ((pl.col("before").cast(I128) + pl.col("billable")) > I64_MAX)
+        | (pl.col("month_total").cast(I128) > I64_MAX)
+        | (pl.min_horizontal("billable", "before", "month_total") < 0)
+    )
+    if too_big.height:  # rating/assign.py holds such customers first: this is a last line of defence
+        who = too_big.row(0, named=True)
+        raise RatingError(f"customer {who.get('customer_id', '?')}, plans.{who['plan_id']}.charges.{who['charge_id']}: "
+                          "a month's quantity for one charge is negative or exceeds 2^63-1 base units")
     start, end = pl.col("before"), pl.col("before") + pl.col("billable")
     lower, upper = pl.col("lower"), pl.col("upper")
 

@@ -72,7 +72,7 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
         .group_by(keys)
         .agg(
             pl.len().alias("events"),
-            pl.sum("quantity"),
+            pl.col("quantity").cast(I128).sum(),  # many int64 events: summed where they cannot wrap
             pl.col("reported_cost").sum().alias("reported_sum"),
             pl.col("reported_cost").is_not_null().any().alias("has_reported"),
         )
@@ -83,7 +83,7 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
     grouped = (
         summed.join(entries, on=pricing_keys, how="left", nulls_equal=True)
         .group_by("day", "provider", "customer_id", "model_family", "meter", "entry")
-        .agg(pl.sum("events").cast(pl.UInt32), pl.sum("quantity"), pl.sum("reported_sum"), pl.col("has_reported").any())
+        .agg(pl.sum("events").cast(pl.UInt32), pl.col("quantity").cast(I128).sum(), pl.sum("reported_sum"), pl.col("has_reported").any())
         .join(_price_book(catalog), on="entry", how="left")
     )
     computed = _round_half_up(pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128))

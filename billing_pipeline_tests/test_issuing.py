@@ -261,3 +261,24 @@ def test_cli_issue_exits_1_naming_the_failed_check_and_issues_nothing(tmp_path):
     assert result.exit_code == 1
     assert "revenue_equals_rated_lines" in result.output
     assert _numbers(ledger) == [("acme", None, "draft")]
+
+
+def test_an_issued_adjustment_prints_the_credit_it_drew_and_adds_up(ledger, renderer, tmp_path):  # noqa: F811
+    """Scenario 8 with prepaid credit: $100.00 granted, $70.00 drawn by the original, $50.00 of late
+    usage: the adjustment draws the $30.00 left and bills $20.00, numbered after the original."""
+    from pypdf import PdfReader
+
+    from billing_pipeline_tests.test_credits_ledger import month_end_with
+
+    month_end_with(ledger, MONTH, "acme2", 70)
+    _issue(ledger)
+    month_end_with(ledger, MONTH, "acme2", 120)
+    issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
+                renderer=renderer)
+    stored = json.loads((tmp_path / MONTH / "invoices" / "acme2.INV-2026-000002.json").read_text())
+    assert (stored["kind"], stored["references"]) == ("adjustment", "INV-2026-000001")
+    # $50.00 + $0.00 tax - $30.00 credits = $20.00
+    assert (stored["subtotal"], stored["tax"], stored["credits_applied"], stored["total"]) == (
+        "50.00", "0.00", "30.00", "20.00")
+    text = PdfReader(tmp_path / MONTH / "invoices" / "acme2.INV-2026-000002.pdf").pages[0].extract_text()
+    assert "Credits applied" in text and "-$30.00" in text and "$20.00" in text

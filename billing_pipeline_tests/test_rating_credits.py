@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 
 import polars as pl
 
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.catalog.model import Credit
+from billing_pipeline.invoicing.credit_notes import late_usage_correction
 from billing_pipeline.invoicing.document import build_documents
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.credits import apply_credits, credit_history
@@ -52,3 +54,52 @@ def test_credits_pay_the_tax_exclusive_charges_and_the_invoice_total_subtracts_t
     (november,) = build_documents(lines, catalog, "2026-11", credits_used={"acme": {0: Decimal("100.00")}})
     assert (november["credits_applied"], november["total"]) == ("50.00", "69.00")
     assert november["credits"][0]["closing"] == "0.00"
+
+
+# ---------------------------------------------------------------- corrections after issue
+
+def _requests_month(catalog, count: int, credits_used=None) -> dict:
+    start = dt.datetime(2026, 10, 5, tzinfo=dt.UTC)
+    usage = pl.DataFrame([{
+        "event_id": f"e{count}", "record_id": f"r{count}", "source": "test", "provider": "openai",
+        "account_key": None, "customer_id": "acme", "model": "gpt-4o", "model_family": "gpt-4o",
+        "meter": "requests", "dimensions": "{}", "quantity": count, "start": start,
+        "end": start + dt.timedelta(hours=1), "origin": "test", "day": start.date()}], schema=USAGE_SCHEMA)
+    (doc,) = build_documents(rate_month(usage, catalog, "2026-10").lines, catalog, "2026-10", credits_used)
+    return doc
+
+
+def _two_grant_catalog():
+    return parse_catalog({
+        "issuer": {"name": "I"},
+        "plans": {"r": {"name": "R", "charges": [{"id": "requests", "meter": "requests", "unit_price": "1.00"}]}},
+        "customers": {"acme": {"name": "A", "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
+                               "credits": [{"amount": "100.00", "from": "2026-01-01", "expires": "2026-12-31"},
+                                           {"amount": "100.00", "from": "2026-01-01"}]}}})
+
+
+def test_an_adjustment_takes_what_a_spent_grant_cannot_give_from_the_next_usable_grant():
+    catalog = _two_grant_catalog()
+    original = {**_requests_month(catalog, 70), "number": "INV-1"}
+    # October: $70.00, drawn from the grant expiring first (grant 0)
+    assert [g["applied"] for g in original["credits"]] == ["70.00", "0.00"]
+    fresh = _requests_month(catalog, 120)  # 50 late requests: $120.00, drawn 100.00 + 20.00
+    assert [g["applied"] for g in fresh["credits"]] == ["100.00", "20.00"]
+    # November already drew grant 0's last $30.00: the adjustment wants 30.00 from grant 0 and
+    # 20.00 from grant 1; grant 0 has nothing left, so grant 1 pays all $50.00 (opening 100.00)
+    adjustment = late_usage_correction(original, [], fresh, drawn_elsewhere={0: Decimal("30.00")})
+    assert [(g["opening"], g["applied"], g["closing"]) for g in adjustment["credits"]] == [
+        ("0.00", "0.00", "0.00"), ("100.00", "50.00", "50.00")]
+    # $50.00 of usage - $50.00 of credit = $0.00
+    assert (adjustment["subtotal"], adjustment["credits_applied"], adjustment["total"]) == ("50.00", "50.00", "0.00")
+
+
+def test_without_other_draws_the_original_and_its_corrections_draw_what_a_fresh_invoice_draws():
+    catalog = _two_grant_catalog()
+    original = {**_requests_month(catalog, 70), "number": "INV-1"}
+    adjustment = late_usage_correction(original, [], _requests_month(catalog, 120))
+    # grant 0: 70.00 + 30.00 = 100.00, grant 1: 0.00 + 20.00 = 20.00, as the fresh invoice draws
+    assert [g["applied"] for g in adjustment["credits"]] == ["30.00", "20.00"]
+    assert adjustment["total"] == "0.00"  # $50.00 - $50.00
+    # once the adjustment is issued, the same usage again needs no correction
+    assert late_usage_correction(original, [adjustment], _requests_month(catalog, 120)) is None

@@ -313,6 +313,17 @@ class Webhook(_Strict):
     secret_env: str
 
 
+BillingSource = Literal["provider_report", "gateway_log"]
+
+
+def _known_sources(value: dict[str, str]) -> dict[str, str]:
+    """Provider names are lower case everywhere in the usage table (``openai``, ``anthropic``)."""
+    for provider in value:
+        if provider != provider.strip().lower() or not provider:
+            raise ValueError(f"provider {provider!r}: write the provider name in lower case, e.g. 'openai'")
+    return value
+
+
 class Customer(_Strict):
     name: str
     address: str = ""
@@ -328,6 +339,14 @@ class Customer(_Strict):
     webhook: Webhook | None = None  # usage alerts (signed), see billing_pipeline/alerts
     credits: list[Credit] = Field(default_factory=list)
     discounts: list[Discount] = Field(default_factory=list)
+    # per provider: which of the gateway log and the provider's usage report bills this customer
+    # (overrides the catalog's billing_source; see rating/billing_source.py)
+    billing_source: dict[str, BillingSource] = Field(default_factory=dict)
+
+    @field_validator("billing_source")
+    @classmethod
+    def _providers(cls, v: dict[str, str]) -> dict[str, str]:
+        return _known_sources(v)
 
     @model_validator(mode="before")
     @classmethod
@@ -392,6 +411,15 @@ class Catalog(_Strict):
     plans: dict[str, Plan]
     customers: dict[str, Customer]
     price_book: list[PriceBookEntry] = Field(default_factory=list)
+    # per provider: the source that bills when both the gateway log and the provider's usage
+    # report describe the same traffic; unnamed providers: the report where one is read (openai,
+    # anthropic), else the gateway log (rating/billing_source.py)
+    billing_source: dict[str, BillingSource] = Field(default_factory=dict)
+
+    @field_validator("billing_source")
+    @classmethod
+    def _providers(cls, v: dict[str, str]) -> dict[str, str]:
+        return _known_sources(v)
 
     @field_validator("plans", "customers", mode="before")
     @classmethod

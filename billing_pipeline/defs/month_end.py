@@ -20,6 +20,7 @@ from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE
 from billing_pipeline.usage import restated_usage
 from billing_pipeline.money import ZERO
 from billing_pipeline.rating import rate_month
+from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import reconcile
 from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
 from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
@@ -68,23 +69,43 @@ def monthly_usage(context: dg.AssetExecutionContext, usage_events: pl.DataFrame)
     },
     partitions_def=monthly_partitions,
     check_specs=[dg.AssetCheckSpec(RATED_CHECK, asset="rated_charges", blocking=True,
-                                   description="Attributed units = rated units + included units + unrated units.")],
+                                   description="Attributed units = rated units + included units + unrated units + "
+                                   "units set aside because another source bills them.")],
 )
 def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame, catalog: CatalogResource,
                   output: OutputFiles):
-    """Rate the month for every customer; usage no charge prices goes to unrated_usage.csv."""
+    """Rate the month for every customer; usage no charge prices goes to unrated_usage.csv.
+
+    Per customer and provider only one of the gateway log and the provider's usage report is
+    billed (the catalog's ``billing_source``); the other is set aside, listed per customer in
+    billing_source.csv and still compared by the metering-drift report (reconciliation reads
+    monthly_usage, both sides)."""
     month = month_of(context)
-    rated = rate_month(monthly_usage, catalog.load(), month)
+    the_catalog = catalog.load()
+    split = split_billing_source(monthly_usage, the_catalog)
+    rated = rate_month(split.billable, the_catalog, month)
     lines, unrated = rated.lines, rated.unrated
-    unrated_path = output.month_dir(month) / "unrated_usage.csv"
+    folder = output.month_dir(month)
+    unrated_path = folder / "unrated_usage.csv"
     unrated.write_csv(unrated_path)
+    sources_path = folder / "billing_source.csv"
+    split.decisions.write_csv(sources_path)
+    fallbacks = split.fallbacks
+    if fallbacks.height:
+        context.log.warning(
+            f"{fallbacks.height} customer x provider pair(s) billed from the non-authoritative source "
+            f"because the authoritative one had no usage this month: see {sources_path}")
     attributed = monthly_usage.filter(pl.col("customer_id").is_not_null())["quantity"].sum()
+    set_aside = sum(split.set_aside_by_source().values())
     usage_lines = lines.filter(pl.col("consideration") == "variable")
-    accounted = usage_lines["quantity"].sum() + usage_lines["included_quantity"].sum() + unrated["quantity"].sum()
+    rated_units, included = usage_lines["quantity"].sum(), usage_lines["included_quantity"].sum()
+    accounted = rated_units + included + unrated["quantity"].sum() + set_aside
     yield dg.Output(lines, output_name="rated_charges", metadata={
         "lines": lines.height,
         "customers": lines["customer_id"].n_unique(),
         "revenue": str(_decimal_sum(lines["amount"])),
+        "billing_source_fallbacks": fallbacks.height,
+        "billing_source": dg.MetadataValue.path(str(sources_path)),
     })
     yield dg.Output(unrated, output_name="unrated_usage", metadata={
         "rows": unrated.height,
@@ -92,7 +113,12 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
         "file": dg.MetadataValue.path(str(unrated_path)),
     })
     yield dg.AssetCheckResult(check_name=RATED_CHECK, asset_key="rated_charges", passed=attributed == accounted,
-                              metadata={"attributed_units": attributed, "accounted_units": accounted})
+                              metadata={"attributed_units": attributed, "accounted_units": accounted,
+                                        "rated_units": rated_units, "included_units": included,
+                                        "unrated_units": unrated["quantity"].sum(),
+                                        "set_aside_units": set_aside,
+                                        "set_aside_by_source": dg.MetadataValue.json(split.set_aside_by_source()),
+                                        "billing_source_fallbacks": dg.MetadataValue.md(_markdown(fallbacks))})
 
 
 @dg.asset(

@@ -8,11 +8,23 @@ billed, what it is now and the difference. Pure functions over documents (plain 
 
 Tax on a correction is the difference of the taxes (new invoice's tax - tax already billed), so
 the original plus its corrections always add up to exactly what a fresh invoice would say.
+
+Prepaid credits follow the same rule, grant by grant: a correction draws what a fresh invoice
+would draw from each grant minus what the original and earlier corrections drew (the fresh
+invoice is drawn the way the original was: same grants, same order, same opening balances).
+An adjustment therefore draws the balance the original left before anything is billed, and a
+credit note that lowers the usage gives the over-drawn credit back to its grant (a negative draw)
+before refunding money. A grant never goes below zero: what other invoices drew from it since
+(later months, other corrections: ``drawn_elsewhere``) caps an adjustment's draw, the shortfall
+is taken from the customer's other usable grants in the usual order, and what is still not
+covered is billed. Manual credit notes are money, not credit: they do not touch the grants.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from billing_pipeline.invoicing.schema import KIND_ADJUSTMENT, KIND_CREDIT_NOTE
@@ -60,11 +72,64 @@ def _explain(number: str, unit: str, currency: str, before: dict | None, after: 
             f"{fmt_money(aa - ba, currency)}.")
 
 
+def credits_drawn(docs: Sequence[dict]) -> dict[int, Decimal]:
+    """Grant index -> what ``docs`` drew from it (a credit note's give-back counts negative)."""
+    drawn: dict[int, Decimal] = {}
+    for doc in docs:
+        for draw in doc.get("credits") or []:
+            applied = exact(draw["applied"])
+            if applied:
+                drawn[draw["grant"]] = drawn.get(draw["grant"], ZERO) + applied
+    return drawn
+
+
+def _draw_order(grant: dict) -> tuple:
+    """Soonest-expiring first, no expiry last, then grant order (rating.credits' order; the
+    document does not carry a grant's start, which only breaks ties there)."""
+    expires = grant.get("expires")
+    return (dt.date.fromisoformat(expires) if expires else dt.date.max, grant["grant"])
+
+
+def correction_credits(billed: Sequence[dict], fresh: dict,
+                       drawn_elsewhere: Mapping[int, Decimal] | None = None) -> list[dict]:
+    """Per grant of ``fresh``, what a correction draws so that ``billed`` (the original and its
+    issued corrections) + the correction draw what ``fresh`` draws, within each grant's balance
+    after ``drawn_elsewhere`` (every other live document's draws; None: nothing else drew)."""
+    grants = fresh.get("credits") or []
+    if not grants:
+        return []
+    currency = fresh["currency"]
+    here = credits_drawn(billed)
+    elsewhere = drawn_elsewhere or {}
+    opening = {g["grant"]: max(exact(g["granted"]) - here.get(g["grant"], ZERO) - elsewhere.get(g["grant"], ZERO),
+                               ZERO) for g in grants}
+    take = {g["grant"]: exact(g["applied"]) - here.get(g["grant"], ZERO) for g in grants}
+    shortfall = ZERO
+    for grant, wanted in take.items():
+        if wanted > opening[grant]:
+            shortfall += wanted - opening[grant]
+            take[grant] = opening[grant]
+    for g in sorted(grants, key=_draw_order):  # a grant drawn since: the next usable one pays
+        if shortfall <= 0:
+            break
+        if g["status"] == "active":
+            extra = min(opening[g["grant"]] - take[g["grant"]], shortfall)
+            if extra > 0:
+                take[g["grant"]] += extra
+                shortfall -= extra
+    return [{**{k: g[k] for k in ("grant", "granted", "expires", "status")},
+             "opening": str(round_money(opening[g["grant"]], currency)),
+             "applied": str(round_money(take[g["grant"]], currency)),
+             "closing": str(round_money(opening[g["grant"]] - take[g["grant"]], currency))}
+            for g in grants]
+
+
 def _document(template: dict, number: str, lines: list[dict], tax: Decimal, origin: str,
-              reason: str) -> dict:
+              reason: str, credits: list[dict] | None = None) -> dict:
     currency = template["currency"]
     subtotal = sum((exact(l["amount"]) for l in lines), ZERO)
-    total = subtotal + tax
+    credits_applied = sum((exact(c["applied"]) for c in credits or []), ZERO)
+    total = round_money(subtotal, currency) + round_money(tax, currency) - credits_applied
     return {
         **{k: template[k] for k in _HEADER_KEYS if k in template},
         "kind": KIND_CREDIT_NOTE if total < 0 else KIND_ADJUSTMENT,
@@ -78,16 +143,20 @@ def _document(template: dict, number: str, lines: list[dict], tax: Decimal, orig
         "lines": lines,
         "subtotal": str(round_money(subtotal, currency)),
         "tax": str(round_money(tax, currency)),
-        "credits_applied": str(round_money(ZERO, currency)),
+        "credits_applied": str(round_money(credits_applied, currency)),
+        "credits": credits or [],
         "total": str(round_money(total, currency)),
         "usage_by_day": [],
         "disclosure": {"plan_table": [], "summary": reason, "worked_example": ""},
     }
 
 
-def late_usage_correction(original: dict, corrections: list[dict], fresh: dict) -> dict | None:
+def late_usage_correction(original: dict, corrections: list[dict], fresh: dict,
+                          drawn_elsewhere: Mapping[int, Decimal] | None = None) -> dict | None:
     """The correction that brings ``original`` + issued late-usage ``corrections`` to ``fresh``
-    (the month re-rated with the late usage); None when nothing billable changed."""
+    (the month re-rated with the late usage, its credits drawn as the original's were); None when
+    nothing billable changed. ``drawn_elsewhere``: what every other live document of the customer
+    drew from each grant (the ledger's), so a correction never draws a balance already spent."""
     number = original["number"]
     billed, billed_tax = _totals([original, *corrections])
     now, now_tax = _totals([fresh])
@@ -111,10 +180,11 @@ def late_usage_correction(original: dict, corrections: list[dict], fresh: dict) 
             "consideration": line.get("consideration"),
         })
     tax = now_tax - billed_tax
-    if not lines and not tax:
+    credits = correction_credits([original, *corrections], fresh, drawn_elsewhere)
+    if not lines and not tax and not any(exact(c["applied"]) for c in credits):
         return None
     return _document(fresh, number, lines, tax, ORIGIN_LATE_USAGE,
-                     f"Correction of invoice {number}: usage recorded after it was issued.")
+                     f"Correction of invoice {number}: usage recorded after it was issued.", credits)
 
 
 def manual_credit_note(original: dict, amount: str | Decimal, reason: str) -> dict:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from billing_pipeline.invoicing.credit_notes import (
     ORIGIN_LATE_USAGE,
+    credits_drawn,
     late_usage_correction,
     manual_credit_note,
 )
@@ -293,7 +294,9 @@ class Ledger:
         late = [(r, d) for r, d in late if d.get("origin") == ORIGIN_LATE_USAGE]
         billed = [d for r, d in late if r.status == "issued"]
         open_drafts = [r for r, _ in late if r.status == "draft"]
-        correction = late_usage_correction(original, billed, fresh)
+        # Credits: a correction draws only what no other live document of the customer drew.
+        elsewhere = self._credits_drawn_elsewhere(conn, original) if credits_drawn([fresh]) else None
+        correction = late_usage_correction(original, billed, fresh, elsewhere)
         keep = open_drafts[0] if open_drafts and correction is not None else None
         for row in open_drafts:
             if row is not keep:
@@ -303,6 +306,19 @@ class Ledger:
             return []
         write_draft(conn, correction, actor, keep.id if keep is not None else None)
         return ["corrections"]
+
+    @staticmethod
+    def _credits_drawn_elsewhere(conn: Connection, original: dict) -> dict[int, Decimal]:
+        """What the customer's live documents other than ``original`` and its corrections drew
+        from each prepaid credit grant (every period, drafts included: never over-draw)."""
+        number = original["number"]
+        rows = conn.execute(
+            select(invoices.c.document).where(
+                invoices.c.customer_id == original["customer_id"], invoices.c.status != "void",
+                invoices.c.number.is_distinct_from(number), invoices.c.references_number.is_distinct_from(number),
+            )
+        ).scalars()
+        return credits_drawn([load_document(document) for document in rows])
 
     # ------------------------------------------------------------ checks
 
@@ -400,16 +416,17 @@ class Ledger:
         return load_document(document)
 
     def credits_used(self, before_period: str) -> dict[str, dict[int, Decimal]]:
-        """Per customer, what the invoices of earlier periods drew from each prepaid credit grant
-        (grant index -> amount), read from each stored document's ``credits[].applied``; void
-        invoices drew nothing. Month-end passes this to ``build_documents`` so a grant is never
-        drawn twice; re-running a month does not count its own draft."""
+        """Per customer, what the invoices of earlier periods and their corrections drew from each
+        prepaid credit grant (grant index -> amount; a credit note's give-back counts negative),
+        read from each stored document's ``credits[].applied``; void documents drew nothing.
+        Month-end passes this to ``build_documents`` so a grant is never drawn twice; re-running
+        a month does not count its own draft."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(invoices.c.customer_id, invoices.c.document).where(
-                    invoices.c.period < before_period, invoices.c.kind == KIND_INVOICE,
-                    invoices.c.status != "void", invoices.c.credits_micros != 0,
-                ).order_by(invoices.c.period)
+                    invoices.c.period < before_period, invoices.c.status != "void",
+                    (invoices.c.credits_micros != 0) | (invoices.c.kind != KIND_INVOICE),
+                ).order_by(invoices.c.period, invoices.c.id)
             ).all()
         used: dict[str, dict[int, Decimal]] = {}
         for customer_id, document in rows:

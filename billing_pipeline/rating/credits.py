@@ -9,7 +9,9 @@ Rules (pure functions; the ledger only has to remember what each invoice drew fr
 - drawn amounts are in the minor unit of the invoice currency, so balances stay exact cents.
 
 ``used_before`` is what earlier invoices drew from each grant (grant index -> amount): the
-ledger's sum of past ``credits`` rows, or ``credit_history`` replaying months from the catalog.
+ledger's sum of past ``credits`` rows (their corrections included: an adjustment's draw and a
+credit note's give-back count too), or ``credit_history`` replaying months from the catalog.
+Corrections after issue draw as the original did: see invoicing/credit_notes.py.
 """
 
 from __future__ import annotations

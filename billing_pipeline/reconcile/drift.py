@@ -96,8 +96,10 @@ def metering_drift(
 ) -> pl.DataFrame:
     """Per customer x provider x model: our metered tokens against the provider's report for the
     customer's keys (``reported``: usage rows, attributed). Only customer x provider pairs
-    both cover are compared. ``usage`` is what the month bills (it is re-rated for the amount
-    at stake); ``metered_sources`` picks our meter's rows in it (None: all of them)."""
+    both cover are compared. ``usage`` is the month's usage, both sources included: our meter's
+    rows are compared whether or not they bill; for the amount at stake only what the catalog's
+    ``billing_source`` bills is re-rated, and a pair billed from the provider's report has
+    nothing at stake (0). ``metered_sources`` picks our meter's rows (None: all of them)."""
     metered_rows = usage if metered_sources is None else usage.filter(pl.col("source").is_in(metered_sources))
     pair = ["customer_id", "provider"]
     metered = _token_totals(metered_rows, "metered_tokens")
@@ -134,14 +136,21 @@ def _amount_at_stake(usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.Da
                      month: str) -> pl.DataFrame:
     """Revenue with the missing tokens minus revenue without, per customer x provider x model."""
     from billing_pipeline.rating import rate_month  # rating imports are heavy; only when needed
+    from billing_pipeline.rating.billing_source import PROVIDER_REPORT, split_billing_source
 
     empty = pl.DataFrame(schema={"customer_id": pl.String, "provider": pl.String, "model": pl.String,
                                  "amount_at_stake": COST_DECIMAL})
-    gap = _missing_usage(usage, reported, flagged)
+    # Only what the month bills is re-rated, and only where our meter bills: where the provider's
+    # report is the billing source, the tokens our meter missed are on the invoice already.
+    split = split_billing_source(usage, catalog)
+    billed = split.billable
+    report_billed = split.decisions.filter(pl.col("billed_from") == PROVIDER_REPORT).select("customer_id", "provider")
+    flagged = flagged.join(report_billed, on=["customer_id", "provider"], how="anti")
+    gap = _missing_usage(billed, reported, flagged)
     if gap.is_empty():
         return empty
     customers = gap["customer_id"].unique()
-    theirs = usage.filter(pl.col("customer_id").is_in(customers.implode()))
+    theirs = billed.filter(pl.col("customer_id").is_in(customers.implode()))
     before = allocate_revenue(rate_month(theirs, catalog, month).lines)
     after = allocate_revenue(rate_month(pl.concat([conform(theirs, USAGE_SCHEMA), gap]),
                                         catalog, month).lines)

@@ -44,6 +44,7 @@ AZURE: dict[str, tuple[str, int]] = {
     "standard_nd96isr_h100_v5": ("H100", 8),  # ND H100 v5
     "standard_nd96isr_h200_v5": ("H200", 8),  # ND H200 v5
     "standard_nd96asr_v4": ("A100", 8),  # ND A100 v4 (40 GB)
+    "standard_nd96asr_a100_v4": ("A100", 8),  # the same size as its meter name writes it
     "standard_nd96amsr_a100_v4": ("A100-80GB", 8),  # NDm A100 v4
     "standard_nc24ads_a100_v4": ("A100-80GB", 1),  # NC A100 v4 (80 GB PCIe)
     "standard_nc48ads_a100_v4": ("A100-80GB", 2),
@@ -120,6 +121,13 @@ def azure_meter_size(meter: pl.Expr) -> pl.Expr:
     clean = meter.str.strip_chars().str.replace(r"(?i)\s+(spot|low priority)$", "")
     return pl.when(clean.str.contains(r"^[A-Za-z]{1,3}\d+[A-Za-z]*( [A-Za-z0-9]+)* v\d+$")).then(
         pl.lit("standard_") + clean.str.replace_all(" ", "_").str.to_lowercase())
+
+
+def azure_description_size(text: pl.Expr) -> pl.Expr:
+    """Azure's FOCUS ChargeDescription is ``<meter subcategory> - <meter name> - <region>``
+    (real sample: ``Virtual Machines Dv2/DSv2 Series - D11 v2/DS11 v2 - US East 2``): the meter name
+    (first of ``a/b``) names the size."""
+    return azure_meter_size(text.str.extract(r"^Virtual Machines[^-]* - ([^/-]+?)(?:/[^-]*)? - ", 1))
 
 
 def table_frame() -> pl.DataFrame:

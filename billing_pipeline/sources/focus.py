@@ -181,7 +181,8 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         raw=pl.coalesce(pl.col("_raw"), raw).str.slice(0, files.RAW_LIMIT),
         instance_type=instance,
         size_field=size_field,
-        gpu_desc=pl.when(gpu_text.str.contains(r"(?i)\bgpu\b")).then(gpu_skus.gpu_model_from_text(gpu_text)),
+        gpu_mention=gpu_text.str.contains(r"(?i)\bgpus?\b").fill_null(False),
+        gpu_desc=pl.when(gpu_text.str.contains(r"(?i)\bgpus?\b")).then(gpu_skus.gpu_model_from_text(gpu_text)),
         ts=files.parse_utc_expr(get("ChargePeriodStart"), allow_naive=True),
         end=files.parse_utc_expr(get("ChargePeriodEnd"), allow_naive=True),
         category=get("ChargeCategory"),
@@ -217,7 +218,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
                          gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
                          account_key=pl.when(pl.col("tags_json").is_not_null()).then(pl.lit("tags:") + pl.col("tags_json")))
     category = pl.col("category").fill_null("")
-    no_size = pl.col("instance_type").is_null() & pl.col("gpu_desc").is_null()
+    no_size = pl.col("instance_type").is_null() & ~pl.col("gpu_mention")
     checks = [
         (pl.col("_reason").is_not_null(), pl.col("_reason"), pl.col("_field"), pl.col("_message")),
         (pl.lit(superseded_by is not None), "superseded_delivery", "",
@@ -228,11 +229,12 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         (no_size & pl.col("gpu_resource"), "not_instance_time", "ServiceName",
          pl.lit("a GPU VM's line that is not instance time: ") + pl.col("service")),
         (no_size, "not_gpu_service", "ServiceName", pl.lit("not GPU compute: ") + pl.col("service")),
-        (pl.col("gpus").is_null() & ~gpu_skus.is_gpu_looking(pl.col("instance_type")), "not_gpu_sku",
+        (pl.col("gpus").is_null() & pl.col("instance_type").is_not_null() & ~pl.col("gpu_mention")
+         & ~gpu_skus.is_gpu_looking(pl.col("instance_type")), "not_gpu_sku",
          pl.col("size_field"), pl.lit("VM size has no GPU: ") + pl.col("instance_type")),
         (pl.col("gpus").is_null(), "unknown_gpu_sku", pl.coalesce(pl.col("size_field"), pl.lit("ChargeDescription")),
          pl.lit("GPU-looking SKU not in the GPU table (gpu_skus.py): ")
-         + pl.coalesce(pl.col("instance_type"), pl.col("gpu_desc"))),
+         + pl.coalesce(pl.col("instance_type"), get("ChargeDescription"), get("SkuId"), pl.lit("?"))),
         (~pl.col("per_gpu") & (pl.col("provider") == "gcp") & pl.col("gpus").is_not_null(), "not_instance_time",
          "ChargeDescription", pl.lit("GCP GPU VM component billed on its own SKU (the GPU SKU line carries the GPU time): ")
          + pl.coalesce(get("ChargeDescription"), pl.lit(""))),

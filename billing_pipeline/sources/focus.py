@@ -12,7 +12,8 @@ and looked up in ``gpu_skus`` (GPUs per size, cited per family). gpu_seconds = C
 (Hours -> x3600, Seconds -> x1) x GPUs per instance, in Decimal, rounded half up to whole seconds.
 A quantity already counted per GPU (``ConsumedUnit`` naming GPUs, as OCI does, or GCP's
 ``Nvidia H100 80GB GPU`` SKU, whose usage is GPU-hours) is x1: GCP bills a GPU VM as separate core,
-RAM and GPU SKUs, so its core and RAM lines are ``not_instance_time`` and only the GPU line bills.
+RAM and GPU SKUs, so its core and RAM lines are ``not_instance_time`` and only the GPU line bills
+(a GCP row that names a GPU machine type in hours and is not a core/RAM line bills by the table).
 
 Every other row is quarantined with the rule that rejected it: ``tax_line`` and
 ``not_usage_charge`` by ChargeCategory; ``not_gpu_service`` by ServiceName; ``not_gpu_sku`` (a VM
@@ -235,7 +236,8 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         (pl.col("gpus").is_null(), "unknown_gpu_sku", pl.coalesce(pl.col("size_field"), pl.lit("ChargeDescription")),
          pl.lit("GPU-looking SKU not in the GPU table (gpu_skus.py): ")
          + pl.coalesce(pl.col("instance_type"), get("ChargeDescription"), get("SkuId"), pl.lit("?"))),
-        (~pl.col("per_gpu") & (pl.col("provider") == "gcp") & pl.col("gpus").is_not_null(), "not_instance_time",
+        (~pl.col("per_gpu") & (pl.col("provider") == "gcp") & pl.col("gpus").is_not_null()
+         & get("ChargeDescription").str.contains(r"(?i)\b(?:core|ram|memory|vcpu|cpu)\b").fill_null(False), "not_instance_time",
          "ChargeDescription", pl.lit("GCP GPU VM component billed on its own SKU (the GPU SKU line carries the GPU time): ")
          + pl.coalesce(get("ChargeDescription"), pl.lit(""))),
         (pl.col("qty_text").is_null(), "missing_field", "ConsumedQuantity", "ConsumedQuantity is empty"),

@@ -105,3 +105,38 @@ def test_gcp_machine_type_in_sku_details_bills_by_the_table(tmp_path):
     read = SOURCES["focus"](tmp_path, OCT, NOV)
     assert read.events["quantity"].to_list() == [3600]  # 1 h x 3600 x 1 L4
     assert read.quarantine.select("reason", "field").rows() == [("not_gpu_sku", "SkuPriceDetails")]  # n2-standard-8
+
+
+def test_cloud_fixtures_rate_to_a_hand_computed_invoice(tmp_path):
+    """CUR 2.0 and FOCUS fixtures together, through normalize and rating, on a tiny catalog."""
+    from billing_pipeline.catalog import parse_catalog
+    from billing_pipeline.rating.engine import rate_month
+    from billing_pipeline.usage import normalize
+    from billing_pipeline_tests.test_provider_cloud_aws import land as land_cur
+
+    landing = land(tmp_path)
+    shutil.copytree(land_cur(tmp_path / "cur") / "cloud/aws_cur", landing / "cloud/aws_cur")
+    per_hour = {"H100": "4.00", "A10G": "1.50", "A100": "3.00", "A100-80GB": "3.50", "L4": "0.80"}
+    catalog = parse_catalog({
+        "issuer": {"name": "Example AI GmbH"},
+        "plans": {"gpu": {"name": "GPU hours", "charges": [
+            {"id": f"gpu-{t.lower()}", "name": f"{t} GPU hours", "meter": "gpu_seconds", "dimensions": {"gpu_type": t},
+             "unit_size": 3600, "pricing": "per_unit", "unit_price": price} for t, price in per_hour.items()]}},
+        "customers": {"acme": {"name": "Acme AI Ltd", "subscriptions": [{"plan": "gpu", "from": date(2026, 1, 1), "to": None}],
+                               "tags": {"customer": "acme"}}},
+    })
+    reads = [SOURCES[s](landing, OCT, NOV) for s in ("aws_cur", "focus")]
+    usage, _ = normalize([r.events for r in reads], [r.quarantine for r in reads], catalog)
+    lines = rate_month(usage, catalog, "2026-10").lines.filter(pl.col("customer_id") == "acme")
+    # H100:      CUR p5 43,200 s + Azure ND 57,600 s + GCP 28,800 s = 129,600 s = 36 h x 4.00 = 144.00
+    # A10G:      CUR g5 (Savings Plan) 28,800 s = 8 h x 1.50 = 12.00
+    # A100:      CUR p4d (Reserved Instance) 28,800 s = 8 h x 3.00 = 24.00
+    # A100-80GB: Azure NC24ads 10,800 s = 3 h x 3.50 = 10.50
+    # L4:        GCP 3,600 s = 1 h x 0.80 = 0.80
+    # subtotal 144.00 + 12.00 + 24.00 + 10.50 + 0.80 = 191.30 (the superseded deliveries would add 8 h of H100 etc.)
+    assert sum(Decimal(a) for a in lines["amount"]) == Decimal("191.30")
+    by_charge: dict[str, Decimal] = {}
+    for charge, amount in zip(lines["charge_id"], lines["amount"]):  # H100 shows one line per provider/size
+        by_charge[charge] = by_charge.get(charge, Decimal(0)) + Decimal(amount)
+    assert by_charge == {"gpu-h100": Decimal("144.00"), "gpu-a10g": Decimal("12.00"), "gpu-a100": Decimal("24.00"),
+                         "gpu-a100-80gb": Decimal("10.50"), "gpu-l4": Decimal("0.80")}

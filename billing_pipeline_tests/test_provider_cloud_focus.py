@@ -10,6 +10,7 @@ Fixture: billing_pipeline_tests/data/providers/focus/landing/ (see SOURCES.md th
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from datetime import date
@@ -101,7 +102,7 @@ def test_gcp_machine_type_in_sku_details_bills_by_the_table(tmp_path):
             '2026-10-05 00:00:00,2026-10-05 01:00:00,Usage,VM instance,1,Hours,0.4,Google Cloud,Compute Engine,vm-2,'
             '"{""MachineType"": ""n2-standard-8""}","{""customer"": ""acme""}"']
     (tmp_path / "cloud/focus").mkdir(parents=True)
-    (tmp_path / "cloud/focus/focus_2026-10.csv.gz").write_bytes(__import__("gzip").compress(("\n".join([header, *rows]) + "\n").encode()))
+    (tmp_path / "cloud/focus/focus_2026-10.csv.gz").write_bytes(gzip.compress(("\n".join([header, *rows]) + "\n").encode()))
     read = SOURCES["focus"](tmp_path, OCT, NOV)
     assert read.events["quantity"].to_list() == [3600]  # 1 h x 3600 x 1 L4
     assert read.quarantine.select("reason", "field").rows() == [("not_gpu_sku", "SkuPriceDetails")]  # n2-standard-8

@@ -140,7 +140,7 @@ def _uri_tail(uri: str, depth: int) -> tuple[str, ...]:
     return tuple(parts[-depth:]) if depth else ()
 
 
-def _manifest(base: Path, path: Path, source: str, landing: Path):
+def _manifest(base: Path, path: Path, landing: Path):
     """(group, sort key, named tails or None, problem row or None) for one manifest file."""
     parts = path.relative_to(base).parts
     rel = path.relative_to(landing).as_posix()
@@ -188,9 +188,9 @@ def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, e
 
     newest_manifest: dict[str, tuple] = {}
     for m in manifests:
-        group, key, named, problem = _manifest(base, m, source, landing)
+        group, key, named, problem = _manifest(base, m, landing)
         if problem:
-            idx, first, _ = _period_index(m.relative_to(base).parts[:-1])
+            _, first, _ = _period_index(m.relative_to(base).parts[:-1])
             problems.append(problem | {"day": first or files.LandingFile(m, problem["origin"], None, None).fallback_day()})
         elif group is not None and (group not in newest_manifest or key > newest_manifest[group][0]):
             newest_manifest[group] = (key, named, m)
@@ -210,7 +210,7 @@ def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, e
                 if hit:
                     current_tails.update(e.tail for e in hit)
                 else:
-                    idx, first, _ = _period_index(mpath.relative_to(base).parts[:-1])
+                    _, first, _ = _period_index(mpath.relative_to(base).parts[:-1])
                     problems.append(dict(origin=mpath.relative_to(landing).as_posix(), field="dataFiles",
                                          reason="missing_manifest_file", day=first,
                                          message=f"the export manifest names {uri}, which is not in the landing zone: "

@@ -164,3 +164,24 @@ def test_a_billing_period_outside_the_window_is_not_read(tmp_path, month):
     nxt = date(month.year + month.month // 12, month.month % 12 + 1, 1)
     read = SOURCES["aws_cur"](land(tmp_path), month, nxt)
     assert read.records_read == 0
+
+
+def test_overwrite_mode_a_stale_part_the_manifest_no_longer_names_is_superseded(tmp_path):
+    # "overwrite" delivery: the parts sit directly in the period folder; yesterday's delivery had two
+    # parts, today's has one, so yesterday's -00002 is still lying there. The manifest says which is current.
+    landing = tmp_path / "landing"
+    period = landing / "cloud/aws_cur/cur2-gpu/data/BILLING_PERIOD=2026-10"
+    period.mkdir(parents=True)
+    second = FIXTURE / "cur2-gpu/data/BILLING_PERIOD=2026-10/8f3c2a6e-5b1d-4c7a-9e2f-0a1b2c3d4e5f"
+    (period / "cur2-gpu-00001.csv.gz").write_bytes(gzip.compress((second / "cur2-gpu-00001.csv").read_bytes()))
+    (period / "cur2-gpu-00002.csv.gz").write_bytes(gzip.compress((second / "cur2-gpu-00002.csv").read_bytes()))
+    meta = landing / "cloud/aws_cur/cur2-gpu/metadata/BILLING_PERIOD=2026-10"
+    meta.mkdir(parents=True)
+    (meta / "cur2-gpu-Manifest.json").write_text(json.dumps({
+        "executionId": "0d1e2f3a-4b5c-4d6e-8f7a-9b0c1d2e3f4a", "exportArn": "arn:aws:bcm-data-exports:us-east-1:111122223333:export/cur2-gpu",
+        "columns": [], "additionalOutputFiles": [],
+        "dataFiles": ["s3://acme-billing-exports/cur/cur2-gpu/data/BILLING_PERIOD=2026-10/cur2-gpu-00001.csv.gz"]}))
+    read = SOURCES["aws_cur"](landing, OCT, NOV)
+    assert read.events.filter(pl.col("meter") == "gpu_seconds")["quantity"].sum() == 100_800  # all GPU lines are in part 1
+    stale = read.quarantine.filter(pl.col("origin").str.contains("00002"))
+    assert stale.height == 5 and set(stale["reason"]) == {"superseded_delivery"}  # not read as S3/m5/p6/credit/fee

@@ -73,8 +73,8 @@ def test_lines_that_are_not_billable_usage_are_quarantined_with_reasons(tmp_path
     write_csv(tmp_path, LINES)
     read = SOURCES["aws_cur"](tmp_path, DAY, NEXT)
     assert dict(read.quarantine.select("origin", "reason").rows()) == {
-        "cloud/aws_cur/cur_2026-10.csv:8": "not_billable_usage",
-        "cloud/aws_cur/cur_2026-10.csv:9": "not_billable_usage",
+        "cloud/aws_cur/cur_2026-10.csv:8": "not_gpu_sku",  # m5.large: compute without a GPU
+        "cloud/aws_cur/cur_2026-10.csv:9": "tax_line",
         "cloud/aws_cur/cur_2026-10.csv:10": "negative_quantity",
         "cloud/aws_cur/cur_2026-10.csv:11": "missing_field",
     }

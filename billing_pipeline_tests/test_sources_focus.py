@@ -6,11 +6,10 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 
 from billing_pipeline.sources import SOURCES
 
-SAMPLE = Path("/work/shared/data/external/focus_1.0_sample_1000.csv")
+SAMPLE = Path(__file__).parent / "data/providers/focus/focus_1.0_sample_1000.csv"  # FinOps Foundation, CC BY 4.0
 HEADER = "ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ChargeDescription,ConsumedQuantity,ConsumedUnit,BilledCost,ProviderName,ServiceName,RegionId,ResourceId,SkuPriceId,Tags"
 TAGS = '"{""customer"": ""acme""}"'
 
@@ -27,7 +26,6 @@ def gpu(start="2026-10-05T10:00:00Z", end="2026-10-05T11:00:00Z", cat="Usage", d
     return f"{start},{end},{cat},{desc},{qty},{unit},147.5,AWS,Amazon Elastic Compute Cloud,us-east-1,{res},SKU.1,{TAGS}"
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="real FOCUS sample not present")
 def test_real_sample_g5_rows_become_gpu_seconds(tmp_path):
     (tmp_path / "cloud/focus").mkdir(parents=True)
     shutil.copy(SAMPLE, tmp_path / "cloud/focus" / SAMPLE.name)
@@ -41,7 +39,12 @@ def test_real_sample_g5_rows_become_gpu_seconds(tmp_path):
     assert set(ev["provider"]) == {"aws"} and ev["account_key"][0].startswith('tags:{"application":')
     assert Decimal("1.624") in set(ev["reported_cost"])
     assert r.records_read == 1000 == ev.height + r.quarantine.height
-    assert set(r.quarantine["reason"]) == {"not_gpu_usage", "unknown_instance_type"}  # g3.4xlarge is not priced
+    # each row says which rule rejected it: 966 other services, 21 VM sizes without a GPU (m5.large,
+    # Azure D11 v2), 3 non-usage charges, and 2 g3.4xlarge rows: a GPU size not in the table is money at risk
+    assert dict(r.quarantine.group_by("reason").len().rows()) == {
+        "not_gpu_service": 966, "not_gpu_sku": 21, "not_usage_charge": 3, "unknown_gpu_sku": 2}
+    assert set(r.quarantine.filter(reason="unknown_gpu_sku")["kind"]) == {"money_at_risk"}
+    assert set(r.quarantine.filter(reason="not_gpu_sku")["kind"]) == {"not_billable"}
 
 
 def test_gpu_seconds_exact_and_non_usage_rows_reported(tmp_path):
@@ -63,8 +66,8 @@ def test_gpu_seconds_exact_and_non_usage_rows_reported(tmp_path):
     assert json.loads(r.events["dimensions"][0]) == {"gpu_type": "H100", "instance_type": "p5.48xlarge", "region": "us-east-1"}
     assert r.events["account_key"][0] == 'tags:{"customer":"acme"}'
     q = {o.rsplit(":", 1)[1]: (reason, field) for o, reason, field in r.quarantine.select("origin", "reason", "field").rows()}
-    assert q == {"3": ("not_gpu_usage", "ChargeCategory"), "4": ("not_gpu_usage", "ServiceName"),
-                 "5": ("bad_number", "ConsumedQuantity"), "6": ("unknown_instance_type", "instance_type"),
+    assert q == {"3": ("not_usage_charge", "ChargeCategory"), "4": ("not_gpu_service", "ServiceName"),
+                 "5": ("bad_number", "ConsumedQuantity"), "6": ("unknown_gpu_sku", "ChargeDescription"),
                  "7": ("negative_quantity", "ConsumedQuantity"), "8": ("bad_timestamp", "ChargePeriodStart")}
     assert r.quarantine.filter(reason="bad_timestamp")["day"][0] == date(2026, 10, 1)
     assert r.records_read == 8

@@ -1,25 +1,39 @@
-"""AWS Cost and Usage Report 2.0 (``landing/cloud/aws_cur/*.csv|*.parquet``, snake_case columns).
+"""AWS Cost and Usage Report 2.0 (``landing/cloud/aws_cur/``, snake_case columns, CSV, gzip CSV or Parquet).
+
+Which files: ``cloud_deliveries.select`` keeps one delivery per export and billing period (the CUR 2.0
+manifest's ``dataFiles`` when present, else the newest delivery); rows of superseded deliveries are
+quarantined as ``superseded_delivery``, because ``identity_line_item_id`` changes between
+deliveries and cannot deduplicate them.
 
 Two kinds of line are usage we bill:
 
 - GPU instance time (EC2 ``BoxUsage:p5.48xlarge``, SageMaker ``ml.g5.xlarge``): gpu_seconds =
-  ``line_item_usage_amount`` hours x 3600 x GPUs per instance (the FOCUS reader's table), in
-  Decimal, rounded half up to whole seconds.
+  ``line_item_usage_amount`` hours x 3600 x GPUs per instance (``gpu_skus``), in Decimal, rounded
+  half up to whole seconds.
 - Bedrock tokens: CUR has ONE LINE PER TOKEN TYPE (``*-input-tokens``, ``*-output-tokens``,
   ``*-cache-read-input-token-count``, ``*-cache-write-input-token-count``); each becomes its own
   meter, so cache traffic is never lost by summing input + output. A ``pricing_unit`` of 1K/1M
   tokens is scaled to tokens.
 
-Usage lines are ``Usage``, ``DiscountedUsage`` and ``SavingsPlanCoveredUsage``; everything else
-(Tax, Credit, Fee, RIFee, SavingsPlanNegation, non-GPU services) is quarantined as
-``not_billable_usage`` so the export stays fully accounted for. Attribution is by resource tags:
-the ``resource_tags`` map (Parquet map or JSON text) or ``resource_tags_user_*`` columns; the
-``user:``/``user_`` prefix is dropped so catalog tags read ``{customer: acme}``.
-``line_item_unblended_cost`` is kept as reported_cost.
+Every other line is quarantined with the rule that rejected it: ``savings_plan_negation``,
+``tax_line``, ``not_usage_charge`` (Credit, Refund, Fee, RIFee, SavingsPlanRecurringFee, ...) by
+``line_item_line_item_type``; ``not_gpu_service`` (S3, ...) by ``line_item_product_code``;
+``not_gpu_sku`` (m5.large) and ``unknown_gpu_sku`` (a GPU-looking type not in the table: money at
+risk) by ``product_instance_type``; ``not_instance_time`` for a GPU instance's EBS or data-transfer
+line. Usage lines are ``Usage``, ``DiscountedUsage`` and ``SavingsPlanCoveredUsage``.
+
+reported_cost is what the line really cost us: ``savings_plan_savings_plan_effective_cost`` for
+SavingsPlanCoveredUsage, ``reservation_effective_cost`` for DiscountedUsage (the unblended cost of
+those lines is the on-demand price, which would make margins falsely negative), else
+``line_item_unblended_cost``; an export without the effective-cost column falls back to unblended.
+Attribution is by resource tags: the ``resource_tags`` map (Parquet map or JSON text) or
+``resource_tags_user_*`` columns; the ``user:``/``user_`` prefix is dropped so catalog tags read
+``{customer: acme}``. Rejected rows carry the same ``tags:{...}`` account key when the tags parse.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import date
 from pathlib import Path
@@ -27,8 +41,8 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline import schema
-from billing_pipeline.sources import files
-from billing_pipeline.sources.focus import GPU_INSTANCES, _map_unique
+from billing_pipeline.sources import cloud_deliveries, files, gpu_skus
+from billing_pipeline.sources.focus import _map_unique
 
 SOURCE = "aws_cur"
 FOLDER = "cloud/aws_cur"
@@ -39,6 +53,7 @@ METERS = [
     files.Meter("m_write", "cache_write_tokens"),
     files.Meter("m_output", "output_tokens"),
 ]
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
 USAGE_TYPES = ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage")
 # usage-type suffix -> meter column; cache suffixes first, they also end in "input-token-count"
 _BEDROCK_SUFFIXES = (
@@ -74,7 +89,8 @@ def _to_text(df: pl.DataFrame) -> pl.DataFrame:
 def _read_table(f: files.LandingFile) -> pl.DataFrame:
     if f.path.name.lower().endswith(".parquet"):
         return _to_text(pl.read_parquet(f.path))
-    return pl.read_csv(f.path, infer_schema=False, null_values=[""], encoding="utf8")
+    data = cloud_deliveries.read_text_bytes(f.path)
+    return pl.read_csv(io.BytesIO(data), infer_schema=False, null_values=[""], encoding="utf8")
 
 
 def _canonical_tags(text: str | None) -> str | None:
@@ -103,12 +119,21 @@ def _token_factor(unit: pl.Expr) -> pl.Expr:
             .when(unit.str.contains(r"1k|thousand|k tokens")).then(1000).otherwise(1))
 
 
-def _read_file(f: files.LandingFile, start: date, end: date):
+def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
+    return files.rejected_to_quarantine(SOURCE, rejected.with_columns(kind=schema.quarantine_kind_expr()))
+
+
+def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str | None = None):
     try:
         df = _read_table(f)
     except Exception as exc:  # noqa: BLE001 - any unreadable export is one quarantine row
-        q = files.unreadable(SOURCE, f, f"not a readable CUR 2.0 export: {exc}"[:500])
-        return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
+        if superseded_by:
+            q = files.unreadable(SOURCE, f, f"superseded by {superseded_by} (and not readable: {exc})"[:500])
+            q = q.with_columns(reason=pl.lit("superseded_delivery"))
+        else:
+            q = files.unreadable(SOURCE, f, f"not a readable CUR 2.0 export: {exc}"[:500])
+        return None, q.with_columns(kind=schema.quarantine_kind_expr()).filter(
+            pl.col("day").is_between(start, end, closed="left"))
     cols = df.columns
     get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
     tag_cols = [c for c in cols if c.startswith(_TAG_PREFIX)]
@@ -125,13 +150,18 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     token_col = pl.lit(None, pl.String)
     for suffix, column in reversed(_BEDROCK_SUFFIXES):
         token_col = pl.when(usage_type.str.to_lowercase().str.ends_with(suffix)).then(pl.lit(column)).otherwise(token_col)
+    line_type = get("line_item_line_item_type")
+    # the cost of the line to us: effective cost under a Savings Plan or a Reserved Instance
+    cost_field = (pl.when(line_type == "SavingsPlanCoveredUsage").then(pl.lit("savings_plan_savings_plan_effective_cost"))
+                  .when(line_type == "DiscountedUsage").then(pl.lit("reservation_effective_cost"))
+                  .otherwise(pl.lit("line_item_unblended_cost")))
+    cost_text = (pl.when(line_type == "SavingsPlanCoveredUsage").then(get("savings_plan_savings_plan_effective_cost"))
+                 .when(line_type == "DiscountedUsage").then(get("reservation_effective_cost")))
     raw = pl.concat_str([pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("") for c in cols], separator=",")
-    table = pl.DataFrame({"instance_type": list(GPU_INSTANCES), "gpu_type": [v[0] for v in GPU_INSTANCES.values()],
-                          "gpus": [v[1] for v in GPU_INSTANCES.values()]})
     df = df.with_row_index("row", offset=1).with_columns(
         origin=pl.lit(f.rel + ":") + pl.col("row").cast(pl.String),
         raw=raw.str.slice(0, files.RAW_LIMIT),
-        line_type=get("line_item_line_item_type"),
+        line_type=line_type,
         product=product, usage_type=usage_type, instance_type=instance,
         is_bedrock=product.str.to_lowercase().str.contains("bedrock") & token_col.is_not_null(),
         token_col=token_col,
@@ -139,34 +169,52 @@ def _read_file(f: files.LandingFile, start: date, end: date):
         ts=files.parse_utc_expr(get("line_item_usage_start_date"), allow_naive=True),
         end=files.parse_utc_expr(get("line_item_usage_end_date"), allow_naive=True),
         qty_text=get("line_item_usage_amount"),
-        cost_text=get("line_item_unblended_cost"),
+        cost_text=pl.coalesce(cost_text, get("line_item_unblended_cost")),
+        cost_field=pl.when(cost_text.is_not_null()).then(cost_field).otherwise(pl.lit("line_item_unblended_cost")),
         region=pl.coalesce(get("product_region_code"), get("product_region")),
         tags=tags,
         row_id=get("identity_line_item_id"),
         resource_id=get("line_item_resource_id"),
-    ).join(table, on="instance_type", how="left")
+    ).join(gpu_skus.table_frame(), on="instance_type", how="left")
     df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
+    gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())["resource_id"].unique()
     is_hours = pl.col("unit").is_in(["hrs", "hours", "hour"]) | pl.col("usage_type").str.contains("BoxUsage")
     df = df.with_columns(
         qty=pl.col("qty_text").cast(pl.Float64, strict=False),
         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
         factor=pl.when(pl.col("is_bedrock")).then(_token_factor(pl.col("unit")))
         .when(pl.col("gpus").is_not_null() & is_hours).then(pl.col("gpus") * 3600),
+        gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
+        account_key=pl.when(pl.col("tags_json").is_not_null()).then(pl.lit("tags:") + pl.col("tags_json")),
     )
+    gpu_line = ~pl.col("is_bedrock")
+    charge = pl.col("line_type").fill_null("")
     checks = [
-        (~pl.col("line_type").fill_null("").is_in(USAGE_TYPES), "not_billable_usage", "line_item_line_item_type",
-         pl.lit("not a usage line: ") + pl.col("line_type").fill_null("null")),
-        (~pl.col("is_bedrock") & pl.col("gpus").is_null(), "not_billable_usage", "line_item_usage_type",
-         pl.lit("neither GPU instance time nor Bedrock tokens: ") + pl.col("product") + pl.lit(" ") + pl.col("usage_type")),
-        (pl.col("factor").is_null(), "not_billable_usage", "pricing_unit",
+        (pl.lit(superseded_by is not None), "superseded_delivery", "",
+         pl.lit(f"this delivery is replaced by {superseded_by}: a re-delivery restates the whole billing period")),
+        (pl.col("line_type").is_null(), "missing_field", "line_item_line_item_type", "line_item_line_item_type is empty"),
+        (charge == "SavingsPlanNegation", "savings_plan_negation", "line_item_line_item_type",
+         "SavingsPlanNegation: cost bookkeeping for usage billed on its covered line"),
+        (charge == "Tax", "tax_line", "line_item_line_item_type", "Tax line: not usage"),
+        (~charge.is_in(USAGE_TYPES), "not_usage_charge", "line_item_line_item_type",
+         pl.lit("charge type is not usage: ") + charge),
+        (gpu_line & pl.col("instance_type").is_null() & pl.col("gpu_resource"), "not_instance_time", "line_item_usage_type",
+         pl.lit("a GPU instance's line that is not instance time: ") + pl.col("usage_type")),
+        (gpu_line & pl.col("instance_type").is_null(), "not_gpu_service", "line_item_product_code",
+         pl.lit("service is neither GPU compute nor Bedrock tokens: ") + pl.col("product") + pl.lit(" ") + pl.col("usage_type")),
+        (gpu_line & pl.col("gpus").is_null() & ~gpu_skus.is_gpu_looking(pl.col("instance_type")), "not_gpu_sku",
+         "product_instance_type", pl.lit("instance type has no GPU: ") + pl.col("instance_type")),
+        (gpu_line & pl.col("gpus").is_null(), "unknown_gpu_sku", "product_instance_type",
+         pl.lit("GPU-looking instance type not in the GPU table (gpu_skus.py): ") + pl.col("instance_type")),
+        (pl.col("factor").is_null(), "not_instance_time", "pricing_unit",
          pl.lit("GPU instance line not in hours: ") + pl.col("unit")),
         (pl.col("qty_text").is_null(), "missing_field", "line_item_usage_amount", "line_item_usage_amount is empty"),
         (pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(), "bad_number",
          "line_item_usage_amount", pl.lit("line_item_usage_amount is not a finite number: ") + pl.col("qty_text")),
         (pl.col("qty") < 0, "negative_quantity", "line_item_usage_amount",
          pl.lit("line_item_usage_amount is negative: ") + pl.col("qty_text")),
-        (pl.col("cost_text").is_not_null() & pl.col("cost").is_null(), "bad_number", "line_item_unblended_cost",
-         pl.lit("line_item_unblended_cost is not a decimal number: ") + pl.col("cost_text")),
+        (pl.col("cost_text").is_not_null() & pl.col("cost").is_null(), "bad_number", pl.col("cost_field"),
+         pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text")),
         (pl.col("tags_json").is_null(), "missing_field", "resource_tags", "resource_tags is not a map, so the line cannot be attributed"),
         (pl.col("end").is_null(), "bad_timestamp", "line_item_usage_end_date", "line_item_usage_end_date is missing or unparseable"),
     ]
@@ -181,7 +229,6 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     ).with_columns(
         natural_key=pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in
                                    ("ts", "row_id", "resource_id", "usage_type", "line_type")], separator="\x1f"),
-        account_key=pl.lit("tags:") + pl.col("tags_json"),
         provider=pl.when(pl.col("is_bedrock")).then(pl.lit("aws_bedrock")).otherwise(pl.lit("aws")),
         model=pl.when(pl.col("is_bedrock")).then(bedrock_model).otherwise(pl.lit("")),
         start=pl.col("ts"),
@@ -189,7 +236,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     )
     accepted = _map_unique(accepted, ["gpu_type", "instance_type", "region", "usage_type", "is_bedrock"],
                            _dimensions, "dimensions", pl.String)
-    return files.build_events(accepted, SOURCE, METERS, "gpu_seconds"), files.rejected_to_quarantine(SOURCE, rejected)
+    return files.build_events(accepted, SOURCE, METERS, "gpu_seconds"), _quarantine(rejected)
 
 
 def _dimensions(gpu_type, instance_type, region, usage_type, is_bedrock) -> str:
@@ -198,10 +245,12 @@ def _dimensions(gpu_type, instance_type, region, usage_type, is_bedrock) -> str:
 
 
 def read(landing: Path, start: date, end: date):
-    """GPU-seconds and Bedrock tokens from every CUR line whose partition day is in [start, end)."""
-    events, quarantine = [], []
-    for f in files.list_files(landing, FOLDER, (".csv", ".parquet", ".csv.gz"), start, end):
-        ev, q = _read_file(f, start, end)
+    """GPU-seconds and Bedrock tokens from the current delivery of every CUR export and billing
+    period, for the lines whose partition day is in [start, end)."""
+    selected, problems = cloud_deliveries.select(landing, FOLDER, SUFFIXES, start, end, SOURCE)
+    events, quarantine = [], [problems.with_columns(kind=schema.quarantine_kind_expr())]
+    for d in selected:
+        ev, q = _read_file(d.file, start, end, d.superseded_by)
         if ev is not None:
             events.append(ev)
         quarantine.append(q)

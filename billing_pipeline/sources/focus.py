@@ -1,13 +1,30 @@
-"""FOCUS 1.0-1.2 cloud billing exports (``landing/cloud/focus/*.csv|*.parquet``) -> GPU-seconds.
+"""FOCUS 1.0-1.2 cloud billing exports (``landing/cloud/focus/``, CSV, gzip CSV or Parquet) -> GPU-seconds.
 
-Only GPU instance time is usage we bill: the instance type is found (regex) in SkuPriceDetails,
-ChargeDescription, ResourceId or any ``x_`` column and looked up in ``GPU_INSTANCES``.
-gpu_seconds = ConsumedQuantity (Hours -> x3600, Seconds -> x1) x GPUs per instance, computed in
-Decimal and rounded half up to whole seconds. Everything else (other services, Tax, Credit,
-Purchase, non-Usage charges for GPU instances) is quarantined as ``not_gpu_usage`` so the full
-export stays accounted for. Columns are read as text first (``NULL`` and "" are null) and parsed
-with polars expressions; timestamps may be ``2024-09-18 22:00:00`` (UTC) or ISO with T/Z.
-Rows are "undated" unless the file name has a YYYY-MM-DD: a row's day is its ChargePeriodStart.
+Which files: ``cloud_deliveries.select`` keeps one delivery per export and billing period (the AWS
+Data Exports manifest or the Azure run manifest when present, else the newest delivery); rows of
+superseded deliveries are quarantined as ``superseded_delivery``.
+
+Only GPU instance time is usage we bill, for AWS, Azure, GCP and OCI alike. The VM size is looked
+for in the columns each cloud fills: ``x_SkuDetails`` (Azure: ``"ServiceType":"Standard_ND96isr_H100_v5"``),
+``SkuPriceDetails``, ``SkuMeter``/``x_SkuMeterName`` (Azure ``ND96isr H100 v5``), ``ChargeDescription``
+(AWS ``... g5.4xlarge Instance Hour``), ``ResourceId``, ``ResourceName`` and any other ``x_`` column,
+and looked up in ``gpu_skus`` (GPUs per size, cited per family). gpu_seconds = ConsumedQuantity
+(Hours -> x3600, Seconds -> x1) x GPUs per instance, in Decimal, rounded half up to whole seconds.
+A quantity already counted per GPU (``ConsumedUnit`` naming GPUs, as OCI does, or GCP's
+``Nvidia H100 80GB GPU`` SKU, whose usage is GPU-hours) is x1: GCP bills a GPU VM as separate core,
+RAM and GPU SKUs, so its core and RAM lines are ``not_instance_time`` and only the GPU line bills
+(a GCP row that names a GPU machine type in hours and is not a core/RAM line bills by the table).
+
+Every other row is quarantined with the rule that rejected it: ``tax_line`` and
+``not_usage_charge`` by ChargeCategory; ``not_gpu_service`` by ServiceName; ``not_gpu_sku`` (a VM
+size without GPU) and ``unknown_gpu_sku`` (GPU-looking but not in the table: money at risk) naming
+the column the size came from; ``not_instance_time`` for a GPU VM's disk or network line or a unit
+that is not time. reported_cost is EffectiveCost on rows a commitment discount covers
+(CommitmentDiscountId set or PricingCategory ``Committed``: BilledCost is 0 or on-demand there) and
+BilledCost otherwise. Columns are read as text first (``NULL`` and "" are null); timestamps may be
+``2024-09-18 22:00:00`` (UTC) or ISO with T/Z. A UTF-8 BOM, CRLF and gzip are read; a truncated
+gzip is an unreadable file. Rows are "undated" unless the file name has a YYYY-MM-DD: a row's day
+is its ChargePeriodStart.
 """
 
 from __future__ import annotations
@@ -21,28 +38,16 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline import schema
-from billing_pipeline.sources import files
+from billing_pipeline.sources import cloud_deliveries, files, gpu_skus
 
 SOURCE = "focus"
 FOLDER = "cloud/focus"
 METERS = [files.Meter("m_gpu", "gpu_seconds")]
 
-_SIZES_1 = ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")
-GPU_INSTANCES: dict[str, tuple[str, int]] = {
-    "p4d.24xlarge": ("A100", 8),
-    "p4de.24xlarge": ("A100-80GB", 8),
-    "p5.48xlarge": ("H100", 8),
-    "p5e.48xlarge": ("H200", 8),
-    "p5en.48xlarge": ("H200", 8),
-}
-for _family, _gpu in (("g5", "A10G"), ("g6", "L4"), ("g6e", "L40S")):
-    GPU_INSTANCES |= {f"{_family}.{s}": (_gpu, 1) for s in _SIZES_1}
-    GPU_INSTANCES |= {f"{_family}.12xlarge": (_gpu, 4), f"{_family}.24xlarge": (_gpu, 4), f"{_family}.48xlarge": (_gpu, 8)}
-
-# AWS-style instance type; GPU families start with p or g (g5g, g4dn, p3, ... are GPU but unpriced).
-_INSTANCE_RE = r"\b([a-z][a-z0-9-]*\d[a-z0-9-]*\.(?:\d*x?large|metal(?:-\d+xl)?|medium|small|micro|nano))\b"
-_GPU_FAMILY_RE = r"^(?:p\d|g\d|gr\d)"
-_PROVIDERS = {"aws": "aws", "amazon web services": "aws", "microsoft": "azure", "azure": "azure",
+GPU_INSTANCES = gpu_skus.GPU_INSTANCES  # kept importable: the table now lives in gpu_skus.py
+SUFFIXES = (".csv", ".csv.gz", ".parquet")
+_PROVIDERS = {"aws": "aws", "amazon web services": "aws", "microsoft": "azure", "azure": "azure", "microsoft azure": "azure",
+              "google cloud platform": "gcp", "oracle cloud infrastructure": "oracle", "oci": "oracle",
               "google cloud": "gcp", "gcp": "gcp", "google": "gcp", "oracle": "oracle"}
 _HOURS = ("hours", "hour", "hrs", "hr", "h")
 _SECONDS = ("seconds", "second", "secs", "sec", "s")
@@ -60,10 +65,11 @@ def _read_table(f: files.LandingFile) -> pl.DataFrame:
                 col = col.struct.json_encode() if isinstance(dtype, pl.Struct) else col.cast(pl.List(pl.String)).list.join(",")
             out.append(col.cast(pl.String).alias(name))
         return df.select(out)
+    data = cloud_deliveries.read_text_bytes(f.path)
     try:
-        df = pl.read_csv(f.path, infer_schema=False, null_values=["NULL", ""], encoding="utf8")
+        df = pl.read_csv(io.BytesIO(data), infer_schema=False, null_values=["NULL", ""], encoding="utf8")
     except pl.exceptions.ComputeError:
-        return _read_csv_row_by_row(f.path.read_bytes())
+        return _read_csv_row_by_row(data)
     dup = [c for c in df.columns if "_duplicated_" in c]
     if dup:  # two columns of one name: which one bills is ambiguous, so no row of the file does
         name = dup[0].split("_duplicated_")[0]
@@ -124,61 +130,124 @@ def _map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> p
     return frame.join(uniq, on=cols, how="left", nulls_equal=True)
 
 
-def _read_file(f: files.LandingFile, start: date, end: date):
+def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
+    return files.rejected_to_quarantine(SOURCE, rejected.with_columns(kind=schema.quarantine_kind_expr()))
+
+
+def _size_columns(cols: list[str]) -> list[tuple[str, pl.Expr]]:
+    """(column name, VM size found in it) in the order the clouds are most precise."""
+    named = ["x_SkuDetails", "SkuPriceDetails", "SkuMeter", "x_SkuMeterName", "ChargeDescription",
+             "ResourceId", "ResourceName", "x_SkuDescription"]
+    named += [c for c in cols if c.startswith("x_") and c not in named]
+    out = []
+    for c in named:
+        if c not in cols:
+            continue
+        found = gpu_skus.size_expr([pl.col(c)])
+        if c in ("SkuMeter", "x_SkuMeterName"):
+            found = pl.coalesce(found, gpu_skus.azure_meter_size(pl.col(c)))
+        if c == "ChargeDescription":
+            found = pl.coalesce(found, gpu_skus.azure_description_size(pl.col(c)))
+        out.append((c, found))
+    return out
+
+
+def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str | None = None):
     try:
         df = _read_table(f)
     except Exception as exc:  # noqa: BLE001 - any unreadable export is one quarantine row
-        q = files.unreadable(SOURCE, f, f"not a readable FOCUS export: {exc}"[:500])
-        return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
+        if superseded_by:
+            q = files.unreadable(SOURCE, f, f"superseded by {superseded_by} (and not readable: {exc})"[:500])
+            q = q.with_columns(reason=pl.lit("superseded_delivery"))
+        else:
+            q = files.unreadable(SOURCE, f, f"not a readable FOCUS export: {exc}"[:500])
+        return None, q.with_columns(kind=schema.quarantine_kind_expr()).filter(
+            pl.col("day").is_between(start, end, closed="left"))
     for name in ("_reason", "_field", "_message", "_raw"):
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, pl.String).alias(name))
     cols = [c for c in df.columns if c not in ("_reason", "_field", "_message", "_raw")]
-    get = lambda c: pl.col(c) if c in cols else pl.lit(None, pl.String)  # noqa: E731
-    hay = [get(c) for c in ("SkuPriceDetails", "ChargeDescription", "ResourceId")] + [pl.col(c) for c in cols if c.startswith("x_")]
-    instance = pl.coalesce([h.str.to_lowercase().str.extract(_INSTANCE_RE, 1) for h in hay])
+    get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
+    sizes = _size_columns(cols)
+    instance = pl.coalesce([e for _, e in sizes]) if sizes else pl.lit(None, pl.String)
+    size_field = pl.lit(None, pl.String)
+    for name, e in reversed(sizes):
+        size_field = pl.when(e.is_not_null()).then(pl.lit(name)).otherwise(size_field)
+    gpu_text = pl.concat_str([get("ChargeDescription"), get("SkuMeter"), get("x_SkuMeterName"), get("x_SkuDescription")],
+                             separator=" ", ignore_nulls=True)
     raw = pl.concat_str([pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("NULL") for c in cols], separator=",")
+    committed = get("CommitmentDiscountId").is_not_null() | (get("PricingCategory").fill_null("") == "Committed")
     df = df.with_row_index("row", offset=1).with_columns(
         origin=pl.lit(f.rel + ":") + pl.col("row").cast(pl.String),
         raw=pl.coalesce(pl.col("_raw"), raw).str.slice(0, files.RAW_LIMIT),
         instance_type=instance,
+        size_field=size_field,
+        gpu_mention=gpu_text.str.contains(r"(?i)\bgpus?\b").fill_null(False),
+        gpu_desc=pl.when(gpu_text.str.contains(r"(?i)\bgpus?\b")).then(gpu_skus.gpu_model_from_text(gpu_text)),
         ts=files.parse_utc_expr(get("ChargePeriodStart"), allow_naive=True),
         end=files.parse_utc_expr(get("ChargePeriodEnd"), allow_naive=True),
-        category=get("ChargeCategory").str.strip_chars(),
-        unit=get("ConsumedUnit").str.strip_chars().str.to_lowercase(),
-        qty_text=get("ConsumedQuantity").str.strip_chars(),
-        cost_text=get("BilledCost").str.strip_chars(),
-        provider=get("ProviderName").str.strip_chars().str.to_lowercase().replace(_PROVIDERS),
+        category=get("ChargeCategory"),
+        unit=get("ConsumedUnit").str.to_lowercase(),
+        qty_text=get("ConsumedQuantity"),
+        cost_text=pl.when(committed).then(get("EffectiveCost")).otherwise(get("BilledCost")),
+        cost_field=pl.when(committed).then(pl.lit("EffectiveCost")).otherwise(pl.lit("BilledCost")),
+        provider=get("ProviderName").str.to_lowercase().replace(_PROVIDERS),
         region=get("RegionId"),
         tags=get("Tags"),
         row_id=get("Id"),
         resource_id=get("ResourceId"),
         sku_price_id=get("SkuPriceId"),
+        service=pl.coalesce(get("ServiceName"), pl.lit("unknown service")),
     )
-    table = pl.DataFrame({"instance_type": list(GPU_INSTANCES), "gpu_type": [v[0] for v in GPU_INSTANCES.values()],
-                          "gpus": [v[1] for v in GPU_INSTANCES.values()]})
-    df = df.join(table, on="instance_type", how="left")
+    df = df.join(gpu_skus.table_frame().rename({"gpu_type": "table_gpu_type", "gpus": "table_gpus"}),
+                 on="instance_type", how="left")
     df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
-    factor = pl.when(pl.col("unit").is_in(_HOURS)).then(3600).when(pl.col("unit").is_in(_SECONDS)).then(1) * pl.col("gpus")
-    df = df.with_columns(factor=factor, qty=pl.col("qty_text").cast(pl.Float64, strict=False),
-                         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False))
-    gpu_like = pl.col("instance_type").str.contains(_GPU_FAMILY_RE).fill_null(False)
+    # a quantity already counted per GPU: a GPU unit (OCI "GPU Hours"), or GCP's per-GPU SKU line
+    per_gpu = (pl.col("unit").str.contains("gpu").fill_null(False)
+               | (pl.col("gpu_desc").is_not_null() & (pl.col("provider") == "gcp")))
+    df = df.with_columns(
+        per_gpu=per_gpu,
+        gpu_type=pl.coalesce(pl.col("table_gpu_type"), pl.when(per_gpu).then(pl.col("gpu_desc"))),
+        gpus=pl.when(per_gpu & (pl.col("table_gpus").is_not_null() | pl.col("gpu_desc").is_not_null()))
+        .then(pl.lit(1, pl.Int64)).otherwise(pl.col("table_gpus")),
+    )
+    gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())["resource_id"].unique()
+    factor = pl.when(pl.col("unit").is_in(_HOURS)).then(3600).when(pl.col("unit").is_in(_SECONDS)).then(1)
+    factor = pl.when(pl.col("per_gpu") & pl.col("unit").str.contains(r"hour|hrs").fill_null(False)).then(3600).otherwise(factor)
+    df = df.with_columns(factor=factor * pl.col("gpus"), qty=pl.col("qty_text").cast(pl.Float64, strict=False),
+                         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
+                         gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
+                         account_key=pl.when(pl.col("tags_json").is_not_null()).then(pl.lit("tags:") + pl.col("tags_json")))
+    category = pl.col("category").fill_null("")
+    no_size = pl.col("instance_type").is_null() & ~pl.col("gpu_mention")
     checks = [
         (pl.col("_reason").is_not_null(), pl.col("_reason"), pl.col("_field"), pl.col("_message")),
-        (pl.col("instance_type").is_null() | (~gpu_like & pl.col("gpus").is_null()), "not_gpu_usage", "ServiceName",
-         pl.lit("not GPU compute: ") + pl.coalesce(get("ServiceName"), pl.col("category"), pl.lit("unknown service"))),
-        (pl.col("gpus").is_null(), "unknown_instance_type", "instance_type",
-         pl.lit("GPU instance type not in the GPU table: ") + pl.col("instance_type")),
-        (pl.col("category").fill_null("") != "Usage", "not_gpu_usage", "ChargeCategory",
-         pl.lit("GPU instance charge that is not usage: ") + pl.col("category").fill_null("null")),
+        (pl.lit(superseded_by is not None), "superseded_delivery", "",
+         pl.lit(f"this delivery is replaced by {superseded_by}: a re-delivery restates the whole billing period")),
+        (pl.col("category").is_null(), "missing_field", "ChargeCategory", "ChargeCategory is empty"),
+        (category == "Tax", "tax_line", "ChargeCategory", "ChargeCategory Tax: not usage"),
+        (category != "Usage", "not_usage_charge", "ChargeCategory", pl.lit("ChargeCategory is not Usage: ") + category),
+        (no_size & pl.col("gpu_resource"), "not_instance_time", "ServiceName",
+         pl.lit("a GPU VM's line that is not instance time: ") + pl.col("service")),
+        (no_size, "not_gpu_service", "ServiceName", pl.lit("not GPU compute: ") + pl.col("service")),
+        (pl.col("gpus").is_null() & pl.col("instance_type").is_not_null() & ~pl.col("gpu_mention")
+         & ~gpu_skus.is_gpu_looking(pl.col("instance_type")), "not_gpu_sku",
+         pl.col("size_field"), pl.lit("VM size has no GPU: ") + pl.col("instance_type")),
+        (pl.col("gpus").is_null(), "unknown_gpu_sku", pl.coalesce(pl.col("size_field"), pl.lit("ChargeDescription")),
+         pl.lit("GPU-looking SKU not in the GPU table (gpu_skus.py): ")
+         + pl.coalesce(pl.col("instance_type"), get("ChargeDescription"), get("SkuId"), pl.lit("?"))),
+        (~pl.col("per_gpu") & (pl.col("provider") == "gcp") & pl.col("gpus").is_not_null()
+         & get("ChargeDescription").str.contains(r"(?i)\b(?:core|ram|memory|vcpu|cpu)\b").fill_null(False), "not_instance_time",
+         "ChargeDescription", pl.lit("GCP GPU VM component billed on its own SKU (the GPU SKU line carries the GPU time): ")
+         + pl.coalesce(get("ChargeDescription"), pl.lit(""))),
         (pl.col("qty_text").is_null(), "missing_field", "ConsumedQuantity", "ConsumedQuantity is empty"),
         (pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(), "bad_number", "ConsumedQuantity",
          pl.lit("ConsumedQuantity is not a finite number: ") + pl.col("qty_text")),
         (pl.col("qty") < 0, "negative_quantity", "ConsumedQuantity", pl.lit("ConsumedQuantity is negative: ") + pl.col("qty_text")),
-        (pl.col("factor").is_null(), "not_gpu_usage", "ConsumedUnit",
+        (pl.col("factor").is_null(), "not_instance_time", "ConsumedUnit",
          pl.lit("ConsumedUnit is not instance time: ") + pl.col("unit").fill_null("null")),
-        (pl.col("cost_text").is_not_null() & pl.col("cost").is_null(), "bad_number", "BilledCost",
-         pl.lit("BilledCost is not a decimal number: ") + pl.col("cost_text")),
+        (pl.col("cost_text").is_not_null() & pl.col("cost").is_null(), "bad_number", pl.col("cost_field"),
+         pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text")),
         (pl.col("tags_json").is_null(), "missing_field", "Tags", "Tags is not a JSON object, so the row cannot be attributed"),
         (pl.col("end").is_null(), "bad_timestamp", "ChargePeriodEnd", "ChargePeriodEnd is missing or unparseable"),
     ]
@@ -190,7 +259,6 @@ def _read_file(f: files.LandingFile, start: date, end: date):
             [pl.col(c).cast(pl.String).fill_null("") for c in ("ts", "resource_id", "sku_price_id", "category", "row_id")],
             separator="\x1f",
         ),
-        account_key=pl.lit("tags:") + pl.col("tags_json"),
         model=pl.lit(""),
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
@@ -198,14 +266,16 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     accepted = _map_unique(accepted, ["gpu_type", "instance_type", "region"],
                            lambda g, i, r: schema.canonical_json({k: v for k, v in {"gpu_type": g, "instance_type": i, "region": r}.items() if v}),
                            "dimensions", pl.String)
-    return files.build_events(accepted, SOURCE, METERS, "gpu_seconds"), files.rejected_to_quarantine(SOURCE, rejected)
+    return files.build_events(accepted, SOURCE, METERS, "gpu_seconds"), _quarantine(rejected)
 
 
 def read(landing: Path, start: date, end: date):
-    """GPU-seconds from every FOCUS row whose partition day is in [start, end)."""
-    events, quarantine = [], []
-    for f in files.list_files(landing, FOLDER, (".csv", ".parquet"), start, end):
-        ev, q = _read_file(f, start, end)
+    """GPU-seconds from the current delivery of every FOCUS export and billing period, for the rows
+    whose partition day is in [start, end)."""
+    selected, problems = cloud_deliveries.select(landing, FOLDER, SUFFIXES, start, end, SOURCE)
+    events, quarantine = [], [problems.with_columns(kind=schema.quarantine_kind_expr())]
+    for d in selected:
+        ev, q = _read_file(d.file, start, end, d.superseded_by)
         if ev is not None:
             events.append(ev)
         quarantine.append(q)

@@ -289,3 +289,19 @@ def test_a_count_no_record_can_carry_is_money_at_risk_not_a_wrapped_sum(tmp_path
     assert done.events.height == 0
     [row] = done.quarantine.to_dicts()
     assert (row["reason"], row["field"]) == ("implausible_quantity", "data[0].results[0].input_tokens")
+
+
+def test_a_gateway_line_with_an_impossible_token_count_holds_its_customer_and_bills_the_rest(tmp_path):
+    """Issue 16's overflow: 9223372036854775807 prompt tokens on one line. The line is money at
+    risk for the customer it names; it is never summed into a wrapped, smaller invoice."""
+    from billing_pipeline.sources import gateway_log
+
+    lines = [{"request_id": "r1", "timestamp": "2026-10-03T10:00:00Z", "customer_key": "acme", "provider": "openai",
+              "model": "gpt-4o", "usage": {"prompt_tokens": 9223372036854775807, "completion_tokens": 1}},
+             {"request_id": "r2", "timestamp": "2026-10-03T11:00:00Z", "customer_key": "acme", "provider": "openai",
+              "model": "gpt-4o", "usage": {"prompt_tokens": 1000, "completion_tokens": 10}}]
+    write(tmp_path / "gateway/2026-10-03.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
+    done = gateway_log.read(tmp_path, dt.date(2026, 10, 1), dt.date(2026, 11, 1))
+    [row] = done.quarantine.to_dicts()
+    assert (row["reason"], row["account_key"]) == ("implausible_quantity", "gateway:acme")
+    assert done.events.filter(done.events["meter"] == "input_tokens")["quantity"].to_list() == [1000]

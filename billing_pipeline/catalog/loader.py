@@ -46,8 +46,11 @@ _INNER_PATH = re.compile(r"^([A-Za-z_]\w*(?:\[\d+\])*(?:\.[A-Za-z_]\w*(?:\[\d+\]
 
 
 def _line(source: str, err: dict) -> str:
-    """'catalog.yaml: plans.enterprise.charges[1].tiers[0].up_to: what is wrong'."""
+    """'catalog.yaml: plans.enterprise.charges[1].tiers[0].up_to: what is wrong'. A validator
+    that found several problems reports them one per line: each becomes its own line here."""
     msg = _message(err)
+    if "\n" in msg:
+        return "\n".join(_line(source, {**err, "msg": part}) for part in msg.split("\n"))
     if not err["loc"]:
         return f"{source}: {msg}"
     path = _path(err["loc"])

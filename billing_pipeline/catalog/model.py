@@ -431,21 +431,21 @@ class Catalog(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Catalog:
+        """Every unknown plan and every key claimed twice, not only the first: one line each."""
         seen_keys: dict[str, str] = {}
+        problems = []
         for cid, customer in self.customers.items():
             for i, sub in enumerate(customer.subscriptions):
                 if sub.plan not in self.plans:
-                    raise ValueError(
-                        f"customers.{cid}.subscriptions[{i}].plan: unknown plan {sub.plan!r}; "
-                        f"plans are: {', '.join(sorted(self.plans))}"
-                    )
+                    problems.append(f"customers.{cid}.subscriptions[{i}].plan: unknown plan {sub.plan!r}; "
+                                    f"plans are: {', '.join(sorted(self.plans))}")
             for key in customer.keys:
                 if key in seen_keys and seen_keys[key] != cid:
-                    raise ValueError(
-                        f"customers.{cid}.keys: key {key!r} is already attributed to "
-                        f"{seen_keys[key]!r}"
-                    )
-                seen_keys[key] = cid
+                    problems.append(f"customers.{cid}.keys: key {key!r} is already attributed to "
+                                    f"{seen_keys[key]!r}")
+                seen_keys.setdefault(key, cid)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
     def plan_for(self, customer_id: str, day: dt.date) -> str | None:

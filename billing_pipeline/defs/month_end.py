@@ -16,7 +16,8 @@ from billing_pipeline.defs.rendering import (
 )
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing import holds
-from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE
+from billing_pipeline.periods import parse_month
+from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE, QUARANTINE_SCHEMA, conform
 from billing_pipeline.usage import restated_usage
 from billing_pipeline.money import ZERO
 from billing_pipeline.rating import rate_month
@@ -66,6 +67,9 @@ def monthly_usage(context: dg.AssetExecutionContext, usage_events: pl.DataFrame)
         "unrated_usage": dg.AssetOut(description="Attributed usage no charge prices (no active "
                                      "subscription, or a model the plan does not price): reported, not billed.",
                                      group_name="billing", kinds={"polars"}),
+        "rating_at_risk": dg.AssetOut(description="Customers whose month cannot be rated exactly (a quantity "
+                                      "or amount past 64 bits): not billed, held as money at risk by "
+                                      "quarantine_report.", group_name="billing", kinds={"polars"}),
     },
     partitions_def=monthly_partitions,
     check_specs=[dg.AssetCheckSpec(RATED_CHECK, asset="rated_charges", blocking=True,
@@ -95,11 +99,13 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
         context.log.warning(
             f"{fallbacks.height} customer x provider pair(s) billed from the non-authoritative source "
             f"because the authoritative one had no usage this month: see {sources_path}")
-    attributed = monthly_usage.filter(pl.col("customer_id").is_not_null())["quantity"].sum()
+    # Sums in 128 bits: a held customer's usage may not fit 64 (rating.assign).
+    attributed = monthly_usage.filter(pl.col("customer_id").is_not_null())["quantity"].cast(pl.Int128).sum()
     set_aside = sum(split.set_aside_by_source().values())
     usage_lines = lines.filter(pl.col("consideration") == "variable")
     rated_units, included = usage_lines["quantity"].sum(), usage_lines["included_quantity"].sum()
-    accounted = rated_units + included + unrated["quantity"].sum() + set_aside
+    held_units = int(rated.at_risk["quantity"].sum() or 0)
+    accounted = rated_units + included + unrated["quantity"].sum() + set_aside + held_units
     yield dg.Output(lines, output_name="rated_charges", metadata={
         "lines": lines.height,
         "customers": lines["customer_id"].n_unique(),
@@ -112,8 +118,12 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
         "preview": dg.MetadataValue.md(_markdown(unrated)),
         "file": dg.MetadataValue.path(str(unrated_path)),
     })
+    yield dg.Output(rated.at_risk, output_name="rating_at_risk", metadata={
+        "held_customers": ", ".join(sorted(rated.at_risk["customer_id"].unique().to_list())) or "none",
+    })
     yield dg.AssetCheckResult(check_name=RATED_CHECK, asset_key="rated_charges", passed=attributed == accounted,
-                              metadata={"attributed_units": attributed, "accounted_units": accounted,
+                              metadata={"attributed_units": str(attributed), "accounted_units": str(accounted),
+                                        "held_units": str(held_units),
                                         "rated_units": rated_units, "included_units": included,
                                         "unrated_units": unrated["quantity"].sum(),
                                         "set_aside_units": set_aside,
@@ -133,7 +143,8 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
 def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFrame,
                    provider_cost: pl.DataFrame, provider_reported_cost: pl.DataFrame, monthly_usage: pl.DataFrame,
                    usage_quarantine: pl.DataFrame, provider_cost_quarantine: pl.DataFrame,
-                   catalog: CatalogResource, output: OutputFiles, ledger: LedgerResource):
+                   rating_at_risk: pl.DataFrame, catalog: CatalogResource, output: OutputFiles,
+                   ledger: LedgerResource):
     """Revenue against provider cost per customer, provider and model, with flags for negative
     margins, unattributed usage, unpriced models and metering drift (our gateway log against the
     provider's usage report for the customer's keys). Written as reconciliation.csv (+
@@ -149,7 +160,8 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
     table.write_csv(path)
     drift.write_csv(folder / "metering_drift.csv")
     costs_drift.write_csv(folder / "cost_drift.csv")
-    not_billed = pl.concat([usage_quarantine, provider_cost_quarantine], how="vertical_relaxed").filter(
+    not_billed = pl.concat([usage_quarantine, provider_cost_quarantine, rating_quarantine(rating_at_risk, month)],
+                           how="vertical_relaxed").filter(
         pl.col("kind") != KIND_NOT_BILLABLE)
     summary = SummaryRenderer().write(summary_context(table, month, drift, quarantine=not_billed,
                                                       waived=holds.waived(ledger.open(), month)), folder)
@@ -181,6 +193,20 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
 MONEY_AT_RISK_CHECK = "no_money_at_risk"
 
 
+def rating_quarantine(at_risk: pl.DataFrame, month: str) -> pl.DataFrame:
+    """Rating's held customers (quantities or amounts past 64 bits) as quarantine rows: money at
+    risk naming the customer, so their invoice is held rather than drafted smaller."""
+    rows = at_risk.select(
+        pl.lit("rating").alias("source"),
+        pl.concat_str([pl.lit(f"rating:{month}:"), pl.col("customer_id"), pl.lit(":"), pl.col("meter"),
+                       pl.lit(":"), pl.col("model").fill_null("")]).alias("origin"),
+        pl.lit("quantity").alias("field"), pl.col("reason"), pl.lit(KIND_MONEY_AT_RISK).alias("kind"),
+        pl.col("detail").alias("message"), pl.col("quantity").cast(pl.String).alias("raw"),
+        pl.lit(parse_month(month)[0]).alias("day"), pl.lit(None, pl.String).alias("account_key"),
+        pl.col("customer_id"))
+    return conform(rows, QUARANTINE_SCHEMA)
+
+
 @dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars", "csv"},
           deps=["invoice_drafts"],  # the month's last step: its blocking check fails it after every draft
           check_specs=[dg.AssetCheckSpec(
@@ -189,13 +215,15 @@ MONEY_AT_RISK_CHECK = "no_money_at_risk"
               "unreadable or truncated files, missing next pages, bad quantities, unresolved conflicts. "
               "Issuing refuses the customers they name, or the whole month when nobody can be named.")])
 def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.DataFrame,
-                      provider_cost_quarantine: pl.DataFrame, output: OutputFiles, ledger: LedgerResource):
+                      provider_cost_quarantine: pl.DataFrame, rating_at_risk: pl.DataFrame, output: OutputFiles,
+                      ledger: LedgerResource):
     """The month's quarantined records, as quarantine.csv (with their kind: money at risk, not
     billable by design, cost), restated_usage.csv (earlier versions a later export corrected), and
     the money-at-risk records as holds in the ledger, which issuing obeys."""
     month = month_of(context)
     folder = output.month_dir(month)
-    quarantine = pl.concat([usage_quarantine, provider_cost_quarantine], how="vertical_relaxed")
+    quarantine = pl.concat([usage_quarantine, provider_cost_quarantine, rating_quarantine(rating_at_risk, month)],
+                           how="vertical_relaxed")
     path = folder / "quarantine.csv"
     quarantine.write_csv(path)
     restated = restated_usage(quarantine)

@@ -404,6 +404,8 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
             checks.append((~pl.col("local") & value.is_null(), "missing_field", fld, fld + pl.lit(" is missing")))
         checks.append((~pl.col("local") & value.is_not_null() & (as_int.is_null() | pl.col(f"{col}_str")), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
         checks.append((~pl.col("local") & (as_int < 0), "negative_quantity", fld, fld + pl.lit(" is negative: ") + value))
+        checks.append((~pl.col("local") & (as_int > files.MAX_RECORD_QUANTITY), "implausible_quantity", fld,
+                       fld + pl.lit(f" is above the per-record ceiling of {files.MAX_RECORD_QUANTITY:,}: ") + value))
     good = files.apply_checks(good, checks)
     good = _count_texts(good).with_columns(
         pl.col(c).cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS

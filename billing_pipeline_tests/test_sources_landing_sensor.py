@@ -56,3 +56,14 @@ def test_files_map_to_days_like_the_readers_do():
     assert days_for_file("gateway/2026-10-09.jsonl", 0, today) == []  # not a partition yet
     noon = int(dt.datetime(2026, 9, 30, 12, tzinfo=dt.timezone.utc).timestamp() * 1e9)
     assert days_for_file("cloud/focus/export.csv", noon, today) == [dt.date(2026, 9, 30)]
+
+
+def test_a_cloud_redelivery_in_dateless_parts_re_runs_every_day_of_the_period_its_folder_names():
+    """A CUR 2.0 part (``cur2-00001.csv.gz``) or an Azure run names no date: the delivery folder
+    does, and a re-delivery restates the whole billing period."""
+    today = dt.date(2026, 11, 4)
+    october = [dt.date(2026, 10, d) for d in range(1, 32)]
+    cur = "cloud/aws_cur/gpu/data/BILLING_PERIOD=2026-10/20261104T0600Z-ab12/cur2-gpu-00002.csv.gz"
+    assert days_for_file(cur, 0, today) == october
+    azure = "cloud/focus/azure/costs/20261001-20261031/8c3e1a/part_0_0001.csv"
+    assert days_for_file(azure, 0, today) == october

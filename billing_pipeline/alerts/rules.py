@@ -20,6 +20,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.money import ZERO, fmt_money, round_money
 from billing_pipeline.rating import rate_month
+from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.schema import COST_DECIMAL
 
 THRESHOLDS = (50, 75, 90, 100)
@@ -56,7 +57,10 @@ def daily_spend(usage: pl.DataFrame, catalog: Catalog, through: dt.date) -> pl.D
     months = sorted({d.strftime("%Y-%m") for d in usage["day"].unique().to_list()})
     rows: dict[tuple[str, dt.date], Decimal] = {}
     for month in months:
-        lines = rate_month(usage, catalog, month).lines.filter(pl.col("consideration") == "variable")
+        # One source per customer and provider, decided within the month, as on the invoice.
+        of_month = usage.filter(pl.col("day").dt.strftime("%Y-%m") == month)
+        billable = split_billing_source(of_month, catalog).billable
+        lines = rate_month(billable, catalog, month).lines.filter(pl.col("consideration") == "variable")
         for customer, amount, daily in lines.select("customer_id", "amount", "daily").iter_rows():
             days = json.loads(daily)
             total = sum(d["quantity"] for d in days)

@@ -16,6 +16,7 @@ from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LandingZone
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
 from billing_pipeline.schema import KIND_COST, KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
+from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.usage import attribute_quarantine, landing_file_order, normalize
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
@@ -203,8 +204,11 @@ PRICED_CHECK = "every_usage_event_has_a_cost"
 )
 def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource):
     """What we owe providers per day, customer, model and meter: from the price book, or the
-    provider's own reported cost (cloud GPU time) when no price-book entry applies."""
-    costs = compute_provider_cost(usage_events, catalog.load())
+    provider's own reported cost (cloud GPU time) when no price-book entry applies. Traffic that
+    both the gateway log and the provider's report describe is costed once, from the source the
+    catalog bills it from (``billing_source``), so margins compare like with like."""
+    loaded = catalog.load()
+    costs = compute_provider_cost(split_billing_source(usage_events, loaded).billable, loaded)
     total = costs["cost"].sum() if costs.height else 0
     unpriced = costs.filter(pl.col("cost_basis") == "unpriced")
     yield dg.Output(

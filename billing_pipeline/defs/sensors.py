@@ -11,6 +11,7 @@ import calendar
 import datetime as dt
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -35,13 +36,27 @@ def _snapshot(root: Path) -> dict[str, list[int]]:
     return out
 
 
+_RANGE_FOLDER = re.compile(r"(?:^|/)(\d{4})(\d{2})\d{2}-\d{8}(?:/|$)")
+
+
+def _folder_month(rel: str) -> dt.date | None:
+    """The billing period a cloud delivery's folders name: ``BILLING_PERIOD=2026-10/`` (CUR 2.0)
+    or ``20261001-20261031/`` (Azure exports). Its parts (``cur2-00001.csv.gz``) name no date, yet
+    a re-delivery restates the whole month: every day of it is re-ingested."""
+    folders = rel.rsplit("/", 1)[0] if "/" in rel else ""
+    ranged = _RANGE_FOLDER.search(folders)
+    if ranged and 1 <= int(ranged[2]) <= 12:
+        return dt.date(int(ranged[1]), int(ranged[2]), 1)
+    return _name_month(folders) if folders else None
+
+
 def days_for_file(rel: str, mtime_ns: int, today: dt.date) -> list[dt.date]:
     """The daily partitions a landing file can feed (never after ``today``)."""
     name = rel.rsplit("/", 1)[-1]
     day = _name_day(name)
     if day is not None:
         return [day] if day <= today else []
-    month = _name_month(name)
+    month = _name_month(name) or _folder_month(rel)
     if month is not None:
         last = calendar.monthrange(month.year, month.month)[1]
         return [d for d in (month.replace(day=i) for i in range(1, last + 1)) if d <= today]

@@ -30,6 +30,7 @@ from billing_pipeline.invoicing.document import build_documents
 from billing_pipeline.money import ZERO, minor_unit, round_money
 from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month
 from billing_pipeline.rating import rate_month
+from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.schema import USAGE_SCHEMA, conform, event_id_expr
 
 KIND = "month_to_date_statement"
@@ -187,7 +188,8 @@ def build_statements(
     ``usage``: attributed usage (other days and months are ignored); ``credits_used``: what earlier
     months' invoices drew from each credit grant, as for ``build_documents``."""
     month = month_of(day)
-    mtd = month_to_date(usage, day)
+    # The same one source per customer and provider as the invoice (catalog billing_source).
+    mtd = split_billing_source(month_to_date(usage, day), catalog).billable
     rated = rate_month(mtd, catalog, month).lines
     docs = build_documents(rated, catalog, month, credits_used)
     projected = {d["customer_id"]: d for d in build_documents(

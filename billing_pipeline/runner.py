@@ -105,7 +105,7 @@ class MonthEndSummary:
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def validate_inputs(month: str, landing: Path, catalog: Path) -> None:
+def validate_inputs(month: str, landing: Path, catalog: Path, database_url: str | None = None) -> None:
     try:
         parse_month(month)
     except ValueError as exc:
@@ -118,6 +118,13 @@ def validate_inputs(month: str, landing: Path, catalog: Path) -> None:
         load_catalog(catalog)
     except ValueError as exc:  # every problem, one line each (the catalog names file and path)
         raise InputError(str(exc)) from None
+    if database_url is not None:  # before ingestion and rating, not after them
+        from billing_pipeline.invoicing.ledger import Ledger, LedgerError
+
+        try:
+            Ledger.check_url(database_url)
+        except LedgerError as exc:
+            raise InputError(str(exc)) from None
 
 
 def month_end_resources(landing: Path, catalog: Path, out: Path, database_url: str | None = None) -> dict:
@@ -243,7 +250,7 @@ def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_
                   dagster_home: Path | None = None) -> MonthEndSummary:
     """Materialize every asset for ``month`` in-process and summarize what was produced."""
     landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
-    validate_inputs(month, landing, catalog)
+    validate_inputs(month, landing, catalog, database_url)
     out.mkdir(parents=True, exist_ok=True)
     defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
     start, end = parse_month(month)
@@ -290,7 +297,7 @@ def run_backfill(first: dt.date, last: dt.date, landing: Path, catalog: Path, ou
     if last < first:
         raise InputError(f"--to {last} is before --from {first}")
     landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
-    validate_inputs(month_of(first), landing, catalog)
+    validate_inputs(month_of(first), landing, catalog, database_url)
     out.mkdir(parents=True, exist_ok=True)
     defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
     summary = BackfillSummary(first, last)

@@ -305,3 +305,19 @@ def test_a_gateway_line_with_an_impossible_token_count_holds_its_customer_and_bi
     [row] = done.quarantine.to_dicts()
     assert (row["reason"], row["account_key"]) == ("implausible_quantity", "gateway:acme")
     assert done.events.filter(done.events["meter"] == "input_tokens")["quantity"].to_list() == [1000]
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql+pg8000://postgres@127.0.0.1/test", "driver"),
+    ("postgresql://postgres@127.0.0.1:1/test", "cannot connect"),
+    ("mysql://root@127.0.0.1/test", "sqlite and postgresql"),
+    ("not a url", "not a usable ledger URL"),
+])
+def test_a_ledger_url_that_cannot_work_is_refused_before_any_work(month, url, says):
+    """Issue 16 item 9: it used to fail only after ingestion and rating."""
+    landing, catalog, out = month
+    done = cli("run", "--month", MONTH, "--landing", landing, "--catalog", catalog, "--out", out,
+               "--database-url", url)
+    assert done.exit_code == 2
+    assert says in done.output and "Traceback" not in done.output
+    assert not (out / ".dagster").exists()

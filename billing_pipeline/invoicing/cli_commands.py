@@ -34,6 +34,11 @@ def _fail(message: str, code: int = 2) -> None:
 def _ledger(out: Path, database_url: str | None) -> Ledger:
     if database_url is None and not (out / "ledger.db").is_file():
         _fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
+    if database_url is not None:
+        try:
+            Ledger.check_url(database_url)
+        except LedgerError as exc:
+            _fail(str(exc))
     ledger = Ledger(database_url or f"sqlite:///{out.resolve() / 'ledger.db'}")
     ledger.migrate()
     return ledger

@@ -200,6 +200,36 @@ class Ledger:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
 
+    @staticmethod
+    def check_url(url: str) -> None:
+        """Fail fast, before any month-end work, on a ledger URL that cannot be used: an unknown
+        scheme, a driver that is not installed, a server that does not answer. Raises LedgerError
+        with one line a person can act on (the password, if any, is not repeated)."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError) as exc:
+            raise LedgerError(f"--database-url: not a usable ledger URL ({type(exc).__name__}: {exc})") from None
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise LedgerError(f"--database-url: the ledger supports sqlite and postgresql, not {parsed.get_backend_name()}")
+        try:
+            engine = create_engine(parsed)
+        except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+            raise LedgerError(f"--database-url: not a usable ledger URL ({type(exc).__name__}: {exc})") from None
+        except ImportError as exc:
+            raise LedgerError(f"--database-url: the driver for {parsed.drivername!r} is not installed ({exc})") from None
+        try:
+            with engine.connect():
+                pass
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
+            raise LedgerError(f"--database-url: cannot connect to {parsed.render_as_string(hide_password=True)}: "
+                              f"{reason}") from None
+        finally:
+            engine.dispose()
+
     def create_all(self) -> None:
         """Create the current schema directly (throwaway ledgers); real ledgers use migrate()."""
         metadata.create_all(self.engine)

@@ -6,6 +6,7 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
+from billing_pipeline.csv_files import write_csv
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.rendering import (
     INVOICE_TOTALS_CHECK,
@@ -74,7 +75,7 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
     rated = rate_month(monthly_usage, catalog.load(), month)
     lines, unrated = rated.lines, rated.unrated
     unrated_path = output.month_dir(month) / "unrated_usage.csv"
-    unrated.write_csv(unrated_path)
+    write_csv(unrated, unrated_path)
     attributed = monthly_usage.filter(pl.col("customer_id").is_not_null())["quantity"].sum()
     usage_lines = lines.filter(pl.col("consideration") == "variable")
     accounted = usage_lines["quantity"].sum() + usage_lines["included_quantity"].sum() + unrated["quantity"].sum()
@@ -116,9 +117,9 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
     costs_drift = cost_drift(provider_cost, provider_reported_cost if provider_reported_cost.height else None)
     table = reconcile(rated_charges, provider_cost, drift)
     path = folder / "reconciliation.csv"
-    table.write_csv(path)
-    drift.write_csv(folder / "metering_drift.csv")
-    costs_drift.write_csv(folder / "cost_drift.csv")
+    write_csv(table, path)
+    write_csv(drift, folder / "metering_drift.csv")
+    write_csv(costs_drift, folder / "cost_drift.csv")
     summary = SummaryRenderer().write(summary_context(table, month, drift), folder)
     revenue, cost = _decimal_sum(table["revenue"]), _decimal_sum(table["cost"])
     rated = _decimal_sum(rated_charges["amount"])
@@ -150,7 +151,7 @@ def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.Da
                       output: OutputFiles) -> dg.Output[pl.DataFrame]:
     """The month's quarantined records, as quarantine.csv for whoever fixes the exports."""
     path = output.month_dir(month_of(context)) / "quarantine.csv"
-    usage_quarantine.write_csv(path)
+    write_csv(usage_quarantine, path)
     by_reason = usage_quarantine.group_by("reason").len().sort("reason")
     return dg.Output(usage_quarantine, metadata={
         "rows": usage_quarantine.height,

@@ -371,9 +371,11 @@ class Webhook(_Strict):
                 return cls.address_problem(embedded)
         if str(address) in cls.METADATA_ADDRESSES:
             return f"{address} is a cloud metadata address"
-        for label in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
+        for label, words in (("unspecified", "an unspecified"), ("loopback", "a loopback"),
+                             ("link_local", "a link-local"), ("multicast", "a multicast"),
+                             ("private", "a private"), ("reserved", "a reserved")):
             if getattr(address, f"is_{label}"):
-                return f"{address} is a {label.replace('_', '-')} address"
+                return f"{address} is {words} address"
         if not address.is_global:  # shared (100.64/10), documentation, benchmarking ranges
             return f"{address} is not a public address"
         return None

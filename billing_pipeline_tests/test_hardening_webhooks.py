@@ -140,15 +140,20 @@ def test_a_redirect_is_not_followed_and_the_stored_outcome_is_coarse(ledger, tmp
     assert "404" not in row["last_error"] and "redis" not in row["last_error"]
 
 
-def test_an_unsupported_scheme_in_the_outbox_is_refused_once_and_never_retried(ledger, tmp_path):  # noqa: F811
+@pytest.mark.parametrize(("url", "why"), [
+    ("gopher://127.0.0.1:6379/_FLUSHALL", "refused: scheme 'gopher' is not supported: webhooks are https"),
+    ("file:///etc/passwd", "refused: scheme 'file' is not supported: webhooks are https"),
+    ("https://[::1/hook", "refused: not a valid URL (Invalid IPv6 URL)"),
+])
+def test_an_unusable_url_in_the_outbox_is_refused_once_and_never_retried(ledger, tmp_path, url, why):  # noqa: F811
     """A row recorded before the catalog rule (or by hand): refused at send time, for good."""
     evaluate_day(usage(steady()), catalog_with(url="https://hooks.acme.example/billing"), DAY, ledger.engine,
                  tmp_path, now=T0)
     with ledger.engine.begin() as conn:
-        conn.execute(sa.update(alert_outbox).values(url="gopher://127.0.0.1:6379/_FLUSHALL"))
+        conn.execute(sa.update(alert_outbox).values(url=url))
     network = Recorder()
     first = deliver_due(ledger.engine, now=lambda: T0, client=network.client(), resolver=dns(PUBLIC))
-    assert first.refused == {ALERT: "refused: scheme 'gopher' is not supported: webhooks are https"}
+    assert first.refused == {ALERT: why}
     a_day_later = T0 + dt.timedelta(days=1)
     second = deliver_due(ledger.engine, now=lambda: a_day_later, client=network.client(), resolver=dns(PUBLIC))
     assert (second.failed, second.refused, second.delivered) == ({}, {}, [])

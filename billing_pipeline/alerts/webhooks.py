@@ -13,8 +13,8 @@ link-local, private, unique-local, multicast, unspecified, reserved or a cloud m
 nothing is sent. The request then goes to the address we checked (the URL's host stays in the
 ``Host`` header and TLS SNI/certificate check), so a name that re-resolves between the check and
 the connection (DNS rebinding) cannot redirect us. Redirects are never followed: a 3xx is a failed
-attempt. A scheme other than https/http is refused for good (the row becomes ``no_endpoint`` and
-is never retried).
+attempt. A URL whose shape is wrong (a scheme other than https/http, no host, credentials, not a
+URL) is refused for good: the row becomes ``no_endpoint`` and is never retried.
 
 What is stored. ``last_error`` holds a coarse outcome (``refused: ...``, ``unreachable``,
 ``rejected: HTTP 4xx``, ``redirect not followed: HTTP 3xx``), never the exact status or the
@@ -105,12 +105,20 @@ class Target:
 
 def checked_target(url: str, allow_private: bool, resolver: Resolver = resolve) -> Target:
     """The send-time check: the catalog's URL rules, then every resolved address. Raises ``Refused``."""
-    parsed = httpx.URL(url)
-    scheme = parsed.scheme.lower()
     # http was vetted at catalog load (``allow_http`` on the webhook); the outbox keeps only the URL.
-    problem = Webhook.url_problem(url, allow_http=True, allow_private=allow_private)
+    # The shape of the URL (scheme, host, credentials) can never change: refused for good.
+    problem = Webhook.url_problem(url or "", allow_http=True, allow_private=True)
     if problem:
-        raise Refused(f"refused: {problem}", permanent=scheme not in ("http", "https"))
+        raise Refused(f"refused: {problem}", permanent=True)
+    # A literal inner address, like a name resolving to one, is retried (and refused again).
+    problem = None if allow_private else Webhook.url_problem(url, allow_http=True)
+    if problem:
+        raise Refused(f"refused: {problem}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise Refused("refused: not a valid URL", permanent=True) from None
+    scheme = parsed.scheme.lower()
     host = parsed.raw_host.decode("ascii").strip("[]")  # IDNA-encoded; an IPv6 literal unbracketed
     port = parsed.port or (443 if scheme == "https" else 80)
     try:
@@ -184,6 +192,8 @@ def deliver_due(engine: Engine, now: Callable[[], dt.datetime] | None = None,
                 ok, error = False, "unreachable"
             except LookupError as exc:
                 ok, error = False, f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - one row's surprise must not stop the others
+                ok, error = False, f"failed: {type(exc).__name__}"
             if ok:
                 outbox.acknowledge(engine, row["alert_id"], clock())
                 report.delivered.append(row["alert_id"])

@@ -281,19 +281,19 @@ def test_fetch_assets_write_the_day_into_the_landing_zone(api, tmp_path):
 
 class EchoingApi(BaseHTTPRequestHandler):
     """A provider (or a proxy) that echoes the request, admin key included, in its error bodies:
-    ``statuses`` are answered in order. 250 characters of padding put the OpenAI key across the
-    300th character of the body (24 + 250 + 20 = 294 to 321), where a cut-then-redact would
-    keep a prefix of the key."""
+    ``statuses`` are answered in order. The key comes once near the start and once more across
+    the 300th character of the body, where cutting before redacting would keep a prefix of it."""
 
     statuses: list[int] = []
 
     def do_GET(self):  # noqa: N802 - http.server API
         status = self.statuses.pop(0) if self.statuses else 500
-        echoed = {"error": {"message": "x" * 250 + f" invalid key {self.headers.get('Authorization')} "
-                                       f"{self.headers.get('x-api-key')} env {WEBHOOK_SECRET}"}}
+        key = self.headers.get("x-api-key") or self.headers.get("Authorization").removeprefix("Bearer ")
+        head = f'{{"error": {{"message": "invalid key {self.headers.get("Authorization")} {key} env {WEBHOOK_SECRET} '
+        body = head + "x" * (293 - len(head)) + f" {key} (echoed)" + '"}}'  # 6 characters of the key within the first 300
         self.send_response(status)
         self.end_headers()
-        self.wfile.write(json.dumps(echoed).encode())
+        self.wfile.write(body.encode())
 
     def log_message(self, *args):
         pass
@@ -314,7 +314,7 @@ def echo(monkeypatch):
 
 
 def _no_secret(text: str) -> None:
-    for fragment in ("TESTSECRET", "sk-admin", "sk-ant-admin", "whsec_"):
+    for fragment in ("TESTSECRET", "sk-adm", "sk-ant", "whsec_"):  # the secrets, or the first 6 characters
         assert fragment not in text, text
 
 
@@ -326,7 +326,7 @@ def test_a_500_echoing_the_key_leaks_it_neither_into_the_error_nor_the_retry_log
                              policy=fast_policy([]))
     message = str(err.value)
     assert message.startswith("GET /organization/costs: gave up after 4 attempts, last: HTTP 500: ")
-    assert "invalid key [REDACTED]" in message  # redacted first, then cut at 300 characters
+    assert "invalid key [REDACTED] [REDACTED] env [REDACTED]" in message
     _no_secret(message)
     retries = [r.getMessage() for r in caplog.records]
     assert len(retries) == 3  # 4 attempts: 3 logged retries, then the error
@@ -407,3 +407,27 @@ def test_the_page_limit_is_an_error_never_a_silent_partial_day(paging):
     PagingApi.pages = [openai_page([], "c2"), openai_page([])]  # has_more false on page 2: complete
     with httpx.Client(base_url=paging) as client:
         assert len(fetch_all_pages(client, "/costs", [], fast_policy([]))) == 2
+
+
+def test_a_failing_fetch_asset_stores_no_key_in_the_dagster_run(echo, tmp_path):
+    """What the issue saw: the key in the run storage, once per Dagster retry. The 400 fails each
+    try at once; Dagster retries the asset (FETCH_RETRY: 3 retries, 1 + 2 + 4 s)."""
+    import dagster as dg
+
+    from billing_pipeline.defs.fetch import openai_api_pages
+    from billing_pipeline.defs.resources import LandingZone, ProviderAdminApi
+
+    EchoingApi.statuses = [400] * 20
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([openai_api_pages], partition_key="2026-10-05", instance=instance, raise_on_error=False,
+                                resources={"landing": LandingZone(path=str(tmp_path)),
+                                           "openai_admin_api": ProviderAdminApi(api_key=OPENAI_KEY, base_url=f"{echo}/v1")})
+        assert not result.success
+        failures = [e for e in result.all_events if e.is_step_failure or e.event_type_value == "STEP_RESTARTED"
+                    or e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert failures and any("HTTP 400" in str(e.event_specific_data) for e in failures)
+        for record in instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_FAILURE)) + \
+                instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)):
+            _no_secret(str(record.event_log_entry))
+        for event in result.all_events:
+            _no_secret(str(event))

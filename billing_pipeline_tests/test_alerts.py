@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 
 import polars as pl
+import pytest
 import sqlalchemy as sa
 
 from billing_pipeline.alerts import AlertRules, daily_spend, spike_alerts
@@ -19,6 +20,12 @@ from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (S
 NOW = dt.datetime(2026, 10, 20, 1, 0, tzinfo=dt.UTC)
 
 
+@pytest.fixture(autouse=True)
+def receivers_on_loopback(monkeypatch):
+    """The documented test opt-in: these tests' webhook receivers listen on 127.0.0.1."""
+    monkeypatch.setenv("BILLING_WEBHOOK_ALLOW_PRIVATE", "1")
+
+
 def catalog(url: str = "http://127.0.0.1:9/hook", **acme):
     return parse_catalog({
         "issuer": {"name": "Example AI GmbH"},
@@ -26,7 +33,8 @@ def catalog(url: str = "http://127.0.0.1:9/hook", **acme):
             {"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"}]}},
         "customers": {
             "acme": {"name": "Acme", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}], "keys": ["gateway:acme"],
-                     "monthly_limit": "10.00", "webhook": {"url": url, "secret_env": "ACME_WEBHOOK_SECRET"}, **acme},
+                     "monthly_limit": "10.00", "webhook": {"url": url, "secret_env": "BILLING_WEBHOOK_SECRET_ACME",
+                                                          "allow_http": True}, **acme},
             "initech": {"name": "Initech", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
                         "keys": ["gateway:initech"]},
         },

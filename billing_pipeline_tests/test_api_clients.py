@@ -275,3 +275,159 @@ def test_fetch_assets_write_the_day_into_the_landing_zone(api, tmp_path):
     assert SOURCES["openai_usage_api"](tmp_path, DAY, date(2026, 10, 6)).records_read == 8
     assert SOURCES["anthropic_usage_report"](tmp_path, DAY, date(2026, 10, 6)).records_read == 3
     assert len(list((tmp_path / "anthropic/cost_report").iterdir())) == 1
+
+
+# ---------------------------------------------------------------- hardening: no secret leaks, no partial day
+
+class EchoingApi(BaseHTTPRequestHandler):
+    """A provider (or a proxy) that echoes the request, admin key included, in its error bodies:
+    ``statuses`` are answered in order. The key comes once near the start and once more across
+    the 300th character of the body, where cutting before redacting would keep a prefix of it."""
+
+    statuses: list[int] = []
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        status = self.statuses.pop(0) if self.statuses else 500
+        key = self.headers.get("x-api-key") or self.headers.get("Authorization").removeprefix("Bearer ")
+        head = f'{{"error": {{"message": "invalid key {self.headers.get("Authorization")} {key} env {WEBHOOK_SECRET} '
+        body = head + "x" * (293 - len(head)) + f" {key} (echoed)" + '"}}'  # 6 characters of the key within the first 300
+        self.send_response(status)
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+WEBHOOK_SECRET = "whsec_TESTSECRET_webhook"
+
+
+@pytest.fixture
+def echo(monkeypatch):
+    monkeypatch.setenv("BILLING_WEBHOOK_SECRET_ACME", WEBHOOK_SECRET)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _no_secret(text: str) -> None:
+    for fragment in ("TESTSECRET", "sk-adm", "sk-ant", "whsec_"):  # the secrets, or the first 6 characters
+        assert fragment not in text, text
+
+
+def test_a_500_echoing_the_key_leaks_it_neither_into_the_error_nor_the_retry_logs(echo, tmp_path, caplog):
+    EchoingApi.statuses = [500, 500, 500, 500]
+    caplog.set_level("WARNING", logger="billing_pipeline.sources.api_client")
+    with pytest.raises(ApiError) as err:
+        openai_api.fetch_day(tmp_path, DAY, endpoints=(), base_url=f"{echo}/v1", api_key=OPENAI_KEY,
+                             policy=fast_policy([]))
+    message = str(err.value)
+    assert message.startswith("GET /organization/costs: gave up after 4 attempts, last: HTTP 500: ")
+    assert "invalid key [REDACTED] [REDACTED] env [REDACTED]" in message
+    _no_secret(message)
+    retries = [r.getMessage() for r in caplog.records]
+    assert len(retries) == 3  # 4 attempts: 3 logged retries, then the error
+    for line in retries:
+        _no_secret(line)
+    assert err.value.__cause__ is None and err.value.__context__ is None  # no chained httpx text
+
+
+def test_a_400_echoing_the_anthropic_key_fails_at_once_redacted(echo, tmp_path):
+    EchoingApi.statuses = [400]
+    waits: list[float] = []
+    with pytest.raises(ApiError) as err:
+        anthropic_api.fetch_day(tmp_path, DAY, costs=False, base_url=echo, api_key=ANTHROPIC_KEY,
+                                policy=fast_policy(waits))
+    assert "HTTP 400" in str(err.value) and waits == []
+    _no_secret(str(err.value))
+
+
+def test_redact_removes_keys_from_the_environment_and_their_encoded_spellings(monkeypatch):
+    from billing_pipeline.sources.api_client import redact
+
+    monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-TESTSECRET/with+slash")
+    monkeypatch.setenv("BILLING_WEBHOOK_SECRET_GLOBEX", "whsec_TESTSECRET_globex")
+    text = ("a sk-admin-TESTSECRET/with+slash b sk-admin-TESTSECRET%2Fwith%2Bslash "
+            "c sk-admin-TESTSECRET\\/with+slash d whsec_TESTSECRET_globex")
+    assert redact(text) == "a [REDACTED] b [REDACTED] c [REDACTED] d [REDACTED]"
+    assert redact("nothing to hide") == "nothing to hide"
+
+
+class PagingApi(BaseHTTPRequestHandler):
+    """Answers page N (cursor ``cN``) from ``pages``; ``pages`` is set per test."""
+
+    pages: list[dict] = []
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        cursor = parse_qs(urlparse(self.path).query).get("page", ["c1"])[0]
+        body = json.dumps(self.pages[int(cursor[1:]) - 1]).encode()
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def paging():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), PagingApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_has_more_without_a_next_page_cursor_is_an_error_naming_the_path_and_page(paging, tmp_path):
+    page = completions("proj_a", "gpt-4o", 1)
+    PagingApi.pages = [openai_page([page], "c2"), {**openai_page([page]), "has_more": True, "next_page": None}]
+    with pytest.raises(ApiError, match=r"GET /organization/usage/completions: page 2 says has_more but gives no "
+                                       r"next_page cursor"):
+        openai_api.fetch_day(tmp_path, DAY, endpoints=("completions",), costs=False, base_url=f"{paging}/v1",
+                             api_key=OPENAI_KEY, policy=fast_policy([]))
+    assert not (tmp_path / "openai/usage/completions").exists()  # no partial day in the landing zone
+
+
+def test_the_page_limit_is_an_error_never_a_silent_partial_day(paging):
+    import httpx
+
+    from billing_pipeline.sources.api_client import fetch_all_pages
+
+    PagingApi.pages = [openai_page([], f"c{n + 1}") for n in range(1, 5)]  # every page says has_more
+    with httpx.Client(base_url=paging) as client, \
+            pytest.raises(ApiError, match=r"GET /costs: page 3 says has_more after 3 pages \(the limit\)"):
+        fetch_all_pages(client, "/costs", [], fast_policy([]), max_pages=3)
+    PagingApi.pages = [openai_page([], "c2"), openai_page([], "c2")]  # a cursor that loops
+    with httpx.Client(base_url=paging) as client, pytest.raises(ApiError, match="page 2 repeats"):
+        fetch_all_pages(client, "/costs", [], fast_policy([]))
+    PagingApi.pages = [openai_page([], "c2"), openai_page([])]  # has_more false on page 2: complete
+    with httpx.Client(base_url=paging) as client:
+        assert len(fetch_all_pages(client, "/costs", [], fast_policy([]))) == 2
+
+
+def test_a_failing_fetch_asset_stores_no_key_in_the_dagster_run(echo, tmp_path):
+    """What the issue saw: the key in the run storage, once per Dagster retry. The 400 fails each
+    try at once; Dagster retries the asset (FETCH_RETRY: 3 retries, 1 + 2 + 4 s)."""
+    import dagster as dg
+
+    from billing_pipeline.defs.fetch import openai_api_pages
+    from billing_pipeline.defs.resources import LandingZone, ProviderAdminApi
+
+    EchoingApi.statuses = [400] * 20
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([openai_api_pages], partition_key="2026-10-05", instance=instance, raise_on_error=False,
+                                resources={"landing": LandingZone(path=str(tmp_path)),
+                                           "openai_admin_api": ProviderAdminApi(api_key=OPENAI_KEY, base_url=f"{echo}/v1")})
+        assert not result.success
+        failures = [e for e in result.all_events if e.is_step_failure or e.event_type_value == "STEP_RESTARTED"
+                    or e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert failures and any("HTTP 400" in str(e.event_specific_data) for e in failures)
+        for record in instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_FAILURE)) + \
+                instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)):
+            _no_secret(str(record.event_log_entry))
+        for event in result.all_events:
+            _no_secret(str(event))

@@ -12,7 +12,7 @@ import pytest
 from billing_pipeline.alerts.outbox import outbox_rows
 from billing_pipeline.alerts.run import evaluate_day
 from billing_pipeline.alerts.webhooks import ALERT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, deliver_due, sign, verify
-from billing_pipeline_tests.test_alerts import catalog, steady, usage
+from billing_pipeline_tests.test_alerts import catalog, receivers_on_loopback, steady, usage  # noqa: F401 - autouse fixture
 from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
 
 SECRET = "whsec_test_0123456789"
@@ -57,7 +57,7 @@ class Receiver:
 
 @pytest.fixture
 def secret(monkeypatch):
-    monkeypatch.setenv("ACME_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("BILLING_WEBHOOK_SECRET_ACME", SECRET)
 
 
 def test_thresholds_are_delivered_exactly_once_across_two_reruns(ledger, tmp_path, secret):  # noqa: F811
@@ -82,7 +82,7 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_each_alert_once(ledger, 
         for minutes in (0, 0.25, 1, 3, 10, 60):  # delivery runs; the first retry is due after 30 s
             clock[0] = receiver.now = T0 + dt.timedelta(minutes=minutes)
             reports.append(deliver_due(ledger.engine, now=lambda: clock[0]))
-    assert [list(r.failed.values()) for r in reports[:3]] == [["HTTP 500"], [], ["HTTP 500"]]
+    assert [list(r.failed.values()) for r in reports[:3]] == [["rejected: HTTP 5xx"], [], ["rejected: HTTP 5xx"]]
     assert reports[3].delivered == ["limit:acme:2026-10:50"] and reports[4].delivered == reports[5].delivered == []
     assert receiver.accepted == ["limit:acme:2026-10:50"] and len(receiver.requests) == 3
     row = outbox_rows(ledger.engine)[0]
@@ -103,10 +103,10 @@ def test_a_receiver_detects_a_bad_signature_a_tampered_body_and_a_replayed_reque
 
 
 def test_a_missing_secret_is_a_failed_attempt_naming_the_variable_not_a_crash(ledger, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.delenv("ACME_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("BILLING_WEBHOOK_SECRET_ACME", raising=False)
     with Receiver() as receiver:
         evaluate_day(usage(steady()), catalog(receiver.url), dt.date(2026, 10, 5), ledger.engine, tmp_path, now=T0)
         report = deliver_due(ledger.engine, now=lambda: T0)
     assert report.failed == {"limit:acme:2026-10:50": "LookupError: webhook secret: environment variable "
-                                                     "ACME_WEBHOOK_SECRET is not set"}
+                                                     "BILLING_WEBHOOK_SECRET_ACME is not set"}
     assert receiver.requests == []

@@ -3,7 +3,9 @@
 An alert is recorded once: its id is the primary key and inserts of a known id do nothing
 (``ON CONFLICT DO NOTHING`` on both dialects), so a re-run or a backfill of any day never fires
 it again. Delivery claims a row with a lease (one conditional UPDATE), so two deliverers running
-at once never send the same row; an acknowledged row is ``delivered`` and never sent again.
+at once never send the same row; an acknowledged row is ``delivered`` and never sent again. A row
+whose URL can never be used (a scheme other than https/http, recorded before the catalog refused
+it) is ``refuse``d: ``no_endpoint`` with the reason in ``last_error``, never retried.
 """
 
 from __future__ import annotations
@@ -95,6 +97,15 @@ def failed(engine: Engine, alert_id: str, attempts: int, error: str, now: dt.dat
     return retry_at
 
 
+def refuse(engine: Engine, alert_id: str, attempts: int, reason: str, now: dt.datetime) -> None:
+    """The row's URL can never be used (e.g. an unsupported scheme): it becomes ``no_endpoint``
+    with the reason and is never retried (``due`` only returns pending rows)."""
+    with engine.begin() as conn:
+        conn.execute(update(alert_outbox).where(alert_outbox.c.alert_id == alert_id).values(
+            status="no_endpoint", attempts=attempts + 1, next_attempt_at=now, lease_until=None,
+            last_error=reason[:2000]))
+
+
 def outbox_rows(engine: Engine, period: str | None = None) -> list[dict]:
     query = select(alert_outbox).order_by(alert_outbox.c.alert_id)
     if period:
@@ -126,5 +137,5 @@ def hard_caps_json(period: str, as_of: dt.date, rows: list[dict]) -> str:
                       indent=2, sort_keys=True) + "\n"
 
 
-__all__ = ["acknowledge", "backoff", "claim", "due", "failed", "hard_caps_json", "outbox_rows", "record",
+__all__ = ["acknowledge", "backoff", "claim", "due", "failed", "hard_caps_json", "outbox_rows", "record", "refuse",
            "write_hard_caps"]

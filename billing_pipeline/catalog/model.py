@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import ipaddress
+import os
 import re
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -307,10 +311,98 @@ class AttributionKey(_Strict):
 
 class Webhook(_Strict):
     """Where a customer's usage alerts go: an HTTPS endpoint and the name of the environment
-    variable holding the signing secret (the secret itself never sits in the catalog)."""
+    variable holding the signing secret (the secret itself never sits in the catalog).
+
+    A catalog author must not be able to make us POST into our own network (SSRF), so the URL is
+    ``https`` (``http`` only with ``allow_http: true``, for tests and local receivers), has a
+    host and no user:password, and a literal IP address or ``localhost`` must be a public
+    address. Host names are resolved and every address checked again at each delivery
+    (``alerts/webhooks.py``): the rules here are the early, offline half. ``secret_env`` must
+    start with ``BILLING_WEBHOOK_SECRET_`` so a catalog cannot have an alert signed with (and so
+    disclose a MAC of) an unrelated secret such as a provider admin key."""
 
     url: str
     secret_env: str
+    allow_http: bool = False  # plain http (tests, a receiver on a trusted network); never the default
+
+    SECRET_PREFIX: ClassVar[str] = "BILLING_WEBHOOK_SECRET_"
+    # The test opt-in for loopback/private receivers: an environment variable, never a catalog field.
+    ALLOW_PRIVATE_ENV: ClassVar[str] = "BILLING_WEBHOOK_ALLOW_PRIVATE"
+    LOCAL_NAMES: ClassVar[tuple[str, ...]] = ("localhost", "localhost.localdomain", "metadata.google.internal",
+                                              "metadata", "instance-data")
+    # Cloud metadata endpoints by address (most are also link-local or private; listed to be sure).
+    METADATA_ADDRESSES: ClassVar[frozenset[str]] = frozenset({
+        "169.254.169.254", "169.254.170.2", "169.254.169.253", "100.100.100.200", "fd00:ec2::254", "fd00:ec2::23"})
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_prefix(cls, v: str) -> str:
+        if not re.fullmatch(rf"{cls.SECRET_PREFIX}[A-Z0-9_]+", v):
+            raise ValueError(f"{v!r}: a webhook secret must be an environment variable named "
+                             f"{cls.SECRET_PREFIX}<NAME> (capital letters, digits, _)")
+        return v
+
+    @model_validator(mode="after")
+    def _url_rules(self) -> Webhook:
+        problem = self.url_problem(self.url, self.allow_http, self.private_allowed())
+        if problem:
+            raise ValueError(f"url {self.url!r}: {problem}")
+        return self
+
+    @staticmethod
+    def private_allowed(environ: Mapping[str, str] | None = None) -> bool:
+        """The documented test opt-in: ``BILLING_WEBHOOK_ALLOW_PRIVATE=1`` in the environment."""
+        return (os.environ if environ is None else environ).get(Webhook.ALLOW_PRIVATE_ENV) == "1"
+
+    @classmethod
+    def url_problem(cls, url: str, allow_http: bool, allow_private: bool = False) -> str | None:
+        """Why ``url`` may not receive alerts (None: it may, as far as can be told without DNS)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            return f"not a valid URL ({exc})"
+        scheme = parts.scheme.lower()
+        if scheme not in ("https", "http"):
+            return f"scheme {scheme or '(none)'!r} is not supported: webhooks are https"
+        if scheme == "http" and not allow_http:
+            return "plain http is refused: use https (allow_http: true is for tests and trusted networks)"
+        if parts.username is not None or parts.password is not None:
+            return "credentials in the URL are refused (they would be stored and logged)"
+        host = (parts.hostname or "").rstrip(".").lower()
+        if not host:
+            return "no host"
+        if port == 0:
+            return "port 0"
+        if allow_private:
+            return None
+        if host in cls.LOCAL_NAMES or host.endswith((".localhost", ".internal", ".local")):
+            return f"host {host!r} is a local or metadata name"
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None  # a name: resolved and checked at each delivery
+        return cls.address_problem(address)
+
+    @classmethod
+    def address_problem(cls, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        """Why an address is not a public one a webhook may reach (None: it is)."""
+        if address.version == 6:
+            embedded = address.ipv4_mapped or (address.sixtofour if address.sixtofour else None)
+            if embedded is None and address in ipaddress.ip_network("64:ff9b::/96"):  # NAT64
+                embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+            if embedded is not None:
+                return cls.address_problem(embedded)
+        if str(address) in cls.METADATA_ADDRESSES:
+            return f"{address} is a cloud metadata address"
+        for label, words in (("unspecified", "an unspecified"), ("loopback", "a loopback"),
+                             ("link_local", "a link-local"), ("multicast", "a multicast"),
+                             ("private", "a private"), ("reserved", "a reserved")):
+            if getattr(address, f"is_{label}"):
+                return f"{address} is {words} address"
+        if not address.is_global:  # shared (100.64/10), documentation, benchmarking ranges
+            return f"{address} is not a public address"
+        return None
 
 
 BillingSource = Literal["provider_report", "gateway_log"]

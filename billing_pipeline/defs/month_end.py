@@ -6,6 +6,7 @@ from decimal import Decimal
 import dagster as dg
 import polars as pl
 
+from billing_pipeline.csv_files import write_csv
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.rendering import (
     INVOICE_TOTALS_CHECK,
@@ -16,15 +17,15 @@ from billing_pipeline.defs.rendering import (
 )
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing import holds
-from billing_pipeline.periods import parse_month
-from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE, QUARANTINE_SCHEMA, conform
-from billing_pipeline.usage import restated_usage
 from billing_pipeline.money import ZERO
+from billing_pipeline.periods import parse_month
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import reconcile
 from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
 from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
+from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE, QUARANTINE_SCHEMA, conform
+from billing_pipeline.usage import restated_usage
 
 REVENUE_CHECK = "revenue_equals_rated_lines"
 COST_CHECK = "attributed_plus_unattributed_cost_equals_provider_total"
@@ -91,9 +92,9 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
     lines, unrated = rated.lines, rated.unrated
     folder = output.month_dir(month)
     unrated_path = folder / "unrated_usage.csv"
-    unrated.write_csv(unrated_path)
+    write_csv(unrated, unrated_path)
     sources_path = folder / "billing_source.csv"
-    split.decisions.write_csv(sources_path)
+    write_csv(split.decisions, sources_path)
     fallbacks = split.fallbacks
     if fallbacks.height:
         context.log.warning(
@@ -157,9 +158,9 @@ def reconciliation(context: dg.AssetExecutionContext, rated_charges: pl.DataFram
     costs_drift = cost_drift(provider_cost, provider_reported_cost if provider_reported_cost.height else None)
     table = reconcile(rated_charges, provider_cost, drift)
     path = folder / "reconciliation.csv"
-    table.write_csv(path)
-    drift.write_csv(folder / "metering_drift.csv")
-    costs_drift.write_csv(folder / "cost_drift.csv")
+    write_csv(table, path)
+    write_csv(drift, folder / "metering_drift.csv")
+    write_csv(costs_drift, folder / "cost_drift.csv")
     not_billed = pl.concat([usage_quarantine, provider_cost_quarantine, rating_quarantine(rating_at_risk, month)],
                            how="vertical_relaxed").filter(
         pl.col("kind") != KIND_NOT_BILLABLE)
@@ -225,9 +226,9 @@ def quarantine_report(context: dg.AssetExecutionContext, usage_quarantine: pl.Da
     quarantine = pl.concat([usage_quarantine, provider_cost_quarantine, rating_quarantine(rating_at_risk, month)],
                            how="vertical_relaxed")
     path = folder / "quarantine.csv"
-    quarantine.write_csv(path)
+    write_csv(quarantine, path)
     restated = restated_usage(quarantine)
-    restated.write_csv(folder / "restated_usage.csv")
+    write_csv(restated, folder / "restated_usage.csv")
     at_risk = quarantine.filter(pl.col("kind") == KIND_MONEY_AT_RISK)
     opened = ledger.open()
     holds.record_holds(opened, month, at_risk.select("origin", "source", "reason", "customer_id", "message")

@@ -8,6 +8,13 @@ sent; a refused or failed attempt leaves it ``pending`` with exponential backoff
 it at once. A customer without a billing email gets a ``no_recipient`` row (reported, never
 sent); a row whose invoice was voided before it went out is ``cancelled``.
 
+Bad rows stay in their lane. A recipient that cannot form a message (a line break or control
+character, no ``@``, two addresses, a non-ASCII mailbox the SMTP dialogue cannot carry, ...) fails
+its row at once with the reason, before any server is contacted; an unexpected error while
+building or sending one row is recorded on that row (retried with backoff) and the pass goes on.
+Attempts never pass ``MAX_ATTEMPTS``: a row whose last allowed attempt never finished (the sender
+died) is marked ``failed`` when its lease expires instead of being tried again.
+
 Crash safety. A row is claimed (``sending``, attempts + 1, a lease in ``next_attempt_at``) and
 committed *before* the server is contacted; it is recorded ``sent`` with the server's reply right
 after the server accepted the message. If the process dies between the server's 250 and that
@@ -29,7 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.headerregistry import Address
+from email.utils import format_datetime, formataddr, getaddresses
 from pathlib import Path
 
 from sqlalchemy import and_, func, or_, select, update
@@ -66,6 +74,34 @@ class AttachmentError(RuntimeError):
     """The issued PDF is missing or is not the one issued: the attempt fails, nothing is sent."""
 
 
+class AddressError(ValueError):
+    """The recipient cannot form a message: the row fails at once, nothing is sent."""
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` cannot be a message's only recipient (None: it can). A display name is
+    allowed (``Acme Billing <billing@acme.example>``); the mailbox itself must be ASCII, since
+    the SMTP dialogue (no SMTPUTF8) cannot carry anything else."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
+        return "contains a line break or control character"
+    parsed = getaddresses([address])
+    if len(parsed) != 1 or not parsed[0][1]:
+        return "is not exactly one email address"
+    mailbox = parsed[0][1]
+    if mailbox.count("@") != 1:
+        return "is not an email address (one @ between mailbox and domain)"
+    local, domain = mailbox.split("@")
+    if not local or not domain or any(c.isspace() for c in mailbox):
+        return "is not an email address (empty mailbox or domain)"
+    if not mailbox.isascii():
+        return "has non-ASCII characters in the mailbox (not supported by our SMTP client)"
+    try:
+        Address(addr_spec=mailbox)
+    except (ValueError, IndexError, TypeError) as exc:
+        return f"is not an email address ({exc})"
+    return None
+
+
 # ---------------------------------------------------------------- settings
 
 
@@ -84,6 +120,11 @@ def sender_from_env(issuer_name: str, issuer_email: str, environ: Mapping[str, s
     address = (environ.get("BILLING_SMTP_FROM") or issuer_email or "").strip()
     if "@" not in address:
         raise DeliveryError("no sender address: set BILLING_SMTP_FROM or issuer.email in the catalog")
+    problem = address_problem(address)
+    if problem:
+        raise DeliveryError(f"sender address {address!r} {problem}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in issuer_name):
+        raise DeliveryError("issuer.name contains a line break or control character: it cannot be a From name")
     return Sender(issuer_name, address)
 
 
@@ -130,7 +171,11 @@ def body_html(doc: dict) -> str:
 
 def build_message(doc: dict, pdf: bytes, document_json: str, *, sender: Sender, recipient: str,
                   purpose: str, msg_id: str, date: dt.datetime) -> EmailMessage:
-    """The email for one issued document: plain text + HTML, the PDF and the JSON copy attached."""
+    """The email for one issued document: plain text + HTML, the PDF and the JSON copy attached.
+    Raises ``AddressError`` for a recipient that cannot form a message."""
+    problem = address_problem(recipient)
+    if problem:
+        raise AddressError(f"recipient {recipient!r} {problem}")
     f = _facts(doc)
     message = EmailMessage()
     copy = "" if purpose == PURPOSE_ISSUE else " (copy)"
@@ -238,6 +283,9 @@ def _resend_row(conn: Connection, number: str, recipients: Mapping[str, str], do
     recipient = _recipient(doc, recipients)
     if recipient is None:
         raise DeliveryError(f"{number}: customer {doc['customer_id']} has no billing email in the catalog")
+    problem = address_problem(recipient)
+    if problem:
+        raise DeliveryError(f"{number}: customer {doc['customer_id']}'s billing email {recipient!r} {problem}")
     resends = conn.execute(select(func.count()).select_from(invoice_deliveries).where(
         invoice_deliveries.c.invoice_id == row.id, invoice_deliveries.c.purpose != PURPOSE_ISSUE)).scalar_one()
     return row.id, _row(doc, row.id, f"resend-{resends + 1}", recipient, domain, now)
@@ -269,9 +317,25 @@ def due(ledger: Ledger, now: dt.datetime, period: str | None = None, number: str
 def claim(ledger: Ledger, row_id: int, now: dt.datetime) -> bool:
     """Take a due row for one attempt, committed before SMTP; False if another sender has it."""
     with ledger.engine.begin() as conn:
-        return conn.execute(update(invoice_deliveries).where(invoice_deliveries.c.id == row_id, _due_clause(now))
+        return conn.execute(update(invoice_deliveries).where(invoice_deliveries.c.id == row_id, _due_clause(now),
+                                                             invoice_deliveries.c.attempts < MAX_ATTEMPTS)
                             .values(status="sending", attempts=invoice_deliveries.c.attempts + 1,
                                     next_attempt_at=now + LEASE, updated_at=now)).rowcount == 1
+
+
+def _give_up(ledger: Ledger, row: dict, now: dt.datetime, actor: str) -> bool:
+    """A row whose last allowed attempt never finished (its sender died; lease expired): failed,
+    not attempted again. False if another sender got to it first."""
+    error = (f"gave up: attempt {row['attempts']} of {MAX_ATTEMPTS} never finished "
+             "(the sender stopped mid-send; it may or may not have arrived)")
+    with ledger.engine.begin() as conn:
+        done = conn.execute(update(invoice_deliveries).where(
+            invoice_deliveries.c.id == row["id"], _due_clause(now), invoice_deliveries.c.attempts >= MAX_ATTEMPTS)
+            .values(status="failed", next_attempt_at=now, last_error=error, updated_at=now)).rowcount == 1
+        if done:
+            audit(conn, row["invoice_id"], actor, "email_failed", {
+                "number": row["number"], "purpose": row["purpose"], "recipient": row["recipient"], "last_error": error})
+    return done
 
 
 def _finish(ledger: Ledger, row: dict, now: dt.datetime, values: dict, audit_action: str | None = None,
@@ -346,8 +410,15 @@ def deliver(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, transp
                 _issued(conn, number)
         enqueue(ledger, recipients, sender.domain, clock(), period, number)
     report = DeliveryReport()
+    settings = getattr(transport, "settings", None)
+    secrets = tuple(s for s in (getattr(settings, "password", None),) if s)
     for row in due(ledger, clock(), period, number):
         now = clock()  # each row's lease starts when it is claimed, however long the pass takes
+        if row["attempts"] >= MAX_ATTEMPTS:
+            if _give_up(ledger, row, now, actor):
+                report.failed.append({"number": row["number"], "purpose": row["purpose"], "attempts": row["attempts"],
+                                      "error": "the last attempt never finished", "next_attempt_at": now})
+            continue
         if not claim(ledger, row["id"], now):
             continue
         attempts = row["attempts"] + 1
@@ -358,11 +429,13 @@ def deliver(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, transp
                 report.cancelled.append({"number": row["number"], "purpose": row["purpose"]})
                 continue
             response = transport.send(message)
-        except (OSError, smtplib.SMTPException, AttachmentError) as error:
-            state = after_failure(attempts, now, is_permanent(error))
-            _finish(ledger, row, now, {**state, "last_error": describe(error)[:2000]},
+        except Exception as error:  # noqa: BLE001 - one row's failure, whatever it is, must not stop the rest
+            permanent = isinstance(error, AddressError) or is_permanent(error)
+            state = after_failure(attempts, now, permanent)
+            reason = str(error) if isinstance(error, AddressError | AttachmentError) else describe(error, secrets)
+            _finish(ledger, row, now, {**state, "last_error": reason[:2000]},
                     "email_failed" if state["status"] == "failed" else None, actor)
-            item = {"number": row["number"], "purpose": row["purpose"], "error": describe(error),
+            item = {"number": row["number"], "purpose": row["purpose"], "error": reason,
                     "attempts": attempts, "next_attempt_at": state["next_attempt_at"]}
             (report.failed if state["status"] == "failed" else report.retrying).append(item)
             continue
@@ -395,7 +468,12 @@ def preview(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, direct
         if row["status"] == "no_recipient":
             report.no_recipient.append({"number": row["number"], "customer_id": row["customer_id"]})
             continue
-        message = _message_for(ledger, row, out_dir, sender, now)
+        try:
+            message = _message_for(ledger, row, out_dir, sender, now)
+        except (AddressError, AttachmentError) as error:
+            report.failed.append({"number": row["number"], "purpose": row["purpose"], "error": str(error),
+                                  "attempts": row["attempts"]})
+            continue
         if message is None:
             report.cancelled.append({"number": row["number"], "purpose": row["purpose"]})
             continue

@@ -57,12 +57,18 @@ def is_permanent(error: BaseException) -> bool:
     return isinstance(error, smtplib.SMTPDataError) and error.smtp_code >= 500
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """The error as stored in the outbox and printed: the server's words, with the SMTP password
+    and every other known secret redacted (a server may echo what it was sent)."""
+    from billing_pipeline.sources.api_client import redact  # the one redaction rule
+
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        return "; ".join(f"{rcpt}: {code} {_text(resp)}" for rcpt, (code, resp) in error.recipients.items())
-    if isinstance(error, smtplib.SMTPResponseException):
-        return f"{error.smtp_code} {_text(error.smtp_error)}"
-    return f"{type(error).__name__}: {error}"
+        text = "; ".join(f"{rcpt}: {code} {_text(resp)}" for rcpt, (code, resp) in error.recipients.items())
+    elif isinstance(error, smtplib.SMTPResponseException):
+        text = f"{error.smtp_code} {_text(error.smtp_error)}"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return redact(text, secrets)
 
 
 def _text(value: bytes | str) -> str:

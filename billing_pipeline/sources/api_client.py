@@ -5,29 +5,45 @@ a hard cap on attempts and on any single wait) and the landing-zone write rules 
 returned, written atomically, stale higher-numbered pages of a re-fetched day removed) must be
 the same for every provider, or a replay from files would differ from a live run.
 
-The admin key travels only in request headers: it is never part of an error message, a log line
-or a saved file.
+The admin key travels only in request headers, and no text we store or log may carry it: a
+provider (or a proxy in front of it) can echo the request, key included, in an error body. So every
+error path passes its text through ``redact``, which removes the key in the client's auth headers
+and the value of every known secret environment variable (``SECRET_ENV_VARS`` and any
+``BILLING_WEBHOOK_SECRET_*``), *before* the text is cut to length (a cut key would survive as a
+prefix).
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Mapping
+from urllib.parse import quote
 
 import httpx
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# Environment variables whose values are secrets: the admin keys the clients read, the SMTP
+# password, and every webhook signing secret (by prefix). Their values never reach a message.
+SECRET_ENV_VARS = ("OPENAI_ADMIN_KEY", "ANTHROPIC_ADMIN_KEY", "BILLING_SMTP_PASSWORD")
+SECRET_ENV_PREFIX = "BILLING_WEBHOOK_SECRET_"
+SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "proxy-authorization")
+REDACTED = "[REDACTED]"
+MIN_SECRET_LENGTH = 4  # shorter values would blank ordinary words; no real key is that short
+SNIPPET_CHARS = 300
+log = logging.getLogger(__name__)
 
 
 class ApiError(RuntimeError):
-    """The provider refused or kept failing; the message names the URL path and status only."""
+    """The provider refused or kept failing, or a day could not be fetched whole; the message names
+    the URL path, the page or status, and a redacted start of the error body."""
 
 
 @dataclass
@@ -57,8 +73,44 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
+def known_secrets(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> list[str]:
+    """Every secret value a message could leak: the known variables' values and ``extra``
+    (e.g. the key in the client's headers, which may have been passed explicitly)."""
+    environ = os.environ if environ is None else environ
+    values = [environ.get(name, "") for name in SECRET_ENV_VARS]
+    values += [value for name, value in environ.items() if name.startswith(SECRET_ENV_PREFIX)]
+    values += list(extra)
+    found = {v.strip() for v in values if v and len(v.strip()) >= MIN_SECRET_LENGTH}
+    return sorted(found, key=len, reverse=True)  # longest first: a key containing another goes whole
+
+
+def redact(text: str, extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> str:
+    """``text`` with every known secret (see ``known_secrets``) replaced by ``[REDACTED]``,
+    also in its JSON-escaped and URL-encoded spellings (an echoed request is often one of them)."""
+    for secret in known_secrets(environ, extra):
+        escaped = json.dumps(secret)[1:-1]
+        for spelling in {secret, escaped, escaped.replace("/", "\\/"), quote(secret, safe="")}:
+            text = text.replace(spelling, REDACTED)
+    return text
+
+
+def client_secrets(client: httpx.Client) -> list[str]:
+    """The credentials in a client's default headers (``Bearer <key>``, ``x-api-key``)."""
+    found = []
+    for name in SECRET_HEADERS:
+        value = client.headers.get(name)
+        if value:
+            found.append(value)
+            scheme, _, token = value.partition(" ")
+            if token and scheme.lower() in ("bearer", "basic", "token"):
+                found.append(token)
+    return found
+
+
 def get_with_retries(client: httpx.Client, path: str, params: list[tuple[str, str]], policy: RetryPolicy) -> httpx.Response:
-    """GET that retries 429/5xx and transport errors; any other non-2xx fails at once."""
+    """GET that retries 429/5xx and transport errors; any other non-2xx fails at once. Every
+    message raised or logged is redacted (the provider may echo the key in its body)."""
+    secrets = client_secrets(client)
     last = ""
     for attempt in range(1, policy.attempts + 1):
         try:
@@ -68,11 +120,12 @@ def get_with_retries(client: httpx.Client, path: str, params: list[tuple[str, st
         if response is not None:
             if response.status_code < 300:
                 return response
-            last = f"HTTP {response.status_code}"
+            last = f"HTTP {response.status_code}: {_snippet(response, secrets)}"
             if response.status_code not in RETRY_STATUS:
-                raise ApiError(f"GET {path}: {last}: {_snippet(response)}")
+                raise ApiError(f"GET {path}: {last}")
         if attempt == policy.attempts:
             break
+        log.warning("GET %s: attempt %d of %d failed: %s", path, attempt, policy.attempts, last)
         wait = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
         if wait is None:
             wait = policy.base_delay * 2 ** (attempt - 1)
@@ -80,8 +133,9 @@ def get_with_retries(client: httpx.Client, path: str, params: list[tuple[str, st
     raise ApiError(f"GET {path}: gave up after {policy.attempts} attempts, last: {last}")
 
 
-def _snippet(response: httpx.Response) -> str:
-    return response.text[:300].replace("\n", " ")
+def _snippet(response: httpx.Response, secrets: Iterable[str] = ()) -> str:
+    """The start of an error body, redacted first and cut after (a cut key would survive)."""
+    return redact(response.text, secrets)[:SNIPPET_CHARS].replace("\n", " ")
 
 
 def admin_key(env_var: str, explicit: str | None = None) -> str:
@@ -119,18 +173,34 @@ def fetch_all_pages(
     policy: RetryPolicy,
     max_pages: int = 1000,
 ) -> list[bytes]:
-    """Follow ``has_more``/``next_page`` (cursor sent back as ``page``) until the last page."""
+    """Follow ``has_more``/``next_page`` (cursor sent back as ``page``) until the last page.
+
+    Returns only when a page says ``has_more: false`` (or omits it): a day that cannot be fetched
+    whole is an ``ApiError`` naming the path and page, never a silent partial day that would bill
+    less. ``has_more: true`` without a cursor, a cursor seen before (a loop) and more than
+    ``max_pages`` pages all fail."""
     bodies: list[bytes] = []
     cursor: str | None = None
+    seen: set[str] = set()
     while True:
+        number = len(bodies) + 1
         response = get_with_retries(client, path, params + ([("page", cursor)] if cursor else []), policy)
         try:
             page = json.loads(response.content)
         except ValueError as exc:
-            raise ApiError(f"GET {path}: page {len(bodies) + 1} is not JSON: {exc}") from None
+            raise ApiError(f"GET {path}: page {number} is not JSON: {exc}") from None
+        if not isinstance(page, dict):
+            raise ApiError(f"GET {path}: page {number} is not a JSON object")
         bodies.append(response.content)
-        cursor = page.get("next_page") if isinstance(page, dict) else None
-        if not (isinstance(page, dict) and page.get("has_more") and cursor):
+        if not page.get("has_more"):
             return bodies
+        cursor = page.get("next_page")
+        if not isinstance(cursor, str) or not cursor:
+            raise ApiError(f"GET {path}: page {number} says has_more but gives no next_page cursor; "
+                           "the day is incomplete")
+        if cursor in seen:
+            raise ApiError(f"GET {path}: page {number} repeats an earlier next_page cursor; refusing to loop")
+        seen.add(cursor)
         if len(bodies) >= max_pages:
-            raise ApiError(f"GET {path}: more than {max_pages} pages; refusing to loop forever")
+            raise ApiError(f"GET {path}: page {number} says has_more after {max_pages} pages (the limit); "
+                           "the day is incomplete")

@@ -32,7 +32,7 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
         "attributed_plus_unattributed_cost_equals_provider_total",
         "invoice_totals_equal_rated_lines",
         "every_usage_event_has_a_cost",
-        "every_landing_file_readable",
+        "no_money_at_risk",
         "every_cost_line_readable",
     } <= checks
     assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job",

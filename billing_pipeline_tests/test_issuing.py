@@ -273,6 +273,7 @@ def test_an_issued_adjustment_prints_the_credit_it_drew_and_adds_up(ledger, rend
     month_end_with(ledger, MONTH, "acme2", 70)
     _issue(ledger)
     month_end_with(ledger, MONTH, "acme2", 120)
+    passed_checks(ledger)
     issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
                 renderer=renderer)
     stored = json.loads((tmp_path / MONTH / "invoices" / "acme2.INV-2026-000002.json").read_text())

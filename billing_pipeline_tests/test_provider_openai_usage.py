@@ -180,7 +180,6 @@ def test_the_bucket_end_is_part_of_the_key_and_the_group_key_has_no_time():
     assert openai_usage._parse(day, SPEC | {"batch": True}, "r")["group_key"] != a["group_key"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs lead's pages.py overlap rule")
 def test_the_cookbooks_mid_day_first_bucket_inside_a_full_day_export_is_billed_once(tmp_path):
     # The cookbook asked for "30 days ago from now": its first bucket is 2025-01-11 17:31 -> 2025-01-12 00:00,
     # inside our fetcher's full day 2025-01-11 00:00 -> 2025-01-12 00:00 for the same group.

@@ -36,6 +36,12 @@ def month_of(context: dg.AssetExecutionContext) -> str:
     return context.partition_key[:7]
 
 
+def _units(value: int) -> int | str:
+    """A unit count as metadata: an integer, or its text when it does not fit 64 bits (a held
+    customer's usage can be that large; Dagster's integer metadata cannot)."""
+    return int(value) if -(2**63) <= value < 2**63 else str(value)
+
+
 def _decimal_sum(values) -> Decimal:
     return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
 
@@ -123,8 +129,8 @@ def rated_charges(context: dg.AssetExecutionContext, monthly_usage: pl.DataFrame
         "held_customers": ", ".join(sorted(rated.at_risk["customer_id"].unique().to_list())) or "none",
     })
     yield dg.AssetCheckResult(check_name=RATED_CHECK, asset_key="rated_charges", passed=attributed == accounted,
-                              metadata={"attributed_units": str(attributed), "accounted_units": str(accounted),
-                                        "held_units": str(held_units),
+                              metadata={"attributed_units": _units(attributed), "accounted_units": _units(accounted),
+                                        "held_units": _units(held_units),
                                         "rated_units": rated_units, "included_units": included,
                                         "unrated_units": unrated["quantity"].sum(),
                                         "set_aside_units": set_aside,

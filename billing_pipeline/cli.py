@@ -184,13 +184,17 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
     from billing_pipeline.catalog.litellm import LiteLLMError, price_book_from_litellm, write_price_book
 
     day = effective.date() if effective else dt.datetime.now(dt.UTC).date()
+    skipped: list[tuple[str, str, str]] = []
     try:
-        entries, sha256 = price_book_from_litellm(source, [p.strip() for p in providers.split(",") if p.strip()], day)
+        entries, sha256 = price_book_from_litellm(source, [p.strip() for p in providers.split(",") if p.strip()], day,
+                                                  skipped=skipped)
     except LiteLLMError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     write_price_book(entries, sha256, source, out)
     click.echo(f"wrote {len(entries)} price book entries to {out} (source sha256 {sha256})")
+    for model, price_field, why in skipped:  # a price no reader can match is named, not silently dropped
+        click.echo(f"skipped {model} {price_field}: {why}")
 
 
 from billing_pipeline.invoicing.cli_commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402

@@ -21,12 +21,12 @@ renamed over the target, so a reader (or a crash) never sees half a report.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import polars as pl
+
+from billing_pipeline.atomic import atomic_file
 
 FORMULA_TRIGGERS = r"^'*[=+\-@\t\r]"  # quotes first too: a reader can then strip exactly one
 PLAIN_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
@@ -66,48 +66,9 @@ def neutralised(frame: pl.DataFrame) -> pl.DataFrame:
 
 def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
     """Write ``frame`` to ``path`` as CSV, formula-safe (see module docstring) and atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; a report gets the usual mode
-        with os.fdopen(fd, "wb") as fh:
-            neutralised(frame).write_csv(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (``os.umask`` sets it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_file(path) as fh:
+        neutralised(frame).write_csv(fh)
+    return Path(path)
 
 
 __all__ = ["FORMULA_TRIGGERS", "neutralise_expr", "neutralised", "restore", "restore_expr", "write_csv"]

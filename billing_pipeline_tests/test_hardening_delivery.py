@@ -82,7 +82,10 @@ def test_attempts_never_pass_the_limit_when_every_sender_dies_mid_send(ledger, i
     assert "attempt 8 of 8 never finished" in stored["last_error"]
 
 
-def test_send_lists_the_bad_row_and_exits_1_without_a_traceback(ledger, issued, mailbox, tmp_path):  # noqa: F811
+def test_a_catalog_email_that_could_inject_a_header_is_refused_at_load_and_send_sends_nothing(
+        ledger, issued, mailbox, tmp_path):  # noqa: F811
+    """The first defence is the catalog: the address never reaches delivery (the row-level
+    failure above is the second, for addresses that come from anywhere else)."""
     if ledger.engine.dialect.name != "sqlite":
         pytest.skip("the PostgreSQL test ledger lives in a per-test schema a --database-url cannot name")
     catalog = tmp_path / "catalog.yaml"
@@ -95,9 +98,7 @@ def test_send_lists_the_bad_row_and_exits_1_without_a_traceback(ledger, issued, 
     url = ledger.engine.url.render_as_string(hide_password=False)
     result = _cli(["send", "--month", MONTH, "--out", str(issued), "--catalog", str(catalog),
                    "--database-url", url], env)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "Traceback" not in result.output
-    assert ("failed INV-2026-000001 after 1 attempt(s): recipient 'billing@acme.example\\r\\nBcc: "
-            "everyone@victim.example' contains a line break or control character") in result.stderr
-    assert "sent 2, retrying 0, failed 1" in result.output
-    assert sorted(to for _, (to,) in mailbox.envelopes) == ["billing@globex.example", "billing@initech.example"]
+    assert "customers.acme.email" in result.output and "not one plain email address" in result.output
+    assert mailbox.envelopes == []

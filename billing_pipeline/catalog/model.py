@@ -420,6 +420,15 @@ class Customer(_Strict):
     name: str
     address: str = ""
     email: str = ""
+
+    @field_validator("email")
+    @classmethod
+    def _one_plain_address(cls, v: str) -> str:
+        """An address that could not form one email header (a line break could inject another
+        header; two addresses would mail an invoice to a stranger) is refused at load."""
+        if v and (any(ord(c) < 32 or ord(c) == 127 for c in v) or v.count("@") != 1 or any(c in v for c in ",; <>")):
+            raise ValueError(f"{v!r} is not one plain email address (name@domain, no spaces, commas or line breaks)")
+        return v
     currency: str = "USD"
     tax: Tax = Tax()
     subscriptions: list[Subscription]

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from billing_pipeline.atomic import write_text
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.invoicing.document import build_documents, document_json
 from billing_pipeline.invoicing.draft_pdfs import prune, up_to_date
@@ -58,12 +59,6 @@ def _decimal_sum(values) -> Decimal:
     return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _invoice_folder(output: OutputFiles, month: str) -> Path:
     folder = output.month_dir(month) / "invoices"
     folder.mkdir(exist_ok=True)
@@ -92,7 +87,7 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
     drafts = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
     texts = {doc["customer_id"]: document_json(doc) for doc in drafts}
     for customer_id, text in texts.items():
-        _write_text(inside(folder, f"{customer_id}.json"), text)
+        write_text(inside(folder, f"{customer_id}.json"), text)
     fresh = up_to_date(folder, texts, renderer_fingerprint())
     to_render = [doc for doc in drafts if doc["customer_id"] not in fresh]
     yield dg.Output({"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)}, output_name="documents",

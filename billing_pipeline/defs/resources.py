@@ -17,6 +17,7 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
+from billing_pipeline.atomic import atomic_file
 from billing_pipeline.catalog import Catalog, load_catalog
 from billing_pipeline.invoicing.ledger import Ledger
 
@@ -155,10 +156,8 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         return base / f"{partition}.parquet" if partition else base.with_suffix(".parquet")
 
     def _write(self, frame: pl.DataFrame, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".parquet.tmp")
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as fh:
+            frame.write_parquet(fh)
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         if obj is None:

@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from billing_pipeline.atomic import write_text
 from billing_pipeline.invoicing.document import document_json
 from billing_pipeline.paths import inside
 
@@ -39,11 +40,8 @@ def _receipt_path(folder: Path, customer_id: str) -> Path:
 def record_render(folder: str | os.PathLike, doc: dict, fingerprint: str, pdf_sha256: str) -> None:
     """Called after the PDF is written (atomically): what it was rendered from."""
     path = _receipt_path(Path(folder), doc["customer_id"])
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     receipt = {"key": render_key(document_json(doc), fingerprint), "pdf_sha256": pdf_sha256}
-    tmp.write_text(json.dumps(receipt), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(receipt))
 
 
 def up_to_date(folder: str | os.PathLike, documents: Mapping[str, str], fingerprint: str) -> set[str]:

@@ -24,7 +24,6 @@ import io
 import mimetypes
 import os
 import re
-import tempfile
 import threading
 import types
 import xml.etree.ElementTree as ElementTree
@@ -46,6 +45,7 @@ from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
 from billing_pipeline import money
+from billing_pipeline.atomic import write_bytes
 from billing_pipeline.invoicing import chart
 from billing_pipeline.invoicing.chart import usage_chart_svg
 from billing_pipeline.money import exact, fmt_money, fmt_price, fmt_quantity
@@ -419,17 +419,6 @@ class InvoiceRenderer:
 
 
 def write_atomically(data: bytes, path: str | os.PathLike) -> str:
-    """Temp file in the same folder + fsync + rename; returns the sha256 of ``data``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``atomic.write_bytes`` (never a partial PDF); returns the sha256 of ``data``."""
+    write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()

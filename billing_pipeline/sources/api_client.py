@@ -149,16 +149,13 @@ def admin_key(env_var: str, explicit: str | None = None) -> str:
 def save_pages(folder: Path, day: str, pages: list[bytes]) -> list[Path]:
     """Write ``<day>_p<N>.json`` for each page as returned; drop older extra pages of that day.
 
-    Each file is written to a temporary name and renamed, so a reader never sees half a page.
+    Each file is written atomically (``atomic.write_bytes``), so a reader never sees half a page.
     """
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for n, body in enumerate(pages, start=1):
         path = folder / f"{day}_p{n}.json"
-        tmp = folder / f".{path.name}.tmp"
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(write_bytes(path, body))
     for stale in folder.glob(f"{day}_p*.json"):
         m = re.fullmatch(rf"{re.escape(day)}_p(\d+)\.json", stale.name)
         if m and int(m[1]) > len(pages):

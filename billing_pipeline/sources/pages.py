@@ -161,9 +161,12 @@ def resolve_overlaps(records: pl.DataFrame, meter_columns: list[str]) -> tuple[p
         return records, records.clear().with_columns(
             pl.lit(None, pl.String).alias(c) for c in ("reason", "field", "message"))
     rec = records.with_row_index("_rid")
-    spans = rec.select("_rid", "_file", "group_key", "ts", "end", *meter_columns).filter(
-        pl.col("group_key").is_not_null() & pl.col("end").is_not_null())
-    pairs = spans.join(spans, on="group_key", suffix="_o").filter(
+    # Only a group that two files describe on one day can overlap (buckets never cross UTC
+    # midnight): the usual month compares nothing, and no group is compared across days.
+    spans = rec.select("_rid", "_file", "group_key", "day", "ts", "end", *meter_columns).filter(
+        pl.col("group_key").is_not_null() & pl.col("end").is_not_null()
+        & (pl.col("_file").n_unique().over("group_key", "day") > 1))
+    pairs = spans.join(spans, on=["group_key", "day"], suffix="_o").filter(
         (pl.col("_file") != pl.col("_file_o")) & (pl.col("ts") < pl.col("end_o")) & (pl.col("ts_o") < pl.col("end"))
         & ~((pl.col("ts") == pl.col("ts_o")) & (pl.col("end") == pl.col("end_o"))))
     if pairs.height == 0:

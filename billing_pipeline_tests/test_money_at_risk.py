@@ -321,3 +321,24 @@ def test_a_ledger_url_that_cannot_work_is_refused_before_any_work(month, url, sa
     assert done.exit_code == 2
     assert says in done.output and "Traceback" not in done.output
     assert not (out / ".dagster").exists()
+
+
+def test_an_amount_that_cannot_be_held_exactly_holds_its_customer_not_the_month(month):
+    """Rating's own money at risk (issue 16): 10^15 tokens at $1,000,000 per 1K is $10^18, past
+    what the ledger stores exactly in micro-units. The customer is held and named, never drafted
+    with a wrapped or smaller amount; the other customer is issued."""
+    landing, catalog, out = month
+    absurd = {**CATALOG, "plans": {**CATALOG["plans"], "payg": {"name": "Pay as you go", "charges": [
+        {"id": "gpt4o-in", "meter": "input_tokens", "models": ["gpt-4o", "gpt-4o-20*"], "unit_size": 1000,
+         "unit_price": "1000000"}]}}}
+    catalog.write_text(yaml.safe_dump(absurd), encoding="utf-8")
+    write(landing / COMPLETIONS / "2026-10-04_p1.json", page(4, [result("proj_a", 10**15, 0)]))
+    done = run(landing, catalog, out)
+    assert done.exit_code == 1
+    assert "customers acme" in done.output and "(amount_overflow)" in done.output
+    held = {(r["source"], r["reason"], r["customer_id"]) for r in quarantine_rows(out) if r["kind"] == "money_at_risk"}
+    assert ("rating", "amount_overflow", "acme") in held and {c for _, _, c in held} == {"acme"}
+    assert not (out / MONTH / "invoices" / "acme.json").exists()
+    partly = issue(out)
+    assert partly.exit_code == 1 and "customers acme" in partly.output
+    assert numbers(out) == {"initech": "INV-2026-000001"}

@@ -14,7 +14,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from billing_pipeline.runner import InputError, run_backfill, run_month_end  # noqa: E402
+from billing_pipeline.runner import InputError, MonthEndFailed, run_backfill, run_month_end  # noqa: E402
 
 
 def _run(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None,
@@ -25,6 +25,10 @@ def _run(month: str, landing: Path, catalog: Path, out: Path, database_url: str 
         for line in str(exc).splitlines():  # a catalog reports every problem, one line each
             click.echo(f"error: {line}", err=True)
         sys.exit(2)
+    except (MonthEndFailed, OSError) as exc:  # e.g. a full disk or a folder that cannot be written
+        click.echo(f"error: {exc}; nothing was issued, re-run when fixed (issued invoices are never touched)",
+                   err=True)
+        sys.exit(1)
     click.echo(summary.table())
     failed = False
     if summary.failed_checks:

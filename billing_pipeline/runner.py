@@ -205,10 +205,22 @@ def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: st
         )
     unexpected = unexpected_failures(result.get_step_failure_events())
     if unexpected:
-        error = unexpected[0].step_failure_data.error
-        raise dg.DagsterError(f"month-end step {unexpected[0].step_key} failed:\n"
-                              f"{error.to_string() if error else 'no error recorded'}")
+        raise MonthEndFailed(unexpected[0], result.run_id)
     return result
+
+
+class MonthEndFailed(RuntimeError):
+    """A month-end step failed for a reason of its own (a disk that is full, a folder that cannot be
+    written, a bug): one line for a person, the whole error kept for ``details`` and in the run."""
+
+    def __init__(self, failure, run_id: str):
+        error = failure.step_failure_data.error if failure.step_failure_data else None
+        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
+            error = error.cause  # Dagster's wrappers say "error occurred while executing"; the cause says what
+        reason = f"{error.cls_name}: {error.message.strip().splitlines()[0]}" if error else "no error recorded"
+        super().__init__(f"month-end step {failure.step_key} failed: {reason} (Dagster run {run_id})")
+        self.step, self.run_id = failure.step_key, run_id
+        self.details = failure.step_failure_data.error.to_string() if error else ""
 
 
 def unexpected_failures(failures) -> list:

@@ -10,6 +10,7 @@ cannot catch this): their sum passes 2^63.
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 
 import polars as pl
 import pytest
@@ -141,3 +142,27 @@ def test_price_quantity_refuses_a_quantity_past_int64_naming_the_charge():
     c = Charge.model_validate({"id": "gpt4o-in", "meter": "input_tokens", "unit_price": "0.01"})
     with pytest.raises(RatingError, match="gpt4o-in.*quantity_overflow"):
         price_quantity(c, HALF, "USD", "input tokens", before=HALF + 2)  # (2^62 - 1) + (2^62 + 1) = 2^63: one past 2^63 - 1
+
+
+def test_provider_cost_of_a_day_past_64_bits_is_exact_and_fails_nobody_elses_month():
+    """Four events of 2^62 tokens each on one day: the cost is computed from the exact sum, the
+    quantity shown is null (it does not fit the column), and the other customer is costed."""
+    import datetime as dt
+
+    from billing_pipeline.catalog import parse_catalog
+    from billing_pipeline.reconcile import provider_cost
+    from billing_pipeline.schema import USAGE_SCHEMA, conform
+
+    rows = [{"event_id": f"e{i}", "record_id": f"r{i}", "source": "gateway_log", "provider": "openai",
+             "customer_id": "acme", "model": "gpt-4o", "model_family": "gpt-4o", "meter": "input_tokens",
+             "dimensions": "{}", "quantity": 2**62, "day": dt.date(2026, 10, 5), "origin": f"x:{i}"} for i in range(4)]
+    rows.append({**rows[0], "event_id": "g", "record_id": "g", "customer_id": "globex", "quantity": 1_000_000})
+    catalog = parse_catalog({"issuer": {"name": "Example AI GmbH"}, "plans": {}, "customers": {}, "price_book": [
+        {"provider": "openai", "models": ["gpt-4o"], "meter": "input_tokens", "unit_size": 1_000_000,
+         "unit_price": "2.50", "from": "2026-01-01"}]})
+    costs = provider_cost(conform(pl.DataFrame(rows), USAGE_SCHEMA), catalog)
+    by_customer = {r["customer_id"]: r for r in costs.to_dicts()}
+    assert by_customer["acme"]["quantity"] is None
+    # 4 x 2^62 = 2^64 = 18,446,744,073,709,551,616 tokens x $2.50 / 1M = $46,116,860,184,273.87904
+    assert by_customer["acme"]["cost"] == Decimal("46116860184273.879040000000")
+    assert (by_customer["globex"]["quantity"], by_customer["globex"]["cost"]) == (1_000_000, Decimal("2.5"))

@@ -342,3 +342,16 @@ def test_an_amount_that_cannot_be_held_exactly_holds_its_customer_not_the_month(
     partly = issue(out)
     assert partly.exit_code == 1 and "customers acme" in partly.output
     assert numbers(out) == {"initech": "INV-2026-000001"}
+
+
+def test_an_output_folder_that_cannot_be_written_ends_in_one_line_not_a_traceback(month):
+    """Issue 16 item 9: a write failure named, with what it means for the month."""
+    landing, catalog, out = month
+    (out / MONTH).mkdir(parents=True)
+    (out / MONTH / "invoices").write_text("a file where the invoices folder should be")
+    done = CliRunner().invoke(main, ["run", "--month", MONTH, "--landing", str(landing), "--catalog", str(catalog),
+                                     "--out", str(out)])
+    assert done.exit_code == 1
+    assert "Traceback" not in done.output
+    [line] = [l for l in done.output.splitlines() if l.startswith("error: ")]
+    assert "month-end step" in line and "invoices" in line and "nothing was issued" in line

@@ -18,6 +18,8 @@ from billing_pipeline.usage import dimensions_match, models_match
 
 COST_SCALE = Decimal(1).scaleb(-12)
 
+I64_MAX = 2**63 - 1
+
 COST_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Date,
     "provider": pl.String,
@@ -97,6 +99,10 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
             pl.when(pl.col("entry").is_not_null()).then(pl.lit("price_book"))
             .when(pl.col("has_reported")).then(pl.lit("reported")).otherwise(pl.lit("unpriced")).alias("cost_basis"),
         )
+        # The cost above was computed from the exact 128-bit sum; a quantity past 64 bits (only
+        # absurd or hostile usage reaches it: rating holds that customer) is shown as null
+        # rather than failing every customer's month in the cast.
+        .with_columns(pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity"))
         .sort("day", "provider", "customer_id", "model_family", "meter", "entry", nulls_last=True)
         .select(list(COST_SCHEMA)).cast(COST_SCHEMA)
     )

@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import httpx
 
+from billing_pipeline.atomic import write_bytes
+
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # Environment variables whose values are secrets: the admin keys the clients read, the SMTP
 # password, and every webhook signing secret (by prefix). Their values never reach a message.

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
+import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -226,3 +227,93 @@ def test_a_ledger_at_revision_0005_gets_the_new_guards_on_upgrade(tmp_path, engi
                 conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
             admin.dispose()
 
+
+
+# ---------------------------------------------------------------- PostgreSQL roles
+
+
+def test_postgresql_guards_read_the_ledgers_own_audit_log_whatever_the_search_path(ledger):  # noqa: F811
+    """A session that can create a table elsewhere cannot point the trigger's ``audit_log`` at a
+    forged one with ``SET search_path``: the guard functions pin the migration's search_path."""
+    if ledger.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL search_path")
+    _issued(ledger)
+    decoy = f"decoy_{uuid.uuid4().hex[:10]}"
+    acme = _row(ledger)
+    try:
+        with ledger.engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{decoy}"'))
+            conn.execute(sa.text(f'CREATE TABLE "{decoy}".audit_log (id int, invoice_id int, action text)'))
+            conn.execute(sa.text(f"INSERT INTO \"{decoy}\".audit_log VALUES (999999, {acme['id']}, 'void')"))
+        with pytest.raises(DBAPIError, match="may only go"):
+            with ledger.engine.begin() as conn:
+                schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+                conn.execute(sa.text(f'SET LOCAL search_path = "{decoy}", "{schema}"'))
+                conn.execute(sa.text("UPDATE invoices SET status = 'void', status_audit_id = 999999 WHERE number = :n"),
+                             {"n": NUMBER})
+        assert _row(ledger)["status"] == "issued"
+    finally:
+        with ledger.engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{decoy}" CASCADE'))
+
+
+APP_GRANTS = """
+GRANT USAGE ON SCHEMA {schema} TO {app};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {app};
+REVOKE UPDATE, DELETE ON audit_log FROM {app};
+REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {app};
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}
+"""  # as in the README's "PostgreSQL roles"
+
+
+def test_postgresql_application_role_runs_the_month_but_cannot_touch_the_guards():
+    """The README's roles: the migration role owns the tables, the application role has only the
+    grants above. It drafts, issues, voids; it cannot disable, drop or replace a trigger, truncate,
+    or rewrite the audit log or the schema version."""
+    from billing_pipeline_tests.test_ledger import PG_URL
+
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        pytest.skip(f"PostgreSQL unreachable: {error.orig}")
+    tag = uuid.uuid4().hex[:10]
+    schema, owner_role, app_role = f"ledger_roles_{tag}", f"ledger_owner_{tag}", f"ledger_app_{tag}"
+    with admin.connect() as conn:
+        for statement in (f"CREATE ROLE {owner_role} LOGIN", f"CREATE ROLE {app_role} LOGIN",
+                          f"CREATE SCHEMA {schema} AUTHORIZATION {owner_role}"):
+            conn.execute(sa.text(statement))
+    url = sa.engine.make_url(PG_URL)
+    options = {"options": f"-csearch_path={schema}"}
+    owner = Ledger(url.set(username=owner_role).render_as_string(hide_password=False), connect_args=options)
+    app = Ledger(url.set(username=app_role).render_as_string(hide_password=False), connect_args=options)
+    try:
+        owner.migrate()
+        with owner.engine.begin() as conn:
+            for statement in APP_GRANTS.format(schema=schema, app=app_role).split(";"):
+                conn.execute(sa.text(statement))
+        app.migrate()  # at head: reads alembic_version only
+        _issued(app)
+        app.void(NUMBER, "wrong customer address")
+        assert _row(app)["status"] == "void"
+        for statement in ("ALTER TABLE invoices DISABLE TRIGGER invoices_guard",
+                          "DROP TRIGGER invoices_guard ON invoices",
+                          "CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql "
+                          "AS $$ BEGIN RETURN NEW; END $$",
+                          "SET session_replication_role = replica",
+                          "TRUNCATE audit_log", "DELETE FROM audit_log",
+                          "UPDATE alembic_version SET version_num = '0001'"):
+            with pytest.raises(DBAPIError, match="must be owner|permission denied"):
+                with app.engine.begin() as conn:
+                    conn.execute(sa.text(statement))
+    finally:
+        app.engine.dispose()
+        owner.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            for role in (app_role, owner_role):
+                conn.execute(sa.text(f"DROP OWNED BY {role}"))
+                conn.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()

@@ -400,10 +400,13 @@ BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an insert may not replace a
 
 def _postgres_hardening(columns: tuple[str, ...]) -> list[str]:
     """Revision 0006: the guard functions again, stricter (inserts are drafts, a status change
-    needs its audit row, a line may not move into an issued invoice), plus TRUNCATE refused."""
+    needs its audit row, a line may not move into an issued invoice), plus TRUNCATE refused.
+    ``SET search_path FROM CURRENT`` pins the tables they read to the migration's schema: a
+    session cannot point ``audit_log`` at a table of its own with ``SET search_path``."""
     changed = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in columns)
     return [
-        f"""CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        f"""CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
   IF TG_OP = 'DELETE' THEN
     IF OLD.status <> 'draft' THEN
@@ -443,7 +446,8 @@ END $$""",
         "DROP TRIGGER IF EXISTS invoices_guard ON invoices",
         """CREATE TRIGGER invoices_guard BEFORE INSERT OR UPDATE OR DELETE ON invoices
 FOR EACH ROW EXECUTE FUNCTION invoices_guard()""",
-        """CREATE OR REPLACE FUNCTION invoice_lines_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+        """CREATE OR REPLACE FUNCTION invoice_lines_guard() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
   IF TG_OP IN ('UPDATE', 'DELETE')
      AND EXISTS (SELECT 1 FROM invoices WHERE id = OLD.invoice_id AND status <> 'draft') THEN

@@ -9,7 +9,6 @@ import datetime as dt
 from decimal import Decimal
 
 import polars as pl
-import sqlalchemy as sa
 
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.invoicing.document import build_documents
@@ -17,7 +16,7 @@ from billing_pipeline.invoicing.ledger import Ledger
 from billing_pipeline.invoicing.numbering import issue_drafts
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import USAGE_SCHEMA
-from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
+from billing_pipeline_tests.test_ledger import _issue_raw, ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
 
 CATALOG = parse_catalog({
     "issuer": {"name": "I"},
@@ -71,8 +70,7 @@ def test_re_running_a_month_does_not_count_its_own_draft(ledger):
 
 def test_a_void_invoice_gives_its_credits_back(ledger):
     month_end(ledger, "2026-10")
-    with ledger.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE invoices SET status = 'issued', number = 'INV-1' WHERE customer_id = 'acme'"))
+    _issue_raw(ledger, "acme", "INV-1")
     ledger.void("INV-1", "wrong customer")
     assert ledger.credits_used("2026-11") == {}
 

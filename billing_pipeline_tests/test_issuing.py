@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from billing_pipeline.invoicing import ledger as ledger_module
-from billing_pipeline.invoicing.issuing import issue_month, render_issued
+from billing_pipeline.invoicing.issuing import PdfsNotRendered, issue_month, render_issued
 from billing_pipeline.invoicing.numbering import ChecksFailed, issue_drafts
 from billing_pipeline.invoicing.pdf import InvoiceRenderer
 from billing_pipeline.money import round_money
@@ -130,9 +130,11 @@ def test_crash_after_commit_before_rendering_renders_only_missing_pdfs(ledger, r
         def render_pdf(self, doc):
             raise MemoryError("renderer killed")
 
-    with pytest.raises(MemoryError):
+    with pytest.raises(PdfsNotRendered) as crashed:
         issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
                     renderer=Broken())
+    assert [(f["customer_id"], f["error"]) for f in crashed.value.failed] == [
+        ("acme", "MemoryError: renderer killed"), ("globex", "MemoryError: renderer killed")]
     numbers = _numbers(ledger)
     assert [n for _, n, _ in numbers] == ["INV-2026-000001", "INV-2026-000002"]
     assert not list((tmp_path / MONTH / "invoices").glob("*.pdf"))

@@ -80,10 +80,17 @@ def ledger(request, tmp_path):
 
 
 def _issue_raw(ledger: Ledger, customer_id: str, number: str = "INV-2026-000001") -> None:
+    """Issue by hand as issuing does: the audit row first, then the status change pointing at it
+    (the database refuses a status change without its audit row)."""
+    from billing_pipeline.invoicing.ledger import audit
+
     with ledger.engine.begin() as conn:
+        invoice_id = conn.execute(sa.text("SELECT id FROM invoices WHERE customer_id = :c AND status = 'draft'"),
+                                  {"c": customer_id}).scalar_one()
+        audit_id = audit(conn, invoice_id, "test", "issue", {"number": number})
         conn.execute(
-            sa.text("UPDATE invoices SET status = 'issued', number = :n WHERE customer_id = :c"),
-            {"n": number, "c": customer_id},
+            sa.text("UPDATE invoices SET status = 'issued', number = :n, status_audit_id = :a WHERE id = :i"),
+            {"n": number, "a": audit_id, "i": invoice_id},
         )
 
 
@@ -150,8 +157,7 @@ def test_database_refuses_to_change_or_delete_an_issued_invoice(ledger):
             with ledger.engine.begin() as conn:
                 conn.execute(sa.text(statement))
     assert ledger.list_invoices("2026-10")[0]["total"] == "737.80"
-    with ledger.engine.begin() as conn:  # voiding is the one allowed change
-        conn.execute(sa.text("UPDATE invoices SET status = 'void' WHERE customer_id = 'acme'"))
+    ledger.void("INV-2026-000001", "wrong address")  # voiding (with its audit row) is the one allowed change
     assert ledger.save_drafts("2026-10", [document("acme")])["inserted"] == 1  # its successor
 
 

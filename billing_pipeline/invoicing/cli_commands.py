@@ -2,7 +2,8 @@
 
 Exit codes as elsewhere: 0 done, 2 bad input (unknown number, missing catalog, bad amount),
 1 refused: a blocking check of the month failed or was never recorded, or money at risk holds
-customers (named, with the records that hold them) until fixed or waived.
+customers (named, with the records that hold them) until fixed or waived; also 1 when an issued
+invoice's PDF could not be rendered (each named with the reason; the others are rendered).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import click
 
 from billing_pipeline.catalog import load_catalog
-from billing_pipeline.invoicing.issuing import file_stem, issue_month
+from billing_pipeline.invoicing.issuing import PdfsNotRendered, file_stem, issue_month
 from billing_pipeline.invoicing.ledger import Ledger, LedgerError
 from billing_pipeline.invoicing import holds
 from billing_pipeline.invoicing.numbering import ChecksFailed
@@ -72,16 +73,28 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
         _fail(f"{exc}; nothing issued", 1)
     except holds.MoneyAtRisk as exc:
         _fail(f"{exc}; nothing issued", 1)
+    except PdfsNotRendered as exc:  # the numbers stand; these customers wait for their PDF
+        result = exc.result
     folder = out / month / "invoices"
     for item in result["issued"]:
         amount = fmt_money(exact(item["total"]), item["currency"])
         stem = file_stem(item)
         click.echo(f"{item['number']}  {item['kind']:<11}  {item['customer_id']:<16}  {amount:>14}  "
                    f"{folder / (stem + '.pdf')}")
+    not_rendered = f", not rendered {len(result['failed'])}" if result["failed"] else ""
     click.echo(f"issued {len(result['issued'])}, PDFs rendered {result['rendered']}, "
-               f"unchanged {result['unchanged']}")
+               f"unchanged {result['unchanged']}{not_rendered}")
+    for failed in result["failed"]:
+        click.echo(f"error: {failed['customer_id']}: {failed['number']} is issued but its PDF was not "
+                   f"rendered: {failed['error']}", err=True)
+    if result["failed"]:
+        click.echo(f"error: {len(result['failed'])} PDF(s) not rendered (recorded in the audit log); the "
+                   f"other customers are done. Fix the cause, then re-run `billing-pipeline issue --month "
+                   f"{month}`: it renders only what is missing", err=True)
     if result["held"]:
         _fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
+    if result["failed"]:
+        sys.exit(1)
 
 
 @click.command()

@@ -116,8 +116,10 @@ def _audit_row(invoice_id: int, actor: str, action: str, detail: dict, at: datet
             "detail": json.dumps(detail, sort_keys=True)}
 
 
-def audit(conn: Connection, invoice_id: int, actor: str, action: str, detail: dict) -> None:
-    conn.execute(audit_log.insert().values(**_audit_row(invoice_id, actor, action, detail)))
+def audit(conn: Connection, invoice_id: int, actor: str, action: str, detail: dict) -> int:
+    """Append an audit entry; returns its id (a status change must point at it: schema.py)."""
+    return conn.execute(audit_log.insert().values(**_audit_row(invoice_id, actor, action, detail))
+                        .returning(audit_log.c.id)).scalar_one()
 
 
 def _draft_detail(doc: dict, kind: str) -> dict:
@@ -247,7 +249,8 @@ class Ledger:
             tables = set(inspect(conn).get_table_names())
             if "invoices" in tables and "alembic_version" not in tables:
                 columns = {c["name"] for c in inspect(conn).get_columns("invoices")}
-                command.stamp(config, "head" if "series" in columns else "0001")
+                command.stamp(config, "head" if "status_audit_id" in columns
+                              else "0005_holds" if "series" in columns else "0001")
             command.upgrade(config, "head")
 
     # ------------------------------------------------------------ drafts
@@ -386,9 +389,10 @@ class Ledger:
             lock_period(conn, row.period)
             if row.status != "issued":
                 raise LedgerError(f"{number} is {row.status}: only issued invoices can be voided")
+            # The audit row first: the database refuses a status change that does not point at it.
+            audit_id = audit(conn, row.id, actor, "void", {"number": number, "reason": reason})
             conn.execute(invoices.update().where(invoices.c.id == row.id)
-                         .values(status="void", updated_at=_now()))
-            audit(conn, row.id, actor, "void", {"number": number, "reason": reason})
+                         .values(status="void", status_audit_id=audit_id, updated_at=_now()))
         return {"number": number, "customer_id": row.customer_id, "period": row.period}
 
     def add_credit_note(self, number: str, amount: str, reason: str, actor: str = "cli") -> dict:
@@ -478,6 +482,23 @@ class Ledger:
             rows = conn.execute(query.order_by(invoices.c.sequence, invoices.c.id)).all()
         return [(r.id, r.pdf_sha256, load_document(r.document)) for r in rows]
 
+    def issued_for_rendering(self, period: str, customer_id: str | None = None) -> list:
+        """The period's issued documents with what the render check compares: rows of id,
+        pdf_sha256, document_sha256 (NULL if issued before revision 0006) and document (text)."""
+        query = select(invoices.c.id, invoices.c.customer_id, invoices.c.number, invoices.c.pdf_sha256,
+                       invoices.c.document_sha256, invoices.c.document).where(
+            invoices.c.period == period, invoices.c.status == "issued")
+        if customer_id is not None:
+            query = query.where(invoices.c.customer_id == customer_id)
+        with self.engine.connect() as conn:
+            return conn.execute(query.order_by(invoices.c.sequence, invoices.c.id)).all()
+
+    def record_render_failure(self, invoice_id: int, detail: dict) -> None:
+        """An issued invoice whose PDF could not be rendered (or was refused): in the audit log,
+        so the failure outlives the run that met it."""
+        with self.engine.begin() as conn:
+            audit(conn, invoice_id, "issuing", "render_failed", detail)
+
     def store_pdf_sha256(self, invoice_id: int, sha256: str) -> None:
         """Record an issued PDF's hash once (the database refuses to change it afterwards)."""
         with self.engine.begin() as conn:
@@ -502,6 +523,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # SQLAlchemy's "begin" event issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    # REPLACE's implicit deletes fire DELETE triggers only with this on; the ledger's own
+    # connections get it, and the triggers refuse the collision anyway for any other connection.
+    cursor.execute("PRAGMA recursive_triggers=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 

@@ -10,6 +10,7 @@ on the period and on the series. SQLite: the ledger starts every transaction wit
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Callable
 
 from sqlalchemy import func, select, text
@@ -123,11 +124,16 @@ def issue_drafts(ledger: Ledger, period: str, *, prefix: str, issue_date: dt.dat
                 before_each(number)
             doc = {**load_document(row.document), "number": number, "status": "issued",
                    "issue_date": issue_date.isoformat(), "due_date": due.isoformat()}
+            document = canonical_json(doc)
+            document_sha256 = hashlib.sha256(document.encode("utf-8")).hexdigest()
+            # The audit row first: the database refuses a status change that does not point at it.
+            audit_id = audit(conn, row.id, actor, "issue", {
+                "number": number, "issue_date": doc["issue_date"], "due_date": doc["due_date"],
+                "total": doc["total"], "document_sha256": document_sha256})
             conn.execute(invoices.update().where(invoices.c.id == row.id, invoices.c.status == "draft")
                          .values(status="issued", number=number, series=series, sequence=last,
-                                 document=canonical_json(doc), updated_at=dt.datetime.now(dt.UTC)))
-            audit(conn, row.id, actor, "issue", {"number": number, "issue_date": doc["issue_date"],
-                                                 "due_date": doc["due_date"], "total": doc["total"]})
+                                 document=document, document_sha256=document_sha256,
+                                 status_audit_id=audit_id, updated_at=dt.datetime.now(dt.UTC)))
             issued.append({"id": row.id, "number": number, "customer_id": doc["customer_id"],
                            "kind": row.kind, "total": doc["total"], "currency": doc["currency"]})
     return issued

@@ -11,6 +11,24 @@ Rules kept by the database, not only by Python:
 - an issued or void invoice's money, document, identity and lines never change, and it is never
   deleted; issued may only become void (triggers on both dialects);
 - ``audit_log`` is append-only (triggers).
+
+Revision 0006 closes the holes issue 16 found (``trigger_statements(..., hardened=True)``):
+- an insert never replaces: SQLite's ``INSERT OR REPLACE`` / ``UPDATE OR REPLACE`` delete what
+  they collide with without firing DELETE triggers (unless ``recursive_triggers`` is on in that
+  connection), so a BEFORE INSERT/UPDATE trigger refuses any collision with an issued or void
+  invoice's id, number, (series, sequence) or live (customer, period) key; audit ids likewise;
+- a line may not move INTO an issued invoice (NEW's invoice is checked, not only OLD's);
+- invoices are inserted as drafts, and a status changes only draft -> issued or issued -> void,
+  each pointing (``status_audit_id``) at its own new audit row of action 'issue' or 'void'. A
+  column the trigger checks, rather than "an audit row written earlier in this transaction",
+  because both engines can check it with the same plain SQL: SQLite has no transaction id and
+  PostgreSQL's (xmin) changes under savepoints. The audit row is written first, then the update;
+- PostgreSQL refuses TRUNCATE of invoices, invoice_lines and audit_log (BEFORE TRUNCATE ... FOR
+  EACH STATEMENT; SQLite has no TRUNCATE, its ``DELETE FROM`` fires the row triggers);
+- ``document_sha256`` (frozen) is the document's hash as issued: rendering tells a tampered
+  document from a changed renderer.
+Triggers bind only roles that cannot drop them: the application role must not own the tables
+(README, "PostgreSQL roles").
 """
 
 from __future__ import annotations
@@ -62,6 +80,13 @@ invoices = Table(
     Column("series", String(40), nullable=True),  # e.g. 'INV-2026': one gapless sequence each
     Column("sequence", Integer, nullable=True),  # 42 in INV-2026-000042
     Column("references_number", String(50), nullable=True),  # a correction's original invoice
+    # added by revision 0006 (immutability hardening)
+    # The audit_log row that authorised the current status: the database refuses a status change
+    # that does not point at a fresh audit row of the matching action ('issue', 'void').
+    Column("status_audit_id", Integer, nullable=True),
+    # sha256 of ``document`` as issued: a later render tells a tampered document (hash differs)
+    # from a changed renderer (document intact, PDF differs).
+    Column("document_sha256", String(64), nullable=True),
     CheckConstraint("status IN ('draft', 'issued', 'void')", name="ck_invoices_status"),
     CheckConstraint("period ~ '^[0-9]{4}-[0-9]{2}$'", name="ck_invoices_period").ddl_if(
         dialect="postgresql"
@@ -222,15 +247,28 @@ IMMUTABLE_COLUMNS_0001 = (
     "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
     "credits_micros", "total_micros", "document", "created_at",
 )
-IMMUTABLE_COLUMNS = (*IMMUTABLE_COLUMNS_0001, "series", "sequence", "references_number")
+IMMUTABLE_COLUMNS_0002 = (*IMMUTABLE_COLUMNS_0001, "series", "sequence", "references_number")
+# 0006: the id too (audit rows and lines point at it) and the document's hash as issued.
+IMMUTABLE_COLUMNS = (*IMMUTABLE_COLUMNS_0002, "id", "document_sha256")
 SQLITE_TRIGGER_NAMES = (
     "invoices_issued_immutable", "invoices_status_forward", "invoices_pdf_once",
     "invoices_issued_undeletable", "invoice_lines_frozen_insert", "invoice_lines_frozen_update",
     "invoice_lines_frozen_delete", "audit_log_append_only_update", "audit_log_append_only_delete",
+    # revision 0006
+    "invoices_born_draft", "invoices_insert_never_replaces", "invoices_update_never_replaces",
+    "invoices_status_audited", "invoice_lines_frozen_move", "audit_log_insert_never_replaces",
 )
+LEDGER_TABLES = ("invoices", "invoice_lines", "audit_log")  # never TRUNCATEd (PostgreSQL)
+
+# No quote characters: it is spliced into SQL string literals.
+STATUS_MESSAGE = ("invoice status may only go draft -> issued -> void, each change pointing at its "
+                  "own new audit row (status_audit_id: action issue or void)")
+# The one legal transition for (OLD.status, NEW.status), as SQL over an audit_log row ``a``.
+_TRANSITION = ("((OLD.status = 'draft' AND NEW.status = 'issued' AND a.action = 'issue')"
+               " OR (OLD.status = 'issued' AND NEW.status = 'void' AND a.action = 'void'))")
 
 
-def _sqlite_triggers(columns: tuple[str, ...]) -> list[str]:
+def _sqlite_triggers_0001(columns: tuple[str, ...]) -> list[str]:
     return [
         f"""CREATE TRIGGER IF NOT EXISTS invoices_issued_immutable
 BEFORE UPDATE OF {", ".join(columns)} ON invoices
@@ -262,7 +300,7 @@ BEFORE {op} ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); 
     ]
 
 
-def _postgres_triggers(columns: tuple[str, ...]) -> list[str]:
+def _postgres_triggers_0001(columns: tuple[str, ...]) -> list[str]:
     changed = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in columns)
     return [
         f"""CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -309,13 +347,143 @@ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
 FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
     ]
 
+def _sqlite_collision(exclude_old: bool) -> str:
+    """NEW's keys hit an issued or void invoice. ``INSERT OR REPLACE`` / ``UPDATE OR REPLACE``
+    silently DELETE the rows they collide with, and SQLite fires no DELETE trigger for that unless
+    ``PRAGMA recursive_triggers`` is on in that very connection (the ledger sets it, a sqlite3
+    shell does not): so the collision itself is refused. One EXISTS per unique key, each an
+    index lookup (a draft insert of a 10^4-customer month stays linear)."""
+    other = " AND o.id <> OLD.id" if exclude_old else ""
+    return f"""EXISTS (SELECT 1 FROM invoices o WHERE o.id = NEW.id AND o.status <> 'draft'{other})
+  OR EXISTS (SELECT 1 FROM invoices o WHERE o.number = NEW.number AND o.status <> 'draft'{other})
+  OR EXISTS (SELECT 1 FROM invoices o WHERE o.series = NEW.series AND o.sequence = NEW.sequence
+             AND o.status <> 'draft'{other})
+  OR (NEW.kind = 'invoice' AND NEW.status <> 'void' AND EXISTS (
+        SELECT 1 FROM invoices o WHERE o.customer_id = NEW.customer_id AND o.period = NEW.period
+           AND o.kind = 'invoice' AND o.status != 'void' AND o.status <> 'draft'{other}))"""
 
-def trigger_statements(dialect: str, columns: tuple[str, ...] = IMMUTABLE_COLUMNS) -> list[str]:
-    """The guard triggers for ``dialect`` ('sqlite' or 'postgresql'), freezing ``columns``."""
+
+def _sqlite_hardening() -> list[str]:
+    """Revision 0006: no REPLACE over an issued invoice or an audit entry, no line moved into an
+    issued invoice, and a status change only with its audit row."""
+    return [
+        f"""CREATE TRIGGER IF NOT EXISTS invoices_born_draft
+BEFORE INSERT ON invoices
+WHEN NEW.status IS NOT 'draft' OR NEW.status_audit_id IS NOT NULL OR NEW.document_sha256 IS NOT NULL
+BEGIN SELECT RAISE(ABORT, 'an invoice is inserted as a draft only: {STATUS_MESSAGE}'); END""",
+        f"""CREATE TRIGGER IF NOT EXISTS invoices_insert_never_replaces
+BEFORE INSERT ON invoices
+WHEN {_sqlite_collision(False)}
+BEGIN SELECT RAISE(ABORT, 'invoice is issued or void: immutable (an insert may not replace it)'); END""",
+        f"""CREATE TRIGGER IF NOT EXISTS invoices_update_never_replaces
+BEFORE UPDATE OF id, number, series, sequence, customer_id, period, kind, status ON invoices
+WHEN {_sqlite_collision(True)}
+BEGIN SELECT RAISE(ABORT, 'invoice is issued or void: immutable (an update may not replace it)'); END""",
+        f"""CREATE TRIGGER IF NOT EXISTS invoices_status_audited
+BEFORE UPDATE OF status, status_audit_id ON invoices
+WHEN (NEW.status IS NOT OLD.status AND NOT (
+        NEW.status_audit_id IS NOT OLD.status_audit_id AND NEW.id = OLD.id AND EXISTS (
+          SELECT 1 FROM audit_log a WHERE a.id = NEW.status_audit_id AND a.invoice_id = OLD.id
+             AND {_TRANSITION})))
+  OR (NEW.status IS OLD.status AND NEW.status_audit_id IS NOT OLD.status_audit_id)
+BEGIN SELECT RAISE(ABORT, '{STATUS_MESSAGE}'); END""",
+        """CREATE TRIGGER IF NOT EXISTS invoice_lines_frozen_move
+BEFORE UPDATE ON invoice_lines
+WHEN (SELECT status FROM invoices WHERE id = NEW.invoice_id) <> 'draft'
+BEGIN SELECT RAISE(ABORT, 'lines of an issued or void invoice are immutable: none may be moved into one'); END""",
+        """CREATE TRIGGER IF NOT EXISTS audit_log_insert_never_replaces
+BEFORE INSERT ON audit_log
+WHEN EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'audit_log is append-only: an insert may not replace an entry'); END""",
+    ]
+
+
+def _postgres_hardening(columns: tuple[str, ...]) -> list[str]:
+    """Revision 0006: the guard functions again, stricter (inserts are drafts, a status change
+    needs its audit row, a line may not move into an issued invoice), plus TRUNCATE refused.
+    ``SET search_path FROM CURRENT`` pins the tables they read to the migration's schema: a
+    session cannot point ``audit_log`` at a table of its own with ``SET search_path``."""
+    changed = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in columns)
+    return [
+        f"""CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    IF OLD.status <> 'draft' THEN
+      RAISE EXCEPTION 'invoice % is %: cannot delete', OLD.id, OLD.status;
+    END IF;
+    RETURN OLD;
+  END IF;
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.status IS DISTINCT FROM 'draft' OR NEW.status_audit_id IS NOT NULL
+       OR NEW.document_sha256 IS NOT NULL THEN
+      RAISE EXCEPTION 'an invoice is inserted as a draft only: {STATUS_MESSAGE}';
+    END IF;
+    RETURN NEW;
+  END IF;
+  IF OLD.status <> 'draft' AND ({changed}) THEN
+    RAISE EXCEPTION 'invoice % is %: immutable', OLD.id, OLD.status;
+  END IF;
+  IF (OLD.status = 'issued' AND NEW.status NOT IN ('issued', 'void'))
+     OR (OLD.status = 'void' AND NEW.status <> 'void') THEN
+    RAISE EXCEPTION 'invoice % status may only go draft -> issued -> void', OLD.id;
+  END IF;
+  IF NEW.status IS DISTINCT FROM OLD.status THEN
+    IF NEW.status_audit_id IS NOT DISTINCT FROM OLD.status_audit_id OR NEW.id <> OLD.id
+       OR NOT EXISTS (SELECT 1 FROM audit_log a WHERE a.id = NEW.status_audit_id
+                         AND a.invoice_id = OLD.id AND {_TRANSITION}) THEN
+      RAISE EXCEPTION 'invoice %: {STATUS_MESSAGE}', OLD.id;
+    END IF;
+  ELSIF NEW.status_audit_id IS DISTINCT FROM OLD.status_audit_id THEN
+    RAISE EXCEPTION 'invoice %: {STATUS_MESSAGE}', OLD.id;
+  END IF;
+  IF OLD.status <> 'draft' AND OLD.pdf_sha256 IS NOT NULL
+     AND NEW.pdf_sha256 IS DISTINCT FROM OLD.pdf_sha256 THEN
+    RAISE EXCEPTION 'invoice % PDF hash is immutable', OLD.id;
+  END IF;
+  RETURN NEW;
+END $$""",
+        "DROP TRIGGER IF EXISTS invoices_guard ON invoices",
+        """CREATE TRIGGER invoices_guard BEFORE INSERT OR UPDATE OR DELETE ON invoices
+FOR EACH ROW EXECUTE FUNCTION invoices_guard()""",
+        """CREATE OR REPLACE FUNCTION invoice_lines_guard() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE')
+     AND EXISTS (SELECT 1 FROM invoices WHERE id = OLD.invoice_id AND status <> 'draft') THEN
+    RAISE EXCEPTION 'lines of an issued or void invoice are immutable';
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE')
+     AND EXISTS (SELECT 1 FROM invoices WHERE id = NEW.invoice_id AND status <> 'draft') THEN
+    RAISE EXCEPTION 'lines of an issued or void invoice are immutable: none may be moved into one';
+  END IF;
+  RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END $$""",
+        """CREATE OR REPLACE FUNCTION ledger_refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION '%: TRUNCATE refused: issued invoices, their lines and the audit log are kept for good',
+    TG_TABLE_NAME;
+END $$""",
+    ] + [
+        statement
+        for table in LEDGER_TABLES
+        for statement in (
+            f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+            f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_truncate()""",
+        )
+    ]
+
+
+def trigger_statements(dialect: str, columns: tuple[str, ...] = IMMUTABLE_COLUMNS, *,
+                       hardened: bool = False) -> list[str]:
+    """The guard triggers for ``dialect`` ('sqlite' or 'postgresql'), freezing ``columns``.
+    ``hardened``: with revision 0006's guards (they use its columns status_audit_id and
+    document_sha256, so revisions 0001 and 0002 install the earlier set)."""
     if dialect == "sqlite":
-        return _sqlite_triggers(columns)
+        return _sqlite_triggers_0001(columns) + (_sqlite_hardening() if hardened else [])
     if dialect == "postgresql":
-        return _postgres_triggers(columns)
+        return _postgres_triggers_0001(columns) + (_postgres_hardening(columns) if hardened else [])
     raise ValueError(f"ledger supports sqlite and postgresql, not {dialect}")
 
 
@@ -324,7 +492,7 @@ def execute_ddl(bind, statement: str) -> None:
     bind.exec_driver_sql(statement.replace("%", "%%") if bind.dialect.name == "postgresql" else statement)
 
 
-TRIGGER_DDL = {d: trigger_statements(d) for d in ("sqlite", "postgresql")}
+TRIGGER_DDL = {d: trigger_statements(d, hardened=True) for d in ("sqlite", "postgresql")}
 
 for _dialect, _statements in TRIGGER_DDL.items():
     for _statement in _statements:  # DDL() applies %-formatting: escape plpgsql's "%"

@@ -82,12 +82,11 @@ def test_attempts_never_pass_the_limit_when_every_sender_dies_mid_send(ledger, i
     assert "attempt 8 of 8 never finished" in stored["last_error"]
 
 
+@pytest.mark.parametrize("ledger", ["sqlite"], indirect=True)  # the catalog refuses it before any ledger is opened
 def test_a_catalog_email_that_could_inject_a_header_is_refused_at_load_and_send_sends_nothing(
         ledger, issued, mailbox, tmp_path):  # noqa: F811
     """The first defence is the catalog: the address never reaches delivery (the row-level
     failure above is the second, for addresses that come from anywhere else)."""
-    if ledger.engine.dialect.name != "sqlite":
-        pytest.skip("the PostgreSQL test ledger lives in a per-test schema a --database-url cannot name")
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(yaml.safe_dump({
         "issuer": {"name": "Example AI GmbH", "email": "invoices@example-ai.example"}, "plans": {},

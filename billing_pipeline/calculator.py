@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from billing_pipeline import shipped
 from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money
 from billing_pipeline.periods import month_label, parse_month
@@ -35,7 +36,6 @@ from billing_pipeline.rating.quote import _provider, quote
 from billing_pipeline.rating.vectorized import charge_rows
 from billing_pipeline.schema import METERS, model_family_expr, unit_name
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
 PAGE_TEMPLATE = "calculator.html.j2"
 SCRIPT = "calculator.js"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -214,7 +214,7 @@ def page_data(catalog: Catalog, plan_id: str, month: str) -> dict:
 
 
 def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["j2", "html"]),
+    return Environment(loader=FileSystemLoader(shipped.templates_dir()), autoescape=select_autoescape(["j2", "html"]),
                        trim_blocks=True, lstrip_blocks=True)
 
 
@@ -238,7 +238,7 @@ def _grid(slots: list[dict]) -> dict:
 
 def render_page(data: dict) -> str:
     """One HTML file, script and data inline, and a CSP that forbids any fetch (no CDN, no network)."""
-    script = (TEMPLATES_DIR / SCRIPT).read_text(encoding="utf-8")
+    script = (shipped.templates_dir() / SCRIPT).read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     return _env().get_template(PAGE_TEMPLATE).render(
         data=data, grid=_grid(data["slots"]), data_json=_script_json(data), script=script,

@@ -1,6 +1,6 @@
 """Scale-out: the month on the celery executor, with two worker processes on the real broker.
 
-The run's instance is the shipped dagster.yaml on the local PostgreSQL (workers record their
+The run's instance is the shipped deploy/dagster.yaml on the local PostgreSQL (workers record their
 step events there), outputs and step values live on the shared disk, and the invoices must be
 byte for byte those of the in-process run.
 """
@@ -82,7 +82,7 @@ def test_the_month_on_celery_workers_gives_byte_identical_invoices(
 ):
     home, out = tmp_path / "dagster_home", tmp_path / "out"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the file we ship: PostgreSQL storage
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the file we ship: PostgreSQL storage
     env = {
         "DAGSTER_HOME": home, "DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": PG["port"],
         "DAGSTER_PG_USERNAME": PG["user"], "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_database,

@@ -59,7 +59,7 @@ def test_month_end_on_the_production_dagster_yaml_records_runs_and_partitions_in
 ):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")  # the file we ship, unchanged
+    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the file we ship, unchanged
     for key, value in {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": PG["port"], "DAGSTER_PG_USERNAME": "postgres",
                        "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_database}.items():
         monkeypatch.setenv(key, value)

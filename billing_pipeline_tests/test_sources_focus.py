@@ -9,7 +9,7 @@ from pathlib import Path
 
 from billing_pipeline.sources import SOURCES
 
-SAMPLE = Path(__file__).parent / "data/providers/focus/focus_1.0_sample_1000.csv"  # FinOps Foundation, CC BY 4.0
+SAMPLE = Path(__file__).parent / "data/external/focus_1.0_sample_1000.csv"  # FinOps Foundation, CC BY 4.0
 HEADER = "ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ChargeDescription,ConsumedQuantity,ConsumedUnit,BilledCost,ProviderName,ServiceName,RegionId,ResourceId,SkuPriceId,Tags"
 TAGS = '"{""customer"": ""acme""}"'
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text, true
 from sqlalchemy.engine import Connection, Engine
 
+from billing_pipeline import shipped
 from billing_pipeline.invoicing.credit_notes import (
     ORIGIN_LATE_USAGE,
     credits_drawn,
@@ -40,7 +40,7 @@ from billing_pipeline.invoicing.schema import (  # noqa: F401 - re-exported for 
 from billing_pipeline.money import exact, from_micros, round_money, to_micros
 
 DEFAULT_URL = "sqlite:///billing_ledger.sqlite3"
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS_DIR = shipped.migrations_dir()  # importlib.resources: the same folder in a wheel
 COUNT_KEYS = ("inserted", "replaced", "unchanged", "skipped_issued", "deleted", "corrections")
 
 

@@ -44,14 +44,17 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
-from billing_pipeline import money
+from billing_pipeline import money, shipped
 from billing_pipeline.atomic import write_bytes
 from billing_pipeline.invoicing import chart
 from billing_pipeline.invoicing.chart import usage_chart_svg
 from billing_pipeline.money import exact, fmt_money, fmt_price, fmt_quantity
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
-FONTS_DIR = Path(__file__).resolve().parents[1] / "fonts"
+TEMPLATES_DIR = shipped.shipped_templates_dir()  # renderers use shipped.templates_dir(): it honours an override
+FONTS_DIR = shipped.fonts_dir()
+# Stylesheets name the shipped fonts "billing-font:<file name>" (invoice.css): a URL that does not
+# depend on where the templates are (checkout, wheel, a deployment's own copy), served from FONTS_DIR.
+FONT_SCHEME = "billing-font"
 TEMPLATE_NAME = "invoice.html.j2"
 STYLESHEET_NAME = "invoice.css"
 FIXED_GROUP = "Subscription and commitments"
@@ -72,11 +75,11 @@ UNIT_SIZE_LABELS = {1_000: "1K", 1_000_000: "1M", 1_000_000_000: "1B"}
 RELAXED_BREAKS_CSS = "tr.line, tr.tier { break-after: auto; }"
 
 
-def renderer_fingerprint(templates_dir: Path = TEMPLATES_DIR, full_fonts: bool = True) -> str:
+def renderer_fingerprint(templates_dir: Path | None = None, full_fonts: bool = True) -> str:
     """Everything an invoice PDF depends on besides its document: WeasyPrint's version, the
     template, stylesheet and fonts, and the code that turns the document into markup. Equal
     fingerprints and equal documents give equal PDFs (draft_pdfs.py relies on it)."""
-    templates_dir = Path(templates_dir)
+    templates_dir = Path(templates_dir) if templates_dir is not None else shipped.templates_dir()
     digest = hashlib.sha256(f"weasyprint {weasyprint.__version__} pydyf {pydyf.__version__} "
                             f"full_fonts {full_fonts}".encode())
     for path in [templates_dir / TEMPLATE_NAME, templates_dir / STYLESHEET_NAME, *sorted(FONTS_DIR.glob("*.ttf")),
@@ -87,7 +90,8 @@ def renderer_fingerprint(templates_dir: Path = TEMPLATES_DIR, full_fonts: bool =
 
 
 class TemplateOnlyURLFetcher(URLFetcher):
-    """Serves ``file:`` URLs inside the allowed folders; anything else stops the render.
+    """Serves ``file:`` URLs inside the allowed folders and ``billing-font:<name>`` from the
+    shipped fonts; anything else stops the render.
 
     ``calls`` records every URL WeasyPrint asked for (tests assert on it).
     """
@@ -100,6 +104,12 @@ class TemplateOnlyURLFetcher(URLFetcher):
     def fetch(self, url, headers=None):  # noqa: ARG002 - WeasyPrint's signature
         self.calls.append(url)
         parts = urlsplit(url)
+        if parts.scheme == FONT_SCHEME:
+            name = unquote(parts.path)
+            path = FONTS_DIR / name
+            if parts.netloc or not name or "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
+                raise FatalURLFetchingError(f"refusing to fetch {url!r}: not a shipped font")
+            return URLFetcherResponse(path.as_uri(), path.read_bytes(), {"Content-Type": "font/ttf"})
         if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
             raise FatalURLFetchingError(f"refusing to fetch {url!r}: only template assets")
         path = Path(unquote(parts.path)).resolve()
@@ -355,11 +365,13 @@ def parse_markup(markup: str, base_url: str, url_fetcher: URLFetcher) -> HTML:
 class InvoiceRenderer:
     """Build once per process; ``render_pdf`` is then safe to call for many documents."""
 
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, full_fonts: bool = True):
+    def __init__(self, templates_dir: Path | None = None, *, full_fonts: bool = True):
+        """templates_dir: None renders with shipped.templates_dir() ($BILLING_TEMPLATES_DIR, else
+        the shipped templates)."""
         # full_fonts: embed the shipped ~80 KB faces whole instead of subsetting them per PDF:
         # ~110 KB PDFs, ~35 % faster, and byte-stable without depending on fontTools.
         self.full_fonts = full_fonts
-        self.templates_dir = Path(templates_dir).resolve()
+        self.templates_dir = Path(templates_dir if templates_dir is not None else shipped.templates_dir()).resolve()
         self.env = Environment(
             loader=FileSystemLoader(self.templates_dir),
             autoescape=True,  # explicit: select_autoescape would key on ".j2" and turn it off

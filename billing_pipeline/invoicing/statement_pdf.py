@@ -16,7 +16,6 @@ import polars as pl
 from billing_pipeline.invoicing.chart import usage_chart_svg
 from billing_pipeline.invoicing.pdf import (
     STYLESHEET_NAME,
-    TEMPLATES_DIR,
     InvoiceRenderer,
     _date_text,
     _period_text,
@@ -90,7 +89,7 @@ def statement_context(st: dict) -> dict:
 class StatementRenderer(InvoiceRenderer):
     """The invoice renderer with the statement template; build once, render many."""
 
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR, *, full_fonts: bool = True):
+    def __init__(self, templates_dir: Path | None = None, *, full_fonts: bool = True):
         super().__init__(templates_dir, full_fonts=full_fonts)
         self.template = self.env.get_template(STATEMENT_TEMPLATE)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from billing_pipeline.invoicing.pdf import FONT_EPOCH, FONTS_DIR, TEMPLATES_DIR, TemplateOnlyURLFetcher, write_atomically
+from billing_pipeline import shipped
+from billing_pipeline.invoicing.pdf import FONT_EPOCH, FONTS_DIR, TemplateOnlyURLFetcher, write_atomically
 from billing_pipeline.money import ZERO, exact, fmt_money
 
 TEMPLATE_NAME = "reconciliation.html.j2"
@@ -135,8 +136,9 @@ def summary_context(table: pl.DataFrame, month: str, drift: pl.DataFrame | None 
 
 
 class SummaryRenderer:
-    def __init__(self, templates_dir: Path = TEMPLATES_DIR):
-        self.templates_dir = Path(templates_dir).resolve()
+    def __init__(self, templates_dir: Path | None = None):
+        """templates_dir: None renders with shipped.templates_dir() (see InvoiceRenderer)."""
+        self.templates_dir = Path(templates_dir if templates_dir is not None else shipped.templates_dir()).resolve()
         env = Environment(loader=FileSystemLoader(self.templates_dir), autoescape=True, undefined=StrictUndefined,
                           trim_blocks=True, lstrip_blocks=True)
         self.template = env.get_template(TEMPLATE_NAME)

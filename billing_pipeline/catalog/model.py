@@ -119,6 +119,20 @@ class PriceChange(_Strict):
     package_price: Money | None = None
 
 
+def known_meters(value: str | list[str]) -> str | list[str]:
+    """A meter (or list) a reader emits: plans and the price book name the same list (schema.METERS)."""
+    for meter in [value] if isinstance(value, str) else value:
+        if meter not in METERS:
+            raise ValueError(f"unknown meter {meter!r}; known meters: {', '.join(METERS)}")
+    return value
+
+
+def positive_unit_size(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
 class Charge(_Strict):
     id: str
     name: str | None = None
@@ -146,20 +160,8 @@ class Charge(_Strict):
     def _safe_charge_id(cls, v: str) -> str:
         return safe_id(v, "charge id")
 
-    @field_validator("meter")
-    @classmethod
-    def _known_meter(cls, v: str | list[str]) -> str | list[str]:
-        for m in [v] if isinstance(v, str) else v:
-            if m not in METERS:
-                raise ValueError(f"unknown meter {m!r}; known meters: {', '.join(METERS)}")
-        return v
-
-    @field_validator("unit_size")
-    @classmethod
-    def _unit_size(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be a positive integer")
-        return v
+    _known_meter = field_validator("meter")(classmethod(lambda cls, v: known_meters(v)))
+    _unit_size = field_validator("unit_size")(classmethod(lambda cls, v: positive_unit_size(v)))
 
     @model_validator(mode="after")
     def _pricing_fields(self) -> Charge:
@@ -492,19 +494,8 @@ class PriceBookEntry(_Strict):
     from_: dt.date = Field(alias="from")
     to: dt.date | None = None  # inclusive last day
 
-    @field_validator("meter")
-    @classmethod
-    def _known_meter(cls, v: str) -> str:
-        if v not in METERS:
-            raise ValueError(f"unknown meter {v!r}; known meters: {', '.join(METERS)}")
-        return v
-
-    @field_validator("unit_size")
-    @classmethod
-    def _unit_size(cls, v: int) -> int:
-        if v <= 0:
-            raise ValueError("must be a positive integer")
-        return v
+    _known_meter = field_validator("meter")(classmethod(lambda cls, v: known_meters(v)))
+    _unit_size = field_validator("unit_size")(classmethod(lambda cls, v: positive_unit_size(v)))
 
 
 class Catalog(_Strict):

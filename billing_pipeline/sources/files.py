@@ -191,6 +191,18 @@ def unreadable(source: str, f: LandingFile, message: str, raw: str = "") -> pl.D
     return quarantine_frame(source, [row])
 
 
+def unreadable_export(source: str, f: LandingFile, label: str, exc: Exception, superseded_by: str | None,
+                      start: date, end: date) -> pl.DataFrame:
+    """A cloud export file that could not be read: money at risk, unless a newer delivery of its
+    billing period replaced it anyway (then it is ``superseded_delivery``, not billable)."""
+    if superseded_by:
+        q = unreadable(source, f, f"superseded by {superseded_by} (and not readable: {exc})"[:500])
+        q = q.with_columns(reason=pl.lit("superseded_delivery"))
+    else:
+        q = unreadable(source, f, f"not a readable {label} export: {exc}"[:500])
+    return q.with_columns(kind=schema.quarantine_kind_expr()).filter(pl.col("day").is_between(start, end, closed="left"))
+
+
 def split_by_day(
     frame: pl.DataFrame, f: LandingFile, ts_field: str, start: date, end: date
 ) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -156,13 +156,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     try:
         df = _read_table(f)
     except Exception as exc:  # noqa: BLE001 - any unreadable export is one quarantine row
-        if superseded_by:
-            q = files.unreadable(SOURCE, f, f"superseded by {superseded_by} (and not readable: {exc})"[:500])
-            q = q.with_columns(reason=pl.lit("superseded_delivery"))
-        else:
-            q = files.unreadable(SOURCE, f, f"not a readable FOCUS export: {exc}"[:500])
-        return None, q.with_columns(kind=schema.quarantine_kind_expr()).filter(
-            pl.col("day").is_between(start, end, closed="left"))
+        return None, files.unreadable_export(SOURCE, f, "FOCUS", exc, superseded_by, start, end)
     for name in ("_reason", "_field", "_message", "_raw"):
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, pl.String).alias(name))

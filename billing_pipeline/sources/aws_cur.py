@@ -120,7 +120,7 @@ def _token_factor(unit: pl.Expr) -> pl.Expr:
 
 
 def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
-    return files.rejected_to_quarantine(SOURCE, rejected.with_columns(kind=schema.quarantine_kind_expr()))
+    return files.rejected_to_quarantine(SOURCE, rejected)
 
 
 def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str | None = None):
@@ -242,7 +242,7 @@ def read(landing: Path, start: date, end: date):
     """GPU-seconds and Bedrock tokens from the current delivery of every CUR export and billing
     period, for the lines whose partition day is in [start, end)."""
     selected, problems = cloud_deliveries.select(landing, FOLDER, SUFFIXES, start, end, SOURCE)
-    events, quarantine = [], [problems.with_columns(kind=schema.quarantine_kind_expr())]
+    events, quarantine = [], [problems]
     for d in selected:
         ev, q = _read_file(d.file, start, end, d.superseded_by)
         if ev is not None:

@@ -200,7 +200,7 @@ def unreadable_export(source: str, f: LandingFile, label: str, exc: Exception, s
         q = q.with_columns(reason=pl.lit("superseded_delivery"))
     else:
         q = unreadable(source, f, f"not a readable {label} export: {exc}"[:500])
-    return q.with_columns(kind=schema.quarantine_kind_expr()).filter(pl.col("day").is_between(start, end, closed="left"))
+    return q.filter(pl.col("day").is_between(start, end, closed="left"))
 
 
 def split_by_day(
@@ -334,11 +334,13 @@ def combine(events: list[pl.DataFrame], quarantine: list[pl.DataFrame], accepted
 
     ``accepted_records``: the reader's own count of accepted records, when it has one (saves a
     distinct count over millions of origins); otherwise the distinct origins of the events.
+    Quarantine rows a reader left without a kind get it from their reason, here for every reader.
     """
     from billing_pipeline.sources import SourceRead
 
     ev = pl.concat([schema.empty_usage(), *events], how="vertical_relaxed")
-    qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed")
+    qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed").with_columns(
+        pl.coalesce("kind", schema.quarantine_kind_expr()).alias("kind"))  # every reader's rows, one rule
     accepted = ev["origin"].n_unique() if accepted_records is None else accepted_records
     return SourceRead(events=ev, quarantine=qu, records_read=accepted + qu.height)
 

@@ -131,7 +131,7 @@ def _map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> p
 
 
 def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
-    return files.rejected_to_quarantine(SOURCE, rejected.with_columns(kind=schema.quarantine_kind_expr()))
+    return files.rejected_to_quarantine(SOURCE, rejected)
 
 
 def _size_columns(cols: list[str]) -> list[tuple[str, pl.Expr]]:
@@ -267,7 +267,7 @@ def read(landing: Path, start: date, end: date):
     """GPU-seconds from the current delivery of every FOCUS export and billing period, for the rows
     whose partition day is in [start, end)."""
     selected, problems = cloud_deliveries.select(landing, FOLDER, SUFFIXES, start, end, SOURCE)
-    events, quarantine = [], [problems.with_columns(kind=schema.quarantine_kind_expr())]
+    events, quarantine = [], [problems]
     for d in selected:
         ev, q = _read_file(d.file, start, end, d.superseded_by)
         if ev is not None:

@@ -465,7 +465,6 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
              pl.col("reasoning").sum().alias("reasoning_tokens"))
     )
     events = files.build_events(accepted, SOURCE, METERS, "input_tokens")
-    rejected = rejected.with_columns(kind=files.schema.quarantine_kind_expr())
     return events, files.rejected_to_quarantine(SOURCE, rejected), texts, accepted.height, reasoning
 
 

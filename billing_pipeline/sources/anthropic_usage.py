@@ -17,11 +17,9 @@ so a group-by field Anthropic adds tomorrow is keyed without a code change. The 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import polars as pl
 
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
@@ -44,7 +42,6 @@ QUANTITY_FIELDS = frozenset({
     "uncached_input_tokens", "cache_read_input_tokens", "output_tokens", "cache_creation", "server_tool_use",
 })
 
-_API_KEY_IN_RAW = r'"api_key_id":\s*"([^"]+)"'
 
 
 def grouping_fields(result: dict, quantities: frozenset[str]) -> dict:
@@ -100,36 +97,27 @@ def parse_result(bucket: dict, r: dict, prefix: str) -> dict:
     model = pages.text(r, "model", prefix, required=True)
     group = grouping_fields(r, QUANTITY_FIELDS)
     group_json = schema.canonical_json(group)
-    api_key = group.get("api_key_id")
     return dict(
         end=end,
         natural_key=pages.key(utc_text(bucket.get("starting_at")), end.isoformat(), group_json),
         group_key=pages.key(group_json),
         provider="anthropic",
-        account_key=f"anthropic:{api_key}" if isinstance(api_key, str) else None,
         model=model,
         dimensions=schema.canonical_json({k: v for k, v in group.items() if k != "model"}),
         **values,
     )
 
 
-def with_account_keys(quarantine: pl.DataFrame) -> pl.DataFrame:
-    """Rejected results name whom they would have billed (``anthropic:<api_key_id>``, read back
-    from the raw result) and their kind; a whole unreadable file names nobody."""
-    from_raw = (
-        pl.when(pl.col("origin").str.contains(r"\.results\[\d+\]$"))
-        .then(pl.lit("anthropic:") + pl.col("raw").str.extract(_API_KEY_IN_RAW, 1))
-    )
-    return quarantine.with_columns(
-        pl.coalesce(pl.col("account_key"), from_raw).alias("account_key"),
-        pl.coalesce(pl.col("kind"), schema.quarantine_kind_expr()).alias("kind"),
-    )
+def account_key(result: dict) -> str | None:
+    """``anthropic:<api_key_id>``: whom a usage-report result bills."""
+    api_key = result.get("api_key_id")
+    return f"anthropic:{api_key}" if isinstance(api_key, str) and api_key else None
 
 
 def read(landing: Path, start: date, end: date):
     """All usage-report results whose partition day is in [start, end)."""
-    result = pages.read_pages(
-        SOURCE, landing, FOLDER, start, end, parse_result, _bucket_start, "starting_at", METERS, "input_tokens"
+    return pages.read_pages(
+        SOURCE, landing, FOLDER, start, end, parse_result, _bucket_start, "starting_at", METERS, "input_tokens",
+        owner=account_key,
     )
-    return replace(result, quarantine=with_account_keys(result.quarantine))
 

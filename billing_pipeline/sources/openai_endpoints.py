@@ -19,12 +19,10 @@ a code change. ``group_key`` is the same without the bucket: the time-range over
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import date
 from pathlib import Path
 
-import polars as pl
 
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
@@ -75,34 +73,24 @@ def grouping(result: dict) -> dict[str, object]:
     return out
 
 
+def account_key(result: dict) -> str | None:
+    """``openai:<project_id>``, else ``openai:<api_key_id>``: whom a usage or cost result bills."""
+    owner = next((v for v in (result.get("project_id"), result.get("api_key_id")) if isinstance(v, str) and v), None)
+    return f"openai:{owner}" if owner else None
+
+
 def identity(endpoint: str, bucket: dict, result: dict) -> dict:
-    """natural_key, group_key, account_key and dimensions of one result (see module docstring)."""
+    """natural_key, group_key and dimensions of one result (see module docstring)."""
     groups = grouping(result)
     pairs = [[k, v] for k, v in groups.items()]
-    owner = groups.get("project_id") or groups.get("api_key_id")
     dims = {k: v for k, v in groups.items() if k not in _NOT_DIMENSIONS}
     if endpoint != "completions":
         dims["endpoint"] = endpoint
     return dict(
         natural_key=pages.key(endpoint, bucket.get("start_time"), bucket.get("end_time"), *pairs),
         group_key=pages.key(endpoint, *pairs),
-        account_key=f"openai:{owner}" if owner else None,
         dimensions=schema.canonical_json(dims),
     )
-
-
-def account_keys_on_rejects(quarantine: pl.DataFrame) -> pl.DataFrame:
-    """Fill ``account_key`` on rejected results from their raw JSON ("openai:<project or key>"):
-    a money-at-risk row then holds only the customer it would have billed, not the whole month.
-    Rows whose raw text is not a result object (an unreadable file) keep null."""
-    if quarantine.height == 0:
-        return quarantine
-    owner = pl.coalesce(
-        pl.col("raw").str.json_path_match("$.project_id"), pl.col("raw").str.json_path_match("$.api_key_id")
-    )
-    derived = pl.when(pl.col("raw").str.starts_with("{") & owner.is_not_null() & (owner != "")).then(
-        pl.lit("openai:") + owner)
-    return quarantine.with_columns(pl.coalesce(pl.col("account_key"), derived).alias("account_key"))
 
 
 def _bucket_start(bucket: dict):
@@ -140,6 +128,5 @@ def read_endpoint(endpoint: str, landing: Path, start: date, end: date):
     """One endpoint's saved pages whose partition day is in [start, end)."""
     meter = ENDPOINTS[endpoint][1]
     meters = [Meter("m_quantity", meter), Meter("m_requests", "requests")]
-    read = pages.read_pages(SOURCE, landing, f"openai/usage/{endpoint}", start, end, _parser(endpoint),
-                            _bucket_start, "start_time", meters, meter)
-    return dataclasses.replace(read, quarantine=account_keys_on_rejects(read.quarantine))
+    return pages.read_pages(SOURCE, landing, f"openai/usage/{endpoint}", start, end, _parser(endpoint),
+                            _bucket_start, "start_time", meters, meter, owner=account_key)

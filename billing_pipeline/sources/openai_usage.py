@@ -36,13 +36,12 @@ at risk, naming the field), never clamped.
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import date
 from pathlib import Path
 
 from billing_pipeline.sources import files, pages
 from billing_pipeline.sources.files import Meter, Problem
-from billing_pipeline.sources.openai_endpoints import account_keys_on_rejects, bucket_end, identity
+from billing_pipeline.sources.openai_endpoints import account_key, bucket_end, identity
 
 SOURCE = "openai_usage_api"
 FOLDER = "openai/usage/completions"
@@ -133,10 +132,10 @@ def _parse(bucket: dict, r: dict, prefix: str) -> dict:
 
 def read_completions(landing: Path, start: date, end: date):
     """All completions usage results whose partition day is in [start, end)."""
-    read = pages.read_pages(
-        SOURCE, landing, FOLDER, start, end, _parse, _bucket_start, "start_time", METERS, "input_tokens"
+    return pages.read_pages(
+        SOURCE, landing, FOLDER, start, end, _parse, _bucket_start, "start_time", METERS, "input_tokens",
+        owner=account_key,
     )
-    return dataclasses.replace(read, quarantine=account_keys_on_rejects(read.quarantine))
 
 
 def read(landing: Path, start: date, end: date):

@@ -93,11 +93,13 @@ def read_pages(
     ts_field: str,
     meters: list[Meter],
     primary: str,
+    owner: Callable[[dict], str | None] | None = None,
 ):
     """Read every page file for the window into a SourceRead.
 
     ``bucket_time(bucket)`` gives the bucket's start as a UTC datetime (None when unusable);
-    ``ts_field`` names it in quarantine rows.
+    ``ts_field`` names it in quarantine rows. ``owner(result)`` is the account key a result bills
+    (``openai:proj_abc``), set on rejected results too so their hold names the customer.
     """
     frame_schema = {c: pl.String for c in _TEXT} | {
         "ts": schema.UTC_DATETIME,
@@ -135,6 +137,8 @@ def read_pages(
                 try:
                     if not isinstance(result, dict):
                         raise Problem("missing_field", prefix, "result is not an object")
+                    if owner is not None:
+                        row["account_key"] = owner(result)
                     row.update(parse(bucket, result, prefix))
                 except Problem as p:
                     row.update(reason=p.reason, field=p.field, message=p.message)

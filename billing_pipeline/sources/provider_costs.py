@@ -35,6 +35,7 @@ import polars as pl
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
 from billing_pipeline.sources.anthropic_usage import grouping_fields, utc_text
+from billing_pipeline.sources.openai_endpoints import account_key as openai_account_key
 from billing_pipeline.sources.files import Problem
 
 COST_SCHEMA: dict[str, pl.DataType] = {
@@ -168,11 +169,6 @@ def _decimal(value: object, field_name: str, what: str, allow_text: bool) -> Dec
 _OPENAI_QUANTITIES = frozenset({"object", "amount", "quantity", "quantity_unit"})
 
 
-def _openai_owner(r: dict) -> str | None:
-    owner = r.get("project_id") or r.get("api_key_id")
-    return f"openai:{owner}" if isinstance(owner, str) else None
-
-
 def _openai(bucket: dict, r: dict, prefix: str) -> dict:
     amount = r.get("amount")
     value = amount.get("value") if isinstance(amount, dict) else None
@@ -187,7 +183,7 @@ def _openai(bucket: dict, r: dict, prefix: str) -> dict:
     return dict(
         natural_key=pages.key(bucket.get("start_time"), bucket.get("end_time"), group),  # Unix seconds: canonical
         end=files.from_unix(bucket.get("end_time")),
-        provider="openai", account_key=_openai_owner(r), model=item.model, meter=item.meter,
+        provider="openai", account_key=openai_account_key(r), model=item.model, meter=item.meter,
         dimensions=schema.canonical_json(item.dimensions), line_item=line_item, line_item_parsed=item.parsed,
         token_type=item.token_type, service_tier=item.dimensions.get("service_tier"),
         quantity=quantity, quantity_unit=pages.text(r, "quantity_unit", prefix),
@@ -255,7 +251,7 @@ def _anthropic(bucket: dict, r: dict, prefix: str) -> dict:
 # ---------------------------------------------------------------- pages
 
 _KINDS = {
-    "openai_costs_api": ("openai/costs", _openai, _openai_owner,
+    "openai_costs_api": ("openai/costs", _openai, openai_account_key,
                          lambda b: files.from_unix(b.get("start_time")), "start_time"),
     "anthropic_cost_report": ("anthropic/cost_report", _anthropic, _anthropic_owner,
                               lambda b: files.parse_utc(b.get("starting_at")), "starting_at"),

@@ -22,7 +22,6 @@ next page never arrived, and a line read twice counts once.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -267,39 +266,21 @@ def _as_cost(quarantine: pl.DataFrame) -> pl.DataFrame:
     return quarantine.with_columns(pl.lit(schema.KIND_COST).alias("kind"))
 
 
-_PAGE_NAME = re.compile(r"^(?P<stem>.+_p)(?P<n>\d+)\.json$")
-
-
-def missing_next_page(source: str, f: files.LandingFile, page: dict) -> pl.DataFrame | None:
-    """A page that says ``has_more`` whose successor (``<day>_p<N+1>.json``, as the fetcher saves
-    pages) is not in the landing zone: the provider's cost lines on it were never read."""
-    if page.get("has_more") is not True:
-        return None
-    m = _PAGE_NAME.match(f.path.name)
-    successor = f"{m['stem']}{int(m['n']) + 1}.json" if m else None
-    if successor is not None and (f.path.parent / successor).is_file():
-        return None
-    wanted = successor or "a next page (the file name has no _p<N> page number)"
-    row = dict(origin=f.rel, field="has_more", reason="missing_next_page", day=f.fallback_day(),
-               message=f"has_more is true but {wanted} is not in the landing zone (next_page "
-                       f"{page.get('next_page')!r})"[:500])
-    return files.quarantine_frame(source, [row])
-
-
 def _read_kind(source: str, landing: Path, start: date, end: date) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
     folder, parse, owner, bucket_time, ts_field = _KINDS[source]
     costs, quarantine = [], []
-    for f in files.list_files(landing, folder, (".json",), start, end):
+    for f in files.list_files(landing, folder, (".json", ".json.gz"), start, end):
         try:
-            page = json.loads(f.path.read_bytes().decode("utf-8-sig"))  # a BOM is not an error
+            page = pages.load_page(f.path)  # the usage pages' rules: a BOM is not an error, gzip is read
             if not isinstance(page, dict) or not isinstance(page.get("data"), list):
                 raise ValueError("page has no 'data' list")
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             q = files.unreadable(source, f, f"not a readable cost page: {exc}"[:500])
             quarantine.append(_as_cost(q.filter(pl.col("day").is_between(start, end, closed="left"))))
             continue
-        missing = missing_next_page(source, f, page)
-        if missing is not None:
+        gap = pages.missing_successor(f, page)
+        if gap is not None:
+            missing = files.quarantine_frame(source, [gap])
             quarantine.append(_as_cost(missing.filter(pl.col("day").is_between(start, end, closed="left"))))
         rows = []
         for i, bucket in enumerate(page["data"]):

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.schema import KIND_COST, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform, quarantine_kind_expr
+from billing_pipeline.schema import QUARANTINE_SCHEMA, USAGE_SCHEMA, conform, quarantine_kind_expr
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -227,17 +227,13 @@ def normalize(
 
 
 def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
-    """Kind from reason (cost rows keep theirs) and customer from account key, by the same rules
-    as usage events."""
-    rows = quarantine.with_columns(
-        pl.when(pl.col("kind") == KIND_COST).then(pl.col("kind")).otherwise(quarantine_kind_expr()).alias("kind"))
+    """Kind from reason where a reader set none, and customer from account key by the same rules
+    as usage events (attribution depends on the key and the day only)."""
+    rows = quarantine.with_columns(pl.coalesce("kind", quarantine_kind_expr()).alias("kind"))
     if rows.height == 0:
         return rows
-    probe = rows.with_row_index("_q").select(
-        "_q", "account_key", pl.col("day"), pl.lit(None, pl.String).alias("model"),
-        pl.lit(None, pl.String).alias("model_family"))
-    owners = attribute(conform(probe, USAGE_SCHEMA).with_columns(
-        pl.Series("event_id", probe["_q"].cast(pl.String))), catalog).select(
-        pl.col("event_id").cast(pl.UInt32).alias("_q"), pl.col("customer_id").alias("_owner"))
-    return rows.with_row_index("_q").join(owners, on="_q", how="left").with_columns(
-        pl.coalesce("customer_id", "_owner").alias("customer_id")).drop("_q", "_owner").select(list(QUARANTINE_SCHEMA))
+    keys = rows.select("account_key", "day").unique()
+    owners = attribute(conform(keys, USAGE_SCHEMA), catalog).select(
+        "account_key", "day", pl.col("customer_id").alias("_owner"))
+    return rows.join(owners, on=["account_key", "day"], how="left", nulls_equal=True, maintain_order="left").with_columns(
+        pl.coalesce("customer_id", "_owner").alias("customer_id")).select(list(QUARANTINE_SCHEMA))

@@ -109,7 +109,3 @@ def waived(ledger: Ledger, period: str) -> list[dict]:
     with ledger.engine.connect() as conn:
         rows = conn.execute(select(waivers).where(waivers.c.period == period).order_by(waivers.c.origin)).all()
     return [{"origin": r.origin, "reason": r.reason, "actor": r.actor, "waived_at": r.waived_at} for r in rows]
-
-
-def waived_origins(ledger: Ledger, period: str) -> set[str]:
-    return {w["origin"] for w in waived(ledger, period)}

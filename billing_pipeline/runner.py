@@ -22,7 +22,9 @@ import dagster as dg
 
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.defs import build_definitions
+from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS
 from billing_pipeline.defs.jobs import MONTH_TAG
+from billing_pipeline.defs.month_end import unexpected_failures
 from billing_pipeline.defs.resources import (
     CatalogResource,
     LandingZone,
@@ -223,20 +225,6 @@ class MonthEndFailed(RuntimeError):
         self.details = failure.step_failure_data.error.to_string() if error else ""
 
 
-def unexpected_failures(failures) -> list:
-    """Step failures other than the money-at-risk check's own (a blocking check on the month's
-    last step: it fails that step on purpose, after every draft is written, and the holds it
-    records are what issuing obeys)."""
-    from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK
-
-    def expected(event) -> bool:
-        error = event.step_failure_data.error if event.step_failure_data else None
-        return (event.step_key == "quarantine_report" and error is not None
-                and error.cls_name == "DagsterAssetCheckFailedError" and MONEY_AT_RISK_CHECK in error.message)
-
-    return [event for event in failures if not expected(event)]
-
-
 def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
     """Store the month's check results in the ledger: issuing refuses a month whose blocking
     checks failed, even in a later process (see invoicing.numbering)."""
@@ -246,8 +234,6 @@ def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
 
 
 def _collect_checks(summary, results) -> None:
-    from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS
-
     for result in results:
         for event in result.get_asset_check_evaluations():
             if event.check_name in PER_CUSTOMER_CHECKS:

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from billing_pipeline.defs.jobs import MONTH_TAG, month_end_job, month_that_ended
-from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK
+from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK, unexpected_failures
 from billing_pipeline.defs.partitions import monthly_partitions
 
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, SmtpResource
@@ -71,8 +71,6 @@ def record_failed_month_end_checks(context: dg.RunFailureSensorContext, ledger: 
     """A failed month-end leaves a failed blocking ``month_end_run_completed``: issuing waits for
     a run that finishes, whatever drafts the failed one left. The money-at-risk check failing its
     own (last) step on purpose is not such a failure: its holds do the refusing, per customer."""
-    from billing_pipeline.runner import unexpected_failures
-
     failures = [entry.dagster_event for entry in context.instance.all_logs(
         context.dagster_run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if entry.dagster_event]
     _record_run_checks(context, ledger, completed=not unexpected_failures(failures))

@@ -7,6 +7,7 @@ the landing zone and ``usage_events`` + ``usage_quarantine``.
 
 
 import datetime as dt
+import functools
 
 import dagster as dg
 import polars as pl
@@ -15,8 +16,8 @@ from billing_pipeline import sources
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LandingZone
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
-from billing_pipeline.schema import KIND_COST, KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
 from billing_pipeline.rating.billing_source import split_billing_source
+from billing_pipeline.schema import KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
 from billing_pipeline.usage import attribute_quarantine, landing_file_order, normalize
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
@@ -106,8 +107,10 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, la
     """Normalize, deduplicate and attribute the day's usage (a later export restates an earlier
     one: the landing files' modification times say which came later)."""
     split = [split_raw(frame) for frame in raw.values()]
+    # Asked only when a record was read twice, so a remote landing zone is not staged again for nothing.
+    order = functools.cache(lambda: landing_file_order(landing.root))
     events, quarantine = normalize([e for e, _ in split], [q for _, q in split], catalog.load(),
-                                   file_order=landing_file_order(landing.root))
+                                   file_order=lambda rel: order()(rel))
     records_read = sum(e["origin"].n_unique() + q.height for e, q in split)
     accepted_records = events.select(pl.col("origin").n_unique()).item()
     holds = records_read == accepted_records + quarantine.height
@@ -168,8 +171,7 @@ def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZo
 
     start, end = window(context)
     read = provider_costs.read(landing.root, start, end)
-    cost_quarantine = attribute_quarantine(
-        conform(read.quarantine, QUARANTINE_SCHEMA).with_columns(pl.lit(KIND_COST).alias("kind")), catalog.load())
+    cost_quarantine = attribute_quarantine(read.quarantine, catalog.load())  # kind "cost", set by the reader
     yield dg.Output(read.costs, output_name="provider_reported_cost", metadata={
         "lines": read.costs.height,
         "total": str(read.costs["amount"].sum() if read.costs.height else 0),

@@ -140,6 +140,8 @@ def _amount_at_stake(usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.Da
 
     empty = pl.DataFrame(schema={"customer_id": pl.String, "provider": pl.String, "model": pl.String,
                                  "amount_at_stake": COST_DECIMAL})
+    if flagged.is_empty():  # nothing drifted: no need to split the month's usage by source again
+        return empty
     # Only what the month bills is re-rated, and only where our meter bills: where the provider's
     # report is the billing source, the tokens our meter missed are on the invoice already.
     split = split_billing_source(usage, catalog)

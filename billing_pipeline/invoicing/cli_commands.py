@@ -69,9 +69,7 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
                              payment_terms_days=issuer.payment_terms_days,
                              issue_date=issue_date.date() if issue_date else None,
                              customer_id=customer, actor="cli")
-    except ChecksFailed as exc:
-        _fail(f"{exc}; nothing issued", 1)
-    except holds.MoneyAtRisk as exc:
+    except (ChecksFailed, holds.MoneyAtRisk) as exc:
         _fail(f"{exc}; nothing issued", 1)
     except PdfsNotRendered as exc:  # the numbers stand; these customers wait for their PDF
         result = exc.result
@@ -106,14 +104,15 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
 def waive(month: str, origin: str, reason: str, out: Path, database_url: str | None) -> None:
     """Let a month be issued despite a money-at-risk record (e.g. a file the provider confirmed
     empty): the waiver and its reason are kept in the ledger's audit log and the finance summary."""
+    ledger = _ledger(out, database_url)
     try:
         parse_month(month)
-        done = holds.waive(_ledger(out, database_url), month, origin, reason)
+        done = holds.waive(ledger, month, origin, reason)
     except (LedgerError, ValueError) as exc:
         _fail(str(exc))
     who = sorted({h.customer_id or "the whole month" for h in done})
     click.echo(f"waived {len(done)} held record(s) of {origin} ({', '.join(who)}): {reason}")
-    left = holds.holds(_ledger(out, database_url), month)
+    left = holds.holds(ledger, month)
     click.echo(f"{len(left)} held record(s) left in {month}" if left else f"nothing held in {month} any more")
 
 

@@ -43,7 +43,10 @@ class Totals:
         return sum(self.by_customer.values(), Decimal(0))
 
     def to_json(self) -> dict:
-        return {"lines": self.lines, "by_customer": {c: str(v) for c, v in sorted(self.by_customer.items())}}
+        return {
+            "lines": self.lines,
+            "by_customer": {c: str(v) for c, v in sorted(self.by_customer.items())},
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Totals:
@@ -54,19 +57,29 @@ class Disagreement(AssertionError):
     """Two implementations billed different amounts: a bug in one of them, never a benchmark result."""
 
 
-def compare(reference: Totals, other: Totals, name: str, reference_name: str = "billing_pipeline") -> None:
+def compare(
+    reference: Totals, other: Totals, name: str, reference_name: str = "billing_pipeline"
+) -> None:
     """Raise ``Disagreement`` naming the first customer (in id order) whose total differs, or the
     grand total / line count; exact Decimal equality, no tolerance."""
     for customer in sorted(set(reference.by_customer) | set(other.by_customer)):
         a, b = reference.by_customer.get(customer), other.by_customer.get(customer)
         if a is None or b is None or a != b:
-            raise Disagreement(f"{name} disagrees with {reference_name} for customer {customer}: "
-                               f"{reference_name} {a}, {name} {b}")
-    if reference.grand_total != other.grand_total:  # cannot differ if every customer agrees; kept as the stated check
-        raise Disagreement(f"{name} grand total {other.grand_total} != {reference_name} {reference.grand_total}")
+            raise Disagreement(
+                f"{name} disagrees with {reference_name} for customer {customer}: "
+                f"{reference_name} {a}, {name} {b}"
+            )
+    if (
+        reference.grand_total != other.grand_total
+    ):  # cannot differ if every customer agrees; kept as the stated check
+        raise Disagreement(
+            f"{name} grand total {other.grand_total} != {reference_name} {reference.grand_total}"
+        )
     if reference.lines != other.lines:
-        raise Disagreement(f"{name} has {other.lines} invoice lines, {reference_name} {reference.lines}: "
-                           "the line granularity differs, so per-line rounding would too")
+        raise Disagreement(
+            f"{name} has {other.lines} invoice lines, {reference_name} {reference.lines}: "
+            "the line granularity differs, so per-line rounding would too"
+        )
 
 
 def pipeline_totals(lines) -> Totals:
@@ -95,13 +108,22 @@ def charge_tables(doc: dict, month: str) -> ChargeTables:
     start, end = parse_month(month)
     subs = []
     for cid, customer in doc["customers"].items():
-        active = [s for s in customer.get("subscriptions", [])
-                  if _date(s["from"]) < end and (s.get("to") is None or _date(s["to"]) >= start)]
+        active = [
+            s
+            for s in customer.get("subscriptions", [])
+            if _date(s["from"]) < end and (s.get("to") is None or _date(s["to"]) >= start)
+        ]
         if not active:
             continue
         s = active[0]
-        if len(active) > 1 or _date(s["from"]) > start or (s.get("to") is not None and _date(s["to"]) < end - dt.timedelta(days=1)):
-            raise ValueError(f"customers.{cid}: the baselines price one subscription covering the whole month")
+        if (
+            len(active) > 1
+            or _date(s["from"]) > start
+            or (s.get("to") is not None and _date(s["to"]) < end - dt.timedelta(days=1))
+        ):
+            raise ValueError(
+                f"customers.{cid}: the baselines price one subscription covering the whole month"
+            )
         if customer.get("discounts") or customer.get("credits"):
             raise ValueError(f"customers.{cid}: discounts and credits are not in the baselines")
         subs.append((cid, s["plan"]))
@@ -109,7 +131,9 @@ def charge_tables(doc: dict, month: str) -> ChargeTables:
     for pid, plan in doc["plans"].items():
         for key in ("base_fee", "minimum_commitment", "allowance"):
             if plan.get(key):
-                raise ValueError(f"plans.{pid}.{key}: not in the baselines (per-unit and graduated only)")
+                raise ValueError(
+                    f"plans.{pid}.{key}: not in the baselines (per-unit and graduated only)"
+                )
         if plan.get("currency", "USD").upper() != "USD":
             raise ValueError(f"plans.{pid}.currency: the baselines round to cents (USD)")
         claimed: set[tuple[str, str | None]] = set()
@@ -117,27 +141,38 @@ def charge_tables(doc: dict, month: str) -> ChargeTables:
             where = f"plans.{pid}.charges.{c['id']}"
             pricing = c.get("pricing", "per_unit")
             if pricing not in ("per_unit", "graduated") or c.get("prices") or c.get("dimensions"):
-                raise ValueError(f"{where}: the baselines price per_unit and graduated charges without price changes "
-                                 "or dimensions")
+                raise ValueError(
+                    f"{where}: the baselines price per_unit and graduated charges without price changes "
+                    "or dimensions"
+                )
             meters = c["meter"] if isinstance(c["meter"], list) else [c["meter"]]
             models = c.get("models") or [None]
             for model in models:
                 if model is not None and any(ch in model for ch in "*?"):
                     raise ValueError(f"{where}: model globs are not in the baselines")
                 for meter in meters:
-                    overlaps = ((meter, model) in claimed or (meter, None) in claimed
-                                or (model is None and any(m == meter for m, _ in claimed)))
+                    overlaps = (
+                        (meter, model) in claimed
+                        or (meter, None) in claimed
+                        or (model is None and any(m == meter for m, _ in claimed))
+                    )
                     if overlaps:
-                        raise ValueError(f"{where}: overlaps an earlier charge; the baselines need disjoint charges")
+                        raise ValueError(
+                            f"{where}: overlaps an earlier charge; the baselines need disjoint charges"
+                        )
                     claimed.add((meter, model))
-                    charges.append((pid, c["id"], pricing, meter, model, int(c.get("unit_size", 1))))
+                    charges.append(
+                        (pid, c["id"], pricing, meter, model, int(c.get("unit_size", 1)))
+                    )
             if pricing == "per_unit":
                 tiers.append((pid, c["id"], 1, 0, None, Decimal(str(c["unit_price"]))))
             else:
                 lower = 0
                 for n, t in enumerate(c["tiers"], start=1):
                     if Decimal(str(t.get("flat_fee", "0"))) != 0:
-                        raise ValueError(f"{where}.tiers[{n - 1}]: flat fees are not in the baselines")
+                        raise ValueError(
+                            f"{where}.tiers[{n - 1}]: flat fees are not in the baselines"
+                        )
                     upper = t.get("up_to")
                     tiers.append((pid, c["id"], n, lower, upper, Decimal(str(t["unit_price"]))))
                     lower = upper if upper is not None else lower
@@ -173,50 +208,91 @@ def pandas_rating(parquet: str, doc: dict, month: str) -> Totals:
     start, end = parse_month(month)
     tables = charge_tables(doc, month)
     scale = _price_scale(tables)
-    usage = pd.read_parquet(parquet, columns=["customer_id", "provider", "model_family", "meter", "quantity"],
-                            filters=[("day", ">=", start), ("day", "<", end)])
+    usage = pd.read_parquet(
+        parquet,
+        columns=["customer_id", "provider", "model_family", "meter", "quantity"],
+        filters=[("day", ">=", start), ("day", "<", end)],
+    )
     usage = usage[usage["customer_id"].notna()]
-    agg = usage.groupby(["customer_id", "provider", "model_family", "meter"], sort=False, dropna=False)["quantity"].sum()
+    agg = usage.groupby(
+        ["customer_id", "provider", "model_family", "meter"], sort=False, dropna=False
+    )["quantity"].sum()
     agg = agg.reset_index()
     subs = pd.DataFrame(tables.subscriptions, columns=["customer_id", "plan_id"])
-    charges = pd.DataFrame(tables.charges, columns=["plan_id", "charge_id", "pricing", "meter", "model_family",
-                                                    "unit_size"])
+    charges = pd.DataFrame(
+        tables.charges,
+        columns=["plan_id", "charge_id", "pricing", "meter", "model_family", "unit_size"],
+    )
     tiers = pd.DataFrame(
-        [(pid, cid, n, lower, I64_MAX if upper is None else upper, int(price.scaleb(scale)))
-         for pid, cid, n, lower, upper, price in tables.tiers],
+        [
+            (pid, cid, n, lower, I64_MAX if upper is None else upper, int(price.scaleb(scale)))
+            for pid, cid, n, lower, upper, price in tables.tiers
+        ],
         columns=["plan_id", "charge_id", "tier", "lower", "upper", "price_int"],
     ).astype({"lower": "int64", "upper": "int64", "price_int": "int64"})
 
     agg = agg.merge(subs, on="customer_id", how="inner")
-    by_model = agg.merge(charges[charges["model_family"].notna()], on=["plan_id", "meter", "model_family"])
-    any_model = agg.merge(charges[charges["model_family"].isna()].drop(columns="model_family"), on=["plan_id", "meter"])
+    by_model = agg.merge(
+        charges[charges["model_family"].notna()], on=["plan_id", "meter", "model_family"]
+    )
+    any_model = agg.merge(
+        charges[charges["model_family"].isna()].drop(columns="model_family"),
+        on=["plan_id", "meter"],
+    )
     claimed = pd.concat([by_model, any_model], ignore_index=True)
 
-    per_unit = (claimed[claimed["pricing"] == "per_unit"]
-                .groupby(["customer_id", "plan_id", "charge_id", "provider", "model_family"], sort=False)
-                .agg(quantity=("quantity", "sum"), unit_size=("unit_size", "first")).reset_index())
-    graduated = (claimed[claimed["pricing"] == "graduated"]
-                 .groupby(["customer_id", "plan_id", "charge_id"], sort=False)
-                 .agg(quantity=("quantity", "sum"), unit_size=("unit_size", "first")).reset_index())
+    per_unit = (
+        claimed[claimed["pricing"] == "per_unit"]
+        .groupby(["customer_id", "plan_id", "charge_id", "provider", "model_family"], sort=False)
+        .agg(quantity=("quantity", "sum"), unit_size=("unit_size", "first"))
+        .reset_index()
+    )
+    graduated = (
+        claimed[claimed["pricing"] == "graduated"]
+        .groupby(["customer_id", "plan_id", "charge_id"], sort=False)
+        .agg(quantity=("quantity", "sum"), unit_size=("unit_size", "first"))
+        .reset_index()
+    )
     graduated["line"] = np.arange(len(graduated))
     sliced = graduated.merge(tiers, on=["plan_id", "charge_id"])
-    sliced["quantity"] = sliced["quantity"].clip(lower=sliced["lower"], upper=sliced["upper"]) - sliced["lower"]
-    per_unit = per_unit.merge(tiers[["plan_id", "charge_id", "price_int"]], on=["plan_id", "charge_id"])
+    sliced["quantity"] = (
+        sliced["quantity"].clip(lower=sliced["lower"], upper=sliced["upper"]) - sliced["lower"]
+    )
+    per_unit = per_unit.merge(
+        tiers[["plan_id", "charge_id", "price_int"]], on=["plan_id", "charge_id"]
+    )
 
     def numerator(frame: pd.DataFrame) -> pd.Series:
-        if len(frame) and int(frame["quantity"].max()) * int(frame["price_int"].max()) * 200 > I64_MAX:
+        if (
+            len(frame)
+            and int(frame["quantity"].max()) * int(frame["price_int"].max()) * 200 > I64_MAX
+        ):
             raise OverflowError("pandas baseline: quantity x price exceeds int64")
         return frame["quantity"] * frame["price_int"]
 
     per_unit["numerator"] = numerator(per_unit)
     sliced["numerator"] = numerator(sliced)
-    grad_lines = sliced.groupby("line", sort=False).agg(customer_id=("customer_id", "first"),
-                                                         numerator=("numerator", "sum"),
-                                                         unit_size=("unit_size", "first")).reset_index()
-    lines = pd.concat([per_unit[["customer_id", "numerator", "unit_size"]],
-                       grad_lines[["customer_id", "numerator", "unit_size"]]], ignore_index=True)
+    grad_lines = (
+        sliced.groupby("line", sort=False)
+        .agg(
+            customer_id=("customer_id", "first"),
+            numerator=("numerator", "sum"),
+            unit_size=("unit_size", "first"),
+        )
+        .reset_index()
+    )
+    lines = pd.concat(
+        [
+            per_unit[["customer_id", "numerator", "unit_size"]],
+            grad_lines[["customer_id", "numerator", "unit_size"]],
+        ],
+        ignore_index=True,
+    )
     denominator = lines["unit_size"] * 10**scale
-    if len(lines) and int(lines["numerator"].max()) * 2 * 10**CENTS + int(denominator.max()) > I64_MAX:
+    if (
+        len(lines)
+        and int(lines["numerator"].max()) * 2 * 10**CENTS + int(denominator.max()) > I64_MAX
+    ):
         raise OverflowError("pandas baseline: line numerator exceeds int64")
     lines["cents"] = (2 * 10**CENTS * lines["numerator"] + denominator) // (2 * denominator)
     per_customer = lines.groupby("customer_id", sort=False)["cents"].sum()
@@ -281,26 +357,51 @@ def duckdb_rating(parquet: str, doc: dict, month: str) -> Totals:
             ctx.prec = 60
             value = price / unit_size[pid, cid]
         if value * unit_size[pid, cid] != price:
-            raise ValueError(f"plans.{pid}.charges.{cid}: {price} per {unit_size[pid, cid]} has no exact decimal per unit")
+            raise ValueError(
+                f"plans.{pid}.charges.{cid}: {price} per {unit_size[pid, cid]} has no exact decimal per unit"
+            )
         per_unit_price[pid, cid, n] = value
-    scale = max((max(0, -v.normalize().as_tuple().exponent) for v in per_unit_price.values()), default=0)
+    scale = max(
+        (max(0, -v.normalize().as_tuple().exponent) for v in per_unit_price.values()), default=0
+    )
     if scale > 30:
-        raise ValueError(f"a price per base unit needs {scale} decimals; DECIMAL(38, s) holds at most 30 here")
+        raise ValueError(
+            f"a price per base unit needs {scale} decimals; DECIMAL(38, s) holds at most 30 here"
+        )
     decimal_type = pa.decimal128(38, scale)
     con = duckdb.connect()
-    subs = pa.table({"customer_id": [c for c, _ in tables.subscriptions], "plan_id": [p for _, p in tables.subscriptions]})
-    charges = pa.table({
-        "plan_id": [c[0] for c in tables.charges], "charge_id": [c[1] for c in tables.charges],
-        "pricing": [c[2] for c in tables.charges], "meter": [c[3] for c in tables.charges],
-        "model_family": pa.array([c[4] for c in tables.charges], pa.string()),
-    })
-    tier_rows = [(pid, cid, lower, upper, per_unit_price[pid, cid, n]) for pid, cid, n, lower, upper, _ in tables.tiers]
-    tiers = pa.table({
-        "plan_id": [t[0] for t in tier_rows], "charge_id": [t[1] for t in tier_rows],
-        "lower": pa.array([Decimal(t[2]) for t in tier_rows], pa.decimal128(38, 0)),
-        "upper": pa.array([Decimal(10**37 if t[3] is None else t[3]) for t in tier_rows], pa.decimal128(38, 0)),
-        "price_per_unit": pa.array([t[4].quantize(Decimal(1).scaleb(-scale)) for t in tier_rows], decimal_type),
-    })
+    subs = pa.table(
+        {
+            "customer_id": [c for c, _ in tables.subscriptions],
+            "plan_id": [p for _, p in tables.subscriptions],
+        }
+    )
+    charges = pa.table(
+        {
+            "plan_id": [c[0] for c in tables.charges],
+            "charge_id": [c[1] for c in tables.charges],
+            "pricing": [c[2] for c in tables.charges],
+            "meter": [c[3] for c in tables.charges],
+            "model_family": pa.array([c[4] for c in tables.charges], pa.string()),
+        }
+    )
+    tier_rows = [
+        (pid, cid, lower, upper, per_unit_price[pid, cid, n])
+        for pid, cid, n, lower, upper, _ in tables.tiers
+    ]
+    tiers = pa.table(
+        {
+            "plan_id": [t[0] for t in tier_rows],
+            "charge_id": [t[1] for t in tier_rows],
+            "lower": pa.array([Decimal(t[2]) for t in tier_rows], pa.decimal128(38, 0)),
+            "upper": pa.array(
+                [Decimal(10**37 if t[3] is None else t[3]) for t in tier_rows], pa.decimal128(38, 0)
+            ),
+            "price_per_unit": pa.array(
+                [t[4].quantize(Decimal(1).scaleb(-scale)) for t in tier_rows], decimal_type
+            ),
+        }
+    )
     con.register("subs", subs)
     con.register("charges", charges)
     con.register("tiers", tiers)
@@ -323,37 +424,80 @@ def polars_float_floor(parquet: str, doc: dict, month: str) -> dict[str, float]:
 
     start, end = parse_month(month)
     tables = charge_tables(doc, month)
-    subs = pl.DataFrame(tables.subscriptions, schema={"customer_id": pl.String, "plan_id": pl.String}, orient="row")
+    subs = pl.DataFrame(
+        tables.subscriptions, schema={"customer_id": pl.String, "plan_id": pl.String}, orient="row"
+    )
     charges = pl.DataFrame(
-        [(pid, cid, pricing, meter, model, size) for pid, cid, pricing, meter, model, size in tables.charges],
-        schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String, "meter": pl.String,
-                "model_family": pl.String, "unit_size": pl.Int64}, orient="row")
+        [
+            (pid, cid, pricing, meter, model, size)
+            for pid, cid, pricing, meter, model, size in tables.charges
+        ],
+        schema={
+            "plan_id": pl.String,
+            "charge_id": pl.String,
+            "pricing": pl.String,
+            "meter": pl.String,
+            "model_family": pl.String,
+            "unit_size": pl.Int64,
+        },
+        orient="row",
+    )
     tiers = pl.DataFrame(
-        [(pid, cid, lower, float(upper) if upper is not None else float("inf"), float(price))
-         for pid, cid, _, lower, upper, price in tables.tiers],
-        schema={"plan_id": pl.String, "charge_id": pl.String, "lower": pl.Float64, "upper": pl.Float64,
-                "price": pl.Float64}, orient="row")
+        [
+            (pid, cid, lower, float(upper) if upper is not None else float("inf"), float(price))
+            for pid, cid, _, lower, upper, price in tables.tiers
+        ],
+        schema={
+            "plan_id": pl.String,
+            "charge_id": pl.String,
+            "lower": pl.Float64,
+            "upper": pl.Float64,
+            "price": pl.Float64,
+        },
+        orient="row",
+    )
     usage = (
         pl.scan_parquet(parquet)
-        .filter((pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null())
-        .group_by("customer_id", "provider", "model_family", "meter").agg(pl.col("quantity").sum().cast(pl.Float64))
+        .filter(
+            (pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null()
+        )
+        .group_by("customer_id", "provider", "model_family", "meter")
+        .agg(pl.col("quantity").sum().cast(pl.Float64))
         .collect(engine="streaming")
         .join(subs, on="customer_id")
     )
-    claimed = pl.concat([
-        usage.join(charges.filter(pl.col("model_family").is_not_null()), on=["plan_id", "meter", "model_family"]),
-        usage.join(charges.filter(pl.col("model_family").is_null()).drop("model_family"), on=["plan_id", "meter"]),
-    ], how="diagonal")
+    claimed = pl.concat(
+        [
+            usage.join(
+                charges.filter(pl.col("model_family").is_not_null()),
+                on=["plan_id", "meter", "model_family"],
+            ),
+            usage.join(
+                charges.filter(pl.col("model_family").is_null()).drop("model_family"),
+                on=["plan_id", "meter"],
+            ),
+        ],
+        how="diagonal",
+    )
     per_unit = pl.col("pricing") == "per_unit"
     lines = (
-        claimed.with_columns(pl.when(per_unit).then(pl.col("provider")).alias("provider"),
-                             pl.when(per_unit).then(pl.col("model_family")).alias("model_family"))
+        claimed.with_columns(
+            pl.when(per_unit).then(pl.col("provider")).alias("provider"),
+            pl.when(per_unit).then(pl.col("model_family")).alias("model_family"),
+        )
         .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family")
         .agg(pl.sum("quantity"), pl.first("unit_size"))
         .join(tiers, on=["plan_id", "charge_id"])
-        .with_columns(((pl.col("quantity").clip(pl.col("lower"), pl.col("upper")) - pl.col("lower"))
-                       * pl.col("price") / pl.col("unit_size")).alias("amount"))
-        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family").agg(pl.sum("amount"))
-        .group_by("customer_id").agg(pl.col("amount").round(2).sum())
+        .with_columns(
+            (
+                (pl.col("quantity").clip(pl.col("lower"), pl.col("upper")) - pl.col("lower"))
+                * pl.col("price")
+                / pl.col("unit_size")
+            ).alias("amount")
+        )
+        .group_by("customer_id", "plan_id", "charge_id", "provider", "model_family")
+        .agg(pl.sum("amount"))
+        .group_by("customer_id")
+        .agg(pl.col("amount").round(2).sum())
     )
     return dict(lines.iter_rows())

@@ -62,8 +62,17 @@ def step_timings(instance, run_id: str) -> list[dict]:
     grouped: dict[str, dict] = {}
     for key, began in starts.items():
         name = re.sub(r"\[.*\]$", "[*]", key)  # dynamic mapping: render_invoice_shard[3] -> [*]
-        row = grouped.setdefault(name, {"step": name, "seconds": 0.0, "count": 0, "first": began, "last": began,
-                                        "assets": set()})
+        row = grouped.setdefault(
+            name,
+            {
+                "step": name,
+                "seconds": 0.0,
+                "count": 0,
+                "first": began,
+                "last": began,
+                "assets": set(),
+            },
+        )
         end = ends.get(key, began)
         row["seconds"] += end - began
         row["count"] += 1
@@ -85,8 +94,10 @@ def print_run(title: str, instance, run_id: str) -> None:
     print(f"  {'step'.ljust(width)}  {'seconds':>8}  {'span':>8}  assets")
     for r in rows:
         count = f" x{r['count']}" if r["count"] > 1 else ""
-        print(f"  {r['step'].ljust(width)}  {r['seconds']:8.2f}  {r['last'] - r['first']:8.2f}  "
-              f"{', '.join(sorted(r['assets'])) or '-'}{count}")
+        print(
+            f"  {r['step'].ljust(width)}  {r['seconds']:8.2f}  {r['last'] - r['first']:8.2f}  "
+            f"{', '.join(sorted(r['assets'])) or '-'}{count}"
+        )
 
 
 def late_request(day_file: Path) -> tuple[str, str]:
@@ -96,12 +107,19 @@ def late_request(day_file: Path) -> tuple[str, str]:
 
     with open(day_file, encoding="utf-8") as fh:
         first = json.loads(fh.readline())
-    late = {"request_id": "req-late-1", "timestamp": f"{day_file.stem}T23:58:00Z", "customer_key": first["customer_key"],
-            "model": first["model"], "usage": {"prompt_tokens": 2_000_000, "completion_tokens": 500_000}}
+    late = {
+        "request_id": "req-late-1",
+        "timestamp": f"{day_file.stem}T23:58:00Z",
+        "customer_key": first["customer_key"],
+        "model": first["model"],
+        "usage": {"prompt_tokens": 2_000_000, "completion_tokens": 500_000},
+    }
     return first["customer_key"], json.dumps(late) + "\n"
 
 
 def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> None:
+    from billing_pipeline.defs import build_definitions
+    from billing_pipeline.periods import parse_month
     from billing_pipeline.runner import (
         MonthEndSummary,
         _collect_checks,
@@ -111,19 +129,22 @@ def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> 
         rate_month_run,
         validate_inputs,
     )
-    from billing_pipeline.defs import build_definitions
-    from billing_pipeline.periods import parse_month
 
     landing, catalog, out = folder / "landing", folder / "catalog.yaml", folder / "out"
     t0 = time.perf_counter()
     requests = write_landing_zone(landing, events, customers)
     catalog.write_text(yaml.safe_dump(full_catalog(customers), sort_keys=False), encoding="utf-8")
     size = sum(p.stat().st_size for p in landing.rglob("*") if p.is_file())
-    print(f"generated           {requests:,} gateway request lines (~{events:,} usage events), {customers:,} customers, "
-          f"{size / 2**20:,.1f} MiB in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(
+        f"generated           {requests:,} gateway request lines (~{events:,} usage events), {customers:,} customers, "
+        f"{size / 2**20:,.1f} MiB in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
     validate_inputs(MONTH, landing, catalog)
     out.mkdir(parents=True, exist_ok=True)
-    defs = build_definitions(month_end_resources(landing.resolve(), catalog.resolve(), out.resolve()))
+    defs = build_definitions(
+        month_end_resources(landing.resolve(), catalog.resolve(), out.resolve())
+    )
     start, end = parse_month(MONTH)
     with open_instance(out.resolve()) as instance:
         began = time.perf_counter()
@@ -141,12 +162,20 @@ def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> 
     pdfs = len(list((out / MONTH / "invoices").glob("*.pdf")))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    render = sum(r["seconds"] for r in step_timings_cache if r["step"].startswith("invoice_drafts.render"))
-    print(f"\ntotal               {finished - began:.1f} s (ingestion {ingested - began:.1f} s, month-end "
-          f"{finished - ingested:.1f} s)")
+    render = sum(
+        r["seconds"] for r in step_timings_cache if r["step"].startswith("invoice_drafts.render")
+    )
+    print(
+        f"\ntotal               {finished - began:.1f} s (ingestion {ingested - began:.1f} s, month-end "
+        f"{finished - ingested:.1f} s)"
+    )
     if pdfs:
-        print(f"invoice PDFs        {pdfs:,} in {render:.1f} s of render steps = {render / pdfs:.2f} s per PDF")
-    print(f"peak RSS            {peak:,.0f} MiB this process, {children:,.0f} MiB largest child process")
+        print(
+            f"invoice PDFs        {pdfs:,} in {render:.1f} s of render steps = {render / pdfs:.2f} s per PDF"
+        )
+    print(
+        f"peak RSS            {peak:,.0f} MiB this process, {children:,.0f} MiB largest child process"
+    )
     if summary.failed_checks:
         print(f"FAILED CHECKS       {', '.join(summary.failed_checks)}")
 
@@ -175,17 +204,24 @@ def late_rerun_month(defs, instance, landing: Path, out: Path, last_day: dt.date
     _collect_checks(summary, (daily, monthly))
     after = _pdf_files(invoices)
     rendered = sorted(name for name in after if after[name] != before.get(name))
-    print(f"\nlate re-run         {finished - began:.1f} s (ingestion {ingested - began:.1f} s, month-end "
-          f"{finished - ingested:.1f} s); PDFs rendered again: {len(rendered)} ({', '.join(rendered[:5])})")
+    print(
+        f"\nlate re-run         {finished - began:.1f} s (ingestion {ingested - began:.1f} s, month-end "
+        f"{finished - ingested:.1f} s); PDFs rendered again: {len(rendered)} ({', '.join(rendered[:5])})"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--keep", type=Path, help="write landing zone, catalog and outputs here and keep them")
-    parser.add_argument("--late-rerun", action="store_true",
-                        help="then add late usage for one customer and run that day and month-end again")
+    parser.add_argument(
+        "--keep", type=Path, help="write landing zone, catalog and outputs here and keep them"
+    )
+    parser.add_argument(
+        "--late-rerun",
+        action="store_true",
+        help="then add late usage for one customer and run that day and month-end again",
+    )
     args = parser.parse_args(argv)
     if args.keep:
         if args.keep.exists() and any(args.keep.iterdir()):

@@ -53,14 +53,28 @@ def comparison_catalog(customers: int) -> dict:
         "issuer": base["issuer"],
         "plans": plans,
         "customers": {
-            f"c{i:05d}": {"name": f"Customer {i}",
-                          "subscriptions": [{"plan": COMPARISON_PLANS[i % len(COMPARISON_PLANS)], "from": "2026-01-01"}],
-                          "keys": [f"gateway:c{i:05d}"], "tax": {"rate": "0.19"}}
+            f"c{i:05d}": {
+                "name": f"Customer {i}",
+                "subscriptions": [
+                    {"plan": COMPARISON_PLANS[i % len(COMPARISON_PLANS)], "from": "2026-01-01"}
+                ],
+                "keys": [f"gateway:c{i:05d}"],
+                "tax": {"rate": "0.19"},
+            }
             for i in range(customers)
         },
-        "price_book": [{"provider": provider_of[family], "models": [family], "meter": meter, "unit_size": 1_000_000,
-                        "unit_price": price, "from": "2024-01-01"}
-                       for family, row in COST_PER_M.items() for meter, price in zip(meters, row)],
+        "price_book": [
+            {
+                "provider": provider_of[family],
+                "models": [family],
+                "meter": meter,
+                "unit_size": 1_000_000,
+                "unit_price": price,
+                "from": "2024-01-01",
+            }
+            for family, row in COST_PER_M.items()
+            for meter, price in zip(meters, row, strict=True)
+        ],
     }
 
 
@@ -68,8 +82,12 @@ def full_catalog(customers: int) -> dict:
     """The full month-end's catalog: benchmarks.rating's four plans (per-unit, graduated, volume,
     hybrid with base fee, allowance and minimum commitment), gateway keys and the price book."""
     doc = catalog_document(customers)
-    doc["issuer"] = {"name": "Bench AI GmbH", "address": "Benchstrasse 1, 10115 Berlin", "vat_id": "DE000000000",
-                     "invoice_prefix": "BENCH"}
+    doc["issuer"] = {
+        "name": "Bench AI GmbH",
+        "address": "Benchstrasse 1, 10115 Berlin",
+        "vat_id": "DE000000000",
+        "invoice_prefix": "BENCH",
+    }
     for cid, customer in doc["customers"].items():
         customer["keys"] = [f"gateway:{cid}"]
     doc["price_book"] = comparison_catalog(1)["price_book"]
@@ -84,17 +102,25 @@ def month_usage(events: int, customers: int, seed: int = 7) -> pl.DataFrame:
     u_cust = i.hash(seed + 11) % 1_000_003 / 1_000_003
     spike = (i.hash(seed + 12) % 10_000) < int(SPIKE_SHARE * 10_000)
     spikers = max(1, int(customers * SPIKE_CUSTOMER_SHARE))
-    normal_cust = (u_cust ** 3 * customers).cast(pl.Int64).clip(0, customers - 1)
+    normal_cust = (u_cust**3 * customers).cast(pl.Int64).clip(0, customers - 1)
     # spike customers are spread over the index range so they land on both plans
     spike_cust = ((i.hash(seed + 13) % spikers) * (customers // spikers)).cast(pl.Int64)
     cust = pl.when(spike).then(spike_cust).otherwise(normal_cust).cast(pl.Int64)
-    spike_day = pl.lit(pl.Series([dt.datetime.combine(d, dt.time(), dt.UTC) for d in SPIKE_DAYS])).gather(
-        i.hash(seed + 14) % len(SPIKE_DAYS))
-    start = pl.when(spike).then(spike_day + pl.duration(seconds=i.hash(seed + 15) % 86400)).otherwise(pl.col("start"))
+    spike_day = pl.lit(
+        pl.Series([dt.datetime.combine(d, dt.time(), dt.UTC) for d in SPIKE_DAYS])
+    ).gather(i.hash(seed + 14) % len(SPIKE_DAYS))
+    start = (
+        pl.when(spike)
+        .then(spike_day + pl.duration(seconds=i.hash(seed + 15) % 86400))
+        .otherwise(pl.col("start"))
+    )
     cid = "c" + cust.cast(pl.String).str.zfill(5)
     return frame.with_columns(
-        ("gateway:" + cid).alias("account_key"), cid.alias("customer_id"),
-        start.alias("start"), start.alias("end"), start.dt.date().alias("day"),
+        ("gateway:" + cid).alias("account_key"),
+        cid.alias("customer_id"),
+        start.alias("start"),
+        start.alias("end"),
+        start.dt.date().alias("day"),
     ).drop("_i")
 
 
@@ -102,7 +128,9 @@ def write_month(folder: Path, events: int, customers: int, seed: int = 7) -> tup
     """(usage.parquet, catalog.yaml) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     catalog = folder / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(comparison_catalog(customers), sort_keys=False), encoding="utf-8")
+    catalog.write_text(
+        yaml.safe_dump(comparison_catalog(customers), sort_keys=False), encoding="utf-8"
+    )
     parquet = folder / "usage.parquet"
     month_usage(events, customers, seed).write_parquet(parquet)
     return parquet, catalog
@@ -118,40 +146,61 @@ def write_landing_zone(landing: Path, events: int, customers: int, seed: int = 7
     usage = month_usage(requests, customers, seed)
     u = pl.int_range(0, pl.len()).hash(seed + 21) % 1000 / 1000
     lines = usage.select(
-        "day", "start", "customer_id", "model", "quantity", pl.col("event_id").str.strip_prefix("ev").alias("n"),
+        "day",
+        "start",
+        "customer_id",
+        "model",
+        "quantity",
+        pl.col("event_id").str.strip_prefix("ev").alias("n"),
         (pl.col("quantity") // 3 + 1).alias("completion"),
         (pl.col("quantity") * (u * 0.6)).cast(pl.Int64).alias("cached"),
     ).with_columns((pl.col("quantity") + pl.col("cached")).alias("prompt"))
-    text = pl.concat_str([
-        pl.lit('{"request_id":"req-'), pl.col("n"),
-        pl.lit('","timestamp":"'), pl.col("start").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        pl.lit('","customer_key":"'), pl.col("customer_id"),
-        pl.lit('","model":"'), pl.col("model"),
-        pl.lit('","usage":{"prompt_tokens":'), pl.col("prompt").cast(pl.String),
-        pl.lit(',"completion_tokens":'), pl.col("completion").cast(pl.String),
-        pl.lit(',"prompt_tokens_details":{"cached_tokens":'), pl.col("cached").cast(pl.String),
-        pl.lit("}}}"),
-    ]).alias("line")
+    text = pl.concat_str(
+        [
+            pl.lit('{"request_id":"req-'),
+            pl.col("n"),
+            pl.lit('","timestamp":"'),
+            pl.col("start").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            pl.lit('","customer_key":"'),
+            pl.col("customer_id"),
+            pl.lit('","model":"'),
+            pl.col("model"),
+            pl.lit('","usage":{"prompt_tokens":'),
+            pl.col("prompt").cast(pl.String),
+            pl.lit(',"completion_tokens":'),
+            pl.col("completion").cast(pl.String),
+            pl.lit(',"prompt_tokens_details":{"cached_tokens":'),
+            pl.col("cached").cast(pl.String),
+            pl.lit("}}}"),
+        ]
+    ).alias("line")
     folder = landing / "gateway"
     folder.mkdir(parents=True, exist_ok=True)
     for d in range(DAYS):
         day = START + dt.timedelta(days=d)
         day_lines = lines.filter(pl.col("day") == day).sort("start", "n").select(text)
-        day_lines.write_csv(folder / f"{day.isoformat()}.jsonl", include_header=False, quote_style="never")
+        day_lines.write_csv(
+            folder / f"{day.isoformat()}.jsonl", include_header=False, quote_style="never"
+        )
     return requests
 
 
 def main() -> None:  # pragma: no cover - a convenience for looking at the data
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write a synthetic month (usage.parquet + catalog.yaml).")
+    parser = argparse.ArgumentParser(
+        description="Write a synthetic month (usage.parquet + catalog.yaml)."
+    )
     parser.add_argument("folder", type=Path)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=10_000)
     args = parser.parse_args()
     parquet, catalog = write_month(args.folder, args.events, args.customers)
-    print(json.dumps({"parquet": str(parquet), "catalog": str(catalog),
-                      "bytes": parquet.stat().st_size}))
+    print(
+        json.dumps(
+            {"parquet": str(parquet), "catalog": str(catalog), "bytes": parquet.stat().st_size}
+        )
+    )
 
 
 if __name__ == "__main__":

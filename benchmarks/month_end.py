@@ -83,10 +83,14 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
                 raise SystemExit(f"normalize quarantined {quarantine.height} synthetic rows")
             stages["margin rows"] = table.height
         else:
-            rated = rate_month(pl.scan_parquet(parquet), catalog, MONTH, daily=impl == "pipeline-daily")
+            rated = rate_month(
+                pl.scan_parquet(parquet), catalog, MONTH, daily=impl == "pipeline-daily"
+            )
         seconds = time.perf_counter() - began
         if rated.unrated.height:
-            raise SystemExit(f"{impl}: {rated.unrated.height} unrated rows; the comparison catalog prices everything")
+            raise SystemExit(
+                f"{impl}: {rated.unrated.height} unrated rows; the comparison catalog prices everything"
+            )
         totals = pipeline_totals(rated.lines)
     else:
         import duckdb  # noqa: F401  imported before the clock starts, like polars and billing_pipeline
@@ -107,13 +111,32 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
         written, lines = totals.to_json(), totals.lines
     Path(out).write_text(json.dumps(written), encoding="utf-8")
     events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
-    return {"impl": impl, "events": events, "seconds": seconds, "events_per_s": events / seconds,
-            "peak_rss_mib": peak_rss_mib(), "lines": lines, "stages": stages}
+    return {
+        "impl": impl,
+        "events": events,
+        "seconds": seconds,
+        "events_per_s": events / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "lines": lines,
+        "stages": stages,
+    }
 
 
 def _child(impl: str, parquet: Path, catalog: Path, out: Path) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.month_end", "--measure", impl, str(parquet), str(catalog),
-                           str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.month_end",
+            "--measure",
+            impl,
+            str(parquet),
+            str(catalog),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise SystemExit(f"{impl} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -133,7 +156,9 @@ def run(events: int, customers: int, folder: Path, skip_full: bool = False) -> i
     else:
         t0 = time.perf_counter()
         parquet, catalog = write_month(folder, events, customers)
-        print(f"generated           {events:,} events, {customers:,} customers in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated           {events:,} events, {customers:,} customers in {time.perf_counter() - t0:.1f} s"
+        )
     size_mib = parquet.stat().st_size / 2**20
     print(f"parquet             {size_mib:,.1f} MiB", flush=True)
     _warm(parquet)
@@ -141,7 +166,9 @@ def run(events: int, customers: int, folder: Path, skip_full: bool = False) -> i
     results: dict[str, dict] = {}
     totals: dict[str, Totals] = {}
     width = max(len(IMPLEMENTATIONS[i]) for i in impls)
-    print(f"{'implementation'.ljust(width)}  {'seconds':>8}  {'events/s':>12}  {'peak RSS':>10}  {'RSS/parquet':>11}  lines")
+    print(
+        f"{'implementation'.ljust(width)}  {'seconds':>8}  {'events/s':>12}  {'peak RSS':>10}  {'RSS/parquet':>11}  lines"
+    )
     for impl in impls:
         out = folder / f"totals-{impl}.json"
         r = results[impl] = _child(impl, parquet, catalog, out)
@@ -149,8 +176,11 @@ def run(events: int, customers: int, folder: Path, skip_full: bool = False) -> i
             floor = {c: float(v) for c, v in json.loads(out.read_text(encoding="utf-8")).items()}
         else:
             totals[impl] = Totals.from_json(json.loads(out.read_text(encoding="utf-8")))
-        print(f"{IMPLEMENTATIONS[impl].ljust(width)}  {r['seconds']:8.2f}  {r['events_per_s']:12,.0f}  "
-              f"{r['peak_rss_mib']:7,.0f} MiB  {r['peak_rss_mib'] / size_mib:10.1f}x  {r['lines']:,}", flush=True)
+        print(
+            f"{IMPLEMENTATIONS[impl].ljust(width)}  {r['seconds']:8.2f}  {r['events_per_s']:12,.0f}  "
+            f"{r['peak_rss_mib']:7,.0f} MiB  {r['peak_rss_mib'] / size_mib:10.1f}x  {r['lines']:,}",
+            flush=True,
+        )
         for stage, value in r["stages"].items():
             shown = f"{value:8.2f} s" if isinstance(value, float) else f"{value:,}"
             print(f"{'':4}{stage.ljust(width - 4)}  {shown}")
@@ -158,8 +188,10 @@ def run(events: int, customers: int, folder: Path, skip_full: bool = False) -> i
     for impl in ("pipeline", "pipeline-daily"):
         for base in ("pandas", "duckdb", "floor"):
             ratio = results[base]["seconds"] / results[impl]["seconds"]
-            print(f"{IMPLEMENTATIONS[impl]} vs {IMPLEMENTATIONS[base]}: {ratio:.2f}x "
-                  f"({'faster' if ratio >= 1 else 'slower'})")
+            print(
+                f"{IMPLEMENTATIONS[impl]} vs {IMPLEMENTATIONS[base]}: {ratio:.2f}x "
+                f"({'faster' if ratio >= 1 else 'slower'})"
+            )
     reference = totals["pipeline"]
     exact = [i for i in impls if i in EXACT]
     try:
@@ -168,11 +200,15 @@ def run(events: int, customers: int, folder: Path, skip_full: bool = False) -> i
     except Disagreement as exc:
         print(f"\nDISAGREEMENT: {exc}", file=sys.stderr)
         return 1
-    print(f"\nall {len(exact)} exact implementations agree to the cent: {len(reference.by_customer):,} customers, "
-          f"{reference.lines:,} lines, grand total {reference.grand_total:,}")
+    print(
+        f"\nall {len(exact)} exact implementations agree to the cent: {len(reference.by_customer):,} customers, "
+        f"{reference.lines:,} lines, grand total {reference.grand_total:,}"
+    )
     off = max(abs(Decimal(repr(floor.get(c, 0.0))) - v) for c, v in reference.by_customer.items())
-    print(f"float floor: grand total {sum(floor.values()):,.2f}, largest per-customer difference {off:.6f} "
-          f"(float rounding; not a check)")
+    print(
+        f"float floor: grand total {sum(floor.values()):,.2f}, largest per-customer difference {off:.6f} "
+        f"(float rounding; not a check)"
+    )
     return 0
 
 
@@ -180,9 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--keep", type=Path, help="write the month here and keep it; reused when it already exists")
-    parser.add_argument("--skip-full", action="store_true", help="skip the normalize -> rate -> reconcile path")
-    parser.add_argument("--measure", nargs=4, metavar=("IMPL", "PARQUET", "CATALOG", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--keep", type=Path, help="write the month here and keep it; reused when it already exists"
+    )
+    parser.add_argument(
+        "--skip-full", action="store_true", help="skip the normalize -> rate -> reconcile path"
+    )
+    parser.add_argument(
+        "--measure", nargs=4, metavar=("IMPL", "PARQUET", "CATALOG", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(*args.measure)))

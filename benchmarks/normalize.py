@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -26,7 +26,13 @@ from benchmarks.memory import peak_rss_mib
 
 START = date(2026, 10, 1)
 CUSTOMERS = 100
-MODELS = ["mistral-large-2411", "mistral-small-2409", "gpt-4o-2024-08-06", "gpt-4o-mini", "claude-sonnet-4-5"]
+MODELS = [
+    "mistral-large-2411",
+    "mistral-small-2409",
+    "gpt-4o-2024-08-06",
+    "gpt-4o-mini",
+    "claude-sonnet-4-5",
+]
 
 
 def _split(rows: int, days: int) -> list[int]:
@@ -37,7 +43,7 @@ def _fill(template: str, *exprs: pl.Expr) -> pl.Expr:
     """``template`` with each ``{}`` replaced by an expression (JSON braces stay literal)."""
     parts = template.split("{}")
     pieces = [pl.lit(parts[0])]
-    for expr, text in zip(exprs, parts[1:]):
+    for expr, text in zip(exprs, parts[1:], strict=True):
         pieces += [expr.cast(pl.String), pl.lit(text)]
     return pl.concat_str(pieces)
 
@@ -54,14 +60,21 @@ def write_gateway(landing: Path, rows: int, days: int) -> None:
             _fill(
                 '{"request_id":"req-{}","timestamp":"{}T{}:{}:{}Z","customer_key":"c{}","model":"{}",'
                 '"usage":{"prompt_tokens":{},"completion_tokens":{},"prompt_tokens_details":{"cached_tokens":{}}}}',
-                pl.col("i"), pl.lit(day.isoformat()),
-                (pl.col("i") % 24).cast(pl.String).str.zfill(2), (pl.col("i") % 60).cast(pl.String).str.zfill(2),
-                ((pl.col("i") // 60) % 60).cast(pl.String).str.zfill(2), pl.col("i") % CUSTOMERS,
+                pl.col("i"),
+                pl.lit(day.isoformat()),
+                (pl.col("i") % 24).cast(pl.String).str.zfill(2),
+                (pl.col("i") % 60).cast(pl.String).str.zfill(2),
+                ((pl.col("i") // 60) % 60).cast(pl.String).str.zfill(2),
+                pl.col("i") % CUSTOMERS,
                 pl.lit(pl.Series(MODELS)).gather(pl.col("i") % (len(MODELS) - 1)),
-                100 + pl.col("i") % 900, 20 + pl.col("i") % 300, pl.col("i") % 50,
+                100 + pl.col("i") % 900,
+                20 + pl.col("i") % 300,
+                pl.col("i") % 50,
             ).alias("line")
         )
-        frame.write_csv(folder / f"{day.isoformat()}.jsonl", include_header=False, quote_style="never")
+        frame.write_csv(
+            folder / f"{day.isoformat()}.jsonl", include_header=False, quote_style="never"
+        )
         offset += n
 
 
@@ -71,26 +84,70 @@ def write_api(landing: Path, rows: int, days: int, per_page: int = 1000) -> None
     folder.mkdir(parents=True)
     for i, n in enumerate(_split(rows, days)):
         day = START + timedelta(days=i)
-        t0 = int(datetime.combine(day, datetime.min.time(), timezone.utc).timestamp())
+        t0 = int(datetime.combine(day, datetime.min.time(), UTC).timestamp())
         for p, first in enumerate(range(0, n, per_page), start=1):
-            results = [{"object": "organization.usage.completions.result", "input_tokens": 1000 + j,
-                        "output_tokens": 300, "num_model_requests": 3, "input_cached_tokens": 100,
-                        "project_id": f"proj_{(first + j) % CUSTOMERS}", "api_key_id": f"key_{first + j}",
-                        "model": MODELS[j % 4]} for j in range(min(per_page, n - first))]
-            page = {"object": "page", "data": [{"object": "bucket", "start_time": t0, "end_time": t0 + 86400,
-                                                "results": results}], "has_more": False, "next_page": None}
+            results = [
+                {
+                    "object": "organization.usage.completions.result",
+                    "input_tokens": 1000 + j,
+                    "output_tokens": 300,
+                    "num_model_requests": 3,
+                    "input_cached_tokens": 100,
+                    "project_id": f"proj_{(first + j) % CUSTOMERS}",
+                    "api_key_id": f"key_{first + j}",
+                    "model": MODELS[j % 4],
+                }
+                for j in range(min(per_page, n - first))
+            ]
+            page = {
+                "object": "page",
+                "data": [
+                    {
+                        "object": "bucket",
+                        "start_time": t0,
+                        "end_time": t0 + 86400,
+                        "results": results,
+                    }
+                ],
+                "has_more": False,
+                "next_page": None,
+            }
             (folder / f"{day.isoformat()}_p{p}.json").write_text(json.dumps(page))
 
 
 def _catalog():
     from billing_pipeline.catalog.loader import parse_catalog
 
-    plan = {"p": {"name": "P", "currency": "USD", "charges": [
-        {"id": "in", "meter": "input_tokens", "unit_size": 1000, "pricing": "per_unit", "unit_price": "0.01"}]}}
-    customers = {f"c{i}": {"name": f"C{i}", "subscriptions": [{"plan": "p", "from": START}],
-                           "keys": [f"gateway:c{i}", f"openai:proj_{i}"]} for i in range(CUSTOMERS)}
-    return parse_catalog({"issuer": {"name": "X", "address": "", "vat_id": "", "invoice_prefix": "I"},
-                          "plans": plan, "customers": customers})
+    plan = {
+        "p": {
+            "name": "P",
+            "currency": "USD",
+            "charges": [
+                {
+                    "id": "in",
+                    "meter": "input_tokens",
+                    "unit_size": 1000,
+                    "pricing": "per_unit",
+                    "unit_price": "0.01",
+                }
+            ],
+        }
+    }
+    customers = {
+        f"c{i}": {
+            "name": f"C{i}",
+            "subscriptions": [{"plan": "p", "from": START}],
+            "keys": [f"gateway:c{i}", f"openai:proj_{i}"],
+        }
+        for i in range(CUSTOMERS)
+    }
+    return parse_catalog(
+        {
+            "issuer": {"name": "X", "address": "", "vat_id": "", "invoice_prefix": "I"},
+            "plans": plan,
+            "customers": customers,
+        }
+    )
 
 
 def measure(source: str, landing: Path, days: int) -> dict:
@@ -115,10 +172,17 @@ def measure(source: str, landing: Path, days: int) -> dict:
         quarantined += q.height
     seconds = read_s + norm_s
     peak_mib = peak_rss_mib()
-    return {"source": source, "records": records, "usage_rows": events, "quarantined": quarantined,
-            "seconds": round(seconds, 2), "records_per_s": round(records / seconds),
-            "read_seconds": round(read_s, 2), "read_records_per_s": round(records / read_s),
-            "peak_rss_mib": round(peak_mib)}
+    return {
+        "source": source,
+        "records": records,
+        "usage_rows": events,
+        "quarantined": quarantined,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(records / seconds),
+        "read_seconds": round(read_s, 2),
+        "read_records_per_s": round(records / read_s),
+        "peak_rss_mib": round(peak_mib),
+    }
 
 
 def baseline(source: str, landing: Path) -> dict:
@@ -136,13 +200,22 @@ def baseline(source: str, landing: Path) -> dict:
             records += sum(len(b["results"]) for b in page["data"])
     seconds = time.perf_counter() - began
     peak_mib = peak_rss_mib()
-    return {"source": source, "records": records, "seconds": round(seconds, 2),
-            "records_per_s": round(records / seconds), "peak_rss_mib": round(peak_mib)}
+    return {
+        "source": source,
+        "records": records,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(records / seconds),
+        "peak_rss_mib": round(peak_mib),
+    }
 
 
 def _run_child(source: str, landing: Path, days: int, mode: str = "--measure") -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.normalize", mode, source, str(landing), str(days)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.normalize", mode, source, str(landing), str(days)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -151,8 +224,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gateway-rows", type=int, default=10_000_000)
     parser.add_argument("--api-rows", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--measure", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS)
-    parser.add_argument("--baseline", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--baseline", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.measure:
         source, landing, days = args.measure
@@ -164,23 +241,32 @@ def main(argv: list[str] | None = None) -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="billing-bench-"))
     try:
-        for source, rows, write in (("gateway_log", args.gateway_rows, write_gateway),
-                                    ("openai_usage_api", args.api_rows, write_api)):
+        for source, rows, write in (
+            ("gateway_log", args.gateway_rows, write_gateway),
+            ("openai_usage_api", args.api_rows, write_api),
+        ):
             landing = tmp / source
             began = time.perf_counter()
             write(landing, rows, args.days)
             size = sum(p.stat().st_size for p in landing.rglob("*") if p.is_file())
-            print(f"{source}: generated {rows:,} records ({size / 2**20:,.0f} MiB) in {time.perf_counter() - began:.1f} s",
-                  flush=True)
+            print(
+                f"{source}: generated {rows:,} records ({size / 2**20:,.0f} MiB) in {time.perf_counter() - began:.1f} s",
+                flush=True,
+            )
             r = _run_child(source, landing, args.days)
-            print(f"{source}: {r['records']:,} records -> {r['usage_rows']:,} usage rows "
-                  f"({r['quarantined']:,} quarantined) in {r['seconds']:,.1f} s = {r['records_per_s']:,} records/s "
-                  f"read + normalize; read alone {r['read_seconds']:,.1f} s = {r['read_records_per_s']:,} records/s; "
-                  f"peak RSS {r['peak_rss_mib']:,} MiB", flush=True)
+            print(
+                f"{source}: {r['records']:,} records -> {r['usage_rows']:,} usage rows "
+                f"({r['quarantined']:,} quarantined) in {r['seconds']:,.1f} s = {r['records_per_s']:,} records/s "
+                f"read + normalize; read alone {r['read_seconds']:,.1f} s = {r['read_records_per_s']:,} records/s; "
+                f"peak RSS {r['peak_rss_mib']:,} MiB",
+                flush=True,
+            )
             b = _run_child(source, landing, args.days, "--baseline")
-            print(f"{source}: baseline json.loads of the same files, nothing else: {b['records']:,} records in "
-                  f"{b['seconds']:,.1f} s = {b['records_per_s']:,} records/s, peak RSS {b['peak_rss_mib']:,} MiB",
-                  flush=True)
+            print(
+                f"{source}: baseline json.loads of the same files, nothing else: {b['records']:,} records in "
+                f"{b['seconds']:,.1f} s = {b['records_per_s']:,} records/s, peak RSS {b['peak_rss_mib']:,} MiB",
+                flush=True,
+            )
             shutil.rmtree(landing)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

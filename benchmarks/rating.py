@@ -22,9 +22,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import yaml
 
 from benchmarks.memory import peak_rss_mib
-import yaml
 
 MONTH = "2026-10"
 START = date(2026, 10, 1)
@@ -37,37 +37,79 @@ MODELS = [
     ("mistral", "mistral-small-2409", "mistral-small", 0.12, 700),
     ("mistral", "mistral-large-2411", "mistral-large", 0.08, 2000),
 ]
-METERS = [("input_tokens", 0.45, 1.0), ("output_tokens", 0.35, 0.3), ("cached_input_tokens", 0.20, 0.6)]
+METERS = [
+    ("input_tokens", 0.45, 1.0),
+    ("output_tokens", 0.35, 0.3),
+    ("cached_input_tokens", 0.20, 0.6),
+]
 PER_1K = {"input_tokens": "0.0025", "output_tokens": "0.010", "cached_input_tokens": "0.00125"}
 
 
 def catalog_document(customers: int) -> dict:
     families = [m[2] for m in MODELS]
-    per_unit = [{"id": f"{f}-{m}", "meter": m, "models": [f], "unit_size": 1000, "unit_price": PER_1K[m]}
-                for f in families for m in PER_1K]
-    tiers = [{"up_to": 10_000_000, "unit_price": "0.010"}, {"up_to": 100_000_000, "unit_price": "0.008"},
-             {"up_to": None, "unit_price": "0.006"}]
+    per_unit = [
+        {"id": f"{f}-{m}", "meter": m, "models": [f], "unit_size": 1000, "unit_price": PER_1K[m]}
+        for f in families
+        for m in PER_1K
+    ]
+    tiers = [
+        {"up_to": 10_000_000, "unit_price": "0.010"},
+        {"up_to": 100_000_000, "unit_price": "0.008"},
+        {"up_to": None, "unit_price": "0.006"},
+    ]
     plans = {
         "payg": {"name": "Pay as you go", "charges": per_unit},
-        "growth": {"name": "Growth", "charges": [
-            {"id": "tokens", "meter": ["input_tokens", "output_tokens"], "unit_size": 1000, "pricing": "graduated",
-             "tiers": [{**t, "flat_fee": "0"} for t in tiers]},
-            {"id": "cached", "meter": "cached_input_tokens", "unit_size": 1000, "unit_price": "0.001"}]},
-        "scale": {"name": "Scale", "charges": [
-            {"id": "tokens", "meter": ["input_tokens", "output_tokens", "cached_input_tokens"], "unit_size": 1_000_000,
-             "pricing": "volume", "tiers": [{"up_to": 50_000_000, "unit_price": "6.00"},
-                                            {"up_to": None, "unit_price": "4.50", "flat_fee": "25.00"}]}]},
-        "hybrid": {"name": "Hybrid", "base_fee": "499.00", "minimum_commitment": "100.00",
-                   "allowance": {"quantity": 2_000_000, "meters": ["input_tokens", "output_tokens"]},
-                   "charges": per_unit},
+        "growth": {
+            "name": "Growth",
+            "charges": [
+                {
+                    "id": "tokens",
+                    "meter": ["input_tokens", "output_tokens"],
+                    "unit_size": 1000,
+                    "pricing": "graduated",
+                    "tiers": [{**t, "flat_fee": "0"} for t in tiers],
+                },
+                {
+                    "id": "cached",
+                    "meter": "cached_input_tokens",
+                    "unit_size": 1000,
+                    "unit_price": "0.001",
+                },
+            ],
+        },
+        "scale": {
+            "name": "Scale",
+            "charges": [
+                {
+                    "id": "tokens",
+                    "meter": ["input_tokens", "output_tokens", "cached_input_tokens"],
+                    "unit_size": 1_000_000,
+                    "pricing": "volume",
+                    "tiers": [
+                        {"up_to": 50_000_000, "unit_price": "6.00"},
+                        {"up_to": None, "unit_price": "4.50", "flat_fee": "25.00"},
+                    ],
+                }
+            ],
+        },
+        "hybrid": {
+            "name": "Hybrid",
+            "base_fee": "499.00",
+            "minimum_commitment": "100.00",
+            "allowance": {"quantity": 2_000_000, "meters": ["input_tokens", "output_tokens"]},
+            "charges": per_unit,
+        },
     }
     names = list(plans)
     return {
         "issuer": {"name": "Bench AI GmbH"},
         "plans": plans,
         "customers": {
-            f"c{i:05d}": {"name": f"Customer {i}", "subscriptions": [{"plan": names[i % len(names)], "from": "2026-01-01"}],
-                          "tax": {"rate": "0.19"}}
+            f"c{i:05d}": {
+                "name": f"Customer {i}",
+                "subscriptions": [{"plan": names[i % len(names)], "from": "2026-01-01"}],
+                "tax": {"rate": "0.19"},
+            }
             for i in range(customers)
         },
     }
@@ -77,7 +119,7 @@ def _pick(u: pl.Expr, options: list, weights: list[float]) -> pl.Expr:
     """Category by cumulative weight of a uniform [0, 1) column."""
     expr, acc = pl.lit(options[-1]), 0.0
     bounds = []
-    for opt, w in zip(options, weights):
+    for opt, w in zip(options, weights, strict=True):
         acc += w
         bounds.append((acc, opt))
     for acc, opt in reversed(bounds[:-1]):
@@ -98,7 +140,9 @@ def usage_frame(events: int, customers: int, seed: int = 7) -> pl.DataFrame:
     idx = list(range(len(MODELS)))
     model_idx = _pick(pl.col("u_model"), idx, [m[3] for m in MODELS])
     meter_idx = _pick(pl.col("u_meter"), list(range(len(METERS))), [m[1] for m in METERS])
-    scale = pl.lit(pl.Series([m[4] for m in MODELS])).gather(model_idx) * pl.lit(pl.Series([m[2] for m in METERS])).gather(meter_idx)
+    scale = pl.lit(pl.Series([m[4] for m in MODELS])).gather(model_idx) * pl.lit(
+        pl.Series([m[2] for m in METERS])
+    ).gather(meter_idx)
     # long tail: most requests are small, a few are huge
     quantity = (scale * (0.2 + 4 * pl.col("u_size") ** 3)).cast(pl.Int64) + 1
     start = pl.lit(datetime(2026, 10, 1, tzinfo=UTC)) + pl.duration(seconds=pl.col("second"))
@@ -135,8 +179,10 @@ def measure(parquet: str, catalog_path: str) -> None:
     events = pl.scan_parquet(parquet).select(pl.len()).collect().item()
     rss_mb = peak_rss_mib()
     print(f"catalog load        {t1 - t0:8.2f} s (not counted)")
-    print(f"read + rate_month   {t2 - t1:8.2f} s for {events:,} events, {rated.lines.height:,} lines, "
-          f"{rated.lines['customer_id'].n_unique():,} customers")
+    print(
+        f"read + rate_month   {t2 - t1:8.2f} s for {events:,} events, {rated.lines.height:,} lines, "
+        f"{rated.lines['customer_id'].n_unique():,} customers"
+    )
     print(f"throughput          {events / (t2 - t1):,.0f} events/s")
     print(f"peak RSS            {rss_mb:,.0f} MB")
 
@@ -145,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--measure", nargs=2, metavar=("PARQUET", "CATALOG"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", nargs=2, metavar=("PARQUET", "CATALOG"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.measure:
         measure(*args.measure)
@@ -154,14 +202,27 @@ def main(argv: list[str] | None = None) -> None:
     try:
         t0 = time.perf_counter()
         catalog_path = tmp / "catalog.yaml"
-        catalog_path.write_text(yaml.safe_dump(catalog_document(args.customers), sort_keys=False), encoding="utf-8")
+        catalog_path.write_text(
+            yaml.safe_dump(catalog_document(args.customers), sort_keys=False), encoding="utf-8"
+        )
         parquet = tmp / "usage.parquet"
         usage_frame(args.events, args.customers).write_parquet(parquet)
-        print(f"generated           {args.events:,} events, {args.customers:,} customers in "
-              f"{time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated           {args.events:,} events, {args.customers:,} customers in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         print(f"parquet size        {parquet.stat().st_size / 1e6:,.1f} MB")
-        subprocess.run([sys.executable, "-m", "benchmarks.rating", "--measure", str(parquet), str(catalog_path)],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.rating",
+                "--measure",
+                str(parquet),
+                str(catalog_path),
+            ],
+            check=True,
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

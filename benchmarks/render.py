@@ -43,16 +43,24 @@ EVENTS_PER_CUSTOMER = 600
 
 def _merge(base: dict, others: list[dict]) -> dict:
     """``base`` with the lines (and chart data, plan rows) of ``others``; totals recomputed."""
-    doc = {**base, "lines": [*base["lines"]], "usage_by_day": [*base["usage_by_day"]],
-           "disclosure": {**base["disclosure"], "plan_table": [*base["disclosure"]["plan_table"]]}}
+    doc = {
+        **base,
+        "lines": [*base["lines"]],
+        "usage_by_day": [*base["usage_by_day"]],
+        "disclosure": {**base["disclosure"], "plan_table": [*base["disclosure"]["plan_table"]]},
+    }
     for other in others:
         doc["lines"] += other["lines"]
         doc["usage_by_day"] += other["usage_by_day"]
         doc["disclosure"]["plan_table"] += other["disclosure"]["plan_table"]
     subtotal = sum((Decimal(line["amount"]) for line in doc["lines"]), Decimal(0))
     tax = round_money(subtotal * Decimal(doc["tax_rate"]), doc["currency"])
-    doc.update(subtotal=str(subtotal), tax=str(tax), total=str(subtotal + tax - Decimal(doc["credits_applied"])),
-               plan={**doc["plan"], "name": " / ".join(d["plan"]["name"] for d in [base, *others])})
+    doc.update(
+        subtotal=str(subtotal),
+        tax=str(tax),
+        total=str(subtotal + tax - Decimal(doc["credits_applied"])),
+        plan={**doc["plan"], "name": " / ".join(d["plan"]["name"] for d in [base, *others])},
+    )
     return doc
 
 
@@ -64,14 +72,18 @@ def build_invoice_documents(invoices: int) -> list[dict]:
     tmp = Path(tempfile.mkdtemp(prefix="bench_render_docs_"))
     try:
         catalog_path = tmp / "catalog.yaml"
-        catalog_path.write_text(yaml.safe_dump(catalog_document(invoices), sort_keys=False), encoding="utf-8")
+        catalog_path.write_text(
+            yaml.safe_dump(catalog_document(invoices), sort_keys=False), encoding="utf-8"
+        )
         catalog = load_catalog(catalog_path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rated = rate_month(usage_frame(invoices * EVENTS_PER_CUSTOMER, invoices).lazy(), catalog, MONTH)
     docs = build_documents(rated.lines, catalog, MONTH)
-    return [_merge(d, [docs[(i + 1) % len(docs)], docs[(i + 3) % len(docs)]]) if i % 50 == 49 else d
-            for i, d in enumerate(docs)]
+    return [
+        _merge(d, [docs[(i + 1) % len(docs)], docs[(i + 3) % len(docs)]]) if i % 50 == 49 else d
+        for i, d in enumerate(docs)
+    ]
 
 
 def _peak_rss_mb(who: int) -> float:
@@ -86,7 +98,10 @@ def _peak_rss_mb(who: int) -> float:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (the pool's workers, once joined)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
@@ -112,16 +127,37 @@ def measure(mode: str, docs_path: str, workers: int) -> None:
     assert len(sizes) == len(docs), f"{len(sizes)} PDFs for {len(docs)} documents"
     rss = _peak_rss_mb(resource.RUSAGE_SELF)
     worker_rss = _peak_rss_mb(resource.RUSAGE_CHILDREN) if mode == "pool" else 0.0
-    print(f"{mode} {len(docs)} {seconds:.3f} {cpu:.3f} {sum(sizes) / len(sizes):.0f} {rss:.0f} {worker_rss:.0f}",
-          flush=True)
+    print(
+        f"{mode} {len(docs)} {seconds:.3f} {cpu:.3f} {sum(sizes) / len(sizes):.0f} {rss:.0f} {worker_rss:.0f}",
+        flush=True,
+    )
 
 
 def _run(mode: str, docs_path: Path, workers: int) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.render", "--measure", mode, str(docs_path),
-                           "--workers", str(workers)], check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.render",
+            "--measure",
+            mode,
+            str(docs_path),
+            "--workers",
+            str(workers),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     _, n, seconds, cpu, size, rss, worker_rss = done.stdout.split()
-    return {"n": int(n), "seconds": float(seconds), "cpu": float(cpu), "size": float(size), "rss": float(rss),
-            "worker_rss": float(worker_rss)}
+    return {
+        "n": int(n),
+        "seconds": float(seconds),
+        "cpu": float(cpu),
+        "size": float(size),
+        "rss": float(rss),
+        "worker_rss": float(worker_rss),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,26 +180,35 @@ def main(argv: list[str] | None = None) -> None:
         docs_path = tmp / "documents.pickle"
         docs_path.write_bytes(pickle.dumps(docs))
         lines = Counter(len(d["lines"]) for d in docs)
-        print(f"documents           {len(docs):,} in {time.perf_counter() - t0:.1f} s; lines per invoice: "
-              + ", ".join(f"{k} x{v}" for k, v in sorted(lines.items())))
+        print(
+            f"documents           {len(docs):,} in {time.perf_counter() - t0:.1f} s; lines per invoice: "
+            + ", ".join(f"{k} x{v}" for k, v in sorted(lines.items()))
+        )
         results = {}
         if not args.skip_single:
             results["single"] = _run("single", docs_path, 1)
         results["pool"] = _run("pool", docs_path, workers)
         for mode, r in results.items():
             label = "one process" if mode == "single" else f"pool, {workers} workers"
-            rss = f"peak RSS {r['rss']:,.0f} MB" + (f" (parent), <= {r['worker_rss']:,.0f} MB (largest worker)"
-                                                    if mode == "pool" else "")
-            print(f"{label:<19} {r['n'] / r['seconds']:6.2f} invoices/s  ({r['seconds']:.1f} s; "
-                  f"{r['cpu'] / r['n'] * 1000:.0f} ms CPU each; {rss}; avg PDF {r['size'] / 1024:.0f} KB)")
+            rss = f"peak RSS {r['rss']:,.0f} MB" + (
+                f" (parent), <= {r['worker_rss']:,.0f} MB (largest worker)"
+                if mode == "pool"
+                else ""
+            )
+            print(
+                f"{label:<19} {r['n'] / r['seconds']:6.2f} invoices/s  ({r['seconds']:.1f} s; "
+                f"{r['cpu'] / r['n'] * 1000:.0f} ms CPU each; {rss}; avg PDF {r['size'] / 1024:.0f} KB)"
+            )
         if "single" in results:
             ratio = results["single"]["seconds"] / results["pool"]["seconds"]
             print(f"pool / one process  {ratio:.2f}x")
         per_s = results["pool"]["n"] / results["pool"]["seconds"]
         print(f"10,000 invoices     {10_000 / per_s / 60:.1f} min with the pool (at this rate)")
         busy = os.getloadavg()[0]
-        print(f"load average        {busy:.1f} now on {default_workers()} CPUs (other work slows both modes; "
-              f"CPU ms per invoice is the steadier number)")
+        print(
+            f"load average        {busy:.1f} now on {default_workers()} CPUs (other work slows both modes; "
+            f"CPU ms per invoice is the steadier number)"
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -13,7 +13,6 @@ import dagster as dg
 import httpx
 
 from billing_pipeline.defs.jobs import DAILY_GROUPS, MONTHLY_GROUPS
-
 from billing_pipeline.periods import month_of, parse_month
 
 LAUNCH = """
@@ -31,12 +30,13 @@ mutation Launch($params: LaunchBackfillParams!) {
 """
 
 
-
 def _assets_of(groups: tuple[str, ...]) -> tuple[str, ...]:
     """The assets the daily / monthly jobs materialize, so a backfill covers exactly what they do."""
     from billing_pipeline.defs import ASSETS
 
-    return tuple(sorted(k.to_user_string() for k in dg.AssetSelection.groups(*groups).resolve(ASSETS)))
+    return tuple(
+        sorted(k.to_user_string() for k in dg.AssetSelection.groups(*groups).resolve(ASSETS))
+    )
 
 
 DAILY_ASSETS = _assets_of(DAILY_GROUPS)
@@ -52,23 +52,36 @@ def backfill_params(first: dt.date, last: dt.date, title: str) -> dict:
     first_month = parse_month(month_of(first))[0]
     last_month = parse_month(month_of(last))[0]
     by_asset = [
-        {"assetKey": {"path": [name]}, "partitions": {"range": {"start": first.isoformat(), "end": last.isoformat()}}}
+        {
+            "assetKey": {"path": [name]},
+            "partitions": {"range": {"start": first.isoformat(), "end": last.isoformat()}},
+        }
         for name in DAILY_ASSETS
     ] + [
-        {"assetKey": {"path": [name]},
-         "partitions": {"range": {"start": first_month.isoformat(), "end": last_month.isoformat()}}}
+        {
+            "assetKey": {"path": [name]},
+            "partitions": {
+                "range": {"start": first_month.isoformat(), "end": last_month.isoformat()}
+            },
+        }
         for name in MONTHLY_ASSETS
     ]
-    return {"partitionsByAssets": by_asset, "title": title,
-            "tags": [{"key": "billing/backfill", "value": f"{first}..{last}"}]}
+    return {
+        "partitionsByAssets": by_asset,
+        "title": title,
+        "tags": [{"key": "billing/backfill", "value": f"{first}..{last}"}],
+    }
 
 
 def submit_backfill(webserver: str, first: dt.date, last: dt.date, timeout: float = 30.0) -> str:
     """Launch the backfill on the deployment at ``webserver`` (e.g. http://127.0.0.1:3000); returns its id."""
     params = backfill_params(first, last, title=f"billing backfill {first}..{last}")
     try:
-        response = httpx.post(f"{webserver.rstrip('/')}/graphql", json={"query": LAUNCH, "variables": {"params": params}},
-                              timeout=timeout)
+        response = httpx.post(
+            f"{webserver.rstrip('/')}/graphql",
+            json={"query": LAUNCH, "variables": {"params": params}},
+            timeout=timeout,
+        )
     except httpx.HTTPError as exc:
         raise BackfillError(f"{webserver}: Dagster webserver not reachable ({exc})") from None
     if response.status_code != 200:

@@ -70,8 +70,13 @@ def known_models(catalog: Catalog) -> list[str]:
     return list(dict.fromkeys(_families([n for n in names if not _is_glob(n)])))
 
 
-def _claimant(charges: list[Charge], meter: str, model: str | None, family: str | None,
-              dimensions: dict[str, str]) -> int | None:
+def _claimant(
+    charges: list[Charge],
+    meter: str,
+    model: str | None,
+    family: str | None,
+    dimensions: dict[str, str],
+) -> int | None:
     """Index of the first charge claiming the usage, as rating/assign.charge_expr picks it."""
     for i, c in enumerate(charges):
         if meter not in c.meters:
@@ -124,12 +129,22 @@ def _slots(catalog: Catalog, charges: list[Charge]) -> list[dict]:
         if index is None:
             continue
         where = "".join(f" {k}={v}" for k, v in dims.items())
-        slots.append({
-            "meter": meter, "model": model, "family": family, "provider": _provider(model),
-            "dimensions": dims, "charge": index, "unit": unit_name(meter),
-            "label": (f"{meter.replace('_', ' ')} of {model}{where}" if model
-                      else f"{charges[index].title} ({unit_name(meter)}{where})"),
-        })
+        slots.append(
+            {
+                "meter": meter,
+                "model": model,
+                "family": family,
+                "provider": _provider(model),
+                "dimensions": dims,
+                "charge": index,
+                "unit": unit_name(meter),
+                "label": (
+                    f"{meter.replace('_', ' ')} of {model}{where}"
+                    if model
+                    else f"{charges[index].title} ({unit_name(meter)}{where})"
+                ),
+            }
+        )
     return slots
 
 
@@ -148,13 +163,15 @@ def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, mont
     charge_rows(plan_id, charge, currency)  # the engine's limits (12 decimals, int64): same refusal
     tiers = []
     for tier in priced.tiers or []:
-        tiers.append({
-            "up_to": None if tier.up_to is None else str(tier.up_to),
-            "unit_price": _dec(tier.unit_price),
-            "flat_fee": _dec(tier.flat_fee),
-            "price_text": price_text(tier.unit_price, priced, currency),
-            "fee_text": fmt_money(tier.flat_fee, currency) if tier.flat_fee else None,
-        })
+        tiers.append(
+            {
+                "up_to": None if tier.up_to is None else str(tier.up_to),
+                "unit_price": _dec(tier.unit_price),
+                "flat_fee": _dec(tier.flat_fee),
+                "price_text": price_text(tier.unit_price, priced, currency),
+                "fee_text": fmt_money(tier.flat_fee, currency) if tier.flat_fee else None,
+            }
+        )
     return {
         "id": charge.id,
         "title": charge.title,
@@ -168,11 +185,21 @@ def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, mont
         "package_price": _dec(priced.package_price),
         "tiers": tiers,
         "price_from": None if price_from is None else price_from.isoformat(),
-        "price_text": price_text(priced.unit_price, priced, currency) if priced.unit_price is not None else None,
-        "package_price_text": _money(priced.package_price, currency) if priced.package_price is not None else None,
+        "price_text": price_text(priced.unit_price, priced, currency)
+        if priced.unit_price is not None
+        else None,
+        "package_price_text": _money(priced.package_price, currency)
+        if priced.package_price is not None
+        else None,
         "prices": describe_prices(priced, currency),
-        "later": [{"from": c.from_.isoformat(), "prices": describe_prices(charge.price_from(c.from_), currency)}
-                  for c in charge.prices or [] if c.from_ > day],  # shown, not used: quote prices at day
+        "later": [
+            {
+                "from": c.from_.isoformat(),
+                "prices": describe_prices(charge.price_from(c.from_), currency),
+            }
+            for c in charge.prices or []
+            if c.from_ > day
+        ],  # shown, not used: quote prices at day
         "what": _subject(charge, []),
         "period": _period_label(charge, price_from, month),
     }
@@ -182,40 +209,63 @@ def page_data(catalog: Catalog, plan_id: str, month: str) -> dict:
     """Everything the page needs, JSON-ready: decimal strings and integer strings, never floats.
     Prices are those in effect on the month's first day, the moment ``quote`` prices at."""
     if plan_id not in catalog.plans:
-        raise CalculatorError(f"--plan {plan_id!r}: no such plan; plans are: {', '.join(sorted(catalog.plans))}")
+        raise CalculatorError(
+            f"--plan {plan_id!r}: no such plan; plans are: {', '.join(sorted(catalog.plans))}"
+        )
     if not _SAFE_ID.match(plan_id):
-        raise CalculatorError(f"plans.{plan_id}: the plan id cannot be a file name (letters, digits, . _ - only)")
+        raise CalculatorError(
+            f"plans.{plan_id}: the plan id cannot be a file name (letters, digits, . _ - only)"
+        )
     start, _ = parse_month(month)
     plan = catalog.plans[plan_id]
     currency = plan.currency.upper()
     charges = [_charge_data(plan_id, c, plan.currency, start, month) for c in plan.charges]
     # Fixed lines come from the engine itself: a quote with no usage has the base fee line as-is.
     empty = quote(catalog, plan_id, [], month)
-    base = next((l for l in empty["lines"] if l["charge_id"] == "base_fee"), None)
+    base = next((ln for ln in empty["lines"] if ln["charge_id"] == "base_fee"), None)
     minimum = plan.minimum_commitment or None
     return {
-        "plan": {"id": plan_id, "name": plan.name, "description": plan.description, "currency": currency},
+        "plan": {
+            "id": plan_id,
+            "name": plan.name,
+            "description": plan.description,
+            "currency": currency,
+        },
         "minor": MINOR_UNITS.get(currency, 2),
         "month": month,
         "month_label": month_label(month),
         "prices_on": start.isoformat(),
-        "allowance": None if not plan.allowance else {
-            "quantity": str(plan.allowance.quantity), "meters": list(plan.allowance.meters)},
-        "base_fee": None if base is None else {
-            "price": _dec(plan.base_fee), "text": f"{fmt_money(plan.base_fee, currency)} per month",
-            "amount": base["amount"], "description": base["description"],
-            "explanation": base["explanation"]},
-        "minimum_commitment": None if minimum is None else {
-            "amount": _dec(minimum), "text": fmt_money(minimum, currency),
-            "description": f"Minimum commitment true-up, {month_label(month)}"},
+        "allowance": None
+        if not plan.allowance
+        else {"quantity": str(plan.allowance.quantity), "meters": list(plan.allowance.meters)},
+        "base_fee": None
+        if base is None
+        else {
+            "price": _dec(plan.base_fee),
+            "text": f"{fmt_money(plan.base_fee, currency)} per month",
+            "amount": base["amount"],
+            "description": base["description"],
+            "explanation": base["explanation"],
+        },
+        "minimum_commitment": None
+        if minimum is None
+        else {
+            "amount": _dec(minimum),
+            "text": fmt_money(minimum, currency),
+            "description": f"Minimum commitment true-up, {month_label(month)}",
+        },
         "charges": charges,
         "slots": _slots(catalog, plan.charges),
     }
 
 
 def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(shipped.templates_dir()), autoescape=select_autoescape(["j2", "html"]),
-                       trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=FileSystemLoader(shipped.templates_dir()),
+        autoescape=select_autoescape(["j2", "html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def _script_json(value: dict) -> str:
@@ -229,28 +279,51 @@ def _grid(slots: list[dict]) -> dict:
     other inputs (no model, or dimensions), so the template only places them."""
     in_grid = [s["model"] is not None and not s["dimensions"] for s in slots]
     models = list(dict.fromkeys(s["model"] for s, g in zip(slots, in_grid, strict=True) if g))
-    meters = [m for m in METERS if any(s["meter"] == m for s, g in zip(slots, in_grid, strict=True) if g)]
-    at = {(s["model"], s["meter"]): i for i, (s, g) in enumerate(zip(slots, in_grid, strict=True)) if g}
-    return {"models": models, "meters": meters,
-            "rows": [(model, [at.get((model, m)) for m in meters]) for model in models],
-            "others": [i for i, g in enumerate(in_grid) if not g]}
+    meters = [
+        m for m in METERS if any(s["meter"] == m for s, g in zip(slots, in_grid, strict=True) if g)
+    ]
+    at = {
+        (s["model"], s["meter"]): i
+        for i, (s, g) in enumerate(zip(slots, in_grid, strict=True))
+        if g
+    }
+    return {
+        "models": models,
+        "meters": meters,
+        "rows": [(model, [at.get((model, m)) for m in meters]) for model in models],
+        "others": [i for i, g in enumerate(in_grid) if not g],
+    }
 
 
 def render_page(data: dict) -> str:
     """One HTML file, script and data inline, and a CSP that forbids any fetch (no CDN, no network)."""
     script = (shipped.templates_dir() / SCRIPT).read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-    return _env().get_template(PAGE_TEMPLATE).render(
-        data=data, grid=_grid(data["slots"]), data_json=_script_json(data), script=script,
-        script_hash=f"sha256-{digest}")
+    return (
+        _env()
+        .get_template(PAGE_TEMPLATE)
+        .render(
+            data=data,
+            grid=_grid(data["slots"]),
+            data_json=_script_json(data),
+            script=script,
+            script_hash=f"sha256-{digest}",
+        )
+    )
 
 
 def render_index(plans: list[dict], month: str) -> str:
     """The list of plan pages (the same template, without the calculator)."""
-    return _env().get_template(PAGE_TEMPLATE).render(index=plans, month=month, month_label=month_label(month))
+    return (
+        _env()
+        .get_template(PAGE_TEMPLATE)
+        .render(index=plans, month=month, month_label=month_label(month))
+    )
 
 
-def write_calculator(catalog: Catalog, out: Path, month: str, plan_ids: list[str] | None = None) -> list[Path]:
+def write_calculator(
+    catalog: Catalog, out: Path, month: str, plan_ids: list[str] | None = None
+) -> list[Path]:
     """``out/<plan_id>.html`` for each plan (all by default) and ``out/index.html`` linking them."""
     plan_ids = list(plan_ids or catalog.plans)
     pages = [page_data(catalog, pid, month) for pid in plan_ids]  # validate all before writing any

@@ -17,17 +17,27 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 from billing_pipeline.runner import InputError, MonthEndFailed, run_backfill, run_month_end  # noqa: E402
 
 
-def _run(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None,
-         dagster_home: Path | None = None) -> None:
+def _run(
+    month: str,
+    landing: Path,
+    catalog: Path,
+    out: Path,
+    database_url: str | None,
+    dagster_home: Path | None = None,
+) -> None:
     try:
-        summary = run_month_end(month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home)
+        summary = run_month_end(
+            month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
+        )
     except InputError as exc:
         for line in str(exc).splitlines():  # a catalog reports every problem, one line each
             click.echo(f"error: {line}", err=True)
         sys.exit(2)
     except (MonthEndFailed, OSError) as exc:  # e.g. a full disk or a folder that cannot be written
-        click.echo(f"error: {exc}; nothing was issued, re-run when fixed (issued invoices are never touched)",
-                   err=True)
+        click.echo(
+            f"error: {exc}; nothing was issued, re-run when fixed (issued invoices are never touched)",
+            err=True,
+        )
         sys.exit(1)
     click.echo(summary.table())
     failed = False
@@ -48,12 +58,25 @@ def main() -> None:
 
 @main.command()
 @click.option("--month", required=True, help="Billing month, YYYY-MM.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
-              help="Output folder: <out>/<month>/invoices, reconciliation.csv, quarantine.csv.")
-@click.option("--landing", type=click.Path(path_type=Path), default=None,
-              help="Landing zone to use (default <out>/landing); sample data is written there if it is empty.")
-@click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
-              help="Ledger URL (default: SQLite file <out>/ledger.db).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output folder: <out>/<month>/invoices, reconciliation.csv, quarantine.csv.",
+)
+@click.option(
+    "--landing",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Landing zone to use (default <out>/landing); sample data is written there if it is empty.",
+)
+@click.option(
+    "--database-url",
+    envvar="BILLING_DATABASE_URL",
+    default=None,
+    help="Ledger URL (default: SQLite file <out>/ledger.db).",
+)
 def demo(month: str, out: Path, landing: Path | None, database_url: str | None) -> None:
     """Write a realistic sample month (if the landing zone is empty) and run month-end on it."""
     from billing_pipeline.demo.generator import landing_is_empty, write_demo
@@ -64,40 +87,88 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
         write_demo(landing, catalog, month=month)
         click.echo(f"wrote sample landing zone {landing} and catalog {catalog}")
     elif not catalog.exists():
-        click.echo(f"error: {catalog}: no catalog beside an existing landing zone; remove {landing} "
-                   "to regenerate the sample", err=True)
+        click.echo(
+            f"error: {catalog}: no catalog beside an existing landing zone; remove {landing} "
+            "to regenerate the sample",
+            err=True,
+        )
         sys.exit(2)
     _run(month, landing, catalog, out, database_url)
 
 
 @main.command()
 @click.option("--month", required=True, help="Billing month, YYYY-MM.")
-@click.option("--landing", required=True, type=click.Path(path_type=Path), help="Landing zone folder.")
-@click.option("--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file.")
+@click.option(
+    "--landing", required=True, type=click.Path(path_type=Path), help="Landing zone folder."
+)
+@click.option(
+    "--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file."
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
-              help="Ledger URL (default: SQLite file <out>/ledger.db).")
-@click.option("--dagster-home", type=click.Path(path_type=Path), default=None,
-              help="Use the Dagster instance configured there (dagster.yaml, e.g. PostgreSQL) instead of "
-              "the embedded SQLite one under <out>/.dagster.")
-def run(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None,
-        dagster_home: Path | None) -> None:
+@click.option(
+    "--database-url",
+    envvar="BILLING_DATABASE_URL",
+    default=None,
+    help="Ledger URL (default: SQLite file <out>/ledger.db).",
+)
+@click.option(
+    "--dagster-home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Use the Dagster instance configured there (dagster.yaml, e.g. PostgreSQL) instead of "
+    "the embedded SQLite one under <out>/.dagster.",
+)
+def run(
+    month: str,
+    landing: Path,
+    catalog: Path,
+    out: Path,
+    database_url: str | None,
+    dagster_home: Path | None,
+) -> None:
     """Run month-end for MONTH on the given landing zone and catalog."""
     _run(month, landing, catalog, out, database_url, dagster_home)
 
 
 @main.command()
-@click.option("--from", "first", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day, YYYY-MM-DD.")
-@click.option("--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (inclusive).")
-@click.option("--webserver", default=None,
-              help="Submit to a running deployment (e.g. http://127.0.0.1:3000): a Dagster asset backfill "
-              "the daemon executes and the UI shows. Without it, the backfill runs here, in-process.")
-@click.option("--landing", type=click.Path(path_type=Path), default=None, help="Landing zone (in-process mode).")
-@click.option("--catalog", type=click.Path(path_type=Path), default=None, help="Catalog YAML (in-process mode).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output folder (in-process mode).")
+@click.option(
+    "--from",
+    "first",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First day, YYYY-MM-DD.",
+)
+@click.option(
+    "--to", "last", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day (inclusive)."
+)
+@click.option(
+    "--webserver",
+    default=None,
+    help="Submit to a running deployment (e.g. http://127.0.0.1:3000): a Dagster asset backfill "
+    "the daemon executes and the UI shows. Without it, the backfill runs here, in-process.",
+)
+@click.option(
+    "--landing",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Landing zone (in-process mode).",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Catalog YAML (in-process mode).",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder (in-process mode)."
+)
 @click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None, help="Ledger URL.")
-@click.option("--dagster-home", type=click.Path(path_type=Path), default=None,
-              help="Dagster instance folder (default: the embedded one under <out>/.dagster).")
+@click.option(
+    "--dagster-home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Dagster instance folder (default: the embedded one under <out>/.dagster).",
+)
 def backfill(first, last, webserver, landing, catalog, out, database_url, dagster_home) -> None:
     """Re-ingest days FROM..TO (one run) and re-rate the months they touch. Safe to repeat."""
     first, last = first.date(), last.date()
@@ -109,14 +180,24 @@ def backfill(first, last, webserver, landing, catalog, out, database_url, dagste
         except BackfillError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        click.echo(f"submitted backfill {backfill_id}: {webserver.rstrip('/')}/runs/b/{backfill_id}")
+        click.echo(
+            f"submitted backfill {backfill_id}: {webserver.rstrip('/')}/runs/b/{backfill_id}"
+        )
         return
-    missing = [name for name, value in (("--landing", landing), ("--catalog", catalog), ("--out", out)) if value is None]
+    missing = [
+        name
+        for name, value in (("--landing", landing), ("--catalog", catalog), ("--out", out))
+        if value is None
+    ]
     if missing:
-        click.echo(f"error: in-process backfill needs {', '.join(missing)} (or --webserver)", err=True)
+        click.echo(
+            f"error: in-process backfill needs {', '.join(missing)} (or --webserver)", err=True
+        )
         sys.exit(2)
     try:
-        summary = run_backfill(first, last, landing, catalog, out, database_url=database_url, dagster_home=dagster_home)
+        summary = run_backfill(
+            first, last, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
+        )
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -126,13 +207,33 @@ def backfill(first, last, webserver, landing, catalog, out, database_url, dagste
 
 
 @main.command()
-@click.option("--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file.")
+@click.option(
+    "--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file."
+)
 @click.option("--plan", required=True, help="Plan id in the catalog.")
-@click.option("--usage", "usage", multiple=True, help="METER[:MODEL][{KEY=VALUE,...}]=QUANTITY in base units; repeatable.")
-@click.option("--month", default=None, help="Month to price in, YYYY-MM (default: the current UTC month).")
-@click.option("--tax-rate", default="0", show_default=True, help="Tax rate as a decimal string, e.g. 0.19.")
-@click.option("--json", "as_json", is_flag=True, help="Print the invoice JSON structure instead of text.")
-def quote(catalog: Path, plan: str, usage: tuple[str, ...], month: str | None, tax_rate: str, as_json: bool) -> None:
+@click.option(
+    "--usage",
+    "usage",
+    multiple=True,
+    help="METER[:MODEL][{KEY=VALUE,...}]=QUANTITY in base units; repeatable.",
+)
+@click.option(
+    "--month", default=None, help="Month to price in, YYYY-MM (default: the current UTC month)."
+)
+@click.option(
+    "--tax-rate", default="0", show_default=True, help="Tax rate as a decimal string, e.g. 0.19."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the invoice JSON structure instead of text."
+)
+def quote(
+    catalog: Path,
+    plan: str,
+    usage: tuple[str, ...],
+    month: str | None,
+    tax_rate: str,
+    as_json: bool,
+) -> None:
     """What PLAN would charge for hypothetical usage: the same engine as month-end."""
     import datetime as dt
 
@@ -143,7 +244,9 @@ def quote(catalog: Path, plan: str, usage: tuple[str, ...], month: str | None, t
 
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
-        document = make_quote(load_catalog(catalog), plan, [parse_usage(u) for u in usage], month, tax_rate)
+        document = make_quote(
+            load_catalog(catalog), plan, [parse_usage(u) for u in usage], month, tax_rate
+        )
     except (CatalogError, QuoteError, ValueError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -151,12 +254,23 @@ def quote(catalog: Path, plan: str, usage: tuple[str, ...], month: str | None, t
 
 
 @main.command()
-@click.option("--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file.")
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Folder for <plan_id>.html per plan and index.html.")
-@click.option("--month", default=None,
-              help="Price at the prices in effect on this month's first day, YYYY-MM (default: the current UTC month).")
-@click.option("--plan", "plans", multiple=True, help="Only this plan id; repeatable (default: every plan).")
+@click.option(
+    "--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for <plan_id>.html per plan and index.html.",
+)
+@click.option(
+    "--month",
+    default=None,
+    help="Price at the prices in effect on this month's first day, YYYY-MM (default: the current UTC month).",
+)
+@click.option(
+    "--plan", "plans", multiple=True, help="Only this plan id; repeatable (default: every plan)."
+)
 def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ...]) -> None:
     """Static cost calculator pages, one per plan: the same totals as `quote`, in the browser."""
     import datetime as dt
@@ -175,29 +289,55 @@ def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ..
 
 
 @main.command("import-prices")
-@click.option("--litellm", "source", required=True, type=click.Path(path_type=Path),
-              help="LiteLLM model_prices_and_context_window.json.")
-@click.option("--providers", required=True, help="Comma-separated LiteLLM providers, e.g. openai,anthropic.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="YAML file to write (price_book: [...]).")
-@click.option("--from", "effective", default=None, type=click.DateTime(["%Y-%m-%d"]),
-              help="First day the prices apply (default: today, UTC).")
+@click.option(
+    "--litellm",
+    "source",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="LiteLLM model_prices_and_context_window.json.",
+)
+@click.option(
+    "--providers", required=True, help="Comma-separated LiteLLM providers, e.g. openai,anthropic."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="YAML file to write (price_book: [...]).",
+)
+@click.option(
+    "--from",
+    "effective",
+    default=None,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First day the prices apply (default: today, UTC).",
+)
 def import_prices(source: Path, providers: str, out: Path, effective) -> None:
     """Build the provider price book (what we pay) from LiteLLM's price list."""
     import datetime as dt
 
-    from billing_pipeline.catalog.litellm import LiteLLMError, price_book_from_litellm, write_price_book
+    from billing_pipeline.catalog.litellm import (
+        LiteLLMError,
+        price_book_from_litellm,
+        write_price_book,
+    )
 
     day = effective.date() if effective else dt.datetime.now(dt.UTC).date()
     skipped: list[tuple[str, str, str]] = []
     try:
-        entries, sha256 = price_book_from_litellm(source, [p.strip() for p in providers.split(",") if p.strip()], day,
-                                                  skipped=skipped)
+        entries, sha256 = price_book_from_litellm(
+            source, [p.strip() for p in providers.split(",") if p.strip()], day, skipped=skipped
+        )
     except LiteLLMError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     write_price_book(entries, sha256, source, out)
     click.echo(f"wrote {len(entries)} price book entries to {out} (source sha256 {sha256})")
-    for model, price_field, why in skipped:  # a price no reader can match is named, not silently dropped
+    for (
+        model,
+        price_field,
+        why,
+    ) in skipped:  # a price no reader can match is named, not silently dropped
         click.echo(f"skipped {model} {price_field}: {why}")
 
 
@@ -209,18 +349,48 @@ for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
 
 @main.command()
 @click.option("--month", default=None, help="Send the issued invoices of this month, YYYY-MM.")
-@click.option("--invoice", "number", default=None, help="Send one issued invoice, e.g. INV-2026-000042.")
-@click.option("--resend", is_flag=True, help="With --invoice: send it again (a new, audit-logged delivery).")
-@click.option("--dry-run", "dry_run", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Write the .eml files that would be sent to DIR; send nothing, change nothing.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
-              help="Output folder (issued PDFs under <out>/<month>/invoices).")
-@click.option("--catalog", type=click.Path(path_type=Path), default=None,
-              help="Catalog YAML (billing emails, issuer); default <out>/catalog.yaml.")
-@click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
-              help="Ledger URL (default: SQLite file <out>/ledger.db).")
-def send(month: str | None, number: str | None, resend: bool, dry_run: Path | None, out: Path,
-         catalog: Path | None, database_url: str | None) -> None:
+@click.option(
+    "--invoice", "number", default=None, help="Send one issued invoice, e.g. INV-2026-000042."
+)
+@click.option(
+    "--resend", is_flag=True, help="With --invoice: send it again (a new, audit-logged delivery)."
+)
+@click.option(
+    "--dry-run",
+    "dry_run",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="DIR",
+    help="Write the .eml files that would be sent to DIR; send nothing, change nothing.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output folder (issued PDFs under <out>/<month>/invoices).",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Catalog YAML (billing emails, issuer); default <out>/catalog.yaml.",
+)
+@click.option(
+    "--database-url",
+    envvar="BILLING_DATABASE_URL",
+    default=None,
+    help="Ledger URL (default: SQLite file <out>/ledger.db).",
+)
+def send(
+    month: str | None,
+    number: str | None,
+    resend: bool,
+    dry_run: Path | None,
+    out: Path,
+    catalog: Path | None,
+    database_url: str | None,
+) -> None:
     """Email issued invoices (PDF + JSON copy) to each customer's billing email over SMTP
     (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
     however often this runs; failed attempts are retried with backoff by the next run."""
@@ -245,30 +415,64 @@ def send(month: str | None, number: str | None, resend: bool, dry_run: Path | No
     recipients = delivery.recipients_from_catalog(loaded)
     try:
         if dry_run:
-            report = delivery.preview(ledger, recipients, out, dry_run, sender=sender, period=month,
-                                      number=number, resend=resend)
+            report = delivery.preview(
+                ledger,
+                recipients,
+                out,
+                dry_run,
+                sender=sender,
+                period=month,
+                number=number,
+                resend=resend,
+            )
         else:
             with delivery.SmtpTransport(settings) as transport:
-                report = delivery.deliver(ledger, recipients, out, transport, sender=sender, period=month,
-                                          number=number, resend=resend, actor="cli")
+                report = delivery.deliver(
+                    ledger,
+                    recipients,
+                    out,
+                    transport,
+                    sender=sender,
+                    period=month,
+                    number=number,
+                    resend=resend,
+                    actor="cli",
+                )
     except delivery.DeliveryError as exc:
         _fail(str(exc))
     for path in report.written:
         click.echo(f"wrote {path}")
     for item in report.sent:
-        click.echo(f"sent {item['number']} ({item['purpose']}) to {item['recipient']}: {item['response']}")
+        click.echo(
+            f"sent {item['number']} ({item['purpose']}) to {item['recipient']}: {item['response']}"
+        )
     for item in report.retrying:
-        click.echo(f"retry {item['number']} after {item['next_attempt_at']:%Y-%m-%d %H:%M:%S} UTC "
-                   f"(attempt {item['attempts']} failed: {item['error']})", err=True)
+        click.echo(
+            f"retry {item['number']} after {item['next_attempt_at']:%Y-%m-%d %H:%M:%S} UTC "
+            f"(attempt {item['attempts']} failed: {item['error']})",
+            err=True,
+        )
     for item in report.failed:
-        click.echo(f"failed {item['number']} after {item['attempts']} attempt(s): {item['error']}; "
-                   f"send it again with --invoice {item['number']} --resend", err=True)
+        click.echo(
+            f"failed {item['number']} after {item['attempts']} attempt(s): {item['error']}; "
+            f"send it again with --invoice {item['number']} --resend",
+            err=True,
+        )
     for item in report.no_recipient:
-        click.echo(f"not sent {item['number']}: customer {item['customer_id']} has no billing email", err=True)
+        click.echo(
+            f"not sent {item['number']}: customer {item['customer_id']} has no billing email",
+            err=True,
+        )
     if number is not None and not dry_run:
         for row in delivery.deliveries(ledger, number=number):
-            click.echo(f"{number} {row['purpose']}: {row['status']}, {row['attempts']} attempt(s)"
-                       + (f", sent {row['sent_at']:%Y-%m-%d %H:%M} UTC to {row['recipient']}" if row["sent_at"] else ""))
+            click.echo(
+                f"{number} {row['purpose']}: {row['status']}, {row['attempts']} attempt(s)"
+                + (
+                    f", sent {row['sent_at']:%Y-%m-%d %H:%M} UTC to {row['recipient']}"
+                    if row["sent_at"]
+                    else ""
+                )
+            )
     counts = {"eml files": len(report.written)} if dry_run else {}
     counts.update(report.counts())
     click.echo(", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()))
@@ -276,16 +480,28 @@ def send(month: str | None, number: str | None, resend: bool, dry_run: Path | No
         sys.exit(1)
 
 
-
 @main.command()
-@click.option("--date", "day", required=True, type=click.DateTime(["%Y-%m-%d"]),
-              help="Statement day, YYYY-MM-DD: usage of its month up to and including it.")
-@click.option("--landing", required=True, type=click.Path(path_type=Path), help="Landing zone folder.")
-@click.option("--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file.")
+@click.option(
+    "--date",
+    "day",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Statement day, YYYY-MM-DD: usage of its month up to and including it.",
+)
+@click.option(
+    "--landing", required=True, type=click.Path(path_type=Path), help="Landing zone folder."
+)
+@click.option(
+    "--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file."
+)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
-              help="Ledger with earlier months' invoices, for prepaid credits already drawn "
-              "(default: <out>/ledger.db when it exists).")
+@click.option(
+    "--database-url",
+    envvar="BILLING_DATABASE_URL",
+    default=None,
+    help="Ledger with earlier months' invoices, for prepaid credits already drawn "
+    "(default: <out>/ledger.db when it exists).",
+)
 def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | None) -> None:
     """Month-to-date statements as of DATE, one per customer: JSON, HTML and PDF under
     <out>/<YYYY-MM>/statements/<DATE>/ (the totals are the draft invoice of the days so far)."""
@@ -300,9 +516,14 @@ def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | 
         sys.exit(2)
     table = statements_from_landing(landing, catalog, out, day, database_url)
     for row in table.iter_rows(named=True):
-        click.echo(f"{row['customer_id']}: {row['total']} {row['currency']} so far, projected "
-                   f"{row['projected_total']}, limit used {row['limit_used_pct'] or '-'} %")
-    click.echo(f"wrote {table.height} statement(s) to {out / day.strftime('%Y-%m') / 'statements' / day.isoformat()}")
+        click.echo(
+            f"{row['customer_id']}: {row['total']} {row['currency']} so far, projected "
+            f"{row['projected_total']}, limit used {row['limit_used_pct'] or '-'} %"
+        )
+    click.echo(
+        f"wrote {table.height} statement(s) to {out / day.strftime('%Y-%m') / 'statements' / day.isoformat()}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -44,7 +44,12 @@ def neutralise_expr(column: str) -> pl.Expr:
 def restore_expr(column: str) -> pl.Expr:
     """For a reader of our CSVs: the original text (one leading quote removed where we added it)."""
     text = pl.col(column)
-    return pl.when(text.str.contains(WE_PREFIXED)).then(text.str.slice(1)).otherwise(text).alias(column)
+    return (
+        pl.when(text.str.contains(WE_PREFIXED))
+        .then(text.str.slice(1))
+        .otherwise(text)
+        .alias(column)
+    )
 
 
 def restore(cell: str | None) -> str | None:
@@ -56,12 +61,16 @@ def restore(cell: str | None) -> str | None:
 
 def neutralised(frame: pl.DataFrame) -> pl.DataFrame:
     """The frame as it goes to disk: string-like columns neutralised, every other column as is."""
-    textual = [name for name, dtype in frame.schema.items()
-               if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))]
+    textual = [
+        name
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
+    ]
     if not textual:
         return frame
     return frame.with_columns(pl.col(textual).cast(pl.String)).with_columns(
-        [neutralise_expr(name) for name in textual])
+        [neutralise_expr(name) for name in textual]
+    )
 
 
 def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
@@ -71,4 +80,11 @@ def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
     return Path(path)
 
 
-__all__ = ["FORMULA_TRIGGERS", "neutralise_expr", "neutralised", "restore", "restore_expr", "write_csv"]
+__all__ = [
+    "FORMULA_TRIGGERS",
+    "neutralise_expr",
+    "neutralised",
+    "restore",
+    "restore_expr",
+    "write_csv",
+]

@@ -18,7 +18,9 @@ MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD"
 ZERO = Decimal("0")
 
 
-_CONTEXT = Context(prec=60, rounding=ROUNDING)  # passed explicitly: no thread-local context switch per call
+_CONTEXT = Context(
+    prec=60, rounding=ROUNDING
+)  # passed explicitly: no thread-local context switch per call
 
 
 @lru_cache(maxsize=64)

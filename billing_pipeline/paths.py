@@ -35,7 +35,9 @@ def inside(base: str | os.PathLike, *parts: str) -> Path:
     path = base.joinpath(*parts)
     text = os.fspath(path)
     root = _real(os.fspath(base))
-    real = os.path.join(_real(os.path.dirname(text)), os.path.basename(text))  # folders: resolved once
+    real = os.path.join(
+        _real(os.path.dirname(text)), os.path.basename(text)
+    )  # folders: resolved once
     if os.path.islink(text):  # one lstat: a link planted where the file goes is followed to its end
         real = os.path.realpath(text)
     if not real.startswith(root.rstrip(os.sep) + os.sep):

@@ -80,7 +80,9 @@ class MonthEndSummary:
     def table(self) -> str:
         pct = f" ({self.margin / self.revenue * 100:.1f} %)" if self.revenue else ""
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.quarantined_by_reason.items()))
-        kinds = ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in sorted(self.quarantined_by_kind.items()))
+        kinds = ", ".join(
+            f"{k.replace('_', ' ')} {n}" for k, n in sorted(self.quarantined_by_kind.items())
+        )
         rows = [
             ("month", self.month),
             ("customers invoiced", str(self.invoices)),
@@ -91,9 +93,15 @@ class MonthEndSummary:
             ("margin", f"{self.margin:,.2f}{pct}"),
             ("quarantined rows", f"{self.quarantined}" + (f" ({reasons})" if reasons else "")),
             ("  by kind", kinds or "none"),
-            ("money at risk held", (f"{len(self.held)} record(s), customers "
-                                    + (", ".join(sorted({h.customer_id or "ALL (whole month)" for h in self.held})))
-                                    ) if self.held else "none"),
+            (
+                "money at risk held",
+                (
+                    f"{len(self.held)} record(s), customers "
+                    + (", ".join(sorted({h.customer_id or "ALL (whole month)" for h in self.held})))
+                )
+                if self.held
+                else "none",
+            ),
             ("usage no charge prices", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
             ("invoices", str(self.out_dir / self.month / "invoices")),
             ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
@@ -107,7 +115,9 @@ class MonthEndSummary:
         return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def validate_inputs(month: str, landing: Path, catalog: Path, database_url: str | None = None) -> None:
+def validate_inputs(
+    month: str, landing: Path, catalog: Path, database_url: str | None = None
+) -> None:
     try:
         parse_month(month)
     except ValueError as exc:
@@ -129,7 +139,9 @@ def validate_inputs(month: str, landing: Path, catalog: Path, database_url: str 
             raise InputError(str(exc)) from None
 
 
-def month_end_resources(landing: Path, catalog: Path, out: Path, database_url: str | None = None) -> dict:
+def month_end_resources(
+    landing: Path, catalog: Path, out: Path, database_url: str | None = None
+) -> dict:
     """Resources for a run on given folders: the deployment's resources, with these folders."""
     return {
         **resources_from_env(out),
@@ -152,7 +164,9 @@ def open_instance(out: Path, dagster_home: Path | None = None) -> Iterator[dg.Da
         return
     home = (out / ".dagster").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    with dg.DagsterInstance.local_temp(tempdir=str(home), overrides={"telemetry": {"enabled": False}}) as instance:
+    with dg.DagsterInstance.local_temp(
+        tempdir=str(home), overrides={"telemetry": {"enabled": False}}
+    ) as instance:
         yield instance
 
 
@@ -182,19 +196,34 @@ def outputs_not_kept_in_memory() -> Iterator[None]:
         module.core_execute_in_process = original
 
 
-def ingest_days(defs: dg.Definitions, instance: dg.DagsterInstance, first: dt.date, last: dt.date,
-                tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+def ingest_days(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    first: dt.date,
+    last: dt.date,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
     """One run for a range of daily partitions (the assets' single-run backfill policy)."""
     with outputs_not_kept_in_memory():
         return defs.resolve_job_def("daily_ingestion_job").execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=True,
-            tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat(), MONTH_TAG: month_of(first),
-                  **(tags or {})},
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=True,
+            tags={
+                RANGE_START: first.isoformat(),
+                RANGE_END: last.isoformat(),
+                MONTH_TAG: month_of(first),
+                **(tags or {}),
+            },
         )
 
 
-def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: str,
-                   tags: dict[str, str] | None = None) -> dg.ExecuteInProcessResult:
+def rate_month_run(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    month: str,
+    tags: dict[str, str] | None = None,
+) -> dg.ExecuteInProcessResult:
     """The month-end run, in this process: its steps run one after another, so each PDF shard
     renders over every CPU (defs/rendering.py RENDER_WORKERS_TAG)."""
     from billing_pipeline.defs.rendering import RENDER_WORKERS_TAG
@@ -202,8 +231,15 @@ def rate_month_run(defs: dg.Definitions, instance: dg.DagsterInstance, month: st
     start, _ = parse_month(month)
     with outputs_not_kept_in_memory():
         result = defs.resolve_job_def("month_end_job").execute_in_process(
-            instance=instance, run_config=QUIET_MONTH_END, partition_key=start.isoformat(), raise_on_error=False,
-            tags={MONTH_TAG: month, RENDER_WORKERS_TAG: os.getenv("BILLING_RENDER_WORKERS", "auto"), **(tags or {})},
+            instance=instance,
+            run_config=QUIET_MONTH_END,
+            partition_key=start.isoformat(),
+            raise_on_error=False,
+            tags={
+                MONTH_TAG: month,
+                RENDER_WORKERS_TAG: os.getenv("BILLING_RENDER_WORKERS", "auto"),
+                **(tags or {}),
+            },
         )
     unexpected = unexpected_failures(result.get_step_failure_events())
     if unexpected:
@@ -217,10 +253,20 @@ class MonthEndFailed(RuntimeError):
 
     def __init__(self, failure, run_id: str):
         error = failure.step_failure_data.error if failure.step_failure_data else None
-        while error is not None and error.cause is not None and error.cls_name.startswith("Dagster"):
-            error = error.cause  # Dagster's wrappers say "error occurred while executing"; the cause says what
-        reason = f"{error.cls_name}: {error.message.strip().splitlines()[0]}" if error else "no error recorded"
-        super().__init__(f"month-end step {failure.step_key} failed: {reason} (Dagster run {run_id})")
+        while (
+            error is not None and error.cause is not None and error.cls_name.startswith("Dagster")
+        ):
+            error = (
+                error.cause
+            )  # Dagster's wrappers say "error occurred while executing"; the cause says what
+        reason = (
+            f"{error.cls_name}: {error.message.strip().splitlines()[0]}"
+            if error
+            else "no error recorded"
+        )
+        super().__init__(
+            f"month-end step {failure.step_key} failed: {reason} (Dagster run {run_id})"
+        )
         self.step, self.run_id = failure.step_key, run_id
         self.details = failure.step_failure_data.error.to_string() if error else ""
 
@@ -244,8 +290,14 @@ def _collect_checks(summary, results) -> None:
                 summary.warnings.append(event.check_name)
 
 
-def run_month_end(month: str, landing: Path, catalog: Path, out: Path, database_url: str | None = None,
-                  dagster_home: Path | None = None) -> MonthEndSummary:
+def run_month_end(
+    month: str,
+    landing: Path,
+    catalog: Path,
+    out: Path,
+    database_url: str | None = None,
+    dagster_home: Path | None = None,
+) -> MonthEndSummary:
     """Materialize every asset for ``month`` in-process and summarize what was produced."""
     landing, catalog, out = landing.resolve(), catalog.resolve(), out.resolve()
     validate_inputs(month, landing, catalog, database_url)
@@ -279,16 +331,25 @@ class BackfillSummary:
     warnings: list[str] = field(default_factory=list)
 
     def table(self) -> str:
-        rows = [f"re-ingested days  {self.first} .. {self.last} ({(self.last - self.first).days + 1} days, one run)",
-                f"re-rated months   {', '.join(self.rerated) or 'none'}"]
+        rows = [
+            f"re-ingested days  {self.first} .. {self.last} ({(self.last - self.first).days + 1} days, one run)",
+            f"re-rated months   {', '.join(self.rerated) or 'none'}",
+        ]
         rows += [f"not re-rated      {m}: {why}" for m, why in self.not_rerated.items()]
         if self.failed_checks:
             rows.append(f"FAILED CHECKS     {', '.join(self.failed_checks)}")
         return "\n".join(rows)
 
 
-def run_backfill(first: dt.date, last: dt.date, landing: Path, catalog: Path, out: Path,
-                 database_url: str | None = None, dagster_home: Path | None = None) -> BackfillSummary:
+def run_backfill(
+    first: dt.date,
+    last: dt.date,
+    landing: Path,
+    catalog: Path,
+    out: Path,
+    database_url: str | None = None,
+    dagster_home: Path | None = None,
+) -> BackfillSummary:
     """Re-ingest a range of days in one run, then re-rate every month the range touches whose
     days are all ingested. Re-running is safe: partitions are replaced, drafts replaced, issued
     invoices never touched."""
@@ -303,11 +364,15 @@ def run_backfill(first: dt.date, last: dt.date, landing: Path, catalog: Path, ou
     with open_instance(out, dagster_home) as instance:
         results = [ingest_days(defs, instance, first, last, tag)]
         done = instance.get_materialized_partitions(dg.AssetKey("usage_events"))
-        for month in sorted({month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}):
+        for month in sorted(
+            {month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}
+        ):
             start, end = parse_month(month)
             missing = [d for d in _days(start, end) if d.isoformat() not in done]
             if missing:
-                summary.not_rerated[month] = f"{len(missing)} day(s) never ingested, first {missing[0]}"
+                summary.not_rerated[month] = (
+                    f"{len(missing)} day(s) never ingested, first {missing[0]}"
+                )
                 continue
             results.append(rate_month_run(defs, instance, month, tag))
             record_month_checks(defs, month, (results[0], results[-1]))
@@ -338,6 +403,10 @@ def _summarize(summary: MonthEndSummary) -> MonthEndSummary:
     with open(folder / "quarantine.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             summary.quarantined += 1
-            summary.quarantined_by_reason[row["reason"]] = summary.quarantined_by_reason.get(row["reason"], 0) + 1
-            summary.quarantined_by_kind[row["kind"]] = summary.quarantined_by_kind.get(row["kind"], 0) + 1
+            summary.quarantined_by_reason[row["reason"]] = (
+                summary.quarantined_by_reason.get(row["reason"], 0) + 1
+            )
+            summary.quarantined_by_kind[row["kind"]] = (
+                summary.quarantined_by_kind.get(row["kind"], 0) + 1
+            )
     return summary

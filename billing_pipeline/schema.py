@@ -58,19 +58,21 @@ KIND_COST = "cost"
 
 # Reasons that are not billable by design. Every other reason, including one a reader invents
 # tomorrow, is money at risk: the safe default for a billing system.
-NOT_BILLABLE_REASONS = frozenset({
-    "duplicate",  # an exact copy of a record already counted once
-    "overlapped_bucket",  # a usage bucket inside another export's bucket of the same group: counted there
-    "restated",  # an earlier export's version of a record the provider later corrected
-    "superseded_delivery",  # a cloud export delivery replaced by a newer one of the same period
-    "not_usage_charge",  # cloud credit, purchase, fee, refund, adjustment lines
-    "tax_line",  # cloud tax lines
-    "savings_plan_negation",  # CUR SavingsPlanNegation / RI negation: cost bookkeeping, no usage
-    "not_gpu_service",  # a cloud service that is neither GPU compute nor model tokens (S3, ...)
-    "not_gpu_sku",  # compute with no GPU (m5.large, Standard_D4s_v5, n2-standard-8)
-    "not_instance_time",  # a GPU resource's non-time line (data transfer, EBS, IP addresses)
-    "failed_request",  # a gateway request that failed: the customer is not charged for it
-})
+NOT_BILLABLE_REASONS = frozenset(
+    {
+        "duplicate",  # an exact copy of a record already counted once
+        "overlapped_bucket",  # a usage bucket inside another export's bucket of the same group: counted there
+        "restated",  # an earlier export's version of a record the provider later corrected
+        "superseded_delivery",  # a cloud export delivery replaced by a newer one of the same period
+        "not_usage_charge",  # cloud credit, purchase, fee, refund, adjustment lines
+        "tax_line",  # cloud tax lines
+        "savings_plan_negation",  # CUR SavingsPlanNegation / RI negation: cost bookkeeping, no usage
+        "not_gpu_service",  # a cloud service that is neither GPU compute nor model tokens (S3, ...)
+        "not_gpu_sku",  # compute with no GPU (m5.large, Standard_D4s_v5, n2-standard-8)
+        "not_instance_time",  # a GPU resource's non-time line (data transfer, EBS, IP addresses)
+        "failed_request",  # a gateway request that failed: the customer is not charged for it
+    }
+)
 
 
 def quarantine_kind_expr(reason: pl.Expr | None = None) -> pl.Expr:
@@ -81,6 +83,7 @@ def quarantine_kind_expr(reason: pl.Expr | None = None) -> pl.Expr:
         .then(pl.lit(KIND_NOT_BILLABLE))
         .otherwise(pl.lit(KIND_MONEY_AT_RISK))
     )
+
 
 # Every meter a reader may emit, and so every meter a plan and the price book may name: one list,
 # used by the readers and the catalog validator alike.
@@ -158,7 +161,9 @@ def event_id_expr(*columns: str) -> pl.Expr:
     parts joined by U+001F (null -> ""). polars' own ``hash`` is not stable across versions, so
     the sha256 runs vectorised in polars-hash (Rust), not per row in Python.
     """
-    key = pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator="\x1f")
+    key = pl.concat_str(
+        [pl.col(c).cast(pl.String).fill_null("") for c in columns], separator="\x1f"
+    )
     return sha256_id_expr(key)
 
 

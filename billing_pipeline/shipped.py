@@ -24,7 +24,9 @@ def package_folder(package: str) -> Path:
     """The folder of one of our packages, as a real path."""
     root = importlib.resources.files(package)
     if not isinstance(root, Path):  # a zip import: no folder to hand to WeasyPrint or Alembic
-        raise RuntimeError(f"{package} is not installed as a folder ({root!r}); install the wheel with pip")
+        raise RuntimeError(
+            f"{package} is not installed as a folder ({root!r}); install the wheel with pip"
+        )
     return root
 
 

@@ -24,8 +24,10 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 FILE_OF_ORIGIN = r"^([^#:]+)"  # origins are file#page.path, file:row or file:line
 
 
-def deduplicate(events: pl.DataFrame, file_order: Mapping[str, int] | Callable[[str], int] | None = None,
-                ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def deduplicate(
+    events: pl.DataFrame,
+    file_order: Mapping[str, int] | Callable[[str], int] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Keep one version of each source record; quarantine the others with the reason why.
 
     RELIABILITY.md 1 and 2. An exact copy (same quantities) counts once: ``duplicate``. Different
@@ -41,15 +43,20 @@ def deduplicate(events: pl.DataFrame, file_order: Mapping[str, int] | Callable[[
     alone; the rest pass straight through.
     """
     repeated = (
-        events.lazy().group_by("record_id").agg(pl.col("origin").n_unique().alias("_origins"))
-        .filter(pl.col("_origins") > 1).select("record_id").collect()
+        events.lazy()
+        .group_by("record_id")
+        .agg(pl.col("origin").n_unique().alias("_origins"))
+        .filter(pl.col("_origins") > 1)
+        .select("record_id")
+        .collect()
     )
     if repeated.height == 0:  # the usual month: nothing read twice, no join over every event
         return conform(events, USAGE_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA)
     repeated = repeated.lazy()
     single = events.lazy().join(repeated, on="record_id", how="anti")
     copies = (
-        events.lazy().join(repeated, on="record_id", how="semi")
+        events.lazy()
+        .join(repeated, on="record_id", how="semi")
         .group_by("record_id", "origin")
         .agg(
             pl.concat_str([pl.col("meter"), pl.col("quantity").cast(pl.String)], separator="=")
@@ -65,46 +72,88 @@ def deduplicate(events: pl.DataFrame, file_order: Mapping[str, int] | Callable[[
     )
     rank_of = file_order if callable(file_order) else (lambda f: (file_order or {}).get(f, -1))
     ranks = sorted(copies["_file"].unique().to_list(), key=lambda f: (rank_of(f), f))
-    copies = copies.with_columns(
-        pl.col("_file").replace_strict(ranks, list(range(len(ranks))), return_dtype=pl.Int64).alias("_rank")
-    ).with_columns(
-        (pl.col("payload").n_unique().over("record_id", "_file") > 1).alias("_in_file"),
-        pl.col("_rank").max().over("record_id").alias("_last_rank"),
-        pl.col("payload").n_unique().over("record_id").alias("_versions"),
-    ).with_columns(pl.col("_in_file").any().over("record_id"))
+    copies = (
+        copies.with_columns(
+            pl.col("_file")
+            .replace_strict(ranks, list(range(len(ranks))), return_dtype=pl.Int64)
+            .alias("_rank")
+        )
+        .with_columns(
+            (pl.col("payload").n_unique().over("record_id", "_file") > 1).alias("_in_file"),
+            pl.col("_rank").max().over("record_id").alias("_last_rank"),
+            pl.col("payload").n_unique().over("record_id").alias("_versions"),
+        )
+        .with_columns(pl.col("_in_file").any().over("record_id"))
+    )
     # The winner: the first copy when all copies agree, else the first origin of the latest file
     # (only meaningful without an in-file conflict).
     winner = (
         copies.filter((pl.col("_versions") == 1) | (pl.col("_rank") == pl.col("_last_rank")))
-        .group_by("record_id").agg(pl.col("origin").min().alias("_win_origin"))
-        .join(copies.select("record_id", pl.col("origin").alias("_win_origin"), pl.col("payload").alias("_win_payload")),
-              on=["record_id", "_win_origin"])
+        .group_by("record_id")
+        .agg(pl.col("origin").min().alias("_win_origin"))
+        .join(
+            copies.select(
+                "record_id",
+                pl.col("origin").alias("_win_origin"),
+                pl.col("payload").alias("_win_payload"),
+            ),
+            on=["record_id", "_win_origin"],
+        )
     )
     copies = copies.join(winner, on="record_id", how="left").with_columns(
-        pl.when(pl.col("_in_file")).then(pl.lit("conflict_in_file"))
-        .when(pl.col("origin") == pl.col("_win_origin")).then(pl.lit(None, pl.String))
-        .when(pl.col("payload") == pl.col("_win_payload")).then(pl.lit("duplicate"))
-        .otherwise(pl.lit("restated")).alias("reason")
+        pl.when(pl.col("_in_file"))
+        .then(pl.lit("conflict_in_file"))
+        .when(pl.col("origin") == pl.col("_win_origin"))
+        .then(pl.lit(None, pl.String))
+        .when(pl.col("payload") == pl.col("_win_payload"))
+        .then(pl.lit("duplicate"))
+        .otherwise(pl.lit("restated"))
+        .alias("reason")
     )
     message = (
         pl.when(pl.col("reason") == "conflict_in_file")
-        .then(pl.lit("one file carries this record twice with different quantities: the natural key misses a "
-                     "field the provider groups by; none is billed until a person resolves it"))
+        .then(
+            pl.lit(
+                "one file carries this record twice with different quantities: the natural key misses a "
+                "field the provider groups by; none is billed until a person resolves it"
+            )
+        )
         .when(pl.col("reason") == "duplicate")
-        .then(pl.lit("the same record was already read from ") + pl.col("_win_origin") + pl.lit("; counted once"))
-        .otherwise(pl.lit("restated by a later export (") + pl.col("_win_origin")
-                   + pl.lit("): the provider's correction is billed, this earlier version is kept for audit"))
+        .then(
+            pl.lit("the same record was already read from ")
+            + pl.col("_win_origin")
+            + pl.lit("; counted once")
+        )
+        .otherwise(
+            pl.lit("restated by a later export (")
+            + pl.col("_win_origin")
+            + pl.lit(
+                "): the provider's correction is billed, this earlier version is kept for audit"
+            )
+        )
     )
     raw = (
         pl.when(pl.col("reason") == "restated")
-        .then(pl.concat_str([pl.lit('{"record_id":"'), pl.col("record_id"), pl.lit('","old":"'), pl.col("payload"),
-                             pl.lit('","new":"'), pl.col("_win_payload"), pl.lit('","new_origin":'),
-                             pl.col("_win_origin").map_elements(json.dumps, return_dtype=pl.String),
-                             pl.lit("}")]))
+        .then(
+            pl.concat_str(
+                [
+                    pl.lit('{"record_id":"'),
+                    pl.col("record_id"),
+                    pl.lit('","old":"'),
+                    pl.col("payload"),
+                    pl.lit('","new":"'),
+                    pl.col("_win_payload"),
+                    pl.lit('","new_origin":'),
+                    pl.col("_win_origin").map_elements(json.dumps, return_dtype=pl.String),
+                    pl.lit("}"),
+                ]
+            )
+        )
         .otherwise(pl.col("payload"))
     )
     rejected = copies.filter(pl.col("reason").is_not_null()).with_columns(
-        pl.lit("").alias("field"), message.alias("message"), raw.alias("raw"))
+        pl.lit("").alias("field"), message.alias("message"), raw.alias("raw")
+    )
     keep = copies.filter(pl.col("reason").is_null()).select("record_id", "origin").lazy()
     kept = pl.concat([single, events.lazy().join(keep, on=["record_id", "origin"], how="semi")])
     return conform(kept, USAGE_SCHEMA), conform(rejected, QUARANTINE_SCHEMA)
@@ -112,11 +161,13 @@ def deduplicate(events: pl.DataFrame, file_order: Mapping[str, int] | Callable[[
 
 def landing_file_order(landing: Path) -> Callable[[str], int]:
     """Delivery order of landing files: modification time in ns (a missing file ranks first)."""
+
     def rank(rel: str) -> int:
         try:
             return (Path(landing) / rel).stat().st_mtime_ns
         except OSError:
             return -1
+
     return rank
 
 
@@ -124,13 +175,25 @@ def restated_usage(quarantine: pl.DataFrame) -> pl.DataFrame:
     """The audit table of restated records: key, old and new quantities, and both files."""
     rows = quarantine.filter(pl.col("reason") == "restated")
     parsed = rows.select(
-        pl.col("source"), pl.col("day"),
-        pl.col("raw").str.json_decode(pl.Struct({"record_id": pl.String, "old": pl.String, "new": pl.String,
-                                                 "new_origin": pl.String})).alias("_r"),
+        pl.col("source"),
+        pl.col("day"),
+        pl.col("raw")
+        .str.json_decode(
+            pl.Struct(
+                {
+                    "record_id": pl.String,
+                    "old": pl.String,
+                    "new": pl.String,
+                    "new_origin": pl.String,
+                }
+            )
+        )
+        .alias("_r"),
         pl.col("origin").alias("old_origin"),
     ).unnest("_r")
-    return parsed.select("day", "source", pl.col("record_id").alias("key"), "old", "new", "old_origin",
-                         "new_origin").sort("day", "source", "key", "old_origin")
+    return parsed.select(
+        "day", "source", pl.col("record_id").alias("key"), "old", "new", "old_origin", "new_origin"
+    ).sort("day", "source", "key", "old_origin")
 
 
 def _glob_regex(glob: str) -> str:
@@ -176,11 +239,16 @@ def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
             path = f"$.{key}" if _IDENTIFIER.match(key) else f"$['{key}']"
             cond = cond & (tags.str.json_path_match(path) == value).fill_null(False)
         by_tags = pl.when(cond).then(pl.lit(cid)).otherwise(by_tags)
-    dated = [(k.key, cid, k.from_, k.to) for cid, c in catalog.customers.items() for k in c.dated_keys]
-    by_key = _dated_owners(events, keys, dated) if dated else events.lazy().join(keys.lazy(), on="account_key", how="left")
+    dated = [
+        (k.key, cid, k.from_, k.to) for cid, c in catalog.customers.items() for k in c.dated_keys
+    ]
+    by_key = (
+        _dated_owners(events, keys, dated)
+        if dated
+        else events.lazy().join(keys.lazy(), on="account_key", how="left")
+    )
     return (
-        by_key
-        .with_columns(pl.coalesce("_by_key", by_tags).alias("customer_id"))
+        by_key.with_columns(pl.coalesce("_by_key", by_tags).alias("customer_id"))
         .drop("_by_key")
         .select(list(USAGE_SCHEMA))
         .collect()
@@ -190,27 +258,47 @@ def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
 def _dated_owners(events: pl.DataFrame, keys: pl.DataFrame, dated: list[tuple]) -> pl.LazyFrame:
     """Owner of each event's key on the event's day; a key two customers claim that day is
     left unattributed (reported), never billed twice."""
-    owners = pl.concat([
-        keys.with_columns(pl.lit(None, pl.Date).alias("_from"), pl.lit(None, pl.Date).alias("_to")),
-        pl.DataFrame(dated, schema={"account_key": pl.String, "_by_key": pl.String, "_from": pl.Date, "_to": pl.Date},
-                     orient="row"),
-    ])
+    owners = pl.concat(
+        [
+            keys.with_columns(
+                pl.lit(None, pl.Date).alias("_from"), pl.lit(None, pl.Date).alias("_to")
+            ),
+            pl.DataFrame(
+                dated,
+                schema={
+                    "account_key": pl.String,
+                    "_by_key": pl.String,
+                    "_from": pl.Date,
+                    "_to": pl.Date,
+                },
+                orient="row",
+            ),
+        ]
+    )
     ev = events.lazy().with_row_index("_row")
     in_effect = (pl.col("_from").is_null() | (pl.col("day") >= pl.col("_from"))) & (
-        pl.col("_to").is_null() | (pl.col("day") <= pl.col("_to")))
+        pl.col("_to").is_null() | (pl.col("day") <= pl.col("_to"))
+    )
     claims = (
         ev.select("_row", "account_key", "day")
         .join(owners.lazy(), on="account_key", how="inner")
         .filter(in_effect)
         .group_by("_row")
         .agg(pl.col("_by_key").unique())
-        .select("_row", pl.when(pl.col("_by_key").list.len() == 1).then(pl.col("_by_key").list.first()).alias("_by_key"))
+        .select(
+            "_row",
+            pl.when(pl.col("_by_key").list.len() == 1)
+            .then(pl.col("_by_key").list.first())
+            .alias("_by_key"),
+        )
     )
     return ev.join(claims, on="_row", how="left").drop("_row")
 
 
 def normalize(
-    events: list[pl.DataFrame], quarantine: list[pl.DataFrame], catalog: Catalog,
+    events: list[pl.DataFrame],
+    quarantine: list[pl.DataFrame],
+    catalog: Catalog,
     file_order: Mapping[str, int] | Callable[[str], int] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Sources' rows in, the canonical usage table and the full quarantine out.
@@ -218,12 +306,17 @@ def normalize(
     Quarantine rows get their kind from their reason and, where the reader knew the account, the
     customer it would have billed: money at risk holds that customer, or the whole month when
     nobody can be named (see ``holds``)."""
-    all_events = pl.concat([conform(e, USAGE_SCHEMA) for e in events]) if events else conform(pl.DataFrame(), USAGE_SCHEMA)
+    all_events = (
+        pl.concat([conform(e, USAGE_SCHEMA) for e in events])
+        if events
+        else conform(pl.DataFrame(), USAGE_SCHEMA)
+    )
     kept, rejected = deduplicate(all_events, file_order)
     attributed = attribute(kept, catalog).sort("day", "source", "origin", "meter", "event_id")
     all_quarantine = pl.concat([conform(q, QUARANTINE_SCHEMA) for q in [*quarantine, rejected]])
     return attributed, attribute_quarantine(all_quarantine, catalog).sort(
-        "day", "source", "origin", "reason", "field", "raw")
+        "day", "source", "origin", "reason", "field", "raw"
+    )
 
 
 def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
@@ -234,6 +327,12 @@ def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataF
         return rows
     keys = rows.select("account_key", "day").unique()
     owners = attribute(conform(keys, USAGE_SCHEMA), catalog).select(
-        "account_key", "day", pl.col("customer_id").alias("_owner"))
-    return rows.join(owners, on=["account_key", "day"], how="left", nulls_equal=True, maintain_order="left").with_columns(
-        pl.coalesce("customer_id", "_owner").alias("customer_id")).select(list(QUARANTINE_SCHEMA))
+        "account_key", "day", pl.col("customer_id").alias("_owner")
+    )
+    return (
+        rows.join(
+            owners, on=["account_key", "day"], how="left", nulls_equal=True, maintain_order="left"
+        )
+        .with_columns(pl.coalesce("customer_id", "_owner").alias("customer_id"))
+        .select(list(QUARANTINE_SCHEMA))
+    )

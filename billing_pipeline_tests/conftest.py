@@ -43,7 +43,9 @@ def _fresh_reconstructed_jobs():
     """Dagster keeps the last reconstructed job in a process-wide lru_cache keyed by its code
     pointer, so a job rebuilt from the environment (``month_end_job_from_env``) in one test would
     come back with another test's executor and folders. Clear it around every test."""
-    from dagster._core.definitions.reconstruct import ReconstructableJob  # no public way to reset it
+    from dagster._core.definitions.reconstruct import (
+        ReconstructableJob,
+    )  # no public way to reset it
 
     ReconstructableJob.get_definition.cache_clear()
     ReconstructableJob.get_repository_definition.cache_clear()

@@ -73,18 +73,30 @@ from pathlib import Path
 import yaml
 
 CENT = Decimal("0.01")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 _FAMILY = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{8}|-\d{4})$")
 # instance type -> (GPUs per instance, GPU type); public specs (PROVIDER_FORMATS.md)
 GPU_INSTANCES = {
-    "p4d.24xlarge": (8, "A100"), "p4de.24xlarge": (8, "A100"), "p5.48xlarge": (8, "H100"),
-    "p5e.48xlarge": (8, "H200"), "p5en.48xlarge": (8, "H200"), "g5.xlarge": (1, "A10G"),
-    "g5.2xlarge": (1, "A10G"), "g5.4xlarge": (1, "A10G"), "g5.8xlarge": (1, "A10G"),
-    "g5.16xlarge": (1, "A10G"), "g5.12xlarge": (4, "A10G"), "g5.24xlarge": (4, "A10G"),
+    "p4d.24xlarge": (8, "A100"),
+    "p4de.24xlarge": (8, "A100"),
+    "p5.48xlarge": (8, "H100"),
+    "p5e.48xlarge": (8, "H200"),
+    "p5en.48xlarge": (8, "H200"),
+    "g5.xlarge": (1, "A10G"),
+    "g5.2xlarge": (1, "A10G"),
+    "g5.4xlarge": (1, "A10G"),
+    "g5.8xlarge": (1, "A10G"),
+    "g5.16xlarge": (1, "A10G"),
+    "g5.12xlarge": (4, "A10G"),
+    "g5.24xlarge": (4, "A10G"),
     "g5.48xlarge": (8, "A10G"),
 }
-_TEKKEN_FILES = {"mistral-small-2409": "tekken_240718.json", "open-mistral-nemo-2407": "tekken_240718.json",
-                 "ministral-8b-2410": "tekken_240718.json", "pixtral-12b-2409": "tekken_240911.json"}
+_TEKKEN_FILES = {
+    "mistral-small-2409": "tekken_240718.json",
+    "open-mistral-nemo-2407": "tekken_240718.json",
+    "ministral-8b-2410": "tekken_240718.json",
+    "pixtral-12b-2409": "tekken_240911.json",
+}
 
 
 def family(model: str) -> str:
@@ -102,8 +114,15 @@ def _utc(text: str) -> dt.datetime:
 
 
 def _event(start, meter, qty, model, dims, source, origin) -> dict:
-    return {"start": start, "meter": meter, "qty": int(qty), "model": model, "dims": dims,
-            "source": source, "origin": origin}
+    return {
+        "start": start,
+        "meter": meter,
+        "qty": int(qty),
+        "model": model,
+        "dims": dims,
+        "source": source,
+        "origin": origin,
+    }
 
 
 def _openai(landing: Path, keys: set[str]):
@@ -116,12 +135,17 @@ def _openai(landing: Path, keys: set[str]):
                     continue
                 cached = res.get("input_cached_tokens") or 0
                 write = res.get("input_cache_write_tokens") or 0
-                meters = {"input_tokens": res["input_tokens"] - cached - write,
-                          "cached_input_tokens": cached, "cache_write_tokens": write,
-                          "output_tokens": res["output_tokens"]}
+                meters = {
+                    "input_tokens": res["input_tokens"] - cached - write,
+                    "cached_input_tokens": cached,
+                    "cache_write_tokens": write,
+                    "output_tokens": res["output_tokens"],
+                }
                 dims = {"service_tier": res.get("service_tier") or "default"}
                 for meter, q in meters.items():
-                    yield _event(start, meter, q, res["model"], dims, "openai", f"{path.name}#{b}.{r}")
+                    yield _event(
+                        start, meter, q, res["model"], dims, "openai", f"{path.name}#{b}.{r}"
+                    )
 
 
 def _anthropic(landing: Path, keys: set[str]):
@@ -133,14 +157,18 @@ def _anthropic(landing: Path, keys: set[str]):
                 if f"anthropic:{res.get('api_key_id')}" not in keys:
                     continue
                 cc = res.get("cache_creation") or {}
-                meters = {"input_tokens": res.get("uncached_input_tokens") or 0,
-                          "cached_input_tokens": res.get("cache_read_input_tokens") or 0,
-                          "cache_write_tokens": (cc.get("ephemeral_5m_input_tokens") or 0)
-                          + (cc.get("ephemeral_1h_input_tokens") or 0),
-                          "output_tokens": res.get("output_tokens") or 0}
+                meters = {
+                    "input_tokens": res.get("uncached_input_tokens") or 0,
+                    "cached_input_tokens": res.get("cache_read_input_tokens") or 0,
+                    "cache_write_tokens": (cc.get("ephemeral_5m_input_tokens") or 0)
+                    + (cc.get("ephemeral_1h_input_tokens") or 0),
+                    "output_tokens": res.get("output_tokens") or 0,
+                }
                 dims = {"service_tier": res.get("service_tier") or "standard"}
                 for meter, q in meters.items():
-                    yield _event(start, meter, q, res["model"], dims, "anthropic", f"{path.name}#{b}.{r}")
+                    yield _event(
+                        start, meter, q, res["model"], dims, "anthropic", f"{path.name}#{b}.{r}"
+                    )
 
 
 _tokenizers: dict[str, object] = {}
@@ -192,15 +220,31 @@ def _focus(landing: Path, tags: dict):
                 if any(row_tags.get(k) != v for k, v in tags.items()):
                     continue
                 text = f"{row.get('ChargeDescription', '')} {row.get('SkuId', '')}"
-                itype = next((t for t in re.findall(r"[a-z0-9]+\.[0-9]*x?large", text) if t in GPU_INSTANCES), None)
+                itype = next(
+                    (
+                        t
+                        for t in re.findall(r"[a-z0-9]+\.[0-9]*x?large", text)
+                        if t in GPU_INSTANCES
+                    ),
+                    None,
+                )
                 if itype is None or row.get("ConsumedUnit") != "Hours":
                     continue
                 gpus, gpu_type = GPU_INSTANCES[itype]
                 seconds = Decimal(row["ConsumedQuantity"]) * 3600 * gpus
                 if seconds != seconds.to_integral_value():
-                    raise ValueError(f"{path.name}:{n}: {seconds} GPU-seconds is not a whole number")
-                yield _event(_utc(row["ChargePeriodStart"]), "gpu_seconds", int(seconds), None,
-                             {"gpu_type": gpu_type}, "focus", f"{path.name}:{n}")
+                    raise ValueError(
+                        f"{path.name}:{n}: {seconds} GPU-seconds is not a whole number"
+                    )
+                yield _event(
+                    _utc(row["ChargePeriodStart"]),
+                    "gpu_seconds",
+                    int(seconds),
+                    None,
+                    {"gpu_type": gpu_type},
+                    "focus",
+                    f"{path.name}:{n}",
+                )
 
 
 def _outcomes(landing: Path, customer_id: str):
@@ -208,8 +252,15 @@ def _outcomes(landing: Path, customer_id: str):
         with path.open(newline="", encoding="utf-8") as fh:
             for n, row in enumerate(csv.DictReader(fh), start=2):
                 if row["customer_id"] == customer_id:
-                    yield _event(_utc(row["timestamp"]), "outcomes", 1, None,
-                                 {"outcome": row["outcome_type"]}, "outcomes", f"{path.name}:{n}")
+                    yield _event(
+                        _utc(row["timestamp"]),
+                        "outcomes",
+                        1,
+                        None,
+                        {"outcome": row["outcome_type"]},
+                        "outcomes",
+                        f"{path.name}:{n}",
+                    )
 
 
 def _claims(charge: dict, ev: dict) -> bool:
@@ -223,8 +274,10 @@ def _claims(charge: dict, ev: dict) -> bool:
         return True
     if ev["model"] is None:
         return False
-    return any(fnmatch.fnmatchcase(ev["model"], g) or fnmatch.fnmatchcase(family(ev["model"]), g)
-               for g in globs)
+    return any(
+        fnmatch.fnmatchcase(ev["model"], g) or fnmatch.fnmatchcase(family(ev["model"]), g)
+        for g in globs
+    )
 
 
 def price(charge: dict, q: int) -> Decimal:
@@ -236,19 +289,25 @@ def price(charge: dict, q: int) -> Decimal:
         if kind == "per_unit":
             return Decimal(q) / size * Decimal(charge["unit_price"])
         if kind == "package":
-            return math.ceil(Decimal(q) / Decimal(charge["package_size"])) * Decimal(charge["package_price"])
+            return math.ceil(Decimal(q) / Decimal(charge["package_size"])) * Decimal(
+                charge["package_price"]
+            )
         tiers = charge["tiers"]
         if kind == "volume":
             for t in tiers:
                 if t["up_to"] is None or q <= t["up_to"]:
-                    return Decimal(q) / size * Decimal(t["unit_price"]) + Decimal(t.get("flat_fee", "0"))
+                    return Decimal(q) / size * Decimal(t["unit_price"]) + Decimal(
+                        t.get("flat_fee", "0")
+                    )
         if kind == "graduated":
             total, lower = Decimal(0), 0
             for t in tiers:
                 upper = q if t["up_to"] is None else min(q, t["up_to"])
                 units = max(0, upper - lower)
                 if units:
-                    total += Decimal(units) / size * Decimal(t["unit_price"]) + Decimal(t.get("flat_fee", "0"))
+                    total += Decimal(units) / size * Decimal(t["unit_price"]) + Decimal(
+                        t.get("flat_fee", "0")
+                    )
                 if t["up_to"] is None or q <= t["up_to"]:
                     break
                 lower = t["up_to"]
@@ -270,13 +329,19 @@ def expected_invoice(landing: Path, catalog_path: Path, customer_id: str, month:
                 subscribed[d] = sub["plan"]
     plans = set(subscribed.values())
     if len(plans) != 1:
-        raise NotImplementedError(f"{customer_id}: {len(plans)} plans in {month}; oracle needs exactly one")
+        raise NotImplementedError(
+            f"{customer_id}: {len(plans)} plans in {month}; oracle needs exactly one"
+        )
     plan = cat["plans"][plans.pop()]
     keys = set(cust.get("keys") or [])
-    sources = (_openai(landing, keys), _anthropic(landing, keys), _gateway(landing, keys),
-               _focus(landing, cust.get("tags") or {}), _outcomes(landing, customer_id))
-    events = [e for src in sources for e in src
-              if e["qty"] and e["start"].date() in subscribed]
+    sources = (
+        _openai(landing, keys),
+        _anthropic(landing, keys),
+        _gateway(landing, keys),
+        _focus(landing, cust.get("tags") or {}),
+        _outcomes(landing, customer_id),
+    )
+    events = [e for src in sources for e in src if e["qty"] and e["start"].date() in subscribed]
 
     charges = plan.get("charges") or []
     by_id = {c["id"]: c for c in charges}
@@ -291,7 +356,11 @@ def expected_invoice(landing: Path, catalog_path: Path, customer_id: str, month:
             unpriced[ev["meter"]] = unpriced.get(ev["meter"], 0) + ev["qty"]
         else:
             c = owners[0]
-            split = family(ev["model"]) if c.get("pricing", "per_unit") == "per_unit" and ev["model"] else ""
+            split = (
+                family(ev["model"])
+                if c.get("pricing", "per_unit") == "per_unit" and ev["model"]
+                else ""
+            )
             claimed.append((ev, (c["id"], split)))
 
     allowance = plan.get("allowance") or {}
@@ -301,7 +370,13 @@ def expected_invoice(landing: Path, catalog_path: Path, customer_id: str, month:
 
     def order(item):
         ev = item[0]
-        return (ev["start"], a_meters.index(ev["meter"]), ev["model"] or "", ev["source"], ev["origin"])
+        return (
+            ev["start"],
+            a_meters.index(ev["meter"]),
+            ev["model"] or "",
+            ev["source"],
+            ev["origin"],
+        )
 
     for ev, cid in sorted((x for x in claimed if x[0]["meter"] in a_meters), key=order):
         take = min(left, ev["qty"])
@@ -331,6 +406,13 @@ def expected_invoice(landing: Path, catalog_path: Path, customer_id: str, month:
     tax_cfg = cust.get("tax") or {}
     rate = Decimal("0") if tax_cfg.get("reverse_charge") else Decimal(str(tax_cfg.get("rate", "0")))
     tax = _round(subtotal * rate)
-    return {"lines": lines, "subtotal": subtotal, "tax": tax, "total": subtotal + tax,
-            "items": items, "quantities": quantities, "allowance_used": used,
-            "unpriced": unpriced}
+    return {
+        "lines": lines,
+        "subtotal": subtotal,
+        "tax": tax,
+        "total": subtotal + tax,
+        "items": items,
+        "quantities": quantities,
+        "allowance_used": used,
+        "unpriced": unpriced,
+    }

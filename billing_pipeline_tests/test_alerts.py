@@ -27,29 +27,68 @@ def receivers_on_loopback(monkeypatch):
 
 
 def catalog(url: str = "http://127.0.0.1:9/hook", **acme):
-    return parse_catalog({
-        "issuer": {"name": "Example AI GmbH"},
-        "plans": {"payg": {"name": "Pay as you go", "charges": [
-            {"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"}]}},
-        "customers": {
-            "acme": {"name": "Acme", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}], "keys": ["gateway:acme"],
-                     "monthly_limit": "10.00", "webhook": {"url": url, "secret_env": "BILLING_WEBHOOK_SECRET_ACME",
-                                                          "allow_http": True}, **acme},
-            "initech": {"name": "Initech", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
-                        "keys": ["gateway:initech"]},
-        },
-    })
+    return parse_catalog(
+        {
+            "issuer": {"name": "Example AI GmbH"},
+            "plans": {
+                "payg": {
+                    "name": "Pay as you go",
+                    "charges": [
+                        {
+                            "id": "out",
+                            "meter": "output_tokens",
+                            "unit_size": 1000,
+                            "unit_price": "0.010",
+                        }
+                    ],
+                }
+            },
+            "customers": {
+                "acme": {
+                    "name": "Acme",
+                    "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+                    "keys": ["gateway:acme"],
+                    "monthly_limit": "10.00",
+                    "webhook": {
+                        "url": url,
+                        "secret_env": "BILLING_WEBHOOK_SECRET_ACME",
+                        "allow_http": True,
+                    },
+                    **acme,
+                },
+                "initech": {
+                    "name": "Initech",
+                    "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+                    "keys": ["gateway:initech"],
+                },
+            },
+        }
+    )
 
 
 def usage(per_day: dict[dt.date, int], customer: str = "acme") -> pl.DataFrame:
     """Output tokens per day: 100,000 tokens = $1.00 on the payg plan above."""
-    frame = pl.DataFrame([
-        {"event_id": f"{customer}{d}", "record_id": f"{customer}{d}", "source": "gateway_log", "provider": "openai",
-         "account_key": f"gateway:{customer}", "customer_id": customer, "model": "gpt-4o", "meter": "output_tokens",
-         "dimensions": "{}", "quantity": q, "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
-         "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC), "origin": f"t:{d}", "day": d}
-        for d, q in per_day.items()
-    ]).with_columns(model_family_expr().alias("model_family"))
+    frame = pl.DataFrame(
+        [
+            {
+                "event_id": f"{customer}{d}",
+                "record_id": f"{customer}{d}",
+                "source": "gateway_log",
+                "provider": "openai",
+                "account_key": f"gateway:{customer}",
+                "customer_id": customer,
+                "model": "gpt-4o",
+                "meter": "output_tokens",
+                "dimensions": "{}",
+                "quantity": q,
+                "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
+                "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC),
+                "origin": f"t:{d}",
+                "day": d,
+            }
+            for d, q in per_day.items()
+        ]
+    ).with_columns(model_family_expr().alias("model_family"))
     return conform(frame, USAGE_SCHEMA)
 
 
@@ -64,10 +103,15 @@ def steady() -> dict[dt.date, int]:
 
 def test_daily_spend_is_each_days_share_of_the_month_to_date_usage_charges():
     spend = daily_spend(usage(october(1, 3)), catalog(), dt.date(2026, 10, 2))
-    assert spend.rows() == [("acme", dt.date(2026, 10, 1), Decimal(1)), ("acme", dt.date(2026, 10, 2), Decimal(1))]
+    assert spend.rows() == [
+        ("acme", dt.date(2026, 10, 1), Decimal(1)),
+        ("acme", dt.date(2026, 10, 2), Decimal(1)),
+    ]
 
 
-def test_limit_thresholds_fire_once_per_customer_and_month_across_reruns_and_backfills(ledger, tmp_path):  # noqa: F811
+def test_limit_thresholds_fire_once_per_customer_and_month_across_reruns_and_backfills(
+    ledger, tmp_path
+):
     cat, month = catalog(), usage(steady())  # $1 a day against a $10 limit
     first = evaluate_day(month, cat, dt.date(2026, 10, 8), ledger.engine, tmp_path, now=NOW)
     assert first.new == ["limit:acme:2026-10:50", "limit:acme:2026-10:75"]
@@ -78,20 +122,40 @@ def test_limit_thresholds_fire_once_per_customer_and_month_across_reruns_and_bac
     later = evaluate_day(month, cat, dt.date(2026, 10, 10), ledger.engine, tmp_path, now=NOW)
     assert later.new == ["limit:acme:2026-10:90", "limit:acme:2026-10:100"]
     payload = json.loads(outbox_rows(ledger.engine)[0]["payload"])  # limit:acme:2026-10:100
-    assert (payload["spend_to_date"], payload["monthly_limit"], payload["percent_used"]) == ("10.00", "10.00", "100.0")
+    assert (payload["spend_to_date"], payload["monthly_limit"], payload["percent_used"]) == (
+        "10.00",
+        "10.00",
+        "100.0",
+    )
     assert payload["projected_month_end"] == "31.00"  # $10 in 10 of 31 days
     assert "At this rate the month ends at $31.00" in payload["message"]
-    november = evaluate_day(usage(steady() | {dt.date(2026, 11, 1): 600_000}), cat, dt.date(2026, 11, 1),
-                            ledger.engine, tmp_path, now=NOW)
-    assert november.new[0] == "limit:acme:2026-11:50"  # a new month starts over (and $6 in a day is a spike)
+    november = evaluate_day(
+        usage(steady() | {dt.date(2026, 11, 1): 600_000}),
+        cat,
+        dt.date(2026, 11, 1),
+        ledger.engine,
+        tmp_path,
+        now=NOW,
+    )
+    assert (
+        november.new[0] == "limit:acme:2026-11:50"
+    )  # a new month starts over (and $6 in a day is a spike)
 
 
-def test_customers_without_a_webhook_are_recorded_not_sent(ledger, tmp_path):  # noqa: F811
+def test_customers_without_a_webhook_are_recorded_not_sent(ledger, tmp_path):
     cat = catalog()
-    plain = cat.model_copy(update={"customers": {**cat.customers, "acme": cat.customers["acme"].model_copy(
-        update={"webhook": None})}})
+    plain = cat.model_copy(
+        update={
+            "customers": {
+                **cat.customers,
+                "acme": cat.customers["acme"].model_copy(update={"webhook": None}),
+            }
+        }
+    )
     evaluate_day(usage(steady()), plain, dt.date(2026, 10, 5), ledger.engine, tmp_path, now=NOW)
-    assert [(r["alert_id"], r["status"]) for r in outbox_rows(ledger.engine)] == [("limit:acme:2026-10:50", "no_endpoint")]
+    assert [(r["alert_id"], r["status"]) for r in outbox_rows(ledger.engine)] == [
+        ("limit:acme:2026-10:50", "no_endpoint")
+    ]
 
 
 def test_a_day_above_k_times_the_trailing_mean_and_a_week_above_f_times_the_last_are_spikes():
@@ -99,25 +163,38 @@ def test_a_day_above_k_times_the_trailing_mean_and_a_week_above_f_times_the_last
     month = usage(october(1, 14) | {dt.date(2026, 10, 15): 900_000})  # $1 a day, then $9
     spend = daily_spend(month, cat, dt.date(2026, 10, 15))
     kinds = {a.kind: a.payload for a in spike_alerts(spend, cat, dt.date(2026, 10, 15), rules)}
-    assert kinds["daily_spike"]["day_spend"] == "9.00" and kinds["daily_spike"]["trailing_7_day_mean"] == "1.00"
-    assert (kinds["weekly_growth"]["last_7_days"], kinds["weekly_growth"]["previous_7_days"]) == ("15.00", "7.00")
+    assert (
+        kinds["daily_spike"]["day_spend"] == "9.00"
+        and kinds["daily_spike"]["trailing_7_day_mean"] == "1.00"
+    )
+    assert (kinds["weekly_growth"]["last_7_days"], kinds["weekly_growth"]["previous_7_days"]) == (
+        "15.00",
+        "7.00",
+    )
     assert "114 % more than the 7 days before" in kinds["weekly_growth"]["message"]
-    assert spike_alerts(spend, cat, dt.date(2026, 10, 14), rules) == []  # a steady $1 a day is no spike
+    assert (
+        spike_alerts(spend, cat, dt.date(2026, 10, 14), rules) == []
+    )  # a steady $1 a day is no spike
     calmer = AlertRules(spike_factor=Decimal(10), growth_factor=Decimal(3))
     assert spike_alerts(spend, cat, dt.date(2026, 10, 15), calmer) == []
 
 
-def test_customers_over_their_hard_cap_are_listed_for_the_gateway_in_a_file_and_a_table(ledger, tmp_path):  # noqa: F811
+def test_customers_over_their_hard_cap_are_listed_for_the_gateway_in_a_file_and_a_table(
+    ledger, tmp_path
+):
     cat = catalog(hard_cap="6.00")
     month = usage(steady())
     evaluate_day(month, cat, dt.date(2026, 10, 7), ledger.engine, tmp_path, now=NOW)
     listed = json.loads((tmp_path / HARD_CAPS_FILE).read_text())
     assert listed["as_of"] == "2026-10-07"
-    assert [(c["customer_id"], c["spend_to_date"], c["hard_cap"], c["keys"]) for c in listed["customers"]] == [
-        ("acme", "7.00", "6.00", ["gateway:acme"])]
+    assert [
+        (c["customer_id"], c["spend_to_date"], c["hard_cap"], c["keys"])
+        for c in listed["customers"]
+    ] == [("acme", "7.00", "6.00", ["gateway:acme"])]
     with ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT customer_id, spend_micros, cap_micros FROM hard_caps")).all() == [
-            ("acme", 7_000_000, 6_000_000)]
+        assert conn.execute(
+            sa.text("SELECT customer_id, spend_micros, cap_micros FROM hard_caps")
+        ).all() == [("acme", 7_000_000, 6_000_000)]
     earlier = evaluate_day(month, cat, dt.date(2026, 10, 3), ledger.engine, tmp_path, now=NOW)
     assert not earlier.caps_written  # a backfill of an earlier day does not unblock anyone
     assert json.loads((tmp_path / HARD_CAPS_FILE).read_text())["as_of"] == "2026-10-07"
@@ -128,7 +205,9 @@ def test_retries_back_off_exponentially_up_to_six_hours():
     assert backoff(30) == dt.timedelta(hours=6)
 
 
-def test_the_demo_month_gets_a_finance_summary_and_its_daily_alerts_run_in_dagster(demo_month, tmp_path):
+def test_the_demo_month_gets_a_finance_summary_and_its_daily_alerts_run_in_dagster(
+    demo_month, tmp_path
+):
     """The one full-month test: reconciliation outputs, then usage_alerts for the month's last day
     twice through Dagster (the second run adds nothing)."""
     from billing_pipeline.defs import build_definitions
@@ -141,15 +220,27 @@ def test_the_demo_month_gets_a_finance_summary_and_its_daily_alerts_run_in_dagst
     assert {"reported_tokens", "at_stake"} <= set(table.columns)
     defs = build_definitions(month_end_resources(month.landing, month.catalog, month.out))
     with open_instance(month.out) as instance:
-        runs = [defs.resolve_job_def("usage_alerts_job").execute_in_process(instance=instance, partition_key="2026-10-31")
-                for _ in range(2)]
+        runs = [
+            defs.resolve_job_def("usage_alerts_job").execute_in_process(
+                instance=instance, partition_key="2026-10-31"
+            )
+            for _ in range(2)
+        ]
     first, second = (run.output_for_node("usage_alerts") for run in runs)
     assert first.filter(pl.col("kind") == "limit_threshold").height > 0 and first["new"].all()
     assert second.height == first.height and not second["new"].any()
     assert json.loads((month.out / HARD_CAPS_FILE).read_text())["as_of"] == "2026-10-31"
 
 
-def test_a_backfill_of_an_old_month_records_its_alerts_as_fired_without_sending_them(ledger, tmp_path):  # noqa: F811
-    evaluate_day(usage(steady()), catalog(), dt.date(2026, 10, 8), ledger.engine, tmp_path,
-                 now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC))
+def test_a_backfill_of_an_old_month_records_its_alerts_as_fired_without_sending_them(
+    ledger, tmp_path
+):
+    evaluate_day(
+        usage(steady()),
+        catalog(),
+        dt.date(2026, 10, 8),
+        ledger.engine,
+        tmp_path,
+        now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+    )
     assert {r["status"] for r in outbox_rows(ledger.engine)} == {"stale"}

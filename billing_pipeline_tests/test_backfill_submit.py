@@ -26,8 +26,14 @@ def free_port() -> int:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "billing_pipeline.cli", *args], capture_output=True, text=True,
-                          timeout=120, cwd=ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "billing_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -38,14 +44,32 @@ def webserver(demo_month, tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "BILLING_LANDING_DIR": str(month.landing),
-           "BILLING_CATALOG": str(month.catalog), "BILLING_OUT_DIR": str(month.out),
-           "BILLING_DATABASE_URL": f"sqlite:///{month.out / 'ledger.db'}",
-           "BILLING_STORAGE_DIR": str(month.out / ".storage")}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "BILLING_LANDING_DIR": str(month.landing),
+        "BILLING_CATALOG": str(month.catalog),
+        "BILLING_OUT_DIR": str(month.out),
+        "BILLING_DATABASE_URL": f"sqlite:///{month.out / 'ledger.db'}",
+        "BILLING_STORAGE_DIR": str(month.out / ".storage"),
+    }
     log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 - closed after the process
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
-         "-p", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "dagster-webserver"),
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -84,10 +108,14 @@ def test_a_submitted_backfill_is_recorded_for_the_days_and_the_months_they_touch
         assert backfill.tags["billing/backfill"] == f"{DAYS[0]}..{DAYS[-1]}"
         target = backfill.asset_backfill_data.target_subset
         for name in DAILY_ASSETS:
-            assert sorted(target.get_partitions_subset(dg.AssetKey(name)).get_partition_keys()) == DAYS, name
+            assert (
+                sorted(target.get_partitions_subset(dg.AssetKey(name)).get_partition_keys()) == DAYS
+            ), name
         for name in MONTHLY_ASSETS:  # a range across a month end re-rates both months
             assert sorted(target.get_partitions_subset(dg.AssetKey(name)).get_partition_keys()) == [
-                "2026-09-01", "2026-10-01"], name
+                "2026-09-01",
+                "2026-10-01",
+            ], name
 
 
 def test_an_unreachable_webserver_exits_2_with_one_line():

@@ -33,9 +33,11 @@ from billing_pipeline.rating import rate_month
 EVENTS = 20_000
 CUSTOMERS = 200
 # Low graduated bounds so the biggest customers cross both of them in a 20,000-event month.
-TIERS = [{"up_to": 100_000, "unit_price": "0.010", "flat_fee": "0"},
-         {"up_to": 500_000, "unit_price": "0.008", "flat_fee": "0"},
-         {"up_to": None, "unit_price": "0.006", "flat_fee": "0"}]
+TIERS = [
+    {"up_to": 100_000, "unit_price": "0.010", "flat_fee": "0"},
+    {"up_to": 500_000, "unit_price": "0.008", "flat_fee": "0"},
+    {"up_to": None, "unit_price": "0.006", "flat_fee": "0"},
+]
 
 
 def _catalog_doc() -> dict:
@@ -45,7 +47,9 @@ def _catalog_doc() -> dict:
 
 
 def _pipeline(parquet: Path, doc: dict) -> Totals:
-    return pipeline_totals(rate_month(pl.scan_parquet(parquet), parse_catalog(doc), MONTH, daily=False).lines)
+    return pipeline_totals(
+        rate_month(pl.scan_parquet(parquet), parse_catalog(doc), MONTH, daily=False).lines
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,12 @@ def test_the_month_crosses_graduated_tiers(month):
     growth = [c for c, v in doc["customers"].items() if v["subscriptions"][0]["plan"] == "growth"]
     per_customer = (
         pl.read_parquet(parquet)
-        .filter(pl.col("customer_id").is_in(growth) & pl.col("meter").is_in(["input_tokens", "output_tokens"]))
-        .group_by("customer_id").agg(pl.sum("quantity"))
+        .filter(
+            pl.col("customer_id").is_in(growth)
+            & pl.col("meter").is_in(["input_tokens", "output_tokens"])
+        )
+        .group_by("customer_id")
+        .agg(pl.sum("quantity"))
     )
     assert per_customer["quantity"].max() > TIERS[1]["up_to"]
     assert per_customer.filter(pl.col("quantity") < TIERS[0]["up_to"]).height > 0
@@ -88,14 +96,18 @@ def test_the_float_floor_prices_the_same_month_within_a_cent_per_line(month):
     floor = polars_float_floor(str(parquet), doc, MONTH)
     assert set(floor) == set(exact)
     for customer, total in exact.items():
-        assert abs(Decimal(repr(floor[customer])) - total) <= Decimal("0.01") * per_customer[customer], customer
+        assert (
+            abs(Decimal(repr(floor[customer])) - total) <= Decimal("0.01") * per_customer[customer]
+        ), customer
 
 
 def test_a_wrong_price_in_one_baseline_is_reported_with_the_customer(month):
     parquet, doc = month
     engine = _pipeline(parquet, doc)
     wrong = copy.deepcopy(doc)
-    charge = next(c for c in wrong["plans"]["payg"]["charges"] if c["id"] == "gpt-4o-mini-input_tokens")
+    charge = next(
+        c for c in wrong["plans"]["payg"]["charges"] if c["id"] == "gpt-4o-mini-input_tokens"
+    )
     charge["unit_price"] = "0.0026"  # 0.0025 in the catalog the engine rates with
     baseline = duckdb_rating(str(parquet), wrong, MONTH)
     with pytest.raises(Disagreement, match=r"customer c\d{5}: billing_pipeline \S+, duckdb \S+"):
@@ -114,8 +126,11 @@ def test_a_single_cent_on_one_customer_is_a_disagreement():
 def test_half_cent_lines_round_half_up_in_all_three(tmp_path):
     """One 2,000-token event per customer, model and meter: each per-unit input line is exactly
     $0.005 (0.0025 per 1K), the tie that tells half up from half even."""
-    events = (month_usage(2_000, 20).unique(["customer_id", "provider", "model_family", "meter"], keep="first")
-              .with_columns(pl.lit(2_000, dtype=pl.Int64).alias("quantity")))
+    events = (
+        month_usage(2_000, 20)
+        .unique(["customer_id", "provider", "model_family", "meter"], keep="first")
+        .with_columns(pl.lit(2_000, dtype=pl.Int64).alias("quantity"))
+    )
     parquet = tmp_path / "usage.parquet"
     events.write_parquet(parquet)
     doc = comparison_catalog(20)

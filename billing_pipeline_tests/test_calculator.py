@@ -31,39 +31,85 @@ from billing_pipeline.money import fmt_money
 
 MONTH = "2026-10"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 # Beside the demo's three plans (per-unit, graduated, volume + allowance + base fee + minimum):
 # package pricing, effective-dated prices (one change before the month, one inside it), volume
 # tiers with flat fees, a minimum with a sub-cent part, another currency and a zero-decimal one.
 EXTRA_PLANS = {
     "bundles": {
-        "name": "Bundles", "currency": "EUR", "allowance": {"quantity": 500_000, "meters": ["input_tokens"]},
+        "name": "Bundles",
+        "currency": "EUR",
+        "allowance": {"quantity": 500_000, "meters": ["input_tokens"]},
         "minimum_commitment": "99.995",
         "charges": [
-            {"id": "small-input", "name": "Mistral Small input", "meter": "input_tokens",
-             "models": ["mistral-small", "mistral-small-2*"], "unit_size": 1000, "unit_price": "0.00020",
-             "prices": [{"from": "2026-09-01", "unit_price": "0.00015"},
-                        {"from": "2026-10-15", "unit_price": "0.00012"}]},
-            {"id": "small-output-packs", "name": "Mistral Small output packs", "meter": "output_tokens",
-             "models": ["mistral-small"], "pricing": "package", "package_size": 1_000_000, "package_price": "4.50"},
-            {"id": "h100", "name": "H100 GPU hours", "meter": "gpu_seconds", "dimensions": {"gpu_type": "H100"},
-             "unit_size": 3600, "pricing": "volume", "tiers": [
-                 {"up_to": 360_000, "unit_price": "3.10", "flat_fee": "10.00"},
-                 {"up_to": None, "unit_price": "2.75", "flat_fee": "50.00"}]},
+            {
+                "id": "small-input",
+                "name": "Mistral Small input",
+                "meter": "input_tokens",
+                "models": ["mistral-small", "mistral-small-2*"],
+                "unit_size": 1000,
+                "unit_price": "0.00020",
+                "prices": [
+                    {"from": "2026-09-01", "unit_price": "0.00015"},
+                    {"from": "2026-10-15", "unit_price": "0.00012"},
+                ],
+            },
+            {
+                "id": "small-output-packs",
+                "name": "Mistral Small output packs",
+                "meter": "output_tokens",
+                "models": ["mistral-small"],
+                "pricing": "package",
+                "package_size": 1_000_000,
+                "package_price": "4.50",
+            },
+            {
+                "id": "h100",
+                "name": "H100 GPU hours",
+                "meter": "gpu_seconds",
+                "dimensions": {"gpu_type": "H100"},
+                "unit_size": 3600,
+                "pricing": "volume",
+                "tiers": [
+                    {"up_to": 360_000, "unit_price": "3.10", "flat_fee": "10.00"},
+                    {"up_to": None, "unit_price": "2.75", "flat_fee": "50.00"},
+                ],
+            },
         ],
     },
     "yen": {
-        "name": "Yen", "currency": "JPY", "base_fee": "1000.5",
-        "charges": [{"id": "tokens", "meter": ["input_tokens", "output_tokens"], "unit_size": 1000,
-                     "unit_price": "0.45"}],
+        "name": "Yen",
+        "currency": "JPY",
+        "base_fee": "1000.5",
+        "charges": [
+            {
+                "id": "tokens",
+                "meter": ["input_tokens", "output_tokens"],
+                "unit_size": 1000,
+                "unit_price": "0.45",
+            }
+        ],
     },
 }
 
 
 def catalog_document() -> dict:
-    return {"issuer": ISSUER, "plans": {**plans(), **EXTRA_PLANS}, "customers": {}, "price_book": price_book()}
+    return {
+        "issuer": ISSUER,
+        "plans": {**plans(), **EXTRA_PLANS},
+        "customers": {},
+        "price_book": price_book(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +124,15 @@ def _fail_on_float(text: str):
 
 
 def _embedded(html: str) -> dict:
-    m = re.search(r'<script type="application/json" id="calculator-data">(.*?)</script>', html, re.S)
+    m = re.search(
+        r'<script type="application/json" id="calculator-data">(.*?)</script>', html, re.S
+    )
     assert m, "the page embeds its data"
     return json.loads(m.group(1), parse_float=_fail_on_float)
 
 
 # ---- the page data, without a browser ----
+
 
 def test_page_data_carries_the_catalogs_prices_as_decimal_strings(catalog_file):
     catalog = load_catalog(catalog_file)
@@ -101,7 +150,10 @@ def test_page_data_carries_the_catalogs_prices_as_decimal_strings(catalog_file):
                 if value is not None:
                     assert Decimal(embedded[field]) == value and "E" not in embedded[field]
             for tier, want in zip(embedded["tiers"], priced.tiers or [], strict=True):
-                assert (Decimal(tier["unit_price"]), Decimal(tier["flat_fee"])) == (want.unit_price, want.flat_fee)
+                assert (Decimal(tier["unit_price"]), Decimal(tier["flat_fee"])) == (
+                    want.unit_price,
+                    want.flat_fee,
+                )
                 assert tier["up_to"] == (None if want.up_to is None else str(want.up_to))
         if plan.minimum_commitment:
             assert Decimal(data["minimum_commitment"]["amount"]) == plan.minimum_commitment
@@ -126,7 +178,9 @@ def test_the_page_uses_the_prices_in_effect_on_the_months_first_day(catalog_file
     changes = {c.from_.isoformat(): c.unit_price for c in charge.prices}
 
     def effective(month):
-        return next(c for c in page_data(catalog, "bundles", month)["charges"] if c["id"] == charge.id)
+        return next(
+            c for c in page_data(catalog, "bundles", month)["charges"] if c["id"] == charge.id
+        )
 
     assert Decimal(effective("2026-08")["unit_price"]) == charge.unit_price  # before any change
     october = effective("2026-10")
@@ -148,8 +202,18 @@ def test_the_page_is_one_self_contained_file_that_may_fetch_nothing(catalog_file
 
 
 def test_calculator_command_writes_a_page_per_plan_and_an_index(catalog_file, tmp_path):
-    result = CliRunner().invoke(main, ["calculator", "--catalog", str(catalog_file), "--out", str(tmp_path / "site"),
-                                       "--month", MONTH])
+    result = CliRunner().invoke(
+        main,
+        [
+            "calculator",
+            "--catalog",
+            str(catalog_file),
+            "--out",
+            str(tmp_path / "site"),
+            "--month",
+            MONTH,
+        ],
+    )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (tmp_path / "site").iterdir())
     assert names == sorted([f"{p}.html" for p in catalog_document()["plans"]] + ["index.html"])
@@ -158,12 +222,20 @@ def test_calculator_command_writes_a_page_per_plan_and_an_index(catalog_file, tm
         assert f'href="{plan_id}.html"' in index
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--plan", "gold"], "error: --plan 'gold': no such plan; plans are: bundles, enterprise, growth, payg, yen"),
-    (["--month", "2026-13"], "error: month must look like YYYY-MM, got '2026-13'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--plan", "gold"],
+            "error: --plan 'gold': no such plan; plans are: bundles, enterprise, growth, payg, yen",
+        ),
+        (["--month", "2026-13"], "error: month must look like YYYY-MM, got '2026-13'"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line_naming_them(catalog_file, tmp_path, args, message):
-    result = CliRunner().invoke(main, ["calculator", "--catalog", str(catalog_file), "--out", str(tmp_path), *args])
+    result = CliRunner().invoke(
+        main, ["calculator", "--catalog", str(catalog_file), "--out", str(tmp_path), *args]
+    )
     assert result.exit_code == 2
     assert result.output.strip() == message
     assert not list(tmp_path.iterdir()), "nothing is written when an argument is bad"
@@ -175,20 +247,26 @@ def test_an_invalid_catalog_exits_2_naming_the_file_and_the_path(tmp_path):
     document["plans"]["growth"]["charges"][last]["tiers"][0]["unit_price"] = 12.0
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    result = CliRunner().invoke(main, ["calculator", "--catalog", str(path), "--out", str(tmp_path / "site")])
+    result = CliRunner().invoke(
+        main, ["calculator", "--catalog", str(path), "--out", str(tmp_path / "site")]
+    )
     assert result.exit_code == 2
-    assert result.output.strip() == (f"error: {path}: plans.growth.charges[{last}].tiers[0].unit_price: "
-                                     'a float where a decimal string is required: write it quoted, e.g. "12.0"')
+    assert result.output.strip() == (
+        f"error: {path}: plans.growth.charges[{last}].tiers[0].unit_price: "
+        'a float where a decimal string is required: write it quoted, e.g. "12.0"'
+    )
 
 
 # ---- in the browser, against quote ----
+
 
 @pytest.fixture(scope="module")
 def site(catalog_file, tmp_path_factory):
     """The generated pages, served by a local HTTP server on 127.0.0.1."""
     out = tmp_path_factory.mktemp("site")
-    result = CliRunner().invoke(main, ["calculator", "--catalog", str(catalog_file), "--out", str(out),
-                                       "--month", MONTH])
+    result = CliRunner().invoke(
+        main, ["calculator", "--catalog", str(catalog_file), "--out", str(out), "--month", MONTH]
+    )
     assert result.exit_code == 0, result.output
     handler = functools.partial(_QuietHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -201,7 +279,7 @@ def site(catalog_file, tmp_path_factory):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's signature
+    def log_message(self, format, *args):
         pass
 
 
@@ -209,7 +287,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def browser():
     in_ci = os.environ.get("CI", "").lower() == "true"
     if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)"
+        message = (
+            f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)"
+        )
         if in_ci:
             pytest.fail(message)
         pytest.skip(message)
@@ -239,55 +319,118 @@ READ_PAGE = """() => ({
 
 
 def _slot(data: dict, meter: str, model: str | None = None) -> int:
-    return next(i for i, s in enumerate(data["slots"]) if s["meter"] == meter and s["model"] == model)
+    return next(
+        i for i, s in enumerate(data["slots"]) if s["meter"] == meter and s["model"] == model
+    )
 
 
 def _usage_arg(slot: dict, quantity: int) -> str:
     model = f":{slot['model']}" if slot["model"] else ""
-    dims = "{" + ",".join(f"{k}={v}" for k, v in slot["dimensions"].items()) + "}" if slot["dimensions"] else ""
+    dims = (
+        "{" + ",".join(f"{k}={v}" for k, v in slot["dimensions"].items()) + "}"
+        if slot["dimensions"]
+        else ""
+    )
     return f"{slot['meter']}{model}{dims}={quantity}"
 
 
-def _quote(catalog_file: Path, plan_id: str, data: dict, quantities: dict[int, int], tax_rate: str) -> dict:
+def _quote(
+    catalog_file: Path, plan_id: str, data: dict, quantities: dict[int, int], tax_rate: str
+) -> dict:
     """quote --json for the same usage, in the page's input order (the order an allowance is used)."""
     usage = [_usage_arg(data["slots"][i], q) for i, q in sorted(quantities.items()) if q]
-    args = ["quote", "--catalog", str(catalog_file), "--plan", plan_id, "--month", MONTH, "--tax-rate", tax_rate,
-            "--json"]
+    args = [
+        "quote",
+        "--catalog",
+        str(catalog_file),
+        "--plan",
+        plan_id,
+        "--month",
+        MONTH,
+        "--tax-rate",
+        tax_rate,
+        "--json",
+    ]
     result = CliRunner().invoke(main, args + [a for u in usage for a in ("--usage", u)])
     assert result.exit_code == 0, result.output
     return json.loads(result.output, parse_float=_fail_on_float)
 
 
 def _typed(quantity: int, style: str) -> str:
-    return {"plain": str(quantity), "commas": f"{quantity:,}", "underscores": f"{quantity:_}"}[style]
+    return {"plain": str(quantity), "commas": f"{quantity:,}", "underscores": f"{quantity:_}"}[
+        style
+    ]
 
 
 # (plan, [(meter, model, quantity)], tax rate): ties at half a cent, tier boundaries, the allowance
 # used up exactly and overrun, a minimum commitment, zero usage and 10^12 tokens.
 CASES = [
-    ("payg", [("input_tokens", "gpt-4o", 15_000), ("output_tokens", "gpt-4o", 1_250),
-              ("cache_write_tokens", "claude-sonnet-4-5", 2_500_000), ("input_tokens", "mistral-small", 10**12)],
-     "0.19"),
+    (
+        "payg",
+        [
+            ("input_tokens", "gpt-4o", 15_000),
+            ("output_tokens", "gpt-4o", 1_250),
+            ("cache_write_tokens", "claude-sonnet-4-5", 2_500_000),
+            ("input_tokens", "mistral-small", 10**12),
+        ],
+        "0.19",
+    ),
     ("payg", [], "0.19"),
     ("growth", [("input_tokens", "gpt-4o-mini", 1), ("output_tokens", "gpt-4o", 10_000_000)], "0"),
-    ("growth", [("output_tokens", "gpt-4o", 9_999_999), ("output_tokens", "claude-sonnet-4-5", 40_000_002)], "0.19"),
+    (
+        "growth",
+        [
+            ("output_tokens", "gpt-4o", 9_999_999),
+            ("output_tokens", "claude-sonnet-4-5", 40_000_002),
+        ],
+        "0.19",
+    ),
     ("growth", [("output_tokens", "mistral-large", 10**12)], "0"),
-    ("enterprise", [("input_tokens", "gpt-4o", 600_000), ("output_tokens", "claude-sonnet-4-5", 400_000),
-                    ("gpu_seconds", None, 36_000)], "0.19"),
-    ("enterprise", [("input_tokens", "gpt-4o", 101_000_000), ("cached_input_tokens", "gpt-4o", 12_500),
-                    ("cached_input_tokens", "claude-haiku-4-5", 37_500), ("outcomes", None, 3)], "0.19"),
+    (
+        "enterprise",
+        [
+            ("input_tokens", "gpt-4o", 600_000),
+            ("output_tokens", "claude-sonnet-4-5", 400_000),
+            ("gpu_seconds", None, 36_000),
+        ],
+        "0.19",
+    ),
+    (
+        "enterprise",
+        [
+            ("input_tokens", "gpt-4o", 101_000_000),
+            ("cached_input_tokens", "gpt-4o", 12_500),
+            ("cached_input_tokens", "claude-haiku-4-5", 37_500),
+            ("outcomes", None, 3),
+        ],
+        "0.19",
+    ),
     ("enterprise", [("output_tokens", "gpt-4o-mini", 10**12)], "0.07"),
-    ("bundles", [("input_tokens", "mistral-small", 1_734_567), ("output_tokens", "mistral-small", 1_000_001),
-                 ("gpu_seconds", None, 360_000)], "0.2"),
+    (
+        "bundles",
+        [
+            ("input_tokens", "mistral-small", 1_734_567),
+            ("output_tokens", "mistral-small", 1_000_001),
+            ("gpu_seconds", None, 360_000),
+        ],
+        "0.2",
+    ),
     ("bundles", [("input_tokens", "mistral-small", 400_000), ("gpu_seconds", None, 3_600)], "0"),
     ("bundles", [("gpu_seconds", None, 360_001)], "0"),
-    ("yen", [("input_tokens", "gpt-4o", 1_111), ("output_tokens", "claude-haiku-4-5", 3_333)], "0.1"),
+    (
+        "yen",
+        [("input_tokens", "gpt-4o", 1_111), ("output_tokens", "claude-haiku-4-5", 3_333)],
+        "0.1",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("plan_id", "usage", "tax_rate"), CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_the_page_shows_what_quote_bills_for_the_same_usage(browser, site, catalog_file, plan_id, usage, tax_rate):
+@pytest.mark.parametrize(
+    ("plan_id", "usage", "tax_rate"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_the_page_shows_what_quote_bills_for_the_same_usage(
+    browser, site, catalog_file, plan_id, usage, tax_rate
+):
     data = page_data(load_catalog(catalog_file), plan_id, MONTH)
     quantities = {_slot(data, meter, model): q for meter, model, q in usage}
     expected = _quote(catalog_file, plan_id, data, quantities, tax_rate)
@@ -300,7 +443,9 @@ def test_the_page_shows_what_quote_bills_for_the_same_usage(browser, site, catal
     page.goto(f"{site}/{plan_id}.html")
     page.wait_for_selector("body[data-ready=true]")
     for n, (i, quantity) in enumerate(quantities.items()):
-        page.locator(f"#q-{i}").press_sequentially(_typed(quantity, ("plain", "commas", "underscores")[n % 3]))
+        page.locator(f"#q-{i}").press_sequentially(
+            _typed(quantity, ("plain", "commas", "underscores")[n % 3])
+        )
     page.locator("#tax-rate").fill("")
     page.locator("#tax-rate").press_sequentially(tax_rate)
     shown = page.evaluate(READ_PAGE)
@@ -308,10 +453,12 @@ def test_the_page_shows_what_quote_bills_for_the_same_usage(browser, site, catal
 
     assert errors == [] and shown["error"] is None
     assert requests == [f"{site}/{plan_id}.html"], "the page fetches nothing but itself"
-    assert [(l["description"], l["explanation"], l["amount"]) for l in shown["lines"]] == [
-        (l["description"], l["explanation"], l["amount"]) for l in expected["lines"]]
-    assert [l["shown"] for l in shown["lines"]] == [fmt_money(Decimal(l["amount"]), expected["currency"])
-                                                   for l in expected["lines"]]
+    assert [(ln["description"], ln["explanation"], ln["amount"]) for ln in shown["lines"]] == [
+        (ln["description"], ln["explanation"], ln["amount"]) for ln in expected["lines"]
+    ]
+    assert [ln["shown"] for ln in shown["lines"]] == [
+        fmt_money(Decimal(ln["amount"]), expected["currency"]) for ln in expected["lines"]
+    ]
     totals = ("subtotal", "tax", "total")  # as numbers: an empty quote writes "0", not "0.00"
     assert [Decimal(shown[k]) for k in totals] == [Decimal(expected[k]) for k in totals]
     assert shown["total_shown"] == fmt_money(Decimal(expected["total"]), expected["currency"])
@@ -320,8 +467,10 @@ def test_the_page_shows_what_quote_bills_for_the_same_usage(browser, site, catal
 def test_the_payg_case_really_rounds_ties_half_up():
     """The first case's inputs are chosen to land on half a cent; this checks the choice, so the
     browser test above exercises ties rather than passing by luck."""
-    prices = {("input_tokens", "gpt-4o"): Decimal(PAYG_PER_M["gpt-4o"][0]),
-              ("output_tokens", "gpt-4o"): Decimal(PAYG_PER_M["gpt-4o"][3])}
+    prices = {
+        ("input_tokens", "gpt-4o"): Decimal(PAYG_PER_M["gpt-4o"][0]),
+        ("output_tokens", "gpt-4o"): Decimal(PAYG_PER_M["gpt-4o"][3]),
+    }
     for meter, model, quantity in CASES[0][1][:2]:
         exact = quantity * prices[(meter, model)] / 1_000_000
         assert (exact * 100) % 1 == Decimal("0.5"), (meter, model, exact)

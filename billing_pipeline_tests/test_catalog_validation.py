@@ -14,14 +14,27 @@ from billing_pipeline.cli import main
 GOOD = {
     "issuer": {"name": "Example AI GmbH"},
     "plans": {
-        "enterprise": {"name": "Enterprise", "charges": [
-            {"id": "input", "meter": "input_tokens", "unit_size": 1000, "unit_price": "0.0025"},
-            {"id": "output", "meter": "output_tokens", "unit_size": 1000, "pricing": "graduated",
-             "tiers": [{"up_to": 10_000_000, "unit_price": "0.010"}, {"up_to": 50_000_000, "unit_price": "0.008"},
-                       {"up_to": None, "unit_price": "0.006"}]},
-        ]},
+        "enterprise": {
+            "name": "Enterprise",
+            "charges": [
+                {"id": "input", "meter": "input_tokens", "unit_size": 1000, "unit_price": "0.0025"},
+                {
+                    "id": "output",
+                    "meter": "output_tokens",
+                    "unit_size": 1000,
+                    "pricing": "graduated",
+                    "tiers": [
+                        {"up_to": 10_000_000, "unit_price": "0.010"},
+                        {"up_to": 50_000_000, "unit_price": "0.008"},
+                        {"up_to": None, "unit_price": "0.006"},
+                    ],
+                },
+            ],
+        },
     },
-    "customers": {"acme": {"name": "Acme", "subscriptions": [{"plan": "enterprise", "from": "2026-01-01"}]}},
+    "customers": {
+        "acme": {"name": "Acme", "subscriptions": [{"plan": "enterprise", "from": "2026-01-01"}]}
+    },
 }
 
 
@@ -38,8 +51,9 @@ def unbounded_tier_before_the_last(doc):
 
 
 def two_charges_claim_the_same_usage(doc):
-    doc["plans"]["enterprise"]["charges"].append({"id": "gpt4o-input", "meter": "input_tokens",
-                                                  "models": ["gpt-4o"], "unit_price": "0.002"})
+    doc["plans"]["enterprise"]["charges"].append(
+        {"id": "gpt4o-input", "meter": "input_tokens", "models": ["gpt-4o"], "unit_price": "0.002"}
+    )
 
 
 def unknown_meter(doc):
@@ -59,17 +73,41 @@ def unknown_plan(doc):
 
 
 CASES = [
-    (tiers_out_of_order, "plans.enterprise.charges[1].tiers[1].up_to: tiers out of order: up_to must increase "
-                         "(5,000,000 is not above 10,000,000)"),
-    (missing_final_unbounded_tier, "plans.enterprise.charges[1].tiers[2].up_to: the last tier must have up_to: null "
-                                   "(usage above 90,000,000 would fall in a gap with no price)"),
-    (unbounded_tier_before_the_last, "plans.enterprise.charges[1].tiers[0].up_to: only the last tier may have up_to: null"),
-    (two_charges_claim_the_same_usage, "plans.enterprise: charges 'input' and 'gpt4o-input' both claim the same usage"),
-    (unknown_meter, "plans.enterprise.charges[0].meter: unknown meter 'prompt_tokens'; known meters: input_tokens,"),
-    (float_price, 'plans.enterprise.charges[0].unit_price: a float where a decimal string is required: '
-                  'write it quoted, e.g. "0.0025"'),
-    (float_tier_price, "plans.enterprise.charges[1].tiers[0].unit_price: a float where a decimal string is required"),
-    (unknown_plan, "customers.acme.subscriptions[0].plan: unknown plan 'gold'; plans are: enterprise"),
+    (
+        tiers_out_of_order,
+        "plans.enterprise.charges[1].tiers[1].up_to: tiers out of order: up_to must increase "
+        "(5,000,000 is not above 10,000,000)",
+    ),
+    (
+        missing_final_unbounded_tier,
+        "plans.enterprise.charges[1].tiers[2].up_to: the last tier must have up_to: null "
+        "(usage above 90,000,000 would fall in a gap with no price)",
+    ),
+    (
+        unbounded_tier_before_the_last,
+        "plans.enterprise.charges[1].tiers[0].up_to: only the last tier may have up_to: null",
+    ),
+    (
+        two_charges_claim_the_same_usage,
+        "plans.enterprise: charges 'input' and 'gpt4o-input' both claim the same usage",
+    ),
+    (
+        unknown_meter,
+        "plans.enterprise.charges[0].meter: unknown meter 'prompt_tokens'; known meters: input_tokens,",
+    ),
+    (
+        float_price,
+        "plans.enterprise.charges[0].unit_price: a float where a decimal string is required: "
+        'write it quoted, e.g. "0.0025"',
+    ),
+    (
+        float_tier_price,
+        "plans.enterprise.charges[1].tiers[0].unit_price: a float where a decimal string is required",
+    ),
+    (
+        unknown_plan,
+        "customers.acme.subscriptions[0].plan: unknown plan 'gold'; plans are: enterprise",
+    ),
 ]
 
 
@@ -84,8 +122,20 @@ def write(tmp_path, mutate) -> str:
 @pytest.mark.parametrize(("mutate", "message"), CASES, ids=[c[0].__name__ for c in CASES])
 def test_quote_refuses_a_bad_catalog_with_its_path_and_exit_code_2(tmp_path, mutate, message):
     catalog = write(tmp_path, mutate)
-    result = CliRunner().invoke(main, ["quote", "--catalog", catalog, "--plan", "enterprise",
-                                       "--usage", "input_tokens=1000", "--month", "2026-10"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "quote",
+            "--catalog",
+            catalog,
+            "--plan",
+            "enterprise",
+            "--usage",
+            "input_tokens=1000",
+            "--month",
+            "2026-10",
+        ],
+    )
     assert result.exit_code == 2
     assert f"error: {catalog}: {message}" in result.output
 
@@ -95,8 +145,20 @@ def test_run_refuses_a_bad_catalog_before_doing_anything(tmp_path, mutate, messa
     catalog = write(tmp_path, mutate)
     (tmp_path / "landing" / "gateway").mkdir(parents=True)
     (tmp_path / "landing" / "gateway" / "2026-10-01.jsonl").write_text("", encoding="utf-8")
-    result = CliRunner().invoke(main, ["run", "--month", "2026-10", "--catalog", catalog,
-                                       "--landing", str(tmp_path / "landing"), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--month",
+            "2026-10",
+            "--catalog",
+            catalog,
+            "--landing",
+            str(tmp_path / "landing"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2
     assert f"{catalog}: {message}" in result.output
 
@@ -109,9 +171,23 @@ def test_the_good_catalog_quotes():
 
 def test_a_catalog_that_is_not_yaml_is_refused_with_the_file_and_the_line(tmp_path):
     catalog = tmp_path / "broken.yaml"
-    catalog.write_text("issuer:\n  name: Example AI GmbH\nplans: [enterprise,\ncustomers: {}\n", encoding="utf-8")
-    result = CliRunner().invoke(main, ["quote", "--catalog", str(catalog), "--plan", "enterprise",
-                                       "--usage", "input_tokens=1000", "--month", "2026-10"])
+    catalog.write_text(
+        "issuer:\n  name: Example AI GmbH\nplans: [enterprise,\ncustomers: {}\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            "quote",
+            "--catalog",
+            str(catalog),
+            "--plan",
+            "enterprise",
+            "--usage",
+            "input_tokens=1000",
+            "--month",
+            "2026-10",
+        ],
+    )
     assert result.exit_code == 2
     assert f"error: {catalog}: not valid YAML" in result.output
     assert "line 3, column 8" in result.output  # where the list that is never closed opens
@@ -138,7 +214,9 @@ customers:
     assert load_catalog(catalog) == parse_catalog_via_python_loader(text)
     charges = load_catalog(catalog).plans["enterprise"].charges
     assert [(c.id, c.meter, str(c.unit_price)) for c in charges] == [
-        ("input", "input_tokens", "0.0025"), ("output", "output_tokens", "0.0100")]
+        ("input", "input_tokens", "0.0025"),
+        ("output", "output_tokens", "0.0100"),
+    ]
 
 
 def parse_catalog_via_python_loader(text: str):
@@ -151,6 +229,7 @@ def parse_catalog_via_python_loader(text: str):
 def rename_customer(new_id):
     def mutate(doc):
         doc["customers"] = {new_id: doc["customers"].pop("acme")}
+
     mutate.__name__ = f"customer_{new_id[:12]}"
     return mutate
 
@@ -167,6 +246,7 @@ def slash_charge_id(doc):
 def prefix(value):
     def mutate(doc):
         doc["issuer"]["invoice_prefix"] = value
+
     return mutate
 
 
@@ -175,7 +255,10 @@ ID_CASES = [
     (rename_customer("../../../../x"), f"customers: customer id '../../../../x' {RULE}"),
     (rename_customer("/abs/x"), f"customers: customer id '/abs/x' {RULE}"),
     (rename_customer("a/b"), f"customers: customer id 'a/b' {RULE}"),
-    (rename_customer("x" * 300), f"customers: customer id '{'x' * 76}... {RULE}"),  # 80 characters of the repr
+    (
+        rename_customer("x" * 300),
+        f"customers: customer id '{'x' * 76}... {RULE}",
+    ),  # 80 characters of the repr
     (rename_customer(".hidden"), f"customers: customer id '.hidden' {RULE}"),
     (rename_customer("acme\nx"), f"customers: customer id 'acme\\nx' {RULE}"),
     (rename_plan, f"plans: plan id '../ent' {RULE}"),
@@ -185,11 +268,27 @@ ID_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("mutate", "message"), ID_CASES, ids=[str(i) for i in range(len(ID_CASES))])
-def test_an_unsafe_id_or_invoice_prefix_is_refused_at_load_naming_the_catalog_and_field(tmp_path, mutate, message):
+@pytest.mark.parametrize(
+    ("mutate", "message"), ID_CASES, ids=[str(i) for i in range(len(ID_CASES))]
+)
+def test_an_unsafe_id_or_invoice_prefix_is_refused_at_load_naming_the_catalog_and_field(
+    tmp_path, mutate, message
+):
     catalog = write(tmp_path, mutate)
-    result = CliRunner().invoke(main, ["quote", "--catalog", catalog, "--plan", "enterprise",
-                                       "--usage", "input_tokens=1000", "--month", "2026-10"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "quote",
+            "--catalog",
+            catalog,
+            "--plan",
+            "enterprise",
+            "--usage",
+            "input_tokens=1000",
+            "--month",
+            "2026-10",
+        ],
+    )
     assert result.exit_code == 2
     assert f"error: {catalog}: {message}" in result.output
     assert "Traceback" not in result.output
@@ -200,8 +299,20 @@ def test_run_refuses_an_unsafe_customer_id_before_writing_anything(tmp_path, bad
     catalog = write(tmp_path, rename_customer(bad_id))
     (tmp_path / "landing" / "gateway").mkdir(parents=True)
     (tmp_path / "landing" / "gateway" / "2026-10-01.jsonl").write_text("", encoding="utf-8")
-    result = CliRunner().invoke(main, ["run", "--month", "2026-10", "--catalog", catalog,
-                                       "--landing", str(tmp_path / "landing"), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--month",
+            "2026-10",
+            "--catalog",
+            catalog,
+            "--landing",
+            str(tmp_path / "landing"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2
     assert f"{catalog}: customers: customer id " in result.output
     assert not (tmp_path / "out").exists()
@@ -212,7 +323,10 @@ def test_ids_with_letters_digits_dots_dashes_and_underscores_up_to_64_characters
 
     doc = copy.deepcopy(GOOD)
     long_id = "a" * 64
-    doc["customers"] = {"Acme_Corp-2.eu": doc["customers"]["acme"], long_id: doc["customers"]["acme"]}
+    doc["customers"] = {
+        "Acme_Corp-2.eu": doc["customers"]["acme"],
+        long_id: doc["customers"]["acme"],
+    }
     doc["issuer"]["invoice_prefix"] = "ACME-INV_2026.a"
     catalog = parse_catalog(doc)
     assert list(catalog.customers) == ["Acme_Corp-2.eu", long_id]

@@ -18,16 +18,24 @@ from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import USAGE_SCHEMA
 from billing_pipeline_tests.test_ledger import _issue_raw, ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
 
-CATALOG = parse_catalog({
-    "issuer": {"name": "I"},
-    "plans": {"p": {"name": "P", "base_fee": "100.00"}},
-    "customers": {
-        "acme": {"name": "A", "tax": {"rate": "0.19"}, "subscriptions": [{"plan": "p", "from": "2026-01-01"}],
-                 "credits": [{"amount": "150.00", "from": "2026-01-01"},
-                             {"amount": "500.00", "from": "2026-01-01", "expires": "2026-11-30"}]},
-        "initech": {"name": "I", "subscriptions": [{"plan": "p", "from": "2026-01-01"}]},
-    },
-})
+CATALOG = parse_catalog(
+    {
+        "issuer": {"name": "I"},
+        "plans": {"p": {"name": "P", "base_fee": "100.00"}},
+        "customers": {
+            "acme": {
+                "name": "A",
+                "tax": {"rate": "0.19"},
+                "subscriptions": [{"plan": "p", "from": "2026-01-01"}],
+                "credits": [
+                    {"amount": "150.00", "from": "2026-01-01"},
+                    {"amount": "500.00", "from": "2026-01-01", "expires": "2026-11-30"},
+                ],
+            },
+            "initech": {"name": "I", "subscriptions": [{"plan": "p", "from": "2026-01-01"}]},
+        },
+    }
+)
 
 
 def month_end(ledger: Ledger, month: str) -> dict[str, dict]:
@@ -56,7 +64,9 @@ def test_balances_carry_over_and_an_expired_grant_leaves_the_rest_to_the_next_on
     december = month_end(ledger, "2026-12")["acme"]
     # 300.00 left on the expired grant is not drawn; the 150.00 grant pays 100.00
     assert [(g["status"], g["opening"], g["applied"]) for g in december["credits"]] == [
-        ("active", "150.00", "100.00"), ("expired", "300.00", "0.00")]
+        ("active", "150.00", "100.00"),
+        ("expired", "300.00", "0.00"),
+    ]
     january = month_end(ledger, "2027-01")["acme"]
     assert (january["credits_applied"], january["total"]) == ("50.00", "69.00")
 
@@ -79,27 +89,56 @@ def test_a_void_invoice_gives_its_credits_back(ledger):
 # acme2 buys requests at $1.00 each (no base fee, so every dollar below is usage) and holds one
 # $100.00 grant; issue 15 section 6: corrections apply credits the way the original invoice did.
 
-CORRECTIONS = parse_catalog({
-    "issuer": {"name": "I"},
-    "plans": {"r": {"name": "Requests", "charges": [
-        {"id": "requests", "meter": "requests", "unit_price": "1.00"}]}},
-    "customers": {
-        "acme2": {"name": "A", "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
-                  "credits": [{"amount": "100.00", "from": "2026-01-01"}]},
-        "taxed": {"name": "T", "tax": {"rate": "0.19"}, "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
-                  "credits": [{"amount": "100.00", "from": "2026-01-01"}]},
-    },
-})
+CORRECTIONS = parse_catalog(
+    {
+        "issuer": {"name": "I"},
+        "plans": {
+            "r": {
+                "name": "Requests",
+                "charges": [{"id": "requests", "meter": "requests", "unit_price": "1.00"}],
+            }
+        },
+        "customers": {
+            "acme2": {
+                "name": "A",
+                "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
+                "credits": [{"amount": "100.00", "from": "2026-01-01"}],
+            },
+            "taxed": {
+                "name": "T",
+                "tax": {"rate": "0.19"},
+                "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
+                "credits": [{"amount": "100.00", "from": "2026-01-01"}],
+            },
+        },
+    }
+)
 
 
 def requests(customer: str, month: str, count: int) -> pl.DataFrame:
     start = dt.datetime.fromisoformat(f"{month}-05T00:00:00+00:00")
-    return pl.DataFrame([{
-        "event_id": f"{customer}{month}{count}", "record_id": f"{customer}{month}{count}", "source": "test",
-        "provider": "openai", "account_key": None, "customer_id": customer, "model": "gpt-4o",
-        "model_family": "gpt-4o", "meter": "requests", "dimensions": "{}", "quantity": count,
-        "start": start, "end": start + dt.timedelta(hours=1), "origin": "test", "day": start.date(),
-    }], schema=USAGE_SCHEMA)
+    return pl.DataFrame(
+        [
+            {
+                "event_id": f"{customer}{month}{count}",
+                "record_id": f"{customer}{month}{count}",
+                "source": "test",
+                "provider": "openai",
+                "account_key": None,
+                "customer_id": customer,
+                "model": "gpt-4o",
+                "model_family": "gpt-4o",
+                "meter": "requests",
+                "dimensions": "{}",
+                "quantity": count,
+                "start": start,
+                "end": start + dt.timedelta(hours=1),
+                "origin": "test",
+                "day": start.date(),
+            }
+        ],
+        schema=USAGE_SCHEMA,
+    )
 
 
 def month_end_with(ledger: Ledger, month: str, customer: str, count: int) -> dict:
@@ -111,40 +150,68 @@ def month_end_with(ledger: Ledger, month: str, customer: str, count: int) -> dic
 
 
 def issue(ledger: Ledger, month: str) -> None:
-    ledger.record_checks(month, [{"name": "month_end_run_completed", "passed": True}])  # as a finished run does
-    issue_drafts(ledger, month, prefix="INV", issue_date=dt.date(2026, 12, 3), payment_terms_days=30)
+    ledger.record_checks(
+        month, [{"name": "month_end_run_completed", "passed": True}]
+    )  # as a finished run does
+    issue_drafts(
+        ledger, month, prefix="INV", issue_date=dt.date(2026, 12, 3), payment_terms_days=30
+    )
 
 
 def money(row: dict) -> tuple:
-    return row["kind"], row["status"], row["subtotal"], row["tax"], row["credits_applied"], row["total"]
+    return (
+        row["kind"],
+        row["status"],
+        row["subtotal"],
+        row["tax"],
+        row["credits_applied"],
+        row["total"],
+    )
 
 
 def correction(ledger: Ledger, month: str) -> tuple[dict, dict]:
-    (row,) = [r for r in ledger.list_invoices(month) if r["kind"] != "invoice" and r["status"] != "void"]
-    (doc,) = [d for _, _, d in ledger.documents(month, (row["status"],)) if d.get("kind") == row["kind"]]
+    (row,) = [
+        r for r in ledger.list_invoices(month) if r["kind"] != "invoice" and r["status"] != "void"
+    ]
+    (doc,) = [
+        d for _, _, d in ledger.documents(month, (row["status"],)) if d.get("kind") == row["kind"]
+    ]
     return row, doc
 
 
 def test_an_adjustment_for_late_usage_draws_what_the_grant_has_left_before_billing(ledger):
     october = month_end_with(ledger, "2026-10", "acme2", 70)
     # 70 requests x $1.00 = $70.00, all paid by the $100.00 grant: total $0.00
-    assert (october["subtotal"], october["credits_applied"], october["total"]) == ("70.00", "70.00", "0.00")
+    assert (october["subtotal"], october["credits_applied"], october["total"]) == (
+        "70.00",
+        "70.00",
+        "0.00",
+    )
     issue(ledger, "2026-10")
     month_end_with(ledger, "2026-10", "acme2", 120)  # 50 late requests: $50.00 more
     row, doc = correction(ledger, "2026-10")
     # the grant has $100.00 - $70.00 = $30.00 left: it pays $30.00 of the $50.00, $20.00 is billed
     assert money(row) == ("adjustment", "draft", "50.00", "0.00", "30.00", "20.00")
-    assert [(g["opening"], g["applied"], g["closing"]) for g in doc["credits"]] == [("30.00", "30.00", "0.00")]
+    assert [(g["opening"], g["applied"], g["closing"]) for g in doc["credits"]] == [
+        ("30.00", "30.00", "0.00")
+    ]
     issue(ledger, "2026-10")
     # November sees the grant spent: 70.00 by the invoice + 30.00 by the adjustment
     assert ledger.credits_used("2026-11") == {"acme2": {0: Decimal("100.00")}}
     november = month_end_with(ledger, "2026-11", "acme2", 10)
-    assert (november["credits_applied"], november["total"]) == ("0.00", "10.00")  # 10 x $1.00, no credit left
-    month_end_with(ledger, "2026-10", "acme2", 120)  # the same late usage again: billed in full already
+    assert (november["credits_applied"], november["total"]) == (
+        "0.00",
+        "10.00",
+    )  # 10 x $1.00, no credit left
+    month_end_with(
+        ledger, "2026-10", "acme2", 120
+    )  # the same late usage again: billed in full already
     assert [r["kind"] for r in ledger.list_invoices("2026-10")] == ["adjustment", "invoice"]
 
 
-def test_credits_pay_the_tax_exclusive_part_of_an_adjustment_and_tax_is_on_the_whole_difference(ledger):
+def test_credits_pay_the_tax_exclusive_part_of_an_adjustment_and_tax_is_on_the_whole_difference(
+    ledger,
+):
     month_end_with(ledger, "2026-10", "taxed", 70)
     issue(ledger, "2026-10")
     month_end_with(ledger, "2026-10", "taxed", 120)
@@ -165,9 +232,13 @@ def test_a_credit_note_for_lower_usage_gives_the_over_drawn_credit_back_to_the_g
     # now: $70.00, all paid by credit. Credit note: -$50.00 of usage, of which $30.00 goes back to
     # the grant and $20.00 (what the customer paid) is refunded: -$50.00 - (-$30.00) = -$20.00
     assert money(row) == ("credit_note", "draft", "-50.00", "0.00", "-30.00", "-20.00")
-    assert [(g["opening"], g["applied"], g["closing"]) for g in doc["credits"]] == [("0.00", "-30.00", "30.00")]
+    assert [(g["opening"], g["applied"], g["closing"]) for g in doc["credits"]] == [
+        ("0.00", "-30.00", "30.00")
+    ]
     issue(ledger, "2026-10")
-    assert ledger.credits_used("2026-11") == {"acme2": {0: Decimal("70.00")}}  # $100.00 - $30.00 given back
+    assert ledger.credits_used("2026-11") == {
+        "acme2": {0: Decimal("70.00")}
+    }  # $100.00 - $30.00 given back
     november = month_end_with(ledger, "2026-11", "acme2", 40)
     # 40 x $1.00 = $40.00; the $30.00 given back pays for part of it: $10.00 billed
     assert (november["credits_applied"], november["total"]) == ("30.00", "10.00")

@@ -37,8 +37,12 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "BILLING_"))}
     home = tmp_path / "home"
     home.mkdir()
-    env.update(HOME=str(home), BILLING_LANDING_DIR=str(tmp_path / "landing"),
-               BILLING_CATALOG=str(tmp_path / "catalog.yaml"), BILLING_OUT_DIR=str(tmp_path / "out"))
+    env.update(
+        HOME=str(home),
+        BILLING_LANDING_DIR=str(tmp_path / "landing"),
+        BILLING_CATALOG=str(tmp_path / "catalog.yaml"),
+        BILLING_OUT_DIR=str(tmp_path / "out"),
+    )
     return env
 
 
@@ -63,14 +67,32 @@ def test_dagster_dev_from_the_repository_root_serves_the_code_location(tmp_path)
     log = tmp_path / "dagster-dev.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=ROOT, env=_clean_env(tmp_path), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=_clean_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         answer, deadline = None, time.monotonic() + START_SECONDS
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                response = httpx.post(f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=10)
+                response = httpx.post(
+                    f"http://127.0.0.1:{port}/graphql", json={"query": LOCATION_QUERY}, timeout=10
+                )
                 entries = response.json()["data"]["workspaceOrError"]["locationEntries"]
                 # still loading: the entry exists but its location is not there yet (None)
                 if entries and all(e["locationOrLoadError"] is not None for e in entries):
@@ -79,15 +101,28 @@ def test_dagster_dev_from_the_repository_root_serves_the_code_location(tmp_path)
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 pass  # not serving yet
             time.sleep(1)
-        state = f"exited {proc.returncode}" if proc.poll() is not None else f"no answer within {START_SECONDS} s"
-        assert answer is not None, f"dagster dev {state}:\n{log.read_text(errors='replace')[-3000:]}"
-        entries = {e["name"]: e["locationOrLoadError"] for e in answer["workspaceOrError"]["locationEntries"]}
+        state = (
+            f"exited {proc.returncode}"
+            if proc.poll() is not None
+            else f"no answer within {START_SECONDS} s"
+        )
+        assert answer is not None, (
+            f"dagster dev {state}:\n{log.read_text(errors='replace')[-3000:]}"
+        )
+        entries = {
+            e["name"]: e["locationOrLoadError"]
+            for e in answer["workspaceOrError"]["locationEntries"]
+        }
         assert entries == {"billing_pipeline": {"__typename": "RepositoryLocation"}}, entries
         # The instance it runs on is the top-level dagster.yaml: its run queue, nothing from deploy/.
         queue = answer["instance"]["runQueueConfig"]
         assert queue["maxConcurrentRuns"] == 4
         limits = yaml.safe_load(queue["tagConcurrencyLimitsYaml"])
-        assert {"key": "billing/month", "limit": 1, "value": {"applyLimitPerUniqueValue": True}} in limits
+        assert {
+            "key": "billing/month",
+            "limit": 1,
+            "value": {"applyLimitPerUniqueValue": True},
+        } in limits
     finally:
         _stop(proc)
 
@@ -96,12 +131,21 @@ def test_dagster_dev_from_the_repository_root_serves_the_code_location(tmp_path)
 def test_instance_configs_keep_one_run_per_billing_month_and_telemetry_off(config):
     """Local and production instances queue runs the same way; only storage differs."""
     data = yaml.safe_load((ROOT / config).read_text(encoding="utf-8"))
-    assert {"key": "billing/month", "limit": 1, "value": {"applyLimitPerUniqueValue": True}} in \
-        data["run_queue"]["tag_concurrency_limits"]
+    assert {
+        "key": "billing/month",
+        "limit": 1,
+        "value": {"applyLimitPerUniqueValue": True},
+    } in data["run_queue"]["tag_concurrency_limits"]
     assert data["run_retries"]["enabled"] is True
     assert data["telemetry"]["enabled"] is False
     if config == "dagster.yaml":
         assert "storage" not in data  # SQLite under the instance's folder: no environment needed
         assert "{env:" not in (ROOT / config).read_text(encoding="utf-8").replace(" ", "")
     else:
-        assert set(data["storage"]["postgres"]["postgres_db"]) >= {"hostname", "port", "username", "password", "db_name"}
+        assert set(data["storage"]["postgres"]["postgres_db"]) >= {
+            "hostname",
+            "port",
+            "username",
+            "password",
+            "db_name",
+        }

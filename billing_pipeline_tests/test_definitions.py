@@ -20,9 +20,22 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
     graph = defs.resolve_asset_graph()
     assets = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {
-        "raw_openai_usage", "raw_anthropic_usage", "raw_gateway_log", "raw_cloud_focus", "raw_outcomes",
-        "usage_events", "usage_quarantine", "provider_cost", "monthly_usage", "rated_charges", "unrated_usage",
-        "reconciliation", "quarantine_report", "invoice_drafts", "tokenizer_drift", "provider_reported_cost",
+        "raw_openai_usage",
+        "raw_anthropic_usage",
+        "raw_gateway_log",
+        "raw_cloud_focus",
+        "raw_outcomes",
+        "usage_events",
+        "usage_quarantine",
+        "provider_cost",
+        "monthly_usage",
+        "rated_charges",
+        "unrated_usage",
+        "reconciliation",
+        "quarantine_report",
+        "invoice_drafts",
+        "tokenizer_drift",
+        "provider_reported_cost",
     } <= assets
     checks = {key.name for key in graph.asset_check_keys}
     assert {
@@ -35,12 +48,20 @@ def test_every_stage_has_its_assets_jobs_schedules_and_checks(tmp_path):
         "no_money_at_risk",
         "every_cost_line_readable",
     } <= checks
-    assert {job.name for job in defs.resolve_all_job_defs()} >= {"daily_ingestion_job", "month_end_job",
-                                                                  "issue_invoices_job"}
+    assert {job.name for job in defs.resolve_all_job_defs()} >= {
+        "daily_ingestion_job",
+        "month_end_job",
+        "issue_invoices_job",
+    }
     assert "issued_invoices" in assets
-    assert {s.name for s in defs.schedules} == {"daily_ingestion_schedule", "month_end_schedule",
-                                                "usage_alerts_schedule", "alert_delivery_schedule",
-                                                "month_to_date_statements_schedule", "invoice_delivery_schedule"}
+    assert {s.name for s in defs.schedules} == {
+        "daily_ingestion_schedule",
+        "month_end_schedule",
+        "usage_alerts_schedule",
+        "alert_delivery_schedule",
+        "month_to_date_statements_schedule",
+        "invoice_delivery_schedule",
+    }
     assert "month_to_date_statements" in assets and "delivered_invoices" in assets
 
 
@@ -48,7 +69,9 @@ def test_statements_run_for_yesterday_and_delivery_retries_the_previous_month():
     from billing_pipeline.defs.issuing import invoice_delivery_schedule
     from billing_pipeline.defs.statements import month_to_date_statements_schedule
 
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 1, 45, tzinfo=dt.UTC))
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 1, 1, 45, tzinfo=dt.UTC)
+    )
     assert month_to_date_statements_schedule(context).partition_key == "2026-10-31"
     request = invoice_delivery_schedule(context)
     assert request.partition_key == "2026-10-01" and request.tags["billing/month"] == "2026-10"
@@ -65,7 +88,9 @@ def test_daily_assets_are_partitioned_by_day_and_billing_by_month(tmp_path):
 def test_month_end_schedule_drafts_the_previous_month():
     from billing_pipeline.defs.jobs import month_end_schedule
 
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 1, 3, tzinfo=dt.UTC))
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 11, 1, 3, tzinfo=dt.UTC)
+    )
     request = month_end_schedule(context)
     assert request.partition_key == "2026-10-01"
     assert request.tags["billing/month"] == "2026-10"
@@ -89,8 +114,14 @@ def test_usage_alerts_run_daily_for_yesterday_and_delivery_retries_every_ten_min
 
     defs = build_definitions(resources_from_env(tmp_path))
     graph = defs.resolve_asset_graph()
-    assert isinstance(graph.get(dg.AssetKey("usage_alerts")).partitions_def, dg.DailyPartitionsDefinition)
-    assert {"usage_alerts_job", "alert_delivery_job"} <= {job.name for job in defs.resolve_all_job_defs()}
-    context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 10, 21, 1, 30, tzinfo=dt.UTC))
+    assert isinstance(
+        graph.get(dg.AssetKey("usage_alerts")).partitions_def, dg.DailyPartitionsDefinition
+    )
+    assert {"usage_alerts_job", "alert_delivery_job"} <= {
+        job.name for job in defs.resolve_all_job_defs()
+    }
+    context = dg.build_schedule_context(
+        scheduled_execution_time=dt.datetime(2026, 10, 21, 1, 30, tzinfo=dt.UTC)
+    )
     assert usage_alerts_schedule(context).partition_key == "2026-10-20"
     assert alert_delivery_schedule.cron_schedule == "*/10 * * * *"

@@ -72,8 +72,11 @@ def test_every_source_format_is_present_and_small(demo):
     result = first["data"][0]["results"][0]
     assert result["input_tokens"] >= result["input_cached_tokens"]
     assert len(list((landing / "anthropic/usage_report").glob("*_p1.json"))) == 31
-    gateway = [json.loads(line) for p in sorted((landing / "gateway").glob("*.jsonl"))
-               for line in p.read_text().splitlines()]
+    gateway = [
+        json.loads(line)
+        for p in sorted((landing / "gateway").glob("*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
     assert any("usage" in r for r in gateway)
     assert {r["customer_key"] for r in gateway if "usage" not in r} == {"piedpiper", "vandelay"}
     with (landing / f"cloud/focus/focus_{MONTH}.csv").open(newline="") as fh:
@@ -90,7 +93,9 @@ def test_every_source_format_is_present_and_small(demo):
 
 def test_orphan_project_has_usage_but_no_customer(demo):
     landing, catalog_path, _ = demo
-    keys = {k for c in yaml.safe_load(catalog_path.read_text())["customers"].values() for k in c["keys"]}
+    keys = {
+        k for c in yaml.safe_load(catalog_path.read_text())["customers"].values() for k in c["keys"]
+    }
     assert "openai:proj_orphan" not in keys
     page = json.loads((landing / "openai/usage/completions/2026-10-10_p2.json").read_text())
     projects = {r["project_id"] for b in page["data"] for r in b["results"]}
@@ -100,7 +105,9 @@ def test_orphan_project_has_usage_but_no_customer(demo):
 def test_cyberdyne_has_a_two_day_bot_run_spike(demo):
     landing, catalog_path, _ = demo
     catalog = load_catalog(catalog_path)
-    projects = {k.split(":", 1)[1] for k in catalog.customers["cyberdyne"].keys if k.startswith("openai:")}
+    projects = {
+        k.split(":", 1)[1] for k in catalog.customers["cyberdyne"].keys if k.startswith("openai:")
+    }
     per_day: dict[str, int] = {}
     for p in (landing / "openai/usage/completions").glob("*.json"):
         for b in json.loads(p.read_text())["data"]:
@@ -119,14 +126,18 @@ def test_oracle_prices_one_customer_of_each_plan(demo, customer):
     inv = expected_invoice(landing, catalog_path, customer, MONTH)
     assert inv["total"] > 0 and not set(inv["unpriced"]) - {"outcomes"}
     assert inv["subtotal"] == sum(inv["lines"].values())
-    assert inv["tax"] == (inv["subtotal"] * Decimal("0.19")).quantize(Decimal("0.01"))  # all three are German
+    assert inv["tax"] == (inv["subtotal"] * Decimal("0.19")).quantize(
+        Decimal("0.01")
+    )  # all three are German
     assert inv["total"] == inv["subtotal"] + inv["tax"]
 
 
 def test_demo_exercises_allowance_tiers_and_minimum_commitment(demo):
     landing, catalog_path, _ = demo
-    inv = {c: expected_invoice(landing, catalog_path, c, MONTH)
-           for c in ("acme", "weyland", "blackmesa", "dunder", "globex", "wonka", "wayne")}
+    inv = {
+        c: expected_invoice(landing, catalog_path, c, MONTH)
+        for c in ("acme", "weyland", "blackmesa", "dunder", "globex", "wonka", "wayne")
+    }
     assert inv["acme"]["quantities"]["tokens"] > 300_000_000  # volume tier 3
     assert inv["acme"]["lines"]["diagnoses"] == Decimal("1440.00")
     assert inv["weyland"]["allowance_used"] < 1_000_000 and "tokens" not in inv["weyland"]["lines"]
@@ -141,7 +152,10 @@ def test_demo_exercises_allowance_tiers_and_minimum_commitment(demo):
 def test_oracle_pricing_rules_match_the_design_examples():
     per_unit = {"id": "x", "unit_size": 1000, "pricing": "per_unit", "unit_price": "0.04"}
     assert price(per_unit, 10_500) == Decimal("0.42")
-    tiers = [{"up_to": 100, "unit_price": "1"}, {"up_to": None, "unit_price": "0.5", "flat_fee": "3"}]
+    tiers = [
+        {"up_to": 100, "unit_price": "1"},
+        {"up_to": None, "unit_price": "0.5", "flat_fee": "3"},
+    ]
     assert price({"id": "g", "pricing": "graduated", "tiers": tiers}, 100) == Decimal("100")
     assert price({"id": "g", "pricing": "graduated", "tiers": tiers}, 101) == Decimal("103.5")
     assert price({"id": "v", "pricing": "volume", "tiers": tiers}, 100) == Decimal("100")

@@ -78,17 +78,31 @@ def _stop(workers: list[subprocess.Popen]) -> None:
 
 
 def test_the_month_on_celery_workers_gives_byte_identical_invoices(
-    demo_month, tmp_path, postgres_database, broker, monkeypatch  # noqa: F811
+    demo_month,
+    tmp_path,
+    postgres_database,
+    broker,
+    monkeypatch,
 ):
     home, out = tmp_path / "dagster_home", tmp_path / "out"
     home.mkdir()
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the file we ship: PostgreSQL storage
+    shutil.copy(
+        ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml"
+    )  # the file we ship: PostgreSQL storage
     env = {
-        "DAGSTER_HOME": home, "DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": PG["port"],
-        "DAGSTER_PG_USERNAME": PG["user"], "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_database,
-        "BILLING_LANDING_DIR": demo_month.landing, "BILLING_CATALOG": demo_month.catalog, "BILLING_OUT_DIR": out,
-        "BILLING_DATABASE_URL": f"sqlite:///{out / 'ledger.db'}", "BILLING_STORAGE_DIR": out / ".storage",
-        "BILLING_EXECUTOR": "celery", "BILLING_CELERY_BROKER": broker,
+        "DAGSTER_HOME": home,
+        "DAGSTER_PG_HOST": PG["host"],
+        "DAGSTER_PG_PORT": PG["port"],
+        "DAGSTER_PG_USERNAME": PG["user"],
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": postgres_database,
+        "BILLING_LANDING_DIR": demo_month.landing,
+        "BILLING_CATALOG": demo_month.catalog,
+        "BILLING_OUT_DIR": out,
+        "BILLING_DATABASE_URL": f"sqlite:///{out / 'ledger.db'}",
+        "BILLING_STORAGE_DIR": out / ".storage",
+        "BILLING_EXECUTOR": "celery",
+        "BILLING_CELERY_BROKER": broker,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
@@ -98,32 +112,61 @@ def test_the_month_on_celery_workers_gives_byte_identical_invoices(
     try:
         for i, name in enumerate(sorted(names)):
             log = open(tmp_path / f"worker{i}.log", "wb")  # noqa: SIM115 - closed with the process
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "billing_pipeline.defs.executors", "worker",
-                 "--concurrency=1", "--loglevel=INFO", "-n", name],
-                cwd=ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            workers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "billing_pipeline.defs.executors",
+                        "worker",
+                        "--concurrency=1",
+                        "--loglevel=INFO",
+                        "-n",
+                        name,
+                    ],
+                    cwd=ROOT,
+                    env=os.environ.copy(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         _ping_until(names, time.monotonic() + 120, workers)
 
         from billing_pipeline.defs import daily_ingestion_job_from_env, month_end_job_from_env
 
         with dg.DagsterInstance.get() as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            with dg.execute_job(dg.reconstructable(daily_ingestion_job_from_env), instance=instance,
-                                tags={RANGE_START: f"{MONTH}-01", RANGE_END: f"{MONTH}-31"}) as daily:
+            with dg.execute_job(
+                dg.reconstructable(daily_ingestion_job_from_env),
+                instance=instance,
+                tags={RANGE_START: f"{MONTH}-01", RANGE_END: f"{MONTH}-31"},
+            ) as daily:
                 assert daily.success
-            with dg.execute_job(dg.reconstructable(month_end_job_from_env), instance=instance,
-                                tags={"dagster/partition": f"{MONTH}-01"}) as monthly:
+            with dg.execute_job(
+                dg.reconstructable(month_end_job_from_env),
+                instance=instance,
+                tags={"dagster/partition": f"{MONTH}-01"},
+            ) as monthly:
                 assert monthly.success
-                steps = {e.step_key for e in monthly.all_events if e.event_type_value == "STEP_SUCCESS"}
-                ran_on = {str(e.event_specific_data.metadata["Celery worker"].value)
-                          for e in monthly.all_events
-                          if e.event_type_value == "ENGINE_EVENT" and "in celery worker" in (e.message or "")}
+                steps = {
+                    e.step_key for e in monthly.all_events if e.event_type_value == "STEP_SUCCESS"
+                }
+                ran_on = {
+                    str(e.event_specific_data.metadata["Celery worker"].value)
+                    for e in monthly.all_events
+                    if e.event_type_value == "ENGINE_EVENT"
+                    and "in celery worker" in (e.message or "")
+                }
             assert instance.get_run_by_id(monthly.run_id).status == dg.DagsterRunStatus.SUCCESS
     finally:
         _stop(workers)
 
-    assert {f"invoice_drafts.render_invoice_shard[shard_{i}]" for i in range(RENDER_SHARDS)} <= steps
+    assert {
+        f"invoice_drafts.render_invoice_shard[shard_{i}]" for i in range(RENDER_SHARDS)
+    } <= steps
     assert ran_on == names  # every step went through the broker, and both workers took steps
     assert invoice_files(out) == invoice_files(demo_month.out)
 
@@ -131,7 +174,9 @@ def test_the_month_on_celery_workers_gives_byte_identical_invoices(
 def test_the_celery_executor_takes_its_broker_from_the_environment(monkeypatch):
     monkeypatch.setenv("BILLING_CELERY_BROKER", "redis://127.0.0.1:6379/3")
     monkeypatch.delenv("BILLING_CELERY_BACKEND", raising=False)
-    assert celery_settings()["backend"] == "redis://127.0.0.1:6379/3"  # Redis: results on the broker
+    assert (
+        celery_settings()["backend"] == "redis://127.0.0.1:6379/3"
+    )  # Redis: results on the broker
     monkeypatch.setenv("BILLING_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//")
     assert celery_settings()["backend"] == "rpc://"  # RabbitMQ: results as reply messages
 

@@ -58,8 +58,10 @@ def test_a_remote_landing_zone_is_staged_with_new_changed_and_removed_files(memo
 
 def test_a_missing_remote_landing_zone_names_the_url(tmp_path):
     zone = LandingZone(path=f"memory:///nowhere-{uuid.uuid4().hex[:8]}", cache_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="memory://.*nowhere-.*: landing zone folder not found"):
-        zone.root
+    with pytest.raises(
+        FileNotFoundError, match="memory://.*nowhere-.*: landing zone folder not found"
+    ):
+        _ = zone.root
 
 
 def test_a_day_ingested_from_an_fsspec_url_equals_the_same_day_from_the_local_folder(
@@ -68,8 +70,10 @@ def test_a_day_ingested_from_an_fsspec_url_equals_the_same_day_from_the_local_fo
     fs, root = memory_root
     fs.put(str(demo_month.landing), root, recursive=True)
     out = tmp_path / "out"
-    resources = {**month_end_resources(demo_month.landing, demo_month.catalog, out),
-                 "landing": LandingZone(path=f"memory://{root}", cache_dir=str(tmp_path / "cache"))}
+    resources = {
+        **month_end_resources(demo_month.landing, demo_month.catalog, out),
+        "landing": LandingZone(path=f"memory://{root}", cache_dir=str(tmp_path / "cache")),
+    }
 
     with dg.DagsterInstance.ephemeral() as instance:
         ingest_days(build_definitions(resources), instance, DAY, DAY)
@@ -78,5 +82,7 @@ def test_a_day_ingested_from_an_fsspec_url_equals_the_same_day_from_the_local_fo
     remote = pl.read_parquet(out / ".storage" / "usage_events" / day)
     local = pl.read_parquet(demo_month.out / ".storage" / "usage_events" / day)
     assert remote.height > 0
-    assert remote.drop("origin").equals(local.drop("origin"))  # origin names the file: same relative path
+    assert remote.drop("origin").equals(
+        local.drop("origin")
+    )  # origin names the file: same relative path
     assert remote["origin"].to_list() == local["origin"].to_list()

@@ -25,15 +25,27 @@ def test_every_shard_is_a_step_even_when_empty_and_keeps_document_order():
 def test_invoice_drafts_renders_in_one_dynamic_step_per_shard(tmp_path):
     job = build_definitions(resources_from_env(tmp_path)).resolve_job_def("month_end_job")
     graph = job.graph.node_named("invoice_drafts").definition
-    assert {n.name for n in graph.nodes} == {"save_invoice_drafts", "render_invoice_shard", "summarize_invoice_drafts"}
+    assert {n.name for n in graph.nodes} == {
+        "save_invoice_drafts",
+        "render_invoice_shard",
+        "summarize_invoice_drafts",
+    }
     assert graph.node_named("save_invoice_drafts").definition.output_def_named("shards").is_dynamic
 
 
 def test_the_executor_is_multiprocess_unless_the_deployment_names_celery(tmp_path, monkeypatch):
     monkeypatch.delenv("BILLING_EXECUTOR", raising=False)
-    assert build_definitions(resources_from_env(tmp_path)).resolve_job_def("month_end_job").executor_def.name \
-        == "multi_or_in_process_executor"  # Dagster's default: multiprocess unless run config says in_process
+    assert (
+        build_definitions(resources_from_env(tmp_path))
+        .resolve_job_def("month_end_job")
+        .executor_def.name
+        == "multi_or_in_process_executor"
+    )  # Dagster's default: multiprocess unless run config says in_process
     monkeypatch.setenv("BILLING_EXECUTOR", "celery")
     monkeypatch.setenv("BILLING_CELERY_BROKER", "redis://127.0.0.1:6379/5")
-    assert build_definitions(resources_from_env(tmp_path)).resolve_job_def("month_end_job").executor_def.name \
+    assert (
+        build_definitions(resources_from_env(tmp_path))
+        .resolve_job_def("month_end_job")
+        .executor_def.name
         == "celery"
+    )

@@ -14,7 +14,9 @@ from billing_pipeline_tests.test_invoice_pdf import make_document
 
 
 def up_to_date(folder, docs, fingerprint):
-    return up_to_date_texts(folder, {doc["customer_id"]: document_json(doc) for doc in docs}, fingerprint)
+    return up_to_date_texts(
+        folder, {doc["customer_id"]: document_json(doc) for doc in docs}, fingerprint
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,9 @@ def test_the_fingerprint_follows_the_template(tmp_path, renderer):
 
 def test_a_pdf_replaced_or_deleted_since_is_not_up_to_date(rendered, renderer):
     folder, docs = rendered
-    (folder / "acme.pdf").write_bytes((folder / "globex.pdf").read_bytes())  # say, an issued invoice's
+    (folder / "acme.pdf").write_bytes(
+        (folder / "globex.pdf").read_bytes()
+    )  # say, an issued invoice's
     (folder / "globex.pdf").unlink()
     assert up_to_date(folder, docs, renderer.fingerprint) == set()
 

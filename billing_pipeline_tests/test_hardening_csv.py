@@ -28,25 +28,54 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def test_every_formula_trigger_in_a_string_cell_is_prefixed_with_a_quote(tmp_path):
-    frame = pl.DataFrame({
-        "customer_id": ["-2-3", "@SUM(1+1)", "+1+1", "\tcmd", "\rcmd", "=1+1", "acme", None, "'=x"],
-        "plan_id": ["payg"] * 9,
-    })
+    frame = pl.DataFrame(
+        {
+            "customer_id": [
+                "-2-3",
+                "@SUM(1+1)",
+                "+1+1",
+                "\tcmd",
+                "\rcmd",
+                "=1+1",
+                "acme",
+                None,
+                "'=x",
+            ],
+            "plan_id": ["payg"] * 9,
+        }
+    )
     write_csv(frame, tmp_path / "out.csv")
     got = [r["customer_id"] for r in read_rows(tmp_path / "out.csv")]
     assert got == ["'-2-3", "'@SUM(1+1)", "'+1+1", "'\tcmd", "'\rcmd", "'=1+1", "acme", "", "''=x"]
 
 
 def test_numbers_stay_numbers_whether_numeric_columns_or_decimal_strings(tmp_path):
-    frame = pl.DataFrame({
-        "amount": [Decimal("-1.00"), Decimal("2.50")],  # a Decimal column: never touched
-        "quantity": [-5, 7],  # an integer column: never touched
-        "raw": ["-1.00", "+5"],  # text that is exactly a number: a spreadsheet reads a number, nothing runs
-        "expr": ["-1+2", "-cmd|' /C calc'!A0"],  # text that starts like a number but is a formula
-    }, schema={"amount": pl.Decimal(12, 2), "quantity": pl.Int64, "raw": pl.String, "expr": pl.String})
+    frame = pl.DataFrame(
+        {
+            "amount": [Decimal("-1.00"), Decimal("2.50")],  # a Decimal column: never touched
+            "quantity": [-5, 7],  # an integer column: never touched
+            "raw": [
+                "-1.00",
+                "+5",
+            ],  # text that is exactly a number: a spreadsheet reads a number, nothing runs
+            "expr": [
+                "-1+2",
+                "-cmd|' /C calc'!A0",
+            ],  # text that starts like a number but is a formula
+        },
+        schema={
+            "amount": pl.Decimal(12, 2),
+            "quantity": pl.Int64,
+            "raw": pl.String,
+            "expr": pl.String,
+        },
+    )
     write_csv(frame, tmp_path / "out.csv")
     rows = read_rows(tmp_path / "out.csv")
-    assert [(r["amount"], r["quantity"], r["raw"]) for r in rows] == [("-1.00", "-5", "-1.00"), ("2.50", "7", "+5")]
+    assert [(r["amount"], r["quantity"], r["raw"]) for r in rows] == [
+        ("-1.00", "-5", "-1.00"),
+        ("2.50", "7", "+5"),
+    ]
     assert [r["expr"] for r in rows] == ["'-1+2", "'-cmd|' /C calc'!A0"]
 
 
@@ -59,8 +88,10 @@ def test_restore_gives_back_the_original_text_exactly(tmp_path):
 
 
 def test_catalog_ids_and_categorical_columns_are_neutralised_too():
-    frame = pl.DataFrame({"customer_id": ["=evil"], "plan_id": ["@plan"]},
-                         schema={"customer_id": pl.String, "plan_id": pl.Categorical})
+    frame = pl.DataFrame(
+        {"customer_id": ["=evil"], "plan_id": ["@plan"]},
+        schema={"customer_id": pl.String, "plan_id": pl.Categorical},
+    )
     assert neutralised(frame).rows() == [("'=evil", "'@plan")]
 
 
@@ -68,6 +99,7 @@ def test_the_file_appears_whole_or_not_at_all_and_leaves_no_temporary_file(tmp_p
     target = tmp_path / "report.csv"
     target.write_text("old,contents\n")
     with monkeypatch.context() as patch:
+
         def disk_full(self, fh):
             fh.write(b"half a rep")
             raise OSError("disk full")
@@ -90,16 +122,23 @@ def test_a_hostile_gateway_model_reaches_reconciliation_csv_as_text(tmp_path):
 
     landing = tmp_path / "landing"
     (landing / "gateway").mkdir(parents=True)
-    line = {"request_id": "req-1", "timestamp": "2026-10-05T13:02:11Z", "customer_key": "acme", "provider": "openai",
-            "model": HOSTILE_MODEL, "usage": {"prompt_tokens": 2000, "completion_tokens": 2000, "total_tokens": 4000}}
+    line = {
+        "request_id": "req-1",
+        "timestamp": "2026-10-05T13:02:11Z",
+        "customer_key": "acme",
+        "provider": "openai",
+        "model": HOSTILE_MODEL,
+        "usage": {"prompt_tokens": 2000, "completion_tokens": 2000, "total_tokens": 4000},
+    }
     (landing / "gateway" / "2026-10-05.jsonl").write_text(json.dumps(line) + "\n")
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(
         "issuer: {name: Example AI GmbH}\n"
         "plans:\n  payg: {name: Pay as you go, charges: [\n"
-        "    {id: out, meter: output_tokens, unit_size: 1000, unit_price: \"0.010\"},\n"
-        "    {id: in, meter: input_tokens, unit_size: 1000, unit_price: \"0.005\"}]}\n"
-        "customers:\n  acme: {name: Acme, subscriptions: [{plan: payg, from: \"2026-01-01\"}], keys: [\"gateway:acme\"]}\n")
+        '    {id: out, meter: output_tokens, unit_size: 1000, unit_price: "0.010"},\n'
+        '    {id: in, meter: input_tokens, unit_size: 1000, unit_price: "0.005"}]}\n'
+        'customers:\n  acme: {name: Acme, subscriptions: [{plan: payg, from: "2026-01-01"}], keys: ["gateway:acme"]}\n'
+    )
     summary = run_month_end("2026-10", landing, catalog, tmp_path / "out")
     rows = read_rows(tmp_path / "out" / "2026-10" / "reconciliation.csv")
     assert [r["model"] for r in rows] == ["'" + HOSTILE_MODEL]

@@ -17,12 +17,30 @@ from billing_pipeline.paths import UnsafePath, inside
 
 
 def test_a_safe_name_is_joined_in_the_callers_own_form(tmp_path):
-    assert inside(tmp_path, "2026-10", "invoices", "acme.pdf") == tmp_path / "2026-10" / "invoices" / "acme.pdf"
-    assert inside(str(tmp_path), "acme.INV-2026-10-0001.json") == tmp_path / "acme.INV-2026-10-0001.json"
+    assert (
+        inside(tmp_path, "2026-10", "invoices", "acme.pdf")
+        == tmp_path / "2026-10" / "invoices" / "acme.pdf"
+    )
+    assert (
+        inside(str(tmp_path), "acme.INV-2026-10-0001.json")
+        == tmp_path / "acme.INV-2026-10-0001.json"
+    )
 
 
-@pytest.mark.parametrize("name", ["../../../../x.pdf", "/abs/x.pdf", "a/b.pdf", "..", ".", "", "a\x00.pdf",
-                                  "..\\..\\x.pdf", "invoices/../../x.pdf"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../../../x.pdf",
+        "/abs/x.pdf",
+        "a/b.pdf",
+        "..",
+        ".",
+        "",
+        "a\x00.pdf",
+        "..\\..\\x.pdf",
+        "invoices/../../x.pdf",
+    ],
+)
 def test_a_name_that_climbs_out_is_absolute_or_has_a_separator_is_refused(tmp_path, name):
     with pytest.raises(UnsafePath, match="not a safe file name"):
         inside(tmp_path / "out", name)

@@ -8,8 +8,8 @@ import io
 import pytest
 from pypdf import PdfReader
 
-from billing_pipeline.invoicing.pdf import TEMPLATES_DIR, InvoiceRenderer, invoice_context
 from billing_pipeline.invoicing.chart import usage_chart_svg
+from billing_pipeline.invoicing.pdf import TEMPLATES_DIR, InvoiceRenderer, invoice_context
 
 HOSTILE = '<img src="file:///etc/passwd">'
 HOSTILE_LINK = '<link rel=attachment href="file:///etc/passwd">'
@@ -18,57 +18,154 @@ HOSTILE_LINK = '<link rel=attachment href="file:///etc/passwd">'
 def make_document(customer_name: str = "Acme Health Inc.", days: int = 31) -> dict:
     usage = []
     for day in range(1, days + 1):
-        usage.append({"day": f"2026-10-{day:02d}", "model": "gpt-4o", "quantity": 400000 + day * 1000,
-                      "amount": f"{3 + day % 7}.{day:02d}"})
+        usage.append(
+            {
+                "day": f"2026-10-{day:02d}",
+                "model": "gpt-4o",
+                "quantity": 400000 + day * 1000,
+                "amount": f"{3 + day % 7}.{day:02d}",
+            }
+        )
         if day % 2:
-            usage.append({"day": f"2026-10-{day:02d}", "model": "claude-sonnet-4", "quantity": 90000,
-                          "amount": f"1.{day:02d}"})
+            usage.append(
+                {
+                    "day": f"2026-10-{day:02d}",
+                    "model": "claude-sonnet-4",
+                    "quantity": 90000,
+                    "amount": f"1.{day:02d}",
+                }
+            )
     return {
-        "number": None, "status": "draft", "customer_id": "acme", "period": "2026-10",
-        "period_start": "2026-10-01", "period_end": "2026-10-31", "issue_date": None, "due_date": None,
+        "number": None,
+        "status": "draft",
+        "customer_id": "acme",
+        "period": "2026-10",
+        "period_start": "2026-10-01",
+        "period_end": "2026-10-31",
+        "issue_date": None,
+        "due_date": None,
         "currency": "USD",
-        "issuer": {"name": "Example AI GmbH", "address": "Street 1\n10115 Berlin",
-                   "vat_id": "DE123456789", "email": "billing@example.ai"},
-        "customer": {"id": "acme", "name": customer_name, "address": "1 Main St\nBoston, MA 02110\nUSA",
-                     "email": "billing@acme.example"},
+        "issuer": {
+            "name": "Example AI GmbH",
+            "address": "Street 1\n10115 Berlin",
+            "vat_id": "DE123456789",
+            "email": "billing@example.ai",
+        },
+        "customer": {
+            "id": "acme",
+            "name": customer_name,
+            "address": "1 Main St\nBoston, MA 02110\nUSA",
+            "email": "billing@acme.example",
+        },
         "plan": {"id": "enterprise", "name": "Enterprise"},
         "lines": [
-            {"charge_id": "gpt4o-output", "description": "GPT-4o output tokens", "provider": "openai",
-             "meter": "output_tokens", "model": "gpt-4o", "dimensions": {}, "quantity": 12500000,
-             "unit": "tokens", "unit_size": 1000, "unit_price": None, "pricing": "graduated",
-             "amount": "120.00",
-             "tiers": [{"tier": 1, "from": 1, "up_to": 10000000, "quantity": 10000000,
-                        "unit_price": "0.010", "flat_fee": "0", "amount": "100.000"},
-                       {"tier": 2, "from": 10000001, "up_to": None, "quantity": 2500000,
-                        "unit_price": "0.008", "flat_fee": "0", "amount": "20.000"}],
-             "explanation": "12,500,000 output tokens of gpt-4o: first 10,000,000 at $0.010 per 1K = "
-                            "$100.00; next 2,500,000 at $0.008 per 1K = $20.00",
-             "consideration": "variable"},
-            {"charge_id": "gpt4o-input", "description": "GPT-4o input tokens", "provider": "openai",
-             "meter": "input_tokens", "model": "gpt-4o", "dimensions": {}, "quantity": 40000000,
-             "unit": "tokens", "unit_size": 1000, "unit_price": "0.0025", "pricing": "per_unit",
-             "amount": "100.00", "tiers": [],
-             "explanation": "40,000,000 input tokens of gpt-4o at $0.0025 per 1K = $100.00",
-             "consideration": "variable"},
-            {"charge_id": "sonnet", "description": "Claude Sonnet 4 tokens", "provider": "anthropic",
-             "meter": "input_tokens", "model": "claude-sonnet-4", "dimensions": {}, "quantity": 1400000,
-             "unit": "tokens", "unit_size": 1000, "unit_price": "0.003", "pricing": "per_unit",
-             "amount": "4.20", "tiers": [],
-             "explanation": "1,400,000 input tokens of claude-sonnet-4 at $0.003 per 1K = $4.20",
-             "consideration": "variable"},
-            {"charge_id": "base_fee", "description": "Enterprise subscription, October 2026",
-             "provider": None, "meter": None, "model": None, "dimensions": {}, "quantity": 1,
-             "unit": "month", "unit_size": 1, "unit_price": "500.00", "pricing": "fixed",
-             "amount": "500.00", "tiers": [], "explanation": "Monthly base fee, full month.",
-             "consideration": "fixed"},
+            {
+                "charge_id": "gpt4o-output",
+                "description": "GPT-4o output tokens",
+                "provider": "openai",
+                "meter": "output_tokens",
+                "model": "gpt-4o",
+                "dimensions": {},
+                "quantity": 12500000,
+                "unit": "tokens",
+                "unit_size": 1000,
+                "unit_price": None,
+                "pricing": "graduated",
+                "amount": "120.00",
+                "tiers": [
+                    {
+                        "tier": 1,
+                        "from": 1,
+                        "up_to": 10000000,
+                        "quantity": 10000000,
+                        "unit_price": "0.010",
+                        "flat_fee": "0",
+                        "amount": "100.000",
+                    },
+                    {
+                        "tier": 2,
+                        "from": 10000001,
+                        "up_to": None,
+                        "quantity": 2500000,
+                        "unit_price": "0.008",
+                        "flat_fee": "0",
+                        "amount": "20.000",
+                    },
+                ],
+                "explanation": "12,500,000 output tokens of gpt-4o: first 10,000,000 at $0.010 per 1K = "
+                "$100.00; next 2,500,000 at $0.008 per 1K = $20.00",
+                "consideration": "variable",
+            },
+            {
+                "charge_id": "gpt4o-input",
+                "description": "GPT-4o input tokens",
+                "provider": "openai",
+                "meter": "input_tokens",
+                "model": "gpt-4o",
+                "dimensions": {},
+                "quantity": 40000000,
+                "unit": "tokens",
+                "unit_size": 1000,
+                "unit_price": "0.0025",
+                "pricing": "per_unit",
+                "amount": "100.00",
+                "tiers": [],
+                "explanation": "40,000,000 input tokens of gpt-4o at $0.0025 per 1K = $100.00",
+                "consideration": "variable",
+            },
+            {
+                "charge_id": "sonnet",
+                "description": "Claude Sonnet 4 tokens",
+                "provider": "anthropic",
+                "meter": "input_tokens",
+                "model": "claude-sonnet-4",
+                "dimensions": {},
+                "quantity": 1400000,
+                "unit": "tokens",
+                "unit_size": 1000,
+                "unit_price": "0.003",
+                "pricing": "per_unit",
+                "amount": "4.20",
+                "tiers": [],
+                "explanation": "1,400,000 input tokens of claude-sonnet-4 at $0.003 per 1K = $4.20",
+                "consideration": "variable",
+            },
+            {
+                "charge_id": "base_fee",
+                "description": "Enterprise subscription, October 2026",
+                "provider": None,
+                "meter": None,
+                "model": None,
+                "dimensions": {},
+                "quantity": 1,
+                "unit": "month",
+                "unit_size": 1,
+                "unit_price": "500.00",
+                "pricing": "fixed",
+                "amount": "500.00",
+                "tiers": [],
+                "explanation": "Monthly base fee, full month.",
+                "consideration": "fixed",
+            },
         ],
-        "subtotal": "724.20", "tax_rate": "0.19", "tax": "137.60", "reverse_charge": False,
-        "tax_note": "", "credits_applied": "0.00", "total": "861.80",
+        "subtotal": "724.20",
+        "tax_rate": "0.19",
+        "tax": "137.60",
+        "reverse_charge": False,
+        "tax_note": "",
+        "credits_applied": "0.00",
+        "total": "861.80",
         "usage_by_day": usage,
         "disclosure": {
-            "plan_table": [{"charge": "GPT-4o output tokens", "meter": "output_tokens",
-                            "models": "gpt-4o, gpt-4o-20*", "pricing": "graduated",
-                            "prices": "first 10,000,000 at $0.010 per 1K; above at $0.008 per 1K"}],
+            "plan_table": [
+                {
+                    "charge": "GPT-4o output tokens",
+                    "meter": "output_tokens",
+                    "models": "gpt-4o, gpt-4o-20*",
+                    "pricing": "graduated",
+                    "prices": "first 10,000,000 at $0.010 per 1K; above at $0.008 per 1K",
+                }
+            ],
             "summary": "You pay per 1,000 tokens. Output tokens get cheaper above 10 million a month.",
             "worked_example": "Your October usage of gpt-4o output: 12,500,000 tokens = $120.00",
         },
@@ -101,24 +198,35 @@ def test_same_document_renders_identical_bytes(renderer):
     assert InvoiceRenderer().render_pdf(doc) == first
 
 
-@pytest.mark.parametrize("name", ["Acme Health Inc.", HOSTILE, HOSTILE_LINK, "Ça & Co <b>\u00a0\u2014"])
+@pytest.mark.parametrize(
+    "name", ["Acme Health Inc.", HOSTILE, HOSTILE_LINK, "Ça & Co <b>\u00a0\u2014"]
+)
 def test_xml_parsed_invoice_renders_the_same_bytes_as_the_html5_parser(renderer, monkeypatch, name):
     from weasyprint import HTML
+
     from billing_pipeline.invoicing import pdf
 
     doc = make_document(customer_name=name)
     markup = renderer.render_html(doc)
-    assert pdf.parse_markup(markup, renderer.base_url, renderer.url_fetcher).etree_element.tag == "html"
+    assert (
+        pdf.parse_markup(markup, renderer.base_url, renderer.url_fetcher).etree_element.tag
+        == "html"
+    )
     fast = renderer.render_pdf(doc)
-    monkeypatch.setattr(pdf, "parse_markup", lambda m, b, u: HTML(string=m, base_url=b, url_fetcher=u))
+    monkeypatch.setattr(
+        pdf, "parse_markup", lambda m, b, u: HTML(string=m, base_url=b, url_fetcher=u)
+    )
     assert renderer.render_pdf(doc) == fast
 
 
 def test_line_break_in_an_attribute_keeps_the_html5_parser(renderer):
     from billing_pipeline.invoicing.pdf import parse_markup
 
-    html = parse_markup('<html><head><meta name="author" content="A\nB"/></head><body/></html>',
-                        renderer.base_url, renderer.url_fetcher)
+    html = parse_markup(
+        '<html><head><meta name="author" content="A\nB"/></head><body/></html>',
+        renderer.base_url,
+        renderer.url_fetcher,
+    )
     assert html.etree_element.find(".//meta").get("content") == "A\nB"
 
 
@@ -175,8 +283,12 @@ def test_html_is_autoescaped(renderer):
 
 
 def test_chart_escapes_model_names():
-    svg = usage_chart_svg([{"day": "2026-10-01", "model": "<script>x</script>", "quantity": 1,
-                            "amount": "1.00"}], "2026-10-01", "2026-10-31", "USD")
+    svg = usage_chart_svg(
+        [{"day": "2026-10-01", "model": "<script>x</script>", "quantity": 1, "amount": "1.00"}],
+        "2026-10-01",
+        "2026-10-31",
+        "USD",
+    )
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
@@ -204,8 +316,12 @@ def test_template_refuses_missing_values(renderer):
 
 def test_reverse_charge_shows_the_legal_note(renderer):
     doc = make_document()
-    doc.update(reverse_charge=True, tax="0.00", total="724.20",
-               tax_note="Reverse charge: VAT to be accounted for by the recipient (Art. 196 VAT Directive).")
+    doc.update(
+        reverse_charge=True,
+        tax="0.00",
+        total="724.20",
+        tax_note="Reverse charge: VAT to be accounted for by the recipient (Art. 196 VAT Directive).",
+    )
     text = pdf_text(renderer.render_pdf(doc)).replace("\n", " ")
     assert "Tax (reverse charge)" in text and "Art. 196" in text
 
@@ -230,46 +346,131 @@ def test_draft_context_shows_draft_number_and_formatted_total():
 # (shipped fonts, pinned WeasyPrint 70) the totals do not fit page 1, and WeasyPrint's page breaking
 # fails an internal assertion instead of breaking anyway.
 UNBREAKABLE_LINES = [
-    ("tokens", "Tokens", "anthropic+mistral+openai", "input_tokens+output_tokens", None, 555362, "0.010", "graduated", "5.55"),
-    *[("cached", f"Cached ({m})", p, "cached_input_tokens", m, q, "0.001", "per_unit", a) for p, m, q, a in [
-        ("anthropic", "claude-haiku-4-5", 3789, "0.00"), ("anthropic", "claude-sonnet-4-5", 19898, "0.02"),
-        ("mistral", "mistral-large", 13798, "0.01"), ("mistral", "mistral-small", 1066, "0.00"),
-        ("openai", "gpt-4o", 21858, "0.02"), ("openai", "gpt-4o-mini", 21599, "0.02")]],
-    ("tokens", "Tokens", "anthropic+mistral+openai", "input_tokens+output_tokens+cached_input_tokens", None, 654036,
-     "6.00", "volume", "3.92"),
-    *[(f"{m}-{meter}", f"{m.replace('-', ' ').capitalize()} {meter.replace('_', ' ')} ({m})", p, meter, m, q, price,
-       "per_unit", a) for p, m, meter, q, price, a in [
-        ("openai", "gpt-4o-mini", "input_tokens", 100640, "0.0025", "0.25"),
-        ("openai", "gpt-4o-mini", "output_tokens", 20159, "0.010", "0.20"),
-        ("openai", "gpt-4o-mini", "cached_input_tokens", 22488, "0.00125", "0.03"),
-        ("openai", "gpt-4o", "input_tokens", 108044, "0.0025", "0.27"),
-        ("openai", "gpt-4o", "output_tokens", 23281, "0.010", "0.23"),
-        ("openai", "gpt-4o", "cached_input_tokens", 18300, "0.00125", "0.02"),
-        ("anthropic", "claude-sonnet-4-5", "input_tokens", 113263, "0.0025", "0.28"),
-        ("anthropic", "claude-sonnet-4-5", "output_tokens", 22428, "0.010", "0.22"),
-        ("anthropic", "claude-sonnet-4-5", "cached_input_tokens", 48568, "0.00125", "0.06"),
-        ("anthropic", "claude-haiku-4-5", "input_tokens", 27636, "0.0025", "0.07"),
-        ("anthropic", "claude-haiku-4-5", "output_tokens", 6474, "0.010", "0.06"),
-        ("anthropic", "claude-haiku-4-5", "cached_input_tokens", 6514, "0.00125", "0.01"),
-        ("mistral", "mistral-small", "input_tokens", 37865, "0.0025", "0.09")]],
+    (
+        "tokens",
+        "Tokens",
+        "anthropic+mistral+openai",
+        "input_tokens+output_tokens",
+        None,
+        555362,
+        "0.010",
+        "graduated",
+        "5.55",
+    ),
+    *[
+        ("cached", f"Cached ({m})", p, "cached_input_tokens", m, q, "0.001", "per_unit", a)
+        for p, m, q, a in [
+            ("anthropic", "claude-haiku-4-5", 3789, "0.00"),
+            ("anthropic", "claude-sonnet-4-5", 19898, "0.02"),
+            ("mistral", "mistral-large", 13798, "0.01"),
+            ("mistral", "mistral-small", 1066, "0.00"),
+            ("openai", "gpt-4o", 21858, "0.02"),
+            ("openai", "gpt-4o-mini", 21599, "0.02"),
+        ]
+    ],
+    (
+        "tokens",
+        "Tokens",
+        "anthropic+mistral+openai",
+        "input_tokens+output_tokens+cached_input_tokens",
+        None,
+        654036,
+        "6.00",
+        "volume",
+        "3.92",
+    ),
+    *[
+        (
+            f"{m}-{meter}",
+            f"{m.replace('-', ' ').capitalize()} {meter.replace('_', ' ')} ({m})",
+            p,
+            meter,
+            m,
+            q,
+            price,
+            "per_unit",
+            a,
+        )
+        for p, m, meter, q, price, a in [
+            ("openai", "gpt-4o-mini", "input_tokens", 100640, "0.0025", "0.25"),
+            ("openai", "gpt-4o-mini", "output_tokens", 20159, "0.010", "0.20"),
+            ("openai", "gpt-4o-mini", "cached_input_tokens", 22488, "0.00125", "0.03"),
+            ("openai", "gpt-4o", "input_tokens", 108044, "0.0025", "0.27"),
+            ("openai", "gpt-4o", "output_tokens", 23281, "0.010", "0.23"),
+            ("openai", "gpt-4o", "cached_input_tokens", 18300, "0.00125", "0.02"),
+            ("anthropic", "claude-sonnet-4-5", "input_tokens", 113263, "0.0025", "0.28"),
+            ("anthropic", "claude-sonnet-4-5", "output_tokens", 22428, "0.010", "0.22"),
+            ("anthropic", "claude-sonnet-4-5", "cached_input_tokens", 48568, "0.00125", "0.06"),
+            ("anthropic", "claude-haiku-4-5", "input_tokens", 27636, "0.0025", "0.07"),
+            ("anthropic", "claude-haiku-4-5", "output_tokens", 6474, "0.010", "0.06"),
+            ("anthropic", "claude-haiku-4-5", "cached_input_tokens", 6514, "0.00125", "0.01"),
+            ("mistral", "mistral-small", "input_tokens", 37865, "0.0025", "0.09"),
+        ]
+    ],
 ]
 
 
 def unbreakable_document() -> dict:
     doc = make_document()
     lines = []
-    for charge, description, provider, meter, model, quantity, price, pricing, amount in UNBREAKABLE_LINES:
-        tiers = [] if pricing == "per_unit" else [{"tier": 1, "from": 1, "up_to": 10_000_000, "quantity": quantity,
-                                                   "unit_price": price, "flat_fee": "0", "amount": amount}]
-        lines.append({"charge_id": charge, "description": description, "provider": provider, "meter": meter,
-                      "model": model, "dimensions": {}, "quantity": quantity, "included_quantity": 0,
-                      "unit": "tokens", "unit_size": 1000, "unit_price": price, "pricing": pricing, "amount": amount,
-                      "tiers": tiers, "explanation": "", "consideration": "variable"})
-    doc.update(customer_id="c00049", lines=lines, subtotal="11.75", tax="2.23", total="13.98", usage_by_day=[],
-               issuer={"name": "Bench AI GmbH", "address": "", "vat_id": "", "email": ""},
-               customer={"id": "c00049", "name": "Customer 49", "address": "", "email": ""},
-               plan={"id": "growth", "name": "Growth / Scale / Pay as you go"},
-               disclosure={**doc["disclosure"], "plan_table": []})
+    for (
+        charge,
+        description,
+        provider,
+        meter,
+        model,
+        quantity,
+        price,
+        pricing,
+        amount,
+    ) in UNBREAKABLE_LINES:
+        tiers = (
+            []
+            if pricing == "per_unit"
+            else [
+                {
+                    "tier": 1,
+                    "from": 1,
+                    "up_to": 10_000_000,
+                    "quantity": quantity,
+                    "unit_price": price,
+                    "flat_fee": "0",
+                    "amount": amount,
+                }
+            ]
+        )
+        lines.append(
+            {
+                "charge_id": charge,
+                "description": description,
+                "provider": provider,
+                "meter": meter,
+                "model": model,
+                "dimensions": {},
+                "quantity": quantity,
+                "included_quantity": 0,
+                "unit": "tokens",
+                "unit_size": 1000,
+                "unit_price": price,
+                "pricing": pricing,
+                "amount": amount,
+                "tiers": tiers,
+                "explanation": "",
+                "consideration": "variable",
+            }
+        )
+    doc.update(
+        customer_id="c00049",
+        lines=lines,
+        subtotal="11.75",
+        tax="2.23",
+        total="13.98",
+        usage_by_day=[],
+        issuer={"name": "Bench AI GmbH", "address": "", "vat_id": "", "email": ""},
+        customer={"id": "c00049", "name": "Customer 49", "address": "", "email": ""},
+        plan={"id": "growth", "name": "Growth / Scale / Pay as you go"},
+        disclosure={**doc["disclosure"], "plan_table": []},
+    )
     return doc
 
 
@@ -278,7 +479,9 @@ def test_an_invoice_whose_rows_all_keep_together_still_renders_every_line():
     free to break (RELAXED_BREAKS_CSS) rather than lose the invoice."""
     renderer = InvoiceRenderer()
     text = pdf_text(renderer.render_pdf(unbreakable_document()))
-    assert renderer.relaxed_renders == 1, "laid out at the first try: is the WeasyPrint bug fixed? (pdf.py)"
+    assert renderer.relaxed_renders == 1, (
+        "laid out at the first try: is the WeasyPrint bug fixed? (pdf.py)"
+    )
     squeezed = "".join(text.split())  # a long description wraps inside its cell
     for _, description, *_ in UNBREAKABLE_LINES:
         assert "".join(description.split()) in squeezed

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from billing_pipeline.invoicing import ledger as ledger_module
-from billing_pipeline.invoicing.issuing import PdfsNotRendered, issue_month, render_issued
+from billing_pipeline.invoicing.issuing import PdfsNotRendered, issue_month
 from billing_pipeline.invoicing.numbering import ChecksFailed, issue_drafts
 from billing_pipeline.invoicing.pdf import InvoiceRenderer
 from billing_pipeline.money import round_money
@@ -34,61 +34,87 @@ def renderer():
 
 def passed_checks(ledger, period: str = MONTH) -> None:
     """What a month-end run that finished records: issuing refuses a month without it."""
-    ledger.record_checks(period, [{"name": "month_end_run_completed", "passed": True, "blocking": True}])
+    ledger.record_checks(
+        period, [{"name": "month_end_run_completed", "passed": True, "blocking": True}]
+    )
 
 
-def _issue(ledger, checked: bool = True, **kwargs):  # noqa: F811
+def _issue(ledger, checked: bool = True, **kwargs):
     if checked:
         passed_checks(ledger)
-    return issue_drafts(ledger, MONTH, prefix="INV", issue_date=ISSUED_ON, payment_terms_days=30, **kwargs)
+    return issue_drafts(
+        ledger, MONTH, prefix="INV", issue_date=ISSUED_ON, payment_terms_days=30, **kwargs
+    )
 
 
-def _numbers(ledger) -> list[tuple[str, str | None, str]]:  # noqa: F811
+def _numbers(ledger) -> list[tuple[str, str | None, str]]:
     return [(r["customer_id"], r["number"], r["status"]) for r in ledger.list_invoices(MONTH)]
 
 
-def dump(ledger) -> str:  # noqa: F811
+def dump(ledger) -> str:
     """Everything that matters in the ledger, without ids and timestamps, as one hash."""
     with ledger.engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT customer_id, period, kind, status, number, series, sequence, references_number, "
-            "subtotal_micros, tax_micros, credits_micros, total_micros, document, pdf_sha256 "
-            "FROM invoices ORDER BY customer_id, kind, number")).all()
-        lines = conn.execute(sa.text(
-            "SELECT i.customer_id, i.kind, l.position, l.charge_id, l.quantity, l.amount_micros "
-            "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
-            "ORDER BY i.customer_id, i.kind, l.position")).all()
+        rows = conn.execute(
+            sa.text(
+                "SELECT customer_id, period, kind, status, number, series, sequence, references_number, "
+                "subtotal_micros, tax_micros, credits_micros, total_micros, document, pdf_sha256 "
+                "FROM invoices ORDER BY customer_id, kind, number"
+            )
+        ).all()
+        lines = conn.execute(
+            sa.text(
+                "SELECT i.customer_id, i.kind, l.position, l.charge_id, l.quantity, l.amount_micros "
+                "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
+                "ORDER BY i.customer_id, i.kind, l.position"
+            )
+        ).all()
     text = json.dumps([[list(r) for r in rows], [list(r) for r in lines]], default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_issuing_assigns_gapless_numbers_issue_and_due_dates(ledger):  # noqa: F811
+def test_issuing_assigns_gapless_numbers_issue_and_due_dates(ledger):
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
     issued = _issue(ledger)
     assert [(i["customer_id"], i["number"]) for i in issued] == [
-        ("acme", "INV-2026-000001"), ("globex", "INV-2026-000002"), ("initech", "INV-2026-000003")]
+        ("acme", "INV-2026-000001"),
+        ("globex", "INV-2026-000002"),
+        ("initech", "INV-2026-000003"),
+    ]
     doc = ledger.get_document("globex", MONTH)
     assert (doc["number"], doc["status"], doc["issue_date"], doc["due_date"]) == (
-        "INV-2026-000002", "issued", "2026-11-03", "2026-12-03")
+        "INV-2026-000002",
+        "issued",
+        "2026-11-03",
+        "2026-12-03",
+    )
     assert _issue(ledger) == []  # nothing left to issue
 
 
-def test_issuing_one_customer_leaves_the_others_draft(ledger):  # noqa: F811
+def test_issuing_one_customer_leaves_the_others_draft(ledger):
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
     _issue(ledger, customer_id="globex")
-    assert _numbers(ledger) == [("acme", None, "draft"), ("globex", "INV-2026-000001", "issued"),
-                                ("initech", None, "draft")]
+    assert _numbers(ledger) == [
+        ("acme", None, "draft"),
+        ("globex", "INV-2026-000001", "issued"),
+        ("initech", None, "draft"),
+    ]
     _issue(ledger)
-    assert [n for _, n, _ in _numbers(ledger)] == ["INV-2026-000002", "INV-2026-000001", "INV-2026-000003"]
+    assert [n for _, n, _ in _numbers(ledger)] == [
+        "INV-2026-000002",
+        "INV-2026-000001",
+        "INV-2026-000003",
+    ]
 
 
-def test_killed_mid_draft_writing_then_rerun_equals_a_clean_run(ledger, monkeypatch, tmp_path):  # noqa: F811
+def test_killed_mid_draft_writing_then_rerun_equals_a_clean_run(ledger, monkeypatch, tmp_path):
     """Scenario 3: the drafts are written in one transaction; a crash leaves the old state."""
     docs = [document(c) for c in CUSTOMERS]
     real = ledger_module._line_rows
     calls = []
 
-    def crash_on_second(doc, invoice_id):  # every invoice row is written by then, no line of the second
+    def crash_on_second(
+        doc, invoice_id
+    ):  # every invoice row is written by then, no line of the second
         calls.append(doc["customer_id"])
         if len(calls) == 2:
             raise KeyboardInterrupt("killed")
@@ -106,7 +132,7 @@ def test_killed_mid_draft_writing_then_rerun_equals_a_clean_run(ledger, monkeypa
     assert dump(ledger) == dump(clean)
 
 
-def test_crash_while_issuing_leaves_no_number_behind(ledger):  # noqa: F811
+def test_crash_while_issuing_leaves_no_number_behind(ledger):
     """Scenario 5: numbering is one transaction; after a crash the series is still contiguous."""
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
 
@@ -121,7 +147,7 @@ def test_crash_while_issuing_leaves_no_number_behind(ledger):  # noqa: F811
     assert sorted(n for _, n, _ in _numbers(ledger)) == [f"INV-2026-00000{i}" for i in (1, 2, 3)]
 
 
-def test_crash_after_commit_before_rendering_renders_only_missing_pdfs(ledger, renderer, tmp_path):  # noqa: F811
+def test_crash_after_commit_before_rendering_renders_only_missing_pdfs(ledger, renderer, tmp_path):
     """Scenario 4: a render that dies after numbering; the re-run renders, numbers nothing new."""
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:2]])
     passed_checks(ledger)
@@ -131,37 +157,72 @@ def test_crash_after_commit_before_rendering_renders_only_missing_pdfs(ledger, r
             raise MemoryError("renderer killed")
 
     with pytest.raises(PdfsNotRendered) as crashed:
-        issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
-                    renderer=Broken())
+        issue_month(
+            ledger,
+            MONTH,
+            tmp_path,
+            prefix="INV",
+            payment_terms_days=30,
+            issue_date=ISSUED_ON,
+            renderer=Broken(),
+        )
     assert [(f["customer_id"], f["error"]) for f in crashed.value.failed] == [
-        ("acme", "MemoryError: renderer killed"), ("globex", "MemoryError: renderer killed")]
+        ("acme", "MemoryError: renderer killed"),
+        ("globex", "MemoryError: renderer killed"),
+    ]
     numbers = _numbers(ledger)
     assert [n for _, n, _ in numbers] == ["INV-2026-000001", "INV-2026-000002"]
     assert not list((tmp_path / MONTH / "invoices").glob("*.pdf"))
-    again = issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30,
-                        issue_date=ISSUED_ON, renderer=renderer)
+    again = issue_month(
+        ledger,
+        MONTH,
+        tmp_path,
+        prefix="INV",
+        payment_terms_days=30,
+        issue_date=ISSUED_ON,
+        renderer=renderer,
+    )
     assert (again["issued"], again["rendered"], again["unchanged"]) == ([], 2, 0)
     assert _numbers(ledger) == numbers
     assert [e["action"] for e in ledger.audit_entries()].count("issue") == 2
     pdf = (tmp_path / MONTH / "invoices" / "acme.pdf").read_bytes()
     assert ledger.list_invoices(MONTH)[0]["pdf_sha256"] == hashlib.sha256(pdf).hexdigest()
-    assert json.loads((tmp_path / MONTH / "invoices" / "acme.json").read_text())["number"] == "INV-2026-000001"
+    assert (
+        json.loads((tmp_path / MONTH / "invoices" / "acme.json").read_text())["number"]
+        == "INV-2026-000001"
+    )
 
 
-def test_rerunning_an_issued_month_changes_nothing_and_pdfs_are_byte_identical(ledger, renderer, tmp_path):  # noqa: F811
+def test_rerunning_an_issued_month_changes_nothing_and_pdfs_are_byte_identical(
+    ledger, renderer, tmp_path
+):
     """Scenario 7."""
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:2]])
     passed_checks(ledger)
-    issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
-                renderer=renderer)
+    issue_month(
+        ledger,
+        MONTH,
+        tmp_path,
+        prefix="INV",
+        payment_terms_days=30,
+        issue_date=ISSUED_ON,
+        renderer=renderer,
+    )
     folder = tmp_path / MONTH / "invoices"
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
     before = dump(ledger)
     assert ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:2]])["skipped_issued"] == 2
     (folder / "acme.pdf").unlink()
     (folder / "globex.pdf").write_bytes(b"a draft PDF written over it")
-    rerun = issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30,
-                        issue_date=dt.date(2027, 1, 5), renderer=renderer)
+    rerun = issue_month(
+        ledger,
+        MONTH,
+        tmp_path,
+        prefix="INV",
+        payment_terms_days=30,
+        issue_date=dt.date(2027, 1, 5),
+        renderer=renderer,
+    )
     assert (rerun["issued"], rerun["rendered"]) == ([], 2)
     assert dump(ledger) == before
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
@@ -170,13 +231,15 @@ def test_rerunning_an_issued_month_changes_nothing_and_pdfs_are_byte_identical(l
 def _with_output_tokens(doc: dict, quantity: int, amount: str) -> dict:
     doc = copy.deepcopy(doc)
     doc["lines"][0].update(quantity=quantity, amount=amount)
-    subtotal = sum(Decimal(l["amount"]) for l in doc["lines"])
+    subtotal = sum(Decimal(ln["amount"]) for ln in doc["lines"])
     tax = round_money(subtotal * Decimal("0.19"), "USD")
     doc.update(subtotal=str(subtotal), tax=str(tax), total=str(subtotal + tax))
     return doc
 
 
-def test_usage_after_issue_leaves_the_invoice_and_drafts_an_adjustment_that_explains_each_line(ledger):  # noqa: F811
+def test_usage_after_issue_leaves_the_invoice_and_drafts_an_adjustment_that_explains_each_line(
+    ledger,
+):
     """Scenario 8: the original is untouched; the correction references it, line by line."""
     ledger.save_drafts(MONTH, [document("acme")])
     _issue(ledger)
@@ -187,44 +250,61 @@ def test_usage_after_issue_leaves_the_invoice_and_drafts_an_adjustment_that_expl
     assert ledger.get_document("acme", MONTH) == original
     rows = ledger.list_invoices(MONTH)
     correction = [r for r in rows if r["kind"] != "invoice"]
-    assert [(r["kind"], r["status"], r["references"], r["subtotal"], r["tax"], r["total"])
-            for r in correction] == [("adjustment", "draft", "INV-2026-000001", "5.00", "0.95", "5.95")]
-    (_, _, doc), = ledger.documents(MONTH, ("draft",))
+    assert [
+        (r["kind"], r["status"], r["references"], r["subtotal"], r["tax"], r["total"])
+        for r in correction
+    ] == [("adjustment", "draft", "INV-2026-000001", "5.00", "0.95", "5.95")]
+    ((_, _, doc),) = ledger.documents(MONTH, ("draft",))
     (line,) = doc["lines"]
-    assert (line["charge_id"], line["quantity"], line["amount"]) == ("gpt4o-output", 500_000, "5.00")
+    assert (line["charge_id"], line["quantity"], line["amount"]) == (
+        "gpt4o-output",
+        500_000,
+        "5.00",
+    )
     assert line["explanation"] == (
         "Billed so far (invoice INV-2026-000001): 12,500,000 tokens for $120.00. Usage now recorded: "
-        "13,000,000 tokens for $125.00. Difference: 500,000 tokens, $5.00.")
+        "13,000,000 tokens for $125.00. Difference: 500,000 tokens, $5.00."
+    )
     assert ledger.save_drafts(MONTH, [late])["corrections"] == 0  # same late usage: nothing new
     _issue(ledger)
     assert [(r["kind"], r["number"]) for r in ledger.list_invoices(MONTH)] == [
-        ("adjustment", "INV-2026-000002"), ("invoice", "INV-2026-000001")]
+        ("adjustment", "INV-2026-000002"),
+        ("invoice", "INV-2026-000001"),
+    ]
     assert ledger.save_drafts(MONTH, [late])["corrections"] == 0  # billed in full now
 
 
-def test_less_usage_after_issue_gives_a_credit_note(ledger):  # noqa: F811
+def test_less_usage_after_issue_gives_a_credit_note(ledger):
     ledger.save_drafts(MONTH, [document("acme")])
     _issue(ledger)
     ledger.save_drafts(MONTH, [_with_output_tokens(document("acme"), 12_000_000, "115.00")])
     (row,) = [r for r in ledger.list_invoices(MONTH) if r["kind"] != "invoice"]
-    assert (row["kind"], row["references"], row["total"]) == ("credit_note", "INV-2026-000001", "-5.95")
+    assert (row["kind"], row["references"], row["total"]) == (
+        "credit_note",
+        "INV-2026-000001",
+        "-5.95",
+    )
 
 
-def test_late_usage_while_draft_is_included_when_the_draft_is_refreshed(ledger):  # noqa: F811
+def test_late_usage_while_draft_is_included_when_the_draft_is_refreshed(ledger):
     """Scenario 9."""
     ledger.save_drafts(MONTH, [document("acme")])
     ledger.save_drafts(MONTH, [_with_output_tokens(document("acme"), 13_000_000, "125.00")])
     assert [(r["kind"], r["status"], r["total"]) for r in ledger.list_invoices(MONTH)] == [
-        ("invoice", "draft", "743.75")]
+        ("invoice", "draft", "743.75")
+    ]
 
 
-def test_a_failed_blocking_check_stops_issuing(ledger):  # noqa: F811
+def test_a_failed_blocking_check_stops_issuing(ledger):
     """Scenario 17: recorded by month-end, refused by issuing, whoever runs it."""
     ledger.save_drafts(MONTH, [document("acme")])
-    ledger.record_checks(MONTH, [
-        {"name": "invoice_totals_equal_rated_lines", "passed": False, "blocking": True},
-        {"name": "every_usage_event_has_a_cost", "passed": False, "blocking": False},
-    ])
+    ledger.record_checks(
+        MONTH,
+        [
+            {"name": "invoice_totals_equal_rated_lines", "passed": False, "blocking": True},
+            {"name": "every_usage_event_has_a_cost", "passed": False, "blocking": False},
+        ],
+    )
     with pytest.raises(ChecksFailed, match="invoice_totals_equal_rated_lines") as refused:
         _issue(ledger, checked=False)
     assert refused.value.checks == ["invoice_totals_equal_rated_lines"]
@@ -233,7 +313,7 @@ def test_a_failed_blocking_check_stops_issuing(ledger):  # noqa: F811
     assert [i["number"] for i in _issue(ledger, checked=False)] == ["INV-2026-000001"]
 
 
-def test_void_and_manual_credit_note(ledger):  # noqa: F811
+def test_void_and_manual_credit_note(ledger):
     ledger.save_drafts(MONTH, [document("acme"), document("globex")])
     _issue(ledger)
     credit = ledger.add_credit_note("INV-2026-000001", "100.00", "Goodwill: outage on 12 October")
@@ -265,7 +345,7 @@ def test_cli_issue_exits_1_naming_the_failed_check_and_issues_nothing(tmp_path):
     assert _numbers(ledger) == [("acme", None, "draft")]
 
 
-def test_an_issued_adjustment_prints_the_credit_it_drew_and_adds_up(ledger, renderer, tmp_path):  # noqa: F811
+def test_an_issued_adjustment_prints_the_credit_it_drew_and_adds_up(ledger, renderer, tmp_path):
     """Scenario 8 with prepaid credit: $100.00 granted, $70.00 drawn by the original, $50.00 of late
     usage: the adjustment draws the $30.00 left and bills $20.00, numbered after the original."""
     from pypdf import PdfReader
@@ -276,12 +356,27 @@ def test_an_issued_adjustment_prints_the_credit_it_drew_and_adds_up(ledger, rend
     _issue(ledger)
     month_end_with(ledger, MONTH, "acme2", 120)
     passed_checks(ledger)
-    issue_month(ledger, MONTH, tmp_path, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
-                renderer=renderer)
+    issue_month(
+        ledger,
+        MONTH,
+        tmp_path,
+        prefix="INV",
+        payment_terms_days=30,
+        issue_date=ISSUED_ON,
+        renderer=renderer,
+    )
     stored = json.loads((tmp_path / MONTH / "invoices" / "acme2.INV-2026-000002.json").read_text())
     assert (stored["kind"], stored["references"]) == ("adjustment", "INV-2026-000001")
     # $50.00 + $0.00 tax - $30.00 credits = $20.00
     assert (stored["subtotal"], stored["tax"], stored["credits_applied"], stored["total"]) == (
-        "50.00", "0.00", "30.00", "20.00")
-    text = PdfReader(tmp_path / MONTH / "invoices" / "acme2.INV-2026-000002.pdf").pages[0].extract_text()
+        "50.00",
+        "0.00",
+        "30.00",
+        "20.00",
+    )
+    text = (
+        PdfReader(tmp_path / MONTH / "invoices" / "acme2.INV-2026-000002.pdf")
+        .pages[0]
+        .extract_text()
+    )
     assert "Credits applied" in text and "-$30.00" in text and "$20.00" in text

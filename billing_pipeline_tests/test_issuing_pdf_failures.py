@@ -20,7 +20,11 @@ from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - 
 
 MONTH = "2026-10"
 ISSUED_ON = dt.date(2026, 11, 3)
-CUSTOMERS = ("acme", "globex", "initech")  # numbered in this order: INV-2026-000001, -000002, -000003
+CUSTOMERS = (
+    "acme",
+    "globex",
+    "initech",
+)  # numbered in this order: INV-2026-000001, -000002, -000003
 
 
 class Renderer:
@@ -48,14 +52,21 @@ class BrokenFor(Renderer):
         return super().render_pdf(doc)
 
 
-def _month(ledger: Ledger) -> None:  # noqa: F811
+def _month(ledger: Ledger) -> None:
     ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
     ledger.record_checks(MONTH, [{"name": "month_end_run_completed", "passed": True}])
 
 
-def _issue(ledger: Ledger, out, renderer) -> dict:  # noqa: F811
-    return issue_month(ledger, MONTH, out, prefix="INV", payment_terms_days=30, issue_date=ISSUED_ON,
-                       renderer=renderer)
+def _issue(ledger: Ledger, out, renderer) -> dict:
+    return issue_month(
+        ledger,
+        MONTH,
+        out,
+        prefix="INV",
+        payment_terms_days=30,
+        issue_date=ISSUED_ON,
+        renderer=renderer,
+    )
 
 
 def _pdfs(out) -> list[str]:
@@ -65,29 +76,51 @@ def _pdfs(out) -> list[str]:
 # ---------------------------------------------------------------- one bad PDF holds one customer
 
 
-def test_one_customers_unrenderable_pdf_holds_only_that_customer(ledger, tmp_path):  # noqa: F811
+def test_one_customers_unrenderable_pdf_holds_only_that_customer(ledger, tmp_path):
     _month(ledger)
     with pytest.raises(PdfsNotRendered) as failed:
         _issue(ledger, tmp_path, BrokenFor("globex"))
     result = failed.value.result
-    assert [i["number"] for i in result["issued"]] == ["INV-2026-000001", "INV-2026-000002", "INV-2026-000003"]
+    assert [i["number"] for i in result["issued"]] == [
+        "INV-2026-000001",
+        "INV-2026-000002",
+        "INV-2026-000003",
+    ]
     assert (result["rendered"], result["unchanged"]) == (2, 0)
-    assert failed.value.failed == [{
-        "customer_id": "globex", "number": "INV-2026-000002", "kind": "render_failed",
-        "error": "ValueError: cannot lay out line 2: description wider than the page"}]
+    assert failed.value.failed == [
+        {
+            "customer_id": "globex",
+            "number": "INV-2026-000002",
+            "kind": "render_failed",
+            "error": "ValueError: cannot lay out line 2: description wider than the page",
+        }
+    ]
     assert "globex (INV-2026-000002): ValueError: cannot lay out line 2" in str(failed.value)
     assert _pdfs(tmp_path) == ["acme.pdf", "initech.pdf"]
     globex = {r["customer_id"]: r for r in ledger.list_invoices(MONTH)}["globex"]
-    recorded = [json.loads(e["detail"]) for e in ledger.audit_entries(globex["id"]) if e["action"] == "render_failed"]
+    recorded = [
+        json.loads(e["detail"])
+        for e in ledger.audit_entries(globex["id"])
+        if e["action"] == "render_failed"
+    ]
     assert recorded == failed.value.failed
     # The next run, still broken for globex: the same one failure, nothing else redone, no new number.
     with pytest.raises(PdfsNotRendered) as again:
         _issue(ledger, tmp_path, BrokenFor("globex"))
-    assert (again.value.result["issued"], again.value.result["rendered"], again.value.result["unchanged"]) == ([], 0, 2)
+    assert (
+        again.value.result["issued"],
+        again.value.result["rendered"],
+        again.value.result["unchanged"],
+    ) == ([], 0, 2)
     assert [f["customer_id"] for f in again.value.failed] == ["globex"]
     # Fixed: the missing PDF is rendered, the others are left as they are.
     fixed = _issue(ledger, tmp_path, Renderer())
-    assert (fixed["issued"], fixed["rendered"], fixed["unchanged"], fixed["failed"]) == ([], 1, 2, [])
+    assert (fixed["issued"], fixed["rendered"], fixed["unchanged"], fixed["failed"]) == (
+        [],
+        1,
+        2,
+        [],
+    )
     assert _pdfs(tmp_path) == ["acme.pdf", "globex.pdf", "initech.pdf"]
 
 
@@ -99,7 +132,7 @@ def test_cli_issue_exits_1_naming_the_customer_and_why_then_renders_the_rest(tmp
     from billing_pipeline.invoicing import issuing
 
     write_demo(tmp_path / "landing", tmp_path / "catalog.yaml", month=MONTH)
-    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")  # noqa: F811
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.migrate()
     _month(ledger)
     monkeypatch.setattr(issuing, "InvoiceRenderer", lambda: BrokenFor("globex"))
@@ -107,8 +140,10 @@ def test_cli_issue_exits_1_naming_the_customer_and_why_then_renders_the_rest(tmp
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
     assert "Traceback" not in result.output
-    assert ("error: globex: INV-2026-000002 is issued but its PDF was not rendered: "
-            "ValueError: cannot lay out line 2: description wider than the page") in result.output
+    assert (
+        "error: globex: INV-2026-000002 is issued but its PDF was not rendered: "
+        "ValueError: cannot lay out line 2: description wider than the page"
+    ) in result.output
     assert "issued 3, PDFs rendered 2, unchanged 0, not rendered 1" in result.output
     monkeypatch.setattr(issuing, "InvoiceRenderer", Renderer)
     result = CliRunner().invoke(main, ["issue", "--month", MONTH, "--out", str(tmp_path)])
@@ -120,7 +155,7 @@ def test_cli_issue_exits_1_naming_the_customer_and_why_then_renders_the_rest(tmp
 # ---------------------------------------------------------------- tampered document or new renderer
 
 
-def test_a_changed_template_is_reported_as_a_renderer_change_not_tampering(ledger, tmp_path):  # noqa: F811
+def test_a_changed_template_is_reported_as_a_renderer_change_not_tampering(ledger, tmp_path):
     _month(ledger)
     _issue(ledger, tmp_path, Renderer())
     issued_pdf = (tmp_path / MONTH / "invoices" / "acme.pdf").read_bytes()
@@ -128,18 +163,24 @@ def test_a_changed_template_is_reported_as_a_renderer_change_not_tampering(ledge
     result = render_issued(ledger, MONTH, tmp_path, renderer=NewTemplate())
     assert (result["rendered"], result["unchanged"]) == (0, 2)
     [failure] = result["failed"]
-    assert (failure["customer_id"], failure["number"], failure["kind"]) == ("acme", "INV-2026-000001",
-                                                                           "renderer_changed")
-    assert failure["error"].startswith("the document is intact (its sha256 is the one kept at issue) but the "
-                                       "re-rendered PDF")
+    assert (failure["customer_id"], failure["number"], failure["kind"]) == (
+        "acme",
+        "INV-2026-000001",
+        "renderer_changed",
+    )
+    assert failure["error"].startswith(
+        "the document is intact (its sha256 is the one kept at issue) but the re-rendered PDF"
+    )
     assert "the renderer, template or fonts changed since it was issued" in failure["error"]
     assert "tamper" not in failure["error"]
     assert _pdfs(tmp_path) == ["globex.pdf", "initech.pdf"]  # nothing written in its place
-    assert render_issued(ledger, MONTH, tmp_path, renderer=Renderer())["rendered"] == 1  # the old template
+    assert (
+        render_issued(ledger, MONTH, tmp_path, renderer=Renderer())["rendered"] == 1
+    )  # the old template
     assert (tmp_path / MONTH / "invoices" / "acme.pdf").read_bytes() == issued_pdf
 
 
-def _bypass_triggers_and_set(ledger: Ledger, assignments: str, params: dict) -> None:  # noqa: F811
+def _bypass_triggers_and_set(ledger: Ledger, assignments: str, params: dict) -> None:
     """What only the tables' owner can do (README: the application role must not own them):
     switch the guards off, rewrite an issued invoice, switch them on again."""
     with ledger.engine.begin() as conn:
@@ -147,13 +188,17 @@ def _bypass_triggers_and_set(ledger: Ledger, assignments: str, params: dict) -> 
             conn.execute(sa.text("ALTER TABLE invoices DISABLE TRIGGER invoices_guard"))
         else:
             conn.execute(sa.text("DROP TRIGGER invoices_issued_immutable"))
-        conn.execute(sa.text(f"UPDATE invoices SET {assignments} WHERE number = 'INV-2026-000001'"), params)
+        conn.execute(
+            sa.text(f"UPDATE invoices SET {assignments} WHERE number = 'INV-2026-000001'"), params
+        )
         if ledger.engine.dialect.name == "postgresql":
             conn.execute(sa.text("ALTER TABLE invoices ENABLE TRIGGER invoices_guard"))
 
 
-@pytest.mark.parametrize("witness", ["hash kept at issue", "JSON copy (issued before hashes were kept)"])
-def test_a_tampered_document_is_named_and_not_rendered(ledger, tmp_path, witness):  # noqa: F811
+@pytest.mark.parametrize(
+    "witness", ["hash kept at issue", "JSON copy (issued before hashes were kept)"]
+)
+def test_a_tampered_document_is_named_and_not_rendered(ledger, tmp_path, witness):
     _month(ledger)
     _issue(ledger, tmp_path, Renderer())
     folder = tmp_path / MONTH / "invoices"
@@ -166,13 +211,22 @@ def test_a_tampered_document_is_named_and_not_rendered(ledger, tmp_path, witness
     _bypass_triggers_and_set(ledger, assignments, {"forged": canonical_json(forged)})
     result = render_issued(ledger, MONTH, tmp_path, renderer=Renderer())
     [failure] = result["failed"]
-    assert (failure["customer_id"], failure["number"], failure["kind"]) == ("acme", "INV-2026-000001", "tampered")
+    assert (failure["customer_id"], failure["number"], failure["kind"]) == (
+        "acme",
+        "INV-2026-000001",
+        "tampered",
+    )
     if witness.startswith("hash"):
-        assert failure["error"].startswith("the issued document was tampered with: its sha256 in the ledger is ")
+        assert failure["error"].startswith(
+            "the issued document was tampered with: its sha256 in the ledger is "
+        )
     else:
         assert failure["error"].startswith("the ledger's document differs from its JSON copy ")
         assert "one of them was tampered with" in failure["error"]
     assert "renderer" not in failure["error"]
     # The forged total reached neither file.
-    assert ((folder / "acme.pdf").read_bytes(), (folder / "acme.json").read_text()) == (issued_pdf, issued_json)
+    assert ((folder / "acme.pdf").read_bytes(), (folder / "acme.json").read_text()) == (
+        issued_pdf,
+        issued_json,
+    )
     assert (result["rendered"], result["unchanged"]) == (0, 2)

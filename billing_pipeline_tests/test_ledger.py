@@ -21,24 +21,67 @@ PG_URL = os.environ.get("BILLING_TEST_PG_URL", "postgresql+psycopg2://postgres@1
 
 def document(customer_id: str, total: str = "737.80", period: str = "2026-10") -> dict:
     return {
-        "number": None, "status": "draft", "customer_id": customer_id, "period": period,
-        "period_start": f"{period}-01", "period_end": f"{period}-31", "issue_date": None,
-        "due_date": None, "currency": "USD",
-        "issuer": {"name": "Example AI GmbH", "address": "Street 1", "vat_id": "DE1", "email": "b@e.ai"},
+        "number": None,
+        "status": "draft",
+        "customer_id": customer_id,
+        "period": period,
+        "period_start": f"{period}-01",
+        "period_end": f"{period}-31",
+        "issue_date": None,
+        "due_date": None,
+        "currency": "USD",
+        "issuer": {
+            "name": "Example AI GmbH",
+            "address": "Street 1",
+            "vat_id": "DE1",
+            "email": "b@e.ai",
+        },
         "customer": {"id": customer_id, "name": customer_id.title(), "address": "x", "email": "y"},
         "plan": {"id": "enterprise", "name": "Enterprise"},
         "lines": [
-            {"charge_id": "gpt4o-output", "description": "GPT-4o output tokens", "provider": "openai",
-             "meter": "output_tokens", "model": "gpt-4o", "dimensions": {}, "quantity": 12500000,
-             "unit": "tokens", "unit_size": 1000, "unit_price": None, "pricing": "graduated",
-             "amount": "120.00", "tiers": [], "explanation": "...", "consideration": "variable"},
-            {"charge_id": "base_fee", "description": "Enterprise subscription", "provider": None,
-             "meter": None, "model": None, "dimensions": {}, "quantity": 1, "unit": "month",
-             "unit_size": 1, "unit_price": "500.00", "pricing": "fixed", "amount": "500.00",
-             "tiers": [], "explanation": "...", "consideration": "fixed"},
+            {
+                "charge_id": "gpt4o-output",
+                "description": "GPT-4o output tokens",
+                "provider": "openai",
+                "meter": "output_tokens",
+                "model": "gpt-4o",
+                "dimensions": {},
+                "quantity": 12500000,
+                "unit": "tokens",
+                "unit_size": 1000,
+                "unit_price": None,
+                "pricing": "graduated",
+                "amount": "120.00",
+                "tiers": [],
+                "explanation": "...",
+                "consideration": "variable",
+            },
+            {
+                "charge_id": "base_fee",
+                "description": "Enterprise subscription",
+                "provider": None,
+                "meter": None,
+                "model": None,
+                "dimensions": {},
+                "quantity": 1,
+                "unit": "month",
+                "unit_size": 1,
+                "unit_price": "500.00",
+                "pricing": "fixed",
+                "amount": "500.00",
+                "tiers": [],
+                "explanation": "...",
+                "consideration": "fixed",
+            },
         ],
-        "subtotal": "620.00", "tax_rate": "0.19", "tax": "117.80", "reverse_charge": False,
-        "tax_note": "", "credits_applied": "0.00", "total": total, "usage_by_day": [],
+        "subtotal": "620.00",
+        "tax_rate": "0.19",
+        "tax": "117.80",
+        "reverse_charge": False,
+        "tax_note": "",
+        "credits_applied": "0.00",
+        "total": total,
+        "usage_by_day": [],
         "disclosure": {"plan_table": [], "summary": "", "worked_example": ""},
     }
 
@@ -85,37 +128,61 @@ def _issue_raw(ledger: Ledger, customer_id: str, number: str = "INV-2026-000001"
     from billing_pipeline.invoicing.ledger import audit
 
     with ledger.engine.begin() as conn:
-        invoice_id = conn.execute(sa.text("SELECT id FROM invoices WHERE customer_id = :c AND status = 'draft'"),
-                                  {"c": customer_id}).scalar_one()
+        invoice_id = conn.execute(
+            sa.text("SELECT id FROM invoices WHERE customer_id = :c AND status = 'draft'"),
+            {"c": customer_id},
+        ).scalar_one()
         audit_id = audit(conn, invoice_id, "test", "issue", {"number": number})
         conn.execute(
-            sa.text("UPDATE invoices SET status = 'issued', number = :n, status_audit_id = :a WHERE id = :i"),
+            sa.text(
+                "UPDATE invoices SET status = 'issued', number = :n, status_audit_id = :a WHERE id = :i"
+            ),
             {"n": number, "a": audit_id, "i": invoice_id},
         )
 
 
 def _dump(ledger: Ledger) -> list:
     with ledger.engine.connect() as conn:
-        invoices = conn.execute(sa.text(
-            "SELECT customer_id, period, status, subtotal_micros, tax_micros, credits_micros, "
-            "total_micros, document, updated_at FROM invoices ORDER BY customer_id")).all()
-        lines = conn.execute(sa.text(
-            "SELECT invoice_id, position, charge_id, quantity, unit_price, amount_micros "
-            "FROM invoice_lines ORDER BY invoice_id, position")).all()
+        invoices = conn.execute(
+            sa.text(
+                "SELECT customer_id, period, status, subtotal_micros, tax_micros, credits_micros, "
+                "total_micros, document, updated_at FROM invoices ORDER BY customer_id"
+            )
+        ).all()
+        lines = conn.execute(
+            sa.text(
+                "SELECT invoice_id, position, charge_id, quantity, unit_price, amount_micros "
+                "FROM invoice_lines ORDER BY invoice_id, position"
+            )
+        ).all()
     return [tuple(r) for r in invoices] + [tuple(r) for r in lines]
 
 
 def test_saving_the_same_drafts_twice_changes_nothing(ledger):
     docs = [document("acme"), document("globex", total="100.00")]
     assert ledger.save_drafts("2026-10", docs) == {
-        "inserted": 2, "replaced": 0, "unchanged": 0, "skipped_issued": 0, "deleted": 0, "corrections": 0}
+        "inserted": 2,
+        "replaced": 0,
+        "unchanged": 0,
+        "skipped_issued": 0,
+        "deleted": 0,
+        "corrections": 0,
+    }
     before = _dump(ledger)
     assert ledger.save_drafts("2026-10", copy.deepcopy(docs)) == {
-        "inserted": 0, "replaced": 0, "unchanged": 2, "skipped_issued": 0, "deleted": 0, "corrections": 0}
+        "inserted": 0,
+        "replaced": 0,
+        "unchanged": 2,
+        "skipped_issued": 0,
+        "deleted": 0,
+        "corrections": 0,
+    }
     assert _dump(ledger) == before
     rows = ledger.list_invoices("2026-10")
     assert [(r["customer_id"], r["status"], r["total"], r["subtotal"]) for r in rows] == [
-        ("acme", "draft", "737.80", "620.00"), ("globex", "draft", "100.00", "620.00")]
+        ("acme", "draft", "737.80", "620.00"),
+        ("globex", "draft", "100.00", "620.00"),
+    ]
     assert ledger.get_document("acme", "2026-10") == docs[0]
     assert len(ledger.audit_entries()) == 2
 
@@ -123,8 +190,17 @@ def test_saving_the_same_drafts_twice_changes_nothing(ledger):
 def test_late_usage_replaces_the_draft_and_vanished_customers_lose_theirs(ledger):
     ledger.save_drafts("2026-10", [document("acme"), document("globex")])
     counts = ledger.save_drafts("2026-10", [document("acme", total="800.00")])
-    assert counts == {"inserted": 0, "replaced": 1, "unchanged": 0, "skipped_issued": 0, "deleted": 1, "corrections": 0}
-    assert [(r["customer_id"], r["total"]) for r in ledger.list_invoices("2026-10")] == [("acme", "800.00")]
+    assert counts == {
+        "inserted": 0,
+        "replaced": 1,
+        "unchanged": 0,
+        "skipped_issued": 0,
+        "deleted": 1,
+        "corrections": 0,
+    }
+    assert [(r["customer_id"], r["total"]) for r in ledger.list_invoices("2026-10")] == [
+        ("acme", "800.00")
+    ]
     assert ledger.count_lines() == 2
     assert [e["action"] for e in ledger.audit_entries()][-2:] == ["replace_draft", "delete_draft"]
 
@@ -157,7 +233,9 @@ def test_database_refuses_to_change_or_delete_an_issued_invoice(ledger):
             with ledger.engine.begin() as conn:
                 conn.execute(sa.text(statement))
     assert ledger.list_invoices("2026-10")[0]["total"] == "737.80"
-    ledger.void("INV-2026-000001", "wrong address")  # voiding (with its audit row) is the one allowed change
+    ledger.void(
+        "INV-2026-000001", "wrong address"
+    )  # voiding (with its audit row) is the one allowed change
     assert ledger.save_drafts("2026-10", [document("acme")])["inserted"] == 1  # its successor
 
 
@@ -165,17 +243,22 @@ def test_one_live_invoice_per_customer_period_and_kind(ledger):
     ledger.save_drafts("2026-10", [document("acme")])
     with pytest.raises(IntegrityError):
         with ledger.engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO invoices (customer_id, period, kind, status, currency, subtotal_micros, "
-                "tax_micros, credits_micros, total_micros, document, created_at, updated_at) "
-                "VALUES ('acme', '2026-10', 'invoice', 'draft', 'USD', 0, 0, 0, 0, '{}', "
-                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO invoices (customer_id, period, kind, status, currency, subtotal_micros, "
+                    "tax_micros, credits_micros, total_micros, document, created_at, updated_at) "
+                    "VALUES ('acme', '2026-10', 'invoice', 'draft', 'USD', 0, 0, 0, 0, '{}', "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
 
 
 def test_money_is_stored_as_integer_micros_and_floats_are_refused(ledger):
     ledger.save_drafts("2026-10", [document("acme")])
     with ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT total_micros FROM invoices")).scalar_one() == 737_800_000
+        assert (
+            conn.execute(sa.text("SELECT total_micros FROM invoices")).scalar_one() == 737_800_000
+        )
     bad = document("acme")
     bad["total"] = 737.8
     with pytest.raises(TypeError):
@@ -185,7 +268,9 @@ def test_money_is_stored_as_integer_micros_and_floats_are_refused(ledger):
 @pytest.mark.parametrize("value", [12.0, float("nan"), 1e300])
 def test_a_float_deep_inside_a_line_is_refused_with_its_path(ledger, value):
     bad = document("acme")
-    bad["lines"][0]["daily"] = [{"day": "2026-10-01", "model": "gpt-4o", "quantity": 5},
-                                {"day": "2026-10-02", "model": "gpt-4o", "quantity": value}]
+    bad["lines"][0]["daily"] = [
+        {"day": "2026-10-01", "model": "gpt-4o", "quantity": 5},
+        {"day": "2026-10-02", "model": "gpt-4o", "quantity": value},
+    ]
     with pytest.raises(TypeError, match=r"document\.lines\[0\]\.daily\[1\]\.quantity is a float"):
         ledger.save_drafts("2026-10", [bad])

@@ -28,20 +28,30 @@ TOTAL_MICROS = 737_800_000
 REFUSED = "immutable|may only go|append-only|TRUNCATE refused"
 
 
-def _issued(ledger: Ledger) -> None:  # noqa: F811
+def _issued(ledger: Ledger) -> None:
     """acme issued (INV-2026-000001) the way issuing does it; globex left a draft."""
     ledger.save_drafts(MONTH, [document("acme"), document("globex", total="100.00")])
     ledger.record_checks(MONTH, [{"name": "month_end_run_completed", "passed": True}])
-    issue_drafts(ledger, MONTH, prefix="INV", issue_date=dt.date(2026, 11, 3), payment_terms_days=30,
-                 customer_id="acme")
+    issue_drafts(
+        ledger,
+        MONTH,
+        prefix="INV",
+        issue_date=dt.date(2026, 11, 3),
+        payment_terms_days=30,
+        customer_id="acme",
+    )
 
 
-def _row(ledger: Ledger, number: str = NUMBER) -> dict:  # noqa: F811
+def _row(ledger: Ledger, number: str = NUMBER) -> dict:
     with ledger.engine.connect() as conn:
-        return dict(conn.execute(sa.text("SELECT * FROM invoices WHERE number = :n"), {"n": number}).mappings().one())
+        return dict(
+            conn.execute(sa.text("SELECT * FROM invoices WHERE number = :n"), {"n": number})
+            .mappings()
+            .one()
+        )
 
 
-def _snapshot(ledger: Ledger) -> list:  # noqa: F811
+def _snapshot(ledger: Ledger) -> list:
     with ledger.engine.connect() as conn:
         return [
             [tuple(r) for r in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
@@ -49,21 +59,24 @@ def _snapshot(ledger: Ledger) -> list:  # noqa: F811
         ]
 
 
-def _refused(ledger: Ledger, statement: str, params: dict | None = None, match: str = REFUSED) -> None:  # noqa: F811
+def _refused(
+    ledger: Ledger, statement: str, params: dict | None = None, match: str = REFUSED
+) -> None:
     before = _snapshot(ledger)
-    with pytest.raises(DBAPIError, match=match):
-        with ledger.engine.begin() as conn:
-            conn.execute(sa.text(statement), params or {})
+    with pytest.raises(DBAPIError, match=match), ledger.engine.begin() as conn:
+        conn.execute(sa.text(statement), params or {})
     assert _snapshot(ledger) == before
 
 
-def _ids(ledger: Ledger) -> dict[str, int]:  # noqa: F811
+def _ids(ledger: Ledger) -> dict[str, int]:
     with ledger.engine.connect() as conn:
         return dict(conn.execute(sa.text("SELECT customer_id, id FROM invoices")).all())
 
 
-_INSERT_COLUMNS = ("customer_id, period, kind, status, number, currency, subtotal_micros, tax_micros, "
-                   "credits_micros, total_micros, document, created_at, updated_at")
+_INSERT_COLUMNS = (
+    "customer_id, period, kind, status, number, currency, subtotal_micros, tax_micros, "
+    "credits_micros, total_micros, document, created_at, updated_at"
+)
 _FORGED_DOCUMENT = json.dumps({"customer_id": "acme", "number": NUMBER, "total": "0.01"})
 
 
@@ -80,17 +93,22 @@ def test_sqlite_insert_or_replace_cannot_rewrite_an_issued_invoice(tmp_path, key
     ledger.migrate()
     _issued(ledger)
     acme = _row(ledger)
-    key = {"id": ("id, ", f"{acme['id']}, "), "number": ("", ""), "live customer and period": ("", "")}[keyed_by]
+    key = {
+        "id": ("id, ", f"{acme['id']}, "),
+        "number": ("", ""),
+        "live customer and period": ("", ""),
+    }[keyed_by]
     number = "NULL" if keyed_by == "live customer and period" else f"'{NUMBER}'"
     status = "'draft'" if keyed_by == "live customer and period" else "'issued'"
-    statement = (f"INSERT OR REPLACE INTO invoices ({key[0]}{_INSERT_COLUMNS}) VALUES ({key[1]}'acme', "
-                 f"'{MONTH}', 'invoice', {status}, {number}, 'USD', 10000, 0, 0, 10000, "
-                 f"'{_FORGED_DOCUMENT}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    statement = (
+        f"INSERT OR REPLACE INTO invoices ({key[0]}{_INSERT_COLUMNS}) VALUES ({key[1]}'acme', "
+        f"'{MONTH}', 'invoice', {status}, {number}, 'USD', 10000, 0, 0, 10000, "
+        f"'{_FORGED_DOCUMENT}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+    )
     _refused(ledger, statement)
     raw = sqlite3.connect(tmp_path / "ledger.db")  # no PRAGMA recursive_triggers, no foreign_keys
-    with pytest.raises(sqlite3.IntegrityError, match=REFUSED):
-        with raw:
-            raw.execute(statement)
+    with pytest.raises(sqlite3.IntegrityError, match=REFUSED), raw:
+        raw.execute(statement)
     raw.close()
     assert _row(ledger)["total_micros"] == TOTAL_MICROS
     assert json.loads(_row(ledger)["document"])["total"] == "737.80"
@@ -101,94 +119,146 @@ def test_sqlite_update_or_replace_cannot_push_a_draft_over_an_issued_invoice(tmp
     ledger.migrate()
     _issued(ledger)
     ids = _ids(ledger)
-    _refused(ledger, "UPDATE OR REPLACE invoices SET number = :n WHERE id = :g", {"n": NUMBER, "g": ids["globex"]})
-    _refused(ledger, "UPDATE OR REPLACE invoices SET id = :a WHERE id = :g", {"a": ids["acme"], "g": ids["globex"]})
-    _refused(ledger, "UPDATE OR REPLACE invoices SET customer_id = 'acme' WHERE id = :g", {"g": ids["globex"]})
+    _refused(
+        ledger,
+        "UPDATE OR REPLACE invoices SET number = :n WHERE id = :g",
+        {"n": NUMBER, "g": ids["globex"]},
+    )
+    _refused(
+        ledger,
+        "UPDATE OR REPLACE invoices SET id = :a WHERE id = :g",
+        {"a": ids["acme"], "g": ids["globex"]},
+    )
+    _refused(
+        ledger,
+        "UPDATE OR REPLACE invoices SET customer_id = 'acme' WHERE id = :g",
+        {"g": ids["globex"]},
+    )
 
 
 def test_sqlite_insert_or_replace_cannot_rewrite_an_audit_entry(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.migrate()
     _issued(ledger)
-    statement = ("INSERT OR REPLACE INTO audit_log (id, invoice_id, at, actor, action, detail) "
-                 "VALUES (1, 1, CURRENT_TIMESTAMP, 'x', 'nothing', '{}')")
+    statement = (
+        "INSERT OR REPLACE INTO audit_log (id, invoice_id, at, actor, action, detail) "
+        "VALUES (1, 1, CURRENT_TIMESTAMP, 'x', 'nothing', '{}')"
+    )
     _refused(ledger, statement)
     raw = sqlite3.connect(tmp_path / "ledger.db")  # no PRAGMA recursive_triggers
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        with raw:
-            raw.execute(statement)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"), raw:
+        raw.execute(statement)
     raw.close()
 
 
 def test_sqlite_create_all_and_migrations_install_the_same_guards(tmp_path):
     from billing_pipeline.invoicing.schema import SQLITE_TRIGGER_NAMES
 
-    made, migrated = Ledger(f"sqlite:///{tmp_path / 'made.db'}"), Ledger(f"sqlite:///{tmp_path / 'migrated.db'}")
+    made, migrated = (
+        Ledger(f"sqlite:///{tmp_path / 'made.db'}"),
+        Ledger(f"sqlite:///{tmp_path / 'migrated.db'}"),
+    )
     made.create_all()
     migrated.migrate()
     for ledger in (made, migrated):  # noqa: F402
         with ledger.engine.connect() as conn:
-            names = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars()
+            names = conn.execute(
+                sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            ).scalars()
             assert sorted(names) == sorted(SQLITE_TRIGGER_NAMES)
 
 
 # ---------------------------------------------------------------- both engines
 
 
-def test_a_drafts_line_cannot_be_moved_into_an_issued_invoice(ledger):  # noqa: F811
+def test_a_drafts_line_cannot_be_moved_into_an_issued_invoice(ledger):
     _issued(ledger)
     ids = _ids(ledger)
-    _refused(ledger, "UPDATE invoice_lines SET invoice_id = :a, position = 3 WHERE invoice_id = :g AND position = 1",
-             {"a": ids["acme"], "g": ids["globex"]})
+    _refused(
+        ledger,
+        "UPDATE invoice_lines SET invoice_id = :a, position = 3 WHERE invoice_id = :g AND position = 1",
+        {"a": ids["acme"], "g": ids["globex"]},
+    )
     with ledger.engine.begin() as conn:  # between drafts a line may still move
-        conn.execute(sa.text("UPDATE invoice_lines SET position = 3 WHERE invoice_id = :g AND position = 1"),
-                     {"g": ids["globex"]})
+        conn.execute(
+            sa.text("UPDATE invoice_lines SET position = 3 WHERE invoice_id = :g AND position = 1"),
+            {"g": ids["globex"]},
+        )
 
 
-def test_status_changes_only_through_issue_and_void_each_with_its_audit_row(ledger):  # noqa: F811
+def test_status_changes_only_through_issue_and_void_each_with_its_audit_row(ledger):
     _issued(ledger)
     ids = _ids(ledger)
     # no audit row at all: the finding
     _refused(ledger, "UPDATE invoices SET status = 'void' WHERE number = :n", {"n": NUMBER})
     # pointing at the audit row of the issue (not a void), or at another invoice's row
-    _refused(ledger, "UPDATE invoices SET status = 'void', status_audit_id = status_audit_id WHERE number = :n",
-             {"n": NUMBER})
+    _refused(
+        ledger,
+        "UPDATE invoices SET status = 'void', status_audit_id = status_audit_id WHERE number = :n",
+        {"n": NUMBER},
+    )
     with ledger.engine.begin() as conn:
         other_void = audit(conn, ids["globex"], "test", "void", {})
-    _refused(ledger, "UPDATE invoices SET status = 'void', status_audit_id = :x WHERE number = :n",
-             {"x": other_void, "n": NUMBER})
+    _refused(
+        ledger,
+        "UPDATE invoices SET status = 'void', status_audit_id = :x WHERE number = :n",
+        {"x": other_void, "n": NUMBER},
+    )
     # a draft cannot be voided, nor issued without an 'issue' entry of its own
-    _refused(ledger, "UPDATE invoices SET status = 'void', status_audit_id = :x WHERE id = :g",
-             {"x": other_void, "g": ids["globex"]})
-    _refused(ledger, "UPDATE invoices SET status = 'issued', number = 'INV-2026-000002', status_audit_id = :x "
-                     "WHERE id = :g", {"x": other_void, "g": ids["globex"]})
+    _refused(
+        ledger,
+        "UPDATE invoices SET status = 'void', status_audit_id = :x WHERE id = :g",
+        {"x": other_void, "g": ids["globex"]},
+    )
+    _refused(
+        ledger,
+        "UPDATE invoices SET status = 'issued', number = 'INV-2026-000002', status_audit_id = :x "
+        "WHERE id = :g",
+        {"x": other_void, "g": ids["globex"]},
+    )
     # the pointer cannot move on its own
-    _refused(ledger, "UPDATE invoices SET status_audit_id = :x WHERE number = :n", {"x": other_void, "n": NUMBER})
+    _refused(
+        ledger,
+        "UPDATE invoices SET status_audit_id = :x WHERE number = :n",
+        {"x": other_void, "n": NUMBER},
+    )
     # an invoice is born a draft
-    _refused(ledger, f"INSERT INTO invoices ({_INSERT_COLUMNS}) VALUES ('initech', '{MONTH}', 'invoice', 'issued', "
-                     "'INV-2026-000009', 'USD', 1, 0, 0, 1, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    _refused(
+        ledger,
+        f"INSERT INTO invoices ({_INSERT_COLUMNS}) VALUES ('initech', '{MONTH}', 'invoice', 'issued', "
+        "'INV-2026-000009', 'USD', 1, 0, 0, 1, '{}', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    )
     # the documented transition: void writes its audit row and the status points at it
     ledger.void(NUMBER, "wrong customer address")
     row = _row(ledger)
     entry = {e["id"]: e for e in ledger.audit_entries(row["id"])}[row["status_audit_id"]]
     assert (row["status"], entry["action"], json.loads(entry["detail"])["reason"]) == (
-        "void", "void", "wrong customer address")
+        "void",
+        "void",
+        "wrong customer address",
+    )
     _refused(ledger, "UPDATE invoices SET status = 'issued' WHERE number = :n", {"n": NUMBER})
 
 
-def test_issuing_points_the_status_at_its_audit_row_and_keeps_the_documents_hash(ledger):  # noqa: F811
+def test_issuing_points_the_status_at_its_audit_row_and_keeps_the_documents_hash(ledger):
     _issued(ledger)
     row = _row(ledger)
     issue = {e["id"]: e for e in ledger.audit_entries(row["id"])}[row["status_audit_id"]]
     assert (issue["action"], json.loads(issue["detail"])["number"]) == ("issue", NUMBER)
     assert row["document_sha256"] == hashlib.sha256(row["document"].encode("utf-8")).hexdigest()
     assert json.loads(issue["detail"])["document_sha256"] == row["document_sha256"]
-    _refused(ledger, "UPDATE invoices SET document_sha256 = :h WHERE number = :n", {"h": "0" * 64, "n": NUMBER})
+    _refused(
+        ledger,
+        "UPDATE invoices SET document_sha256 = :h WHERE number = :n",
+        {"h": "0" * 64, "n": NUMBER},
+    )
     _refused(ledger, "UPDATE invoices SET id = 999 WHERE number = :n", {"n": NUMBER})
 
 
-@pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)  # SQLite has no TRUNCATE: DELETE fires row triggers
-def test_postgresql_refuses_truncate_of_invoices_lines_and_the_audit_log(ledger):  # noqa: F811
+@pytest.mark.parametrize(
+    "ledger", ["postgresql"], indirect=True
+)  # SQLite has no TRUNCATE: DELETE fires row triggers
+def test_postgresql_refuses_truncate_of_invoices_lines_and_the_audit_log(ledger):
     _issued(ledger)
     for table in ("invoices", "invoice_lines", "audit_log"):
         _refused(ledger, f"TRUNCATE {table} CASCADE", match=f"{table}: TRUNCATE refused")
@@ -214,7 +284,9 @@ def test_a_ledger_at_revision_0005_gets_the_new_guards_on_upgrade(tmp_path, engi
             command.upgrade(config, "0005_holds")
         ledger.save_drafts(MONTH, [document("acme")])
         with ledger.engine.begin() as conn:  # issued before 0006: no audit pointer, no hash
-            conn.execute(sa.text("UPDATE invoices SET status = 'issued', number = :n"), {"n": NUMBER})
+            conn.execute(
+                sa.text("UPDATE invoices SET status = 'issued', number = :n"), {"n": NUMBER}
+            )
         ledger.migrate()
         assert (_row(ledger)["status_audit_id"], _row(ledger)["document_sha256"]) == (None, None)
         _refused(ledger, "UPDATE invoices SET status = 'void' WHERE number = :n", {"n": NUMBER})
@@ -228,12 +300,11 @@ def test_a_ledger_at_revision_0005_gets_the_new_guards_on_upgrade(tmp_path, engi
             admin.dispose()
 
 
-
 # ---------------------------------------------------------------- PostgreSQL roles
 
 
 @pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)
-def test_postgresql_guards_read_the_ledgers_own_audit_log_whatever_the_search_path(ledger):  # noqa: F811
+def test_postgresql_guards_read_the_ledgers_own_audit_log_whatever_the_search_path(ledger):
     """A session that can create a table elsewhere cannot point the trigger's ``audit_log`` at a
     forged one with ``SET search_path``: the guard functions pin the migration's search_path."""
     _issued(ledger)
@@ -242,14 +313,22 @@ def test_postgresql_guards_read_the_ledgers_own_audit_log_whatever_the_search_pa
     try:
         with ledger.engine.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{decoy}"'))
-            conn.execute(sa.text(f'CREATE TABLE "{decoy}".audit_log (id int, invoice_id int, action text)'))
-            conn.execute(sa.text(f"INSERT INTO \"{decoy}\".audit_log VALUES (999999, {acme['id']}, 'void')"))
+            conn.execute(
+                sa.text(f'CREATE TABLE "{decoy}".audit_log (id int, invoice_id int, action text)')
+            )
+            conn.execute(
+                sa.text(f"INSERT INTO \"{decoy}\".audit_log VALUES (999999, {acme['id']}, 'void')")
+            )
         with pytest.raises(DBAPIError, match="may only go"):
             with ledger.engine.begin() as conn:
                 schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
                 conn.execute(sa.text(f'SET LOCAL search_path = "{decoy}", "{schema}"'))
-                conn.execute(sa.text("UPDATE invoices SET status = 'void', status_audit_id = 999999 WHERE number = :n"),
-                             {"n": NUMBER})
+                conn.execute(
+                    sa.text(
+                        "UPDATE invoices SET status = 'void', status_audit_id = 999999 WHERE number = :n"
+                    ),
+                    {"n": NUMBER},
+                )
         assert _row(ledger)["status"] == "issued"
     finally:
         with ledger.engine.begin() as conn:
@@ -283,13 +362,20 @@ def test_postgresql_application_role_runs_the_month_but_cannot_touch_the_guards(
     tag = uuid.uuid4().hex[:10]
     schema, owner_role, app_role = f"ledger_roles_{tag}", f"ledger_owner_{tag}", f"ledger_app_{tag}"
     with admin.connect() as conn:
-        for statement in (f"CREATE ROLE {owner_role} LOGIN", f"CREATE ROLE {app_role} LOGIN",
-                          f"CREATE SCHEMA {schema} AUTHORIZATION {owner_role}"):
+        for statement in (
+            f"CREATE ROLE {owner_role} LOGIN",
+            f"CREATE ROLE {app_role} LOGIN",
+            f"CREATE SCHEMA {schema} AUTHORIZATION {owner_role}",
+        ):
             conn.execute(sa.text(statement))
     url = sa.engine.make_url(PG_URL)
     options = {"options": f"-csearch_path={schema}"}
-    owner = Ledger(url.set(username=owner_role).render_as_string(hide_password=False), connect_args=options)
-    app = Ledger(url.set(username=app_role).render_as_string(hide_password=False), connect_args=options)
+    owner = Ledger(
+        url.set(username=owner_role).render_as_string(hide_password=False), connect_args=options
+    )
+    app = Ledger(
+        url.set(username=app_role).render_as_string(hide_password=False), connect_args=options
+    )
     try:
         owner.migrate()
         with owner.engine.begin() as conn:
@@ -299,13 +385,16 @@ def test_postgresql_application_role_runs_the_month_but_cannot_touch_the_guards(
         _issued(app)
         app.void(NUMBER, "wrong customer address")
         assert _row(app)["status"] == "void"
-        for statement in ("ALTER TABLE invoices DISABLE TRIGGER invoices_guard",
-                          "DROP TRIGGER invoices_guard ON invoices",
-                          "CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql "
-                          "AS $$ BEGIN RETURN NEW; END $$",
-                          "SET session_replication_role = replica",
-                          "TRUNCATE audit_log", "DELETE FROM audit_log",
-                          "UPDATE alembic_version SET version_num = '0001'"):
+        for statement in (
+            "ALTER TABLE invoices DISABLE TRIGGER invoices_guard",
+            "DROP TRIGGER invoices_guard ON invoices",
+            "CREATE OR REPLACE FUNCTION invoices_guard() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RETURN NEW; END $$",
+            "SET session_replication_role = replica",
+            "TRUNCATE audit_log",
+            "DELETE FROM audit_log",
+            "UPDATE alembic_version SET version_num = '0001'",
+        ):
             with pytest.raises(DBAPIError, match="must be owner|permission denied"):
                 with app.engine.begin() as conn:
                     conn.execute(sa.text(statement))

@@ -13,13 +13,16 @@ from billing_pipeline.invoicing.schema import metadata
 from billing_pipeline_tests.test_ledger import _issue_raw, document, ledger  # noqa: F401 - fixture
 
 
-def test_migrated_ledger_matches_the_schema_in_code(ledger):  # noqa: F811
+def test_migrated_ledger_matches_the_schema_in_code(ledger):
     with ledger.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
     ledger.migrate()  # a second upgrade is a no-op
     with ledger.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == _single_head()
+        assert (
+            conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+            == _single_head()
+        )
 
 
 def _single_head() -> str:
@@ -36,20 +39,20 @@ def _single_head() -> str:
     return heads[0]
 
 
-def test_migrations_install_the_immutability_triggers(ledger):  # noqa: F811
+def test_migrations_install_the_immutability_triggers(ledger):
     ledger.save_drafts("2026-10", [document("acme")])
     _issue_raw(ledger, "acme")
-    with pytest.raises(DBAPIError, match="immutable"):
-        with ledger.engine.begin() as conn:
-            conn.execute(sa.text("UPDATE invoices SET series = 'X' WHERE customer_id = 'acme'"))
+    with pytest.raises(DBAPIError, match="immutable"), ledger.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE invoices SET series = 'X' WHERE customer_id = 'acme'"))
 
 
 def test_a_ledger_made_before_migrations_is_adopted_without_losing_invoices(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Ledger(url)
     with old.engine.begin() as conn:  # the pre-migration schema = revision 0001
-        from alembic.config import Config
         from alembic import command
+        from alembic.config import Config
+
         from billing_pipeline.invoicing.ledger import MIGRATIONS_DIR
 
         config = Config()
@@ -58,12 +61,17 @@ def test_a_ledger_made_before_migrations_is_adopted_without_losing_invoices(tmp_
         command.upgrade(config, "0001")
         conn.execute(sa.text("DROP TABLE alembic_version"))
     with old.engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO invoices (customer_id, period, kind, status, currency, subtotal_micros, "
-            "tax_micros, credits_micros, total_micros, document, created_at, updated_at) VALUES "
-            "('acme', '2026-10', 'invoice', 'draft', 'USD', 1, 0, 0, 1, '{}', CURRENT_TIMESTAMP, "
-            "CURRENT_TIMESTAMP)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO invoices (customer_id, period, kind, status, currency, subtotal_micros, "
+                "tax_micros, credits_micros, total_micros, document, created_at, updated_at) VALUES "
+                "('acme', '2026-10', 'invoice', 'draft', 'USD', 1, 0, 0, 1, '{}', CURRENT_TIMESTAMP, "
+                "CURRENT_TIMESTAMP)"
+            )
+        )
     old.migrate()
     with old.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT customer_id, series FROM invoices")).all() == [("acme", None)]
+        assert conn.execute(sa.text("SELECT customer_id, series FROM invoices")).all() == [
+            ("acme", None)
+        ]
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []

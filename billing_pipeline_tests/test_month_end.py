@@ -38,11 +38,21 @@ def demo(demo_month, tmp_path_factory) -> dict:
     rerun = demo_month.copy_to(tmp_path_factory.mktemp("rerun"))
     pdfs_before = pdf_files(rerun.out / MONTH / "invoices")
     second = run_month_end(MONTH, rerun.landing, rerun.catalog, rerun.out)
-    second_json = {p.name: p.read_bytes() for p in sorted((rerun.out / MONTH / "invoices").glob("*.json"))}
-    return {"landing": demo_month.landing, "catalog": demo_month.catalog, "out": demo_month.out,
-            "first": demo_month.summary, "second": second, "first_json": first_json, "second_json": second_json,
-            "invoices": invoices, "demo_month": demo_month, "second_pdfs": (pdfs_before,
-                                                                             pdf_files(rerun.out / MONTH / "invoices"))}
+    second_json = {
+        p.name: p.read_bytes() for p in sorted((rerun.out / MONTH / "invoices").glob("*.json"))
+    }
+    return {
+        "landing": demo_month.landing,
+        "catalog": demo_month.catalog,
+        "out": demo_month.out,
+        "first": demo_month.summary,
+        "second": second,
+        "first_json": first_json,
+        "second_json": second_json,
+        "invoices": invoices,
+        "demo_month": demo_month,
+        "second_pdfs": (pdfs_before, pdf_files(rerun.out / MONTH / "invoices")),
+    }
 
 
 def pdf_files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -67,7 +77,9 @@ def test_invoice_total_equals_an_independent_decimal_computation(demo, customer)
     invoice = load_invoice(demo["invoices"] / f"{customer}.json")
     by_charge: dict[str, Decimal] = {}
     for line in invoice["lines"]:
-        by_charge[line["charge_id"]] = by_charge.get(line["charge_id"], Decimal(0)) + Decimal(line["amount"])
+        by_charge[line["charge_id"]] = by_charge.get(line["charge_id"], Decimal(0)) + Decimal(
+            line["amount"]
+        )
     expected_lines = {k: v for k, v in expected["lines"].items() if v}
     assert {k: v for k, v in by_charge.items() if v} == expected_lines
     assert Decimal(invoice["subtotal"]) == expected["subtotal"]
@@ -79,16 +91,18 @@ def test_invoice_total_equals_an_independent_decimal_computation(demo, customer)
 def test_json_lines_sum_to_the_subtotal_and_subtotal_plus_tax_is_the_total(demo, customer):
     invoice = load_invoice(demo["invoices"] / f"{customer}.json")
     assert invoice["number"] is None and invoice["period"] == MONTH and invoice["currency"] == "USD"
-    assert sum(Decimal(l["amount"]) for l in invoice["lines"]) == Decimal(invoice["subtotal"])
-    assert Decimal(invoice["subtotal"]) + Decimal(invoice["tax"]) - Decimal(invoice["credits_applied"]) == Decimal(
-        invoice["total"]
-    )
+    assert sum(Decimal(ln["amount"]) for ln in invoice["lines"]) == Decimal(invoice["subtotal"])
+    assert Decimal(invoice["subtotal"]) + Decimal(invoice["tax"]) - Decimal(
+        invoice["credits_applied"]
+    ) == Decimal(invoice["total"])
 
 
 @pytest.mark.parametrize("customer", SUBJECTS[:3])
 def test_pdf_shows_customer_period_and_total(demo, customer):
     invoice = load_invoice(demo["invoices"] / f"{customer}.json")
-    text = "\n".join(page.extract_text() for page in PdfReader(demo["invoices"] / f"{customer}.pdf").pages)
+    text = "\n".join(
+        page.extract_text() for page in PdfReader(demo["invoices"] / f"{customer}.pdf").pages
+    )
     assert invoice["customer"]["name"] in text
     assert "October 2026" in text
     assert fmt_money(Decimal(invoice["total"]), "USD") in text
@@ -109,8 +123,13 @@ def test_late_usage_renders_again_only_the_draft_it_changes(demo, tmp_path):
     month = demo["demo_month"].copy_to(tmp_path)
     invoices = month.out / MONTH / "invoices"
     before, acme_before = pdf_files(invoices), load_invoice(invoices / "acme.json")
-    late = {"request_id": "req_late_0001", "timestamp": "2026-10-31T23:58:00Z", "customer_key": "acme",
-            "model": "mistral-large-2411", "usage": {"prompt_tokens": 2_000_000, "completion_tokens": 500_000}}
+    late = {
+        "request_id": "req_late_0001",
+        "timestamp": "2026-10-31T23:58:00Z",
+        "customer_key": "acme",
+        "model": "mistral-large-2411",
+        "usage": {"prompt_tokens": 2_000_000, "completion_tokens": 500_000},
+    }
     with open(month.landing / "gateway" / "2026-10-31.jsonl", "a", encoding="utf-8") as fh:
         fh.write(json.dumps(late) + "\n")
 
@@ -134,17 +153,68 @@ def test_unattributed_usage_is_costed_and_reported_not_dropped(demo):
 
 MALFORMED = {
     # format: (relative file to append to / create, text, expected reason)
-    "openai": ("openai/usage/completions/2026-10-07_p9.json", json.dumps({
-        "object": "page", "has_more": False, "next_page": None,
-        "data": [{"object": "bucket", "start_time": 1791331200, "end_time": 1791417600, "results": [
-            {"object": "organization.usage.completions.result", "input_tokens": -5, "output_tokens": 10,
-             "num_model_requests": 1, "project_id": "proj_acme", "model": "gpt-4o"}]}]}), "negative_quantity"),
-    "anthropic": ("anthropic/usage_report/2026-10-07_p9.json", json.dumps({
-        "data": [{"starting_at": "yesterday", "ending_at": "2026-10-08T00:00:00Z", "results": [
-            {"api_key_id": "apikey_x", "model": "claude-sonnet-4-5", "uncached_input_tokens": 5,
-             "output_tokens": 5}]}], "has_more": False, "next_page": None}), "bad_timestamp"),
-    "gateway": ("gateway/2026-10-07.jsonl", '{"request_id": "req_broken", "timestamp": \n', "bad_json_line"),
-    "outcomes": ("outcomes/outcomes_2026-10.csv", "out_bad,acme,accepted_diagnosis,not-a-time\n", "bad_timestamp"),
+    "openai": (
+        "openai/usage/completions/2026-10-07_p9.json",
+        json.dumps(
+            {
+                "object": "page",
+                "has_more": False,
+                "next_page": None,
+                "data": [
+                    {
+                        "object": "bucket",
+                        "start_time": 1791331200,
+                        "end_time": 1791417600,
+                        "results": [
+                            {
+                                "object": "organization.usage.completions.result",
+                                "input_tokens": -5,
+                                "output_tokens": 10,
+                                "num_model_requests": 1,
+                                "project_id": "proj_acme",
+                                "model": "gpt-4o",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ),
+        "negative_quantity",
+    ),
+    "anthropic": (
+        "anthropic/usage_report/2026-10-07_p9.json",
+        json.dumps(
+            {
+                "data": [
+                    {
+                        "starting_at": "yesterday",
+                        "ending_at": "2026-10-08T00:00:00Z",
+                        "results": [
+                            {
+                                "api_key_id": "apikey_x",
+                                "model": "claude-sonnet-4-5",
+                                "uncached_input_tokens": 5,
+                                "output_tokens": 5,
+                            }
+                        ],
+                    }
+                ],
+                "has_more": False,
+                "next_page": None,
+            }
+        ),
+        "bad_timestamp",
+    ),
+    "gateway": (
+        "gateway/2026-10-07.jsonl",
+        '{"request_id": "req_broken", "timestamp": \n',
+        "bad_json_line",
+    ),
+    "outcomes": (
+        "outcomes/outcomes_2026-10.csv",
+        "out_bad,acme,accepted_diagnosis,not-a-time\n",
+        "bad_timestamp",
+    ),
 }
 
 
@@ -159,7 +229,11 @@ def test_a_malformed_row_in_each_format_is_quarantined_and_the_month_still_bills
     focus = next((landing / "cloud" / "focus").glob("*.csv"))
     lines = focus.read_text(encoding="utf-8").splitlines(keepends=True)
     header = next(csv.reader([lines[0]]))
-    bad = next(row for row in csv.reader(lines[1:]) if "Instance Hour" in row[header.index("ChargeDescription")])
+    bad = next(
+        row
+        for row in csv.reader(lines[1:])
+        if "Instance Hour" in row[header.index("ChargeDescription")]
+    )
     bad[header.index("ConsumedQuantity")] = "NaN"
     with open(focus, "a", encoding="utf-8", newline="") as fh:
         csv.writer(fh, quoting=csv.QUOTE_ALL).writerow(bad)
@@ -169,31 +243,71 @@ def test_a_malformed_row_in_each_format_is_quarantined_and_the_month_still_bills
     with open(tmp_path / "out" / MONTH / "quarantine.csv", newline="") as fh:
         quarantined = list(csv.DictReader(fh))
     for name, (relative, _, reason) in MALFORMED.items():
-        hits = [q for q in quarantined if q["origin"].startswith(relative) and q["reason"] == reason]
+        hits = [
+            q for q in quarantined if q["origin"].startswith(relative) and q["reason"] == reason
+        ]
         assert hits, f"{name}: no {reason} row from {relative}"
         assert hits[0]["message"]
     focus_rel = str(focus.relative_to(landing))
-    assert any(q["origin"].startswith(focus_rel) and q["field"] == "ConsumedQuantity" for q in quarantined)
+    assert any(
+        q["origin"].startswith(focus_rel) and q["field"] == "ConsumedQuantity" for q in quarantined
+    )
     assert summary.failed_checks == []
     assert summary.invoices == demo["first"].invoices
     assert summary.quarantined == demo["first"].quarantined + len(MALFORMED) + 1
 
 
 def test_cli_run_exits_2_with_one_line_reason_on_missing_inputs(tmp_path, demo):
-    cli = [sys.executable, "-m", "billing_pipeline.cli", "run", "--month", MONTH, "--out", str(tmp_path / "o")]
-    missing = subprocess.run(cli + ["--landing", str(tmp_path / "nope"), "--catalog", str(demo["catalog"])],
-                             capture_output=True, text=True)
+    cli = [
+        sys.executable,
+        "-m",
+        "billing_pipeline.cli",
+        "run",
+        "--month",
+        MONTH,
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    missing = subprocess.run(
+        cli + ["--landing", str(tmp_path / "nope"), "--catalog", str(demo["catalog"])],
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2
-    assert missing.stderr.strip().count("\n") == 0 and "landing zone folder not found" in missing.stderr
+    assert (
+        missing.stderr.strip().count("\n") == 0
+        and "landing zone folder not found" in missing.stderr
+    )
 
     bad_catalog = tmp_path / "bad.yaml"
-    bad_catalog.write_text("issuer: {name: X}\nplans: {p: {name: P, charges: [{id: a, meter: input_tokens, "
-                           "unit_price: 0.5}]}}\ncustomers: {}\n")
-    invalid = subprocess.run(cli + ["--landing", str(demo["landing"]), "--catalog", str(bad_catalog)],
-                             capture_output=True, text=True)
+    bad_catalog.write_text(
+        "issuer: {name: X}\nplans: {p: {name: P, charges: [{id: a, meter: input_tokens, "
+        "unit_price: 0.5}]}}\ncustomers: {}\n"
+    )
+    invalid = subprocess.run(
+        cli + ["--landing", str(demo["landing"]), "--catalog", str(bad_catalog)],
+        capture_output=True,
+        text=True,
+    )
     assert invalid.returncode == 2
-    assert "plans.p.charges[0].unit_price: a float where a decimal string is required" in invalid.stderr
+    assert (
+        "plans.p.charges[0].unit_price: a float where a decimal string is required"
+        in invalid.stderr
+    )
 
-    bad_month = subprocess.run(cli[:4] + ["--month", "2026-13", "--out", str(tmp_path / "o"), "--landing", str(demo["landing"]),
-                                          "--catalog", str(demo["catalog"])], capture_output=True, text=True)
+    bad_month = subprocess.run(
+        cli[:4]
+        + [
+            "--month",
+            "2026-13",
+            "--out",
+            str(tmp_path / "o"),
+            "--landing",
+            str(demo["landing"]),
+            "--catalog",
+            str(demo["catalog"]),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad_month.returncode == 2 and "YYYY-MM" in bad_month.stderr

@@ -59,12 +59,21 @@ def test_month_end_on_the_production_dagster_yaml_records_runs_and_partitions_in
 ):
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")  # the file we ship, unchanged
-    for key, value in {"DAGSTER_PG_HOST": PG["host"], "DAGSTER_PG_PORT": PG["port"], "DAGSTER_PG_USERNAME": "postgres",
-                       "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": postgres_database}.items():
+    shutil.copy(
+        ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml"
+    )  # the file we ship, unchanged
+    for key, value in {
+        "DAGSTER_PG_HOST": PG["host"],
+        "DAGSTER_PG_PORT": PG["port"],
+        "DAGSTER_PG_USERNAME": "postgres",
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": postgres_database,
+    }.items():
         monkeypatch.setenv(key, value)
 
-    summary = run_month_end(MONTH, demo_month.landing, demo_month.catalog, tmp_path / "out", dagster_home=home)
+    summary = run_month_end(
+        MONTH, demo_month.landing, demo_month.catalog, tmp_path / "out", dagster_home=home
+    )
 
     assert summary.failed_checks == []
     assert invoice_json(tmp_path / "out") == invoice_json(demo_month.out)
@@ -87,9 +96,13 @@ def test_backfilling_ten_days_twice_gives_identical_usage_and_invoices(demo_mont
     before = usage_partitions(month.out, days)
     import datetime as dt
 
-    first = run_backfill(dt.date(2026, 10, 5), dt.date(2026, 10, 14), month.landing, month.catalog, month.out)
+    first = run_backfill(
+        dt.date(2026, 10, 5), dt.date(2026, 10, 14), month.landing, month.catalog, month.out
+    )
     after_first = (usage_partitions(month.out, days), invoice_json(month.out))
-    second = run_backfill(dt.date(2026, 10, 5), dt.date(2026, 10, 14), month.landing, month.catalog, month.out)
+    second = run_backfill(
+        dt.date(2026, 10, 5), dt.date(2026, 10, 14), month.landing, month.catalog, month.out
+    )
     after_second = (usage_partitions(month.out, days), invoice_json(month.out))
 
     assert first.rerated == second.rerated == [MONTH] and not first.failed_checks
@@ -102,8 +115,13 @@ def test_backfilling_ten_days_twice_gives_identical_usage_and_invoices(demo_mont
 def test_a_backfill_does_not_rerate_a_month_whose_days_were_never_ingested(demo_month, tmp_path):
     import datetime as dt
 
-    summary = run_backfill(dt.date(2026, 10, 30), dt.date(2026, 11, 2), demo_month.landing, demo_month.catalog,
-                           tmp_path / "fresh")
+    summary = run_backfill(
+        dt.date(2026, 10, 30),
+        dt.date(2026, 11, 2),
+        demo_month.landing,
+        demo_month.catalog,
+        tmp_path / "fresh",
+    )
     assert summary.rerated == []
     assert set(summary.not_rerated) == {"2026-10", "2026-11"}
     assert "never ingested" in summary.not_rerated["2026-10"]
@@ -113,14 +131,30 @@ def _materialized(instance: dg.DagsterInstance, asset: str) -> bool:
     return bool(instance.fetch_materializations(dg.AssetKey(asset), limit=1).records)
 
 
-def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo_month, tmp_path, monkeypatch):
+def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(
+    demo_month, tmp_path, monkeypatch
+):
     month = demo_month.copy_to(tmp_path)
     shutil.rmtree(month.out / MONTH)  # outputs of the clean run must be produced again
     shutil.rmtree(month.out / ".dagster")
     home = month.out / ".dagster"
-    cli = [sys.executable, "-m", "billing_pipeline.cli", "run", "--month", MONTH, "--landing", str(month.landing),
-           "--catalog", str(month.catalog), "--out", str(month.out)]
-    process = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cli = [
+        sys.executable,
+        "-m",
+        "billing_pipeline.cli",
+        "run",
+        "--month",
+        MONTH,
+        "--landing",
+        str(month.landing),
+        "--catalog",
+        str(month.catalog),
+        "--out",
+        str(month.out),
+    ]
+    process = subprocess.Popen(
+        cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     invoices = month.out / MONTH / "invoices"
     try:
         deadline = time.monotonic() + 300
@@ -136,11 +170,17 @@ def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
         killed_run = [r for r in instance.get_runs() if r.job_name == "month_end_job"][0]
-        assert _materialized(instance, "rated_charges") and not _materialized(instance, "invoice_drafts")
+        assert _materialized(instance, "rated_charges") and not _materialized(
+            instance, "invoice_drafts"
+        )
 
-    for key, value in {"BILLING_LANDING_DIR": month.landing, "BILLING_CATALOG": month.catalog,
-                       "BILLING_OUT_DIR": month.out, "BILLING_DATABASE_URL": f"sqlite:///{month.out / 'ledger.db'}",
-                       "BILLING_STORAGE_DIR": month.out / ".storage"}.items():
+    for key, value in {
+        "BILLING_LANDING_DIR": month.landing,
+        "BILLING_CATALOG": month.catalog,
+        "BILLING_OUT_DIR": month.out,
+        "BILLING_DATABASE_URL": f"sqlite:///{month.out / 'ledger.db'}",
+        "BILLING_STORAGE_DIR": month.out / ".storage",
+    }.items():
         monkeypatch.setenv(key, str(value))
     from billing_pipeline.defs import month_end_job_from_env
 
@@ -149,11 +189,19 @@ def test_a_run_killed_midway_and_reexecuted_from_failure_equals_a_clean_run(demo
         assert run.status == dg.DagsterRunStatus.STARTED  # what a SIGKILL leaves behind
         instance.report_run_failed(run)  # what run monitoring does in production
         options = dg.ReexecutionOptions.from_failure(run.run_id, instance)
-        with dg.execute_job(dg.reconstructable(month_end_job_from_env), instance=instance,
-                            reexecution_options=options, tags=run.tags) as result:
+        with dg.execute_job(
+            dg.reconstructable(month_end_job_from_env),
+            instance=instance,
+            reexecution_options=options,
+            tags=run.tags,
+        ) as result:
             assert result.success
-            executed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-    assert any(k.startswith("invoice_drafts.") for k in executed) and "rated_charges" not in executed
+            executed = {
+                e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"
+            }
+    assert (
+        any(k.startswith("invoice_drafts.") for k in executed) and "rated_charges" not in executed
+    )
     assert invoice_json(month.out) == invoice_json(demo_month.out)
 
 
@@ -173,4 +221,6 @@ def test_runner_runs_keep_no_step_output_in_memory():
     assert kept_nothing.success
     with pytest.raises(dg.DagsterInvariantViolationError, match="No outputs found"):
         kept_nothing.output_for_node("month_of_usage")
-    assert dg.materialize([month_of_usage]).output_for_node("month_of_usage") == list(range(1000))  # Dagster's default
+    assert dg.materialize([month_of_usage]).output_for_node("month_of_usage") == list(
+        range(1000)
+    )  # Dagster's default

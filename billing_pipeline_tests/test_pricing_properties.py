@@ -4,6 +4,7 @@ checked against a slow plain-Decimal reference written here, independent of the 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import ROUND_HALF_UP, Decimal
 
 import polars as pl
@@ -26,7 +27,9 @@ unit_sizes = st.sampled_from([1, 1000, 1_000_000, 3600])
 @st.composite
 def tier_lists(draw, flat_fees=True):
     bounds = sorted(draw(st.sets(st.integers(1, 5_000_000), min_size=0, max_size=4)))
-    tiers = [{"up_to": b, "unit_price": draw(prices)} for b in bounds] + [{"up_to": None, "unit_price": draw(prices)}]
+    tiers = [{"up_to": b, "unit_price": draw(prices)} for b in bounds] + [
+        {"up_to": None, "unit_price": draw(prices)}
+    ]
     if flat_fees:
         for t in tiers:
             t["flat_fee"] = draw(st.sampled_from(["0", "0", "5.00", "12.50"]))
@@ -34,8 +37,15 @@ def tier_lists(draw, flat_fees=True):
 
 
 def tiered(pricing: str, tiers: list[dict], unit_size: int = 1000) -> Charge:
-    return Charge.model_validate({"id": "c", "meter": "output_tokens", "unit_size": unit_size,
-                                  "pricing": pricing, "tiers": tiers})
+    return Charge.model_validate(
+        {
+            "id": "c",
+            "meter": "output_tokens",
+            "unit_size": unit_size,
+            "pricing": pricing,
+            "tiers": tiers,
+        }
+    )
 
 
 def amount(charge: Charge, q: int) -> Decimal:
@@ -43,6 +53,7 @@ def amount(charge: Charge, q: int) -> Decimal:
 
 
 # -- the reference: plain Decimal, one unit range at a time ----------------------------------------
+
 
 def ref_price(c: dict, q: int) -> Decimal:
     size = Decimal(c.get("unit_size", 1))
@@ -57,12 +68,16 @@ def ref_price(c: dict, q: int) -> Decimal:
             return Decimal(0)
         for t in c["tiers"]:
             if t["up_to"] is None or q <= t["up_to"]:
-                return Decimal(q) * Decimal(t["unit_price"]) / size + Decimal(t.get("flat_fee", "0"))
+                return Decimal(q) * Decimal(t["unit_price"]) / size + Decimal(
+                    t.get("flat_fee", "0")
+                )
     total, lower = Decimal(0), 0
     for t in c["tiers"]:
         upper = q if t["up_to"] is None else min(q, t["up_to"])
         if upper > lower:
-            total += Decimal(upper - lower) * Decimal(t["unit_price"]) / size + Decimal(t.get("flat_fee", "0"))
+            total += Decimal(upper - lower) * Decimal(t["unit_price"]) / size + Decimal(
+                t.get("flat_fee", "0")
+            )
         lower = max(lower, t["up_to"] or lower)
     return total
 
@@ -76,7 +91,11 @@ def ref_invoice(plan: dict, events: list[tuple], days_subscribed: int) -> dict[s
     left = plan.get("allowance", {}).get("quantity", 0)
     allowance_meters = plan.get("allowance", {}).get("meters", [])
     billable: dict[str, int] = {}
-    by_meter = {m: c for c in plan["charges"] for m in ([c["meter"]] if isinstance(c["meter"], str) else c["meter"])}
+    by_meter = {
+        m: c
+        for c in plan["charges"]
+        for m in ([c["meter"]] if isinstance(c["meter"], str) else c["meter"])
+    }
     for meter, q, _start, _eid in sorted(events, key=lambda e: (e[2], e[3])):
         if meter not in by_meter:
             continue
@@ -86,7 +105,10 @@ def ref_invoice(plan: dict, events: list[tuple], days_subscribed: int) -> dict[s
             q -= used
         cid = by_meter[meter]["id"]
         billable[cid] = billable.get(cid, 0) + q
-    lines = {cid: cents(ref_price(next(c for c in plan["charges"] if c["id"] == cid), q)) for cid, q in billable.items()}
+    lines = {
+        cid: cents(ref_price(next(c for c in plan["charges"] if c["id"] == cid), q))
+        for cid, q in billable.items()
+    }
     if plan.get("base_fee"):
         lines["base_fee"] = cents(Decimal(plan["base_fee"]) * days_subscribed / 31)
     usage = sum((v for k, v in lines.items() if k != "base_fee"), Decimal(0))
@@ -121,8 +143,10 @@ def plans(draw):
     if draw(st.booleans()):
         plan["base_fee"] = draw(st.sampled_from(["99.00", "500.00", "0.01"]))
     if draw(st.booleans()):
-        plan["allowance"] = {"quantity": draw(st.integers(1, 2_000_000)),
-                             "meters": draw(st.lists(st.sampled_from(meters), min_size=1, unique=True))}
+        plan["allowance"] = {
+            "quantity": draw(st.integers(1, 2_000_000)),
+            "meters": draw(st.lists(st.sampled_from(meters), min_size=1, unique=True)),
+        }
     if draw(st.booleans()):
         plan["minimum_commitment"] = draw(st.sampled_from(["100.00", "1000.00"]))
     return plan
@@ -131,27 +155,57 @@ def plans(draw):
 @st.composite
 def months_of_usage(draw):
     """Rows (meter, quantity, day, hour) with distinct (day, hour): a split never interleaves."""
-    slots = draw(st.lists(st.tuples(st.integers(1, 31), st.integers(0, 23)), min_size=0, max_size=12, unique=True))
-    return [(draw(st.sampled_from(METERS)), draw(st.integers(0, 3_000_000)), d, h) for d, h in slots]
+    slots = draw(
+        st.lists(
+            st.tuples(st.integers(1, 31), st.integers(0, 23)), min_size=0, max_size=12, unique=True
+        )
+    )
+    return [
+        (draw(st.sampled_from(METERS)), draw(st.integers(0, 3_000_000)), d, h) for d, h in slots
+    ]
 
 
 def catalog_for(plan: dict, start: str = "2026-01-01"):
-    return parse_catalog({"issuer": {"name": "I"}, "plans": {"p": plan},
-                          "customers": {"cu": {"name": "C", "subscriptions": [{"plan": "p", "from": start}],
-                                               "tax": {"rate": "0.19"}}}})
+    return parse_catalog(
+        {
+            "issuer": {"name": "I"},
+            "plans": {"p": plan},
+            "customers": {
+                "cu": {
+                    "name": "C",
+                    "subscriptions": [{"plan": "p", "from": start}],
+                    "tax": {"rate": "0.19"},
+                }
+            },
+        }
+    )
 
 
 def frame(rows: list[tuple]) -> pl.DataFrame:
     records = [
-        {"event_id": eid, "record_id": eid, "source": "test", "provider": "openai", "account_key": None,
-         "customer_id": "cu", "model": "gpt-4o", "meter": meter, "dimensions": "{}", "quantity": q,
-         "start": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC), "end": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
-         "origin": eid, "day": dt.date(2026, 10, d)}
+        {
+            "event_id": eid,
+            "record_id": eid,
+            "source": "test",
+            "provider": "openai",
+            "account_key": None,
+            "customer_id": "cu",
+            "model": "gpt-4o",
+            "meter": meter,
+            "dimensions": "{}",
+            "quantity": q,
+            "start": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
+            "end": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
+            "origin": eid,
+            "day": dt.date(2026, 10, d),
+        }
         for (meter, q, d, h, eid) in rows
     ]
     if not records:
         return conform(pl.DataFrame(schema=USAGE_SCHEMA), USAGE_SCHEMA)
-    return conform(pl.DataFrame(records).with_columns(model_family_expr().alias("model_family")), USAGE_SCHEMA)
+    return conform(
+        pl.DataFrame(records).with_columns(model_family_expr().alias("model_family")), USAGE_SCHEMA
+    )
 
 
 def with_ids(rows):
@@ -167,8 +221,11 @@ def amounts(rated) -> dict[str, Decimal]:
 
 # -- properties of single pricing models --------------------------------------------------------------
 
+
 @PURE
-@given(tier_lists(flat_fees=False), unit_sizes, st.integers(0, 8_000_000), st.integers(0, 8_000_000))
+@given(
+    tier_lists(flat_fees=False), unit_sizes, st.integers(0, 8_000_000), st.integers(0, 8_000_000)
+)
 def test_graduated_amount_never_decreases_when_usage_grows(tiers, size, a, b):
     c = tiered("graduated", tiers, size)
     lo, hi = sorted((a, b))
@@ -176,10 +233,12 @@ def test_graduated_amount_never_decreases_when_usage_grows(tiers, size, a, b):
 
 
 @PURE
-@given(tier_lists(flat_fees=False), st.sampled_from([1, 1000, 1_000_000]))  # sizes that divide exactly
+@given(
+    tier_lists(flat_fees=False), st.sampled_from([1, 1000, 1_000_000])
+)  # sizes that divide exactly
 def test_graduated_has_no_jump_at_a_tier_edge_without_flat_fees(tiers, size):
     c = tiered("graduated", tiers, size)
-    for below, above in zip(tiers, tiers[1:]):
+    for below, above in itertools.pairwise(tiers):
         edge = below["up_to"]
         assert amount(c, edge) - amount(c, edge - 1) == Decimal(below["unit_price"]) / size
         assert amount(c, edge + 1) - amount(c, edge) == Decimal(above["unit_price"]) / size
@@ -198,13 +257,22 @@ def test_graduated_tier_quantities_sum_to_the_quantity_and_amounts_to_the_total(
 def test_volume_charges_every_unit_at_the_reached_tier_price(tiers, q):
     priced = price_quantity(tiered("volume", tiers), q, "USD", "tokens")
     reached = next(t for t in tiers if t["up_to"] is None or q <= t["up_to"])
-    assert priced.amount == Decimal(q) * Decimal(reached["unit_price"]) / 1000 + Decimal(reached["flat_fee"])
+    assert priced.amount == Decimal(q) * Decimal(reached["unit_price"]) / 1000 + Decimal(
+        reached["flat_fee"]
+    )
     assert [t.quantity for t in priced.tiers] == [q]
 
 
 @PURE
-@given(tier_lists(), st.sampled_from(["graduated", "volume"]), st.integers(0, 4_000_000), st.integers(0, 4_000_000))
-def test_a_month_split_in_two_price_periods_with_equal_prices_costs_the_same_as_one(tiers, pricing, a, b):
+@given(
+    tier_lists(),
+    st.sampled_from(["graduated", "volume"]),
+    st.integers(0, 4_000_000),
+    st.integers(0, 4_000_000),
+)
+def test_a_month_split_in_two_price_periods_with_equal_prices_costs_the_same_as_one(
+    tiers, pricing, a, b
+):
     c = tiered(pricing, tiers)
     whole = amount(c, a + b)
     first = price_quantity(c, a, "USD", "t", before=0, month_total=a + b).amount
@@ -214,13 +282,16 @@ def test_a_month_split_in_two_price_periods_with_equal_prices_costs_the_same_as_
 
 # -- properties of a whole month's rating --------------------------------------------------------------
 
+
 @ENGINE
 @given(plans(), months_of_usage())
 def test_rating_agrees_with_the_plain_decimal_reference(plan, rows):
     rated = rate_month(frame(with_ids(rows)), catalog_for(plan), "2026-10")
     events = [(m, q, dt.datetime(2026, 10, d, h), eid) for (m, q, d, h, eid) in with_ids(rows) if q]
     expected = ref_invoice(plan, events, 31)
-    assert {k: v for k, v in amounts(rated).items() if v} == {k: v for k, v in expected.items() if v}
+    assert {k: v for k, v in amounts(rated).items() if v} == {
+        k: v for k, v in expected.items() if v
+    }
 
 
 @ENGINE
@@ -231,12 +302,14 @@ def test_rating_is_invariant_to_row_order_and_to_splitting_rows(plan, rows, rnd,
     shuffled = list(base)
     rnd.shuffle(shuffled)
     split = []
-    for (m, q, d, h, eid) in base:
+    for m, q, d, h, eid in base:
         cut = data.draw(st.integers(0, q))
         split += [(m, cut, d, h, eid + "a"), (m, q - cut, d, h, eid + "b")]
     reference = amounts(rate_month(frame(base), catalog, "2026-10"))
     assert amounts(rate_month(frame(shuffled), catalog, "2026-10")) == reference
-    assert {k: v for k, v in amounts(rate_month(frame(split), catalog, "2026-10")).items()} == reference
+    assert {
+        k: v for k, v in amounts(rate_month(frame(split), catalog, "2026-10")).items()
+    } == reference
 
 
 @ENGINE
@@ -248,5 +321,9 @@ def test_invoice_lines_sum_to_the_subtotal_and_total_is_subtotal_plus_tax_minus_
         subtotal = sum((Decimal(line["amount"]) for line in doc["lines"]), Decimal(0))
         assert Decimal(doc["subtotal"]) == subtotal
         assert Decimal(doc["tax"]) == cents(subtotal * Decimal("0.19"))
-        assert Decimal(doc["total"]) == subtotal + Decimal(doc["tax"]) - Decimal(doc["credits_applied"])
-        assert all(Decimal(line["amount"]) == cents(Decimal(line["amount"])) for line in doc["lines"])
+        assert Decimal(doc["total"]) == subtotal + Decimal(doc["tax"]) - Decimal(
+            doc["credits_applied"]
+        )
+        assert all(
+            Decimal(line["amount"]) == cents(Decimal(line["amount"])) for line in doc["lines"]
+        )

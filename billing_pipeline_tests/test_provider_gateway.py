@@ -32,26 +32,51 @@ def charge(meter: str, price: str) -> dict:
     return {"id": meter, "meter": meter, "unit_size": PER_1K, "unit_price": price}
 
 
-CATALOG = parse_catalog({
-    "issuer": {"name": "Us"},
-    "plans": {"tokens": {"name": "Tokens", "charges": [
-        charge("input_tokens", "1.00"), charge("cached_input_tokens", "0.50"), charge("output_tokens", "3.00"),
-        charge("audio_input_tokens", "10.00"), charge("audio_output_tokens", "20.00")]}},
-    "customers": {"acme": {"name": "Acme", "subscriptions": [{"plan": "tokens", "from": "2026-10-01"}],
-                           "keys": ["gateway:acme"]}},
-})
+CATALOG = parse_catalog(
+    {
+        "issuer": {"name": "Us"},
+        "plans": {
+            "tokens": {
+                "name": "Tokens",
+                "charges": [
+                    charge("input_tokens", "1.00"),
+                    charge("cached_input_tokens", "0.50"),
+                    charge("output_tokens", "3.00"),
+                    charge("audio_input_tokens", "10.00"),
+                    charge("audio_output_tokens", "20.00"),
+                ],
+            }
+        },
+        "customers": {
+            "acme": {
+                "name": "Acme",
+                "subscriptions": [{"plan": "tokens", "from": "2026-10-01"}],
+                "keys": ["gateway:acme"],
+            }
+        },
+    }
+)
 
 
 def usage_of(line: dict) -> tuple[int, int]:
     u = line["usage"]
-    return u.get("prompt_tokens", u.get("input_tokens")), u.get("completion_tokens", u.get("output_tokens"))
+    return u.get("prompt_tokens", u.get("input_tokens")), u.get(
+        "completion_tokens", u.get("output_tokens")
+    )
 
 
 def test_every_request_splits_into_meters_that_add_up_to_the_providers_totals(tmp_path):
     r = gateway_log.read(landing(tmp_path), *OCT)
     lines = [json.loads(t) for t in FIXTURE.read_text().splitlines()]
-    inputs = {"input_tokens", "cached_input_tokens", "cache_write_tokens", "audio_input_tokens",
-              "cached_audio_input_tokens", "image_input_tokens", "cached_image_input_tokens"}
+    inputs = {
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "audio_input_tokens",
+        "cached_audio_input_tokens",
+        "image_input_tokens",
+        "cached_image_input_tokens",
+    }
     for i, line in enumerate(lines, start=1):
         ev = r.events.filter(pl.col("origin") == f"gateway/{FIXTURE.name}:{i}")
         if "error" in line:
@@ -60,25 +85,50 @@ def test_every_request_splits_into_meters_that_add_up_to_the_providers_totals(tm
         prompt, completion = usage_of(line)
         got = dict(ev.select("meter", "quantity").rows())
         assert sum(q for m, q in got.items() if m in inputs) == prompt, line["request_id"]
-        assert sum(q for m, q in got.items() if m in ("output_tokens", "audio_output_tokens")) == completion
-    audio = dict(r.events.filter(pl.col("model") == "gpt-4o-audio-preview-2024-12-17").select("meter", "quantity").rows())
+        assert (
+            sum(q for m, q in got.items() if m in ("output_tokens", "audio_output_tokens"))
+            == completion
+        )
+    audio = dict(
+        r.events.filter(pl.col("model") == "gpt-4o-audio-preview-2024-12-17")
+        .select("meter", "quantity")
+        .rows()
+    )
     # prompt 1,200 of which 1,000 audio; completion 600 of which 480 audio
-    assert audio == {"input_tokens": 200, "audio_input_tokens": 1000, "output_tokens": 120, "audio_output_tokens": 480}
-    mistral = dict(r.events.filter(pl.col("origin").str.ends_with(":6")).select("meter", "quantity").rows())
+    assert audio == {
+        "input_tokens": 200,
+        "audio_input_tokens": 1000,
+        "output_tokens": 120,
+        "audio_output_tokens": 480,
+    }
+    mistral = dict(
+        r.events.filter(pl.col("origin").str.ends_with(":6")).select("meter", "quantity").rows()
+    )
     assert mistral == {"input_tokens": 500, "cached_input_tokens": 1500, "output_tokens": 100}
 
 
-def test_a_failed_request_is_quarantined_as_not_billable_with_the_customer_it_would_have_billed(tmp_path):
+def test_a_failed_request_is_quarantined_as_not_billable_with_the_customer_it_would_have_billed(
+    tmp_path,
+):
     r = gateway_log.read(landing(tmp_path), *OCT)
     q = r.quarantine.row(0, named=True)
-    assert r.quarantine.height == 1 and (q["reason"], q["field"], q["account_key"]) == ("failed_request", "error", "gateway:acme")
+    assert r.quarantine.height == 1 and (q["reason"], q["field"], q["account_key"]) == (
+        "failed_request",
+        "error",
+        "gateway:acme",
+    )
     assert q["origin"] == f"gateway/{FIXTURE.name}:7"
     assert r.records_read == 7 == r.events["origin"].n_unique() + r.quarantine.height
 
 
 def test_reasoning_tokens_are_billed_inside_output_and_reported_per_model(tmp_path):
     summary = gateway_log.reasoning_summary(landing(tmp_path), *OCT)
-    got = {m: (n, out, reasoning) for m, n, out, reasoning in summary.select("model", "requests", "output_tokens", "reasoning_tokens").rows()}
+    got = {
+        m: (n, out, reasoning)
+        for m, n, out, reasoning in summary.select(
+            "model", "requests", "output_tokens", "reasoning_tokens"
+        ).rows()
+    }
     # Responses example: 1,035 output of which 832 reasoning; Batch example: 500 of which 300
     assert got == {"o1-2024-12-17": (1, 1035, 832), "gpt-5-2025-08-07": (1, 500, 300)}
     assert set(summary["account_key"]) == {"gateway:acme"}
@@ -89,7 +139,9 @@ def test_the_month_bills_audio_at_the_audio_price_and_each_line_once(tmp_path):
     usage, quarantine = normalize([r.events], [r.quarantine], CATALOG)
     rated = rate_month(usage, CATALOG, "2026-10")
     assert rated.unrated.height == 0
-    subtotal = sum(Decimal(a) for a in rated.lines.filter(pl.col("customer_id") == "acme")["amount"])
+    subtotal = sum(
+        Decimal(a) for a in rated.lines.filter(pl.col("customer_id") == "acme")["amount"]
+    )
     # Per 1K tokens: input 1.00, cached 0.50, output 3.00, audio in 10.00, audio out 20.00;
     # one line per model family and charge, each rounded half up to the cent:
     # input:  gpt-4o 1,117 -> 1.117 -> 1.12; gpt-4o-audio-preview 200 (text only) -> 0.20;

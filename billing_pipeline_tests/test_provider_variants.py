@@ -37,12 +37,22 @@ SPEC_TOTAL = "6.06"
 @pytest.fixture
 def month(tmp_path):
     catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump({
-        "issuer": ISSUER,
-        "plans": {"payg": {"name": "Pay as you go", "charges": TOKEN_PLAN}},
-        "customers": {"acme": {"name": "Acme", "subscriptions": [{"plan": "payg", "from": "2024-01-01"}],
-                               "keys": ["openai:proj_abc"]}},
-    }), encoding="utf-8")
+    catalog.write_text(
+        yaml.safe_dump(
+            {
+                "issuer": ISSUER,
+                "plans": {"payg": {"name": "Pay as you go", "charges": TOKEN_PLAN}},
+                "customers": {
+                    "acme": {
+                        "name": "Acme",
+                        "subscriptions": [{"plan": "payg", "from": "2024-01-01"}],
+                        "keys": ["openai:proj_abc"],
+                    }
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
     return tmp_path / "landing", catalog, tmp_path / "out"
 
 
@@ -55,10 +65,26 @@ def land(landing: Path, source: Path, name: str, mtime: int | None = None) -> No
 
 
 def month_end(landing, catalog, out):
-    ran = CliRunner().invoke(main, ["run", "--month", MONTH, "--landing", str(landing), "--catalog", str(catalog),
-                                    "--out", str(out)], catch_exceptions=False)
-    issued = CliRunner().invoke(main, ["issue", "--month", MONTH, "--out", str(out), "--catalog", str(catalog)],
-                                catch_exceptions=False)
+    ran = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--month",
+            MONTH,
+            "--landing",
+            str(landing),
+            "--catalog",
+            str(catalog),
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
+    issued = CliRunner().invoke(
+        main,
+        ["issue", "--month", MONTH, "--out", str(out), "--catalog", str(catalog)],
+        catch_exceptions=False,
+    )
     return ran, issued
 
 
@@ -69,7 +95,11 @@ def subtotal(out: Path) -> str:
 @pytest.mark.parametrize("variant", ["bom_p1.json", "crlf_p1.json", "gzip_p1.json.gz"])
 def test_a_bom_crlf_or_gzip_delivery_bills_like_the_plain_page(month, variant):
     landing, catalog, out = month
-    land(landing, VARIANTS / variant, "2024-11-01_p1.json" + (".gz" if variant.endswith(".gz") else ""))
+    land(
+        landing,
+        VARIANTS / variant,
+        "2024-11-01_p1.json" + (".gz" if variant.endswith(".gz") else ""),
+    )
     ran, issued = month_end(landing, catalog, out)
     assert ran.exit_code == 0, ran.output
     assert subtotal(out) == SPEC_TOTAL
@@ -97,8 +127,18 @@ def test_a_page_whose_successor_is_missing_bills_its_own_records_and_holds_the_m
 def test_a_restated_export_is_billed_and_the_first_version_kept_for_audit(month):
     """1,000 more text input tokens x $0.50/1K = $0.50 more: $6.56."""
     landing, catalog, out = month
-    land(landing, DATA / "usage_completions_result_spec_example.json", "2024-11-01_p1.json", mtime=1_730_520_000)
-    land(landing, VARIANTS / "restated_p1.json", "2024-11-01_redelivered_p1.json", mtime=1_730_606_400)
+    land(
+        landing,
+        DATA / "usage_completions_result_spec_example.json",
+        "2024-11-01_p1.json",
+        mtime=1_730_520_000,
+    )
+    land(
+        landing,
+        VARIANTS / "restated_p1.json",
+        "2024-11-01_redelivered_p1.json",
+        mtime=1_730_606_400,
+    )
     ran, issued = month_end(landing, catalog, out)
     assert ran.exit_code == 0, ran.output
     assert subtotal(out) == "6.56"
@@ -148,4 +188,6 @@ def test_each_money_at_risk_reason_holds_the_customer_it_names_and_issue_refuses
     with open(out / MONTH / "quarantine.csv", newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if r["reason"] == reason]
     assert rows and {(r["kind"], r["customer_id"]) for r in rows} == {("money_at_risk", "acme")}
-    assert issued.exit_code == 1 and "customers acme" in issued.output and "INV-" not in issued.output
+    assert (
+        issued.exit_code == 1 and "customers acme" in issued.output and "INV-" not in issued.output
+    )

@@ -28,9 +28,14 @@ def test_per_unit_prices_fractional_units_exactly():
 
 
 def test_graduated_prices_each_tier_only_for_the_units_inside_it():
-    priced = price_quantity(charge(pricing="graduated", tiers=TIERS), 12_500_000, "USD", "output tokens of gpt-4o")
+    priced = price_quantity(
+        charge(pricing="graduated", tiers=TIERS), 12_500_000, "USD", "output tokens of gpt-4o"
+    )
     assert priced.amount == Decimal("120")
-    assert [(t.quantity, t.amount) for t in priced.tiers] == [(10_000_000, Decimal("100")), (2_500_000, Decimal("20"))]
+    assert [(t.quantity, t.amount) for t in priced.tiers] == [
+        (10_000_000, Decimal("100")),
+        (2_500_000, Decimal("20")),
+    ]
     assert priced.explanation == (
         "12,500,000 output tokens of gpt-4o: first 10,000,000 at $0.010 per 1K = $100.00; "
         "next 2,500,000 at $0.008 per 1K = $20.00"
@@ -45,7 +50,10 @@ def test_graduated_quantity_exactly_at_a_tier_edge_stays_in_that_tier():
 
 
 def test_volume_prices_every_unit_at_the_reached_tier():
-    tiers = [{"up_to": 1_000_000, "unit_price": "0.05"}, {"up_to": None, "unit_price": "0.03", "flat_fee": "10"}]
+    tiers = [
+        {"up_to": 1_000_000, "unit_price": "0.05"},
+        {"up_to": None, "unit_price": "0.03", "flat_fee": "10"},
+    ]
     at_edge = price_quantity(charge(pricing="volume", tiers=tiers), 1_000_000, "USD", "tokens")
     above = price_quantity(charge(pricing="volume", tiers=tiers), 1_000_001, "USD", "tokens")
     assert at_edge.amount == Decimal("50")
@@ -53,8 +61,15 @@ def test_volume_prices_every_unit_at_the_reached_tier():
 
 
 def test_package_rounds_up_to_whole_packages():
-    c = Charge.model_validate({"id": "p", "meter": "requests", "pricing": "package", "package_size": 1000,
-                               "package_price": "2.00"})
+    c = Charge.model_validate(
+        {
+            "id": "p",
+            "meter": "requests",
+            "pricing": "package",
+            "package_size": 1000,
+            "package_price": "2.00",
+        }
+    )
     assert price_quantity(c, 2_345, "USD", "requests").amount == Decimal("6.00")
     assert price_quantity(c, 0, "USD", "requests").amount == Decimal("0")
 
@@ -62,22 +77,55 @@ def test_package_rounds_up_to_whole_packages():
 CATALOG = {
     "issuer": {"name": "Example AI GmbH"},
     "plans": {
-        "payg": {"name": "Pay as you go", "charges": [
-            {"id": "gpt4o-in", "meter": "input_tokens", "models": ["gpt-4o", "gpt-4o-20*"], "unit_size": 1000,
-             "unit_price": "0.0025"},
-            {"id": "gpt4o-out", "meter": "output_tokens", "models": ["gpt-4o", "gpt-4o-20*"], "unit_size": 1000,
-             "unit_price": "0.010"},
-        ]},
-        "enterprise": {"name": "Enterprise", "base_fee": "500.00", "minimum_commitment": "1000.00",
-                       "allowance": {"quantity": 1_000_000, "meters": ["input_tokens", "output_tokens"]},
-                       "charges": [{"id": "tokens", "meter": ["input_tokens", "output_tokens"], "unit_size": 1000,
-                                    "pricing": "volume", "tiers": [{"up_to": 1_000_000, "unit_price": "0.05"},
-                                                                   {"up_to": None, "unit_price": "0.03"}]}]},
+        "payg": {
+            "name": "Pay as you go",
+            "charges": [
+                {
+                    "id": "gpt4o-in",
+                    "meter": "input_tokens",
+                    "models": ["gpt-4o", "gpt-4o-20*"],
+                    "unit_size": 1000,
+                    "unit_price": "0.0025",
+                },
+                {
+                    "id": "gpt4o-out",
+                    "meter": "output_tokens",
+                    "models": ["gpt-4o", "gpt-4o-20*"],
+                    "unit_size": 1000,
+                    "unit_price": "0.010",
+                },
+            ],
+        },
+        "enterprise": {
+            "name": "Enterprise",
+            "base_fee": "500.00",
+            "minimum_commitment": "1000.00",
+            "allowance": {"quantity": 1_000_000, "meters": ["input_tokens", "output_tokens"]},
+            "charges": [
+                {
+                    "id": "tokens",
+                    "meter": ["input_tokens", "output_tokens"],
+                    "unit_size": 1000,
+                    "pricing": "volume",
+                    "tiers": [
+                        {"up_to": 1_000_000, "unit_price": "0.05"},
+                        {"up_to": None, "unit_price": "0.03"},
+                    ],
+                }
+            ],
+        },
     },
     "customers": {
-        "acme": {"name": "Acme", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}], "keys": ["openai:proj_a"]},
-        "initech": {"name": "Initech", "subscriptions": [{"plan": "enterprise", "from": "2026-10-16"}],
-                    "keys": ["openai:proj_i"]},
+        "acme": {
+            "name": "Acme",
+            "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+            "keys": ["openai:proj_a"],
+        },
+        "initech": {
+            "name": "Initech",
+            "subscriptions": [{"plan": "enterprise", "from": "2026-10-16"}],
+            "keys": ["openai:proj_i"],
+        },
     },
 }
 
@@ -87,11 +135,20 @@ def usage(rows: list[tuple]) -> pl.DataFrame:
     frame = pl.DataFrame(
         [
             {
-                "event_id": f"e{i}", "record_id": f"r{i}", "source": "test", "provider": "openai",
-                "account_key": None, "customer_id": c, "model": m, "meter": meter, "dimensions": "{}",
-                "quantity": q, "start": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
+                "event_id": f"e{i}",
+                "record_id": f"r{i}",
+                "source": "test",
+                "provider": "openai",
+                "account_key": None,
+                "customer_id": c,
+                "model": m,
+                "meter": meter,
+                "dimensions": "{}",
+                "quantity": q,
+                "start": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
                 "end": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC) + dt.timedelta(hours=1),
-                "origin": f"test:{i}", "day": dt.date(2026, 10, d),
+                "origin": f"test:{i}",
+                "day": dt.date(2026, 10, d),
             }
             for i, (c, m, meter, q, d, h) in enumerate(rows)
         ]
@@ -100,12 +157,22 @@ def usage(rows: list[tuple]) -> pl.DataFrame:
 
 
 def lines_of(rated, customer):
-    return {r["charge_id"]: r for r in rated.lines.filter(pl.col("customer_id") == customer).to_dicts()}
+    return {
+        r["charge_id"]: r for r in rated.lines.filter(pl.col("customer_id") == customer).to_dicts()
+    }
 
 
 def test_input_and_output_tokens_are_priced_separately_per_model_and_snapshots_price_as_their_family():
-    rated = rate_month(usage([("acme", "gpt-4o-2024-08-06", "input_tokens", 1_000_000, 3, 0),
-                              ("acme", "gpt-4o", "output_tokens", 200_000, 4, 0)]), parse_catalog(CATALOG), "2026-10")
+    rated = rate_month(
+        usage(
+            [
+                ("acme", "gpt-4o-2024-08-06", "input_tokens", 1_000_000, 3, 0),
+                ("acme", "gpt-4o", "output_tokens", 200_000, 4, 0),
+            ]
+        ),
+        parse_catalog(CATALOG),
+        "2026-10",
+    )
     lines = lines_of(rated, "acme")
     assert lines["gpt4o-in"]["amount"] == "2.50"
     assert lines["gpt4o-out"]["amount"] == "2.00"
@@ -113,8 +180,11 @@ def test_input_and_output_tokens_are_priced_separately_per_model_and_snapshots_p
 
 
 def test_usage_of_a_model_the_plan_does_not_price_is_reported_not_billed():
-    rated = rate_month(usage([("acme", "claude-sonnet-4-5", "input_tokens", 5_000, 3, 0)]), parse_catalog(CATALOG),
-                       "2026-10")
+    rated = rate_month(
+        usage([("acme", "claude-sonnet-4-5", "input_tokens", 5_000, 3, 0)]),
+        parse_catalog(CATALOG),
+        "2026-10",
+    )
     assert rated.lines.filter(pl.col("customer_id") == "acme").height == 0
     assert rated.unrated.row(0, named=True)["reason"] == "no_charge_in_plan"
     assert rated.unrated["quantity"].sum() == 5_000
@@ -122,21 +192,37 @@ def test_usage_of_a_model_the_plan_does_not_price_is_reported_not_billed():
 
 def test_hybrid_plan_prorates_base_fee_consumes_allowance_in_time_order_and_trues_up_to_the_commitment():
     # Subscribed from Oct 16: 16 of 31 days. 1.5 M tokens, the first 1 M of them included.
-    rated = rate_month(usage([("initech", "gpt-4o", "output_tokens", 600_000, 17, 1),
-                              ("initech", "gpt-4o", "input_tokens", 900_000, 17, 0)]), parse_catalog(CATALOG), "2026-10")
+    rated = rate_month(
+        usage(
+            [
+                ("initech", "gpt-4o", "output_tokens", 600_000, 17, 1),
+                ("initech", "gpt-4o", "input_tokens", 900_000, 17, 0),
+            ]
+        ),
+        parse_catalog(CATALOG),
+        "2026-10",
+    )
     lines = lines_of(rated, "initech")
     assert lines["base_fee"]["amount"] == "258.06"  # 500 x 16 / 31 = 258.0645...
     assert lines["tokens"]["included_quantity"] == 1_000_000
     assert lines["tokens"]["quantity"] == 500_000
     assert lines["tokens"]["amount"] == "25.00"  # 500,000 in tier 1 at 0.05 per 1K
     assert lines["minimum_commitment"]["amount"] == "975.00"  # 1000 - 25 usage
-    assert json.loads(lines["tokens"]["components"]) == [{"provider": "openai", "model": "gpt-4o", "quantity": 1_500_000}]
+    assert json.loads(lines["tokens"]["components"]) == [
+        {"provider": "openai", "model": "gpt-4o", "quantity": 1_500_000}
+    ]
 
 
 def test_rating_does_not_depend_on_row_order_or_on_splitting_rows():
-    rows = [("acme", "gpt-4o", "input_tokens", 333_333, 3, 0), ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0)]
-    split = [("acme", "gpt-4o", "input_tokens", 111_111, 3, 0), ("acme", "gpt-4o", "input_tokens", 222_222, 3, 1),
-             ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0)]
+    rows = [
+        ("acme", "gpt-4o", "input_tokens", 333_333, 3, 0),
+        ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0),
+    ]
+    split = [
+        ("acme", "gpt-4o", "input_tokens", 111_111, 3, 0),
+        ("acme", "gpt-4o", "input_tokens", 222_222, 3, 1),
+        ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0),
+    ]
     catalog = parse_catalog(CATALOG)
     a = rate_month(usage(rows), catalog, "2026-10").lines
     b = rate_month(usage(list(reversed(rows))), catalog, "2026-10").lines
@@ -147,18 +233,74 @@ def test_rating_does_not_depend_on_row_order_or_on_splitting_rows():
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"plans": {"payg": {"name": "P", "charges": [{"id": "x", "meter": "input_tokens", "unit_price": 0.5}]}}},
-         "plans.payg.charges[0].unit_price: a float where a decimal string is required"),
-        ({"plans": {"payg": {"name": "P", "charges": [{"id": "x", "meter": "tokens", "unit_price": "1"}]}}},
-         "plans.payg.charges[0].meter: unknown meter 'tokens'"),
-        ({"plans": {"payg": {"name": "P", "charges": [
-            {"id": "a", "meter": "input_tokens", "models": ["gpt-4o*"], "unit_price": "1"},
-            {"id": "b", "meter": "input_tokens", "models": ["gpt-4o-mini"], "unit_price": "1"}]}}},
-         "plans.payg: charges 'a' and 'b' both claim the same usage"),
-        ({"plans": {"payg": {"name": "P", "charges": [
-            {"id": "a", "meter": "input_tokens", "pricing": "graduated",
-             "tiers": [{"up_to": 10, "unit_price": "1"}, {"up_to": 5, "unit_price": "1"}, {"up_to": None, "unit_price": "1"}]}]}}},
-         "plans.payg.charges[0].tiers[1].up_to: tiers out of order"),
+        (
+            {
+                "plans": {
+                    "payg": {
+                        "name": "P",
+                        "charges": [{"id": "x", "meter": "input_tokens", "unit_price": 0.5}],
+                    }
+                }
+            },
+            "plans.payg.charges[0].unit_price: a float where a decimal string is required",
+        ),
+        (
+            {
+                "plans": {
+                    "payg": {
+                        "name": "P",
+                        "charges": [{"id": "x", "meter": "tokens", "unit_price": "1"}],
+                    }
+                }
+            },
+            "plans.payg.charges[0].meter: unknown meter 'tokens'",
+        ),
+        (
+            {
+                "plans": {
+                    "payg": {
+                        "name": "P",
+                        "charges": [
+                            {
+                                "id": "a",
+                                "meter": "input_tokens",
+                                "models": ["gpt-4o*"],
+                                "unit_price": "1",
+                            },
+                            {
+                                "id": "b",
+                                "meter": "input_tokens",
+                                "models": ["gpt-4o-mini"],
+                                "unit_price": "1",
+                            },
+                        ],
+                    }
+                }
+            },
+            "plans.payg: charges 'a' and 'b' both claim the same usage",
+        ),
+        (
+            {
+                "plans": {
+                    "payg": {
+                        "name": "P",
+                        "charges": [
+                            {
+                                "id": "a",
+                                "meter": "input_tokens",
+                                "pricing": "graduated",
+                                "tiers": [
+                                    {"up_to": 10, "unit_price": "1"},
+                                    {"up_to": 5, "unit_price": "1"},
+                                    {"up_to": None, "unit_price": "1"},
+                                ],
+                            }
+                        ],
+                    }
+                }
+            },
+            "plans.payg.charges[0].tiers[1].up_to: tiers out of order",
+        ),
     ],
 )
 def test_catalog_errors_name_the_file_the_path_and_the_problem(patch, message):
@@ -169,35 +311,66 @@ def test_catalog_errors_name_the_file_the_path_and_the_problem(patch, message):
 
 
 def test_a_subscription_to_an_unknown_plan_is_refused():
-    document = {**CATALOG, "customers": {"acme": {"name": "A", "subscriptions": [{"plan": "gold", "from": "2026-01-01"}]}}}
-    with pytest.raises(CatalogError, match=r"^catalog.yaml: customers.acme.subscriptions\[0\].plan: unknown plan 'gold'"):
+    document = {
+        **CATALOG,
+        "customers": {
+            "acme": {"name": "A", "subscriptions": [{"plan": "gold", "from": "2026-01-01"}]}
+        },
+    }
+    with pytest.raises(
+        CatalogError,
+        match=r"^catalog.yaml: customers.acme.subscriptions\[0\].plan: unknown plan 'gold'",
+    ):
         parse_catalog(document, "catalog.yaml")
 
 
 ALLOWANCE_CATALOG = {
     "issuer": {"name": "Example AI GmbH"},
-    "plans": {"hybrid": {
-        "name": "Hybrid", "allowance": {"quantity": 1_000_000, "meters": ["input_tokens", "output_tokens"]},
-        "charges": [
-            {"id": "in-4o", "meter": "input_tokens", "models": ["gpt-4o"], "unit_size": 1000, "unit_price": "0.0025"},
-            {"id": "in-mini", "meter": "input_tokens", "models": ["gpt-4o-mini"], "unit_size": 1000,
-             "unit_price": "0.00015"},
-            {"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"},
-        ]}},
-    "customers": {f"c{i}": {"name": f"C{i}", "subscriptions": [{"plan": "hybrid", "from": "2026-01-01"}]}
-                  for i in range(4)},
+    "plans": {
+        "hybrid": {
+            "name": "Hybrid",
+            "allowance": {"quantity": 1_000_000, "meters": ["input_tokens", "output_tokens"]},
+            "charges": [
+                {
+                    "id": "in-4o",
+                    "meter": "input_tokens",
+                    "models": ["gpt-4o"],
+                    "unit_size": 1000,
+                    "unit_price": "0.0025",
+                },
+                {
+                    "id": "in-mini",
+                    "meter": "input_tokens",
+                    "models": ["gpt-4o-mini"],
+                    "unit_size": 1000,
+                    "unit_price": "0.00015",
+                },
+                {"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"},
+            ],
+        }
+    },
+    "customers": {
+        f"c{i}": {"name": f"C{i}", "subscriptions": [{"plan": "hybrid", "from": "2026-01-01"}]}
+        for i in range(4)
+    },
 }
 
 
 def included_by_hand(rows: list[tuple]) -> dict[tuple[str, str], int]:
     """The allowance consumed event by event in time order (ties by event id), the plain way."""
-    events = sorted(enumerate(rows), key=lambda e: (dt.datetime(2026, 10, e[1][4], e[1][5]), f"e{e[0]}"))
+    events = sorted(
+        enumerate(rows), key=lambda e: (dt.datetime(2026, 10, e[1][4], e[1][5]), f"e{e[0]}")
+    )
     left = {c: 1_000_000 for c in ALLOWANCE_CATALOG["customers"]}
     included: dict[tuple[str, str], int] = {}
     for _, (customer, model, meter, quantity, _day, _hour) in events:
         take = min(quantity, left[customer])
         left[customer] -= take
-        charge = "out" if meter == "output_tokens" else ("in-mini" if model == "gpt-4o-mini" else "in-4o")
+        charge = (
+            "out"
+            if meter == "output_tokens"
+            else ("in-mini" if model == "gpt-4o-mini" else "in-4o")
+        )
         key = (customer, charge if charge != "out" else f"out:{model}")
         included[key] = included.get(key, 0) + take
     return included
@@ -209,21 +382,40 @@ def test_allowance_is_consumed_in_time_order_across_days_meters_and_models():
     import random
 
     rng = random.Random(11)
-    rows = [(f"c{rng.randrange(4)}", rng.choice(["gpt-4o", "gpt-4o-mini"]), rng.choice(["input_tokens", "output_tokens"]),
-             rng.randrange(1, 60_000), rng.randrange(1, 32), rng.choice([0, 0, 5, 23])) for _ in range(600)]
+    rows = [
+        (
+            f"c{rng.randrange(4)}",
+            rng.choice(["gpt-4o", "gpt-4o-mini"]),
+            rng.choice(["input_tokens", "output_tokens"]),
+            rng.randrange(1, 60_000),
+            rng.randrange(1, 32),
+            rng.choice([0, 0, 5, 23]),
+        )
+        for _ in range(600)
+    ]
     rated = rate_month(usage(rows), parse_catalog(ALLOWANCE_CATALOG), "2026-10")
-    got = {(r["customer_id"], r["charge_id"] if r["charge_id"] != "out" else f"out:{r['model']}"): r["included_quantity"]
-           for r in rated.lines.iter_rows(named=True)}
+    got = {
+        (r["customer_id"], r["charge_id"] if r["charge_id"] != "out" else f"out:{r['model']}"): r[
+            "included_quantity"
+        ]
+        for r in rated.lines.iter_rows(named=True)
+    }
     expected = included_by_hand(rows)
     assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
-    assert sum(expected.values()) == 4_000_000  # every customer used more than its allowance: crossings happened
+    assert (
+        sum(expected.values()) == 4_000_000
+    )  # every customer used more than its allowance: crossings happened
 
 
 def test_rating_without_the_chart_days_gives_the_same_lines():
     """daily=False skips only the per-day quantities the invoice chart reads."""
-    rows = [("acme", "gpt-4o", "input_tokens", 333_333, 3, 0), ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0),
-            ("initech", "gpt-4o", "output_tokens", 600_000, 17, 1), ("initech", "gpt-4o", "input_tokens", 900_000, 9, 0),
-            ("initech", "gpt-4o", "input_tokens", 900_000, 20, 0)]
+    rows = [
+        ("acme", "gpt-4o", "input_tokens", 333_333, 3, 0),
+        ("acme", "gpt-4o", "output_tokens", 777_777, 5, 0),
+        ("initech", "gpt-4o", "output_tokens", 600_000, 17, 1),
+        ("initech", "gpt-4o", "input_tokens", 900_000, 9, 0),
+        ("initech", "gpt-4o", "input_tokens", 900_000, 20, 0),
+    ]
     catalog = parse_catalog(CATALOG)
     with_days = rate_month(usage(rows), catalog, "2026-10")
     without = rate_month(usage(rows), catalog, "2026-10", daily=False)
@@ -232,7 +424,8 @@ def test_rating_without_the_chart_days_gives_the_same_lines():
     assert set(without.lines["daily"]) == {"[]"}
     assert with_days.lines.filter(pl.col("customer_id") == "acme")["daily"].to_list() == [
         '[{"day":"2026-10-03","model":"gpt-4o","quantity":333333}]',
-        '[{"day":"2026-10-05","model":"gpt-4o","quantity":777777}]']
+        '[{"day":"2026-10-05","model":"gpt-4o","quantity":777777}]',
+    ]
 
 
 def test_a_lazy_source_is_summed_in_slices_to_the_same_lines(monkeypatch):
@@ -240,8 +433,13 @@ def test_a_lazy_source_is_summed_in_slices_to_the_same_lines(monkeypatch):
     give the same invoice lines as grouping the whole month at once."""
     from billing_pipeline.rating import assign
 
-    rows = [(c, m, meter, q, d, h) for c in ("acme", "initech") for m in ("gpt-4o", "gpt-4o-2024-08-06")
-            for meter in ("input_tokens", "output_tokens") for q, d, h in ((120_000, 3, 0), (450_000, 17, 2), (7, 20, 5))]
+    rows = [
+        (c, m, meter, q, d, h)
+        for c in ("acme", "initech")
+        for m in ("gpt-4o", "gpt-4o-2024-08-06")
+        for meter in ("input_tokens", "output_tokens")
+        for q, d, h in ((120_000, 3, 0), (450_000, 17, 2), (7, 20, 5))
+    ]
     catalog = parse_catalog(CATALOG)
     whole = rate_month(usage(rows), catalog, "2026-10")
     monkeypatch.setattr(assign, "CHUNK_ROWS", 5)  # 24 events in 5 slices
@@ -257,12 +455,36 @@ def test_line_words_written_by_polars_read_like_the_python_ones(currency):
     from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_quantity
     from billing_pipeline.rating.engine import amount_text_expr, fmt_int_expr, money_text_expr
 
-    values = [0, 1, -1, 5, 999, 1000, -1000, 123456, 1_000_000, -9_876_543_210, 10**18, -(10**18), 2**63 - 1]
+    values = [
+        0,
+        1,
+        -1,
+        5,
+        999,
+        1000,
+        -1000,
+        123456,
+        1_000_000,
+        -9_876_543_210,
+        10**18,
+        -(10**18),
+        2**63 - 1,
+    ]
     minor = MINOR_UNITS.get(currency, 2)
-    frame = pl.DataFrame({"v": values, "currency": [currency] * len(values), "minor": [minor] * len(values),
-                          "pow10": [10**minor] * len(values)}, schema_overrides={"v": pl.Int64})
-    out = frame.select(fmt_int_expr(pl.col("v")).alias("q"), amount_text_expr(pl.col("v")).alias("a"),
-                       money_text_expr(pl.col("v")).alias("m"))
+    frame = pl.DataFrame(
+        {
+            "v": values,
+            "currency": [currency] * len(values),
+            "minor": [minor] * len(values),
+            "pow10": [10**minor] * len(values),
+        },
+        schema_overrides={"v": pl.Int64},
+    )
+    out = frame.select(
+        fmt_int_expr(pl.col("v")).alias("q"),
+        amount_text_expr(pl.col("v")).alias("a"),
+        money_text_expr(pl.col("v")).alias("m"),
+    )
     assert out["q"].to_list() == [fmt_quantity(v) for v in values]
     assert out["a"].to_list() == [str(Decimal(v).scaleb(-minor)) for v in values]
     assert out["m"].to_list() == [fmt_money(Decimal(v).scaleb(-minor), currency) for v in values]

@@ -14,22 +14,57 @@ from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
 
 MONTH = "2026-10"
 PRICE_BOOK = [
-    {"provider": "openai", "models": ["gpt-4o"], "meter": "input_tokens", "unit_size": 1_000_000,
-     "unit_price": "1.00", "from": "2024-01-01"},
-    {"provider": "openai", "models": ["gpt-4o"], "meter": "output_tokens", "unit_size": 1_000_000,
-     "unit_price": "8.00", "from": "2024-01-01"},
+    {
+        "provider": "openai",
+        "models": ["gpt-4o"],
+        "meter": "input_tokens",
+        "unit_size": 1_000_000,
+        "unit_price": "1.00",
+        "from": "2024-01-01",
+    },
+    {
+        "provider": "openai",
+        "models": ["gpt-4o"],
+        "meter": "output_tokens",
+        "unit_size": 1_000_000,
+        "unit_price": "8.00",
+        "from": "2024-01-01",
+    },
 ]
 CATALOG = {
     "issuer": {"name": "Example AI GmbH"},
-    "plans": {"payg": {"name": "Pay as you go", "charges": [
-        {"id": "in", "meter": "input_tokens", "models": ["gpt-4o"], "unit_size": 1000, "unit_price": "0.0025"},
-        {"id": "out", "meter": "output_tokens", "models": ["gpt-4o"], "unit_size": 1000, "unit_price": "0.010"},
-    ]}},
+    "plans": {
+        "payg": {
+            "name": "Pay as you go",
+            "charges": [
+                {
+                    "id": "in",
+                    "meter": "input_tokens",
+                    "models": ["gpt-4o"],
+                    "unit_size": 1000,
+                    "unit_price": "0.0025",
+                },
+                {
+                    "id": "out",
+                    "meter": "output_tokens",
+                    "models": ["gpt-4o"],
+                    "unit_size": 1000,
+                    "unit_price": "0.010",
+                },
+            ],
+        }
+    },
     "customers": {
-        "acme": {"name": "Acme", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
-                 "keys": ["gateway:acme", "openai:proj_acme"]},
-        "initech": {"name": "Initech", "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
-                    "keys": ["gateway:initech", "openai:proj_initech"]},
+        "acme": {
+            "name": "Acme",
+            "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+            "keys": ["gateway:acme", "openai:proj_acme"],
+        },
+        "initech": {
+            "name": "Initech",
+            "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+            "keys": ["gateway:initech", "openai:proj_initech"],
+        },
     },
     "price_book": PRICE_BOOK,
 }
@@ -37,62 +72,108 @@ CATALOG = {
 
 def usage(rows: list[tuple], source: str = "gateway_log") -> pl.DataFrame:
     """rows: (customer_id, account_key, meter, quantity, day-of-October)."""
-    frame = pl.DataFrame([
-        {"event_id": f"{source}{i}", "record_id": f"{source}{i}", "source": source, "provider": "openai",
-         "account_key": key, "customer_id": c, "model": "gpt-4o", "meter": meter, "dimensions": "{}",
-         "quantity": q, "start": dt.datetime(2026, 10, d, tzinfo=dt.UTC), "end": dt.datetime(2026, 10, d, 1, tzinfo=dt.UTC),
-         "origin": f"{source}:{i}", "day": dt.date(2026, 10, d)}
-        for i, (c, key, meter, q, d) in enumerate(rows)
-    ]).with_columns(model_family_expr().alias("model_family"))
+    frame = pl.DataFrame(
+        [
+            {
+                "event_id": f"{source}{i}",
+                "record_id": f"{source}{i}",
+                "source": source,
+                "provider": "openai",
+                "account_key": key,
+                "customer_id": c,
+                "model": "gpt-4o",
+                "meter": meter,
+                "dimensions": "{}",
+                "quantity": q,
+                "start": dt.datetime(2026, 10, d, tzinfo=dt.UTC),
+                "end": dt.datetime(2026, 10, d, 1, tzinfo=dt.UTC),
+                "origin": f"{source}:{i}",
+                "day": dt.date(2026, 10, d),
+            }
+            for i, (c, key, meter, q, d) in enumerate(rows)
+        ]
+    ).with_columns(model_family_expr().alias("model_family"))
     return conform(frame, USAGE_SCHEMA)
 
 
 def test_a_gateway_log_undercounting_by_15_percent_is_flagged_with_the_revenue_at_stake():
     catalog = parse_catalog(CATALOG)
-    billed = usage([("acme", "gateway:acme", "input_tokens", 1_000_000, 5),
-                    ("acme", "gateway:acme", "output_tokens", 200_000, 5),
-                    ("initech", "gateway:initech", "input_tokens", 400_000, 6)])
-    report = usage([("acme", "openai:proj_acme", "input_tokens", 1_150_000, 5),
-                    ("acme", "openai:proj_acme", "output_tokens", 230_000, 5),
-                    ("initech", "openai:proj_initech", "input_tokens", 401_000, 6)], source="openai_usage_api")
+    billed = usage(
+        [
+            ("acme", "gateway:acme", "input_tokens", 1_000_000, 5),
+            ("acme", "gateway:acme", "output_tokens", 200_000, 5),
+            ("initech", "gateway:initech", "input_tokens", 400_000, 6),
+        ]
+    )
+    report = usage(
+        [
+            ("acme", "openai:proj_acme", "input_tokens", 1_150_000, 5),
+            ("acme", "openai:proj_acme", "output_tokens", 230_000, 5),
+            ("initech", "openai:proj_initech", "input_tokens", 401_000, 6),
+        ],
+        source="openai_usage_api",
+    )
     drift = metering_drift(billed, report, catalog, MONTH)
     acme = drift.filter(pl.col("customer_id") == "acme").row(0, named=True)
-    assert (acme["metered_tokens"], acme["reported_tokens"], acme["missing_tokens"]) == (1_200_000, 1_380_000, 180_000)
+    assert (acme["metered_tokens"], acme["reported_tokens"], acme["missing_tokens"]) == (
+        1_200_000,
+        1_380_000,
+        180_000,
+    )
     # input 1,000,000 -> 1,150,000 at $0.0025/1K: $2.50 -> $2.88; output 200,000 -> 230,000 at $0.010/1K: $2.00 -> $2.30
     assert acme["flagged"] and acme["amount_at_stake"] == Decimal("0.68")
     initech = drift.filter(pl.col("customer_id") == "initech").row(0, named=True)
     assert not initech["flagged"] and initech["amount_at_stake"] is None  # 0.25 % is within 0.5 %
 
-    table = reconcile(rate_month(billed, catalog, MONTH).lines, provider_cost(billed, catalog), drift)
+    table = reconcile(
+        rate_month(billed, catalog, MONTH).lines, provider_cost(billed, catalog), drift
+    )
     flagged = table.filter(pl.col("flags").str.contains("metering_drift"))
-    assert flagged.select("customer_id", "reported_tokens", "at_stake").rows() == [("acme", 1_380_000, Decimal("0.68"))]
+    assert flagged.select("customer_id", "reported_tokens", "at_stake").rows() == [
+        ("acme", 1_380_000, Decimal("0.68"))
+    ]
 
 
 def test_a_report_only_differing_by_less_than_half_a_percent_is_not_drift_but_more_is():
     catalog = parse_catalog(CATALOG)
     billed = usage([("acme", "gateway:acme", "input_tokens", 995_000, 5)])
-    within = usage([("acme", "openai:proj_acme", "input_tokens", 1_000_000, 5)], source="openai_usage_api")
-    beyond = usage([("acme", "openai:proj_acme", "input_tokens", 1_006_000, 5)], source="openai_usage_api")
+    within = usage(
+        [("acme", "openai:proj_acme", "input_tokens", 1_000_000, 5)], source="openai_usage_api"
+    )
+    beyond = usage(
+        [("acme", "openai:proj_acme", "input_tokens", 1_006_000, 5)], source="openai_usage_api"
+    )
     assert not metering_drift(billed, within, catalog, MONTH)["flagged"].any()
     assert metering_drift(billed, beyond, catalog, MONTH)["flagged"].all()
 
 
 def test_a_price_book_change_that_makes_a_model_unprofitable_flags_a_negative_margin():
-    raised = [PRICE_BOOK[0], {**PRICE_BOOK[1], "to": "2026-10-14"},
-              {**PRICE_BOOK[1], "unit_price": "15.00", "from": "2026-10-15"}]  # we sell output at $10/1M
+    raised = [
+        PRICE_BOOK[0],
+        {**PRICE_BOOK[1], "to": "2026-10-14"},
+        {**PRICE_BOOK[1], "unit_price": "15.00", "from": "2026-10-15"},
+    ]  # we sell output at $10/1M
     catalog = parse_catalog({**CATALOG, "price_book": raised})
-    month = usage([("acme", "gateway:acme", "input_tokens", 2_000_000, 3),
-                   ("acme", "gateway:acme", "output_tokens", 1_000_000, 3),
-                   ("acme", "gateway:acme", "output_tokens", 1_000_000, 20)])
+    month = usage(
+        [
+            ("acme", "gateway:acme", "input_tokens", 2_000_000, 3),
+            ("acme", "gateway:acme", "output_tokens", 1_000_000, 3),
+            ("acme", "gateway:acme", "output_tokens", 1_000_000, 20),
+        ]
+    )
     table = reconcile(rate_month(month, catalog, MONTH).lines, provider_cost(month, catalog))
     row = table.row(0, named=True)
     # revenue 2M in x $2.50/1M + 2M out x $10/1M = $25; cost $2 + $8 + $15 = $25: margin 0 ...
     assert (row["revenue"], row["cost"], row["margin"]) == (Decimal(25), Decimal(25), Decimal(0))
     assert "negative_margin" not in row["flags"]
-    more = usage([("acme", "gateway:acme", "input_tokens", 2_000_000, 3),
-                  ("acme", "gateway:acme", "output_tokens", 1_000_000, 3),
-                  ("acme", "gateway:acme", "output_tokens", 1_000_000, 20),
-                  ("acme", "gateway:acme", "output_tokens", 1_000_000, 25)])
+    more = usage(
+        [
+            ("acme", "gateway:acme", "input_tokens", 2_000_000, 3),
+            ("acme", "gateway:acme", "output_tokens", 1_000_000, 3),
+            ("acme", "gateway:acme", "output_tokens", 1_000_000, 20),
+            ("acme", "gateway:acme", "output_tokens", 1_000_000, 25),
+        ]
+    )
     table = reconcile(rate_month(more, catalog, MONTH).lines, provider_cost(more, catalog))
     row = table.row(0, named=True)  # ... and every output token after Oct 15 loses $5 per 1M
     assert row["margin"] == Decimal(-5) and row["flags"] == "negative_margin"
@@ -100,8 +181,12 @@ def test_a_price_book_change_that_makes_a_model_unprofitable_flags_a_negative_ma
 
 def test_unattributed_usage_is_reconciled_with_its_cost_and_flagged():
     catalog = parse_catalog(CATALOG)
-    month = usage([("acme", "gateway:acme", "input_tokens", 1_000_000, 3),
-                   (None, "gateway:ghost", "input_tokens", 3_000_000, 3)])
+    month = usage(
+        [
+            ("acme", "gateway:acme", "input_tokens", 1_000_000, 3),
+            (None, "gateway:ghost", "input_tokens", 3_000_000, 3),
+        ]
+    )
     table = reconcile(rate_month(month, catalog, MONTH).lines, provider_cost(month, catalog))
     ghost = table.filter(pl.col("customer_id").is_null()).row(0, named=True)
     assert (ghost["cost"], ghost["flags"]) == (Decimal(3), "unattributed")
@@ -109,12 +194,20 @@ def test_unattributed_usage_is_reconciled_with_its_cost_and_flagged():
 
 def test_cost_drift_flags_the_day_a_provider_charged_more_than_the_price_book_beyond_tolerance():
     catalog = parse_catalog(CATALOG)
-    month = usage([("acme", "gateway:acme", "input_tokens", 1_000_000, 3),
-                   ("acme", "gateway:acme", "input_tokens", 1_000_000, 4)])
-    reported = pl.DataFrame({
-        "provider": ["openai", "openai"], "model": ["gpt-4o-2024-08-06", "gpt-4o-2024-08-06"],
-        "amount": [Decimal("1.005"), Decimal("1.30")], "day": [dt.date(2026, 10, 3), dt.date(2026, 10, 4)],
-    })
+    month = usage(
+        [
+            ("acme", "gateway:acme", "input_tokens", 1_000_000, 3),
+            ("acme", "gateway:acme", "input_tokens", 1_000_000, 4),
+        ]
+    )
+    reported = pl.DataFrame(
+        {
+            "provider": ["openai", "openai"],
+            "model": ["gpt-4o-2024-08-06", "gpt-4o-2024-08-06"],
+            "amount": [Decimal("1.005"), Decimal("1.30")],
+            "day": [dt.date(2026, 10, 3), dt.date(2026, 10, 4)],
+        }
+    )
     drift = cost_drift(provider_cost(month, catalog), reported, tolerance=Decimal("0.01"))
     assert drift.select("day", "status", "difference").rows() == [
         (dt.date(2026, 10, 3), "ok", Decimal("-0.005")),
@@ -127,18 +220,31 @@ def test_the_finance_summary_shows_totals_a_margin_chart_and_the_flagged_custome
 
     from billing_pipeline.reconcile.summary import NEGATIVE, SummaryRenderer, summary_context
 
-    raised = [PRICE_BOOK[0], {**PRICE_BOOK[1], "unit_price": "15.00"}]  # output sold at $10/1M, bought at $15
+    raised = [
+        PRICE_BOOK[0],
+        {**PRICE_BOOK[1], "unit_price": "15.00"},
+    ]  # output sold at $10/1M, bought at $15
     catalog = parse_catalog({**CATALOG, "price_book": raised})
-    billed = usage([("acme", "gateway:acme", "output_tokens", 1_000_000, 5),
-                    ("initech", "gateway:initech", "input_tokens", 4_000_000, 6)])
-    report = usage([("acme", "openai:proj_acme", "output_tokens", 1_150_000, 5)], source="openai_usage_api")
+    billed = usage(
+        [
+            ("acme", "gateway:acme", "output_tokens", 1_000_000, 5),
+            ("initech", "gateway:initech", "input_tokens", 4_000_000, 6),
+        ]
+    )
+    report = usage(
+        [("acme", "openai:proj_acme", "output_tokens", 1_150_000, 5)], source="openai_usage_api"
+    )
     drift = metering_drift(billed, report, catalog, MONTH)
-    table = reconcile(rate_month(billed, catalog, MONTH).lines, provider_cost(billed, catalog), drift)
+    table = reconcile(
+        rate_month(billed, catalog, MONTH).lines, provider_cost(billed, catalog), drift
+    )
     paths = SummaryRenderer().write(summary_context(table, MONTH, drift), tmp_path)
     html = paths["html"].read_text()
     assert "Reconciliation, 2026-10" in html and "<svg" in html
     assert f'fill="{NEGATIVE}"' in html  # acme: $10.00 revenue, $15.00 cost
-    assert "negative_margin, metering_drift" in html and "$1.50" in html  # 150,000 missing tokens at $10/1M
+    assert (
+        "negative_margin, metering_drift" in html and "$1.50" in html
+    )  # 150,000 missing tokens at $10/1M
     pdf = PdfReader(paths["pdf"])
     assert len(pdf.pages) == 1 and "acme" in pdf.pages[0].extract_text()
 
@@ -146,13 +252,19 @@ def test_the_finance_summary_shows_totals_a_margin_chart_and_the_flagged_custome
 def test_a_provider_key_we_do_not_meter_at_all_is_billed_from_the_report_and_is_not_drift():
     catalog = parse_catalog(CATALOG)
     billed = usage([("acme", "gateway:acme", "input_tokens", 1_000_000, 5)])
-    report = usage([("initech", "openai:proj_initech", "input_tokens", 5_000_000, 5)], source="openai_usage_api")
+    report = usage(
+        [("initech", "openai:proj_initech", "input_tokens", 5_000_000, 5)],
+        source="openai_usage_api",
+    )
     assert metering_drift(pl.concat([billed, report]), report, catalog, MONTH).is_empty()
 
 
 def test_without_cost_pages_cost_drift_compares_the_cost_the_usage_rows_carried_with_the_price_book():
     catalog = parse_catalog(CATALOG)
     month = usage([("acme", "gateway:acme", "input_tokens", 1_000_000, 3)]).with_columns(
-        pl.lit(Decimal("1.50")).cast(pl.Decimal(38, 12)).alias("reported_cost"))  # the price book says $1.00
+        pl.lit(Decimal("1.50")).cast(pl.Decimal(38, 12)).alias("reported_cost")
+    )  # the price book says $1.00
     drift = cost_drift(provider_cost(month, catalog))
-    assert drift.select("status", "computed_cost", "reported_cost").rows() == [("drift", Decimal(1), Decimal("1.5"))]
+    assert drift.select("status", "computed_cost", "reported_cost").rows() == [
+        ("drift", Decimal(1), Decimal("1.5"))
+    ]

@@ -43,8 +43,10 @@ def test_two_processes_issuing_one_month_on_postgresql_issue_one_set(pg):
     passed_checks(ledger)
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_issue_in_child, args=(PG_URL, schema, barrier, results))
-               for _ in range(2)]
+    workers = [
+        context.Process(target=_issue_in_child, args=(PG_URL, schema, barrier, results))
+        for _ in range(2)
+    ]
     for worker in workers:
         worker.start()
     outcomes = [results.get(timeout=120) for _ in workers]
@@ -69,8 +71,13 @@ def test_sqlite_and_postgresql_ledgers_give_identical_results(pg, tmp_path):
         ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS[:3]])
         passed_checks(ledger)
         issue_drafts(ledger, MONTH, prefix="INV", issue_date=ISSUED_ON, payment_terms_days=30)
-        ledger.save_drafts(MONTH, [_with_output_tokens(document(CUSTOMERS[1]), 1_000, "0.01"),
-                                   document(CUSTOMERS[0]), document(CUSTOMERS[2])])
+        ledger.save_drafts(
+            MONTH,
+            [
+                _with_output_tokens(document(CUSTOMERS[1]), 1_000, "0.01"),
+                document(CUSTOMERS[0]),
+                document(CUSTOMERS[2]),
+            ],
+        )
     assert dump(sqlite) == dump(pg[0])
     assert [r["kind"] for r in sqlite.list_invoices(MONTH)].count("credit_note") == 1
-

@@ -24,9 +24,11 @@ def documents(n: int) -> list[dict]:
 def test_pool_writes_every_pdf_with_the_bytes_one_renderer_gives(tmp_path):
     docs = documents(3)
     result = render_many(docs, tmp_path, workers=2)
-    assert [customer for customer, _ in result] == [d["customer_id"] for d in docs]  # document order
+    assert [customer for customer, _ in result] == [
+        d["customer_id"] for d in docs
+    ]  # document order
     renderer = InvoiceRenderer()
-    for doc, (customer, sha) in zip(docs, result):
+    for doc, (customer, sha) in zip(docs, result, strict=True):
         data = (tmp_path / f"{customer}.pdf").read_bytes()
         assert hashlib.sha256(data).hexdigest() == sha
         assert data == renderer.render_pdf(doc)  # which worker rendered it does not matter

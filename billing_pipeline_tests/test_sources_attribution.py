@@ -11,22 +11,53 @@ from billing_pipeline.catalog.loader import parse_catalog
 from billing_pipeline.schema import USAGE_SCHEMA, conform
 from billing_pipeline.usage import attribute
 
-PLAN = {"payg": {"name": "PAYG", "currency": "USD", "charges": [
-    {"id": "in", "meter": "input_tokens", "unit_size": 1000, "pricing": "per_unit", "unit_price": "0.01"}]}}
+PLAN = {
+    "payg": {
+        "name": "PAYG",
+        "currency": "USD",
+        "charges": [
+            {
+                "id": "in",
+                "meter": "input_tokens",
+                "unit_size": 1000,
+                "pricing": "per_unit",
+                "unit_price": "0.01",
+            }
+        ],
+    }
+}
 
 
 def catalog(acme_keys, beta_keys):
     sub = [{"plan": "payg", "from": date(2026, 1, 1), "to": None}]
-    return parse_catalog({
-        "issuer": {"name": "X", "address": "", "vat_id": "", "invoice_prefix": "INV"}, "plans": PLAN,
-        "customers": {"acme": {"name": "Acme", "subscriptions": sub, "keys": acme_keys},
-                      "beta": {"name": "Beta", "subscriptions": sub, "keys": beta_keys}},
-    })
+    return parse_catalog(
+        {
+            "issuer": {"name": "X", "address": "", "vat_id": "", "invoice_prefix": "INV"},
+            "plans": PLAN,
+            "customers": {
+                "acme": {"name": "Acme", "subscriptions": sub, "keys": acme_keys},
+                "beta": {"name": "Beta", "subscriptions": sub, "keys": beta_keys},
+            },
+        }
+    )
 
 
 def events(*rows):
-    return conform(pl.DataFrame([{"event_id": f"e{i}", "account_key": k, "day": d, "meter": "input_tokens",
-                                  "quantity": 10} for i, (k, d) in enumerate(rows)]), USAGE_SCHEMA)
+    return conform(
+        pl.DataFrame(
+            [
+                {
+                    "event_id": f"e{i}",
+                    "account_key": k,
+                    "day": d,
+                    "meter": "input_tokens",
+                    "quantity": 10,
+                }
+                for i, (k, d) in enumerate(rows)
+            ]
+        ),
+        USAGE_SCHEMA,
+    )
 
 
 def owners(frame):
@@ -34,22 +65,43 @@ def owners(frame):
 
 
 def test_a_reassigned_project_bills_each_owner_for_their_days_only():
-    cat = catalog(["gateway:acme", {"key": "openai:proj_x", "from": date(2026, 1, 1), "to": date(2026, 10, 14)}],
-                  [{"key": "openai:proj_x", "from": date(2026, 10, 15), "to": None}])
-    ev = events(("openai:proj_x", date(2026, 10, 14)), ("openai:proj_x", date(2026, 10, 15)),
-                ("gateway:acme", date(2026, 10, 20)), ("openai:proj_x", date(2025, 12, 31)))
-    assert owners(attribute(ev, cat)) == ["acme", "beta", "acme", None]  # before any owner: unattributed, kept
+    cat = catalog(
+        [
+            "gateway:acme",
+            {"key": "openai:proj_x", "from": date(2026, 1, 1), "to": date(2026, 10, 14)},
+        ],
+        [{"key": "openai:proj_x", "from": date(2026, 10, 15), "to": None}],
+    )
+    ev = events(
+        ("openai:proj_x", date(2026, 10, 14)),
+        ("openai:proj_x", date(2026, 10, 15)),
+        ("gateway:acme", date(2026, 10, 20)),
+        ("openai:proj_x", date(2025, 12, 31)),
+    )
+    assert owners(attribute(ev, cat)) == [
+        "acme",
+        "beta",
+        "acme",
+        None,
+    ]  # before any owner: unattributed, kept
 
 
 def test_plain_string_keys_still_attribute_every_day():
     cat = catalog(["openai:proj_a"], ["gateway:beta"])
-    ev = events(("openai:proj_a", date(2026, 10, 1)), ("gateway:beta", date(2030, 1, 1)), ("openai:nobody", date(2026, 10, 1)))
+    ev = events(
+        ("openai:proj_a", date(2026, 10, 1)),
+        ("gateway:beta", date(2030, 1, 1)),
+        ("openai:nobody", date(2026, 10, 1)),
+    )
     out = attribute(ev, cat)
     assert owners(out) == ["acme", "beta", None] and out.height == 3
 
 
 def test_a_key_two_customers_claim_on_the_same_day_is_not_billed_twice():
-    cat = catalog([{"key": "openai:proj_x", "from": date(2026, 10, 1)}], [{"key": "openai:proj_x", "to": date(2026, 10, 5)}])
+    cat = catalog(
+        [{"key": "openai:proj_x", "from": date(2026, 10, 1)}],
+        [{"key": "openai:proj_x", "to": date(2026, 10, 5)}],
+    )
     ev = events(("openai:proj_x", date(2026, 10, 3)), ("openai:proj_x", date(2026, 10, 9)))
     out = attribute(ev, cat)
     assert out.height == 2 and owners(out) == [None, "acme"]

@@ -11,12 +11,14 @@ import dagster as dg
 from billing_pipeline.defs.resources import LandingZone
 from billing_pipeline.defs.sensors import days_for_file, landing_zone_sensor
 
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 D1, D2 = (TODAY - dt.timedelta(days=3)).isoformat(), (TODAY - dt.timedelta(days=2)).isoformat()
 
 
 def evaluate(landing, cursor=None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"landing": LandingZone(path=str(landing))})
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"landing": LandingZone(path=str(landing))}
+    )
     return landing_zone_sensor(context)
 
 
@@ -52,9 +54,11 @@ def test_a_refetched_page_starts_its_day_again_with_a_new_run_key(tmp_path):
 def test_files_map_to_days_like_the_readers_do():
     today = dt.date(2026, 10, 3)
     assert days_for_file("gateway/2026-10-02.jsonl", 0, today) == [dt.date(2026, 10, 2)]
-    assert days_for_file("cloud/focus/export_2026-10.csv", 0, today) == [dt.date(2026, 10, d) for d in (1, 2, 3)]
+    assert days_for_file("cloud/focus/export_2026-10.csv", 0, today) == [
+        dt.date(2026, 10, d) for d in (1, 2, 3)
+    ]
     assert days_for_file("gateway/2026-10-09.jsonl", 0, today) == []  # not a partition yet
-    noon = int(dt.datetime(2026, 9, 30, 12, tzinfo=dt.timezone.utc).timestamp() * 1e9)
+    noon = int(dt.datetime(2026, 9, 30, 12, tzinfo=dt.UTC).timestamp() * 1e9)
     assert days_for_file("cloud/focus/export.csv", noon, today) == [dt.date(2026, 9, 30)]
 
 

@@ -19,9 +19,9 @@ from billing_pipeline.alerts.rules import limit_alerts
 from billing_pipeline.catalog import load_catalog, parse_catalog
 from billing_pipeline.catalog.model import Credit
 from billing_pipeline.defs.alerts import with_alert_resources
+from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, resources_from_env
 from billing_pipeline.defs.statements import month_to_date_statements
-from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.demo.generator import write_demo
 from billing_pipeline.invoicing.document import build_documents
 from billing_pipeline.invoicing.statement import allocate, build_statements, statement_json
@@ -51,15 +51,24 @@ def demo(tmp_path_factory):
     reads = [read(root / "landing", start, end) for read in sources.SOURCES.values()]
     usage, _ = normalize([r.events for r in reads], [r.quarantine for r in reads], catalog)
     first = sorted(catalog.customers)[0]
-    granted = catalog.customers[first].model_copy(update={"credits": [
-        Credit.model_validate({"amount": "1500.00", "from": "2026-01-01"})]})
+    granted = catalog.customers[first].model_copy(
+        update={"credits": [Credit.model_validate({"amount": "1500.00", "from": "2026-01-01"})]}
+    )
     catalog = catalog.model_copy(update={"customers": {**catalog.customers, first: granted}})
     used = {first: {0: Decimal("400.00")}}
-    return {"root": root, "usage": usage, "catalog": catalog, "credits_used": used, "credit_customer": first,
-            "statements": build_statements(usage, catalog, HALFWAY, used)}
+    return {
+        "root": root,
+        "usage": usage,
+        "catalog": catalog,
+        "credits_used": used,
+        "credit_customer": first,
+        "statements": build_statements(usage, catalog, HALFWAY, used),
+    }
 
 
-def draft_invoices(usage: pl.DataFrame, catalog, last_day: dt.date, credits_used) -> dict[str, dict]:
+def draft_invoices(
+    usage: pl.DataFrame, catalog, last_day: dt.date, credits_used
+) -> dict[str, dict]:
     """The normal month-end path on the usage that arrived up to ``last_day``."""
     lines = rate_month(usage.filter(pl.col("day") <= last_day), catalog, MONTH).lines
     return {d["customer_id"]: d for d in build_documents(lines, catalog, MONTH, credits_used)}
@@ -79,10 +88,14 @@ def test_halfway_statement_totals_equal_the_draft_invoice_for_the_same_days(demo
 
 def test_with_no_more_usage_a_later_statement_shows_the_same_totals(demo):
     cut = demo["usage"].filter(pl.col("day") <= HALFWAY)
-    later = {s["customer_id"]: s["spend_so_far"] for s in
-             build_statements(cut, demo["catalog"], dt.date(2026, 10, 31), demo["credits_used"])}
+    later = {
+        s["customer_id"]: s["spend_so_far"]
+        for s in build_statements(cut, demo["catalog"], dt.date(2026, 10, 31), demo["credits_used"])
+    }
     for st in demo["statements"]:
-        assert [later[st["customer_id"]][k] for k in TOTALS] == [st["spend_so_far"][k] for k in TOTALS]
+        assert [later[st["customer_id"]][k] for k in TOTALS] == [
+            st["spend_so_far"][k] for k in TOTALS
+        ]
 
 
 def test_credits_remaining_is_the_grant_less_earlier_months_and_this_months_draw(demo):
@@ -97,22 +110,43 @@ def test_breakdowns_add_up_to_the_spend_so_far(demo):
         spend = st["spend_so_far"]
         usage_charges = Decimal(spend["usage_charges"])
         for name in ("by_model", "by_day", "by_token_type"):
-            assert sum(Decimal(r["amount"]) for r in st[name]) == usage_charges, (st["customer_id"], name)
-        assert usage_charges + sum(Decimal(o["amount"]) for o in st["other_charges"]) == Decimal(spend["subtotal"])
-        charged = [sum(r["quantity"] for r in st[name]) for name in ("by_model", "by_day", "by_token_type")]
+            assert sum(Decimal(r["amount"]) for r in st[name]) == usage_charges, (
+                st["customer_id"],
+                name,
+            )
+        assert usage_charges + sum(Decimal(o["amount"]) for o in st["other_charges"]) == Decimal(
+            spend["subtotal"]
+        )
+        charged = [
+            sum(r["quantity"] for r in st[name]) for name in ("by_model", "by_day", "by_token_type")
+        ]
         assert charged[0] == charged[1] == charged[2]
         assert [r["day"] for r in st["by_day"]] == [f"2026-10-{d:02d}" for d in range(1, 16)]
         mine = usage.filter(pl.col("customer_id") == st["customer_id"])
         assert sum(r["quantity"] for r in st["by_project"]) == mine["quantity"].sum()
-        assert {r["account_key"] for r in st["by_project"]} == set(mine["account_key"].unique().to_list())
+        assert {r["account_key"] for r in st["by_project"]} == set(
+            mine["account_key"].unique().to_list()
+        )
         assert sum(st["units_by_meter"].values()) == mine["quantity"].sum()
 
 
 def test_amounts_are_split_by_largest_remainder_in_whole_cents():
-    assert allocate(Decimal("0.10"), [1, 1, 1], "USD") == [Decimal("0.04"), Decimal("0.03"), Decimal("0.03")]
-    assert allocate(Decimal("1.00"), [1, 2], "USD") == [Decimal("0.33"), Decimal("0.67")]  # 0.333.., 0.666..
+    assert allocate(Decimal("0.10"), [1, 1, 1], "USD") == [
+        Decimal("0.04"),
+        Decimal("0.03"),
+        Decimal("0.03"),
+    ]
+    assert allocate(Decimal("1.00"), [1, 2], "USD") == [
+        Decimal("0.33"),
+        Decimal("0.67"),
+    ]  # 0.333.., 0.666..
     assert allocate(Decimal("-0.05"), [1, 1], "USD") == [Decimal("-0.03"), Decimal("-0.02")]
-    assert allocate(Decimal("7"), [1, 1, 1, 1], "JPY") == [Decimal(2), Decimal(2), Decimal(2), Decimal(1)]
+    assert allocate(Decimal("7"), [1, 1, 1, 1], "JPY") == [
+        Decimal(2),
+        Decimal(2),
+        Decimal(2),
+        Decimal(1),
+    ]
     with pytest.raises(ValueError, match="not a whole number"):
         allocate(Decimal("0.005"), [1], "USD")
 
@@ -121,51 +155,92 @@ def test_amounts_are_split_by_largest_remainder_in_whole_cents():
 
 
 def small_catalog(charge: dict, **customer) -> object:
-    return parse_catalog({
-        "issuer": {"name": "Example AI GmbH"},
-        "plans": {"p": {"name": "Plan", "charges": [charge]}},
-        "customers": {"acme": {"name": "Acme", "subscriptions": [{"plan": "p", "from": "2026-01-01"}],
-                               "keys": ["gateway:acme"], **customer}},
-    })
+    return parse_catalog(
+        {
+            "issuer": {"name": "Example AI GmbH"},
+            "plans": {"p": {"name": "Plan", "charges": [charge]}},
+            "customers": {
+                "acme": {
+                    "name": "Acme",
+                    "subscriptions": [{"plan": "p", "from": "2026-01-01"}],
+                    "keys": ["gateway:acme"],
+                    **customer,
+                }
+            },
+        }
+    )
 
 
 def output_usage(per_day: dict[dt.date, int]) -> pl.DataFrame:
-    frame = pl.DataFrame([
-        {"event_id": f"e{d}", "record_id": f"e{d}", "source": "gateway_log", "provider": "openai",
-         "account_key": "gateway:acme", "customer_id": "acme", "model": "gpt-4o", "meter": "output_tokens",
-         "dimensions": "{}", "quantity": q, "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
-         "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC), "origin": f"t:{d}", "day": d}
-        for d, q in per_day.items()
-    ]).with_columns(model_family_expr().alias("model_family"))
+    frame = pl.DataFrame(
+        [
+            {
+                "event_id": f"e{d}",
+                "record_id": f"e{d}",
+                "source": "gateway_log",
+                "provider": "openai",
+                "account_key": "gateway:acme",
+                "customer_id": "acme",
+                "model": "gpt-4o",
+                "meter": "output_tokens",
+                "dimensions": "{}",
+                "quantity": q,
+                "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
+                "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC),
+                "origin": f"t:{d}",
+                "day": d,
+            }
+            for d, q in per_day.items()
+        ]
+    ).with_columns(model_family_expr().alias("model_family"))
     return conform(frame, USAGE_SCHEMA)
 
 
 def test_projection_rates_the_run_rate_month_through_the_graduated_tiers():
     tier_1, tier_2 = Decimal("0.00001"), Decimal("0.000004")
-    catalog = small_catalog({"id": "out", "meter": "output_tokens", "pricing": "graduated", "tiers": [
-        {"up_to": 1_000_000, "unit_price": str(tier_1)}, {"up_to": None, "unit_price": str(tier_2)}]},
-        tax={"rate": "0.19"})
+    catalog = small_catalog(
+        {
+            "id": "out",
+            "meter": "output_tokens",
+            "pricing": "graduated",
+            "tiers": [
+                {"up_to": 1_000_000, "unit_price": str(tier_1)},
+                {"up_to": None, "unit_price": str(tier_2)},
+            ],
+        },
+        tax={"rate": "0.19"},
+    )
     day, per_day = dt.date(2026, 10, 7), 123_457
-    st, = build_statements(output_usage({dt.date(2026, 10, d): per_day for d in range(1, 8)}), catalog, day)
+    (st,) = build_statements(
+        output_usage({dt.date(2026, 10, d): per_day for d in range(1, 8)}), catalog, day
+    )
     so_far = 7 * per_day
     month_units = (Decimal(so_far) * 31 / 7).quantize(Decimal(1), ROUND_HALF_UP)
-    subtotal = (min(month_units, 1_000_000) * tier_1 + max(month_units - 1_000_000, 0) * tier_2).quantize(
-        CENT, ROUND_HALF_UP)
+    subtotal = (
+        min(month_units, 1_000_000) * tier_1 + max(month_units - 1_000_000, 0) * tier_2
+    ).quantize(CENT, ROUND_HALF_UP)
     tax = (subtotal * Decimal("0.19")).quantize(CENT, ROUND_HALF_UP)
     projection = st["projection"]
-    assert (Decimal(projection["subtotal"]), Decimal(projection["tax"]), Decimal(projection["total"])) == (
-        subtotal, tax, subtotal + tax)
+    assert (
+        Decimal(projection["subtotal"]),
+        Decimal(projection["tax"]),
+        Decimal(projection["total"]),
+    ) == (subtotal, tax, subtotal + tax)
     linear = (Decimal(st["spend_so_far"]["subtotal"]) * 31 / 7).quantize(CENT, ROUND_HALF_UP)
-    assert subtotal < linear  # the second tier is cheaper: a straight line would overstate the month
+    assert (
+        subtotal < linear
+    )  # the second tier is cheaper: a straight line would overstate the month
     assert projection["method"].startswith("run_rate_rerated")
 
 
 def test_percentage_of_the_monthly_limit_is_the_one_the_limit_alerts_report():
-    catalog = small_catalog({"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"},
-                            monthly_limit="10.00")
+    catalog = small_catalog(
+        {"id": "out", "meter": "output_tokens", "unit_size": 1000, "unit_price": "0.010"},
+        monthly_limit="10.00",
+    )
     day, per_day = dt.date(2026, 10, 8), 123_456
     usage = output_usage({dt.date(2026, 10, d): per_day for d in range(1, 9)})
-    st, = build_statements(usage, catalog, day)
+    (st,) = build_statements(usage, catalog, day)
     charges = (Decimal(8 * per_day) / 1000 * Decimal("0.010")).quantize(CENT, ROUND_HALF_UP)
     expected = (charges / Decimal(10) * 100).quantize(Decimal("0.1"), ROUND_HALF_UP)
     assert (st["monthly_limit"], Decimal(st["limit_used_pct"])) == ("10.00", expected)
@@ -179,20 +254,27 @@ def test_statement_json_has_only_decimal_strings_never_floats(demo):
 
     for st in demo["statements"]:
         json.loads(statement_json(st), parse_float=no_float)
-        assert Decimal(st["spend_so_far"]["total"]) == Decimal(st["spend_so_far"]["subtotal"]) + Decimal(
-            st["spend_so_far"]["tax"]) - Decimal(st["spend_so_far"]["credits_applied"])
+        assert Decimal(st["spend_so_far"]["total"]) == Decimal(
+            st["spend_so_far"]["subtotal"]
+        ) + Decimal(st["spend_so_far"]["tax"]) - Decimal(st["spend_so_far"]["credits_applied"])
 
 
 def test_the_pdf_shows_the_customer_and_the_total_so_far(demo):
     st = demo["statements"][0]
-    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(StatementRenderer().render_pdf(st))).pages)
+    text = "".join(
+        page.extract_text()
+        for page in PdfReader(io.BytesIO(StatementRenderer().render_pdf(st))).pages
+    )
     assert st["customer"]["name"] in text
     assert fmt_money(Decimal(st["spend_so_far"]["total"]), st["currency"]) in text
     assert "Month-to-date statement" in text
 
 
 def test_customer_text_is_escaped_in_the_statement_html(demo):
-    st = {**demo["statements"][0], "customer": {**demo["statements"][0]["customer"], "name": "<b>Evil</b>"}}
+    st = {
+        **demo["statements"][0],
+        "customer": {**demo["statements"][0]["customer"], "name": "<b>Evil</b>"},
+    }
     html = StatementRenderer().render_html(st)
     assert "&lt;b&gt;Evil&lt;/b&gt;" in html and "<b>Evil</b>" not in html
 
@@ -200,7 +282,9 @@ def test_customer_text_is_escaped_in_the_statement_html(demo):
 # ---------------------------------------------------------------- the Dagster asset
 
 
-def test_a_day_partition_reads_only_its_month_up_to_its_day_and_writes_json_html_pdf(demo, tmp_path):
+def test_a_day_partition_reads_only_its_month_up_to_its_day_and_writes_json_html_pdf(
+    demo, tmp_path
+):
     resources = with_alert_resources(resources_from_env(tmp_path))
     catalog_path = Path(demo["root"]) / "catalog.yaml"  # the demo catalog (no added credits)
     resources["catalog"] = CatalogResource(path=str(catalog_path))
@@ -209,9 +293,14 @@ def test_a_day_partition_reads_only_its_month_up_to_its_day_and_writes_json_html
     usage = demo["usage"]
     for (day,), frame in usage.group_by("day"):  # the whole month is there, days after the 15th too
         frame.write_parquet(store / f"{day.isoformat()}.parquet")
-    usage_events = dg.AssetSpec("usage_events", partitions_def=daily_partitions)  # read from the files above
-    result = dg.materialize([usage_events, month_to_date_statements], partition_key=HALFWAY.isoformat(),
-                            resources=resources)
+    usage_events = dg.AssetSpec(
+        "usage_events", partitions_def=daily_partitions
+    )  # read from the files above
+    result = dg.materialize(
+        [usage_events, month_to_date_statements],
+        partition_key=HALFWAY.isoformat(),
+        resources=resources,
+    )
     assert result.success
     folder = tmp_path / "out" / MONTH / "statements" / HALFWAY.isoformat()
     invoices = draft_invoices(usage, load_catalog(catalog_path), HALFWAY, None)
@@ -220,7 +309,9 @@ def test_a_day_partition_reads_only_its_month_up_to_its_day_and_writes_json_html
         st = json.loads((folder / f"{cid}.json").read_text())
         assert [st["spend_so_far"][k] for k in TOTALS] == [invoice[k] for k in TOTALS]
         assert st["by_day"][-1]["day"] == HALFWAY.isoformat()
-        assert (folder / f"{cid}.html").exists() and (folder / f"{cid}.pdf").read_bytes().startswith(b"%PDF")
+        assert (folder / f"{cid}.html").exists() and (
+            folder / f"{cid}.pdf"
+        ).read_bytes().startswith(b"%PDF")
     metadata = result.asset_materializations_for_node("month_to_date_statements")[0].metadata
     assert metadata["customers"].value == len(invoices)
 
@@ -230,7 +321,19 @@ def test_cli_statement_exits_2_with_a_one_line_reason_on_a_missing_landing_zone(
 
     from billing_pipeline.cli import main
 
-    result = CliRunner().invoke(main, ["statement", "--date", "2026-10-15", "--landing", str(tmp_path / "nope"),
-                                       "--catalog", str(demo["root"] / "catalog.yaml"), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "statement",
+            "--date",
+            "2026-10-15",
+            "--landing",
+            str(tmp_path / "nope"),
+            "--catalog",
+            str(demo["root"] / "catalog.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2
     assert "landing zone folder not found" in result.output and not (tmp_path / "out").exists()

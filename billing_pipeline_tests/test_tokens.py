@@ -25,7 +25,9 @@ def test_model_to_tokenizer():
     assert tokens.tokenizer_for("pixtral-12b-2409") == "mistral_common:pixtral-12b-2409"
     assert tokens.tokenizer_for("ministral-3b-latest") == "tekken_240718"
     assert tokens.tokenizer_for("claude-sonnet-4-5") is None
-    assert tokens.tokenizer_for("mistral-large-2411") == "mistral_common:mistral-large-2411"  # SentencePiece v7
+    assert (
+        tokens.tokenizer_for("mistral-large-2411") == "mistral_common:mistral-large-2411"
+    )  # SentencePiece v7
     assert tokens.tokenizer_for("some-unknown-model") is None
     with pytest.raises(LookupError):
         tokens.count_tokens("claude-sonnet-4-5", ["hi"])
@@ -42,8 +44,9 @@ def test_openai_counts_match_tiktoken_encoding():
 
 
 def test_mistral_counts_match_mistral_common_without_bos_eos():
-    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
     import importlib.resources
+
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 
     path = importlib.resources.files("mistral_common") / "data" / "tekken_240718.json"
     tek = Tekkenizer.from_file(str(path))

@@ -27,11 +27,18 @@ BACKOFF_MAX = dt.timedelta(hours=6)
 
 
 def _insert(engine: Engine):
-    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(alert_outbox)
+    return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
+        alert_outbox
+    )
 
 
-def record(engine: Engine, alerts: list[Alert], endpoints: dict[str, tuple[str, str] | None],
-           now: dt.datetime, send: bool = True) -> list[str]:
+def record(
+    engine: Engine,
+    alerts: list[Alert],
+    endpoints: dict[str, tuple[str, str] | None],
+    now: dt.datetime,
+    send: bool = True,
+) -> list[str]:
     """Add alerts not seen before; returns the ids that are new. ``endpoints``: customer ->
     (url, secret_env) or None (recorded as ``no_endpoint``, never sent). ``send=False`` records
     them as ``stale``: a backfill of an old day marks its alerts as fired without sending news
@@ -40,12 +47,23 @@ def record(engine: Engine, alerts: list[Alert], endpoints: dict[str, tuple[str, 
     with engine.begin() as conn:
         for alert in alerts:
             endpoint = endpoints.get(alert.customer_id)
-            statement = _insert(engine).values(
-                alert_id=alert.alert_id, customer_id=alert.customer_id, kind=alert.kind, period=alert.period,
-                payload=alert.body().decode("utf-8"), url=endpoint[0] if endpoint else None,
-                secret_env=endpoint[1] if endpoint else None,
-                status=("pending" if send else "stale") if endpoint else "no_endpoint", attempts=0, next_attempt_at=now, created_at=now,
-            ).on_conflict_do_nothing(index_elements=["alert_id"])
+            statement = (
+                _insert(engine)
+                .values(
+                    alert_id=alert.alert_id,
+                    customer_id=alert.customer_id,
+                    kind=alert.kind,
+                    period=alert.period,
+                    payload=alert.body().decode("utf-8"),
+                    url=endpoint[0] if endpoint else None,
+                    secret_env=endpoint[1] if endpoint else None,
+                    status=("pending" if send else "stale") if endpoint else "no_endpoint",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["alert_id"])
+            )
             if conn.execute(statement).rowcount:
                 new.append(alert.alert_id)
     return new
@@ -55,8 +73,11 @@ def due(engine: Engine, now: dt.datetime, limit: int = 100) -> list[dict]:
     """Pending rows whose next attempt is due and that no deliverer holds."""
     query = (
         select(alert_outbox)
-        .where(alert_outbox.c.status == "pending", alert_outbox.c.next_attempt_at <= now,
-               or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until < now))
+        .where(
+            alert_outbox.c.status == "pending",
+            alert_outbox.c.next_attempt_at <= now,
+            or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until < now),
+        )
         .order_by(alert_outbox.c.created_at, alert_outbox.c.alert_id)
         .limit(limit)
     )
@@ -69,8 +90,11 @@ def claim(engine: Engine, alert_id: str, now: dt.datetime) -> bool:
     with engine.begin() as conn:
         result = conn.execute(
             update(alert_outbox)
-            .where(alert_outbox.c.alert_id == alert_id, alert_outbox.c.status == "pending",
-                   or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until < now))
+            .where(
+                alert_outbox.c.alert_id == alert_id,
+                alert_outbox.c.status == "pending",
+                or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until < now),
+            )
             .values(lease_until=now + LEASE)
         )
         return result.rowcount == 1
@@ -83,17 +107,35 @@ def backoff(attempts: int) -> dt.timedelta:
 
 def acknowledge(engine: Engine, alert_id: str, now: dt.datetime) -> None:
     with engine.begin() as conn:
-        conn.execute(update(alert_outbox).where(alert_outbox.c.alert_id == alert_id).values(
-            status="delivered", delivered_at=now, lease_until=None, attempts=alert_outbox.c.attempts + 1,
-            last_error=None))
+        conn.execute(
+            update(alert_outbox)
+            .where(alert_outbox.c.alert_id == alert_id)
+            .values(
+                status="delivered",
+                delivered_at=now,
+                lease_until=None,
+                attempts=alert_outbox.c.attempts + 1,
+                last_error=None,
+            )
+        )
 
 
-def failed(engine: Engine, alert_id: str, attempts: int, error: str, now: dt.datetime) -> dt.datetime:
+def failed(
+    engine: Engine, alert_id: str, attempts: int, error: str, now: dt.datetime
+) -> dt.datetime:
     """Record a failed attempt; returns when the next one is due."""
     retry_at = now + backoff(attempts + 1)
     with engine.begin() as conn:
-        conn.execute(update(alert_outbox).where(alert_outbox.c.alert_id == alert_id).values(
-            attempts=attempts + 1, next_attempt_at=retry_at, lease_until=None, last_error=error[:2000]))
+        conn.execute(
+            update(alert_outbox)
+            .where(alert_outbox.c.alert_id == alert_id)
+            .values(
+                attempts=attempts + 1,
+                next_attempt_at=retry_at,
+                lease_until=None,
+                last_error=error[:2000],
+            )
+        )
     return retry_at
 
 
@@ -101,9 +143,17 @@ def refuse(engine: Engine, alert_id: str, attempts: int, reason: str, now: dt.da
     """The row's URL can never be used (e.g. an unsupported scheme): it becomes ``no_endpoint``
     with the reason and is never retried (``due`` only returns pending rows)."""
     with engine.begin() as conn:
-        conn.execute(update(alert_outbox).where(alert_outbox.c.alert_id == alert_id).values(
-            status="no_endpoint", attempts=attempts + 1, next_attempt_at=now, lease_until=None,
-            last_error=reason[:2000]))
+        conn.execute(
+            update(alert_outbox)
+            .where(alert_outbox.c.alert_id == alert_id)
+            .values(
+                status="no_endpoint",
+                attempts=attempts + 1,
+                next_attempt_at=now,
+                lease_until=None,
+                last_error=reason[:2000],
+            )
+        )
 
 
 def outbox_rows(engine: Engine, period: str | None = None) -> list[dict]:
@@ -114,28 +164,57 @@ def outbox_rows(engine: Engine, period: str | None = None) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def write_hard_caps(engine: Engine, period: str, as_of: dt.date, rows: list[dict], now: dt.datetime) -> bool:
+def write_hard_caps(
+    engine: Engine, period: str, as_of: dt.date, rows: list[dict], now: dt.datetime
+) -> bool:
     """Replace the month's list, unless a later day was already evaluated (a backfill of an
     earlier day must not resurrect or drop blocks). Returns whether the table was written."""
     with engine.begin() as conn:
-        latest = conn.execute(select(hard_caps.c.as_of).where(hard_caps.c.period == period)
-                              .order_by(hard_caps.c.as_of.desc()).limit(1)).scalar()
+        latest = conn.execute(
+            select(hard_caps.c.as_of)
+            .where(hard_caps.c.period == period)
+            .order_by(hard_caps.c.as_of.desc())
+            .limit(1)
+        ).scalar()
         if latest is not None and latest > as_of.isoformat():
             return False
         conn.execute(delete(hard_caps).where(hard_caps.c.period == period))
         for row in rows:
-            conn.execute(hard_caps.insert().values(
-                customer_id=row["customer_id"], period=period, as_of=as_of.isoformat(), currency=row["currency"],
-                spend_micros=to_micros(exact(row["spend_to_date"])), cap_micros=to_micros(exact(row["hard_cap"])),
-                updated_at=now))
+            conn.execute(
+                hard_caps.insert().values(
+                    customer_id=row["customer_id"],
+                    period=period,
+                    as_of=as_of.isoformat(),
+                    currency=row["currency"],
+                    spend_micros=to_micros(exact(row["spend_to_date"])),
+                    cap_micros=to_micros(exact(row["hard_cap"])),
+                    updated_at=now,
+                )
+            )
     return True
 
 
 def hard_caps_json(period: str, as_of: dt.date, rows: list[dict]) -> str:
     """The file a gateway polls (``<out>/hard_caps.json``): who to block, and why."""
-    return json.dumps({"period": period, "as_of": as_of.isoformat(), "customers": rows},
-                      indent=2, sort_keys=True) + "\n"
+    return (
+        json.dumps(
+            {"period": period, "as_of": as_of.isoformat(), "customers": rows},
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
 
 
-__all__ = ["acknowledge", "backoff", "claim", "due", "failed", "hard_caps_json", "outbox_rows", "record", "refuse",
-           "write_hard_caps"]
+__all__ = [
+    "acknowledge",
+    "backoff",
+    "claim",
+    "due",
+    "failed",
+    "hard_caps_json",
+    "outbox_rows",
+    "record",
+    "refuse",
+    "write_hard_caps",
+]

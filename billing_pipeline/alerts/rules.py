@@ -60,18 +60,26 @@ def daily_spend(usage: pl.DataFrame, catalog: Catalog, through: dt.date) -> pl.D
         # One source per customer and provider, decided within the month, as on the invoice.
         of_month = usage.filter(pl.col("day").dt.strftime("%Y-%m") == month)
         billable = split_billing_source(of_month, catalog).billable
-        lines = rate_month(billable, catalog, month).lines.filter(pl.col("consideration") == "variable")
+        lines = rate_month(billable, catalog, month).lines.filter(
+            pl.col("consideration") == "variable"
+        )
         for customer, amount, daily in lines.select("customer_id", "amount", "daily").iter_rows():
             days = json.loads(daily)
             total = sum(d["quantity"] for d in days)
             for d in days:  # one entry per line, day and model: aggregated, not per event
                 key = (customer, dt.date.fromisoformat(d["day"]))
-                rows[key] = rows.get(key, ZERO) + (Decimal(amount) * d["quantity"] / total).quantize(SCALE)
-    return pl.DataFrame([(c, d, v) for (c, d), v in sorted(rows.items())], schema=SPEND_SCHEMA, orient="row")
+                rows[key] = rows.get(key, ZERO) + (
+                    Decimal(amount) * d["quantity"] / total
+                ).quantize(SCALE)
+    return pl.DataFrame(
+        [(c, d, v) for (c, d), v in sorted(rows.items())], schema=SPEND_SCHEMA, orient="row"
+    )
 
 
 def _spend_between(spend: pl.DataFrame, customer: str, first: dt.date, last: dt.date) -> Decimal:
-    values = spend.filter((pl.col("customer_id") == customer) & pl.col("day").is_between(first, last))["spend"]
+    values = spend.filter(
+        (pl.col("customer_id") == customer) & pl.col("day").is_between(first, last)
+    )["spend"]
     return sum(values.to_list(), ZERO)
 
 
@@ -89,7 +97,9 @@ def _money(value: Decimal, currency: str) -> str:
     return str(round_money(value, currency))
 
 
-def limit_alerts(spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()) -> list[Alert]:
+def limit_alerts(
+    spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()
+) -> list[Alert]:
     """One alert per threshold the month-to-date spend has reached (the outbox keeps each once)."""
     alerts = []
     period = day.strftime("%Y-%m")
@@ -105,22 +115,41 @@ def limit_alerts(spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: Ale
         for threshold in rules.thresholds:
             if mtd * 100 < limit * threshold:
                 continue
-            alerts.append(Alert(f"limit:{cid}:{period}:{threshold}", cid, "limit_threshold", period, {
-                "alert_id": f"limit:{cid}:{period}:{threshold}", "type": "limit_threshold",
-                "customer_id": cid, "period": period, "as_of": day.isoformat(), "currency": cur,
-                "threshold_percent": threshold, "percent_used": str(used),
-                "spend_to_date": _money(mtd, cur), "monthly_limit": _money(limit, cur),
-                "projected_month_end": _money(forecast, cur),
-                "days_elapsed": day.day, "days_in_month": days_in_month,
-                "message": (f"Usage charges for {period} reached {used} % of your monthly limit of "
+            alerts.append(
+                Alert(
+                    f"limit:{cid}:{period}:{threshold}",
+                    cid,
+                    "limit_threshold",
+                    period,
+                    {
+                        "alert_id": f"limit:{cid}:{period}:{threshold}",
+                        "type": "limit_threshold",
+                        "customer_id": cid,
+                        "period": period,
+                        "as_of": day.isoformat(),
+                        "currency": cur,
+                        "threshold_percent": threshold,
+                        "percent_used": str(used),
+                        "spend_to_date": _money(mtd, cur),
+                        "monthly_limit": _money(limit, cur),
+                        "projected_month_end": _money(forecast, cur),
+                        "days_elapsed": day.day,
+                        "days_in_month": days_in_month,
+                        "message": (
+                            f"Usage charges for {period} reached {used} % of your monthly limit of "
                             f"{fmt_money(limit, cur)} ({threshold} % threshold): {fmt_money(round_money(mtd, cur), cur)} "
                             f"in {day.day} of {days_in_month} days. At this rate the month ends at "
-                            f"{fmt_money(round_money(forecast, cur), cur)}."),
-            }))
+                            f"{fmt_money(round_money(forecast, cur), cur)}."
+                        ),
+                    },
+                )
+            )
     return alerts
 
 
-def spike_alerts(spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()) -> list[Alert]:
+def spike_alerts(
+    spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()
+) -> list[Alert]:
     """A day above k x the trailing 7-day mean; a week above f x the week before."""
     alerts = []
     period = day.strftime("%Y-%m")
@@ -132,28 +161,63 @@ def spike_alerts(spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: Ale
         week = _spend_between(spend, cid, day - 6 * one, day)
         before = _spend_between(spend, cid, day - 13 * one, day - 7 * one)
         mtd = month_to_date(spend, cid, day)
-        common = {"customer_id": cid, "period": period, "as_of": day.isoformat(), "currency": cur,
-                  "spend_to_date": _money(mtd, cur), "projected_month_end": _money(projected(mtd, day), cur),
-                  "monthly_limit": None if catalog.customers.get(cid) is None or catalog.customers[cid].monthly_limit is None
-                  else _money(catalog.customers[cid].monthly_limit, cur)}
+        common = {
+            "customer_id": cid,
+            "period": period,
+            "as_of": day.isoformat(),
+            "currency": cur,
+            "spend_to_date": _money(mtd, cur),
+            "projected_month_end": _money(projected(mtd, day), cur),
+            "monthly_limit": None
+            if catalog.customers.get(cid) is None or catalog.customers[cid].monthly_limit is None
+            else _money(catalog.customers[cid].monthly_limit, cur),
+        }
         if today >= rules.min_spend and mean > 0 and today > rules.spike_factor * mean:
             aid = f"spike:{cid}:{day.isoformat()}"
-            alerts.append(Alert(aid, cid, "daily_spike", period, {
-                **common, "alert_id": aid, "type": "daily_spike", "day_spend": _money(today, cur),
-                "trailing_7_day_mean": _money(mean, cur), "factor": str(rules.spike_factor),
-                "message": (f"Usage charges on {day.isoformat()} were {fmt_money(round_money(today, cur), cur)}, "
+            alerts.append(
+                Alert(
+                    aid,
+                    cid,
+                    "daily_spike",
+                    period,
+                    {
+                        **common,
+                        "alert_id": aid,
+                        "type": "daily_spike",
+                        "day_spend": _money(today, cur),
+                        "trailing_7_day_mean": _money(mean, cur),
+                        "factor": str(rules.spike_factor),
+                        "message": (
+                            f"Usage charges on {day.isoformat()} were {fmt_money(round_money(today, cur), cur)}, "
                             f"{(today / mean).quantize(Decimal('0.1'))} x the trailing 7-day mean of "
-                            f"{fmt_money(round_money(mean, cur), cur)} (alert above {rules.spike_factor} x)."),
-            }))
+                            f"{fmt_money(round_money(mean, cur), cur)} (alert above {rules.spike_factor} x)."
+                        ),
+                    },
+                )
+            )
         if week >= rules.min_spend and before > 0 and week > rules.growth_factor * before:
             aid = f"growth:{cid}:{day.isoformat()}"
-            alerts.append(Alert(aid, cid, "weekly_growth", period, {
-                **common, "alert_id": aid, "type": "weekly_growth", "last_7_days": _money(week, cur),
-                "previous_7_days": _money(before, cur), "factor": str(rules.growth_factor),
-                "message": (f"Usage charges in the 7 days to {day.isoformat()} were {fmt_money(round_money(week, cur), cur)}, "
+            alerts.append(
+                Alert(
+                    aid,
+                    cid,
+                    "weekly_growth",
+                    period,
+                    {
+                        **common,
+                        "alert_id": aid,
+                        "type": "weekly_growth",
+                        "last_7_days": _money(week, cur),
+                        "previous_7_days": _money(before, cur),
+                        "factor": str(rules.growth_factor),
+                        "message": (
+                            f"Usage charges in the 7 days to {day.isoformat()} were {fmt_money(round_money(week, cur), cur)}, "
                             f"{(week / before * 100 - 100).quantize(Decimal('1'))} % more than the 7 days before "
-                            f"({fmt_money(round_money(before, cur), cur)}; alert above {rules.growth_factor} x)."),
-            }))
+                            f"({fmt_money(round_money(before, cur), cur)}; alert above {rules.growth_factor} x)."
+                        ),
+                    },
+                )
+            )
     return alerts
 
 
@@ -165,8 +229,15 @@ def over_hard_cap(spend: pl.DataFrame, catalog: Catalog, day: dt.date) -> list[d
             continue
         mtd = month_to_date(spend, cid, day)
         if mtd >= customer.hard_cap:
-            rows.append({"customer_id": cid, "period": day.strftime("%Y-%m"), "as_of": day.isoformat(),
-                         "currency": customer.currency, "spend_to_date": _money(mtd, customer.currency),
-                         "hard_cap": _money(customer.hard_cap, customer.currency),
-                         "keys": sorted([*customer.keys, *(k.key for k in customer.dated_keys)])})
+            rows.append(
+                {
+                    "customer_id": cid,
+                    "period": day.strftime("%Y-%m"),
+                    "as_of": day.isoformat(),
+                    "currency": customer.currency,
+                    "spend_to_date": _money(mtd, customer.currency),
+                    "hard_cap": _money(customer.hard_cap, customer.currency),
+                    "keys": sorted([*customer.keys, *(k.key for k in customer.dated_keys)]),
+                }
+            )
     return rows

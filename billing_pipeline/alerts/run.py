@@ -10,7 +10,14 @@ import polars as pl
 from sqlalchemy.engine import Engine
 
 from billing_pipeline.alerts import outbox
-from billing_pipeline.alerts.rules import Alert, AlertRules, daily_spend, limit_alerts, over_hard_cap, spike_alerts
+from billing_pipeline.alerts.rules import (
+    Alert,
+    AlertRules,
+    daily_spend,
+    limit_alerts,
+    over_hard_cap,
+    spike_alerts,
+)
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.invoicing.pdf import write_atomically
 
@@ -28,19 +35,31 @@ class DayAlerts:
     caps_written: bool
 
 
-def evaluate_day(usage: pl.DataFrame, catalog: Catalog, day: dt.date, engine: Engine, out_dir: Path,
-                 rules: AlertRules = AlertRules(), now: dt.datetime | None = None) -> DayAlerts:
+def evaluate_day(
+    usage: pl.DataFrame,
+    catalog: Catalog,
+    day: dt.date,
+    engine: Engine,
+    out_dir: Path,
+    rules: AlertRules | None = None,
+    now: dt.datetime | None = None,
+) -> DayAlerts:
     """``usage``: the usage events of the days before ``day`` (month to date and 13 days back)."""
+    rules = rules or AlertRules()
     now = now or dt.datetime.now(dt.UTC)
     spend = daily_spend(usage, catalog, day)
     alerts = limit_alerts(spend, catalog, day, rules) + spike_alerts(spend, catalog, day, rules)
-    endpoints = {cid: (c.webhook.url, c.webhook.secret_env) if c.webhook else None
-                 for cid, c in catalog.customers.items()}
+    endpoints = {
+        cid: (c.webhook.url, c.webhook.secret_env) if c.webhook else None
+        for cid, c in catalog.customers.items()
+    }
     new = outbox.record(engine, alerts, endpoints, now, send=now.date() - day <= MAX_AGE)
     capped = over_hard_cap(spend, catalog, day)
     period = day.strftime("%Y-%m")
     written = outbox.write_hard_caps(engine, period, day, capped, now)
     if written:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(outbox.hard_caps_json(period, day, capped).encode("utf-8"), out_dir / HARD_CAPS_FILE)
+        write_atomically(
+            outbox.hard_caps_json(period, day, capped).encode("utf-8"), out_dir / HARD_CAPS_FILE
+        )
     return DayAlerts(day, spend, alerts, new, capped, written)

@@ -53,8 +53,13 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verify(secret: bytes, body: bytes, headers: Mapping[str, str], now: dt.datetime,
-           tolerance: int = TOLERANCE_SECONDS) -> bool:
+def verify(
+    secret: bytes,
+    body: bytes,
+    headers: Mapping[str, str],
+    now: dt.datetime,
+    tolerance: int = TOLERANCE_SECONDS,
+) -> bool:
     """What a receiver checks: the signature matches and the timestamp is recent."""
     lowered = {k.lower(): v for k, v in headers.items()}
     try:
@@ -132,8 +137,11 @@ def checked_target(url: str, allow_private: bool, resolver: Resolver = resolve) 
         raise Refused("unreachable")
     if not allow_private and any(Webhook.address_problem(a) for a in addresses):
         raise Refused(f"refused: {host} resolves to a non-public address")
-    return Target(url=parsed.copy_with(host=str(addresses[0])), host_header=parsed.netloc.decode("ascii"),
-                  sni_hostname=host if scheme == "https" else None)
+    return Target(
+        url=parsed.copy_with(host=str(addresses[0])),
+        host_header=parsed.netloc.decode("ascii"),
+        sni_hostname=host if scheme == "https" else None,
+    )
 
 
 def outcome(response: httpx.Response) -> str:
@@ -152,10 +160,14 @@ class DeliveryReport:
     refused: dict[str, str] = field(default_factory=dict)  # alert id -> why it will never be sent
 
 
-def deliver_due(engine: Engine, now: Callable[[], dt.datetime] | None = None,
-                secret: Callable[[str], bytes] = secret_from_env,
-                client: httpx.Client | None = None, allow_private: bool | None = None,
-                resolver: Resolver = resolve) -> DeliveryReport:
+def deliver_due(
+    engine: Engine,
+    now: Callable[[], dt.datetime] | None = None,
+    secret: Callable[[str], bytes] = secret_from_env,
+    client: httpx.Client | None = None,
+    allow_private: bool | None = None,
+    resolver: Resolver = resolve,
+) -> DeliveryReport:
     """One attempt for every due row. Rows that fail stay pending with their next attempt time;
     rows whose URL can never be used are refused for good. ``allow_private``: the test opt-in
     (default: ``BILLING_WEBHOOK_ALLOW_PRIVATE=1`` in the environment)."""
@@ -174,12 +186,21 @@ def deliver_due(engine: Engine, now: Callable[[], dt.datetime] | None = None,
             timestamp = int(started.timestamp())
             try:
                 target = checked_target(row["url"], private, resolver)
-                headers = {"Content-Type": "application/json", ALERT_ID_HEADER: row["alert_id"],
-                           TIMESTAMP_HEADER: str(timestamp), "Host": target.host_header,
-                           SIGNATURE_HEADER: sign(secret(row["secret_env"]), timestamp, body)}
+                headers = {
+                    "Content-Type": "application/json",
+                    ALERT_ID_HEADER: row["alert_id"],
+                    TIMESTAMP_HEADER: str(timestamp),
+                    "Host": target.host_header,
+                    SIGNATURE_HEADER: sign(secret(row["secret_env"]), timestamp, body),
+                }
                 extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
-                response = client.post(target.url, content=body, headers=headers, follow_redirects=False,
-                                       extensions=extensions)
+                response = client.post(
+                    target.url,
+                    content=body,
+                    headers=headers,
+                    follow_redirects=False,
+                    extensions=extensions,
+                )
                 ok = 200 <= response.status_code < 300
                 error = "" if ok else outcome(response)
             except Refused as exc:

@@ -62,27 +62,32 @@ _OTHER_CONTEXT = re.compile(r"_above_(\d+k)_tokens")
 PER = 1_000_000
 
 
-def variant_dimensions(provider: str, base: str, rest: str) -> tuple[dict[str, str] | None, str | None]:
+def variant_dimensions(
+    provider: str, base: str, rest: str
+) -> tuple[dict[str, str] | None, str | None]:
     """(dimensions, None) for the suffixes ``rest`` of a base field, or (None, why it is skipped)."""
     dims: dict[str, str] = {}
     while rest:
         if rest.startswith(ONE_HOUR) and base == "cache_creation_input_token_cost":
-            dims["cache_ttl"], rest = "1h", rest[len(ONE_HOUR):]
+            dims["cache_ttl"], rest = "1h", rest[len(ONE_HOUR) :]
         elif rest.startswith(LONG_CONTEXT):
             if provider != "anthropic":
                 return None, f"no {provider} reader tells long-context requests apart"
-            dims["context_window"], rest = "200k-1M", rest[len(LONG_CONTEXT):]
+            dims["context_window"], rest = "200k-1M", rest[len(LONG_CONTEXT) :]
         elif rest.startswith(BATCH):
             if provider == "openai":
                 dims["batch"] = "true"
             else:
                 dims["service_tier"] = "batch"
-            rest = rest[len(BATCH):]
+            rest = rest[len(BATCH) :]
         elif any(rest.startswith(t) for t in TIERS):
             suffix = next(t for t in TIERS if rest.startswith(t))
-            dims["service_tier"], rest = TIERS[suffix], rest[len(suffix):]
+            dims["service_tier"], rest = TIERS[suffix], rest[len(suffix) :]
         elif _OTHER_CONTEXT.match(rest):
-            return None, f"no reader tells requests over the {_OTHER_CONTEXT.match(rest)[1]} tokens of {rest!r} apart"
+            return (
+                None,
+                f"no reader tells requests over the {_OTHER_CONTEXT.match(rest)[1]} tokens of {rest!r} apart",
+            )
         else:
             return None, f"variant {rest!r} matches no dimension the readers emit"
     return dims, None
@@ -93,7 +98,7 @@ def parse_field(provider: str, field: str) -> tuple[str | None, dict[str, str] |
     base = max((b for b in BASES if field == b or field.startswith(b + "_")), key=len, default=None)
     if base is None:
         return None, None, "not a per-token price of a meter we read"
-    dims, why = variant_dimensions(provider, base, field[len(base):])
+    dims, why = variant_dimensions(provider, base, field[len(base) :])
     if why:
         return None, None, why
     return BASES[base], dims, None
@@ -113,8 +118,12 @@ def per_million(value: object, where: str) -> str:
     return fmt_price(price)  # at least two decimals: 2.50, 0.11, 0.0375
 
 
-def price_book_from_litellm(path: str | Path, providers: list[str], effective_from: dt.date,
-                            skipped: list[tuple[str, str, str]] | None = None) -> tuple[list[dict], str]:
+def price_book_from_litellm(
+    path: str | Path,
+    providers: list[str],
+    effective_from: dt.date,
+    skipped: list[tuple[str, str, str]] | None = None,
+) -> tuple[list[dict], str]:
     """(price_book entries, sha256 of the file) for the models of ``providers``.
 
     ``skipped``, when given, receives (model key, field, why) for every price field not imported."""
@@ -131,7 +140,11 @@ def price_book_from_litellm(path: str | Path, providers: list[str], effective_fr
     entries = []
     for key in sorted(document):
         spec = document[key]
-        if key == "sample_spec" or not isinstance(spec, dict) or spec.get("litellm_provider") not in wanted:
+        if (
+            key == "sample_spec"
+            or not isinstance(spec, dict)
+            or spec.get("litellm_provider") not in wanted
+        ):
             continue
         provider = spec["litellm_provider"]
         model = key.split("/", 1)[1] if key.startswith(provider + "/") else key
@@ -146,8 +159,11 @@ def price_book_from_litellm(path: str | Path, providers: list[str], effective_fr
             entry = {"provider": provider, "models": [model], "meter": meter}
             if dimensions:
                 entry["dimensions"] = dict(sorted(dimensions.items()))
-            entry.update(unit_size=PER, unit_price=per_million(spec[field], f"{path}: {key}.{field}"),
-                         **{"from": effective_from.isoformat()})
+            entry.update(
+                unit_size=PER,
+                unit_price=per_million(spec[field], f"{path}: {key}.{field}"),
+                **{"from": effective_from.isoformat()},
+            )
             entries.append(entry)
     # plain entries first, then by how many dimensions narrow them: the last match wins
     entries.sort(key=lambda e: len(e.get("dimensions") or {}))
@@ -156,7 +172,9 @@ def price_book_from_litellm(path: str | Path, providers: list[str], effective_fr
 
 def write_price_book(entries: list[dict], sha256: str, source: Path, out: Path) -> None:
     """A YAML file with a ``price_book:`` list to paste into the catalog; the header names the source."""
-    header = (f"# Provider price book imported from {source.name}\n# sha256 {sha256}\n"
-              f"# {len(entries)} entries, USD; prices per 1,000,000 units (tokens, characters, seconds)\n")
+    header = (
+        f"# Provider price book imported from {source.name}\n# sha256 {sha256}\n"
+        f"# {len(entries)} entries, USD; prices per 1,000,000 units (tokens, characters, seconds)\n"
+    )
     body = yaml.safe_dump({"price_book": entries}, sort_keys=False, allow_unicode=True, width=120)
     out.write_text(header + body, encoding="utf-8")

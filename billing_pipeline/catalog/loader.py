@@ -10,7 +10,6 @@ from pydantic import ValidationError
 
 from billing_pipeline.catalog.model import Catalog
 
-
 # libyaml's parser when PyYAML was built with it (its wheels are): the same documents and the
 # same resolver as the pure-Python SafeLoader, 2.7x faster (a 10,000-customer catalog: 4.9 s ->
 # 1.8 s, and every asset that prices anything loads it).
@@ -56,7 +55,7 @@ def _line(source: str, err: dict) -> str:
     path = _path(err["loc"])
     inner = _INNER_PATH.match(msg)
     if inner:
-        path, msg = f"{path}.{inner.group(1)}", msg[inner.end():]
+        path, msg = f"{path}.{inner.group(1)}", msg[inner.end() :]
     return f"{source}: {path}: {msg}"
 
 

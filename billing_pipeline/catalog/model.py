@@ -23,9 +23,9 @@ from billing_pipeline.schema import METERS
 
 
 def _decimal_string(value: object) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise ValueError(
-            f"a float where a decimal string is required: write it quoted, e.g. \"{value}\""
+            f'a float where a decimal string is required: write it quoted, e.g. "{value}"'
         )
     if isinstance(value, int | Decimal):
         return Decimal(value)
@@ -76,7 +76,9 @@ class Issuer(_Strict):
 
 
 class Tier(_Strict):
-    up_to: int | None = Field(..., description="inclusive upper bound in base units; null = no bound")
+    up_to: int | None = Field(
+        ..., description="inclusive upper bound in base units; null = no bound"
+    )
     unit_price: Money
     flat_fee: Money = Decimal("0")
 
@@ -175,16 +177,24 @@ class Charge(_Strict):
             raise ValueError("package pricing needs package_size and package_price")
         field = {"per_unit": "unit_price", "package": "package_price"}.get(self.pricing, "tiers")
         for i, change in enumerate(self.prices or []):
-            given = [f for f in ("unit_price", "tiers", "package_price") if getattr(change, f) is not None]
+            given = [
+                f
+                for f in ("unit_price", "tiers", "package_price")
+                if getattr(change, f) is not None
+            ]
             if given != [field]:
-                raise ValueError(f"prices[{i}]: a {self.pricing} charge changes its {field} (and nothing else)")
+                raise ValueError(
+                    f"prices[{i}]: a {self.pricing} charge changes its {field} (and nothing else)"
+                )
             if change.tiers is not None:
                 try:
                     _check_tiers(change.tiers)
                 except ValueError as exc:
                     raise ValueError(f"prices[{i}].{exc}") from None
             if i and change.from_ <= self.prices[i - 1].from_:
-                raise ValueError(f"prices[{i}].from: price changes must be in increasing date order")
+                raise ValueError(
+                    f"prices[{i}].from: price changes must be in increasing date order"
+                )
         return self
 
     def price_from(self, day: dt.date | None) -> Charge:
@@ -192,7 +202,11 @@ class Charge(_Strict):
         if day is None:
             return self
         change = next(c for c in self.prices or [] if c.from_ == day)
-        fields = {f: getattr(change, f) for f in ("unit_price", "tiers", "package_price") if getattr(change, f) is not None}
+        fields = {
+            f: getattr(change, f)
+            for f in ("unit_price", "tiers", "package_price")
+            if getattr(change, f) is not None
+        }
         return self.model_copy(update=fields)
 
     def claims(self, meter: str, model: str, family: str) -> bool:
@@ -201,7 +215,9 @@ class Charge(_Strict):
             return False
         if self.models is None:
             return True
-        return any(fnmatch.fnmatchcase(model, g) or fnmatch.fnmatchcase(family, g) for g in self.models)
+        return any(
+            fnmatch.fnmatchcase(model, g) or fnmatch.fnmatchcase(family, g) for g in self.models
+        )
 
 
 class Allowance(_Strict):
@@ -325,23 +341,40 @@ class Webhook(_Strict):
 
     url: str
     secret_env: str
-    allow_http: bool = False  # plain http (tests, a receiver on a trusted network); never the default
+    allow_http: bool = (
+        False  # plain http (tests, a receiver on a trusted network); never the default
+    )
 
     SECRET_PREFIX: ClassVar[str] = "BILLING_WEBHOOK_SECRET_"
     # The test opt-in for loopback/private receivers: an environment variable, never a catalog field.
     ALLOW_PRIVATE_ENV: ClassVar[str] = "BILLING_WEBHOOK_ALLOW_PRIVATE"
-    LOCAL_NAMES: ClassVar[tuple[str, ...]] = ("localhost", "localhost.localdomain", "metadata.google.internal",
-                                              "metadata", "instance-data")
+    LOCAL_NAMES: ClassVar[tuple[str, ...]] = (
+        "localhost",
+        "localhost.localdomain",
+        "metadata.google.internal",
+        "metadata",
+        "instance-data",
+    )
     # Cloud metadata endpoints by address (most are also link-local or private; listed to be sure).
-    METADATA_ADDRESSES: ClassVar[frozenset[str]] = frozenset({
-        "169.254.169.254", "169.254.170.2", "169.254.169.253", "100.100.100.200", "fd00:ec2::254", "fd00:ec2::23"})
+    METADATA_ADDRESSES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "169.254.169.254",
+            "169.254.170.2",
+            "169.254.169.253",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+        }
+    )
 
     @field_validator("secret_env")
     @classmethod
     def _secret_prefix(cls, v: str) -> str:
         if not re.fullmatch(rf"{cls.SECRET_PREFIX}[A-Z0-9_]+", v):
-            raise ValueError(f"{v!r}: a webhook secret must be an environment variable named "
-                             f"{cls.SECRET_PREFIX}<NAME> (capital letters, digits, _)")
+            raise ValueError(
+                f"{v!r}: a webhook secret must be an environment variable named "
+                f"{cls.SECRET_PREFIX}<NAME> (capital letters, digits, _)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -397,9 +430,14 @@ class Webhook(_Strict):
                 return cls.address_problem(embedded)
         if str(address) in cls.METADATA_ADDRESSES:
             return f"{address} is a cloud metadata address"
-        for label, words in (("unspecified", "an unspecified"), ("loopback", "a loopback"),
-                             ("link_local", "a link-local"), ("multicast", "a multicast"),
-                             ("private", "a private"), ("reserved", "a reserved")):
+        for label, words in (
+            ("unspecified", "an unspecified"),
+            ("loopback", "a loopback"),
+            ("link_local", "a link-local"),
+            ("multicast", "a multicast"),
+            ("private", "a private"),
+            ("reserved", "a reserved"),
+        ):
             if getattr(address, f"is_{label}"):
                 return f"{address} is {words} address"
         if not address.is_global:  # shared (100.64/10), documentation, benchmarking ranges
@@ -414,7 +452,9 @@ def _known_sources(value: dict[str, str]) -> dict[str, str]:
     """Provider names are lower case everywhere in the usage table (``openai``, ``anthropic``)."""
     for provider in value:
         if provider != provider.strip().lower() or not provider:
-            raise ValueError(f"provider {provider!r}: write the provider name in lower case, e.g. 'openai'")
+            raise ValueError(
+                f"provider {provider!r}: write the provider name in lower case, e.g. 'openai'"
+            )
     return value
 
 
@@ -428,9 +468,16 @@ class Customer(_Strict):
     def _one_plain_address(cls, v: str) -> str:
         """An address that could not form one email header (a line break could inject another
         header; two addresses would mail an invoice to a stranger) is refused at load."""
-        if v and (any(ord(c) < 32 or ord(c) == 127 for c in v) or v.count("@") != 1 or any(c in v for c in ",; <>")):
-            raise ValueError(f"{v!r} is not one plain email address (name@domain, no spaces, commas or line breaks)")
+        if v and (
+            any(ord(c) < 32 or ord(c) == 127 for c in v)
+            or v.count("@") != 1
+            or any(c in v for c in ",; <>")
+        ):
+            raise ValueError(
+                f"{v!r} is not one plain email address (name@domain, no spaces, commas or line breaks)"
+            )
         return v
+
     currency: str = "USD"
     tax: Tax = Tax()
     subscriptions: list[Subscription]
@@ -459,8 +506,11 @@ class Customer(_Strict):
             keys = data["keys"]
             dated = [k for k in keys if isinstance(k, dict)]
             if dated:
-                data = {**data, "keys": [k for k in keys if not isinstance(k, dict)],
-                        "dated_keys": [*data.get("dated_keys", []), *dated]}
+                data = {
+                    **data,
+                    "keys": [k for k in keys if not isinstance(k, dict)],
+                    "dated_keys": [*data.get("dated_keys", []), *dated],
+                }
         return data
 
 
@@ -529,12 +579,16 @@ class Catalog(_Strict):
         for cid, customer in self.customers.items():
             for i, sub in enumerate(customer.subscriptions):
                 if sub.plan not in self.plans:
-                    problems.append(f"customers.{cid}.subscriptions[{i}].plan: unknown plan {sub.plan!r}; "
-                                    f"plans are: {', '.join(sorted(self.plans))}")
+                    problems.append(
+                        f"customers.{cid}.subscriptions[{i}].plan: unknown plan {sub.plan!r}; "
+                        f"plans are: {', '.join(sorted(self.plans))}"
+                    )
             for key in customer.keys:
                 if key in seen_keys and seen_keys[key] != cid:
-                    problems.append(f"customers.{cid}.keys: key {key!r} is already attributed to "
-                                    f"{seen_keys[key]!r}")
+                    problems.append(
+                        f"customers.{cid}.keys: key {key!r} is already attributed to "
+                        f"{seen_keys[key]!r}"
+                    )
                 seen_keys.setdefault(key, cid)
         if problems:
             raise ValueError("\n".join(problems))

@@ -1,6 +1,5 @@
 """Dagster wiring: assets, checks, jobs, schedules and resources. No billing logic lives here."""
 
-
 import dagster as dg
 
 from billing_pipeline.defs.alerts import (
@@ -29,7 +28,12 @@ from billing_pipeline.defs.issuing import (
     record_failed_month_end_checks,
     record_month_end_checks,
 )
-from billing_pipeline.defs.jobs import daily_ingestion_job, daily_ingestion_schedule, month_end_job, month_end_schedule
+from billing_pipeline.defs.jobs import (
+    daily_ingestion_job,
+    daily_ingestion_schedule,
+    month_end_job,
+    month_end_schedule,
+)
 from billing_pipeline.defs.month_end import (
     invoice_drafts,
     monthly_usage,
@@ -45,20 +49,51 @@ from billing_pipeline.defs.statements import (
     month_to_date_statements_schedule,
 )
 
-ASSETS = [*raw_assets, usage_tables, provider_cost, provider_reported_cost, tokenizer_drift, monthly_usage, rated_charges, reconciliation,
-          quarantine_report, invoice_drafts, issued_invoices, delivered_invoices, *fetch_assets, usage_alerts, month_to_date_statements]
+ASSETS = [
+    *raw_assets,
+    usage_tables,
+    provider_cost,
+    provider_reported_cost,
+    tokenizer_drift,
+    monthly_usage,
+    rated_charges,
+    reconciliation,
+    quarantine_report,
+    invoice_drafts,
+    issued_invoices,
+    delivered_invoices,
+    *fetch_assets,
+    usage_alerts,
+    month_to_date_statements,
+]
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """One Definitions for the UI, the CLI and the tests; only the resources differ."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_ingestion_job, month_end_job, issue_invoices_job, provider_fetch_job, usage_alerts_job,
-              alert_delivery_job, month_to_date_statements_job, invoice_delivery_job],
-        schedules=[daily_ingestion_schedule, month_end_schedule, usage_alerts_schedule, alert_delivery_schedule,
-                   month_to_date_statements_schedule, invoice_delivery_schedule],
+        jobs=[
+            daily_ingestion_job,
+            month_end_job,
+            issue_invoices_job,
+            provider_fetch_job,
+            usage_alerts_job,
+            alert_delivery_job,
+            month_to_date_statements_job,
+            invoice_delivery_job,
+        ],
+        schedules=[
+            daily_ingestion_schedule,
+            month_end_schedule,
+            usage_alerts_schedule,
+            alert_delivery_schedule,
+            month_to_date_statements_schedule,
+            invoice_delivery_schedule,
+        ],
         sensors=[landing_zone_sensor, record_month_end_checks, record_failed_month_end_checks],
-        resources=with_alert_resources(resources if resources is not None else resources_from_env()),
+        resources=with_alert_resources(
+            resources if resources is not None else resources_from_env()
+        ),
         executor=executor_from_env(),  # BILLING_EXECUTOR: multiprocess (default), in_process, celery
     )
 

@@ -1,6 +1,5 @@
 """Daily usage alerts (limits, spikes, hard caps) and their webhook delivery: wiring only."""
 
-
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
@@ -13,8 +12,13 @@ from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_day
 from billing_pipeline.alerts.webhooks import deliver_due
 from billing_pipeline.defs.jobs import day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
+from billing_pipeline.defs.resources import (
+    CatalogResource,
+    LedgerResource,
+    OutputFiles,
+    PolarsParquetIOManager,
+)
 from billing_pipeline.schema import empty_usage
-from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles, PolarsParquetIOManager
 
 LOOKBACK_DAYS = 30  # month to date (up to 30 days back) covers the 13 days the spike rules need
 LOADER_KEY = "alerts_usage_loader"
@@ -40,11 +44,15 @@ class LookbackUsageLoader(dg.ConfigurableIOManager):
         missing = [key for key, path in paths.items() if not path.exists()]
         in_month = [key for key in missing if key >= month_start]
         if in_month:
-            raise FileNotFoundError(f"usage_events: {len(in_month)} day(s) of the month not materialized, "
-                                    f"first: {paths[in_month[0]]} (ingest them before the alerts of {keys[-1]})")
+            raise FileNotFoundError(
+                f"usage_events: {len(in_month)} day(s) of the month not materialized, "
+                f"first: {paths[in_month[0]]} (ingest them before the alerts of {keys[-1]})"
+            )
         if missing:
-            context.log.warning(f"spike baseline without {len(missing)} day(s) before {month_start} "
-                                f"(not ingested): {missing[0]}..{missing[-1]}")
+            context.log.warning(
+                f"spike baseline without {len(missing)} day(s) before {month_start} "
+                f"(not ingested): {missing[0]}..{missing[-1]}"
+            )
         frames = [pl.read_parquet(path) for key, path in paths.items() if key not in missing]
         return pl.concat(frames, how="vertical") if frames else empty_usage()
 
@@ -70,37 +78,69 @@ class AlertsConfig(dg.Config):
     partitions_def=daily_partitions,
     group_name="alerts",
     kinds={"polars", "sqlite"},
-    ins={"usage_events": dg.AssetIn(input_manager_key=LOADER_KEY, partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=-LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True))},
+    ins={
+        "usage_events": dg.AssetIn(
+            input_manager_key=LOADER_KEY,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    },
 )
-def usage_alerts(context: dg.AssetExecutionContext, config: AlertsConfig, usage_events: pl.DataFrame,
-                 catalog: CatalogResource, ledger: LedgerResource, output: OutputFiles):
+def usage_alerts(
+    context: dg.AssetExecutionContext,
+    config: AlertsConfig,
+    usage_events: pl.DataFrame,
+    catalog: CatalogResource,
+    ledger: LedgerResource,
+    output: OutputFiles,
+):
     """The day's alerts: 50/75/90/100 % of each customer's monthly_limit (each once per month, kept
     in the ledger's alert_outbox), spikes, and the hard-cap list (<out>/hard_caps.json + table
     hard_caps). New alerts are sent at once; failures are retried by alert_delivery_job."""
     day = dt.date.fromisoformat(context.partition_key)
-    rules = AlertRules(spike_factor=Decimal(config.spike_factor), growth_factor=Decimal(config.growth_factor),
-                       min_spend=Decimal(config.min_spend))
+    rules = AlertRules(
+        spike_factor=Decimal(config.spike_factor),
+        growth_factor=Decimal(config.growth_factor),
+        min_spend=Decimal(config.min_spend),
+    )
     engine = ledger.open().engine
     result = evaluate_day(usage_events, catalog.load(), day, engine, Path(output.path), rules)
     delivery = deliver_due(engine)
     table = pl.DataFrame(
-        [(a.alert_id, a.customer_id, a.kind, a.alert_id in result.new, a.payload["message"]) for a in result.alerts],
-        schema={"alert_id": pl.String, "customer_id": pl.String, "kind": pl.String, "new": pl.Boolean,
-                "message": pl.String}, orient="row")
-    return dg.Output(table, metadata={
-        "alerts": len(result.alerts), "new_alerts": ", ".join(result.new) or "none",
-        "over_hard_cap": ", ".join(r["customer_id"] for r in result.over_cap) or "none",
-        "delivered": len(delivery.delivered), "delivery_failures": len(delivery.failed),
-        "hard_caps_file": dg.MetadataValue.path(str(Path(output.path) / HARD_CAPS_FILE)),
-    })
+        [
+            (a.alert_id, a.customer_id, a.kind, a.alert_id in result.new, a.payload["message"])
+            for a in result.alerts
+        ],
+        schema={
+            "alert_id": pl.String,
+            "customer_id": pl.String,
+            "kind": pl.String,
+            "new": pl.Boolean,
+            "message": pl.String,
+        },
+        orient="row",
+    )
+    return dg.Output(
+        table,
+        metadata={
+            "alerts": len(result.alerts),
+            "new_alerts": ", ".join(result.new) or "none",
+            "over_hard_cap": ", ".join(r["customer_id"] for r in result.over_cap) or "none",
+            "delivered": len(delivery.delivered),
+            "delivery_failures": len(delivery.failed),
+            "hard_caps_file": dg.MetadataValue.path(str(Path(output.path) / HARD_CAPS_FILE)),
+        },
+    )
 
 
 @dg.op
 def deliver_alerts(context: dg.OpExecutionContext, ledger: LedgerResource) -> None:
     """One attempt for every due alert in the outbox (backoff decides which are due)."""
     report = deliver_due(ledger.open().engine)
-    context.log.info(f"delivered {len(report.delivered)}, failed {len(report.failed)}: {report.failed or ''}")
+    context.log.info(
+        f"delivered {len(report.delivered)}, failed {len(report.failed)}: {report.failed or ''}"
+    )
 
 
 @dg.job(description="Send due alerts from the outbox: retries with backoff until acknowledged.")
@@ -109,7 +149,8 @@ def alert_delivery_job():
 
 
 usage_alerts_job = dg.define_asset_job(
-    "usage_alerts_job", selection=dg.AssetSelection.assets(usage_alerts),
+    "usage_alerts_job",
+    selection=dg.AssetSelection.assets(usage_alerts),
     description="Evaluate a day's usage alerts and hard caps, and send new alerts.",
 )
 

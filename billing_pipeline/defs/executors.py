@@ -59,8 +59,11 @@ def make_celery_app():
     from dagster_celery.tasks import create_task
 
     settings = celery_settings()
-    executor = CeleryExecutor.for_cli(broker=settings["broker"], backend=settings["backend"],
-                                      config_source=settings["config_source"])
+    executor = CeleryExecutor.for_cli(
+        broker=settings["broker"],
+        backend=settings["backend"],
+        config_source=settings["config_source"],
+    )
     celery_app = make_app(executor.app_args())
     create_task(celery_app)
     return celery_app

@@ -23,33 +23,54 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 
 def _result(landing: LandingZone, written) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={
-        "files": len(written),
-        "paths": dg.MetadataValue.md("\n".join(f"- {p.relative_to(landing.root)}" for p in written) or "none"),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "files": len(written),
+            "paths": dg.MetadataValue.md(
+                "\n".join(f"- {p.relative_to(landing.root)}" for p in written) or "none"
+            ),
+        }
+    )
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="fetch", retry_policy=FETCH_RETRY, kinds={"openai"},
-          backfill_policy=dg.BackfillPolicy.single_run())
-def openai_api_pages(context: dg.AssetExecutionContext, landing: LandingZone,
-                     openai_admin_api: ProviderAdminApi) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="fetch",
+    retry_policy=FETCH_RETRY,
+    kinds={"openai"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def openai_api_pages(
+    context: dg.AssetExecutionContext, landing: LandingZone, openai_admin_api: ProviderAdminApi
+) -> dg.MaterializeResult:
     """OpenAI Usage API (completions, embeddings, images, audio) and Costs API pages, as returned."""
     written = []
     for day in _days(context):
-        written += openai_api.fetch_day(landing.root, day, base_url=openai_admin_api.base_url,
-                                        api_key=openai_admin_api.api_key)
+        written += openai_api.fetch_day(
+            landing.root, day, base_url=openai_admin_api.base_url, api_key=openai_admin_api.api_key
+        )
     return _result(landing, written)
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="fetch", retry_policy=FETCH_RETRY, kinds={"anthropic"},
-          backfill_policy=dg.BackfillPolicy.single_run())
-def anthropic_api_pages(context: dg.AssetExecutionContext, landing: LandingZone,
-                        anthropic_admin_api: ProviderAdminApi) -> dg.MaterializeResult:
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="fetch",
+    retry_policy=FETCH_RETRY,
+    kinds={"anthropic"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def anthropic_api_pages(
+    context: dg.AssetExecutionContext, landing: LandingZone, anthropic_admin_api: ProviderAdminApi
+) -> dg.MaterializeResult:
     """Anthropic usage_report/messages and cost_report pages, as returned."""
     written = []
     for day in _days(context):
-        written += anthropic_api.fetch_day(landing.root, day, base_url=anthropic_admin_api.base_url,
-                                           api_key=anthropic_admin_api.api_key)
+        written += anthropic_api.fetch_day(
+            landing.root,
+            day,
+            base_url=anthropic_admin_api.base_url,
+            api_key=anthropic_admin_api.api_key,
+        )
     return _result(landing, written)
 
 

@@ -5,7 +5,6 @@ records as canonical rows, rejected ones with their quarantine reason. Nothing i
 the landing zone and ``usage_events`` + ``usage_quarantine``.
 """
 
-
 import datetime as dt
 import functools
 
@@ -15,8 +14,8 @@ import polars as pl
 from billing_pipeline import sources
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LandingZone
-from billing_pipeline.reconcile import provider_cost as compute_provider_cost
 from billing_pipeline.rating.billing_source import split_billing_source
+from billing_pipeline.reconcile import provider_cost as compute_provider_cost
 from billing_pipeline.schema import KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
 from billing_pipeline.usage import attribute_quarantine, landing_file_order, normalize
 
@@ -24,10 +23,22 @@ CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
 
 RAW_ASSETS = {
     "raw_openai_usage": ("openai_usage_api", "OpenAI Usage API pages (completions), as returned."),
-    "raw_anthropic_usage": ("anthropic_usage_report", "Anthropic usage_report/messages pages, as returned."),
-    "raw_gateway_log": ("gateway_log", "Our gateway's request log (Mistral and other routed models)."),
-    "raw_cloud_focus": ("focus", "Cloud billing exports in FOCUS 1.x: GPU instance time tagged by customer."),
-    "raw_cloud_aws_cur": ("aws_cur", "AWS CUR 2.0 exports: GPU instance time and Bedrock tokens, tagged by customer."),
+    "raw_anthropic_usage": (
+        "anthropic_usage_report",
+        "Anthropic usage_report/messages pages, as returned.",
+    ),
+    "raw_gateway_log": (
+        "gateway_log",
+        "Our gateway's request log (Mistral and other routed models).",
+    ),
+    "raw_cloud_focus": (
+        "focus",
+        "Cloud billing exports in FOCUS 1.x: GPU instance time tagged by customer.",
+    ),
+    "raw_cloud_aws_cur": (
+        "aws_cur",
+        "AWS CUR 2.0 exports: GPU instance time and Bedrock tokens, tagged by customer.",
+    ),
     "raw_outcomes": ("outcomes", "Outcome events for outcome-based charges."),
 }
 
@@ -47,7 +58,9 @@ def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     if "reason" not in raw.columns:
         return conform(raw, USAGE_SCHEMA), conform(pl.DataFrame(), QUARANTINE_SCHEMA)
     rejected = pl.col("reason").is_not_null()
-    return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(raw.filter(rejected), QUARANTINE_SCHEMA)
+    return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(
+        raw.filter(rejected), QUARANTINE_SCHEMA
+    )
 
 
 def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
@@ -71,7 +84,11 @@ def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
                 "usage_rows": read.events.height,
                 "quarantined": read.quarantine.height,
                 "unreadable_files": ", ".join(
-                    read.quarantine.filter(pl.col("reason") == "unreadable_file")["origin"].to_list()) or "none",
+                    read.quarantine.filter(pl.col("reason") == "unreadable_file")[
+                        "origin"
+                    ].to_list()
+                )
+                or "none",
                 "landing": dg.MetadataValue.path(str(landing.root)),
             },
         )
@@ -99,18 +116,32 @@ raw_assets = [_raw_asset(name, source, doc) for name, (source, doc) in RAW_ASSET
     ins={name: dg.AssetIn(name) for name in RAW_ASSETS},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=[dg.AssetCheckSpec(CONSERVATION_CHECK, asset="usage_events", blocking=True,
-                                   description="Records read = usage events' source records + quarantined records.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            CONSERVATION_CHECK,
+            asset="usage_events",
+            blocking=True,
+            description="Records read = usage events' source records + quarantined records.",
+        )
+    ],
 )
-def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, landing: LandingZone,
-                 **raw: pl.DataFrame):
+def usage_tables(
+    context: dg.AssetExecutionContext,
+    catalog: CatalogResource,
+    landing: LandingZone,
+    **raw: pl.DataFrame,
+):
     """Normalize, deduplicate and attribute the day's usage (a later export restates an earlier
     one: the landing files' modification times say which came later)."""
     split = [split_raw(frame) for frame in raw.values()]
     # Asked only when a record was read twice, so a remote landing zone is not staged again for nothing.
     order = functools.cache(lambda: landing_file_order(landing.root))
-    events, quarantine = normalize([e for e, _ in split], [q for _, q in split], catalog.load(),
-                                   file_order=lambda rel: order()(rel))
+    events, quarantine = normalize(
+        [e for e, _ in split],
+        [q for _, q in split],
+        catalog.load(),
+        file_order=lambda rel: order()(rel),
+    )
     records_read = sum(e["origin"].n_unique() + q.height for e, q in split)
     accepted_records = events.select(pl.col("origin").n_unique()).item()
     holds = records_read == accepted_records + quarantine.height
@@ -132,8 +163,10 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, la
             "rows": quarantine.height,
             "money_at_risk": quarantine.filter(pl.col("kind") == KIND_MONEY_AT_RISK).height,
             "by_reason": dg.MetadataValue.md(
-                "\n".join(["| kind | reason | rows |", "| --- | --- | --- |"]
-                          + [f"| {k} | {r} | {n} |" for k, r, n in by_reason.iter_rows()])
+                "\n".join(
+                    ["| kind | reason | rows |", "| --- | --- | --- |"]
+                    + [f"| {k} | {r} | {n} |" for k, r, n in by_reason.iter_rows()]
+                )
             ),
         },
     )
@@ -141,7 +174,11 @@ def usage_tables(context: dg.AssetExecutionContext, catalog: CatalogResource, la
         check_name=CONSERVATION_CHECK,
         asset_key="usage_events",
         passed=holds,
-        metadata={"records_read": records_read, "accepted_records": accepted_records, "quarantined": quarantine.height},
+        metadata={
+            "records_read": records_read,
+            "accepted_records": accepted_records,
+            "quarantined": quarantine.height,
+        },
     )
 
 
@@ -152,43 +189,69 @@ REPORTED_COST_CHECK = "every_cost_line_readable"
     outs={
         "provider_reported_cost": dg.AssetOut(
             description="What the providers say we owe them, per cost line, in currency units.",
-            group_name="usage", kinds={"polars"}),
+            group_name="usage",
+            kinds={"polars"},
+        ),
         "provider_cost_quarantine": dg.AssetOut(
             description="Cost page records that could not be read (kind cost): they bill nobody, so "
             "they hold nothing, but the month's quarantine.csv and finance summary show them.",
-            group_name="usage", kinds={"polars"}),
+            group_name="usage",
+            kinds={"polars"},
+        ),
     },
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=[dg.AssetCheckSpec(REPORTED_COST_CHECK, asset="provider_reported_cost",
-                                   description="Every line of the providers' cost pages was read; "
-                                   "unreadable ones are listed with their reason.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            REPORTED_COST_CHECK,
+            asset="provider_reported_cost",
+            description="Every line of the providers' cost pages was read; "
+            "unreadable ones are listed with their reason.",
+        )
+    ],
 )
-def provider_reported_cost(context: dg.AssetExecutionContext, landing: LandingZone, catalog: CatalogResource):
+def provider_reported_cost(
+    context: dg.AssetExecutionContext, landing: LandingZone, catalog: CatalogResource
+):
     """What the providers say we owe them, per cost line (OpenAI Costs API, Anthropic cost_report
     pages in the landing zone), in dollars: the other side of provider_cost's computed cost."""
     from billing_pipeline.sources import provider_costs
 
     start, end = window(context)
     read = provider_costs.read(landing.root, start, end)
-    cost_quarantine = attribute_quarantine(read.quarantine, catalog.load())  # kind "cost", set by the reader
-    yield dg.Output(read.costs, output_name="provider_reported_cost", metadata={
-        "lines": read.costs.height,
-        "total": str(read.costs["amount"].sum() if read.costs.height else 0),
-        "quarantined": read.quarantine.height,
-        "unparsed_line_items": read.unparsed.height,  # kept with model and meter null: listed, never guessed
-        "unparsed": ", ".join(sorted(set(read.unparsed["line_item"].drop_nulls())))[:500] or "none",
-    })
-    yield dg.Output(cost_quarantine, output_name="provider_cost_quarantine",
-                    metadata={"rows": cost_quarantine.height})
+    cost_quarantine = attribute_quarantine(
+        read.quarantine, catalog.load()
+    )  # kind "cost", set by the reader
+    yield dg.Output(
+        read.costs,
+        output_name="provider_reported_cost",
+        metadata={
+            "lines": read.costs.height,
+            "total": str(read.costs["amount"].sum() if read.costs.height else 0),
+            "quarantined": read.quarantine.height,
+            "unparsed_line_items": read.unparsed.height,  # kept with model and meter null: listed, never guessed
+            "unparsed": ", ".join(sorted(set(read.unparsed["line_item"].drop_nulls())))[:500]
+            or "none",
+        },
+    )
+    yield dg.Output(
+        cost_quarantine,
+        output_name="provider_cost_quarantine",
+        metadata={"rows": cost_quarantine.height},
+    )
     yield dg.AssetCheckResult(
         check_name=REPORTED_COST_CHECK,
         asset_key="provider_reported_cost",
         passed=read.quarantine.height == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"quarantined": read.quarantine.height,
-                  "first": ", ".join(f"{o} ({r})" for o, r in read.quarantine.select("origin", "reason").head(5).iter_rows())
-                  or "none"},
+        metadata={
+            "quarantined": read.quarantine.height,
+            "first": ", ".join(
+                f"{o} ({r})"
+                for o, r in read.quarantine.select("origin", "reason").head(5).iter_rows()
+            )
+            or "none",
+        },
     )
 
 
@@ -200,11 +263,18 @@ PRICED_CHECK = "every_usage_event_has_a_cost"
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="usage",
     kinds={"polars"},
-    check_specs=[dg.AssetCheckSpec(PRICED_CHECK, asset="provider_cost",
-                                   description="Every usage event is priced by the price book or carries the "
-                                   "provider's reported cost; unpriced models are listed.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            PRICED_CHECK,
+            asset="provider_cost",
+            description="Every usage event is priced by the price book or carries the "
+            "provider's reported cost; unpriced models are listed.",
+        )
+    ],
 )
-def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource):
+def provider_cost(
+    context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource
+):
     """What we owe providers per day, customer, model and meter: from the price book, or the
     provider's own reported cost (cloud GPU time) when no price-book entry applies. Traffic that
     both the gateway log and the provider's report describe is costed once, from the source the
@@ -221,12 +291,20 @@ def provider_cost(context: dg.AssetExecutionContext, usage_events: pl.DataFrame,
             "unpriced_rows": unpriced.height,
         },
     )
-    models = sorted({f"{p}/{m or '-'}/{meter}" for p, m, meter in unpriced.select("provider", "model_family", "meter").iter_rows()})
+    models = sorted(
+        {
+            f"{p}/{m or '-'}/{meter}"
+            for p, m, meter in unpriced.select("provider", "model_family", "meter").iter_rows()
+        }
+    )
     yield dg.AssetCheckResult(
         check_name=PRICED_CHECK,
         passed=unpriced.height == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"unpriced": ", ".join(models) or "none", "unpriced_events": int(unpriced["events"].sum() or 0)},
+        metadata={
+            "unpriced": ", ".join(models) or "none",
+            "unpriced_events": int(unpriced["events"].sum() or 0),
+        },
     )
 
 
@@ -244,7 +322,9 @@ def tokenizer_drift(context: dg.AssetExecutionContext, landing: LandingZone):
 
     start, end = window(context)
     drift = gateway_log.tokenizer_drift(landing.root, start, end)
-    worst = drift.filter(pl.col("drift_pct").is_not_null()).sort(pl.col("drift_pct").abs(), descending=True)
+    worst = drift.filter(pl.col("drift_pct").is_not_null()).sort(
+        pl.col("drift_pct").abs(), descending=True
+    )
     return dg.Output(
         drift,
         metadata={
@@ -252,9 +332,17 @@ def tokenizer_drift(context: dg.AssetExecutionContext, landing: LandingZone):
             "lines_compared": int(drift["lines"].sum() or 0),
             "worst_model": worst["model"][0] if worst.height else "none",
             "worst_drift_pct": float(worst["drift_pct"][0]) if worst.height else 0.0,
-            "drift": dg.MetadataValue.md("\n".join(
-                ["| model | lines | provider | ours | drift | drift % |", "| --- | --- | --- | --- | --- | --- |"]
-                + [f"| {r['model']} | {r['lines']} | {r['provider_total']} | {r['counted_total']} | {r['drift']} | {r['drift_pct']} |"
-                   for r in drift.iter_rows(named=True)])),
+            "drift": dg.MetadataValue.md(
+                "\n".join(
+                    [
+                        "| model | lines | provider | ours | drift | drift % |",
+                        "| --- | --- | --- | --- | --- | --- |",
+                    ]
+                    + [
+                        f"| {r['model']} | {r['lines']} | {r['provider_total']} | {r['counted_total']} | {r['drift']} | {r['drift_pct']} |"
+                        for r in drift.iter_rows(named=True)
+                    ]
+                )
+            ),
         },
     )

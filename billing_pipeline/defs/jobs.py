@@ -1,6 +1,5 @@
 """Jobs and schedules: ingest every day, draft invoices on the 1st. Issuing stays a human act."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -28,7 +27,9 @@ def day_that_ended(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=day, partition_key=day, tags={MONTH_TAG: day[:7]})
 
 
-def month_that_ended(context: dg.ScheduleEvaluationContext, run_key: str | None = None) -> dg.RunRequest:
+def month_that_ended(
+    context: dg.ScheduleEvaluationContext, run_key: str | None = None
+) -> dg.RunRequest:
     """A run for the previous month's partition; one per month unless ``run_key`` says otherwise."""
     first = context.scheduled_execution_time.date().replace(day=1)
     month = (first - dt.timedelta(days=1)).replace(day=1).isoformat()

@@ -35,9 +35,18 @@ RENDER_SHARDS = int(os.getenv("BILLING_RENDER_SHARDS", "4"))
 # as the CLI's runner does) tags itself so each shard uses every CPU; under the multiprocess or
 # celery executor shards already run side by side, so one process each (BILLING_RENDER_WORKERS).
 RENDER_WORKERS_TAG = "billing/render_workers"
-SUMMARY_SCHEMA = {"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String, "tax": pl.String,
-                  "credits_applied": pl.String, "total": pl.String, "lines": pl.Int64, "json": pl.String,
-                  "pdf": pl.String, "pdf_sha256": pl.String}
+SUMMARY_SCHEMA = {
+    "customer_id": pl.String,
+    "currency": pl.String,
+    "subtotal": pl.String,
+    "tax": pl.String,
+    "credits_applied": pl.String,
+    "total": pl.String,
+    "lines": pl.Int64,
+    "json": pl.String,
+    "pdf": pl.String,
+    "pdf_sha256": pl.String,
+}
 
 
 def shard_of(customer_id: str, shards: int = RENDER_SHARDS) -> int:
@@ -65,17 +74,28 @@ def _invoice_folder(output: OutputFiles, month: str) -> Path:
     return folder
 
 
-@dg.op(out={"documents": dg.Out(io_manager_key=STEP_IO_MANAGER),
-            "shards": dg.DynamicOut(io_manager_key=STEP_IO_MANAGER)})
-def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFrame, catalog: CatalogResource,
-                        ledger: LedgerResource, output: OutputFiles):
+@dg.op(
+    out={
+        "documents": dg.Out(io_manager_key=STEP_IO_MANAGER),
+        "shards": dg.DynamicOut(io_manager_key=STEP_IO_MANAGER),
+    }
+)
+def save_invoice_drafts(
+    context: dg.OpExecutionContext,
+    rated_charges: pl.DataFrame,
+    catalog: CatalogResource,
+    ledger: LedgerResource,
+    output: OutputFiles,
+):
     """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices) and
     their JSON copies; hands the drafts whose PDF is missing or out of date to the shards (a re-run
     renders only what changed: invoicing/draft_pdfs.py)."""
     month = context.partition_key[:7]
     the_ledger = ledger.open()
     # Prepaid credits carry over: grants already drawn by earlier months' invoices are not drawn again.
-    documents = build_documents(rated_charges, catalog.load(), month, credits_used=the_ledger.credits_used(month))
+    documents = build_documents(
+        rated_charges, catalog.load(), month, credits_used=the_ledger.credits_used(month)
+    )
     saved = the_ledger.save_drafts(month, documents)
     folder = _invoice_folder(output, month)
     issued = issued_file_stems(the_ledger, month)  # issued PDFs/JSON are final: never rewritten
@@ -84,20 +104,31 @@ def save_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFr
         if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
             stale.unlink()
     prune(folder, keep=current)
-    drafts = [doc for doc in documents if doc["customer_id"] not in issued]  # late usage: a correction
+    drafts = [
+        doc for doc in documents if doc["customer_id"] not in issued
+    ]  # late usage: a correction
     texts = {doc["customer_id"]: document_json(doc) for doc in drafts}
     for customer_id, text in texts.items():
         write_text(inside(folder, f"{customer_id}.json"), text)
     fresh = up_to_date(folder, texts, renderer_fingerprint())
     to_render = [doc for doc in drafts if doc["customer_id"] not in fresh]
-    yield dg.Output({"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)}, output_name="documents",
-                    metadata={"drafts": len(documents), "to_render": len(to_render), "pdfs_up_to_date": len(fresh)})
+    yield dg.Output(
+        {"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)},
+        output_name="documents",
+        metadata={
+            "drafts": len(documents),
+            "to_render": len(to_render),
+            "pdfs_up_to_date": len(fresh),
+        },
+    )
     for index, shard in enumerate(split_into_shards(to_render)):
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{index}")
 
 
 @dg.op(out=dg.Out(io_manager_key=STEP_IO_MANAGER))
-def render_invoice_shard(context: dg.OpExecutionContext, shard: list[dict], output: OutputFiles) -> list[str]:
+def render_invoice_shard(
+    context: dg.OpExecutionContext, shard: list[dict], output: OutputFiles
+) -> list[str]:
     """The PDFs of one shard's customers, over ``render_workers`` processes (one renderer each)."""
     if not shard:
         return []
@@ -118,44 +149,83 @@ def check_output_name(asset: str) -> str:
     return dg.AssetCheckSpec(INVOICE_TOTALS_CHECK, asset=asset).get_python_identifier()
 
 
-@dg.op(out={"result": dg.Out(),
-            check_output_name("invoice_drafts"): dg.Out(dagster_type=dg.Nothing, is_required=False)})
-def summarize_invoice_drafts(context: dg.OpExecutionContext, rated_charges: pl.DataFrame, documents: dict,
-                             rendered: list[list[str]], output: OutputFiles):
+@dg.op(
+    out={
+        "result": dg.Out(),
+        check_output_name("invoice_drafts"): dg.Out(dagster_type=dg.Nothing, is_required=False),
+    }
+)
+def summarize_invoice_drafts(
+    context: dg.OpExecutionContext,
+    rated_charges: pl.DataFrame,
+    documents: dict,
+    rendered: list[list[str]],
+    output: OutputFiles,
+):
     """One row per invoice (with the PDF's sha256), and the check that the invoices add up."""
     month = context.partition_key[:7]
     folder = _invoice_folder(output, month)
     docs = documents["documents"]
     rows = []
     for doc in docs:
-        json_path, pdf_path = inside(folder, f"{doc['customer_id']}.json"), inside(folder, f"{doc['customer_id']}.pdf")
-        rows.append({
-            "customer_id": doc["customer_id"], "currency": doc["currency"], "subtotal": doc["subtotal"],
-            "tax": doc["tax"], "credits_applied": doc["credits_applied"], "total": doc["total"],
-            "lines": len(doc["lines"]), "json": str(json_path), "pdf": str(pdf_path),
-            "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest() if pdf_path.exists() else None,
-        })
+        json_path, pdf_path = (
+            inside(folder, f"{doc['customer_id']}.json"),
+            inside(folder, f"{doc['customer_id']}.pdf"),
+        )
+        rows.append(
+            {
+                "customer_id": doc["customer_id"],
+                "currency": doc["currency"],
+                "subtotal": doc["subtotal"],
+                "tax": doc["tax"],
+                "credits_applied": doc["credits_applied"],
+                "total": doc["total"],
+                "lines": len(doc["lines"]),
+                "json": str(json_path),
+                "pdf": str(pdf_path),
+                "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest()
+                if pdf_path.exists()
+                else None,
+            }
+        )
     summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
     problems = []
     for doc in docs:
         lines_sum = _decimal_sum(line["amount"] for line in doc["lines"])
         if lines_sum != Decimal(doc["subtotal"]):
-            problems.append(f"{doc['customer_id']}: lines {lines_sum} != subtotal {doc['subtotal']}")
-        if Decimal(doc["subtotal"]) + Decimal(doc["tax"]) - Decimal(doc["credits_applied"]) != Decimal(doc["total"]):
-            problems.append(f"{doc['customer_id']}: subtotal + tax - credits != total {doc['total']}")
+            problems.append(
+                f"{doc['customer_id']}: lines {lines_sum} != subtotal {doc['subtotal']}"
+            )
+        if Decimal(doc["subtotal"]) + Decimal(doc["tax"]) - Decimal(
+            doc["credits_applied"]
+        ) != Decimal(doc["total"]):
+            problems.append(
+                f"{doc['customer_id']}: subtotal + tax - credits != total {doc['total']}"
+            )
     subtotals, rated = _decimal_sum(summary["subtotal"]), _decimal_sum(rated_charges["amount"])
     if subtotals != rated:
         problems.append(f"sum of subtotals {subtotals} != rated lines {rated}")
-    yield dg.Output(summary, output_name="result", metadata={
-        "invoices": summary.height,
-        "total_revenue": str(subtotals),
-        "total_billed_incl_tax": str(_decimal_sum(summary["total"])),
-        "pdfs_rendered": sum(len(r) for r in rendered),
-        "pdfs_up_to_date": documents.get("pdfs_up_to_date", 0),
-        "render_shards": len(rendered),
-        "ledger": dg.MetadataValue.json(documents["saved"]),
-        "folder": dg.MetadataValue.path(str(folder)),
-    })
-    yield dg.AssetCheckResult(check_name=INVOICE_TOTALS_CHECK, asset_key="invoice_drafts", passed=not problems,
-                              metadata={"problems": "\n".join(problems) or "none", "subtotals": str(subtotals),
-                                        "rated_lines": str(rated)})
+    yield dg.Output(
+        summary,
+        output_name="result",
+        metadata={
+            "invoices": summary.height,
+            "total_revenue": str(subtotals),
+            "total_billed_incl_tax": str(_decimal_sum(summary["total"])),
+            "pdfs_rendered": sum(len(r) for r in rendered),
+            "pdfs_up_to_date": documents.get("pdfs_up_to_date", 0),
+            "render_shards": len(rendered),
+            "ledger": dg.MetadataValue.json(documents["saved"]),
+            "folder": dg.MetadataValue.path(str(folder)),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=INVOICE_TOTALS_CHECK,
+        asset_key="invoice_drafts",
+        passed=not problems,
+        metadata={
+            "problems": "\n".join(problems) or "none",
+            "subtotals": str(subtotals),
+            "rated_lines": str(rated),
+        },
+    )

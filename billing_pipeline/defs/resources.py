@@ -4,7 +4,6 @@ Configured from environment variables with local defaults, so the embedded defau
 local files) needs nothing, and production swaps URLs, not code.
 """
 
-
 import datetime as dt
 import hashlib
 import json
@@ -48,14 +47,27 @@ class LandingZone(dg.ConfigurableResource):
         """A local folder with the landing zone's files (staged first when remote)."""
         if not self.is_remote:
             return Path(self.url.path) if self.url.protocol else Path(self.path)
-        cache = Path(self.cache_dir) if self.cache_dir else (
-            Path(tempfile.gettempdir()) / "billing_landing" / hashlib.sha256(self.path.encode()).hexdigest()[:16])
+        cache = (
+            Path(self.cache_dir)
+            if self.cache_dir
+            else (
+                Path(tempfile.gettempdir())
+                / "billing_landing"
+                / hashlib.sha256(self.path.encode()).hexdigest()[:16]
+            )
+        )
         return stage_to_local(self.url, cache)
 
 
 def _fingerprint(info: dict) -> str:
-    stamp = next((info[k] for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "updated", "created")
-                  if info.get(k) is not None), "")
+    stamp = next(
+        (
+            info[k]
+            for k in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "updated", "created")
+            if info.get(k) is not None
+        ),
+        "",
+    )
     return f"{info.get('size')}:{stamp}"
 
 
@@ -87,7 +99,7 @@ def stage_to_local(url: UPath, cache: Path) -> Path:
     remote = {}
     for name, info in fs.find(base, detail=True).items():
         if info.get("type") == "file":
-            remote[name.lstrip("/")[len(base.lstrip("/")):].lstrip("/")] = info
+            remote[name.lstrip("/")[len(base.lstrip("/")) :].lstrip("/")] = info
     for rel, info in sorted(remote.items()):
         target = files / rel
         if manifest.get(rel) == _fingerprint(info) and target.exists():
@@ -228,13 +240,23 @@ def resources_from_env(root: str | Path | None = None) -> dict[str, object]:
     return {
         "landing": LandingZone(path=os.getenv("BILLING_LANDING_DIR", str(root / "landing"))),
         "catalog": CatalogResource(path=os.getenv("BILLING_CATALOG", str(root / "catalog.yaml"))),
-        "ledger": LedgerResource(url=os.getenv("BILLING_DATABASE_URL", f"sqlite:///{Path(out).resolve()}/ledger.db")),
+        "ledger": LedgerResource(
+            url=os.getenv("BILLING_DATABASE_URL", f"sqlite:///{Path(out).resolve()}/ledger.db")
+        ),
         "output": OutputFiles(path=out),
         "smtp": SmtpResource(),  # BILLING_SMTP_* read when invoices are sent
-        "io_manager": PolarsParquetIOManager(base_dir=os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage"))),
-        "step_io_manager": step_io_manager(Path(os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage")))),
-        "openai_admin_api": ProviderAdminApi(api_key=dg.EnvVar("OPENAI_ADMIN_KEY"),
-                                             base_url=os.getenv("OPENAI_ADMIN_BASE_URL", "https://api.openai.com/v1")),
-        "anthropic_admin_api": ProviderAdminApi(api_key=dg.EnvVar("ANTHROPIC_ADMIN_KEY"),
-                                                base_url=os.getenv("ANTHROPIC_ADMIN_BASE_URL", "https://api.anthropic.com")),
+        "io_manager": PolarsParquetIOManager(
+            base_dir=os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage"))
+        ),
+        "step_io_manager": step_io_manager(
+            Path(os.getenv("BILLING_STORAGE_DIR", str(Path(out) / ".storage")))
+        ),
+        "openai_admin_api": ProviderAdminApi(
+            api_key=dg.EnvVar("OPENAI_ADMIN_KEY"),
+            base_url=os.getenv("OPENAI_ADMIN_BASE_URL", "https://api.openai.com/v1"),
+        ),
+        "anthropic_admin_api": ProviderAdminApi(
+            api_key=dg.EnvVar("ANTHROPIC_ADMIN_KEY"),
+            base_url=os.getenv("ANTHROPIC_ADMIN_BASE_URL", "https://api.anthropic.com"),
+        ),
     }

@@ -29,7 +29,11 @@ def _snapshot(root: Path) -> dict[str, list[int]]:
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if not p.is_file() or any(part.startswith(".") for part in rel.split("/")) or rel.endswith(".tmp"):
+        if (
+            not p.is_file()
+            or any(part.startswith(".") for part in rel.split("/"))
+            or rel.endswith(".tmp")
+        ):
             continue
         st = p.stat()
         out[rel] = [st.st_mtime_ns, st.st_size]
@@ -60,7 +64,7 @@ def days_for_file(rel: str, mtime_ns: int, today: dt.date) -> list[dt.date]:
     if month is not None:
         last = calendar.monthrange(month.year, month.month)[1]
         return [d for d in (month.replace(day=i) for i in range(1, last + 1)) if d <= today]
-    return [dt.datetime.fromtimestamp(mtime_ns / 1e9, dt.timezone.utc).date()]
+    return [dt.datetime.fromtimestamp(mtime_ns / 1e9, dt.UTC).date()]
 
 
 def plan_runs(before: dict, after: dict, today: dt.date) -> dict[str, list[str]]:
@@ -73,12 +77,16 @@ def plan_runs(before: dict, after: dict, today: dt.date) -> dict[str, list[str]]
     return by_day
 
 
-@dg.sensor(job=daily_ingestion_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(
+    job=daily_ingestion_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+)
 def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZone):
     """New or changed landing files -> one ingestion run per day they belong to."""
     before = json.loads(context.cursor) if context.cursor else {}
     after = _snapshot(landing.root)
-    today = dt.datetime.now(dt.timezone.utc).date()
+    today = dt.datetime.now(dt.UTC).date()
     by_day = plan_runs(before, after, today)
     requests, skipped = [], []
     for day, rels in sorted(by_day.items()):
@@ -86,10 +94,17 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
             skipped.append(day)
             continue
         digest = hashlib.sha256(json.dumps([[r, after[r]] for r in rels]).encode()).hexdigest()[:16]
-        requests.append(dg.RunRequest(run_key=f"{day}:{digest}", partition_key=day,
-                                      tags={MONTH_TAG: day[:7], "billing/landing_files": str(len(rels))}))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{day}:{digest}",
+                partition_key=day,
+                tags={MONTH_TAG: day[:7], "billing/landing_files": str(len(rels))},
+            )
+        )
     if skipped:
-        context.log.warning(f"landing files for days outside the partitions were not ingested: {', '.join(skipped[:10])}")
+        context.log.warning(
+            f"landing files for days outside the partitions were not ingested: {', '.join(skipped[:10])}"
+        )
     return dg.SensorResult(
         run_requests=requests,
         cursor=json.dumps(after, sort_keys=True),

@@ -1,6 +1,5 @@
 """Month-to-date statements per day: wiring only (billing rules in invoicing/statement.py)."""
 
-
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
@@ -23,32 +22,51 @@ MONTH_LOOKBACK_DAYS = 30  # the 31st minus 30 days is the 1st: every day of the 
     partitions_def=daily_partitions,
     group_name="statements",
     kinds={"polars", "pdf"},
-    ins={"usage_events": dg.AssetIn(input_manager_key=LOADER_KEY, partition_mapping=dg.TimeWindowPartitionMapping(
-        start_offset=-MONTH_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True))},
+    ins={
+        "usage_events": dg.AssetIn(
+            input_manager_key=LOADER_KEY,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-MONTH_LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    },
 )
-def month_to_date_statements(context: dg.AssetExecutionContext, usage_events: pl.DataFrame,
-                             catalog: CatalogResource, ledger: LedgerResource, output: OutputFiles):
+def month_to_date_statements(
+    context: dg.AssetExecutionContext,
+    usage_events: pl.DataFrame,
+    catalog: CatalogResource,
+    ledger: LedgerResource,
+    output: OutputFiles,
+):
     """Each customer's month-to-date statement as of the end of the day: spend so far (exactly the
     draft invoice of the days so far: tax and credits included), breakdowns by model, token type,
     day and project or key, the projected month end, allowance, credits and monthly limit used.
     JSON + HTML + PDF under <out>/<YYYY-MM>/statements/<YYYY-MM-DD>/. Reads only days <= its day."""
     day = dt.date.fromisoformat(context.partition_key)
     month = day.strftime("%Y-%m")
-    statements = build_statements(usage_events, catalog.load(), day, credits_used=ledger.open().credits_used(month))
+    statements = build_statements(
+        usage_events, catalog.load(), day, credits_used=ledger.open().credits_used(month)
+    )
     folder = statement_folder(Path(output.path), day)
     table = write_statements(statements, folder)
     totals: dict[str, Decimal] = {}
     for currency, total in table.select("currency", "total").iter_rows():
         totals[currency] = totals.get(currency, ZERO) + Decimal(total)
-    return dg.Output(table, metadata={
-        "customers": table.height,
-        "total_spend_so_far": dg.MetadataValue.json({c: str(v) for c, v in sorted(totals.items())}),
-        "folder": dg.MetadataValue.path(str(folder)),
-    })
+    return dg.Output(
+        table,
+        metadata={
+            "customers": table.height,
+            "total_spend_so_far": dg.MetadataValue.json(
+                {c: str(v) for c, v in sorted(totals.items())}
+            ),
+            "folder": dg.MetadataValue.path(str(folder)),
+        },
+    )
 
 
 month_to_date_statements_job = dg.define_asset_job(
-    "month_to_date_statements_job", selection=dg.AssetSelection.assets(month_to_date_statements),
+    "month_to_date_statements_job",
+    selection=dg.AssetSelection.assets(month_to_date_statements),
     description="Write every customer's month-to-date statement for a day (JSON, HTML, PDF).",
 )
 

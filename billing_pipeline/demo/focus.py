@@ -13,18 +13,61 @@ from decimal import Decimal
 from billing_pipeline.demo.catalog import Profile
 
 COLUMNS = [
-    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
-    "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory", "ChargeClass", "ChargeDescription",
-    "ChargeFrequency", "ChargePeriodEnd", "ChargePeriodStart", "CommitmentDiscountCategory",
-    "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus",
-    "CommitmentDiscountType", "ConsumedQuantity", "ConsumedUnit", "ContractedCost",
-    "ContractedUnitPrice", "EffectiveCost", "InvoiceIssuerName", "ListCost", "ListUnitPrice",
-    "PricingCategory", "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "RegionId",
-    "RegionName", "ResourceId", "ResourceName", "ResourceType", "ServiceCategory", "Id",
-    "ServiceName", "SkuId", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
+    "AvailabilityZone",
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountName",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedCost",
+    "ContractedUnitPrice",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "Id",
+    "ServiceName",
+    "SkuId",
+    "SkuPriceId",
+    "SubAccountId",
+    "SubAccountName",
+    "Tags",
 ]
-NUMERIC = {"BilledCost", "ConsumedQuantity", "ContractedCost", "ContractedUnitPrice",
-           "EffectiveCost", "ListCost", "PricingQuantity", "Id"}
+NUMERIC = {
+    "BilledCost",
+    "ConsumedQuantity",
+    "ContractedCost",
+    "ContractedUnitPrice",
+    "EffectiveCost",
+    "ListCost",
+    "PricingQuantity",
+    "Id",
+}
 
 G5_PRICE = Decimal("1.624")  # On Demand Linux g5.4xlarge, us-east-1, per instance hour
 G5_SKU = "4GQWNPC9K2PZAY97"
@@ -38,22 +81,39 @@ def _cost(x: Decimal) -> str:
     return f"{x:.11f}"
 
 
-def _instance_row(start: dt.datetime, hours: Decimal, instance: str,
-                  tags: dict | None, sub_account: str) -> dict:
+def _instance_row(
+    start: dt.datetime, hours: Decimal, instance: str, tags: dict | None, sub_account: str
+) -> dict:
     cost = G5_PRICE * hours
     return {
-        "AvailabilityZone": "us-east-1a", "BilledCost": _cost(cost),
-        "ChargeCategory": "Usage", "ChargeClass": None,
+        "AvailabilityZone": "us-east-1a",
+        "BilledCost": _cost(cost),
+        "ChargeCategory": "Usage",
+        "ChargeClass": None,
         "ChargeDescription": "$1.624 per On Demand Linux g5.4xlarge Instance Hour",
-        "ChargeFrequency": "Usage-Based", "ChargePeriodEnd": _ts(start + dt.timedelta(hours=1)),
-        "ChargePeriodStart": _ts(start), "ConsumedQuantity": f"{hours:.15f}", "ConsumedUnit": "Hours",
-        "ContractedCost": _cost(cost), "ContractedUnitPrice": _cost(G5_PRICE),
-        "EffectiveCost": _cost(cost), "ListCost": _cost(cost), "ListUnitPrice": "1.624",
-        "PricingCategory": "Standard", "PricingQuantity": _cost(hours), "PricingUnit": "Hours",
-        "RegionId": "us-east-1", "RegionName": "US East (N. Virginia)", "ResourceId": instance,
-        "ResourceName": None, "ResourceType": "instance", "ServiceCategory": "Compute",
-        "ServiceName": "Amazon Elastic Compute Cloud", "SkuId": G5_SKU,
-        "SkuPriceId": f"{G5_SKU}.JRTCKXETXF.6YS6EN2CT7", "SubAccountId": sub_account,
+        "ChargeFrequency": "Usage-Based",
+        "ChargePeriodEnd": _ts(start + dt.timedelta(hours=1)),
+        "ChargePeriodStart": _ts(start),
+        "ConsumedQuantity": f"{hours:.15f}",
+        "ConsumedUnit": "Hours",
+        "ContractedCost": _cost(cost),
+        "ContractedUnitPrice": _cost(G5_PRICE),
+        "EffectiveCost": _cost(cost),
+        "ListCost": _cost(cost),
+        "ListUnitPrice": "1.624",
+        "PricingCategory": "Standard",
+        "PricingQuantity": _cost(hours),
+        "PricingUnit": "Hours",
+        "RegionId": "us-east-1",
+        "RegionName": "US East (N. Virginia)",
+        "ResourceId": instance,
+        "ResourceName": None,
+        "ResourceType": "instance",
+        "ServiceCategory": "Compute",
+        "ServiceName": "Amazon Elastic Compute Cloud",
+        "SkuId": G5_SKU,
+        "SkuPriceId": f"{G5_SKU}.JRTCKXETXF.6YS6EN2CT7",
+        "SubAccountId": sub_account,
         "SubAccountName": "Example AI Inference",
         "Tags": json.dumps(tags) if tags is not None else None,
         "_sort": (start, instance),
@@ -64,19 +124,37 @@ def _storage_row(start: dt.datetime, gb_months: Decimal, tags: dict | None, buck
     price = Decimal("0.023")
     cost = gb_months * price
     return {
-        "AvailabilityZone": None, "BilledCost": _cost(cost), "ChargeCategory": "Usage",
-        "ChargeClass": None, "ChargeDescription": "$0.023 per GB-Month of storage used",
-        "ChargeFrequency": "Usage-Based", "ChargePeriodEnd": _ts(start + dt.timedelta(hours=1)),
-        "ChargePeriodStart": _ts(start), "ConsumedQuantity": f"{gb_months:.15f}",
-        "ConsumedUnit": "GB-Mo", "ContractedCost": _cost(cost), "ContractedUnitPrice": _cost(price),
-        "EffectiveCost": _cost(cost), "ListCost": _cost(cost), "ListUnitPrice": "0.023",
-        "PricingCategory": "Standard", "PricingQuantity": _cost(gb_months), "PricingUnit": "GB-Mo",
-        "RegionId": "us-east-1", "RegionName": "US East (N. Virginia)",
-        "ResourceId": f"arn:aws:s3:::{bucket}", "ResourceName": None, "ResourceType": "bucket",
-        "ServiceCategory": "Storage", "ServiceName": "Amazon Simple Storage Service",
-        "SkuId": "WP9ANXZGBYYSGJEA", "SkuPriceId": "WP9ANXZGBYYSGJEA.JRTCKXETXF.PGHJ3S3EYE",
-        "SubAccountId": "11353890204", "SubAccountName": "Example AI Inference",
-        "Tags": json.dumps(tags) if tags is not None else None, "_sort": (start, bucket),
+        "AvailabilityZone": None,
+        "BilledCost": _cost(cost),
+        "ChargeCategory": "Usage",
+        "ChargeClass": None,
+        "ChargeDescription": "$0.023 per GB-Month of storage used",
+        "ChargeFrequency": "Usage-Based",
+        "ChargePeriodEnd": _ts(start + dt.timedelta(hours=1)),
+        "ChargePeriodStart": _ts(start),
+        "ConsumedQuantity": f"{gb_months:.15f}",
+        "ConsumedUnit": "GB-Mo",
+        "ContractedCost": _cost(cost),
+        "ContractedUnitPrice": _cost(price),
+        "EffectiveCost": _cost(cost),
+        "ListCost": _cost(cost),
+        "ListUnitPrice": "0.023",
+        "PricingCategory": "Standard",
+        "PricingQuantity": _cost(gb_months),
+        "PricingUnit": "GB-Mo",
+        "RegionId": "us-east-1",
+        "RegionName": "US East (N. Virginia)",
+        "ResourceId": f"arn:aws:s3:::{bucket}",
+        "ResourceName": None,
+        "ResourceType": "bucket",
+        "ServiceCategory": "Storage",
+        "ServiceName": "Amazon Simple Storage Service",
+        "SkuId": "WP9ANXZGBYYSGJEA",
+        "SkuPriceId": "WP9ANXZGBYYSGJEA.JRTCKXETXF.PGHJ3S3EYE",
+        "SubAccountId": "11353890204",
+        "SubAccountName": "Example AI Inference",
+        "Tags": json.dumps(tags) if tags is not None else None,
+        "_sort": (start, bucket),
     }
 
 
@@ -98,21 +176,42 @@ def focus_rows(rng: random.Random, profiles: list[Profile], days: list[dt.date])
                     start = dt.datetime(d.year, d.month, d.day, h)
                     last = h == first + p.gpu_hours_per_day - 1
                     # the second instance is stopped half-way through its last hour on Fridays
-                    hours = Decimal("0.5") if (n == 1 and last and d.weekday() == 4) else Decimal("1")
+                    hours = (
+                        Decimal("0.5") if (n == 1 and last and d.weekday() == 4) else Decimal("1")
+                    )
                     rows.append(_instance_row(start, hours, inst, tags, "11353890204"))
     # GPU hours nobody is tagged for: reported as unattributed, never billed
     research = f"i-0{rng.getrandbits(64):016x}"
     for h in range(9, 15):
         start = dt.datetime(days[2].year, days[2].month, days[2].day, h)
-        rows.append(_instance_row(start, Decimal("1"), research, {"environment": "research"},
-                                  "11353890204"))
+        rows.append(
+            _instance_row(start, Decimal("1"), research, {"environment": "research"}, "11353890204")
+        )
     # non-GPU rows: reported, not billed
-    rows.append(_storage_row(dt.datetime(days[0].year, days[0].month, days[0].day, 0),
-                             Decimal("120.5"), {"customer": "acme", "environment": "prod"}, "acme-artifacts"))
-    rows.append(_storage_row(dt.datetime(days[0].year, days[0].month, days[0].day, 0),
-                             Decimal("42.25"), None, "example-ai-logs"))
-    rows.append(_storage_row(dt.datetime(days[14].year, days[14].month, days[14].day, 0),
-                             Decimal("8"), {"customer": "gringotts"}, "gringotts-batch"))
+    rows.append(
+        _storage_row(
+            dt.datetime(days[0].year, days[0].month, days[0].day, 0),
+            Decimal("120.5"),
+            {"customer": "acme", "environment": "prod"},
+            "acme-artifacts",
+        )
+    )
+    rows.append(
+        _storage_row(
+            dt.datetime(days[0].year, days[0].month, days[0].day, 0),
+            Decimal("42.25"),
+            None,
+            "example-ai-logs",
+        )
+    )
+    rows.append(
+        _storage_row(
+            dt.datetime(days[14].year, days[14].month, days[14].day, 0),
+            Decimal("8"),
+            {"customer": "gringotts"},
+            "gringotts-batch",
+        )
+    )
     rows.sort(key=lambda r: r["_sort"])
     first_id = rng.randrange(1_000_000, 2_000_000)
     for i, r in enumerate(rows):
@@ -131,11 +230,16 @@ def _cell(column: str, value: str | None) -> str:
 def write_focus_csv(rows: list[dict], days: list[dt.date]) -> str:
     first = days[0]
     nxt = days[-1] + dt.timedelta(days=1)
-    common = {"BillingAccountId": "1234567890123", "BillingAccountName": "Example AI GmbH",
-              "BillingCurrency": "USD", "BillingPeriodStart": f"{first.isoformat()} 00:00:00",
-              "BillingPeriodEnd": f"{nxt.isoformat()} 00:00:00",
-              "InvoiceIssuerName": "Amazon Web Services, Inc.", "ProviderName": "AWS",
-              "PublisherName": "Amazon Web Services, Inc."}
+    common = {
+        "BillingAccountId": "1234567890123",
+        "BillingAccountName": "Example AI GmbH",
+        "BillingCurrency": "USD",
+        "BillingPeriodStart": f"{first.isoformat()} 00:00:00",
+        "BillingPeriodEnd": f"{nxt.isoformat()} 00:00:00",
+        "InvoiceIssuerName": "Amazon Web Services, Inc.",
+        "ProviderName": "AWS",
+        "PublisherName": "Amazon Web Services, Inc.",
+    }
     out = [",".join(f'"{c}"' for c in COLUMNS)]
     for r in rows:
         merged = {**common, **r}

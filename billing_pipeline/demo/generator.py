@@ -43,13 +43,17 @@ from billing_pipeline.demo.catalog import (
 from billing_pipeline.demo.focus import focus_rows, write_focus_csv
 
 ORPHAN_PROJECT = "proj_orphan"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 _SENTENCES = [
-    ("Summarize the attached delivery note in two sentences.",
-     "The shipment of 40 boxes arrived on Monday. Two boxes were damaged and returned."),
-    ("Translate 'the invoice is due in thirty days' into French.",
-     "La facture est payable dans trente jours."),
+    (
+        "Summarize the attached delivery note in two sentences.",
+        "The shipment of 40 boxes arrived on Monday. Two boxes were damaged and returned.",
+    ),
+    (
+        "Translate 'the invoice is due in thirty days' into French.",
+        "La facture est payable dans trente jours.",
+    ),
     ("What is the capital of Australia?", "The capital of Australia is Canberra."),
     ("Write a short subject line for a renewal reminder.", "Your subscription renews next week."),
     ("Classify this ticket: my password reset link expired.", "Category: account access."),
@@ -114,8 +118,13 @@ def _split(rng: random.Random, p: Profile, tokens: int, model: str) -> dict[str,
         write = int(input_side * 0.04 * rng.uniform(0.5, 1.5))
         write_1h = write // 4
         write_5m = write - write_1h
-    return {"input": input_side - cached - write_5m - write_1h, "cached": cached,
-            "write_5m": write_5m, "write_1h": write_1h, "output": output}
+    return {
+        "input": input_side - cached - write_5m - write_1h,
+        "cached": cached,
+        "write_5m": write_5m,
+        "write_1h": write_1h,
+        "output": output,
+    }
 
 
 def _usage_plan(rng: random.Random, profiles: list[Profile], days: list[dt.date]) -> dict:
@@ -125,7 +134,9 @@ def _usage_plan(rng: random.Random, profiles: list[Profile], days: list[dt.date]
         daily = _daily_tokens(rng, p, days)
         for d, tokens in daily.items():
             for model, share in p.mix.items():
-                plan[(d, p.id, model)] = _split(rng, p, int(tokens * share * rng.uniform(0.9, 1.1)), model)
+                plan[(d, p.id, model)] = _split(
+                    rng, p, int(tokens * share * rng.uniform(0.9, 1.1)), model
+                )
     return plan
 
 
@@ -138,7 +149,9 @@ def _cursor(*parts: object) -> str:
     return "page_" + base64.b64encode(digest).decode()
 
 
-def _openai_pages(rng: random.Random, profiles: list[Profile], plan: dict, day: dt.date) -> list[dict]:
+def _openai_pages(
+    rng: random.Random, profiles: list[Profile], plan: dict, day: dt.date
+) -> list[dict]:
     results = []
     for p in profiles:
         projects = p.keys.get("openai", [])
@@ -147,7 +160,7 @@ def _openai_pages(rng: random.Random, profiles: list[Profile], plan: dict, day: 
                 continue
             parts = plan[(day, p.id, model)]
             shares = [1.0] if len(projects) == 1 else [0.7, 0.3]
-            for project, share in zip(projects, shares):
+            for project, share in zip(projects, shares, strict=True):
                 results.append(_openai_result(rng, project, model, parts, share))
     orphan = {"input": int(400_000 * rng.uniform(0.5, 1.5)), "cached": 0, "output": 0}
     orphan["output"] = orphan["input"] // 4
@@ -157,12 +170,16 @@ def _openai_pages(rng: random.Random, profiles: list[Profile], plan: dict, day: 
     pages = []
     for i, chunk in enumerate((results[:half], results[half:])):
         last = i == 1
-        pages.append({
-            "object": "page",
-            "data": [{"object": "bucket", "start_time": start, "end_time": end, "results": chunk}],
-            "has_more": not last,
-            "next_page": None if last else _cursor("openai", day, i + 1),
-        })
+        pages.append(
+            {
+                "object": "page",
+                "data": [
+                    {"object": "bucket", "start_time": start, "end_time": end, "results": chunk}
+                ],
+                "has_more": not last,
+                "next_page": None if last else _cursor("openai", day, i + 1),
+            }
+        )
     return pages
 
 
@@ -195,22 +212,29 @@ def _anthropic_page(profiles: list[Profile], plan: dict, day: dt.date) -> dict:
             if m_provider(model) != "anthropic" or (day, p.id, model) not in plan:
                 continue
             parts = plan[(day, p.id, model)]
-            results.append({
-                "api_key_id": p.keys["anthropic"][0],
-                "workspace_id": p.keys["anthropic_workspace"][0],
-                "model": model,
-                "service_tier": "standard",
-                "context_window": "0-200k",
-                "uncached_input_tokens": parts["input"],
-                "cache_creation": {"ephemeral_1h_input_tokens": parts["write_1h"],
-                                   "ephemeral_5m_input_tokens": parts["write_5m"]},
-                "cache_read_input_tokens": parts["cached"],
-                "output_tokens": parts["output"],
-                "server_tool_use": {"web_search_requests": 0},
-            })
+            results.append(
+                {
+                    "api_key_id": p.keys["anthropic"][0],
+                    "workspace_id": p.keys["anthropic_workspace"][0],
+                    "model": model,
+                    "service_tier": "standard",
+                    "context_window": "0-200k",
+                    "uncached_input_tokens": parts["input"],
+                    "cache_creation": {
+                        "ephemeral_1h_input_tokens": parts["write_1h"],
+                        "ephemeral_5m_input_tokens": parts["write_5m"],
+                    },
+                    "cache_read_input_tokens": parts["cached"],
+                    "output_tokens": parts["output"],
+                    "server_tool_use": {"web_search_requests": 0},
+                }
+            )
     nxt = day + dt.timedelta(days=1)
-    return {"data": [{"starting_at": _rfc3339(day), "ending_at": _rfc3339(nxt), "results": results}],
-            "has_more": False, "next_page": None}
+    return {
+        "data": [{"starting_at": _rfc3339(day), "ending_at": _rfc3339(nxt), "results": results}],
+        "has_more": False,
+        "next_page": None,
+    }
 
 
 def _weights(rng: random.Random, n: int) -> list[float]:
@@ -219,8 +243,13 @@ def _weights(rng: random.Random, n: int) -> list[float]:
     return [x / s for x in w]
 
 
-def _gateway_lines(rng: random.Random, profiles: list[Profile], plan: dict, day: dt.date,
-                   text_days: dict[str, set[dt.date]]) -> list[dict]:
+def _gateway_lines(
+    rng: random.Random,
+    profiles: list[Profile],
+    plan: dict,
+    day: dt.date,
+    text_days: dict[str, set[dt.date]],
+) -> list[dict]:
     lines = []
     for p in profiles:
         for model in p.mix:
@@ -229,22 +258,44 @@ def _gateway_lines(rng: random.Random, profiles: list[Profile], plan: dict, day:
             parts = plan[(day, p.id, model)]
             # requests of ~60k prompt tokens (inside a 128k context), 6 to 50 a day
             n = min(50, max(6, parts["input"] // 60_000 + rng.randint(0, 3)))
-            for w_in, w_out in zip(_weights(rng, n), _weights(rng, n)):
+            for w_in, w_out in zip(_weights(rng, n), _weights(rng, n), strict=True):
                 prompt, completion = int(parts["input"] * w_in), int(parts["output"] * w_out)
-                lines.append({"customer": p.id, "model": model, "second": rng.randrange(86400),
-                              "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                        "total_tokens": prompt + completion}})
+                lines.append(
+                    {
+                        "customer": p.id,
+                        "model": model,
+                        "second": rng.randrange(86400),
+                        "usage": {
+                            "prompt_tokens": prompt,
+                            "completion_tokens": completion,
+                            "total_tokens": prompt + completion,
+                        },
+                    }
+                )
             if day in text_days.get(p.id, set()) and model.startswith("mistral-small"):
                 prompt, completion = rng.choice(_SENTENCES)
-                lines.append({"customer": p.id, "model": model, "second": rng.randrange(86400),
-                              "prompt": prompt, "completion": completion})
+                lines.append(
+                    {
+                        "customer": p.id,
+                        "model": model,
+                        "second": rng.randrange(86400),
+                        "prompt": prompt,
+                        "completion": completion,
+                    }
+                )
     lines.sort(key=lambda r: (r["second"], r["customer"], r["model"]))
     out = []
     for r in lines:
-        ts = dt.datetime(day.year, day.month, day.day, tzinfo=UTC) + dt.timedelta(seconds=r["second"])
-        rec = {"request_id": f"req_{rng.getrandbits(96):024x}",
-               "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "customer_key": r["customer"],
-               "provider": "mistral", "model": r["model"]}
+        ts = dt.datetime(day.year, day.month, day.day, tzinfo=UTC) + dt.timedelta(
+            seconds=r["second"]
+        )
+        rec = {
+            "request_id": f"req_{rng.getrandbits(96):024x}",
+            "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "customer_key": r["customer"],
+            "provider": "mistral",
+            "model": r["model"],
+        }
         if "usage" in r:
             rec["usage"] = r["usage"]
         else:
@@ -253,7 +304,9 @@ def _gateway_lines(rng: random.Random, profiles: list[Profile], plan: dict, day:
     return out
 
 
-def _outcome_rows(rng: random.Random, profiles: list[Profile], days: list[dt.date]) -> list[list[str]]:
+def _outcome_rows(
+    rng: random.Random, profiles: list[Profile], days: list[dt.date]
+) -> list[list[str]]:
     rows = []
     for p in profiles:
         if not p.outcomes:
@@ -261,7 +314,9 @@ def _outcome_rows(rng: random.Random, profiles: list[Profile], days: list[dt.dat
         for i in range(p.outcomes + p.outcomes // 8):
             kind = "accepted_diagnosis" if i < p.outcomes else "rejected_diagnosis"
             d = rng.choice(days)
-            ts = dt.datetime(d.year, d.month, d.day, tzinfo=UTC) + dt.timedelta(seconds=rng.randrange(86400))
+            ts = dt.datetime(d.year, d.month, d.day, tzinfo=UTC) + dt.timedelta(
+                seconds=rng.randrange(86400)
+            )
             rows.append([p.id, kind, ts.strftime("%Y-%m-%dT%H:%M:%SZ")])
     rows.sort(key=lambda r: (r[2], r[0], r[1]))
     return [[f"out_{rng.getrandbits(64):016x}", *r] for r in rows]
@@ -280,7 +335,9 @@ def _write(path: Path, text: str, summary: DemoSummary, landing: Path) -> None:
     summary.files.append(path.relative_to(landing).as_posix())
 
 
-def write_demo(landing: Path, catalog_path: Path, month: str = "2026-10", seed: int = 7) -> DemoSummary:
+def write_demo(
+    landing: Path, catalog_path: Path, month: str = "2026-10", seed: int = 7
+) -> DemoSummary:
     """Write one month of demo exports into ``landing`` and the catalog YAML to ``catalog_path``."""
     landing, catalog_path = Path(landing), Path(catalog_path)
     if not landing_is_empty(landing):
@@ -295,38 +352,70 @@ def write_demo(landing: Path, catalog_path: Path, month: str = "2026-10", seed: 
     summary = DemoSummary(month=month, customers=len(profiles))
 
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# Demo catalog for {month} (billing_pipeline.demo.generator, seed {seed}).\n"
-              "# Money is always a quoted decimal string; prices are per unit_size base units.\n")
-    body = yaml.dump(catalog_document(profiles, days[0]), Dumper=_NoAliasDumper, sort_keys=False,
-                          allow_unicode=True, width=100, default_flow_style=None)
+    header = (
+        f"# Demo catalog for {month} (billing_pipeline.demo.generator, seed {seed}).\n"
+        "# Money is always a quoted decimal string; prices are per unit_size base units.\n"
+    )
+    body = yaml.dump(
+        catalog_document(profiles, days[0]),
+        Dumper=_NoAliasDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=100,
+        default_flow_style=None,
+    )
     catalog_path.write_bytes((header + body).encode("utf-8"))
 
     plan = _usage_plan(rng, profiles, days)
     text_days = {p.id: set(rng.sample(days, p.text_lines)) for p in profiles if p.text_lines}
-    rows = {"openai_usage_api": 0, "anthropic_usage_report": 0, "gateway_log": 0, "focus": 0,
-            "outcomes": 0}
+    rows = {
+        "openai_usage_api": 0,
+        "anthropic_usage_report": 0,
+        "gateway_log": 0,
+        "focus": 0,
+        "outcomes": 0,
+    }
     landing.mkdir(parents=True, exist_ok=True)
     for day in days:
         for i, page in enumerate(_openai_pages(rng, profiles, plan, day), start=1):
             rows["openai_usage_api"] += sum(len(b["results"]) for b in page["data"])
-            _write(landing / "openai/usage/completions" / f"{day.isoformat()}_p{i}.json",
-                   _dump_json(page), summary, landing)
+            _write(
+                landing / "openai/usage/completions" / f"{day.isoformat()}_p{i}.json",
+                _dump_json(page),
+                summary,
+                landing,
+            )
         page = _anthropic_page(profiles, plan, day)
         rows["anthropic_usage_report"] += len(page["data"][0]["results"])
-        _write(landing / "anthropic/usage_report" / f"{day.isoformat()}_p1.json",
-               _dump_json(page), summary, landing)
+        _write(
+            landing / "anthropic/usage_report" / f"{day.isoformat()}_p1.json",
+            _dump_json(page),
+            summary,
+            landing,
+        )
         lines = _gateway_lines(rng, profiles, plan, day, text_days)
         rows["gateway_log"] += len(lines)
-        _write(landing / "gateway" / f"{day.isoformat()}.jsonl",
-               "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), summary, landing)
+        _write(
+            landing / "gateway" / f"{day.isoformat()}.jsonl",
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines),
+            summary,
+            landing,
+        )
 
     frows = focus_rows(rng, profiles, days)
     rows["focus"] = len(frows)
-    _write(landing / "cloud/focus" / f"focus_{month}.csv", write_focus_csv(frows, days), summary, landing)
+    _write(
+        landing / "cloud/focus" / f"focus_{month}.csv",
+        write_focus_csv(frows, days),
+        summary,
+        landing,
+    )
 
     orows = _outcome_rows(rng, profiles, days)
     rows["outcomes"] = len(orows)
-    text = "outcome_id,customer_id,outcome_type,timestamp\n" + "".join(",".join(r) + "\n" for r in orows)
+    text = "outcome_id,customer_id,outcome_type,timestamp\n" + "".join(
+        ",".join(r) + "\n" for r in orows
+    )
     _write(landing / "outcomes" / f"outcomes_{month}.csv", text, summary, landing)
     summary.rows = rows
     return summary

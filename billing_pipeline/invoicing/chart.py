@@ -94,7 +94,9 @@ def usage_chart_svg(
     day_totals = [sum((cells[(d, s)] for s in series), Decimal(0)) for d in days]
     step = _nice_step(max(day_totals))
     # whole steps up to the tallest day; Decimal ``//`` truncates, so ceil explicitly
-    top_value = step * max(1, int((max(day_totals) / step).to_integral_value(rounding=ROUND_CEILING)))
+    top_value = step * max(
+        1, int((max(day_totals) / step).to_integral_value(rounding=ROUND_CEILING))
+    )
 
     plot_w = Decimal(WIDTH - LEFT - RIGHT)
     plot_h = Decimal(HEIGHT - TOP - BOTTOM)
@@ -143,8 +145,10 @@ def usage_chart_svg(
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
         f'<path d="{"".join(grid)}" stroke="#e3e6ea" stroke-width="0.6" fill="none"/>',
     ]
-    out += [f'<path d="{"".join(shapes[name])}" stroke="{colour}" stroke-width="{_px(bar_w)}" fill="none"/>'
-            for colour, name in zip(PALETTE, series)]
+    out += [
+        f'<path d="{"".join(shapes[name])}" stroke="{colour}" stroke-width="{_px(bar_w)}" fill="none"/>'
+        for colour, name in zip(PALETTE, series, strict=False)
+    ]
     out.append(
         f'<path d="M{LEFT} {_px(base_y)}H{WIDTH - RIGHT}" stroke="#888" stroke-width="0.8" fill="none"/>'
     )

@@ -14,17 +14,26 @@ from pathlib import Path
 import click
 
 from billing_pipeline.catalog import load_catalog
+from billing_pipeline.invoicing import holds
 from billing_pipeline.invoicing.issuing import PdfsNotRendered, file_stem, issue_month
 from billing_pipeline.invoicing.ledger import Ledger, LedgerError
-from billing_pipeline.invoicing import holds
 from billing_pipeline.invoicing.numbering import ChecksFailed
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline.periods import parse_month
 
-_OUT = click.option("--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
-                    help="Output folder (invoices under <out>/<month>/invoices).")
-_DB = click.option("--database-url", envvar="BILLING_DATABASE_URL", default=None,
-                   help="Ledger URL (default: SQLite file <out>/ledger.db).")
+_OUT = click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Output folder (invoices under <out>/<month>/invoices).",
+)
+_DB = click.option(
+    "--database-url",
+    envvar="BILLING_DATABASE_URL",
+    default=None,
+    help="Ledger URL (default: SQLite file <out>/ledger.db).",
+)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -48,14 +57,28 @@ def _ledger(out: Path, database_url: str | None) -> Ledger:
 @click.command()
 @click.option("--month", required=True, help="Billing month, YYYY-MM.")
 @click.option("--customer", default=None, help="Issue only this customer's drafts.")
-@click.option("--catalog", type=click.Path(path_type=Path), default=None,
-              help="Catalog YAML (issuer prefix and payment terms); default <out>/catalog.yaml.")
-@click.option("--issue-date", type=click.DateTime(["%Y-%m-%d"]), default=None,
-              help="Issue date (default: today, UTC).")
+@click.option(
+    "--catalog",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Catalog YAML (issuer prefix and payment terms); default <out>/catalog.yaml.",
+)
+@click.option(
+    "--issue-date",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Issue date (default: today, UTC).",
+)
 @_OUT
 @_DB
-def issue(month: str, customer: str | None, catalog: Path | None, issue_date, out: Path,
-          database_url: str | None) -> None:
+def issue(
+    month: str,
+    customer: str | None,
+    catalog: Path | None,
+    issue_date,
+    out: Path,
+    database_url: str | None,
+) -> None:
     """Number the month's drafts (gapless per prefix and year), set issue and due dates, render
     the final PDFs. Safe to re-run: issued invoices are untouched, missing PDFs are rendered."""
     try:
@@ -65,10 +88,16 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
         _fail(str(exc).splitlines()[0])
     ledger = _ledger(out, database_url)
     try:
-        result = issue_month(ledger, month, out, prefix=issuer.invoice_prefix,
-                             payment_terms_days=issuer.payment_terms_days,
-                             issue_date=issue_date.date() if issue_date else None,
-                             customer_id=customer, actor="cli")
+        result = issue_month(
+            ledger,
+            month,
+            out,
+            prefix=issuer.invoice_prefix,
+            payment_terms_days=issuer.payment_terms_days,
+            issue_date=issue_date.date() if issue_date else None,
+            customer_id=customer,
+            actor="cli",
+        )
     except (ChecksFailed, holds.MoneyAtRisk) as exc:
         _fail(f"{exc}; nothing issued", 1)
     except PdfsNotRendered as exc:  # the numbers stand; these customers wait for their PDF
@@ -77,18 +106,28 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
     for item in result["issued"]:
         amount = fmt_money(exact(item["total"]), item["currency"])
         stem = file_stem(item)
-        click.echo(f"{item['number']}  {item['kind']:<11}  {item['customer_id']:<16}  {amount:>14}  "
-                   f"{folder / (stem + '.pdf')}")
+        click.echo(
+            f"{item['number']}  {item['kind']:<11}  {item['customer_id']:<16}  {amount:>14}  "
+            f"{folder / (stem + '.pdf')}"
+        )
     not_rendered = f", not rendered {len(result['failed'])}" if result["failed"] else ""
-    click.echo(f"issued {len(result['issued'])}, PDFs rendered {result['rendered']}, "
-               f"unchanged {result['unchanged']}{not_rendered}")
+    click.echo(
+        f"issued {len(result['issued'])}, PDFs rendered {result['rendered']}, "
+        f"unchanged {result['unchanged']}{not_rendered}"
+    )
     for failed in result["failed"]:
-        click.echo(f"error: {failed['customer_id']}: {failed['number']} is issued but its PDF was not "
-                   f"rendered: {failed['error']}", err=True)
+        click.echo(
+            f"error: {failed['customer_id']}: {failed['number']} is issued but its PDF was not "
+            f"rendered: {failed['error']}",
+            err=True,
+        )
     if result["failed"]:
-        click.echo(f"error: {len(result['failed'])} PDF(s) not rendered (recorded in the audit log); the "
-                   f"other customers are done. Fix the cause, then re-run `billing-pipeline issue --month "
-                   f"{month}`: it renders only what is missing", err=True)
+        click.echo(
+            f"error: {len(result['failed'])} PDF(s) not rendered (recorded in the audit log); the "
+            f"other customers are done. Fix the cause, then re-run `billing-pipeline issue --month "
+            f"{month}`: it renders only what is missing",
+            err=True,
+        )
     if result["held"]:
         _fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
     if result["failed"]:
@@ -97,8 +136,14 @@ def issue(month: str, customer: str | None, catalog: Path | None, issue_date, ou
 
 @click.command()
 @click.option("--month", required=True, help="Billing month, YYYY-MM.")
-@click.option("--origin", required=True, help="The held record's origin, as `run` and quarantine.csv print it.")
-@click.option("--reason", required=True, help="Why it may be issued anyway (kept in the audit log).")
+@click.option(
+    "--origin",
+    required=True,
+    help="The held record's origin, as `run` and quarantine.csv print it.",
+)
+@click.option(
+    "--reason", required=True, help="Why it may be issued anyway (kept in the audit log)."
+)
 @_OUT
 @_DB
 def waive(month: str, origin: str, reason: str, out: Path, database_url: str | None) -> None:
@@ -113,7 +158,11 @@ def waive(month: str, origin: str, reason: str, out: Path, database_url: str | N
     who = sorted({h.customer_id or "the whole month" for h in done})
     click.echo(f"waived {len(done)} held record(s) of {origin} ({', '.join(who)}): {reason}")
     left = holds.holds(ledger, month)
-    click.echo(f"{len(left)} held record(s) left in {month}" if left else f"nothing held in {month} any more")
+    click.echo(
+        f"{len(left)} held record(s) left in {month}"
+        if left
+        else f"nothing held in {month} any more"
+    )
 
 
 @click.command()
@@ -127,8 +176,10 @@ def void(number: str, reason: str, out: Path, database_url: str | None) -> None:
         done = _ledger(out, database_url).void(number, reason)
     except LedgerError as exc:
         _fail(str(exc))
-    click.echo(f"voided {number} ({done['customer_id']}, {done['period']}); re-run month-end to "
-               "draft its replacement, then issue it")
+    click.echo(
+        f"voided {number} ({done['customer_id']}, {done['period']}); re-run month-end to "
+        "draft its replacement, then issue it"
+    )
 
 
 @click.command("credit-note")
@@ -144,9 +195,11 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
         draft = _ledger(out, database_url).add_credit_note(number, amount, reason)
     except (LedgerError, ValueError, ArithmeticError) as exc:
         _fail(str(exc))
-    click.echo(f"draft credit note for {number}: {draft['customer_id']}, total {draft['total']}; "
-               f"issue it with: billing-pipeline issue --month {draft['period']} "
-               f"--customer {draft['customer_id']}")
+    click.echo(
+        f"draft credit note for {number}: {draft['customer_id']}, total {draft['total']}; "
+        f"issue it with: billing-pipeline issue --month {draft['period']} "
+        f"--customer {draft['customer_id']}"
+    )
 
 
 COMMANDS = (issue, void, credit_note, waive)

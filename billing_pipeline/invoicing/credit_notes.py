@@ -32,13 +32,30 @@ from billing_pipeline.money import ZERO, exact, fmt_money, fmt_quantity, round_m
 
 ORIGIN_LATE_USAGE = "late_usage"
 ORIGIN_MANUAL = "manual"
-_HEADER_KEYS = ("customer_id", "period", "period_label", "period_start", "period_end", "currency",
-                "issuer", "customer", "plan", "tax_rate", "reverse_charge", "tax_note")
+_HEADER_KEYS = (
+    "customer_id",
+    "period",
+    "period_label",
+    "period_start",
+    "period_end",
+    "currency",
+    "issuer",
+    "customer",
+    "plan",
+    "tax_rate",
+    "reverse_charge",
+    "tax_note",
+)
 
 
 def _key(line: dict) -> tuple:
-    return (line["charge_id"], line.get("provider"), line.get("model"), line.get("meter"),
-            json.dumps(line.get("dimensions") or {}, sort_keys=True))
+    return (
+        line["charge_id"],
+        line.get("provider"),
+        line.get("model"),
+        line.get("meter"),
+        json.dumps(line.get("dimensions") or {}, sort_keys=True),
+    )
 
 
 def _quantity(value) -> Decimal:
@@ -66,10 +83,12 @@ def _explain(number: str, unit: str, currency: str, before: dict | None, after: 
     bq, ba = (before["quantity"], before["amount"]) if before else (ZERO, ZERO)
     aq, aa = (after["quantity"], after["amount"]) if after else (ZERO, ZERO)
     unit = f" {unit}" if unit else ""
-    return (f"Billed so far (invoice {number}): {fmt_quantity(_plain(bq))}{unit} for "
-            f"{fmt_money(ba, currency)}. Usage now recorded: {fmt_quantity(_plain(aq))}{unit} for "
-            f"{fmt_money(aa, currency)}. Difference: {fmt_quantity(_plain(aq - bq))}{unit}, "
-            f"{fmt_money(aa - ba, currency)}.")
+    return (
+        f"Billed so far (invoice {number}): {fmt_quantity(_plain(bq))}{unit} for "
+        f"{fmt_money(ba, currency)}. Usage now recorded: {fmt_quantity(_plain(aq))}{unit} for "
+        f"{fmt_money(aa, currency)}. Difference: {fmt_quantity(_plain(aq - bq))}{unit}, "
+        f"{fmt_money(aa - ba, currency)}."
+    )
 
 
 def credits_drawn(docs: Sequence[dict]) -> dict[int, Decimal]:
@@ -90,8 +109,9 @@ def _draw_order(grant: dict) -> tuple:
     return (dt.date.fromisoformat(expires) if expires else dt.date.max, grant["grant"])
 
 
-def correction_credits(billed: Sequence[dict], fresh: dict,
-                       drawn_elsewhere: Mapping[int, Decimal] | None = None) -> list[dict]:
+def correction_credits(
+    billed: Sequence[dict], fresh: dict, drawn_elsewhere: Mapping[int, Decimal] | None = None
+) -> list[dict]:
     """Per grant of ``fresh``, what a correction draws so that ``billed`` (the original and its
     issued corrections) + the correction draw what ``fresh`` draws, within each grant's balance
     after ``drawn_elsewhere`` (every other live document's draws; None: nothing else drew)."""
@@ -101,8 +121,12 @@ def correction_credits(billed: Sequence[dict], fresh: dict,
     currency = fresh["currency"]
     here = credits_drawn(billed)
     elsewhere = drawn_elsewhere or {}
-    opening = {g["grant"]: max(exact(g["granted"]) - here.get(g["grant"], ZERO) - elsewhere.get(g["grant"], ZERO),
-                               ZERO) for g in grants}
+    opening = {
+        g["grant"]: max(
+            exact(g["granted"]) - here.get(g["grant"], ZERO) - elsewhere.get(g["grant"], ZERO), ZERO
+        )
+        for g in grants
+    }
     take = {g["grant"]: exact(g["applied"]) - here.get(g["grant"], ZERO) for g in grants}
     shortfall = ZERO
     for grant, wanted in take.items():
@@ -117,17 +141,28 @@ def correction_credits(billed: Sequence[dict], fresh: dict,
             if extra > 0:
                 take[g["grant"]] += extra
                 shortfall -= extra
-    return [{**{k: g[k] for k in ("grant", "granted", "expires", "status")},
-             "opening": str(round_money(opening[g["grant"]], currency)),
-             "applied": str(round_money(take[g["grant"]], currency)),
-             "closing": str(round_money(opening[g["grant"]] - take[g["grant"]], currency))}
-            for g in grants]
+    return [
+        {
+            **{k: g[k] for k in ("grant", "granted", "expires", "status")},
+            "opening": str(round_money(opening[g["grant"]], currency)),
+            "applied": str(round_money(take[g["grant"]], currency)),
+            "closing": str(round_money(opening[g["grant"]] - take[g["grant"]], currency)),
+        }
+        for g in grants
+    ]
 
 
-def _document(template: dict, number: str, lines: list[dict], tax: Decimal, origin: str,
-              reason: str, credits: list[dict] | None = None) -> dict:
+def _document(
+    template: dict,
+    number: str,
+    lines: list[dict],
+    tax: Decimal,
+    origin: str,
+    reason: str,
+    credits: list[dict] | None = None,
+) -> dict:
     currency = template["currency"]
-    subtotal = sum((exact(l["amount"]) for l in lines), ZERO)
+    subtotal = sum((exact(ln["amount"]) for ln in lines), ZERO)
     credits_applied = sum((exact(c["applied"]) for c in credits or []), ZERO)
     total = round_money(subtotal, currency) + round_money(tax, currency) - credits_applied
     return {
@@ -151,8 +186,12 @@ def _document(template: dict, number: str, lines: list[dict], tax: Decimal, orig
     }
 
 
-def late_usage_correction(original: dict, corrections: list[dict], fresh: dict,
-                          drawn_elsewhere: Mapping[int, Decimal] | None = None) -> dict | None:
+def late_usage_correction(
+    original: dict,
+    corrections: list[dict],
+    fresh: dict,
+    drawn_elsewhere: Mapping[int, Decimal] | None = None,
+) -> dict | None:
     """The correction that brings ``original`` + issued late-usage ``corrections`` to ``fresh``
     (the month re-rated with the late usage, its credits drawn as the original's were); None when
     nothing billable changed. ``drawn_elsewhere``: what every other live document of the customer
@@ -169,22 +208,39 @@ def late_usage_correction(original: dict, corrections: list[dict], fresh: dict,
         if not dq and not da:
             continue
         line = (after or before)["line"]
-        lines.append({
-            "charge_id": line["charge_id"], "description": line["description"],
-            "provider": line.get("provider"), "meter": line.get("meter"), "model": line.get("model"),
-            "dimensions": line.get("dimensions") or {}, "quantity": _plain(dq), "included_quantity": 0,
-            "unit": line.get("unit"), "unit_size": line.get("unit_size") or 1,
-            "unit_price": line.get("unit_price"), "pricing": line.get("pricing"),
-            "amount": str(round_money(da, currency)), "tiers": [],
-            "explanation": _explain(number, line.get("unit") or "", currency, before, after),
-            "consideration": line.get("consideration"),
-        })
+        lines.append(
+            {
+                "charge_id": line["charge_id"],
+                "description": line["description"],
+                "provider": line.get("provider"),
+                "meter": line.get("meter"),
+                "model": line.get("model"),
+                "dimensions": line.get("dimensions") or {},
+                "quantity": _plain(dq),
+                "included_quantity": 0,
+                "unit": line.get("unit"),
+                "unit_size": line.get("unit_size") or 1,
+                "unit_price": line.get("unit_price"),
+                "pricing": line.get("pricing"),
+                "amount": str(round_money(da, currency)),
+                "tiers": [],
+                "explanation": _explain(number, line.get("unit") or "", currency, before, after),
+                "consideration": line.get("consideration"),
+            }
+        )
     tax = now_tax - billed_tax
     credits = correction_credits([original, *corrections], fresh, drawn_elsewhere)
     if not lines and not tax and not any(exact(c["applied"]) for c in credits):
         return None
-    return _document(fresh, number, lines, tax, ORIGIN_LATE_USAGE,
-                     f"Correction of invoice {number}: usage recorded after it was issued.", credits)
+    return _document(
+        fresh,
+        number,
+        lines,
+        tax,
+        ORIGIN_LATE_USAGE,
+        f"Correction of invoice {number}: usage recorded after it was issued.",
+        credits,
+    )
 
 
 def manual_credit_note(original: dict, amount: str | Decimal, reason: str) -> dict:
@@ -197,11 +253,28 @@ def manual_credit_note(original: dict, amount: str | Decimal, reason: str) -> di
         raise ValueError("a credit note needs a reason (it is printed on it)")
     rate = ZERO if original.get("reverse_charge") else exact(original["tax_rate"])
     line = {
-        "charge_id": "credit", "description": reason, "provider": None, "meter": None, "model": None,
-        "dimensions": {}, "quantity": 1, "included_quantity": 0, "unit": "", "unit_size": 1,
-        "unit_price": str(-credit), "pricing": "fixed", "amount": str(-credit), "tiers": [],
+        "charge_id": "credit",
+        "description": reason,
+        "provider": None,
+        "meter": None,
+        "model": None,
+        "dimensions": {},
+        "quantity": 1,
+        "included_quantity": 0,
+        "unit": "",
+        "unit_size": 1,
+        "unit_price": str(-credit),
+        "pricing": "fixed",
+        "amount": str(-credit),
+        "tiers": [],
         "explanation": f"Credit against invoice {original['number']}: {reason}",
         "consideration": "fixed",
     }
-    return _document(original, original["number"], [line], round_money(-credit * rate, currency),
-                     ORIGIN_MANUAL, f"Credit note for invoice {original['number']}: {reason}")
+    return _document(
+        original,
+        original["number"],
+        [line],
+        round_money(-credit * rate, currency),
+        ORIGIN_MANUAL,
+        f"Credit note for invoice {original['number']}: {reason}",
+    )

@@ -31,12 +31,11 @@ import datetime as dt
 import hashlib
 import html
 import os
-import smtplib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import policy
-from email.message import EmailMessage
 from email.headerregistry import Address
+from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses
 from pathlib import Path
 
@@ -63,7 +62,11 @@ MAX_ATTEMPTS = 8
 BACKOFF_BASE = dt.timedelta(minutes=1)
 BACKOFF_MAX = dt.timedelta(hours=6)
 LEASE = dt.timedelta(minutes=10)  # longer than one SMTP conversation (timeout 60 s per command)
-KIND_LABELS = {KIND_INVOICE: "Invoice", "credit_note": "Credit note", "adjustment": "Adjustment invoice"}
+KIND_LABELS = {
+    KIND_INVOICE: "Invoice",
+    "credit_note": "Credit note",
+    "adjustment": "Adjustment invoice",
+}
 
 
 class DeliveryError(ValueError):
@@ -115,16 +118,22 @@ class Sender:
         return self.address.rpartition("@")[2] or "localhost"
 
 
-def sender_from_env(issuer_name: str, issuer_email: str, environ: Mapping[str, str] = os.environ) -> Sender:
+def sender_from_env(
+    issuer_name: str, issuer_email: str, environ: Mapping[str, str] = os.environ
+) -> Sender:
     """From: ``BILLING_SMTP_FROM``, else the catalog's ``issuer.email``."""
     address = (environ.get("BILLING_SMTP_FROM") or issuer_email or "").strip()
     if "@" not in address:
-        raise DeliveryError("no sender address: set BILLING_SMTP_FROM or issuer.email in the catalog")
+        raise DeliveryError(
+            "no sender address: set BILLING_SMTP_FROM or issuer.email in the catalog"
+        )
     problem = address_problem(address)
     if problem:
         raise DeliveryError(f"sender address {address!r} {problem}")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in issuer_name):
-        raise DeliveryError("issuer.name contains a line break or control character: it cannot be a From name")
+        raise DeliveryError(
+            "issuer.name contains a line break or control character: it cannot be a From name"
+        )
     return Sender(issuer_name, address)
 
 
@@ -139,38 +148,62 @@ def message_id(number: str, purpose: str, domain: str) -> str:
 def _facts(doc: dict) -> dict:
     kind = KIND_LABELS.get(doc.get("kind", KIND_INVOICE), "Invoice")
     return {
-        "kind": kind, "number": doc["number"], "customer": doc.get("customer", {}).get("name") or doc["customer_id"],
-        "period": month_label(doc["period"]), "from": doc.get("period_start", ""), "to": doc.get("period_end", ""),
-        "total": fmt_money(exact(doc["total"]), doc["currency"]), "due": doc.get("due_date") or "on receipt",
+        "kind": kind,
+        "number": doc["number"],
+        "customer": doc.get("customer", {}).get("name") or doc["customer_id"],
+        "period": month_label(doc["period"]),
+        "from": doc.get("period_start", ""),
+        "to": doc.get("period_end", ""),
+        "total": fmt_money(exact(doc["total"]), doc["currency"]),
+        "due": doc.get("due_date") or "on receipt",
         "issuer": doc.get("issuer", {}).get("name", ""),
     }
 
 
 def body_text(doc: dict) -> str:
     f = _facts(doc)
-    return (f"Hello {f['customer']},\n\n"
-            f"please find attached {f['kind'].lower()} {f['number']} for {f['period']} "
-            f"({f['from']} to {f['to']}).\n\n"
-            f"  Number:   {f['number']}\n  Period:   {f['period']}\n"
-            f"  Total:    {f['total']}\n  Due date: {f['due']}\n\n"
-            "The PDF is the invoice; the JSON file is a machine-readable copy of the same document.\n\n"
-            f"{f['issuer']}\n")
+    return (
+        f"Hello {f['customer']},\n\n"
+        f"please find attached {f['kind'].lower()} {f['number']} for {f['period']} "
+        f"({f['from']} to {f['to']}).\n\n"
+        f"  Number:   {f['number']}\n  Period:   {f['period']}\n"
+        f"  Total:    {f['total']}\n  Due date: {f['due']}\n\n"
+        "The PDF is the invoice; the JSON file is a machine-readable copy of the same document.\n\n"
+        f"{f['issuer']}\n"
+    )
 
 
 def body_html(doc: dict) -> str:
     f = {k: html.escape(str(v)) for k, v in _facts(doc).items()}
-    rows = "".join(f"<tr><th align=\"left\">{label}</th><td>{value}</td></tr>" for label, value in (
-        ("Number", f["number"]), ("Period", f"{f['period']} ({f['from']} to {f['to']})"),
-        ("Total", f["total"]), ("Due date", f["due"])))
-    return (f"<!DOCTYPE html><html><body><p>Hello {f['customer']},</p>"
-            f"<p>please find attached {f['kind'].lower()} <strong>{f['number']}</strong> for {f['period']}.</p>"
-            f"<table>{rows}</table>"
-            "<p>The PDF is the invoice; the JSON file is a machine-readable copy of the same document.</p>"
-            f"<p>{f['issuer']}</p></body></html>\n")
+    rows = "".join(
+        f'<tr><th align="left">{label}</th><td>{value}</td></tr>'
+        for label, value in (
+            ("Number", f["number"]),
+            ("Period", f"{f['period']} ({f['from']} to {f['to']})"),
+            ("Total", f["total"]),
+            ("Due date", f["due"]),
+        )
+    )
+    return (
+        f"<!DOCTYPE html><html><body><p>Hello {f['customer']},</p>"
+        f"<p>please find attached {f['kind'].lower()} <strong>{f['number']}</strong> for {f['period']}.</p>"
+        f"<table>{rows}</table>"
+        "<p>The PDF is the invoice; the JSON file is a machine-readable copy of the same document.</p>"
+        f"<p>{f['issuer']}</p></body></html>\n"
+    )
 
 
-def build_message(doc: dict, pdf: bytes, document_json: str, *, sender: Sender, recipient: str,
-                  purpose: str, msg_id: str, date: dt.datetime) -> EmailMessage:
+def build_message(
+    doc: dict,
+    pdf: bytes,
+    document_json: str,
+    *,
+    sender: Sender,
+    recipient: str,
+    purpose: str,
+    msg_id: str,
+    date: dt.datetime,
+) -> EmailMessage:
     """The email for one issued document: plain text + HTML, the PDF and the JSON copy attached.
     Raises ``AddressError`` for a recipient that cannot form a message."""
     problem = address_problem(recipient)
@@ -186,9 +219,15 @@ def build_message(doc: dict, pdf: bytes, document_json: str, *, sender: Sender, 
     message["Message-ID"] = msg_id
     message.set_content(body_text(doc))
     message.add_alternative(body_html(doc), subtype="html")
-    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{doc['number']}.pdf")
-    message.add_attachment(document_json.encode("utf-8"), maintype="application", subtype="json",
-                           filename=f"{doc['number']}.json")
+    message.add_attachment(
+        pdf, maintype="application", subtype="pdf", filename=f"{doc['number']}.pdf"
+    )
+    message.add_attachment(
+        document_json.encode("utf-8"),
+        maintype="application",
+        subtype="json",
+        filename=f"{doc['number']}.json",
+    )
     return message
 
 
@@ -214,8 +253,11 @@ def recipients_from_catalog(catalog) -> dict[str, str]:
 
 def _recipient(doc: dict, recipients: Mapping[str, str]) -> str | None:
     """The catalog's billing email (the current one); the document's only if the customer is gone."""
-    email = recipients[doc["customer_id"]] if doc["customer_id"] in recipients \
+    email = (
+        recipients[doc["customer_id"]]
+        if doc["customer_id"] in recipients
         else doc.get("customer", {}).get("email", "")
+    )
     return email.strip() or None
 
 
@@ -223,7 +265,9 @@ def _recipient(doc: dict, recipients: Mapping[str, str]) -> str | None:
 
 
 def _insert(conn: Connection):
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(invoice_deliveries)
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+        invoice_deliveries
+    )
 
 
 def _scope(query, table, period: str | None, number: str | None):
@@ -234,41 +278,84 @@ def _scope(query, table, period: str | None, number: str | None):
     return query
 
 
-def _row(doc: dict, invoice_id: int, purpose: str, recipient: str | None, domain: str, now: dt.datetime) -> dict:
-    return {"invoice_id": invoice_id, "number": doc["number"], "customer_id": doc["customer_id"],
-            "period": doc["period"], "purpose": purpose, "recipient": recipient,
-            "status": "pending" if recipient else "no_recipient", "attempts": 0, "next_attempt_at": now,
-            "message_id": message_id(doc["number"], purpose, domain), "created_at": now, "updated_at": now}
+def _row(
+    doc: dict, invoice_id: int, purpose: str, recipient: str | None, domain: str, now: dt.datetime
+) -> dict:
+    return {
+        "invoice_id": invoice_id,
+        "number": doc["number"],
+        "customer_id": doc["customer_id"],
+        "period": doc["period"],
+        "purpose": purpose,
+        "recipient": recipient,
+        "status": "pending" if recipient else "no_recipient",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "message_id": message_id(doc["number"], purpose, domain),
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
-def _missing_issue_rows(conn: Connection, recipients: Mapping[str, str], domain: str, now: dt.datetime,
-                        period: str | None, number: str | None) -> list[dict]:
+def _missing_issue_rows(
+    conn: Connection,
+    recipients: Mapping[str, str],
+    domain: str,
+    now: dt.datetime,
+    period: str | None,
+    number: str | None,
+) -> list[dict]:
     """Outbox rows the issued documents in scope should have and do not have yet."""
-    has_row = select(invoice_deliveries.c.id).where(invoice_deliveries.c.invoice_id == invoices.c.id,
-                                                    invoice_deliveries.c.purpose == PURPOSE_ISSUE).exists()
-    query = _scope(select(invoices.c.id, invoices.c.document).where(invoices.c.status == "issued", ~has_row),
-                   invoices, period, number)
+    has_row = (
+        select(invoice_deliveries.c.id)
+        .where(
+            invoice_deliveries.c.invoice_id == invoices.c.id,
+            invoice_deliveries.c.purpose == PURPOSE_ISSUE,
+        )
+        .exists()
+    )
+    query = _scope(
+        select(invoices.c.id, invoices.c.document).where(invoices.c.status == "issued", ~has_row),
+        invoices,
+        period,
+        number,
+    )
     rows = conn.execute(query.order_by(invoices.c.sequence, invoices.c.id)).all()
-    return [_row(doc, r.id, PURPOSE_ISSUE, _recipient(doc, recipients), domain, now)
-            for r in rows for doc in [load_document(r.document)]]
+    return [
+        _row(doc, r.id, PURPOSE_ISSUE, _recipient(doc, recipients), domain, now)
+        for r in rows
+        for doc in [load_document(r.document)]
+    ]
 
 
-def enqueue(ledger: Ledger, recipients: Mapping[str, str], domain: str, now: dt.datetime,
-            period: str | None = None, number: str | None = None) -> list[dict]:
+def enqueue(
+    ledger: Ledger,
+    recipients: Mapping[str, str],
+    domain: str,
+    now: dt.datetime,
+    period: str | None = None,
+    number: str | None = None,
+) -> list[dict]:
     """Give every issued document in scope its ``issue`` row (idempotent: a known one is kept)."""
     new = []
     with ledger.engine.begin() as conn:
         for values in _missing_issue_rows(conn, recipients, domain, now, period, number):
-            statement = _insert(conn).values(**values).on_conflict_do_nothing(
-                index_elements=["invoice_id", "purpose"])
+            statement = (
+                _insert(conn)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=["invoice_id", "purpose"])
+            )
             if conn.execute(statement).rowcount:
                 new.append(values)
     return new
 
 
 def _issued(conn: Connection, number: str):
-    row = conn.execute(select(invoices.c.id, invoices.c.status, invoices.c.document)
-                       .where(invoices.c.number == number)).first()
+    row = conn.execute(
+        select(invoices.c.id, invoices.c.status, invoices.c.document).where(
+            invoices.c.number == number
+        )
+    ).first()
     if row is None:
         raise DeliveryError(f"no invoice numbered {number}")
     if row.status != "issued":
@@ -276,40 +363,67 @@ def _issued(conn: Connection, number: str):
     return row
 
 
-def _resend_row(conn: Connection, number: str, recipients: Mapping[str, str], domain: str,
-                now: dt.datetime) -> tuple[int, dict]:
+def _resend_row(
+    conn: Connection, number: str, recipients: Mapping[str, str], domain: str, now: dt.datetime
+) -> tuple[int, dict]:
     row = _issued(conn, number)
     doc = load_document(row.document)
     recipient = _recipient(doc, recipients)
     if recipient is None:
-        raise DeliveryError(f"{number}: customer {doc['customer_id']} has no billing email in the catalog")
+        raise DeliveryError(
+            f"{number}: customer {doc['customer_id']} has no billing email in the catalog"
+        )
     problem = address_problem(recipient)
     if problem:
-        raise DeliveryError(f"{number}: customer {doc['customer_id']}'s billing email {recipient!r} {problem}")
-    resends = conn.execute(select(func.count()).select_from(invoice_deliveries).where(
-        invoice_deliveries.c.invoice_id == row.id, invoice_deliveries.c.purpose != PURPOSE_ISSUE)).scalar_one()
+        raise DeliveryError(
+            f"{number}: customer {doc['customer_id']}'s billing email {recipient!r} {problem}"
+        )
+    resends = conn.execute(
+        select(func.count())
+        .select_from(invoice_deliveries)
+        .where(
+            invoice_deliveries.c.invoice_id == row.id, invoice_deliveries.c.purpose != PURPOSE_ISSUE
+        )
+    ).scalar_one()
     return row.id, _row(doc, row.id, f"resend-{resends + 1}", recipient, domain, now)
 
 
-def request_resend(ledger: Ledger, number: str, recipients: Mapping[str, str], domain: str,
-                   now: dt.datetime, actor: str = "cli") -> dict:
+def request_resend(
+    ledger: Ledger,
+    number: str,
+    recipients: Mapping[str, str],
+    domain: str,
+    now: dt.datetime,
+    actor: str = "cli",
+) -> dict:
     """A new, explicit delivery of an issued invoice (a fresh row; the earlier ones stay as they are)."""
     with ledger.engine.begin() as conn:
         invoice_id, values = _resend_row(conn, number, recipients, domain, now)
         conn.execute(invoice_deliveries.insert().values(**values))
-        audit(conn, invoice_id, actor, "resend_requested",
-              {"number": number, "purpose": values["purpose"], "recipient": values["recipient"]})
+        audit(
+            conn,
+            invoice_id,
+            actor,
+            "resend_requested",
+            {"number": number, "purpose": values["purpose"], "recipient": values["recipient"]},
+        )
     return values
 
 
 def _due_clause(now: dt.datetime):
-    return or_(and_(invoice_deliveries.c.status == "pending", invoice_deliveries.c.next_attempt_at <= now),
-               and_(invoice_deliveries.c.status == "sending", invoice_deliveries.c.next_attempt_at < now))
+    return or_(
+        and_(invoice_deliveries.c.status == "pending", invoice_deliveries.c.next_attempt_at <= now),
+        and_(invoice_deliveries.c.status == "sending", invoice_deliveries.c.next_attempt_at < now),
+    )
 
 
-def due(ledger: Ledger, now: dt.datetime, period: str | None = None, number: str | None = None) -> list[dict]:
+def due(
+    ledger: Ledger, now: dt.datetime, period: str | None = None, number: str | None = None
+) -> list[dict]:
     """Rows to attempt now: pending and due, or 'sending' with an expired lease (a crashed sender)."""
-    query = _scope(select(invoice_deliveries).where(_due_clause(now)), invoice_deliveries, period, number)
+    query = _scope(
+        select(invoice_deliveries).where(_due_clause(now)), invoice_deliveries, period, number
+    )
     with ledger.engine.connect() as conn:
         return [dict(r) for r in conn.execute(query.order_by(invoice_deliveries.c.id)).mappings()]
 
@@ -317,36 +431,92 @@ def due(ledger: Ledger, now: dt.datetime, period: str | None = None, number: str
 def claim(ledger: Ledger, row_id: int, now: dt.datetime) -> bool:
     """Take a due row for one attempt, committed before SMTP; False if another sender has it."""
     with ledger.engine.begin() as conn:
-        return conn.execute(update(invoice_deliveries).where(invoice_deliveries.c.id == row_id, _due_clause(now),
-                                                             invoice_deliveries.c.attempts < MAX_ATTEMPTS)
-                            .values(status="sending", attempts=invoice_deliveries.c.attempts + 1,
-                                    next_attempt_at=now + LEASE, updated_at=now)).rowcount == 1
+        return (
+            conn.execute(
+                update(invoice_deliveries)
+                .where(
+                    invoice_deliveries.c.id == row_id,
+                    _due_clause(now),
+                    invoice_deliveries.c.attempts < MAX_ATTEMPTS,
+                )
+                .values(
+                    status="sending",
+                    attempts=invoice_deliveries.c.attempts + 1,
+                    next_attempt_at=now + LEASE,
+                    updated_at=now,
+                )
+            ).rowcount
+            == 1
+        )
 
 
 def _give_up(ledger: Ledger, row: dict, now: dt.datetime, actor: str) -> bool:
     """A row whose last allowed attempt never finished (its sender died; lease expired): failed,
     not attempted again. False if another sender got to it first."""
-    error = (f"gave up: attempt {row['attempts']} of {MAX_ATTEMPTS} never finished "
-             "(the sender stopped mid-send; it may or may not have arrived)")
+    error = (
+        f"gave up: attempt {row['attempts']} of {MAX_ATTEMPTS} never finished "
+        "(the sender stopped mid-send; it may or may not have arrived)"
+    )
     with ledger.engine.begin() as conn:
-        done = conn.execute(update(invoice_deliveries).where(
-            invoice_deliveries.c.id == row["id"], _due_clause(now), invoice_deliveries.c.attempts >= MAX_ATTEMPTS)
-            .values(status="failed", next_attempt_at=now, last_error=error, updated_at=now)).rowcount == 1
+        done = (
+            conn.execute(
+                update(invoice_deliveries)
+                .where(
+                    invoice_deliveries.c.id == row["id"],
+                    _due_clause(now),
+                    invoice_deliveries.c.attempts >= MAX_ATTEMPTS,
+                )
+                .values(status="failed", next_attempt_at=now, last_error=error, updated_at=now)
+            ).rowcount
+            == 1
+        )
         if done:
-            audit(conn, row["invoice_id"], actor, "email_failed", {
-                "number": row["number"], "purpose": row["purpose"], "recipient": row["recipient"], "last_error": error})
+            audit(
+                conn,
+                row["invoice_id"],
+                actor,
+                "email_failed",
+                {
+                    "number": row["number"],
+                    "purpose": row["purpose"],
+                    "recipient": row["recipient"],
+                    "last_error": error,
+                },
+            )
     return done
 
 
-def _finish(ledger: Ledger, row: dict, now: dt.datetime, values: dict, audit_action: str | None = None,
-            actor: str = "delivery") -> None:
+def _finish(
+    ledger: Ledger,
+    row: dict,
+    now: dt.datetime,
+    values: dict,
+    audit_action: str | None = None,
+    actor: str = "delivery",
+) -> None:
     with ledger.engine.begin() as conn:
-        conn.execute(update(invoice_deliveries).where(invoice_deliveries.c.id == row["id"])
-                     .values(**values, updated_at=now))
+        conn.execute(
+            update(invoice_deliveries)
+            .where(invoice_deliveries.c.id == row["id"])
+            .values(**values, updated_at=now)
+        )
         if audit_action:
-            audit(conn, row["invoice_id"], actor, audit_action, {
-                "number": row["number"], "purpose": row["purpose"], "recipient": row["recipient"],
-                **{k: values[k] for k in ("message_id", "server_response", "last_error") if k in values}})
+            audit(
+                conn,
+                row["invoice_id"],
+                actor,
+                audit_action,
+                {
+                    "number": row["number"],
+                    "purpose": row["purpose"],
+                    "recipient": row["recipient"],
+                    **{
+                        k: values[k]
+                        for k in ("message_id", "server_response", "last_error")
+                        if k in values
+                    },
+                },
+            )
 
 
 def deliveries(ledger: Ledger, period: str | None = None, number: str | None = None) -> list[dict]:
@@ -358,26 +528,43 @@ def deliveries(ledger: Ledger, period: str | None = None, number: str | None = N
 # ---------------------------------------------------------------- one pass
 
 
-def _message_for(ledger: Ledger, row: dict, out_dir: Path, sender: Sender, now: dt.datetime) -> EmailMessage | None:
+def _message_for(
+    ledger: Ledger, row: dict, out_dir: Path, sender: Sender, now: dt.datetime
+) -> EmailMessage | None:
     """The row's message, or None when its invoice was voided meanwhile. The JSON copy is the
     ledger's stored document text; the PDF must be the one whose sha256 was stored at issue."""
-    from billing_pipeline.invoicing.issuing import file_stem  # renders PDFs: import only when sending
+    from billing_pipeline.invoicing.issuing import (
+        file_stem,
+    )  # renders PDFs: import only when sending
 
     with ledger.engine.connect() as conn:
-        inv = conn.execute(select(invoices.c.status, invoices.c.document, invoices.c.pdf_sha256)
-                           .where(invoices.c.id == row["invoice_id"])).one()
+        inv = conn.execute(
+            select(invoices.c.status, invoices.c.document, invoices.c.pdf_sha256).where(
+                invoices.c.id == row["invoice_id"]
+            )
+        ).one()
     if inv.status != "issued":
         return None
     doc = load_document(inv.document)
     pdf_path = inside(out_dir, doc["period"], "invoices", f"{file_stem(doc)}.pdf")
     if inv.pdf_sha256 is None or not pdf_path.is_file():
-        raise AttachmentError(f"{pdf_path}: issued PDF not rendered yet (billing-pipeline issue "
-                              f"--month {doc['period']} renders missing PDFs)")
+        raise AttachmentError(
+            f"{pdf_path}: issued PDF not rendered yet (billing-pipeline issue "
+            f"--month {doc['period']} renders missing PDFs)"
+        )
     pdf = pdf_path.read_bytes()
     if hashlib.sha256(pdf).hexdigest() != inv.pdf_sha256:
         raise AttachmentError(f"{pdf_path}: sha256 differs from the issued PDF's {inv.pdf_sha256}")
-    return build_message(doc, pdf, inv.document, sender=sender, recipient=row["recipient"],
-                         purpose=row["purpose"], msg_id=row["message_id"], date=now)
+    return build_message(
+        doc,
+        pdf,
+        inv.document,
+        sender=sender,
+        recipient=row["recipient"],
+        purpose=row["purpose"],
+        msg_id=row["message_id"],
+        date=now,
+    )
 
 
 @dataclass
@@ -390,16 +577,31 @@ class DeliveryReport:
     written: list[Path] = field(default_factory=list)  # dry run: the .eml files
 
     def counts(self) -> dict[str, int]:
-        return {k: len(getattr(self, k)) for k in ("sent", "retrying", "failed", "no_recipient", "cancelled")}
+        return {
+            k: len(getattr(self, k))
+            for k in ("sent", "retrying", "failed", "no_recipient", "cancelled")
+        }
 
 
-def deliver(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, transport, *, sender: Sender,
-            period: str | None = None, number: str | None = None, resend: bool = False,
-            now: dt.datetime | None = None, actor: str = "delivery") -> DeliveryReport:
+def deliver(
+    ledger: Ledger,
+    recipients: Mapping[str, str],
+    out_dir: Path,
+    transport,
+    *,
+    sender: Sender,
+    period: str | None = None,
+    number: str | None = None,
+    resend: bool = False,
+    now: dt.datetime | None = None,
+    actor: str = "delivery",
+) -> DeliveryReport:
     """Enqueue the issued documents in scope (or one explicit re-send), then attempt every due row
     once. ``recipients``: customer id -> billing email (``recipients_from_catalog``);
     ``transport.send(message) -> server reply`` is an ``SmtpTransport`` or a test double."""
-    clock = (lambda: now) if now is not None else (lambda: dt.datetime.now(dt.UTC))  # tests pin the time
+    clock = (
+        (lambda: now) if now is not None else (lambda: dt.datetime.now(dt.UTC))
+    )  # tests pin the time
     if resend:
         if number is None:
             raise DeliveryError("--resend needs --invoice NUMBER")
@@ -416,8 +618,15 @@ def deliver(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, transp
         now = clock()  # each row's lease starts when it is claimed, however long the pass takes
         if row["attempts"] >= MAX_ATTEMPTS:
             if _give_up(ledger, row, now, actor):
-                report.failed.append({"number": row["number"], "purpose": row["purpose"], "attempts": row["attempts"],
-                                      "error": "the last attempt never finished", "next_attempt_at": now})
+                report.failed.append(
+                    {
+                        "number": row["number"],
+                        "purpose": row["purpose"],
+                        "attempts": row["attempts"],
+                        "error": "the last attempt never finished",
+                        "next_attempt_at": now,
+                    }
+                )
             continue
         if not claim(ledger, row["id"], now):
             continue
@@ -425,32 +634,82 @@ def deliver(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, transp
         try:
             message = _message_for(ledger, row, out_dir, sender, now)
             if message is None:
-                _finish(ledger, row, now, {"status": "cancelled", "last_error": "invoice voided before delivery"})
+                _finish(
+                    ledger,
+                    row,
+                    now,
+                    {"status": "cancelled", "last_error": "invoice voided before delivery"},
+                )
                 report.cancelled.append({"number": row["number"], "purpose": row["purpose"]})
                 continue
             response = transport.send(message)
         except Exception as error:  # noqa: BLE001 - one row's failure, whatever it is, must not stop the rest
             permanent = isinstance(error, AddressError) or is_permanent(error)
             state = after_failure(attempts, now, permanent)
-            reason = str(error) if isinstance(error, AddressError | AttachmentError) else describe(error, secrets)
-            _finish(ledger, row, now, {**state, "last_error": reason[:2000]},
-                    "email_failed" if state["status"] == "failed" else None, actor)
-            item = {"number": row["number"], "purpose": row["purpose"], "error": reason,
-                    "attempts": attempts, "next_attempt_at": state["next_attempt_at"]}
+            reason = (
+                str(error)
+                if isinstance(error, AddressError | AttachmentError)
+                else describe(error, secrets)
+            )
+            _finish(
+                ledger,
+                row,
+                now,
+                {**state, "last_error": reason[:2000]},
+                "email_failed" if state["status"] == "failed" else None,
+                actor,
+            )
+            item = {
+                "number": row["number"],
+                "purpose": row["purpose"],
+                "error": reason,
+                "attempts": attempts,
+                "next_attempt_at": state["next_attempt_at"],
+            }
             (report.failed if state["status"] == "failed" else report.retrying).append(item)
             continue
-        _finish(ledger, row, now, {"status": "sent", "sent_at": now, "server_response": response[:2000],
-                                   "last_error": None, "message_id": row["message_id"]}, "email_sent", actor)
-        report.sent.append({"number": row["number"], "purpose": row["purpose"], "recipient": row["recipient"],
-                            "response": response})
-    report.no_recipient = [{"number": r["number"], "customer_id": r["customer_id"]}
-                           for r in deliveries(ledger, period, number) if r["status"] == "no_recipient"]
+        _finish(
+            ledger,
+            row,
+            now,
+            {
+                "status": "sent",
+                "sent_at": now,
+                "server_response": response[:2000],
+                "last_error": None,
+                "message_id": row["message_id"],
+            },
+            "email_sent",
+            actor,
+        )
+        report.sent.append(
+            {
+                "number": row["number"],
+                "purpose": row["purpose"],
+                "recipient": row["recipient"],
+                "response": response,
+            }
+        )
+    report.no_recipient = [
+        {"number": r["number"], "customer_id": r["customer_id"]}
+        for r in deliveries(ledger, period, number)
+        if r["status"] == "no_recipient"
+    ]
     return report
 
 
-def preview(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, directory: Path, *, sender: Sender,
-            period: str | None = None, number: str | None = None, resend: bool = False,
-            now: dt.datetime | None = None) -> DeliveryReport:
+def preview(
+    ledger: Ledger,
+    recipients: Mapping[str, str],
+    out_dir: Path,
+    directory: Path,
+    *,
+    sender: Sender,
+    period: str | None = None,
+    number: str | None = None,
+    resend: bool = False,
+    now: dt.datetime | None = None,
+) -> DeliveryReport:
     """Dry run: write the .eml files a real pass would send now, and change nothing in the ledger."""
     now = now or dt.datetime.now(dt.UTC)
     with ledger.engine.connect() as conn:
@@ -471,8 +730,14 @@ def preview(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, direct
         try:
             message = _message_for(ledger, row, out_dir, sender, now)
         except (AddressError, AttachmentError) as error:
-            report.failed.append({"number": row["number"], "purpose": row["purpose"], "error": str(error),
-                                  "attempts": row["attempts"]})
+            report.failed.append(
+                {
+                    "number": row["number"],
+                    "purpose": row["purpose"],
+                    "error": str(error),
+                    "attempts": row["attempts"],
+                }
+            )
             continue
         if message is None:
             report.cancelled.append({"number": row["number"], "purpose": row["purpose"]})
@@ -481,6 +746,9 @@ def preview(ledger: Ledger, recipients: Mapping[str, str], out_dir: Path, direct
         path.write_bytes(message.as_bytes(policy=policy.SMTP))
         report.written.append(path)
     if not resend:
-        report.no_recipient += [{"number": r["number"], "customer_id": r["customer_id"]}
-                                for r in deliveries(ledger, period, number) if r["status"] == "no_recipient"]
+        report.no_recipient += [
+            {"number": r["number"], "customer_id": r["customer_id"]}
+            for r in deliveries(ledger, period, number)
+            if r["status"] == "no_recipient"
+        ]
     return report

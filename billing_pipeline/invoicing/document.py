@@ -62,24 +62,47 @@ def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], curren
     for plan_id in plan_ids:
         plan = catalog.plans[plan_id]
         if plan.base_fee:
-            table.append({"charge": f"{plan.name} base fee", "meter": "", "models": "",
-                          "pricing": "fixed", "prices": f"{fmt_money(plan.base_fee, currency)} per month, prorated by days"})
+            table.append(
+                {
+                    "charge": f"{plan.name} base fee",
+                    "meter": "",
+                    "models": "",
+                    "pricing": "fixed",
+                    "prices": f"{fmt_money(plan.base_fee, currency)} per month, prorated by days",
+                }
+            )
         for c in plan.charges:
-            table.append({
-                "charge": c.title,
-                "meter": ", ".join(c.meters),
-                "models": ", ".join(c.models) if c.models else "any model",
-                "pricing": c.pricing,
-                "prices": describe_prices(c, currency),
-            })
+            table.append(
+                {
+                    "charge": c.title,
+                    "meter": ", ".join(c.meters),
+                    "models": ", ".join(c.models) if c.models else "any model",
+                    "pricing": c.pricing,
+                    "prices": describe_prices(c, currency),
+                }
+            )
         if plan.allowance:
-            table.append({"charge": "Included usage", "meter": ", ".join(plan.allowance.meters), "models": "",
-                          "pricing": "allowance", "prices": f"first {plan.allowance.quantity:,} units each month at no charge"})
+            table.append(
+                {
+                    "charge": "Included usage",
+                    "meter": ", ".join(plan.allowance.meters),
+                    "models": "",
+                    "pricing": "allowance",
+                    "prices": f"first {plan.allowance.quantity:,} units each month at no charge",
+                }
+            )
         if plan.minimum_commitment:
-            table.append({"charge": "Minimum commitment", "meter": "", "models": "", "pricing": "commitment",
-                          "prices": f"usage charges are topped up to {fmt_money(plan.minimum_commitment, currency)} per month"})
-    variable = [l for l in lines if l["consideration"] == "variable"]
-    example = max(variable, key=lambda l: Decimal(l["amount"]), default=None)
+            table.append(
+                {
+                    "charge": "Minimum commitment",
+                    "meter": "",
+                    "models": "",
+                    "pricing": "commitment",
+                    "prices": f"usage charges are topped up to {fmt_money(plan.minimum_commitment, currency)} per month",
+                }
+            )
+    variable = [ln for ln in lines if ln["consideration"] == "variable"]
+    example = max(variable, key=lambda ln: Decimal(ln["amount"]), default=None)
     summary = (
         "Each kind of usage is measured in its own unit (tokens, GPU-seconds, outcomes) from the "
         "usage records of the AI providers that served your requests. Input and output tokens "
@@ -91,12 +114,16 @@ def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], curren
     return {
         "plan_table": table,
         "summary": summary,
-        "worked_example": example["explanation"] if example else "No usage-based charges this month.",
+        "worked_example": example["explanation"]
+        if example
+        else "No usage-based charges this month.",
     }
 
 
 def build_documents(
-    lines: pl.DataFrame, catalog: Catalog, month: str,
+    lines: pl.DataFrame,
+    catalog: Catalog,
+    month: str,
     credits_used: Mapping[str, Mapping[int, Decimal]] | None = None,
 ) -> list[dict]:
     """One draft invoice document per customer that has line items this month.
@@ -109,7 +136,9 @@ def build_documents(
     documents = []
     # One conversion of the sorted frame, then consecutive rows per customer, instead of a frame
     # per customer (with _json: 10,000 customers 7.1 s -> 5.2 s, the same documents).
-    by_customer = itertools.groupby(lines.sort("customer_id", "position").to_dicts(), key=itemgetter("customer_id"))
+    by_customer = itertools.groupby(
+        lines.sort("customer_id", "position").to_dicts(), key=itemgetter("customer_id")
+    )
     for customer_id, grouped in by_customer:
         rows = list(grouped)
         customer = catalog.customers[customer_id]
@@ -135,38 +164,55 @@ def build_documents(
             }
             for r in rows
         ]
-        subtotal = sum((Decimal(l["amount"]) for l in doc_lines), ZERO)
+        subtotal = sum((Decimal(ln["amount"]) for ln in doc_lines), ZERO)
         rate = ZERO if customer.tax.reverse_charge else customer.tax.rate
         tax = round_money(subtotal * rate, currency)
-        credit = apply_credits(customer.credits, (credits_used or {}).get(customer_id, {}), month, subtotal, currency)
+        credit = apply_credits(
+            customer.credits, (credits_used or {}).get(customer_id, {}), month, subtotal, currency
+        )
         credits_applied = round_money(credit.applied, currency)
         plan_ids = list(dict.fromkeys(r["plan_id"] for r in rows))
-        documents.append({
-            "number": None,
-            "status": "draft",
-            "customer_id": customer_id,
-            "period": month,
-            "period_label": month_label(month),
-            "period_start": start.isoformat(),
-            "period_end": (end - dt.timedelta(days=1)).isoformat(),
-            "issue_date": None,
-            "due_date": None,
-            "currency": currency,
-            "issuer": {"name": issuer.name, "address": issuer.address, "vat_id": issuer.vat_id, "email": issuer.email},
-            "customer": {"id": customer_id, "name": customer.name, "address": customer.address, "email": customer.email},
-            "plan": {"id": plan_ids[0], "name": " / ".join(catalog.plans[p].name for p in plan_ids)},
-            "lines": doc_lines,
-            "subtotal": str(round_money(subtotal, currency)),
-            "tax_rate": str(customer.tax.rate),
-            "tax": str(tax),
-            "reverse_charge": customer.tax.reverse_charge,
-            "tax_note": REVERSE_CHARGE_NOTE if customer.tax.reverse_charge else "",
-            "credits_applied": str(credits_applied),
-            "credits": [b.as_json() for b in credit.balances],
-            "total": str(round_money(subtotal + tax - credits_applied, currency)),
-            "usage_by_day": _spend_by_day(rows, currency),
-            "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
-        })
+        documents.append(
+            {
+                "number": None,
+                "status": "draft",
+                "customer_id": customer_id,
+                "period": month,
+                "period_label": month_label(month),
+                "period_start": start.isoformat(),
+                "period_end": (end - dt.timedelta(days=1)).isoformat(),
+                "issue_date": None,
+                "due_date": None,
+                "currency": currency,
+                "issuer": {
+                    "name": issuer.name,
+                    "address": issuer.address,
+                    "vat_id": issuer.vat_id,
+                    "email": issuer.email,
+                },
+                "customer": {
+                    "id": customer_id,
+                    "name": customer.name,
+                    "address": customer.address,
+                    "email": customer.email,
+                },
+                "plan": {
+                    "id": plan_ids[0],
+                    "name": " / ".join(catalog.plans[p].name for p in plan_ids),
+                },
+                "lines": doc_lines,
+                "subtotal": str(round_money(subtotal, currency)),
+                "tax_rate": str(customer.tax.rate),
+                "tax": str(tax),
+                "reverse_charge": customer.tax.reverse_charge,
+                "tax_note": REVERSE_CHARGE_NOTE if customer.tax.reverse_charge else "",
+                "credits_applied": str(credits_applied),
+                "credits": [b.as_json() for b in credit.balances],
+                "total": str(round_money(subtotal + tax - credits_applied, currency)),
+                "usage_by_day": _spend_by_day(rows, currency),
+                "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
+            }
+        )
     return documents
 
 

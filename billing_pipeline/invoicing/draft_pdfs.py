@@ -44,7 +44,9 @@ def record_render(folder: str | os.PathLike, doc: dict, fingerprint: str, pdf_sh
     write_text(path, json.dumps(receipt))
 
 
-def up_to_date(folder: str | os.PathLike, documents: Mapping[str, str], fingerprint: str) -> set[str]:
+def up_to_date(
+    folder: str | os.PathLike, documents: Mapping[str, str], fingerprint: str
+) -> set[str]:
     """Customers whose draft PDF in ``folder`` was rendered from this very document by this very
     renderer and has not been touched since. ``documents``: customer -> the draft's JSON copy text
     (already made for the JSON file: ~0.5 ms a document, not made twice)."""

@@ -44,12 +44,20 @@ def describe(period: str, holds: list[Hold], limit: int = 10) -> str:
     whole = [h for h in holds if h.customer_id is None]
     customers = sorted({h.customer_id for h in holds if h.customer_id is not None})
     files = sorted({h.origin for h in holds})
-    who = "the whole month (a record nobody can be named for)" if whole else f"customers {', '.join(customers)}"
-    shown = "; ".join(f"{h.origin} ({h.reason})" for h in sorted(holds, key=lambda h: h.origin)[:limit])
+    who = (
+        "the whole month (a record nobody can be named for)"
+        if whole
+        else f"customers {', '.join(customers)}"
+    )
+    shown = "; ".join(
+        f"{h.origin} ({h.reason})" for h in sorted(holds, key=lambda h: h.origin)[:limit]
+    )
     more = f"; and {len(holds) - limit} more" if len(holds) > limit else ""
-    return (f"{period}: money at risk holds {who}: {len(holds)} record(s) in {len(files)} place(s) not billed: "
-            f"{shown}{more}. Fix the landing zone and re-run month-end, or waive each with "
-            f"`billing-pipeline waive --month {period} --origin ORIGIN --reason TEXT`")
+    return (
+        f"{period}: money at risk holds {who}: {len(holds)} record(s) in {len(files)} place(s) not billed: "
+        f"{shown}{more}. Fix the landing zone and re-run month-end, or waive each with "
+        f"`billing-pipeline waive --month {period} --origin ORIGIN --reason TEXT`"
+    )
 
 
 def record_holds(ledger: Ledger, period: str, rows: list[dict]) -> None:
@@ -59,19 +67,29 @@ def record_holds(ledger: Ledger, period: str, rows: list[dict]) -> None:
         lock_period(conn, period)
         conn.execute(delete(held_records).where(held_records.c.period == period))
         if rows:
-            conn.execute(held_records.insert(), [
-                {"period": period, "origin": r["origin"], "source": r.get("source") or "",
-                 "reason": r["reason"], "customer_id": r.get("customer_id"),
-                 "message": (r.get("message") or "")[:2000], "recorded_at": now}
-                for r in rows
-            ])
+            conn.execute(
+                held_records.insert(),
+                [
+                    {
+                        "period": period,
+                        "origin": r["origin"],
+                        "source": r.get("source") or "",
+                        "reason": r["reason"],
+                        "customer_id": r.get("customer_id"),
+                        "message": (r.get("message") or "")[:2000],
+                        "recorded_at": now,
+                    }
+                    for r in rows
+                ],
+            )
 
 
 def unwaived_holds(conn: Connection, period: str) -> list[Hold]:
     """The period's held records that no waiver covers, in a stable order."""
     waived = select(waivers.c.origin).where(waivers.c.period == period)
     rows = conn.execute(
-        select(held_records).where(held_records.c.period == period, held_records.c.origin.not_in(waived))
+        select(held_records)
+        .where(held_records.c.period == period, held_records.c.origin.not_in(waived))
         .order_by(held_records.c.origin, held_records.c.reason, held_records.c.id)
     ).all()
     return [Hold(r.origin, r.source, r.reason, r.customer_id, r.message) for r in rows]
@@ -93,19 +111,41 @@ def waive(ledger: Ledger, period: str, origin: str, reason: str, actor: str = "c
         lock_period(conn, period)
         held = [h for h in unwaived_holds(conn, period) if h.origin == origin]
         if not held:
-            raise LedgerError(f"{period}: nothing held with origin {origin!r}; "
-                              "held origins are listed by `billing-pipeline run` and in quarantine.csv")
+            raise LedgerError(
+                f"{period}: nothing held with origin {origin!r}; "
+                "held origins are listed by `billing-pipeline run` and in quarantine.csv"
+            )
         now = datetime.now(UTC)
-        conn.execute(waivers.insert().values(period=period, origin=origin, reason=reason.strip(), actor=actor,
-                                             waived_at=now))
-        audit(conn, MONTH_LEVEL_AUDIT_ID, actor, "waive", {
-            "period": period, "origin": origin, "reason": reason.strip(),
-            "records": [{"reason": h.reason, "customer_id": h.customer_id, "source": h.source} for h in held]})
+        conn.execute(
+            waivers.insert().values(
+                period=period, origin=origin, reason=reason.strip(), actor=actor, waived_at=now
+            )
+        )
+        audit(
+            conn,
+            MONTH_LEVEL_AUDIT_ID,
+            actor,
+            "waive",
+            {
+                "period": period,
+                "origin": origin,
+                "reason": reason.strip(),
+                "records": [
+                    {"reason": h.reason, "customer_id": h.customer_id, "source": h.source}
+                    for h in held
+                ],
+            },
+        )
     return held
 
 
 def waived(ledger: Ledger, period: str) -> list[dict]:
     """The period's waivers (origin, reason, actor, waived_at), for the finance summary."""
     with ledger.engine.connect() as conn:
-        rows = conn.execute(select(waivers).where(waivers.c.period == period).order_by(waivers.c.origin)).all()
-    return [{"origin": r.origin, "reason": r.reason, "actor": r.actor, "waived_at": r.waived_at} for r in rows]
+        rows = conn.execute(
+            select(waivers).where(waivers.c.period == period).order_by(waivers.c.origin)
+        ).all()
+    return [
+        {"origin": r.origin, "reason": r.reason, "actor": r.actor, "waived_at": r.waived_at}
+        for r in rows
+    ]

@@ -52,8 +52,10 @@ class PdfsNotRendered(RuntimeError):
 
     def __init__(self, period: str, result: dict):
         self.result, self.failed = result, result["failed"]
-        super().__init__(f"{period}: {len(self.failed)} issued invoice(s) without a final PDF: " + "; ".join(
-            f"{f['customer_id']} ({f['number']}): {f['error']}" for f in self.failed))
+        super().__init__(
+            f"{period}: {len(self.failed)} issued invoice(s) without a final PDF: "
+            + "; ".join(f"{f['customer_id']} ({f['number']}): {f['error']}" for f in self.failed)
+        )
 
 
 def file_stem(doc: dict) -> str:
@@ -85,25 +87,34 @@ def check_document(row) -> None:
     if row.document_sha256 is not None and actual != row.document_sha256:
         raise DocumentTampered(
             f"{row.number} ({row.customer_id}): the issued document was tampered with: its sha256 in the "
-            f"ledger is {actual}, at issue it was {row.document_sha256}; not rendered")
+            f"ledger is {actual}, at issue it was {row.document_sha256}; not rendered"
+        )
 
 
 def _mismatch(row, doc: dict, json_path: Path, sha: str) -> PdfMismatch:
     """Why a re-render differs from the issued PDF. ``check_document`` passed, so with a hash
     kept at issue the document is intact: the renderer changed. Without one (issued before
     revision 0006) the JSON copy written at the first render is the only other witness."""
-    if row.document_sha256 is None and json_path.is_file() \
-            and json_path.read_text(encoding="utf-8") != document_json(doc):
+    if (
+        row.document_sha256 is None
+        and json_path.is_file()
+        and json_path.read_text(encoding="utf-8") != document_json(doc)
+    ):
         return DocumentTampered(
             f"{row.number} ({row.customer_id}): the ledger's document differs from its JSON copy {json_path} "
             "written when the PDF was first rendered: one of them was tampered with (issued before "
-            "document hashes were kept, so the ledger cannot tell which); not rendered")
-    intact = ("the document is intact (its sha256 is the one kept at issue)" if row.document_sha256
-              else "the document matches its JSON copy")
+            "document hashes were kept, so the ledger cannot tell which); not rendered"
+        )
+    intact = (
+        "the document is intact (its sha256 is the one kept at issue)"
+        if row.document_sha256
+        else "the document matches its JSON copy"
+    )
     return RendererChanged(
         f"{row.number} ({row.customer_id}): {intact} but the re-rendered PDF (sha256 {sha}) differs from the "
         f"issued one ({row.pdf_sha256}): the renderer, template or fonts changed since it was issued; "
-        "render it with the version it was issued with")
+        "render it with the version it was issued with"
+    )
 
 
 def _render_one(ledger: Ledger, row, folder: Path, renderer) -> str:
@@ -112,8 +123,12 @@ def _render_one(ledger: Ledger, row, folder: Path, renderer) -> str:
     stem = file_stem(doc)
     pdf, json_path = inside(folder, f"{stem}.pdf"), inside(folder, f"{stem}.json")
     check_document(row)
-    if json_path.is_file() and json_path.read_text(encoding="utf-8") == document_json(doc) \
-            and row.pdf_sha256 is not None and _sha256(pdf) == row.pdf_sha256:
+    if (
+        json_path.is_file()
+        and json_path.read_text(encoding="utf-8") == document_json(doc)
+        and row.pdf_sha256 is not None
+        and _sha256(pdf) == row.pdf_sha256
+    ):
         return "unchanged"
     data = renderer().render_pdf(doc)
     sha = hashlib.sha256(data).hexdigest()
@@ -133,8 +148,13 @@ def _error_text(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def render_issued(ledger: Ledger, period: str, out_dir: Path, customer_id: str | None = None,
-                  renderer: InvoiceRenderer | None = None) -> dict:
+def render_issued(
+    ledger: Ledger,
+    period: str,
+    out_dir: Path,
+    customer_id: str | None = None,
+    renderer: InvoiceRenderer | None = None,
+) -> dict:
     """Write the PDF + JSON of every issued invoice of the period whose PDF is missing or not the
     stored one; store the sha256 of first renders. Each invoice on its own: a failure (renderer
     error, tampered document, changed renderer) is recorded in the audit log and listed in
@@ -153,8 +173,12 @@ def render_issued(ledger: Ledger, period: str, out_dir: Path, customer_id: str |
         try:
             counts[_render_one(ledger, row, folder, get_renderer)] += 1
         except Exception as exc:  # noqa: BLE001 - one invoice's failure must not stop the others
-            failure = {"customer_id": row.customer_id, "number": row.number,
-                       "kind": getattr(exc, "kind", "render_failed"), "error": _error_text(exc)}
+            failure = {
+                "customer_id": row.customer_id,
+                "number": row.number,
+                "kind": getattr(exc, "kind", "render_failed"),
+                "error": _error_text(exc),
+            }
             ledger.record_render_failure(row.id, failure)
             counts["failed"].append(failure)
     return counts
@@ -166,16 +190,31 @@ def issued_file_stems(ledger: Ledger, period: str) -> set[str]:
     return {file_stem(doc) for _, _, doc in ledger.documents(period, ("issued",))}
 
 
-def issue_month(ledger: Ledger, period: str, out_dir: Path, *, prefix: str, payment_terms_days: int,
-                issue_date: dt.date | None = None, customer_id: str | None = None,
-                renderer: InvoiceRenderer | None = None, actor: str = "issuing") -> dict:
+def issue_month(
+    ledger: Ledger,
+    period: str,
+    out_dir: Path,
+    *,
+    prefix: str,
+    payment_terms_days: int,
+    issue_date: dt.date | None = None,
+    customer_id: str | None = None,
+    renderer: InvoiceRenderer | None = None,
+    actor: str = "issuing",
+) -> dict:
     """Issue the period's drafts (all, or one customer's) and render every missing final PDF.
     ``held``: the money-at-risk records that kept some customers' drafts from being issued.
     Raises ``PdfsNotRendered`` (with the whole result) after rendering all it could when some
     issued invoices are left without a PDF: the numbers stand, a later run renders the rest."""
-    issued = issue_drafts(ledger, period, prefix=prefix, payment_terms_days=payment_terms_days,
-                          issue_date=issue_date or dt.datetime.now(dt.UTC).date(),
-                          customer_id=customer_id, actor=actor)
+    issued = issue_drafts(
+        ledger,
+        period,
+        prefix=prefix,
+        payment_terms_days=payment_terms_days,
+        issue_date=issue_date or dt.datetime.now(dt.UTC).date(),
+        customer_id=customer_id,
+        actor=actor,
+    )
     rendered = render_issued(ledger, period, out_dir, customer_id, renderer)
     result = {"issued": issued, "held": issued.held, **rendered}
     if result["failed"]:

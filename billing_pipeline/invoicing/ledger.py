@@ -77,7 +77,9 @@ def canonical_json(doc: dict) -> str:
     to name where it is (a month's 10^4 documents hold ~10^6 chart points: walking them all cost
     more than encoding them)."""
     try:
-        text_ = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text_ = json.dumps(
+            doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
         json.loads(text_, parse_float=_refuse_float)
     except (ValueError, _FloatFound):  # NaN/inf refused by dumps, or a float read back
         _reject_floats(doc)  # raises TypeError naming the path
@@ -107,34 +109,56 @@ def _now() -> datetime:
 def lock_period(conn: Connection, period: str) -> None:
     """Serialize writers of one period (PostgreSQL); SQLite's BEGIN IMMEDIATE does this already."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                     {"key": f"billing_pipeline.ledger:{period}"})
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"billing_pipeline.ledger:{period}"},
+        )
 
 
-def _audit_row(invoice_id: int, actor: str, action: str, detail: dict, at: datetime | None = None) -> dict:
-    return {"invoice_id": invoice_id, "at": at or _now(), "actor": actor, "action": action,
-            "detail": json.dumps(detail, sort_keys=True)}
+def _audit_row(
+    invoice_id: int, actor: str, action: str, detail: dict, at: datetime | None = None
+) -> dict:
+    return {
+        "invoice_id": invoice_id,
+        "at": at or _now(),
+        "actor": actor,
+        "action": action,
+        "detail": json.dumps(detail, sort_keys=True),
+    }
 
 
 def audit(conn: Connection, invoice_id: int, actor: str, action: str, detail: dict) -> int:
     """Append an audit entry; returns its id (a status change must point at it: schema.py)."""
-    return conn.execute(audit_log.insert().values(**_audit_row(invoice_id, actor, action, detail))
-                        .returning(audit_log.c.id)).scalar_one()
+    return conn.execute(
+        audit_log.insert()
+        .values(**_audit_row(invoice_id, actor, action, detail))
+        .returning(audit_log.c.id)
+    ).scalar_one()
 
 
 def _draft_detail(doc: dict, kind: str) -> dict:
     """What the audit log records of a written draft."""
-    return {"customer_id": doc["customer_id"], "period": doc["period"], "kind": kind, "total": doc["total"],
-            "references": doc.get("references")}
+    return {
+        "customer_id": doc["customer_id"],
+        "period": doc["period"],
+        "kind": kind,
+        "total": doc["total"],
+        "references": doc.get("references"),
+    }
 
 
 def _row_values(doc: dict) -> dict:
     return {
-        "customer_id": doc["customer_id"], "period": doc["period"],
-        "kind": doc.get("kind", KIND_INVOICE), "status": "draft", "currency": doc["currency"],
-        "subtotal_micros": _micros(doc["subtotal"]), "tax_micros": _micros(doc["tax"]),
+        "customer_id": doc["customer_id"],
+        "period": doc["period"],
+        "kind": doc.get("kind", KIND_INVOICE),
+        "status": "draft",
+        "currency": doc["currency"],
+        "subtotal_micros": _micros(doc["subtotal"]),
+        "tax_micros": _micros(doc["tax"]),
         "credits_micros": _micros(doc.get("credits_applied") or "0"),
-        "total_micros": _micros(doc["total"]), "document": canonical_json(doc),
+        "total_micros": _micros(doc["total"]),
+        "document": canonical_json(doc),
         "references_number": doc.get("references"),
     }
 
@@ -142,8 +166,11 @@ def _row_values(doc: dict) -> dict:
 def _line_rows(doc: dict, invoice_id: int) -> list[dict]:
     return [
         {
-            "invoice_id": invoice_id, "position": i, "charge_id": line["charge_id"],
-            "description": line["description"], "quantity": str(line["quantity"]),
+            "invoice_id": invoice_id,
+            "position": i,
+            "charge_id": line["charge_id"],
+            "description": line["description"],
+            "quantity": str(line["quantity"]),
             "unit": line.get("unit"),
             "unit_price": None if line.get("unit_price") is None else str(line["unit_price"]),
             "amount_micros": _micros(line["amount"]),
@@ -156,17 +183,28 @@ def write_draft(conn: Connection, doc: dict, actor: str, existing_id: int | None
     """Insert a draft, or replace draft ``existing_id`` (lines included); audited."""
     values, now = _row_values(doc), _now()
     if existing_id is None:
-        invoice_id = conn.execute(invoices.insert().values(**values, created_at=now, updated_at=now)
-                                  .returning(invoices.c.id)).scalar_one()
+        invoice_id = conn.execute(
+            invoices.insert()
+            .values(**values, created_at=now, updated_at=now)
+            .returning(invoices.c.id)
+        ).scalar_one()
     else:
         invoice_id = existing_id
-        conn.execute(invoices.update().where(invoices.c.id == invoice_id)
-                     .values(**values, updated_at=now, pdf_sha256=None))
+        conn.execute(
+            invoices.update()
+            .where(invoices.c.id == invoice_id)
+            .values(**values, updated_at=now, pdf_sha256=None)
+        )
         conn.execute(invoice_lines.delete().where(invoice_lines.c.invoice_id == invoice_id))
     if doc["lines"]:
         conn.execute(invoice_lines.insert(), _line_rows(doc, invoice_id))
-    audit(conn, invoice_id, actor, "insert_draft" if existing_id is None else "replace_draft",
-          _draft_detail(doc, values["kind"]))
+    audit(
+        conn,
+        invoice_id,
+        actor,
+        "insert_draft" if existing_id is None else "replace_draft",
+        _draft_detail(doc, values["kind"]),
+    )
     return invoice_id
 
 
@@ -177,13 +215,25 @@ def insert_drafts(conn: Connection, docs: list[dict], actor: str) -> list[int]:
         return []
     now = _now()
     values = [{**_row_values(doc), "created_at": now, "updated_at": now} for doc in docs]
-    ids = list(conn.execute(invoices.insert().returning(invoices.c.id, sort_by_parameter_order=True),
-                            values).scalars())
-    lines = [row for doc, invoice_id in zip(docs, ids) for row in _line_rows(doc, invoice_id)]
+    ids = list(
+        conn.execute(
+            invoices.insert().returning(invoices.c.id, sort_by_parameter_order=True), values
+        ).scalars()
+    )
+    lines = [
+        row
+        for doc, invoice_id in zip(docs, ids, strict=True)
+        for row in _line_rows(doc, invoice_id)
+    ]
     if lines:
         conn.execute(invoice_lines.insert(), lines)
-    conn.execute(audit_log.insert(), [_audit_row(invoice_id, actor, "insert_draft", _draft_detail(doc, row["kind"]), now)
-                                      for doc, invoice_id, row in zip(docs, ids, values)])
+    conn.execute(
+        audit_log.insert(),
+        [
+            _audit_row(invoice_id, actor, "insert_draft", _draft_detail(doc, row["kind"]), now)
+            for doc, invoice_id, row in zip(docs, ids, values, strict=True)
+        ],
+    )
     return ids
 
 
@@ -213,22 +263,32 @@ class Ledger:
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError) as exc:
-            raise LedgerError(f"--database-url: not a usable ledger URL ({type(exc).__name__}: {exc})") from None
+            raise LedgerError(
+                f"--database-url: not a usable ledger URL ({type(exc).__name__}: {exc})"
+            ) from None
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-            raise LedgerError(f"--database-url: the ledger supports sqlite and postgresql, not {parsed.get_backend_name()}")
+            raise LedgerError(
+                f"--database-url: the ledger supports sqlite and postgresql, not {parsed.get_backend_name()}"
+            )
         try:
             engine = create_engine(parsed)
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-            raise LedgerError(f"--database-url: not a usable ledger URL ({type(exc).__name__}: {exc})") from None
+            raise LedgerError(
+                f"--database-url: not a usable ledger URL ({type(exc).__name__}: {exc})"
+            ) from None
         except ImportError as exc:
-            raise LedgerError(f"--database-url: the driver for {parsed.drivername!r} is not installed ({exc})") from None
+            raise LedgerError(
+                f"--database-url: the driver for {parsed.drivername!r} is not installed ({exc})"
+            ) from None
         try:
             with engine.connect():
                 pass
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:300]
-            raise LedgerError(f"--database-url: cannot connect to {parsed.render_as_string(hide_password=True)}: "
-                              f"{reason}") from None
+            raise LedgerError(
+                f"--database-url: cannot connect to {parsed.render_as_string(hide_password=True)}: "
+                f"{reason}"
+            ) from None
         finally:
             engine.dispose()
 
@@ -249,8 +309,14 @@ class Ledger:
             tables = set(inspect(conn).get_table_names())
             if "invoices" in tables and "alembic_version" not in tables:
                 columns = {c["name"] for c in inspect(conn).get_columns("invoices")}
-                command.stamp(config, "head" if "status_audit_id" in columns
-                              else "0005_holds" if "series" in columns else "0001")
+                command.stamp(
+                    config,
+                    "head"
+                    if "status_audit_id" in columns
+                    else "0005_holds"
+                    if "series" in columns
+                    else "0001",
+                )
             command.upgrade(config, "head")
 
     # ------------------------------------------------------------ drafts
@@ -270,9 +336,16 @@ class Ledger:
             # The period's invoices in one query, not one per customer (10^4 customers a month).
             current: dict[str, Any] = {}
             for row in conn.execute(
-                select(invoices.c.id, invoices.c.customer_id, invoices.c.status, invoices.c.document).where(
-                    invoices.c.period == period, invoices.c.kind == KIND_INVOICE, invoices.c.status != "void",
-                ).order_by(invoices.c.id).with_for_update()
+                select(
+                    invoices.c.id, invoices.c.customer_id, invoices.c.status, invoices.c.document
+                )
+                .where(
+                    invoices.c.period == period,
+                    invoices.c.kind == KIND_INVOICE,
+                    invoices.c.status != "void",
+                )
+                .order_by(invoices.c.id)
+                .with_for_update()
             ):
                 current.setdefault(row.customer_id, row)
             new: list[dict] = []
@@ -301,40 +374,59 @@ class Ledger:
                 )
             ).all()
             for invoice_id, customer_id in stale:
-                _delete_draft(conn, invoice_id, actor, {"customer_id": customer_id, "period": period})
+                _delete_draft(
+                    conn, invoice_id, actor, {"customer_id": customer_id, "period": period}
+                )
                 counts["deleted"] += 1
         return counts
 
     def _save_one(self, conn: Connection, doc: dict, actor: str, existing) -> list[str]:
         """``doc`` against the customer's current invoice of the period (id, status, document)."""
         if existing.status != "draft":
-            return ["skipped_issued", *self._refresh_correction(conn, load_document(existing.document),
-                                                                 doc, actor)]
+            return [
+                "skipped_issued",
+                *self._refresh_correction(conn, load_document(existing.document), doc, actor),
+            ]
         if existing.document == canonical_json(doc):
             return ["unchanged"]
         write_draft(conn, doc, actor, existing.id)
         return ["replaced"]
 
-    def _refresh_correction(self, conn: Connection, original: dict, fresh: dict, actor: str) -> list[str]:
+    def _refresh_correction(
+        self, conn: Connection, original: dict, fresh: dict, actor: str
+    ) -> list[str]:
         """Late usage after issue: keep one open late-usage correction draft equal to the
         difference between ``fresh`` and what was billed (original + issued corrections)."""
         rows = conn.execute(
-            select(invoices.c.id, invoices.c.status, invoices.c.document).where(
-                invoices.c.references_number == original["number"], invoices.c.status != "void",
-            ).order_by(invoices.c.id)
+            select(invoices.c.id, invoices.c.status, invoices.c.document)
+            .where(
+                invoices.c.references_number == original["number"],
+                invoices.c.status != "void",
+            )
+            .order_by(invoices.c.id)
         ).all()
         late = [(r, load_document(r.document)) for r in rows]
         late = [(r, d) for r, d in late if d.get("origin") == ORIGIN_LATE_USAGE]
         billed = [d for r, d in late if r.status == "issued"]
         open_drafts = [r for r, _ in late if r.status == "draft"]
         # Credits: a correction draws only what no other live document of the customer drew.
-        elsewhere = self._credits_drawn_elsewhere(conn, original) if credits_drawn([fresh]) else None
+        elsewhere = (
+            self._credits_drawn_elsewhere(conn, original) if credits_drawn([fresh]) else None
+        )
         correction = late_usage_correction(original, billed, fresh, elsewhere)
         keep = open_drafts[0] if open_drafts and correction is not None else None
         for row in open_drafts:
             if row is not keep:
-                _delete_draft(conn, row.id, actor, {"customer_id": fresh["customer_id"],
-                                                    "period": fresh["period"], "superseded": True})
+                _delete_draft(
+                    conn,
+                    row.id,
+                    actor,
+                    {
+                        "customer_id": fresh["customer_id"],
+                        "period": fresh["period"],
+                        "superseded": True,
+                    },
+                )
         if correction is None or (keep is not None and keep.document == canonical_json(correction)):
             return []
         write_draft(conn, correction, actor, keep.id if keep is not None else None)
@@ -347,8 +439,10 @@ class Ledger:
         number = original["number"]
         rows = conn.execute(
             select(invoices.c.document).where(
-                invoices.c.customer_id == original["customer_id"], invoices.c.status != "void",
-                invoices.c.number.is_distinct_from(number), invoices.c.references_number.is_distinct_from(number),
+                invoices.c.customer_id == original["customer_id"],
+                invoices.c.status != "void",
+                invoices.c.number.is_distinct_from(number),
+                invoices.c.references_number.is_distinct_from(number),
             )
         ).scalars()
         return credits_drawn([load_document(document) for document in rows])
@@ -362,21 +456,34 @@ class Ledger:
             lock_period(conn, period)
             conn.execute(delete(month_checks).where(month_checks.c.period == period))
             if results:
-                conn.execute(month_checks.insert(), [
-                    {"period": period, "check_name": r["name"], "passed": bool(r["passed"]),
-                     "blocking": bool(r.get("blocking", True)), "detail": str(r.get("detail", "")),
-                     "recorded_at": now}
-                    for r in results
-                ])
+                conn.execute(
+                    month_checks.insert(),
+                    [
+                        {
+                            "period": period,
+                            "check_name": r["name"],
+                            "passed": bool(r["passed"]),
+                            "blocking": bool(r.get("blocking", True)),
+                            "detail": str(r.get("detail", "")),
+                            "recorded_at": now,
+                        }
+                        for r in results
+                    ],
+                )
 
     @staticmethod
     def failed_blocking_checks(conn: Connection, period: str) -> list[str]:
-        return list(conn.execute(
-            select(month_checks.c.check_name).where(
-                month_checks.c.period == period, month_checks.c.blocking == true(),
-                month_checks.c.passed == False,  # noqa: E712 - SQL comparison
-            ).order_by(month_checks.c.check_name)
-        ).scalars())
+        return list(
+            conn.execute(
+                select(month_checks.c.check_name)
+                .where(
+                    month_checks.c.period == period,
+                    month_checks.c.blocking == true(),
+                    month_checks.c.passed == False,  # noqa: E712 - SQL comparison
+                )
+                .order_by(month_checks.c.check_name)
+            ).scalars()
+        )
 
     # ------------------------------------------------------------ corrections
 
@@ -391,8 +498,11 @@ class Ledger:
                 raise LedgerError(f"{number} is {row.status}: only issued invoices can be voided")
             # The audit row first: the database refuses a status change that does not point at it.
             audit_id = audit(conn, row.id, actor, "void", {"number": number, "reason": reason})
-            conn.execute(invoices.update().where(invoices.c.id == row.id)
-                         .values(status="void", status_audit_id=audit_id, updated_at=_now()))
+            conn.execute(
+                invoices.update()
+                .where(invoices.c.id == row.id)
+                .values(status="void", status_audit_id=audit_id, updated_at=_now())
+            )
         return {"number": number, "customer_id": row.customer_id, "period": row.period}
 
     def add_credit_note(self, number: str, amount: str, reason: str, actor: str = "cli") -> dict:
@@ -401,7 +511,9 @@ class Ledger:
             row = self._by_number(conn, number)
             lock_period(conn, row.period)
             if row.status != "issued":
-                raise LedgerError(f"{number} is {row.status}: credit notes reference issued invoices")
+                raise LedgerError(
+                    f"{number} is {row.status}: credit notes reference issued invoices"
+                )
             doc = manual_credit_note(load_document(row.document), amount, reason)
             invoice_id = write_draft(conn, doc, actor)
         return {"id": invoice_id, **{k: doc[k] for k in ("customer_id", "period", "kind", "total")}}
@@ -417,14 +529,32 @@ class Ledger:
 
     def list_invoices(self, period: str) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(invoices).where(invoices.c.period == period)
-                .order_by(invoices.c.customer_id, invoices.c.kind, invoices.c.id)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(invoices)
+                    .where(invoices.c.period == period)
+                    .order_by(invoices.c.customer_id, invoices.c.kind, invoices.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return [
             {
-                **{k: row[k] for k in ("id", "customer_id", "period", "kind", "status", "number",
-                                       "currency", "pdf_sha256", "created_at", "updated_at")},
+                **{
+                    k: row[k]
+                    for k in (
+                        "id",
+                        "customer_id",
+                        "period",
+                        "kind",
+                        "status",
+                        "number",
+                        "currency",
+                        "pdf_sha256",
+                        "created_at",
+                        "updated_at",
+                    )
+                },
                 "references": row["references_number"],
                 "subtotal": _money_text(row["subtotal_micros"], row["currency"]),
                 "tax": _money_text(row["tax_micros"], row["currency"]),
@@ -457,10 +587,13 @@ class Ledger:
         a month does not count its own draft."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(invoices.c.customer_id, invoices.c.document).where(
-                    invoices.c.period < before_period, invoices.c.status != "void",
+                select(invoices.c.customer_id, invoices.c.document)
+                .where(
+                    invoices.c.period < before_period,
+                    invoices.c.status != "void",
                     (invoices.c.credits_micros != 0) | (invoices.c.kind != KIND_INVOICE),
-                ).order_by(invoices.c.period, invoices.c.id)
+                )
+                .order_by(invoices.c.period, invoices.c.id)
             ).all()
         used: dict[str, dict[int, Decimal]] = {}
         for customer_id, document in rows:
@@ -471,11 +604,13 @@ class Ledger:
                     grants[draw["grant"]] = grants.get(draw["grant"], Decimal(0)) + applied
         return used
 
-    def documents(self, period: str, statuses: tuple[str, ...] = ("issued",),
-                  customer_id: str | None = None) -> list[tuple[int, str | None, dict]]:
+    def documents(
+        self, period: str, statuses: tuple[str, ...] = ("issued",), customer_id: str | None = None
+    ) -> list[tuple[int, str | None, dict]]:
         """(id, pdf_sha256, document) of the period's invoices and corrections, by number."""
         query = select(invoices.c.id, invoices.c.pdf_sha256, invoices.c.document).where(
-            invoices.c.period == period, invoices.c.status.in_(statuses))
+            invoices.c.period == period, invoices.c.status.in_(statuses)
+        )
         if customer_id is not None:
             query = query.where(invoices.c.customer_id == customer_id)
         with self.engine.connect() as conn:
@@ -485,9 +620,14 @@ class Ledger:
     def issued_for_rendering(self, period: str, customer_id: str | None = None) -> list:
         """The period's issued documents with what the render check compares: rows of id,
         pdf_sha256, document_sha256 (NULL if issued before revision 0006) and document (text)."""
-        query = select(invoices.c.id, invoices.c.customer_id, invoices.c.number, invoices.c.pdf_sha256,
-                       invoices.c.document_sha256, invoices.c.document).where(
-            invoices.c.period == period, invoices.c.status == "issued")
+        query = select(
+            invoices.c.id,
+            invoices.c.customer_id,
+            invoices.c.number,
+            invoices.c.pdf_sha256,
+            invoices.c.document_sha256,
+            invoices.c.document,
+        ).where(invoices.c.period == period, invoices.c.status == "issued")
         if customer_id is not None:
             query = query.where(invoices.c.customer_id == customer_id)
         with self.engine.connect() as conn:
@@ -502,9 +642,11 @@ class Ledger:
     def store_pdf_sha256(self, invoice_id: int, sha256: str) -> None:
         """Record an issued PDF's hash once (the database refuses to change it afterwards)."""
         with self.engine.begin() as conn:
-            conn.execute(invoices.update().where(invoices.c.id == invoice_id,
-                                                 invoices.c.pdf_sha256.is_(None))
-                         .values(pdf_sha256=sha256))
+            conn.execute(
+                invoices.update()
+                .where(invoices.c.id == invoice_id, invoices.c.pdf_sha256.is_(None))
+                .values(pdf_sha256=sha256)
+            )
             audit(conn, invoice_id, "issuing", "store_pdf_sha256", {"pdf_sha256": sha256})
 
     def audit_entries(self, invoice_id: int | None = None) -> list[dict]:

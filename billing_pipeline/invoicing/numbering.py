@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import func, select, text
 
+from billing_pipeline.invoicing.holds import Hold, MoneyAtRisk, unwaived_holds
 from billing_pipeline.invoicing.ledger import (
     Ledger,
     audit,
@@ -22,7 +23,6 @@ from billing_pipeline.invoicing.ledger import (
     load_document,
     lock_period,
 )
-from billing_pipeline.invoicing.holds import Hold, MoneyAtRisk, unwaived_holds
 from billing_pipeline.invoicing.schema import KIND_INVOICE, invoices, month_checks
 
 
@@ -52,17 +52,29 @@ def refuse_unchecked(conn, period: str) -> None:
     failed = Ledger.failed_blocking_checks(conn, period)
     if failed:
         raise ChecksFailed(period, failed)
-    recorded = conn.execute(select(func.max(month_checks.c.recorded_at))
-                            .where(month_checks.c.period == period)).scalar_one()
+    recorded = conn.execute(
+        select(func.max(month_checks.c.recorded_at)).where(month_checks.c.period == period)
+    ).scalar_one()
     if recorded is None:
-        raise ChecksFailed(period, [], f"{period}: no month-end checks were recorded for this month; "
-                           "run month-end (billing-pipeline run) to completion first")
-    drafted = conn.execute(select(func.max(invoices.c.updated_at))
-                           .where(invoices.c.period == period, invoices.c.status == "draft")).scalar_one()
+        raise ChecksFailed(
+            period,
+            [],
+            f"{period}: no month-end checks were recorded for this month; "
+            "run month-end (billing-pipeline run) to completion first",
+        )
+    drafted = conn.execute(
+        select(func.max(invoices.c.updated_at)).where(
+            invoices.c.period == period, invoices.c.status == "draft"
+        )
+    ).scalar_one()
     if drafted is not None and _aware(drafted) > _aware(recorded):
-        raise ChecksFailed(period, [], f"{period}: the drafts were written after the last recorded checks "
-                           f"({_aware(recorded):%Y-%m-%d %H:%M:%S} UTC): the run that wrote them did not finish; "
-                           "re-run month-end")
+        raise ChecksFailed(
+            period,
+            [],
+            f"{period}: the drafts were written after the last recorded checks "
+            f"({_aware(recorded):%Y-%m-%d %H:%M:%S} UTC): the run that wrote them did not finish; "
+            "re-run month-end",
+        )
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -79,13 +91,23 @@ def format_number(series: str, sequence: int) -> str:
 
 def _lock_series(conn, series: str) -> None:
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                     {"key": f"billing_pipeline.numbering:{series}"})
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"billing_pipeline.numbering:{series}"},
+        )
 
 
-def issue_drafts(ledger: Ledger, period: str, *, prefix: str, issue_date: dt.date,
-                 payment_terms_days: int, customer_id: str | None = None, actor: str = "issuing",
-                 before_each: Callable[[str], None] | None = None) -> list[dict]:
+def issue_drafts(
+    ledger: Ledger,
+    period: str,
+    *,
+    prefix: str,
+    issue_date: dt.date,
+    payment_terms_days: int,
+    customer_id: str | None = None,
+    actor: str = "issuing",
+    before_each: Callable[[str], None] | None = None,
+) -> list[dict]:
     """Number and freeze the period's drafts (invoices first, then corrections, by customer).
 
     Refuses (``ChecksFailed``) while a blocking check of the period has failed or its checks are
@@ -108,32 +130,72 @@ def issue_drafts(ledger: Ledger, period: str, *, prefix: str, issue_date: dt.dat
         held_customers = {h.customer_id for h in held}
         issued.held = [h for h in held if customer_id is None or h.customer_id == customer_id]
         query = select(invoices.c.id, invoices.c.kind, invoices.c.document).where(
-            invoices.c.period == period, invoices.c.status == "draft")
+            invoices.c.period == period, invoices.c.status == "draft"
+        )
         if customer_id is not None:
             query = query.where(invoices.c.customer_id == customer_id)
         if held_customers:
             query = query.where(invoices.c.customer_id.not_in(held_customers))
         drafts = conn.execute(query.with_for_update()).all()
-        drafts.sort(key=lambda r: (r.kind != KIND_INVOICE, load_document(r.document)["customer_id"], r.id))
-        last = conn.execute(select(func.max(invoices.c.sequence))
-                            .where(invoices.c.series == series)).scalar_one() or 0
+        drafts.sort(
+            key=lambda r: (r.kind != KIND_INVOICE, load_document(r.document)["customer_id"], r.id)
+        )
+        last = (
+            conn.execute(
+                select(func.max(invoices.c.sequence)).where(invoices.c.series == series)
+            ).scalar_one()
+            or 0
+        )
         for row in drafts:
             last += 1
             number = format_number(series, last)
             if before_each is not None:
                 before_each(number)
-            doc = {**load_document(row.document), "number": number, "status": "issued",
-                   "issue_date": issue_date.isoformat(), "due_date": due.isoformat()}
+            doc = {
+                **load_document(row.document),
+                "number": number,
+                "status": "issued",
+                "issue_date": issue_date.isoformat(),
+                "due_date": due.isoformat(),
+            }
             document = canonical_json(doc)
             document_sha256 = hashlib.sha256(document.encode("utf-8")).hexdigest()
             # The audit row first: the database refuses a status change that does not point at it.
-            audit_id = audit(conn, row.id, actor, "issue", {
-                "number": number, "issue_date": doc["issue_date"], "due_date": doc["due_date"],
-                "total": doc["total"], "document_sha256": document_sha256})
-            conn.execute(invoices.update().where(invoices.c.id == row.id, invoices.c.status == "draft")
-                         .values(status="issued", number=number, series=series, sequence=last,
-                                 document=document, document_sha256=document_sha256,
-                                 status_audit_id=audit_id, updated_at=dt.datetime.now(dt.UTC)))
-            issued.append({"id": row.id, "number": number, "customer_id": doc["customer_id"],
-                           "kind": row.kind, "total": doc["total"], "currency": doc["currency"]})
+            audit_id = audit(
+                conn,
+                row.id,
+                actor,
+                "issue",
+                {
+                    "number": number,
+                    "issue_date": doc["issue_date"],
+                    "due_date": doc["due_date"],
+                    "total": doc["total"],
+                    "document_sha256": document_sha256,
+                },
+            )
+            conn.execute(
+                invoices.update()
+                .where(invoices.c.id == row.id, invoices.c.status == "draft")
+                .values(
+                    status="issued",
+                    number=number,
+                    series=series,
+                    sequence=last,
+                    document=document,
+                    document_sha256=document_sha256,
+                    status_audit_id=audit_id,
+                    updated_at=dt.datetime.now(dt.UTC),
+                )
+            )
+            issued.append(
+                {
+                    "id": row.id,
+                    "number": number,
+                    "customer_id": doc["customer_id"],
+                    "kind": row.kind,
+                    "total": doc["total"],
+                    "currency": doc["currency"],
+                }
+            )
     return issued

@@ -50,7 +50,9 @@ from billing_pipeline.invoicing import chart
 from billing_pipeline.invoicing.chart import usage_chart_svg
 from billing_pipeline.money import exact, fmt_money, fmt_price, fmt_quantity
 
-TEMPLATES_DIR = shipped.shipped_templates_dir()  # renderers use shipped.templates_dir(): it honours an override
+TEMPLATES_DIR = (
+    shipped.shipped_templates_dir()
+)  # renderers use shipped.templates_dir(): it honours an override
 FONTS_DIR = shipped.fonts_dir()
 # Stylesheets name the shipped fonts "billing-font:<file name>" (invoice.css): a URL that does not
 # depend on where the templates are (checkout, wheel, a deployment's own copy), served from FONTS_DIR.
@@ -59,14 +61,22 @@ TEMPLATE_NAME = "invoice.html.j2"
 STYLESHEET_NAME = "invoice.css"
 FIXED_GROUP = "Subscription and commitments"
 PROVIDER_NAMES = {
-    "openai": "OpenAI", "anthropic": "Anthropic", "mistral": "Mistral AI", "aws": "AWS",
-    "azure": "Microsoft Azure", "gcp": "Google Cloud",
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "mistral": "Mistral AI",
+    "aws": "AWS",
+    "azure": "Microsoft Azure",
+    "gcp": "Google Cloud",
 }
 # fontTools stamps the current time into every font it subsets (head.modified) unless
 # SOURCE_DATE_EPOCH is set; only fallback fonts are subset (see InvoiceRenderer), but they too
 # must give the same bytes. A constant, so setting it from several threads is harmless.
 FONT_EPOCH = "0"
-KIND_TITLES = {"invoice": "Invoice", "credit_note": "Credit note", "adjustment": "Adjustment invoice"}
+KIND_TITLES = {
+    "invoice": "Invoice",
+    "credit_note": "Credit note",
+    "adjustment": "Adjustment invoice",
+}
 UNIT_SIZE_LABELS = {1_000: "1K", 1_000_000: "1M", 1_000_000_000: "1B"}
 # invoice.css keeps a line with its tier rows and explanation (break-after: avoid). Where a run of
 # such rows has no allowed break before the totals, WeasyPrint 70 can fail an internal assertion
@@ -80,10 +90,18 @@ def renderer_fingerprint(templates_dir: Path | None = None, full_fonts: bool = T
     template, stylesheet and fonts, and the code that turns the document into markup. Equal
     fingerprints and equal documents give equal PDFs (draft_pdfs.py relies on it)."""
     templates_dir = Path(templates_dir) if templates_dir is not None else shipped.templates_dir()
-    digest = hashlib.sha256(f"weasyprint {weasyprint.__version__} pydyf {pydyf.__version__} "
-                            f"full_fonts {full_fonts}".encode())
-    for path in [templates_dir / TEMPLATE_NAME, templates_dir / STYLESHEET_NAME, *sorted(FONTS_DIR.glob("*.ttf")),
-                 Path(__file__), Path(chart.__file__), Path(money.__file__)]:  # ~1 ms: read every time
+    digest = hashlib.sha256(
+        f"weasyprint {weasyprint.__version__} pydyf {pydyf.__version__} "
+        f"full_fonts {full_fonts}".encode()
+    )
+    for path in [
+        templates_dir / TEMPLATE_NAME,
+        templates_dir / STYLESHEET_NAME,
+        *sorted(FONTS_DIR.glob("*.ttf")),
+        Path(__file__),
+        Path(chart.__file__),
+        Path(money.__file__),
+    ]:  # ~1 ms: read every time
         digest.update(f"\n{path.name} ".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -101,15 +119,24 @@ class TemplateOnlyURLFetcher(URLFetcher):
         self.roots = [root.resolve() for root in roots]
         self.calls: list[str] = []
 
-    def fetch(self, url, headers=None):  # noqa: ARG002 - WeasyPrint's signature
+    def fetch(self, url, headers=None):
         self.calls.append(url)
         parts = urlsplit(url)
         if parts.scheme == FONT_SCHEME:
             name = unquote(parts.path)
             path = FONTS_DIR / name
-            if parts.netloc or not name or "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
+            if (
+                parts.netloc
+                or not name
+                or "/" in name
+                or "\\" in name
+                or name.startswith(".")
+                or not path.is_file()
+            ):
                 raise FatalURLFetchingError(f"refusing to fetch {url!r}: not a shipped font")
-            return URLFetcherResponse(path.as_uri(), path.read_bytes(), {"Content-Type": "font/ttf"})
+            return URLFetcherResponse(
+                path.as_uri(), path.read_bytes(), {"Content-Type": "font/ttf"}
+            )
         if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
             raise FatalURLFetchingError(f"refusing to fetch {url!r}: only template assets")
         path = Path(unquote(parts.path)).resolve()
@@ -190,7 +217,9 @@ def _line_view(line: dict, currency: str) -> dict:
     return {
         "description": line["description"],
         "quantity": _quantity_text(line["quantity"], unit),
-        "unit_price": _price_text(line.get("unit_price"), line.get("unit_size") or 1, unit, currency),
+        "unit_price": _price_text(
+            line.get("unit_price"), line.get("unit_size") or 1, unit, currency
+        ),
         "amount": fmt_money(exact(line["amount"]), currency),
         "explanation": line.get("explanation") or "",
         "tiers": tiers,
@@ -246,7 +275,8 @@ def invoice_context(doc: dict) -> dict:
         "pdf_date": f"{stamp}T00:00:00Z",
         "groups": _groups(doc["lines"], currency),
         "subtotal": fmt_money(exact(doc["subtotal"]), currency),
-        "tax_label": "Tax (reverse charge)" if doc.get("reverse_charge")
+        "tax_label": "Tax (reverse charge)"
+        if doc.get("reverse_charge")
         else f"Tax ({_rate_text(doc['tax_rate'])})",
         "tax": fmt_money(exact(doc["tax"]), currency),
         "credits": fmt_money(-credits, currency) if credits else fmt_money(credits, currency),
@@ -274,8 +304,13 @@ def _parsed_ttfont(file, *args, **kwargs):
     (fontTools subsetting, variable or colour fonts) need subsetting or tables our faces lack.
     Anything else (fallback fonts, subsetting renders) gets a fresh TTFont, as before.
     """
-    if getattr(_FULL_FONT_RENDER, "active", False) and isinstance(file, io.BytesIO) and not args \
-            and kwargs.get("fontNumber", 0) in (0, -1) and set(kwargs) <= {"fontNumber"}:
+    if (
+        getattr(_FULL_FONT_RENDER, "active", False)
+        and isinstance(file, io.BytesIO)
+        and not args
+        and kwargs.get("fontNumber", 0) in (0, -1)
+        and set(kwargs) <= {"fontNumber"}
+    ):
         font = _PARSED_FONTS.get(file.getvalue())
         if font is not None:
             return font
@@ -319,15 +354,17 @@ def _install_parsed_fonts() -> None:
             font = TTFont(io.BytesIO(data))
             if {"fvar", "CBDT", "SVG ", "COLR", "sbix"} & set(font.keys()):
                 continue  # WeasyPrint would rewrite it: keep it out of the cache
-            for tag in font.keys():
-                font[tag]  # noqa: B018 - load every table now, so later use only reads
+            for tag in font.keys():  # noqa: SIM118 - a TTFont loads a table on item access, not on iteration
+                font[tag]
             font.getGlyphSet()
             font.getBestCmap()
             _PARSED_FONTS[data] = font
         if weasyprint_pdf_fonts.TTFont is TTFont:
             weasyprint_pdf_fonts.TTFont = _parsed_ttfont
         if weasyprint_pdf_fonts.pydyf is pydyf:  # only weasyprint.pdf.fonts sees _FontStream
-            weasyprint_pdf_fonts.pydyf = types.SimpleNamespace(**{**vars(pydyf), "Stream": _FontStream})
+            weasyprint_pdf_fonts.pydyf = types.SimpleNamespace(
+                **{**vars(pydyf), "Stream": _FontStream}
+            )
 
 
 # ---------------------------------------------------------------- the HTML tree, parsed in C
@@ -371,7 +408,9 @@ class InvoiceRenderer:
         # full_fonts: embed the shipped ~80 KB faces whole instead of subsetting them per PDF:
         # ~110 KB PDFs, ~35 % faster, and byte-stable without depending on fontTools.
         self.full_fonts = full_fonts
-        self.templates_dir = Path(templates_dir if templates_dir is not None else shipped.templates_dir()).resolve()
+        self.templates_dir = Path(
+            templates_dir if templates_dir is not None else shipped.templates_dir()
+        ).resolve()
         self.env = Environment(
             loader=FileSystemLoader(self.templates_dir),
             autoescape=True,  # explicit: select_autoescape would key on ".j2" and turn it off
@@ -420,7 +459,9 @@ class InvoiceRenderer:
                 full_fonts=self.full_fonts,
                 pdf_identifier=hashlib.sha256(
                     f"{doc['customer_id']}|{doc['period']}|{doc.get('number')}".encode()
-                ).hexdigest()[:32].encode(),
+                )
+                .hexdigest()[:32]
+                .encode(),
             )
         finally:
             _FULL_FONT_RENDER.active = False

@@ -32,8 +32,9 @@ def _init_worker() -> None:
     _renderer = InvoiceRenderer()
 
 
-def _render_chunk(docs: list[dict], folder: str, record: bool = False,
-                  renderer: InvoiceRenderer | None = None) -> list[tuple[str, str]]:
+def _render_chunk(
+    docs: list[dict], folder: str, record: bool = False, renderer: InvoiceRenderer | None = None
+) -> list[tuple[str, str]]:
     renderer = renderer or _renderer
     assert renderer is not None, "worker not initialized"
     out = []
@@ -41,7 +42,9 @@ def _render_chunk(docs: list[dict], folder: str, record: bool = False,
         try:
             sha = renderer.write_pdf(doc, inside(folder, f"{doc['customer_id']}.pdf"))
         except Exception as exc:
-            raise RuntimeError(f"invoice PDF for customer {doc.get('customer_id')!r} failed: {exc}") from exc
+            raise RuntimeError(
+                f"invoice PDF for customer {doc.get('customer_id')!r} failed: {exc}"
+            ) from exc
         if record:
             record_render(folder, doc, renderer.fingerprint, sha)
         out.append((doc["customer_id"], sha))
@@ -49,7 +52,7 @@ def _render_chunk(docs: list[dict], folder: str, record: bool = False,
 
 
 def _chunks(docs: Sequence[dict], size: int) -> list[list[dict]]:
-    return [list(docs[i:i + size]) for i in range(0, len(docs), size)]
+    return [list(docs[i : i + size]) for i in range(0, len(docs), size)]
 
 
 def default_workers() -> int:
@@ -60,8 +63,13 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def render_many(docs: Sequence[dict], folder: str | os.PathLike, workers: int | None = None,
-                renderer: InvoiceRenderer | None = None, record_renders: bool = False) -> list[tuple[str, str]]:
+def render_many(
+    docs: Sequence[dict],
+    folder: str | os.PathLike,
+    workers: int | None = None,
+    renderer: InvoiceRenderer | None = None,
+    record_renders: bool = False,
+) -> list[tuple[str, str]]:
     """Write ``<folder>/<customer_id>.pdf`` for every document; returns (customer_id, sha256) in
     document order. ``workers`` None = one per CPU; 1 (or too few documents to share) renders in
     this process, with ``renderer`` if given. A failure names the customer and stops the batch
@@ -74,10 +82,15 @@ def render_many(docs: Sequence[dict], folder: str | os.PathLike, workers: int | 
     chunks = _chunks(docs, size)
     if workers == 1 or len(chunks) < 2:
         return _render_chunk(list(docs), str(folder), record_renders, renderer or InvoiceRenderer())
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=_init_worker,
-                               mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        initializer=_init_worker,
+        mp_context=multiprocessing.get_context("spawn"),
+    )
     try:
-        results = pool.map(_render_chunk, chunks, [str(folder)] * len(chunks), [record_renders] * len(chunks))
+        results = pool.map(
+            _render_chunk, chunks, [str(folder)] * len(chunks), [record_renders] * len(chunks)
+        )
         return [pair for chunk in results for pair in chunk]
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed batch does not render on

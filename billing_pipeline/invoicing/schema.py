@@ -91,9 +91,9 @@ invoices = Table(
     CheckConstraint("period ~ '^[0-9]{4}-[0-9]{2}$'", name="ck_invoices_period").ddl_if(
         dialect="postgresql"
     ),
-    CheckConstraint("period GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]'", name="ck_invoices_period").ddl_if(
-        dialect="sqlite"
-    ),
+    CheckConstraint(
+        "period GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]'", name="ck_invoices_period"
+    ).ddl_if(dialect="sqlite"),
     CheckConstraint("status = 'draft' OR number IS NOT NULL", name="ck_invoices_issued_numbered"),
 )
 # The gapless counter cannot repeat: (series, sequence) is unique (NULL while draft).
@@ -187,14 +187,18 @@ alert_outbox = Table(
     Column("payload", Text, nullable=False),  # the exact JSON body that is signed and sent
     Column("url", Text, nullable=True),  # null: the customer has no webhook (recorded, not sent)
     Column("secret_env", String(200), nullable=True),
-    Column("status", String(20), nullable=False),  # pending | delivered | no_endpoint | stale (backfilled, not sent)
+    Column(
+        "status", String(20), nullable=False
+    ),  # pending | delivered | no_endpoint | stale (backfilled, not sent)
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("lease_until", DateTime(timezone=True), nullable=True),  # a deliverer holds the row
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    CheckConstraint("status IN ('pending', 'delivered', 'no_endpoint', 'stale')", name="ck_alert_outbox_status"),
+    CheckConstraint(
+        "status IN ('pending', 'delivered', 'no_endpoint', 'stale')", name="ck_alert_outbox_status"
+    ),
 )
 Index("ix_alert_outbox_due", alert_outbox.c.status, alert_outbox.c.next_attempt_at)
 
@@ -228,7 +232,9 @@ invoice_deliveries = Table(
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),  # while sending: lease end
-    Column("message_id", String(200), nullable=False),  # stable per (number, purpose): receivers dedupe
+    Column(
+        "message_id", String(200), nullable=False
+    ),  # stable per (number, purpose): receivers dedupe
     Column("last_error", Text, nullable=True),
     Column("server_response", Text, nullable=True),  # the SMTP reply that accepted the message
     Column("sent_at", DateTime(timezone=True), nullable=True),
@@ -239,65 +245,98 @@ invoice_deliveries = Table(
         name="ck_invoice_deliveries_status",
     ),
 )
-Index("uq_invoice_deliveries_purpose", invoice_deliveries.c.invoice_id, invoice_deliveries.c.purpose,
-      unique=True)
-Index("ix_invoice_deliveries_due", invoice_deliveries.c.status, invoice_deliveries.c.next_attempt_at)
+Index(
+    "uq_invoice_deliveries_purpose",
+    invoice_deliveries.c.invoice_id,
+    invoice_deliveries.c.purpose,
+    unique=True,
+)
+Index(
+    "ix_invoice_deliveries_due", invoice_deliveries.c.status, invoice_deliveries.c.next_attempt_at
+)
 
 IMMUTABLE_COLUMNS_0001 = (
-    "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
-    "credits_micros", "total_micros", "document", "created_at",
+    "customer_id",
+    "period",
+    "kind",
+    "number",
+    "currency",
+    "subtotal_micros",
+    "tax_micros",
+    "credits_micros",
+    "total_micros",
+    "document",
+    "created_at",
 )
 IMMUTABLE_COLUMNS_0002 = (*IMMUTABLE_COLUMNS_0001, "series", "sequence", "references_number")
 # 0006: the id too (audit rows and lines point at it) and the document's hash as issued.
 IMMUTABLE_COLUMNS = (*IMMUTABLE_COLUMNS_0002, "id", "document_sha256")
 SQLITE_TRIGGER_NAMES = (
-    "invoices_issued_immutable", "invoices_status_forward", "invoices_pdf_once",
-    "invoices_issued_undeletable", "invoice_lines_frozen_insert", "invoice_lines_frozen_update",
-    "invoice_lines_frozen_delete", "audit_log_append_only_update", "audit_log_append_only_delete",
+    "invoices_issued_immutable",
+    "invoices_status_forward",
+    "invoices_pdf_once",
+    "invoices_issued_undeletable",
+    "invoice_lines_frozen_insert",
+    "invoice_lines_frozen_update",
+    "invoice_lines_frozen_delete",
+    "audit_log_append_only_update",
+    "audit_log_append_only_delete",
     # revision 0006
-    "invoices_born_draft", "invoices_insert_never_replaces", "invoices_update_never_replaces",
-    "invoices_status_audited", "invoice_lines_frozen_move", "audit_log_insert_never_replaces",
+    "invoices_born_draft",
+    "invoices_insert_never_replaces",
+    "invoices_update_never_replaces",
+    "invoices_status_audited",
+    "invoice_lines_frozen_move",
+    "audit_log_insert_never_replaces",
 )
 LEDGER_TABLES = ("invoices", "invoice_lines", "audit_log")  # never TRUNCATEd (PostgreSQL)
 
 # No quote characters: it is spliced into SQL string literals.
-STATUS_MESSAGE = ("invoice status may only go draft -> issued -> void, each change pointing at its "
-                  "own new audit row (status_audit_id: action issue or void)")
+STATUS_MESSAGE = (
+    "invoice status may only go draft -> issued -> void, each change pointing at its "
+    "own new audit row (status_audit_id: action issue or void)"
+)
 # The one legal transition for (OLD.status, NEW.status), as SQL over an audit_log row ``a``.
-_TRANSITION = ("((OLD.status = 'draft' AND NEW.status = 'issued' AND a.action = 'issue')"
-               " OR (OLD.status = 'issued' AND NEW.status = 'void' AND a.action = 'void'))")
+_TRANSITION = (
+    "((OLD.status = 'draft' AND NEW.status = 'issued' AND a.action = 'issue')"
+    " OR (OLD.status = 'issued' AND NEW.status = 'void' AND a.action = 'void'))"
+)
 
 
 def _sqlite_triggers_0001(columns: tuple[str, ...]) -> list[str]:
-    return [
-        f"""CREATE TRIGGER IF NOT EXISTS invoices_issued_immutable
+    return (
+        [
+            f"""CREATE TRIGGER IF NOT EXISTS invoices_issued_immutable
 BEFORE UPDATE OF {", ".join(columns)} ON invoices
 WHEN OLD.status <> 'draft'
 BEGIN SELECT RAISE(ABORT, 'invoice is issued or void: immutable'); END""",
-        """CREATE TRIGGER IF NOT EXISTS invoices_status_forward
+            """CREATE TRIGGER IF NOT EXISTS invoices_status_forward
 BEFORE UPDATE OF status ON invoices
 WHEN (OLD.status = 'issued' AND NEW.status NOT IN ('issued', 'void'))
   OR (OLD.status = 'void' AND NEW.status <> 'void')
 BEGIN SELECT RAISE(ABORT, 'invoice status may only go draft -> issued -> void'); END""",
-        """CREATE TRIGGER IF NOT EXISTS invoices_pdf_once
+            """CREATE TRIGGER IF NOT EXISTS invoices_pdf_once
 BEFORE UPDATE OF pdf_sha256 ON invoices
 WHEN OLD.status <> 'draft' AND OLD.pdf_sha256 IS NOT NULL
   AND NEW.pdf_sha256 IS NOT OLD.pdf_sha256
 BEGIN SELECT RAISE(ABORT, 'issued invoice PDF hash is immutable'); END""",
-        """CREATE TRIGGER IF NOT EXISTS invoices_issued_undeletable
+            """CREATE TRIGGER IF NOT EXISTS invoices_issued_undeletable
 BEFORE DELETE ON invoices WHEN OLD.status <> 'draft'
 BEGIN SELECT RAISE(ABORT, 'invoice is issued or void: cannot delete'); END""",
-    ] + [
-        f"""CREATE TRIGGER IF NOT EXISTS invoice_lines_frozen_{op.lower()}
+        ]
+        + [
+            f"""CREATE TRIGGER IF NOT EXISTS invoice_lines_frozen_{op.lower()}
 BEFORE {op} ON invoice_lines
 WHEN (SELECT status FROM invoices WHERE id = {row}.invoice_id) <> 'draft'
 BEGIN SELECT RAISE(ABORT, 'lines of an issued or void invoice are immutable'); END"""
-        for op, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD"))
-    ] + [
-        f"""CREATE TRIGGER IF NOT EXISTS audit_log_append_only_{op.lower()}
+            for op, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD"))
+        ]
+        + [
+            f"""CREATE TRIGGER IF NOT EXISTS audit_log_append_only_{op.lower()}
 BEFORE {op} ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"""
-        for op in ("UPDATE", "DELETE")
-    ]
+            for op in ("UPDATE", "DELETE")
+        ]
+    )
 
 
 def _postgres_triggers_0001(columns: tuple[str, ...]) -> list[str]:
@@ -346,6 +385,7 @@ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
         """CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
 FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
     ]
+
 
 def _sqlite_collision(exclude_old: bool) -> str:
     """NEW's keys hit an issued or void invoice. ``INSERT OR REPLACE`` / ``UPDATE OR REPLACE``
@@ -475,8 +515,9 @@ FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_truncate()""",
     ]
 
 
-def trigger_statements(dialect: str, columns: tuple[str, ...] = IMMUTABLE_COLUMNS, *,
-                       hardened: bool = False) -> list[str]:
+def trigger_statements(
+    dialect: str, columns: tuple[str, ...] = IMMUTABLE_COLUMNS, *, hardened: bool = False
+) -> list[str]:
     """The guard triggers for ``dialect`` ('sqlite' or 'postgresql'), freezing ``columns``.
     ``hardened``: with revision 0006's guards (they use its columns status_audit_id and
     document_sha256, so revisions 0001 and 0002 install the earlier set)."""
@@ -489,12 +530,17 @@ def trigger_statements(dialect: str, columns: tuple[str, ...] = IMMUTABLE_COLUMN
 
 def execute_ddl(bind, statement: str) -> None:
     """Run one trigger statement on a migration's connection (the driver %-formats: escape)."""
-    bind.exec_driver_sql(statement.replace("%", "%%") if bind.dialect.name == "postgresql" else statement)
+    bind.exec_driver_sql(
+        statement.replace("%", "%%") if bind.dialect.name == "postgresql" else statement
+    )
 
 
 TRIGGER_DDL = {d: trigger_statements(d, hardened=True) for d in ("sqlite", "postgresql")}
 
 for _dialect, _statements in TRIGGER_DDL.items():
     for _statement in _statements:  # DDL() applies %-formatting: escape plpgsql's "%"
-        event.listen(metadata, "after_create",
-                     DDL(_statement.replace("%", "%%")).execute_if(dialect=_dialect))
+        event.listen(
+            metadata,
+            "after_create",
+            DDL(_statement.replace("%", "%%")).execute_if(dialect=_dialect),
+        )

@@ -38,16 +38,22 @@ def smtp_from_env(environ: Mapping[str, str] = os.environ) -> SmtpSettings:
     default starttls), ``_USER`` and ``_PASSWORD`` (login only when a user is set)."""
     host = (environ.get("BILLING_SMTP_HOST") or "").strip()
     if not host:
-        raise SmtpConfigError("BILLING_SMTP_HOST is not set (or write .eml files with --dry-run DIR)")
+        raise SmtpConfigError(
+            "BILLING_SMTP_HOST is not set (or write .eml files with --dry-run DIR)"
+        )
     security = (environ.get("BILLING_SMTP_SECURITY") or "starttls").strip().lower()
     if security not in SECURITY_PORTS:
         raise SmtpConfigError(f"BILLING_SMTP_SECURITY={security!r}: expected none, starttls or ssl")
     port_text = (environ.get("BILLING_SMTP_PORT") or "").strip()
     if port_text and not port_text.isdigit():
         raise SmtpConfigError(f"BILLING_SMTP_PORT={port_text!r}: expected a port number")
-    return SmtpSettings(host=host, port=int(port_text) if port_text else SECURITY_PORTS[security],
-                        security=security, user=environ.get("BILLING_SMTP_USER") or None,
-                        password=environ.get("BILLING_SMTP_PASSWORD") or None)
+    return SmtpSettings(
+        host=host,
+        port=int(port_text) if port_text else SECURITY_PORTS[security],
+        security=security,
+        user=environ.get("BILLING_SMTP_USER") or None,
+        password=environ.get("BILLING_SMTP_PASSWORD") or None,
+    )
 
 
 def is_permanent(error: BaseException) -> bool:
@@ -63,7 +69,9 @@ def describe(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
     from billing_pipeline.sources.api_client import redact  # the one redaction rule
 
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        text = "; ".join(f"{rcpt}: {code} {_text(resp)}" for rcpt, (code, resp) in error.recipients.items())
+        text = "; ".join(
+            f"{rcpt}: {code} {_text(resp)}" for rcpt, (code, resp) in error.recipients.items()
+        )
     elif isinstance(error, smtplib.SMTPResponseException):
         text = f"{error.smtp_code} {_text(error.smtp_error)}"
     else:
@@ -101,7 +109,9 @@ class SmtpTransport:
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         if s.security == "ssl":
-            conn = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout, context=ssl.create_default_context())
+            conn = smtplib.SMTP_SSL(
+                s.host, s.port, timeout=s.timeout, context=ssl.create_default_context()
+            )
         else:
             conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
             if s.security == "starttls":

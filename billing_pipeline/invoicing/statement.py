@@ -54,9 +54,12 @@ def allocate(total: Decimal, weights: list[int], currency: str) -> list[Decimal]
     whole = sum(weights)
     if whole <= 0:
         raise ValueError("allocate: weights must add up to more than zero")
-    sign, minor = (-1 if minor < 0 else 1), abs(minor)  # a negative total: split its size, keep the sign
+    sign, minor = (
+        (-1 if minor < 0 else 1),
+        abs(minor),
+    )  # a negative total: split its size, keep the sign
     floors = [minor * w // whole for w in weights]
-    remainders = [minor * w - f * whole for w, f in zip(weights, floors)]
+    remainders = [minor * w - f * whole for w, f in zip(weights, floors, strict=True)]
     for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[: minor - sum(floors)]:
         floors[i] += 1
     return [Decimal(sign * f) * unit for f in floors]
@@ -65,8 +68,12 @@ def allocate(total: Decimal, weights: list[int], currency: str) -> list[Decimal]
 def month_to_date(usage: pl.DataFrame | pl.LazyFrame, day: dt.date) -> pl.DataFrame:
     """Attributed usage of ``day``'s month up to and including ``day``: what the statement sees."""
     start = day.replace(day=1)
-    return conform(usage.lazy().filter(pl.col("day").is_between(start, day) & pl.col("customer_id").is_not_null()),
-                   USAGE_SCHEMA)
+    return conform(
+        usage.lazy().filter(
+            pl.col("day").is_between(start, day) & pl.col("customer_id").is_not_null()
+        ),
+        USAGE_SCHEMA,
+    )
 
 
 def _round_half_up_int(numerator: pl.Expr, denominator: int) -> pl.Expr:
@@ -83,14 +90,23 @@ def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         return usage_mtd
     keys = ["customer_id", "provider", "model", "model_family", "meter", "dimensions"]
     remaining = n - d
-    later = pl.DataFrame({"day": pl.date_range(day + dt.timedelta(days=1), day.replace(day=n), eager=True)})
+    later = pl.DataFrame(
+        {"day": pl.date_range(day + dt.timedelta(days=1), day.replace(day=n), eager=True)}
+    )
     later = later.with_row_index("k").with_columns(pl.col("k").cast(pl.Int64))
     extra = (
-        usage_mtd.group_by(keys).agg(pl.sum("quantity").alias("so_far"))
-        .with_columns((_round_half_up_int(pl.col("so_far") * n, d) - pl.col("so_far")).alias("extra"))
+        usage_mtd.group_by(keys)
+        .agg(pl.sum("quantity").alias("so_far"))
+        .with_columns(
+            (_round_half_up_int(pl.col("so_far") * n, d) - pl.col("so_far")).alias("extra")
+        )
         .join(later, how="cross")
-        .with_columns((pl.col("extra") // remaining + (pl.col("k") < pl.col("extra") % remaining).cast(pl.Int64))
-                      .alias("quantity"))
+        .with_columns(
+            (
+                pl.col("extra") // remaining
+                + (pl.col("k") < pl.col("extra") % remaining).cast(pl.Int64)
+            ).alias("quantity")
+        )
         .filter(pl.col("quantity") > 0)
         .with_columns(
             pl.lit("projection").alias("source"),
@@ -98,8 +114,9 @@ def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
             pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("start"),
             pl.lit("projection").alias("origin"),
         )
-        .with_columns(pl.col("start").alias("end"),
-                      event_id_expr("source", *keys, "day").alias("event_id"))
+        .with_columns(
+            pl.col("start").alias("end"), event_id_expr("source", *keys, "day").alias("event_id")
+        )
         .with_columns(pl.col("event_id").alias("record_id"))
     )
     return pl.concat([usage_mtd, conform(extra, USAGE_SCHEMA)], how="vertical")
@@ -116,18 +133,26 @@ def _cells(doc: dict, rows: list[dict], currency: str) -> tuple[list[dict], list
     cells: list[dict] = []
     allocated: list[dict] = []
     other: list[dict] = []
-    for line, row in zip(doc["lines"], rows):
+    for line, row in zip(doc["lines"], rows, strict=True):
         daily = json.loads(row["daily"]) if _tied_to_units(line) else []
         daily = [d for d in daily if d["quantity"] > 0]
         amount = Decimal(line["amount"])
         if not daily:
-            if line["consideration"] != "variable" or amount:  # not a usage line whose units were all included
+            if (
+                line["consideration"] != "variable" or amount
+            ):  # not a usage line whose units were all included
                 other.append({"description": line["description"], "amount": line["amount"]})
             continue
         parts = allocate(amount, [d["quantity"] for d in daily], currency)
-        for d, part in zip(daily, parts):
-            cells.append({"day": d["day"], "model": d["model"] or line["description"], "quantity": d["quantity"],
-                          "amount": part})
+        for d, part in zip(daily, parts, strict=True):
+            cells.append(
+                {
+                    "day": d["day"],
+                    "model": d["model"] or line["description"],
+                    "quantity": d["quantity"],
+                    "amount": part,
+                }
+            )
         allocated.append(line)
     return cells, allocated, other
 
@@ -148,21 +173,31 @@ def _chart_cells(cells: list[dict]) -> list[dict]:
         cell = out.setdefault((c["day"], c["model"]), [0, ZERO])
         cell[0] += c["quantity"]
         cell[1] += c["amount"]
-    return [{"day": d, "model": m, "quantity": q, "amount": str(a)} for (d, m), (q, a) in sorted(out.items())]
+    return [
+        {"day": d, "model": m, "quantity": q, "amount": str(a)}
+        for (d, m), (q, a) in sorted(out.items())
+    ]
 
 
 def _allowances(catalog: Catalog, lines: list[dict], rows: list[dict]) -> list[dict]:
     """Included units per plan with an allowance: granted, used so far (the lines' included
     units), remaining."""
     used: dict[str, int] = defaultdict(int)
-    for line, row in zip(lines, rows):
+    for line, row in zip(lines, rows, strict=True):
         used[row["plan_id"]] += line["included_quantity"] or 0
     out = []
     for plan_id in dict.fromkeys(r["plan_id"] for r in rows):
         allowance = catalog.plans[plan_id].allowance
         if allowance:
-            out.append({"plan_id": plan_id, "meters": list(allowance.meters), "included": allowance.quantity,
-                        "used": used[plan_id], "remaining": max(allowance.quantity - used[plan_id], 0)})
+            out.append(
+                {
+                    "plan_id": plan_id,
+                    "meters": list(allowance.meters),
+                    "included": allowance.quantity,
+                    "used": used[plan_id],
+                    "remaining": max(allowance.quantity - used[plan_id], 0),
+                }
+            )
     return out
 
 
@@ -176,11 +211,16 @@ def limit_used_pct(usage_charges: Decimal, limit: Decimal | None) -> str | None:
 
 
 def _totals(doc: dict) -> dict:
-    return {k: doc[k] for k in ("subtotal", "tax_rate", "tax", "reverse_charge", "credits_applied", "total")}
+    return {
+        k: doc[k]
+        for k in ("subtotal", "tax_rate", "tax", "reverse_charge", "credits_applied", "total")
+    }
 
 
 def build_statements(
-    usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, day: dt.date,
+    usage: pl.DataFrame | pl.LazyFrame,
+    catalog: Catalog,
+    day: dt.date,
     credits_used: Mapping[str, Mapping[int, Decimal]] | None = None,
 ) -> list[dict]:
     """One statement per customer the month's invoice would have, as of the end of ``day``.
@@ -192,22 +232,51 @@ def build_statements(
     mtd = split_billing_source(month_to_date(usage, day), catalog).billable
     rated = rate_month(mtd, catalog, month).lines
     docs = build_documents(rated, catalog, month, credits_used)
-    projected = {d["customer_id"]: d for d in build_documents(
-        rate_month(projected_usage(mtd, day), catalog, month).lines, catalog, month, credits_used)}
+    projected = {
+        d["customer_id"]: d
+        for d in build_documents(
+            rate_month(projected_usage(mtd, day), catalog, month).lines,
+            catalog,
+            month,
+            credits_used,
+        )
+    }
     rows_of: dict[str, list[dict]] = {}
-    for row in rated.sort("customer_id", "position").select("customer_id", "plan_id", "daily").iter_rows(named=True):
+    for row in (
+        rated.sort("customer_id", "position")
+        .select("customer_id", "plan_id", "daily")
+        .iter_rows(named=True)
+    ):
         rows_of.setdefault(row["customer_id"], []).append(row)
-    units = mtd.group_by("customer_id", "account_key", "meter").agg(pl.sum("quantity")).sort(
-        "customer_id", "account_key", "meter")
+    units = (
+        mtd.group_by("customer_id", "account_key", "meter")
+        .agg(pl.sum("quantity"))
+        .sort("customer_id", "account_key", "meter")
+    )
     units_of: dict[str, list[tuple]] = {}
     for cid, key, meter, q in units.iter_rows():
         units_of.setdefault(cid, []).append((key, meter, q))
-    return [_statement(doc, rows_of[doc["customer_id"]], units_of.get(doc["customer_id"], []),
-                       projected.get(doc["customer_id"]), catalog, day) for doc in docs]
+    return [
+        _statement(
+            doc,
+            rows_of[doc["customer_id"]],
+            units_of.get(doc["customer_id"], []),
+            projected.get(doc["customer_id"]),
+            catalog,
+            day,
+        )
+        for doc in docs
+    ]
 
 
-def _statement(doc: dict, rows: list[dict], units: list[tuple], projected: dict | None, catalog: Catalog,
-               day: dt.date) -> dict:
+def _statement(
+    doc: dict,
+    rows: list[dict],
+    units: list[tuple],
+    projected: dict | None,
+    catalog: Catalog,
+    day: dt.date,
+) -> dict:
     currency, cid = doc["currency"], doc["customer_id"]
     customer = catalog.customers[cid]
     month = doc["period"]
@@ -234,10 +303,20 @@ def _statement(doc: dict, rows: list[dict], units: list[tuple], projected: dict 
     limit = customer.monthly_limit
     projection = None
     if projected is not None:
-        projection = {"method": PROJECTION_METHOD, **_totals(projected),
-                      "usage_charges": str(round_money(sum((Decimal(l["amount"]) for l in projected["lines"]
-                                                            if _tied_to_units(l)), ZERO), currency)),
-                      "limit_used_pct": None}
+        projection = {
+            "method": PROJECTION_METHOD,
+            **_totals(projected),
+            "usage_charges": str(
+                round_money(
+                    sum(
+                        (Decimal(ln["amount"]) for ln in projected["lines"] if _tied_to_units(ln)),
+                        ZERO,
+                    ),
+                    currency,
+                )
+            ),
+            "limit_used_pct": None,
+        }
         projection["limit_used_pct"] = limit_used_pct(Decimal(projection["usage_charges"]), limit)
     return {
         "kind": KIND,
@@ -253,21 +332,35 @@ def _statement(doc: dict, rows: list[dict], units: list[tuple], projected: dict 
         "issuer": doc["issuer"],
         "customer": doc["customer"],
         "plan": doc["plan"],
-        "spend_so_far": {**_totals(doc), "usage_charges": str(round_money(usage_charges, currency)),
-                         "other_charges": str(round_money(sum((Decimal(o["amount"]) for o in other), ZERO), currency))},
+        "spend_so_far": {
+            **_totals(doc),
+            "usage_charges": str(round_money(usage_charges, currency)),
+            "other_charges": str(
+                round_money(sum((Decimal(o["amount"]) for o in other), ZERO), currency)
+            ),
+        },
         "other_charges": other,
         "by_model": _sum_by(cells, "model"),
-        "by_token_type": [{"meter": m, "quantity": q, "included_quantity": inc, "amount": str(a)}
-                          for m, (q, inc, a) in sorted(by_meter.items())],
-        "by_day": [by_day.get(d.isoformat(), {"day": d.isoformat(), "quantity": 0, "amount": zero}) for d in days],
-        "by_project": [{"account_key": key, "quantity": sum(meters.values()), "units": meters}
-                       for key, meters in sorted(by_project.items())],
+        "by_token_type": [
+            {"meter": m, "quantity": q, "included_quantity": inc, "amount": str(a)}
+            for m, (q, inc, a) in sorted(by_meter.items())
+        ],
+        "by_day": [
+            by_day.get(d.isoformat(), {"day": d.isoformat(), "quantity": 0, "amount": zero})
+            for d in days
+        ],
+        "by_project": [
+            {"account_key": key, "quantity": sum(meters.values()), "units": meters}
+            for key, meters in sorted(by_project.items())
+        ],
         "units_by_meter": dict(sorted(units_by_meter.items())),
         "projection": projection,
         "allowance": allowances,
         "allowance_remaining": sum(a["remaining"] for a in allowances) if allowances else None,
         "credits": doc["credits"],
-        "credits_remaining": str(round_money(sum((Decimal(c["closing"]) for c in active), ZERO), currency)),
+        "credits_remaining": str(
+            round_money(sum((Decimal(c["closing"]) for c in active), ZERO), currency)
+        ),
         "monthly_limit": None if limit is None else str(limit),
         "limit_used_pct": limit_used_pct(usage_charges, limit),
         "usage_by_day": _chart_cells(cells),

@@ -29,8 +29,16 @@ from billing_pipeline.schema import unit_name
 
 STATEMENT_TEMPLATE = "statement.html.j2"
 STATEMENT_STYLESHEET = "statement.css"
-STATEMENT_SCHEMA = {"customer_id": pl.String, "currency": pl.String, "subtotal": pl.String, "total": pl.String,
-                    "projected_total": pl.String, "limit_used_pct": pl.String, "json": pl.String, "pdf": pl.String}
+STATEMENT_SCHEMA = {
+    "customer_id": pl.String,
+    "currency": pl.String,
+    "subtotal": pl.String,
+    "total": pl.String,
+    "projected_total": pl.String,
+    "limit_used_pct": pl.String,
+    "json": pl.String,
+    "pdf": pl.String,
+}
 
 
 def _meter_title(meter: str) -> str:
@@ -62,8 +70,13 @@ def statement_context(st: dict) -> dict:
         "pdf_date": f"{st['as_of']}T00:00:00Z",
         "subtotal": money(spend["subtotal"]),
         "usage_charges": money(spend["usage_charges"]),
-        "other_charges": [{"description": o["description"], "amount": money(o["amount"])} for o in st["other_charges"]],
-        "tax_label": "Tax (reverse charge)" if spend["reverse_charge"] else f"Tax ({_rate_text(spend['tax_rate'])})",
+        "other_charges": [
+            {"description": o["description"], "amount": money(o["amount"])}
+            for o in st["other_charges"]
+        ],
+        "tax_label": "Tax (reverse charge)"
+        if spend["reverse_charge"]
+        else f"Tax ({_rate_text(spend['tax_rate'])})",
         "tax": money(spend["tax"]),
         "credits": money(-credits) if credits else money(credits),
         "total": money(spend["total"]),
@@ -73,15 +86,40 @@ def statement_context(st: dict) -> dict:
         "monthly_limit": money(st["monthly_limit"]) if st["monthly_limit"] else "none",
         "limit_used_pct": _pct(st["limit_used_pct"]),
         "credits_remaining": money(st["credits_remaining"]),
-        "allowance": [{"meters": ", ".join(_meter_title(m).lower() for m in a["meters"]),
-                       "included": fmt_quantity(a["included"]), "used": fmt_quantity(a["used"]),
-                       "remaining": fmt_quantity(a["remaining"])} for a in st["allowance"]],
-        "by_model": [{"name": r["model"], "quantity": fmt_quantity(r["quantity"]), "amount": money(r["amount"])}
-                     for r in st["by_model"]],
-        "by_token_type": [{"name": _meter_title(r["meter"]), "quantity": fmt_quantity(r["quantity"]),
-                           "amount": money(r["amount"])} for r in st["by_token_type"]],
-        "by_project": [{"name": r["account_key"], "units": ", ".join(
-            f"{fmt_quantity(q)} {_meter_title(m).lower()}" for m, q in r["units"].items())} for r in st["by_project"]],
+        "allowance": [
+            {
+                "meters": ", ".join(_meter_title(m).lower() for m in a["meters"]),
+                "included": fmt_quantity(a["included"]),
+                "used": fmt_quantity(a["used"]),
+                "remaining": fmt_quantity(a["remaining"]),
+            }
+            for a in st["allowance"]
+        ],
+        "by_model": [
+            {
+                "name": r["model"],
+                "quantity": fmt_quantity(r["quantity"]),
+                "amount": money(r["amount"]),
+            }
+            for r in st["by_model"]
+        ],
+        "by_token_type": [
+            {
+                "name": _meter_title(r["meter"]),
+                "quantity": fmt_quantity(r["quantity"]),
+                "amount": money(r["amount"]),
+            }
+            for r in st["by_token_type"]
+        ],
+        "by_project": [
+            {
+                "name": r["account_key"],
+                "units": ", ".join(
+                    f"{fmt_quantity(q)} {_meter_title(m).lower()}" for m, q in r["units"].items()
+                ),
+            }
+            for r in st["by_project"]
+        ],
         "chart_svg": usage_chart_svg(st["usage_by_day"], st["period_start"], st["period_end"], cur),
     }
 
@@ -100,8 +138,10 @@ class StatementRenderer(InvoiceRenderer):
     def render_page(self, doc: dict) -> str:
         """The stand-alone HTML page: the same markup with both stylesheets inlined (static files,
         never document values), so it displays the same wherever the file is opened."""
-        css = "\n".join((self.templates_dir / name).read_text(encoding="utf-8")
-                        for name in (STYLESHEET_NAME, STATEMENT_STYLESHEET))
+        css = "\n".join(
+            (self.templates_dir / name).read_text(encoding="utf-8")
+            for name in (STYLESHEET_NAME, STATEMENT_STYLESHEET)
+        )
         return self.template.render(**statement_context(doc), inline_css=css)
 
 
@@ -112,7 +152,9 @@ def statement_folder(out: Path, day: dt.date) -> Path:
     return folder
 
 
-def write_statements(statements: list[dict], folder: Path, renderer: StatementRenderer | None = None) -> pl.DataFrame:
+def write_statements(
+    statements: list[dict], folder: Path, renderer: StatementRenderer | None = None
+) -> pl.DataFrame:
     """<customer>.json, .html and .pdf per statement (each written atomically); files of customers
     no longer in the day's statements are removed, so a re-run leaves exactly its own files."""
     renderer = renderer or StatementRenderer()
@@ -122,20 +164,31 @@ def write_statements(statements: list[dict], folder: Path, renderer: StatementRe
             stale.unlink()
     rows = []
     for st in statements:
-        json_path, html_path, pdf_path = (inside(folder, f"{st['customer_id']}.{ext}") for ext in ("json", "html", "pdf"))
+        json_path, html_path, pdf_path = (
+            inside(folder, f"{st['customer_id']}.{ext}") for ext in ("json", "html", "pdf")
+        )
         write_atomically(statement_json(st).encode("utf-8"), json_path)
         write_atomically(renderer.render_page(st).encode("utf-8"), html_path)
         renderer.write_pdf(st, pdf_path)
         projection = st["projection"] or {}
-        rows.append({"customer_id": st["customer_id"], "currency": st["currency"],
-                     "subtotal": st["spend_so_far"]["subtotal"], "total": st["spend_so_far"]["total"],
-                     "projected_total": projection.get("total"), "limit_used_pct": st["limit_used_pct"],
-                     "json": str(json_path), "pdf": str(pdf_path)})
+        rows.append(
+            {
+                "customer_id": st["customer_id"],
+                "currency": st["currency"],
+                "subtotal": st["spend_so_far"]["subtotal"],
+                "total": st["spend_so_far"]["total"],
+                "projected_total": projection.get("total"),
+                "limit_used_pct": st["limit_used_pct"],
+                "json": str(json_path),
+                "pdf": str(pdf_path),
+            }
+        )
     return pl.DataFrame(rows, schema=STATEMENT_SCHEMA)
 
 
-def statements_from_landing(landing: Path, catalog_path: Path, out: Path, day: dt.date,
-                            database_url: str | None = None) -> pl.DataFrame:
+def statements_from_landing(
+    landing: Path, catalog_path: Path, out: Path, day: dt.date, database_url: str | None = None
+) -> pl.DataFrame:
     """The CLI's path (no Dagster): read the landing zone for the month up to ``day`` with the same
     readers and normalization as daily ingestion, and write the day's statements. Prepaid credits
     drawn by earlier months come from the ledger (``database_url``, else <out>/ledger.db when it
@@ -147,7 +200,10 @@ def statements_from_landing(landing: Path, catalog_path: Path, out: Path, day: d
     from billing_pipeline.usage import normalize
 
     catalog = load_catalog(catalog_path)
-    reads = [read(Path(landing), day.replace(day=1), day + dt.timedelta(days=1)) for read in sources.SOURCES.values()]
+    reads = [
+        read(Path(landing), day.replace(day=1), day + dt.timedelta(days=1))
+        for read in sources.SOURCES.values()
+    ]
     usage, _ = normalize([r.events for r in reads], [r.quarantine for r in reads], catalog)
     default_db = Path(out) / "ledger.db"
     url = database_url or (f"sqlite:///{default_db}" if default_db.exists() else None)
@@ -156,4 +212,6 @@ def statements_from_landing(landing: Path, catalog_path: Path, out: Path, day: d
         ledger = Ledger(url)
         ledger.migrate()
         credits_used = ledger.credits_used(day.strftime("%Y-%m"))
-    return write_statements(build_statements(usage, catalog, day, credits_used), statement_folder(Path(out), day))
+    return write_statements(
+        build_statements(usage, catalog, day, credits_used), statement_folder(Path(out), day)
+    )

@@ -2,8 +2,8 @@
 
 from billing_pipeline.rating.assign import AT_RISK_SCHEMA, NEGATIVE_QUANTITY, QUANTITY_OVERFLOW
 from billing_pipeline.rating.engine import LINE_SCHEMA, UNRATED_SCHEMA, RatedMonth, rate_month
-from billing_pipeline.rating.vectorized import AMOUNT_OVERFLOW
 from billing_pipeline.rating.pricing import Priced, TierSlice, describe_prices, price_quantity
+from billing_pipeline.rating.vectorized import AMOUNT_OVERFLOW
 
 __all__ = [
     "AMOUNT_OVERFLOW",

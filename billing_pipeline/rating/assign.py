@@ -44,18 +44,31 @@ CHARGE_KEYS = ["plan_id", "meter", "model", "model_family", "dimensions"]
 def plan_days(catalog: Catalog, month: str, customers: list[str] | None = None) -> pl.DataFrame:
     """customer_id, day -> plan_id: the first subscription (catalog order) covering the day."""
     start, end = parse_month(month)
-    chosen = catalog.customers if customers is None else {c: catalog.customers[c] for c in customers}
+    chosen = (
+        catalog.customers if customers is None else {c: catalog.customers[c] for c in customers}
+    )
     subs = pl.DataFrame(
-        [(cid, i, sub.plan, sub.from_, sub.to) for cid, c in chosen.items()
-         for i, sub in enumerate(c.subscriptions)],
-        schema={"customer_id": pl.String, "order": pl.Int64, "plan_id": pl.String, "sub_from": pl.Date,
-                "sub_to": pl.Date},
+        [
+            (cid, i, sub.plan, sub.from_, sub.to)
+            for cid, c in chosen.items()
+            for i, sub in enumerate(c.subscriptions)
+        ],
+        schema={
+            "customer_id": pl.String,
+            "order": pl.Int64,
+            "plan_id": pl.String,
+            "sub_from": pl.Date,
+            "sub_to": pl.Date,
+        },
         orient="row",
     )
     days = pl.DataFrame({"day": pl.date_range(start, end - dt.timedelta(days=1), eager=True)})
     return (
         subs.join(days, how="cross")
-        .filter((pl.col("day") >= pl.col("sub_from")) & (pl.col("sub_to").is_null() | (pl.col("day") <= pl.col("sub_to"))))
+        .filter(
+            (pl.col("day") >= pl.col("sub_from"))
+            & (pl.col("sub_to").is_null() | (pl.col("day") <= pl.col("sub_to")))
+        )
         .sort("customer_id", "day", "order")
         .unique(["customer_id", "day"], keep="first", maintain_order=True)
         .select("customer_id", "day", "plan_id")
@@ -86,19 +99,32 @@ def price_from_expr(catalog: Catalog, day: pl.Expr | None = None) -> pl.Expr:
     for plan_id, plan in catalog.plans.items():
         for c in plan.charges:
             for change in c.prices or []:  # later changes override earlier ones
-                hit = (pl.col("plan_id") == plan_id) & (pl.col("charge_id") == c.id) & (day >= change.from_)
+                hit = (
+                    (pl.col("plan_id") == plan_id)
+                    & (pl.col("charge_id") == c.id)
+                    & (day >= change.from_)
+                )
                 price_from = pl.when(hit).then(pl.lit(change.from_)).otherwise(price_from)
     return price_from
 
 
 def _allowances(catalog: Catalog) -> pl.DataFrame:
-    rows = [(pid, p.allowance.quantity, m) for pid, p in catalog.plans.items() if p.allowance for m in p.allowance.meters]
-    return pl.DataFrame(rows, schema={"plan_id": pl.String, "allowance": pl.Int64, "meter": pl.String}, orient="row")
+    rows = [
+        (pid, p.allowance.quantity, m)
+        for pid, p in catalog.plans.items()
+        if p.allowance
+        for m in p.allowance.meters
+    ]
+    return pl.DataFrame(
+        rows, schema={"plan_id": pl.String, "allowance": pl.Int64, "meter": pl.String}, orient="row"
+    )
 
 
 def _with_charges(frame: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     keys = frame.select(CHARGE_KEYS).unique()
-    keyed = keys.with_columns(charge_expr(catalog, set(keys["plan_id"].drop_nulls())).alias("charge_id"))
+    keyed = keys.with_columns(
+        charge_expr(catalog, set(keys["plan_id"].drop_nulls())).alias("charge_id")
+    )
     return frame.join(keyed, on=CHARGE_KEYS, how="left", nulls_equal=True)
 
 
@@ -109,24 +135,36 @@ def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]
     the month are in neither (all their usage is unrated, whatever the day)."""
     start, end = parse_month(month)
     last = end - dt.timedelta(days=1)
-    changing = {pid for pid, p in catalog.plans.items()
-                if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])}
+    changing = {
+        pid
+        for pid, p in catalog.plans.items()
+        if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])
+    }
     steady, sensitive = [], []
     for cid, customer in catalog.customers.items():
-        overlapping = [s for s in customer.subscriptions if s.from_ <= last and (s.to is None or s.to >= start)]
+        overlapping = [
+            s for s in customer.subscriptions if s.from_ <= last and (s.to is None or s.to >= start)
+        ]
         if not overlapping:
             continue
         first = overlapping[0]
-        if first.from_ <= start and (first.to is None or first.to >= last) and first.plan not in changing:
+        if (
+            first.from_ <= start
+            and (first.to is None or first.to >= last)
+            and first.plan not in changing
+        ):
             steady.append((cid, first.plan))
         else:
             sensitive.append(cid)
-    frame = pl.DataFrame(steady, schema={"customer_id": pl.String, "plan_id": pl.String}, orient="row")
+    frame = pl.DataFrame(
+        steady, schema={"customer_id": pl.String, "plan_id": pl.String}, orient="row"
+    )
     return frame, sensitive
 
 
-def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *,
-                    by_day: bool = True) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+def aggregate_usage(
+    usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *, by_day: bool = True
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
     """(the month's attributed usage as KEYS + charge_id, price_from, quantity, included, events,
     series; with ``by_day``, the per-day quantities of each series: series, day, quantity; the
     usage of customers rating cannot sum exactly, AT_RISK_SCHEMA, left out of the other two).
@@ -145,20 +183,26 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     sensitive = pl.Series("customer_id", sensitive_ids, dtype=pl.String)
     days = plan_days(catalog, month, sensitive_ids)
     allowance_plans = {pid: p.allowance for pid, p in catalog.plans.items() if p.allowance}
-    allowance_customers = pl.concat([
-        steady.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"],
-        days.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"].unique(),
-    ])
+    allowance_customers = pl.concat(
+        [
+            steady.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"],
+            days.filter(pl.col("plan_id").is_in(list(allowance_plans)))["customer_id"].unique(),
+        ]
+    )
     allowance_meters = sorted({m for a in allowance_plans.values() for m in a.meters})
 
-    in_month = (pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null()
+    in_month = (
+        (pl.col("day") >= start) & (pl.col("day") < end) & pl.col("customer_id").is_not_null()
+    )
     events = usage.lazy().filter(in_month)
     need_day = pl.lit(False)
     if sensitive.len():
         need_day = need_day | pl.col("customer_id").is_in(sensitive.implode())
     if allowance_customers.len():
-        need_day = need_day | (pl.col("customer_id").is_in(allowance_customers.implode())
-                               & pl.col("meter").is_in(allowance_meters))
+        need_day = need_day | (
+            pl.col("customer_id").is_in(allowance_customers.implode())
+            & pl.col("meter").is_in(allowance_meters)
+        )
     grouped, series_days = _group_events(usage, in_month, need_day, by_day)
     grouped, series_days, at_risk = _split_at_risk(grouped, series_days)
     with_plan = (
@@ -170,21 +214,33 @@ def aggregate_usage(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month:
     rated = _with_charges(with_plan, catalog)
     covered = pl.lit(False)
     for plan_id, allowance in allowance_plans.items():
-        covered = covered | ((pl.col("plan_id") == plan_id) & pl.col("meter").is_in(allowance.meters))
+        covered = covered | (
+            (pl.col("plan_id") == plan_id) & pl.col("meter").is_in(allowance.meters)
+        )
     covered = (covered & pl.col("charge_id").is_not_null()).fill_null(False)
     rated = rated.with_columns(covered.alias("_covered"))
-    rest = rated.filter(~pl.col("_covered")).with_columns(pl.lit(0, dtype=pl.Int64).alias("included"))
+    rest = rated.filter(~pl.col("_covered")).with_columns(
+        pl.lit(0, dtype=pl.Int64).alias("included")
+    )
     parts = [rest]
     consuming = rated.filter(pl.col("_covered"))
     if consuming.height:
         parts.append(_consume_allowances(consuming, events, _allowances(catalog)))
-    aggregated = pl.concat([p.select(*KEYS, "charge_id", "quantity", "included", "events", "series") for p in parts])
-    return (aggregated.with_columns(price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from")),
-            series_days, at_risk)
+    aggregated = pl.concat(
+        [p.select(*KEYS, "charge_id", "quantity", "included", "events", "series") for p in parts]
+    )
+    return (
+        aggregated.with_columns(
+            price_from_expr(catalog, pl.col("day").fill_null(start)).alias("price_from")
+        ),
+        series_days,
+        at_risk,
+    )
 
 
-def _split_at_risk(grouped: pl.DataFrame, series_days: pl.DataFrame | None
-                   ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+def _split_at_risk(
+    grouped: pl.DataFrame, series_days: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
     """Take out the customers whose month the int64 rating arithmetic cannot sum exactly.
 
     ``grouped`` holds 128-bit sums (quantity, and ``_abs`` of absolute quantities). A customer is
@@ -192,39 +248,72 @@ def _split_at_risk(grouped: pl.DataFrame, series_days: pl.DataFrame | None
     could wrap: reason quantity_overflow) or when any of its events is negative (rating prices no
     negative units: negative_quantity). The rest comes back in int64, exactly as summed."""
     per_customer = grouped.group_by("customer_id").agg(
-        pl.sum("_abs").alias("_total"), (pl.col("_abs") != pl.col("quantity")).any().alias("_negative"))
+        pl.sum("_abs").alias("_total"),
+        (pl.col("_abs") != pl.col("quantity")).any().alias("_negative"),
+    )
     bad = per_customer.filter((pl.col("_total") > I64_MAX) | pl.col("_negative")).with_columns(
-        pl.when(pl.col("_total") > I64_MAX).then(pl.lit(QUANTITY_OVERFLOW)).otherwise(pl.lit(NEGATIVE_QUANTITY))
-        .alias("reason"))
+        pl.when(pl.col("_total") > I64_MAX)
+        .then(pl.lit(QUANTITY_OVERFLOW))
+        .otherwise(pl.lit(NEGATIVE_QUANTITY))
+        .alias("reason")
+    )
     keep = grouped.join(bad, on="customer_id", how="anti")
     if series_days is not None:
-        series_days = series_days.join(keep.select("series").drop_nulls(), on="series", how="semi").with_columns(
-            pl.col("quantity").cast(pl.Int64))
+        series_days = series_days.join(
+            keep.select("series").drop_nulls(), on="series", how="semi"
+        ).with_columns(pl.col("quantity").cast(pl.Int64))
     keep = keep.drop("_abs").with_columns(pl.col("quantity").cast(pl.Int64))
     if bad.height == 0:
         return keep, series_days, pl.DataFrame(schema=AT_RISK_SCHEMA)
-    detail = pl.when(pl.col("reason") == QUANTITY_OVERFLOW).then(
-        pl.format("customer {}: {} of {} from {} sums to {} base units in {} events; the customer's month sums to {}, "
-                  "more than 2^63-1: not rated, held for review", pl.col("customer_id"), pl.col("meter"),
-                  pl.col("model").fill_null("(no model)"), pl.col("provider").fill_null("(no provider)"),
-                  pl.col("quantity"), pl.col("events"), pl.col("_total"))
-    ).otherwise(
-        pl.format("customer {}: {} of {} from {} has events with negative quantities (net {}): not rated, "
-                  "held for review", pl.col("customer_id"), pl.col("meter"), pl.col("model").fill_null("(no model)"),
-                  pl.col("provider").fill_null("(no provider)"), pl.col("quantity")))
+    detail = (
+        pl.when(pl.col("reason") == QUANTITY_OVERFLOW)
+        .then(
+            pl.format(
+                "customer {}: {} of {} from {} sums to {} base units in {} events; the customer's month sums to {}, "
+                "more than 2^63-1: not rated, held for review",
+                pl.col("customer_id"),
+                pl.col("meter"),
+                pl.col("model").fill_null("(no model)"),
+                pl.col("provider").fill_null("(no provider)"),
+                pl.col("quantity"),
+                pl.col("events"),
+                pl.col("_total"),
+            )
+        )
+        .otherwise(
+            pl.format(
+                "customer {}: {} of {} from {} has events with negative quantities (net {}): not rated, "
+                "held for review",
+                pl.col("customer_id"),
+                pl.col("meter"),
+                pl.col("model").fill_null("(no model)"),
+                pl.col("provider").fill_null("(no provider)"),
+                pl.col("quantity"),
+            )
+        )
+    )
     at_risk = (
         grouped.join(bad, on="customer_id", how="inner")
-        .group_by("customer_id", "provider", pl.col("model_family").alias("model"), "meter", "reason", "_total")
+        .group_by(
+            "customer_id",
+            "provider",
+            pl.col("model_family").alias("model"),
+            "meter",
+            "reason",
+            "_total",
+        )
         .agg(pl.sum("events"), pl.sum("quantity"))
         .with_columns(detail.alias("detail"))
         .sort("customer_id", "provider", "meter", "model", nulls_last=True)
-        .select(list(AT_RISK_SCHEMA)).cast(AT_RISK_SCHEMA)
+        .select(list(AT_RISK_SCHEMA))
+        .cast(AT_RISK_SCHEMA)
     )
     return keep, series_days, at_risk
 
 
-def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr,
-                  by_day: bool) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def _group_events(
+    usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: pl.Expr, by_day: bool
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Sum the events per customer x provider x model x family x meter x dimensions (x day where
     ``need_day``), numbered by ``series``; with ``by_day`` also each series' per-day sums.
 
@@ -237,18 +326,28 @@ def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: p
     keys = [k for k in KEYS if k not in ("day", "plan_id")]
     day = pl.col("day") if by_day else pl.when(need_day).then(pl.col("day")).alias("day")
     # Daily sums are ~30x more running sums to fold per slice: larger slices (benchmarks/RESULTS.md).
-    summed = _sum_slices(usage, keep, [*keys, day], [*keys, "day"], CHUNK_ROWS * (2 if by_day else 1))
+    summed = _sum_slices(
+        usage, keep, [*keys, day], [*keys, "day"], CHUNK_ROWS * (2 if by_day else 1)
+    )
     if not by_day:
         return summed.with_columns(pl.lit(None, dtype=pl.Int64).alias("series")), None
     steady = (
-        summed.filter(~need_day).group_by(keys)
-        .agg(pl.sum("quantity"), pl.sum("_abs"), pl.sum("events"), pl.col("day").alias("_days"),
-             pl.col("quantity").alias("_daily"))
+        summed.filter(~need_day)
+        .group_by(keys)
+        .agg(
+            pl.sum("quantity"),
+            pl.sum("_abs"),
+            pl.sum("events"),
+            pl.col("day").alias("_days"),
+            pl.col("quantity").alias("_daily"),
+        )
         .with_columns(pl.lit(None, dtype=pl.Date).alias("day"))
-        .with_row_index("series").with_columns(pl.col("series").cast(pl.Int64))
+        .with_row_index("series")
+        .with_columns(pl.col("series").cast(pl.Int64))
     )
-    series_days = (steady.select("series", pl.col("_days").alias("day"), pl.col("_daily").alias("quantity"))
-                   .explode("day", "quantity", empty_as_null=True))
+    series_days = steady.select(
+        "series", pl.col("_days").alias("day"), pl.col("_daily").alias("quantity")
+    ).explode("day", "quantity", empty_as_null=True)
     dated = summed.filter(need_day).with_columns(pl.lit(None, dtype=pl.Int64).alias("series"))
     return pl.concat([dated, steady.select(dated.columns)]), series_days
 
@@ -256,23 +355,47 @@ def _group_events(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, need_day: p
 CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source (a Parquet scan)
 
 
-def _sum_slices(usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, keys: list[str],
-                slice_rows: int) -> pl.DataFrame:
+def _sum_slices(
+    usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, keys: list[str], slice_rows: int
+) -> pl.DataFrame:
     """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source."""
     wide = pl.col("quantity").cast(pl.Int128)  # 10^7 events of up to 2^63 cannot wrap it
-    sums = [wide.sum().alias("quantity"), wide.abs().sum().alias("_abs"), pl.len().cast(pl.Int64).alias("events")]
-    total = usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
-    if isinstance(usage, pl.DataFrame) or total <= slice_rows:  # in memory already: nothing to bound
+    sums = [
+        wide.sum().alias("quantity"),
+        wide.abs().sum().alias("_abs"),
+        pl.len().cast(pl.Int64).alias("events"),
+    ]
+    total = (
+        usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
+    )
+    if (
+        isinstance(usage, pl.DataFrame) or total <= slice_rows
+    ):  # in memory already: nothing to bound
         return usage.lazy().filter(keep).group_by(by).agg(sums).collect(engine="streaming")
     summed = None  # folded slice by slice: memory stays at one slice plus the running sums
     for offset in range(0, total, slice_rows):
-        part = usage.slice(offset, slice_rows).filter(keep).group_by(by).agg(sums).collect(engine="streaming")
-        summed = part if summed is None else (
-            pl.concat([summed, part]).group_by(keys).agg(pl.sum("quantity"), pl.sum("_abs"), pl.sum("events")))
+        part = (
+            usage.slice(offset, slice_rows)
+            .filter(keep)
+            .group_by(by)
+            .agg(sums)
+            .collect(engine="streaming")
+        )
+        summed = (
+            part
+            if summed is None
+            else (
+                pl.concat([summed, part])
+                .group_by(keys)
+                .agg(pl.sum("quantity"), pl.sum("_abs"), pl.sum("events"))
+            )
+        )
     return summed
 
 
-def _consume_allowances(rows: pl.DataFrame, events: pl.LazyFrame, allowances: pl.DataFrame) -> pl.DataFrame:
+def _consume_allowances(
+    rows: pl.DataFrame, events: pl.LazyFrame, allowances: pl.DataFrame
+) -> pl.DataFrame:
     """Included units are used up first, in time order (day, then start time, ties by event id),
     across the allowance's meters; usage no charge prices uses none of it.
 
@@ -282,36 +405,65 @@ def _consume_allowances(rows: pl.DataFrame, events: pl.LazyFrame, allowances: pl
     allowance = allowances.group_by("plan_id").agg(pl.first("allowance"))
     part = ["customer_id", "plan_id"]
     daily = (
-        rows.group_by(*part, "day").agg(pl.sum("quantity").alias("day_total"))
+        rows.group_by(*part, "day")
+        .agg(pl.sum("quantity").alias("day_total"))
         .join(allowance, on="plan_id")
         .sort(*part, "day")
-        .with_columns((pl.col("day_total").cum_sum().over(part) - pl.col("day_total")).alias("used_before"))
         .with_columns(
-            pl.when(pl.col("used_before") + pl.col("day_total") <= pl.col("allowance")).then(pl.lit("all"))
-            .when(pl.col("used_before") >= pl.col("allowance")).then(pl.lit("none"))
-            .otherwise(pl.lit("crossing")).alias("_settled")
+            (pl.col("day_total").cum_sum().over(part) - pl.col("day_total")).alias("used_before")
+        )
+        .with_columns(
+            pl.when(pl.col("used_before") + pl.col("day_total") <= pl.col("allowance"))
+            .then(pl.lit("all"))
+            .when(pl.col("used_before") >= pl.col("allowance"))
+            .then(pl.lit("none"))
+            .otherwise(pl.lit("crossing"))
+            .alias("_settled")
         )
     )
     rows = rows.join(daily.select(*part, "day", "_settled"), on=[*part, "day"], how="left")
     whole = rows.filter(pl.col("_settled") != "crossing").with_columns(
-        pl.when(pl.col("_settled") == "all").then(pl.col("quantity")).otherwise(0).cast(pl.Int64).alias("included"))
-    crossing = daily.filter(pl.col("_settled") == "crossing").select(*part, "day", "used_before", "allowance")
+        pl.when(pl.col("_settled") == "all")
+        .then(pl.col("quantity"))
+        .otherwise(0)
+        .cast(pl.Int64)
+        .alias("included")
+    )
+    crossing = daily.filter(pl.col("_settled") == "crossing").select(
+        *part, "day", "used_before", "allowance"
+    )
     if crossing.height == 0:
         return whole
     keys = rows.filter(pl.col("_settled") == "crossing").select(*KEYS[:7], "charge_id").unique()
     detail = (
-        events.filter(pl.col("customer_id").is_in(crossing["customer_id"].unique().implode())
-                      & pl.col("day").is_in(crossing["day"].unique().implode()))
+        events.filter(
+            pl.col("customer_id").is_in(crossing["customer_id"].unique().implode())
+            & pl.col("day").is_in(crossing["day"].unique().implode())
+        )
         .select(*[k for k in KEYS if k != "plan_id"], "start", "event_id", "quantity")
         .join(crossing.lazy(), on=["customer_id", "day"], how="inner")
         .join(keys.lazy(), on=KEYS[:7], how="inner", nulls_equal=True)
-        .with_columns((pl.col("quantity").cum_sum().over(part, order_by=["start", "event_id"])
-                       - pl.col("quantity") + pl.col("used_before")).alias("_before"))
-        .with_columns(pl.min_horizontal(pl.col("quantity"), pl.max_horizontal(pl.col("allowance") - pl.col("_before"), 0))
-                      .cast(pl.Int64).alias("included"))
-        .group_by(*KEYS, "charge_id").agg(pl.sum("included"))
+        .with_columns(
+            (
+                pl.col("quantity").cum_sum().over(part, order_by=["start", "event_id"])
+                - pl.col("quantity")
+                + pl.col("used_before")
+            ).alias("_before")
+        )
+        .with_columns(
+            pl.min_horizontal(
+                pl.col("quantity"), pl.max_horizontal(pl.col("allowance") - pl.col("_before"), 0)
+            )
+            .cast(pl.Int64)
+            .alias("included")
+        )
+        .group_by(*KEYS, "charge_id")
+        .agg(pl.sum("included"))
         .collect()
     )
-    crossed = rows.filter(pl.col("_settled") == "crossing").join(
-        detail, on=[*KEYS, "charge_id"], how="left", nulls_equal=True).with_columns(pl.col("included").fill_null(0))
+    crossed = (
+        rows.filter(pl.col("_settled") == "crossing")
+        .join(detail, on=[*KEYS, "charge_id"], how="left", nulls_equal=True)
+        .with_columns(pl.col("included").fill_null(0))
+    )
     return pl.concat([whole.select(crossed.columns), crossed])

@@ -50,7 +50,9 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 class BillingSourceSplit:
     billable: pl.DataFrame  # USAGE_SCHEMA: what rating sees
     set_aside: pl.DataFrame  # USAGE_SCHEMA: attributed usage of the non-authoritative source
-    decisions: pl.DataFrame  # DECISION_SCHEMA: one row per customer x provider both sides could bill
+    decisions: (
+        pl.DataFrame
+    )  # DECISION_SCHEMA: one row per customer x provider both sides could bill
 
     @property
     def fallbacks(self) -> pl.DataFrame:
@@ -67,59 +69,104 @@ def _side_expr() -> pl.Expr:
     """gateway_log | provider_report | null (a source that never competes)."""
     report = pl.lit(None, dtype=pl.String)
     for provider, source in PROVIDER_REPORT_SOURCES.items():
-        report = pl.when((pl.col("source") == source) & (pl.col("provider") == provider)).then(
-            pl.lit(PROVIDER_REPORT)).otherwise(report)
-    return pl.when(pl.col("source").is_in(GATEWAY_SOURCES)).then(pl.lit(GATEWAY_LOG)).otherwise(report)
+        report = (
+            pl.when((pl.col("source") == source) & (pl.col("provider") == provider))
+            .then(pl.lit(PROVIDER_REPORT))
+            .otherwise(report)
+        )
+    return (
+        pl.when(pl.col("source").is_in(GATEWAY_SOURCES)).then(pl.lit(GATEWAY_LOG)).otherwise(report)
+    )
 
 
 def _choices(catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(customer overrides: customer_id, provider, choice; catalog defaults: provider, choice)."""
     overrides = pl.DataFrame(
-        [(cid, provider, source) for cid, c in catalog.customers.items()
-         for provider, source in c.billing_source.items()],
-        schema={"customer_id": pl.String, "provider": pl.String, "customer_choice": pl.String}, orient="row")
+        [
+            (cid, provider, source)
+            for cid, c in catalog.customers.items()
+            for provider, source in c.billing_source.items()
+        ],
+        schema={"customer_id": pl.String, "provider": pl.String, "customer_choice": pl.String},
+        orient="row",
+    )
     defaults = pl.DataFrame(
         list(catalog.billing_source.items()),
-        schema={"provider": pl.String, "catalog_choice": pl.String}, orient="row")
+        schema={"provider": pl.String, "catalog_choice": pl.String},
+        orient="row",
+    )
     return overrides, defaults
 
 
-def split_billing_source(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> BillingSourceSplit:
+def split_billing_source(
+    usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog
+) -> BillingSourceSplit:
     """Usage -> (billable, set aside, decisions): per customer x provider, only the authoritative
     source of the gateway log and the provider's report is billed (see the module docstring)."""
     frame = usage.lazy().collect() if isinstance(usage, pl.LazyFrame) else usage
     columns = frame.columns
-    side = (pl.when(pl.col("customer_id").is_not_null() & pl.col("provider").is_not_null())
-            .then(_side_expr()).alias("_side"))
+    side = (
+        pl.when(pl.col("customer_id").is_not_null() & pl.col("provider").is_not_null())
+        .then(_side_expr())
+        .alias("_side")
+    )
     tagged = frame.with_columns(side)
     pair = ["customer_id", "provider"]
     units = (
         tagged.filter(pl.col("_side").is_not_null())
         .group_by(pair)
-        .agg(pl.col("quantity").filter(pl.col("_side") == GATEWAY_LOG).sum().alias("gateway_units"),
-             pl.col("quantity").filter(pl.col("_side") == PROVIDER_REPORT).sum().alias("report_units"),
-             (pl.col("_side") == GATEWAY_LOG).any().alias("_has_gateway"),
-             (pl.col("_side") == PROVIDER_REPORT).any().alias("_has_report"))
+        .agg(
+            pl.col("quantity").filter(pl.col("_side") == GATEWAY_LOG).sum().alias("gateway_units"),
+            pl.col("quantity")
+            .filter(pl.col("_side") == PROVIDER_REPORT)
+            .sum()
+            .alias("report_units"),
+            (pl.col("_side") == GATEWAY_LOG).any().alias("_has_gateway"),
+            (pl.col("_side") == PROVIDER_REPORT).any().alias("_has_report"),
+        )
     )
     overrides, defaults = _choices(catalog)
-    default = (pl.when(pl.col("provider").is_in(list(PROVIDER_REPORT_SOURCES)))
-               .then(pl.lit(PROVIDER_REPORT)).otherwise(pl.lit(GATEWAY_LOG)))
+    default = (
+        pl.when(pl.col("provider").is_in(list(PROVIDER_REPORT_SOURCES)))
+        .then(pl.lit(PROVIDER_REPORT))
+        .otherwise(pl.lit(GATEWAY_LOG))
+    )
     has = {GATEWAY_LOG: pl.col("_has_gateway"), PROVIDER_REPORT: pl.col("_has_report")}
-    other = pl.when(pl.col("authoritative") == GATEWAY_LOG).then(pl.lit(PROVIDER_REPORT)).otherwise(pl.lit(GATEWAY_LOG))
-    authoritative_present = (pl.when(pl.col("authoritative") == GATEWAY_LOG)
-                             .then(has[GATEWAY_LOG]).otherwise(has[PROVIDER_REPORT]))
+    other = (
+        pl.when(pl.col("authoritative") == GATEWAY_LOG)
+        .then(pl.lit(PROVIDER_REPORT))
+        .otherwise(pl.lit(GATEWAY_LOG))
+    )
+    authoritative_present = (
+        pl.when(pl.col("authoritative") == GATEWAY_LOG)
+        .then(has[GATEWAY_LOG])
+        .otherwise(has[PROVIDER_REPORT])
+    )
     decided = (
         units.join(overrides, on=pair, how="left")
         .join(defaults, on="provider", how="left")
-        .with_columns(pl.coalesce("customer_choice", "catalog_choice", default).alias("authoritative"))
+        .with_columns(
+            pl.coalesce("customer_choice", "catalog_choice", default).alias("authoritative")
+        )
         .with_columns(authoritative_present.alias("_present"))
-        .with_columns(pl.when(pl.col("_present")).then(pl.col("authoritative")).otherwise(other).alias("billed_from"),
-                      (~pl.col("_present")).alias("fallback"))
-        .with_columns(pl.when(pl.col("billed_from") == GATEWAY_LOG).then(pl.col("report_units"))
-                      .otherwise(pl.col("gateway_units")).alias("set_aside_units"))
+        .with_columns(
+            pl.when(pl.col("_present"))
+            .then(pl.col("authoritative"))
+            .otherwise(other)
+            .alias("billed_from"),
+            (~pl.col("_present")).alias("fallback"),
+        )
+        .with_columns(
+            pl.when(pl.col("billed_from") == GATEWAY_LOG)
+            .then(pl.col("report_units"))
+            .otherwise(pl.col("gateway_units"))
+            .alias("set_aside_units")
+        )
     )
     decisions = decided.select(list(DECISION_SCHEMA)).cast(DECISION_SCHEMA).sort(pair)
-    marked = tagged.join(decided.select(*pair, "billed_from"), on=pair, how="left", maintain_order="left")
+    marked = tagged.join(
+        decided.select(*pair, "billed_from"), on=pair, how="left", maintain_order="left"
+    )
     aside = pl.col("_side").is_not_null() & (pl.col("_side") != pl.col("billed_from"))
     return BillingSourceSplit(
         billable=marked.filter(~aside.fill_null(False)).select(columns),

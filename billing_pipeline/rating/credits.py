@@ -37,9 +37,15 @@ class GrantBalance:
     status: str  # active | expired | not_yet_valid
 
     def as_json(self) -> dict:
-        return {"grant": self.grant, "granted": str(self.granted), "opening": str(self.opening),
-                "applied": str(self.applied), "closing": str(self.closing),
-                "expires": self.expires.isoformat() if self.expires else None, "status": self.status}
+        return {
+            "grant": self.grant,
+            "granted": str(self.granted),
+            "opening": str(self.opening),
+            "applied": str(self.applied),
+            "closing": str(self.closing),
+            "expires": self.expires.isoformat() if self.expires else None,
+            "status": self.status,
+        }
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,9 @@ def apply_credits(
     last_day = end - dt.timedelta(days=1)
     unit = minor_unit(currency)
     due = max(round_money(subtotal, currency), ZERO)
-    order = sorted(range(len(grants)),
-                   key=lambda i: (grants[i].expires or dt.date.max, grants[i].from_, i))
+    order = sorted(
+        range(len(grants)), key=lambda i: (grants[i].expires or dt.date.max, grants[i].from_, i)
+    )
     applied: dict[int, Decimal] = {}
     for i in order:
         g = grants[i]
@@ -76,9 +83,16 @@ def apply_credits(
     balances = []
     for i, g in enumerate(grants):
         opening = (g.amount - used_before.get(i, ZERO)).quantize(unit, rounding=ROUND_DOWN)
-        status = ("not_yet_valid" if g.from_ > last_day
-                  else "expired" if g.expires is not None and g.expires < last_day else "active")
-        balances.append(GrantBalance(i, g.amount, opening, applied[i], opening - applied[i], g.expires, status))
+        status = (
+            "not_yet_valid"
+            if g.from_ > last_day
+            else "expired"
+            if g.expires is not None and g.expires < last_day
+            else "active"
+        )
+        balances.append(
+            GrantBalance(i, g.amount, opening, applied[i], opening - applied[i], g.expires, status)
+        )
     return CreditResult(sum(applied.values(), ZERO), balances)
 
 

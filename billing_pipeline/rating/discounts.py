@@ -30,7 +30,9 @@ class DiscountLine:
 
 def _active(discount: Discount, month: str) -> bool:
     start, end = parse_month(month)
-    return (discount.from_ is None or discount.from_ < end) and (discount.to is None or discount.to >= start)
+    return (discount.from_ is None or discount.from_ < end) and (
+        discount.to is None or discount.to >= start
+    )
 
 
 def discount_lines(
@@ -47,11 +49,16 @@ def discount_lines(
                 continue
             amount = round_money(total * d.percent / 100, currency)
             name = d.name or f"{fmt_price(d.percent).rstrip('0').rstrip('.')} % discount"
-            out.append(DiscountLine(
-                plan_id, i, name, -amount,
-                f"{name}: {fmt_price(d.percent).rstrip('0').rstrip('.')} % of {fmt_money(total, currency)} "
-                f"= {fmt_money(amount, currency)} off",
-            ))
+            out.append(
+                DiscountLine(
+                    plan_id,
+                    i,
+                    name,
+                    -amount,
+                    f"{name}: {fmt_price(d.percent).rstrip('0').rstrip('.')} % of {fmt_money(total, currency)} "
+                    f"= {fmt_money(amount, currency)} off",
+                )
+            )
     left = sum((t for _, t in plan_totals), ZERO) + sum((line.amount for line in out), ZERO)
     last_plan = plan_totals[-1][0] if plan_totals else None
     for i, d in active:
@@ -59,10 +66,19 @@ def discount_lines(
             continue
         amount = round_money(min(d.amount, max(left, ZERO)), currency)
         name = d.name or "Discount"
-        capped = "" if amount == d.amount else f", limited to the {fmt_money(left, currency)} left to pay"
-        out.append(DiscountLine(
-            last_plan, i, name, -amount,
-            f"{name}: fixed {fmt_money(d.amount, currency)} off{capped} = {fmt_money(amount, currency)} off",
-        ))
+        capped = (
+            ""
+            if amount == d.amount
+            else f", limited to the {fmt_money(left, currency)} left to pay"
+        )
+        out.append(
+            DiscountLine(
+                last_plan,
+                i,
+                name,
+                -amount,
+                f"{name}: fixed {fmt_money(d.amount, currency)} off{capped} = {fmt_money(amount, currency)} off",
+            )
+        )
         left -= amount
     return out

@@ -14,7 +14,14 @@ import polars as pl
 
 from billing_pipeline.catalog import Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_price, fmt_quantity
-from billing_pipeline.rating.vectorized import I64_MAX, SCALE, RatingError, charge_rows, price_lines, table_frame
+from billing_pipeline.rating.vectorized import (
+    I64_MAX,
+    SCALE,
+    RatingError,
+    charge_rows,
+    price_lines,
+    table_frame,
+)
 from billing_pipeline.schema import unit_name
 
 
@@ -48,7 +55,9 @@ class Priced:
     unit_price: Decimal | None  # the single price that applied, None when several tiers did
     tiers: list[TierSlice]
     explanation: str  # how the amount follows from the quantity, in words and numbers
-    rounded: Decimal | None = None  # the line amount, rounded once (money.ROUNDING), from the integers
+    rounded: Decimal | None = (
+        None  # the line amount, rounded once (money.ROUNDING), from the integers
+    )
 
 
 def per_units(unit_size: int) -> str:
@@ -62,7 +71,12 @@ _PRICE_TEXTS: dict[tuple, str] = {}  # a catalog has a few hundred prices; a mon
 
 def price_text(price: Decimal, charge: Charge, currency: str) -> str:
     gpu_hour = charge.meters == ["gpu_seconds"] and charge.unit_size == 3600
-    key = (str(price), gpu_hour, charge.unit_size, currency)  # str: 0.010 and 0.01 print differently
+    key = (
+        str(price),
+        gpu_hour,
+        charge.unit_size,
+        currency,
+    )  # str: 0.010 and 0.01 print differently
     text = _PRICE_TEXTS.get(key)
     if text is None:
         per = "per GPU-hour" if gpu_hour else per_units(charge.unit_size)
@@ -86,11 +100,15 @@ def _fmt_rounded(rounded: Decimal, minor: int, currency: str) -> str:
     return f"{text} {currency.upper()}"
 
 
-def per_unit_words(charge: Charge, quantity: int, currency: str, subject: str, rounded: Decimal, minor: int) -> str:
+def per_unit_words(
+    charge: Charge, quantity: int, currency: str, subject: str, rounded: Decimal, minor: int
+) -> str:
     """A per_unit line's explanation from its rounded amount: the words of ``explain`` without
     building a Priced, for rate_month's ~10^5 per-unit lines."""
-    return (f"{fmt_quantity(quantity)} {subject} at {price_text(charge.unit_price, charge, currency)} = "
-            f"{_fmt_rounded(rounded, minor, currency)}")
+    return (
+        f"{fmt_quantity(quantity)} {subject} at {price_text(charge.unit_price, charge, currency)} = "
+        f"{_fmt_rounded(rounded, minor, currency)}"
+    )
 
 
 _EXACT = Context(prec=80)  # passed explicitly: no thread-local context switch per line
@@ -102,7 +120,13 @@ def exact_amount(numerator: int, denominator: int) -> Decimal:
 
 
 def price_quantity(
-    charge: Charge, quantity: int, currency: str, subject: str, *, before: int = 0, month_total: int | None = None
+    charge: Charge,
+    quantity: int,
+    currency: str,
+    subject: str,
+    *,
+    before: int = 0,
+    month_total: int | None = None,
 ) -> Priced:
     """Price ``quantity`` base units of ``charge``. ``subject`` names the usage in explanations,
     e.g. "output tokens of gpt-4o". One line through the same vectorized arithmetic as rate_month.
@@ -113,19 +137,43 @@ def price_quantity(
     if quantity < 0 or before < 0:
         raise ValueError(f"charge {charge.id}: negative quantity {quantity}")
     if before + quantity > I64_MAX or (month_total or 0) > I64_MAX:
-        raise RatingError(f"charge {charge.id}: {before + quantity:,} base units exceed 2^63-1 (quantity_overflow)")
+        raise RatingError(
+            f"charge {charge.id}: {before + quantity:,} base units exceed 2^63-1 (quantity_overflow)"
+        )
     table = table_frame(charge_rows("_", charge.model_copy(update={"prices": None}), currency))
-    line = pl.DataFrame({"line_id": [0], "plan_id": ["_"], "charge_id": [charge.id], "price_from": [None],
-                         "billable": [quantity], "before": [before],
-                         "month_total": [before + quantity if month_total is None else month_total]},
-                        schema_overrides={"price_from": pl.Date, "line_id": pl.Int64, "billable": pl.Int64,
-                                          "before": pl.Int64, "month_total": pl.Int64})
+    line = pl.DataFrame(
+        {
+            "line_id": [0],
+            "plan_id": ["_"],
+            "charge_id": [charge.id],
+            "price_from": [None],
+            "billable": [quantity],
+            "before": [before],
+            "month_total": [before + quantity if month_total is None else month_total],
+        },
+        schema_overrides={
+            "price_from": pl.Date,
+            "line_id": pl.Int64,
+            "billable": pl.Int64,
+            "before": pl.Int64,
+            "month_total": pl.Int64,
+        },
+    )
     amounts, slices = price_lines(line, table)
-    return explain(charge, quantity, before, currency, subject, amounts.to_dicts()[:1], slices.to_dicts())
+    return explain(
+        charge, quantity, before, currency, subject, amounts.to_dicts()[:1], slices.to_dicts()
+    )
 
 
-def explain(charge: Charge, quantity: int, before: int, currency: str, subject: str,
-            amount_rows: list[dict], slice_rows: list[dict]) -> Priced:
+def explain(
+    charge: Charge,
+    quantity: int,
+    before: int,
+    currency: str,
+    subject: str,
+    amount_rows: list[dict],
+    slice_rows: list[dict],
+) -> Priced:
     """The line's Priced from its vectorized result (``price_lines``): numbers are read from the
     rows, only the words are made here. ``charge`` carries the prices of the line's period."""
     minor = MINOR_UNITS.get(currency.upper(), 2)
@@ -154,8 +202,17 @@ def explain(charge: Charge, quantity: int, before: int, currency: str, subject: 
         tier = charge.tiers[r["tier"] - 1]
         fee = tier.flat_fee if r["fee_units"] else Decimal(0)
         first = r["lower"] if charge.pricing == "volume" else max(r["lower"], before)
-        slices.append(TierSlice(r["tier"], first + 1, r["up_to"], r["quantity"], tier.unit_price, fee,
-                                exact_amount(r["numerator"], denominator)))
+        slices.append(
+            TierSlice(
+                r["tier"],
+                first + 1,
+                r["up_to"],
+                r["quantity"],
+                tier.unit_price,
+                fee,
+                exact_amount(r["numerator"], denominator),
+            )
+        )
     if charge.pricing == "graduated":
         parts = []
         for i, s in enumerate(slices):
@@ -170,7 +227,11 @@ def explain(charge: Charge, quantity: int, before: int, currency: str, subject: 
         return Priced(amount, single, slices, text, rounded)
     s = slices[0]
     lower = s.first_unit - 1
-    band = f"above {fmt_quantity(lower)}" if s.up_to is None else f"{fmt_quantity(lower + 1)} to {fmt_quantity(s.up_to)}"
+    band = (
+        f"above {fmt_quantity(lower)}"
+        if s.up_to is None
+        else f"{fmt_quantity(lower + 1)} to {fmt_quantity(s.up_to)}"
+    )
     fee_text = f" + {fmt_money(s.flat_fee, currency)} tier fee" if s.flat_fee else ""
     text = (
         f"{what}: the total falls in tier {s.tier} ({band}), so all of it is priced at "
@@ -187,9 +248,17 @@ def describe_prices(charge: Charge, currency: str) -> str:
         return f"{_money(charge.package_price, currency)} per package of {charge.package_size:,} {unit_name(charge.meters[0])}"
     parts, lower = [], 0
     for tier in charge.tiers:
-        band = f"above {fmt_quantity(lower)}" if tier.up_to is None else f"up to {fmt_quantity(tier.up_to)}"
+        band = (
+            f"above {fmt_quantity(lower)}"
+            if tier.up_to is None
+            else f"up to {fmt_quantity(tier.up_to)}"
+        )
         fee = f" + {fmt_money(tier.flat_fee, currency)} flat" if tier.flat_fee else ""
         parts.append(f"{band}: {price_text(tier.unit_price, charge, currency)}{fee}")
         lower = tier.up_to or lower
-    how = "each tier prices the units inside it" if charge.pricing == "graduated" else "the whole quantity at the tier it reaches"
+    how = (
+        "each tier prices the units inside it"
+        if charge.pricing == "graduated"
+        else "the whole quantity at the tier it reaches"
+    )
     return "; ".join(parts) + f" ({how})"

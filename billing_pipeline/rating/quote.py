@@ -24,7 +24,9 @@ from billing_pipeline.rating.vectorized import I64_MAX
 from billing_pipeline.schema import METERS, USAGE_SCHEMA, canonical_json, conform, model_family_expr
 
 QUOTE_CUSTOMER = "quote"
-_SPEC = re.compile(r"^(?P<meter>[a-z_]+)(?::(?P<model>[^={]+))?(?:\{(?P<dims>[^}]*)\})?=(?P<quantity>[0-9_,]+)$")
+_SPEC = re.compile(
+    r"^(?P<meter>[a-z_]+)(?::(?P<model>[^={]+))?(?:\{(?P<dims>[^}]*)\})?=(?P<quantity>[0-9_,]+)$"
+)
 
 
 class QuoteError(ValueError):
@@ -42,66 +44,117 @@ class UsageSpec:
 def parse_usage(spec: str) -> UsageSpec:
     m = _SPEC.match(spec.strip())
     if not m:
-        raise QuoteError(f"--usage {spec!r}: expected METER[:MODEL][{{KEY=VALUE,...}}]=QUANTITY, "
-                         "e.g. output_tokens:gpt-4o=2500000 or gpu_seconds{gpu_type=H100}=7200")
+        raise QuoteError(
+            f"--usage {spec!r}: expected METER[:MODEL][{{KEY=VALUE,...}}]=QUANTITY, "
+            "e.g. output_tokens:gpt-4o=2500000 or gpu_seconds{gpu_type=H100}=7200"
+        )
     if m["meter"] not in METERS:
-        raise QuoteError(f"--usage {spec!r}: unknown meter {m['meter']!r}; known meters: {', '.join(METERS)}")
+        raise QuoteError(
+            f"--usage {spec!r}: unknown meter {m['meter']!r}; known meters: {', '.join(METERS)}"
+        )
     dims = dict(kv.split("=", 1) for kv in (m["dims"] or "").split(",") if "=" in kv)
     quantity = int(m["quantity"].replace("_", "").replace(",", ""))
     if quantity > I64_MAX:
-        raise QuoteError(f"--usage {spec!r}: {m['meter']} quantity {quantity:,} exceeds 2^63-1 base units")
-    return UsageSpec(m["meter"], m["model"], quantity,
-                     canonical_json({k.strip(): v.strip() for k, v in dims.items()}))
+        raise QuoteError(
+            f"--usage {spec!r}: {m['meter']} quantity {quantity:,} exceeds 2^63-1 base units"
+        )
+    return UsageSpec(
+        m["meter"],
+        m["model"],
+        quantity,
+        canonical_json({k.strip(): v.strip() for k, v in dims.items()}),
+    )
 
 
 def _provider(model: str | None) -> str:
     if model is None:
         return "quote"
-    for prefix, provider in (("claude", "anthropic"), ("gpt", "openai"), ("o1", "openai"), ("o3", "openai"),
-                             ("o4", "openai"), ("mistral", "mistral"), ("ministral", "mistral")):
+    for prefix, provider in (
+        ("claude", "anthropic"),
+        ("gpt", "openai"),
+        ("o1", "openai"),
+        ("o3", "openai"),
+        ("o4", "openai"),
+        ("mistral", "mistral"),
+        ("ministral", "mistral"),
+    ):
         if model.startswith(prefix):
             return provider
     return "quote"
 
 
-def quote(catalog: Catalog, plan_id: str, usage: list[UsageSpec], month: str,
-          tax_rate: str = "0") -> dict:
+def quote(
+    catalog: Catalog, plan_id: str, usage: list[UsageSpec], month: str, tax_rate: str = "0"
+) -> dict:
     """The invoice document the plan would give for ``usage`` in ``month``."""
     if plan_id not in catalog.plans:
-        raise QuoteError(f"--plan {plan_id!r}: no such plan; plans are: {', '.join(sorted(catalog.plans))}")
+        raise QuoteError(
+            f"--plan {plan_id!r}: no such plan; plans are: {', '.join(sorted(catalog.plans))}"
+        )
     start, _ = parse_month(month)
     plan = catalog.plans[plan_id]
-    customer = Customer.model_validate({
-        "name": "Quote", "currency": plan.currency, "tax": {"rate": tax_rate},
-        "subscriptions": [{"plan": plan_id, "from": start}],
-    })
+    customer = Customer.model_validate(
+        {
+            "name": "Quote",
+            "currency": plan.currency,
+            "tax": {"rate": tax_rate},
+            "subscriptions": [{"plan": plan_id, "from": start}],
+        }
+    )
     synthetic = catalog.model_copy(update={"customers": {QUOTE_CUSTOMER: customer}})
     moment = dt.datetime(start.year, start.month, 1, tzinfo=dt.UTC)
     rows = [
-        {"event_id": f"q{i:06d}", "record_id": f"q{i:06d}", "source": "quote", "provider": _provider(u.model),
-         "account_key": None, "customer_id": QUOTE_CUSTOMER, "model": u.model, "meter": u.meter,
-         "dimensions": u.dimensions, "quantity": u.quantity, "start": moment, "end": moment, "origin": f"--usage #{i + 1}",
-         "day": start}
+        {
+            "event_id": f"q{i:06d}",
+            "record_id": f"q{i:06d}",
+            "source": "quote",
+            "provider": _provider(u.model),
+            "account_key": None,
+            "customer_id": QUOTE_CUSTOMER,
+            "model": u.model,
+            "meter": u.meter,
+            "dimensions": u.dimensions,
+            "quantity": u.quantity,
+            "start": moment,
+            "end": moment,
+            "origin": f"--usage #{i + 1}",
+            "day": start,
+        }
         for i, u in enumerate(usage)
     ]
-    frame = pl.DataFrame(rows, schema={k: v for k, v in USAGE_SCHEMA.items() if k not in ("model_family", "reported_cost")})
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            k: v for k, v in USAGE_SCHEMA.items() if k not in ("model_family", "reported_cost")
+        },
+    )
     frame = conform(frame.with_columns(model_family_expr().alias("model_family")), USAGE_SCHEMA)
     rated = rate_month(frame, synthetic, month)
     if rated.at_risk.height:  # month-end would hold this customer: a quote must not price it lower
         meters = ", ".join(dict.fromkeys(rated.at_risk["meter"].to_list()))
-        what = {"amount_overflow": "amounts to more than 2^63-1 minor units of currency",
-                "negative_quantity": "has a negative quantity"}.get(rated.at_risk["reason"][0],
-                                                                    "sums past 2^63-1 base units in the month")
+        what = {
+            "amount_overflow": "amounts to more than 2^63-1 minor units of currency",
+            "negative_quantity": "has a negative quantity",
+        }.get(rated.at_risk["reason"][0], "sums past 2^63-1 base units in the month")
         raise QuoteError(f"--usage {meters}: the usage {what}; it cannot be priced exactly")
     documents = build_documents(rated.lines, synthetic, month)
     document = documents[0] if documents else None
     unpriced = rated.unrated.to_dicts()
-    if document is None:  # no usage and no fixed fee: zero, printed to the currency's minor unit like any total
+    if (
+        document is None
+    ):  # no usage and no fixed fee: zero, printed to the currency's minor unit like any total
         zero = str(round_money(Decimal(0), plan.currency))
-        document = {"currency": plan.currency, "lines": [], "subtotal": zero, "tax": zero, "credits_applied": zero,
-                    "total": zero}
+        document = {
+            "currency": plan.currency,
+            "lines": [],
+            "subtotal": zero,
+            "tax": zero,
+            "credits_applied": zero,
+            "total": zero,
+        }
     document["unpriced_usage"] = [
-        {"meter": r["meter"], "model": r["model"], "quantity": r["quantity"], "reason": r["reason"]} for r in unpriced
+        {"meter": r["meter"], "model": r["model"], "quantity": r["quantity"], "reason": r["reason"]}
+        for r in unpriced
     ]
     return document
 
@@ -114,8 +167,10 @@ def quote_text(document: dict) -> str:
         out.append(f"{line['description']:<48} {fmt_money(Decimal(line['amount']), currency):>14}")
         out.append(f"    {line['explanation']}")
     for r in document["unpriced_usage"]:
-        out.append(f"(not priced by this plan: {fmt_quantity(r['quantity'])} {r['meter']}"
-                   f"{' of ' + r['model'] if r['model'] else ''})")
+        out.append(
+            f"(not priced by this plan: {fmt_quantity(r['quantity'])} {r['meter']}"
+            f"{' of ' + r['model'] if r['model'] else ''})"
+        )
     for label in ("subtotal", "tax", "total"):
         out.append(f"{label:<48} {fmt_money(Decimal(document[label]), currency):>14}")
     return "\n".join(out)

@@ -59,7 +59,9 @@ def price_units(value: Decimal, where: str) -> int:
     if units != units.to_integral_value():
         raise RatingError(f"{where}: {value} has more than {SCALE} decimal places")
     if abs(units) > I64_MAX:
-        raise RatingError(f"{where}: {value} is too large to price exactly (at most 9.2 million per unit)")
+        raise RatingError(
+            f"{where}: {value} is too large to price exactly (at most 9.2 million per unit)"
+        )
     return int(units)
 
 
@@ -69,7 +71,9 @@ def charge_rows(plan_id: str, charge: Charge, currency: str) -> list[dict]:
     rows = []
     for period in [None, *(p.from_ for p in charge.prices or [])]:
         c = charge.price_from(period)
-        where = f"plans.{plan_id}.charges.{charge.id}" + (f" (prices from {period})" if period else "")
+        where = f"plans.{plan_id}.charges.{charge.id}" + (
+            f" (prices from {period})" if period else ""
+        )
         if c.pricing == "per_unit":
             tiers = [(None, c.unit_price, Decimal(0))]
         elif c.pricing == "package":
@@ -81,21 +85,38 @@ def charge_rows(plan_id: str, charge: Charge, currency: str) -> list[dict]:
         for n, (up_to, price, fee) in enumerate(tiers, start=1):
             fee_units = price_units(fee, f"{where} tier {n} flat_fee")
             if abs(fee_units) * unit_size > _FEE_LIMIT:
-                raise RatingError(f"{where} tier {n}: flat_fee {fee} x unit_size {unit_size} is too large")
-            rows.append({
-                "plan_id": plan_id, "charge_id": charge.id, "price_from": period, "pricing": c.pricing,
-                "unit_size": unit_size, "package_size": c.package_size, "minor": minor,
-                "per_minor": 10 ** (SCALE - minor), "tier": n,
-                "lower": lower, "upper": I64_MAX if up_to is None else up_to, "up_to": up_to,
-                "price_units": price_units(price, f"{where} tier {n} price"), "fee_units": fee_units,
-            })
+                raise RatingError(
+                    f"{where} tier {n}: flat_fee {fee} x unit_size {unit_size} is too large"
+                )
+            rows.append(
+                {
+                    "plan_id": plan_id,
+                    "charge_id": charge.id,
+                    "price_from": period,
+                    "pricing": c.pricing,
+                    "unit_size": unit_size,
+                    "package_size": c.package_size,
+                    "minor": minor,
+                    "per_minor": 10 ** (SCALE - minor),
+                    "tier": n,
+                    "lower": lower,
+                    "upper": I64_MAX if up_to is None else up_to,
+                    "up_to": up_to,
+                    "price_units": price_units(price, f"{where} tier {n} price"),
+                    "fee_units": fee_units,
+                }
+            )
             lower = lower if up_to is None else up_to
     return rows
 
 
 def price_table(catalog: Catalog) -> pl.DataFrame:
-    rows = [r for plan_id, plan in catalog.plans.items() for c in plan.charges
-            for r in charge_rows(plan_id, c, plan.currency)]
+    rows = [
+        r
+        for plan_id, plan in catalog.plans.items()
+        for c in plan.charges
+        for r in charge_rows(plan_id, c, plan.currency)
+    ]
     return table_frame(rows)
 
 
@@ -131,10 +152,14 @@ def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame,
         | (pl.col("month_total").cast(I128) > I64_MAX)
         | (pl.min_horizontal("billable", "before", "month_total") < 0)
     )
-    if too_big.height:  # rating/assign.py holds such customers first: this is a last line of defence
+    if (
+        too_big.height
+    ):  # rating/assign.py holds such customers first: this is a last line of defence
         who = too_big.row(0, named=True)
-        raise RatingError(f"customer {who.get('customer_id', '?')}, plans.{who['plan_id']}.charges.{who['charge_id']}: "
-                          "a month's quantity for one charge is negative or exceeds 2^63-1 base units")
+        raise RatingError(
+            f"customer {who.get('customer_id', '?')}, plans.{who['plan_id']}.charges.{who['charge_id']}: "
+            "a month's quantity for one charge is negative or exceeds 2^63-1 base units"
+        )
     start, end = pl.col("before"), pl.col("before") + pl.col("billable")
     lower, upper = pl.col("lower"), pl.col("upper")
 
@@ -145,14 +170,18 @@ def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame,
     graduated_q = clip(end) - clip(start)
     volume_hit = (pl.col("month_total") <= upper) & ((pl.col("month_total") > lower) | (lower == 0))
     keep = (
-        pl.when(pricing == "graduated").then(graduated_q > 0)
-        .when(pricing == "volume").then(volume_hit)
+        pl.when(pricing == "graduated")
+        .then(graduated_q > 0)
+        .when(pricing == "volume")
+        .then(volume_hit)
         .otherwise(pl.lit(True))
     )
     quantity = pl.when(pricing == "graduated").then(graduated_q).otherwise(pl.col("billable"))
     fee_applies = (
-        pl.when(pricing == "graduated").then(start <= lower)
-        .when(pricing == "volume").then((pl.col("billable") > 0) & (pl.col("before") == 0))
+        pl.when(pricing == "graduated")
+        .then(start <= lower)
+        .when(pricing == "volume")
+        .then((pl.col("billable") > 0) & (pl.col("before") == 0))
         .otherwise(pl.lit(False))
     )
     packages = _ceil_div(end, pl.col("package_size")) - _ceil_div(start, pl.col("package_size"))
@@ -162,13 +191,29 @@ def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame,
     ).otherwise(pl.lit(0, dtype=I128))
     slices = (
         lines.lazy()
-        .join(table.lazy(), on=["plan_id", "charge_id", "price_from"], how="inner", nulls_equal=True)
+        .join(
+            table.lazy(), on=["plan_id", "charge_id", "price_from"], how="inner", nulls_equal=True
+        )
         .filter(keep)
         .with_columns(quantity.alias("quantity"), fee_applies.alias("fee_applies"))
         .with_columns(numerator.alias("numerator"), counted.alias("counted"))
-        .select("line_id", "tier", "lower", "up_to", "quantity", "counted", "price_units",
-                pl.when(pl.col("fee_applies")).then(pl.col("fee_units")).otherwise(0).alias("fee_units"),
-                "numerator", "unit_size", "minor", "per_minor")
+        .select(
+            "line_id",
+            "tier",
+            "lower",
+            "up_to",
+            "quantity",
+            "counted",
+            "price_units",
+            pl.when(pl.col("fee_applies"))
+            .then(pl.col("fee_units"))
+            .otherwise(0)
+            .alias("fee_units"),
+            "numerator",
+            "unit_size",
+            "minor",
+            "per_minor",
+        )
         .collect()
     )
     denominator = pl.lit(10**SCALE, dtype=I128) * pl.col("unit_size")
@@ -178,8 +223,11 @@ def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame,
         .group_by("line_id")
         .agg(pl.sum("numerator"), pl.first("unit_size"), pl.first("minor"), pl.first("per_minor"))
         .select(
-            "line_id", "numerator", denominator.alias("denominator"),
-            _round_half_up(pl.col("numerator"), per_minor).alias("amount_minor"), "minor",
+            "line_id",
+            "numerator",
+            denominator.alias("denominator"),
+            _round_half_up(pl.col("numerator"), per_minor).alias("amount_minor"),
+            "minor",
         )
         .collect()
     )

@@ -18,7 +18,14 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.reconcile.margins import allocate_revenue
-from billing_pipeline.schema import COST_DECIMAL, METERS, USAGE_SCHEMA, conform, model_family_expr, unit_name
+from billing_pipeline.schema import (
+    COST_DECIMAL,
+    METERS,
+    USAGE_SCHEMA,
+    conform,
+    model_family_expr,
+    unit_name,
+)
 
 TOKEN_METERS = tuple(m for m in METERS if unit_name(m) == "tokens")
 METERED_SOURCES = ("gateway_log",)  # our own meter
@@ -59,14 +66,21 @@ def _token_totals(frame: pl.DataFrame | pl.LazyFrame, name: str) -> pl.LazyFrame
     )
 
 
-def _missing_usage(usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.DataFrame) -> pl.DataFrame:
+def _missing_usage(
+    usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.DataFrame
+) -> pl.DataFrame:
     """Synthetic usage for what the provider reports beyond our meter, per model and meter, on the
     last day the provider reported it (so it is priced after what we did meter)."""
     keys = ["customer_id", "provider", "model_family", "meter"]
     rows = flagged.filter(pl.col("missing_tokens") > 0).select(
-        "customer_id", "provider", pl.col("model").alias("model_family"))
+        "customer_id", "provider", pl.col("model").alias("model_family")
+    )
     ours = usage.lazy().group_by(keys).agg(pl.col("quantity").sum().alias("ours"))
-    theirs = reported.lazy().group_by(keys).agg(pl.col("quantity").sum().alias("theirs"), pl.col("day").max())
+    theirs = (
+        reported.lazy()
+        .group_by(keys)
+        .agg(pl.col("quantity").sum().alias("theirs"), pl.col("day").max())
+    )
     gap = (
         theirs.join(rows.lazy(), on=["customer_id", "provider", "model_family"], how="semi")
         .join(ours, on=keys, how="left", nulls_equal=True)
@@ -75,15 +89,20 @@ def _missing_usage(usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.Data
         .collect()
     )
     start = pl.col("day").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    return conform(gap.with_columns(
-        pl.concat_str([pl.lit("metering_gap"), *[pl.col(k).fill_null("") for k in keys]], separator=":").alias("event_id"),
-        pl.lit("metering_gap").alias("source"),
-        pl.col("model_family").alias("model"),
-        pl.lit("{}").alias("dimensions"),
-        start.alias("start"),
-        start.alias("end"),
-        pl.lit("provider usage report beyond the gateway log").alias("origin"),
-    ).with_columns(pl.col("event_id").alias("record_id")), USAGE_SCHEMA)
+    return conform(
+        gap.with_columns(
+            pl.concat_str(
+                [pl.lit("metering_gap"), *[pl.col(k).fill_null("") for k in keys]], separator=":"
+            ).alias("event_id"),
+            pl.lit("metering_gap").alias("source"),
+            pl.col("model_family").alias("model"),
+            pl.lit("{}").alias("dimensions"),
+            start.alias("start"),
+            start.alias("end"),
+            pl.lit("provider usage report beyond the gateway log").alias("origin"),
+        ).with_columns(pl.col("event_id").alias("record_id")),
+        USAGE_SCHEMA,
+    )
 
 
 def metering_drift(
@@ -100,24 +119,32 @@ def metering_drift(
     rows are compared whether or not they bill; for the amount at stake only what the catalog's
     ``billing_source`` bills is re-rated, and a pair billed from the provider's report has
     nothing at stake (0). ``metered_sources`` picks our meter's rows (None: all of them)."""
-    metered_rows = usage if metered_sources is None else usage.filter(pl.col("source").is_in(metered_sources))
+    metered_rows = (
+        usage if metered_sources is None else usage.filter(pl.col("source").is_in(metered_sources))
+    )
     pair = ["customer_id", "provider"]
     metered = _token_totals(metered_rows, "metered_tokens")
     theirs = _token_totals(reported, "reported_tokens")
     # Only customer x provider pairs both sides cover: a key the provider reports and we do not
     # meter at all is billed from the report itself, there is nothing to compare.
-    metered, theirs = (metered.join(theirs.select(pair).unique(), on=pair, how="semi"),
-                       theirs.join(metered.select(pair).unique(), on=pair, how="semi"))
+    metered, theirs = (
+        metered.join(theirs.select(pair).unique(), on=pair, how="semi"),
+        theirs.join(metered.select(pair).unique(), on=pair, how="semi"),
+    )
     limit = float(tolerance)
     joined = (
         metered.join(theirs, on=["customer_id", "provider", "model"], how="full", coalesce=True)
         .with_columns(pl.col("metered_tokens").fill_null(0), pl.col("reported_tokens").fill_null(0))
-        .with_columns((pl.col("reported_tokens") - pl.col("metered_tokens")).alias("missing_tokens"))
+        .with_columns(
+            (pl.col("reported_tokens") - pl.col("metered_tokens")).alias("missing_tokens")
+        )
         .with_columns(
             pl.when(pl.col("reported_tokens") != 0)
             .then((pl.col("missing_tokens") / pl.col("reported_tokens") * 100).round(2))
             .alias("drift_pct"),
-            (pl.col("missing_tokens").abs() > pl.col("reported_tokens").abs() * limit).alias("flagged"),
+            (pl.col("missing_tokens").abs() > pl.col("reported_tokens").abs() * limit).alias(
+                "flagged"
+            ),
         )
         .sort("customer_id", "provider", "model")
         .collect()
@@ -125,28 +152,40 @@ def metering_drift(
     at_stake = _amount_at_stake(usage, reported, joined.filter(pl.col("flagged")), catalog, month)
     return (
         joined.join(at_stake, on=["customer_id", "provider", "model"], how="left")
-        .with_columns(pl.when(pl.col("flagged") & (pl.col("missing_tokens") > 0))
-                      .then(pl.col("amount_at_stake").fill_null(Decimal(0))))
+        .with_columns(
+            pl.when(pl.col("flagged") & (pl.col("missing_tokens") > 0)).then(
+                pl.col("amount_at_stake").fill_null(Decimal(0))
+            )
+        )
         .select(list(DRIFT_SCHEMA))
         .cast(DRIFT_SCHEMA)
     )
 
 
-def _amount_at_stake(usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.DataFrame, catalog: Catalog,
-                     month: str) -> pl.DataFrame:
+def _amount_at_stake(
+    usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.DataFrame, catalog: Catalog, month: str
+) -> pl.DataFrame:
     """Revenue with the missing tokens minus revenue without, per customer x provider x model."""
     from billing_pipeline.rating import rate_month  # rating imports are heavy; only when needed
     from billing_pipeline.rating.billing_source import PROVIDER_REPORT, split_billing_source
 
-    empty = pl.DataFrame(schema={"customer_id": pl.String, "provider": pl.String, "model": pl.String,
-                                 "amount_at_stake": COST_DECIMAL})
+    empty = pl.DataFrame(
+        schema={
+            "customer_id": pl.String,
+            "provider": pl.String,
+            "model": pl.String,
+            "amount_at_stake": COST_DECIMAL,
+        }
+    )
     if flagged.is_empty():  # nothing drifted: no need to split the month's usage by source again
         return empty
     # Only what the month bills is re-rated, and only where our meter bills: where the provider's
     # report is the billing source, the tokens our meter missed are on the invoice already.
     split = split_billing_source(usage, catalog)
     billed = split.billable
-    report_billed = split.decisions.filter(pl.col("billed_from") == PROVIDER_REPORT).select("customer_id", "provider")
+    report_billed = split.decisions.filter(pl.col("billed_from") == PROVIDER_REPORT).select(
+        "customer_id", "provider"
+    )
     flagged = flagged.join(report_billed, on=["customer_id", "provider"], how="anti")
     gap = _missing_usage(billed, reported, flagged)
     if gap.is_empty():
@@ -154,13 +193,20 @@ def _amount_at_stake(usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.Da
     customers = gap["customer_id"].unique()
     theirs = billed.filter(pl.col("customer_id").is_in(customers.implode()))
     before = allocate_revenue(rate_month(theirs, catalog, month).lines)
-    after = allocate_revenue(rate_month(pl.concat([conform(theirs, USAGE_SCHEMA), gap]),
-                                        catalog, month).lines)
+    after = allocate_revenue(
+        rate_month(pl.concat([conform(theirs, USAGE_SCHEMA), gap]), catalog, month).lines
+    )
     keys = ["customer_id", "provider", "model"]
     return (
         after.join(before, on=keys, how="full", coalesce=True, suffix="_before")
-        .with_columns((pl.col("revenue").fill_null(Decimal(0)) - pl.col("revenue_before").fill_null(Decimal(0)))
-                      .cast(COST_DECIMAL).alias("amount_at_stake"))
+        .with_columns(
+            (
+                pl.col("revenue").fill_null(Decimal(0))
+                - pl.col("revenue_before").fill_null(Decimal(0))
+            )
+            .cast(COST_DECIMAL)
+            .alias("amount_at_stake")
+        )
         .join(flagged.select(keys), on=keys, how="semi")
         .select(*keys, "amount_at_stake")
     )
@@ -182,13 +228,15 @@ def cost_drift(
     """
     keys = ["day", "provider", "model"]
     computed = (
-        costs.lazy().filter(pl.col("computed_cost").is_not_null())
+        costs.lazy()
+        .filter(pl.col("computed_cost").is_not_null())
         .group_by("day", "provider", pl.col("model_family").fill_null("").alias("model"))
         .agg(pl.col("computed_cost").sum())
     )
     if reported is None:
         theirs = (
-            costs.lazy().filter(pl.col("computed_cost").is_not_null() & pl.col("reported_cost").is_not_null())
+            costs.lazy()
+            .filter(pl.col("computed_cost").is_not_null() & pl.col("reported_cost").is_not_null())
             .group_by("day", "provider", pl.col("model_family").fill_null("").alias("model"))
             .agg(pl.col("reported_cost").sum())
         )
@@ -203,18 +251,30 @@ def cost_drift(
     zero = pl.lit(Decimal(0)).cast(COST_DECIMAL)
     joined = (
         computed.join(theirs, on=keys, how="full", coalesce=True)
-        .with_columns((pl.col("computed_cost").fill_null(zero) - pl.col("reported_cost").fill_null(zero))
-                      .cast(COST_DECIMAL).alias("difference"))
+        .with_columns(
+            (pl.col("computed_cost").fill_null(zero) - pl.col("reported_cost").fill_null(zero))
+            .cast(COST_DECIMAL)
+            .alias("difference")
+        )
         .collect()
     )
-    allowed = [max(abs(r or Decimal(0)) * tolerance, min_difference) for r in joined["reported_cost"]]
-    over = pl.Series("over", [abs(d) > a for d, a in zip(joined["difference"], allowed)], dtype=pl.Boolean)
+    allowed = [
+        max(abs(r or Decimal(0)) * tolerance, min_difference) for r in joined["reported_cost"]
+    ]
+    over = pl.Series(
+        "over",
+        [abs(d) > a for d, a in zip(joined["difference"], allowed, strict=True)],
+        dtype=pl.Boolean,
+    )
     return (
         joined.with_columns(over)
         .with_columns(
-            pl.when(pl.col("reported_cost").is_null()).then(pl.lit("missing_in_report"))
-            .when(pl.col("computed_cost").is_null()).then(pl.lit("missing_in_usage"))
-            .when(pl.col("over")).then(pl.lit("drift"))
+            pl.when(pl.col("reported_cost").is_null())
+            .then(pl.lit("missing_in_report"))
+            .when(pl.col("computed_cost").is_null())
+            .then(pl.lit("missing_in_usage"))
+            .when(pl.col("over"))
+            .then(pl.lit("drift"))
             .otherwise(pl.lit("ok"))
             .alias("status")
         )

@@ -57,9 +57,15 @@ def _entry_index(catalog: Catalog) -> pl.Expr:
 
 def _price_book(catalog: Catalog) -> pl.DataFrame:
     """entry -> price in 10^-12 currency units per unit_size (exact: prices have at most 12 decimals)."""
-    rows = [(i, price_units(e.unit_price, f"price_book[{i}].unit_price"), e.unit_size)
-            for i, e in enumerate(catalog.price_book)]
-    return pl.DataFrame(rows, schema={"entry": pl.Int64, "price_units": pl.Int64, "unit_size": pl.Int64}, orient="row")
+    rows = [
+        (i, price_units(e.unit_price, f"price_book[{i}].unit_price"), e.unit_size)
+        for i, e in enumerate(catalog.price_book)
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={"entry": pl.Int64, "price_units": pl.Int64, "unit_size": pl.Int64},
+        orient="row",
+    )
 
 
 def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
@@ -81,28 +87,48 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
         .collect(engine="streaming")
     )
     pricing_keys = [k for k in keys if k != "customer_id"]
-    entries = summed.select(pricing_keys).unique().with_columns(_entry_index(catalog).alias("entry"))
+    entries = (
+        summed.select(pricing_keys).unique().with_columns(_entry_index(catalog).alias("entry"))
+    )
     grouped = (
         summed.join(entries, on=pricing_keys, how="left", nulls_equal=True)
         .group_by("day", "provider", "customer_id", "model_family", "meter", "entry")
-        .agg(pl.sum("events").cast(pl.UInt32), pl.col("quantity").cast(I128).sum(), pl.sum("reported_sum"), pl.col("has_reported").any())
+        .agg(
+            pl.sum("events").cast(pl.UInt32),
+            pl.col("quantity").cast(I128).sum(),
+            pl.sum("reported_sum"),
+            pl.col("has_reported").any(),
+        )
         .join(_price_book(catalog), on="entry", how="left")
     )
-    computed = _round_half_up(pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128))
+    computed = _round_half_up(
+        pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128)
+    )
     as_cost = (computed.cast(pl.Decimal(38, 0)) * pl.lit(COST_SCALE)).cast(COST_DECIMAL)
     reported = pl.when(pl.col("has_reported")).then(pl.col("reported_sum").cast(COST_DECIMAL))
     return (
-        grouped.with_columns(pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
-                             reported.alias("reported_cost"))
+        grouped.with_columns(
+            pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
+            reported.alias("reported_cost"),
+        )
         .with_columns(
-            pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias("cost"),
-            pl.when(pl.col("entry").is_not_null()).then(pl.lit("price_book"))
-            .when(pl.col("has_reported")).then(pl.lit("reported")).otherwise(pl.lit("unpriced")).alias("cost_basis"),
+            pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias(
+                "cost"
+            ),
+            pl.when(pl.col("entry").is_not_null())
+            .then(pl.lit("price_book"))
+            .when(pl.col("has_reported"))
+            .then(pl.lit("reported"))
+            .otherwise(pl.lit("unpriced"))
+            .alias("cost_basis"),
         )
         # The cost above was computed from the exact 128-bit sum; a quantity past 64 bits (only
         # absurd or hostile usage reaches it: rating holds that customer) is shown as null
         # rather than failing every customer's month in the cast.
-        .with_columns(pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity"))
+        .with_columns(
+            pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity")
+        )
         .sort("day", "provider", "customer_id", "model_family", "meter", "entry", nulls_last=True)
-        .select(list(COST_SCHEMA)).cast(COST_SCHEMA)
+        .select(list(COST_SCHEMA))
+        .cast(COST_SCHEMA)
     )

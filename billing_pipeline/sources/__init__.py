@@ -7,10 +7,10 @@ quarantine row with a reason, so ``records_read == events.origin.n_unique() + qu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 

@@ -24,8 +24,17 @@ BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_ADMIN_KEY"
 VERSION = "2023-06-01"
 BETA = "fast-mode-2026-02-01"  # required to group the usage report by speed
-USAGE_GROUP_BY = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo",
-                  "speed", "account_id", "service_account_id")
+USAGE_GROUP_BY = (
+    "api_key_id",
+    "workspace_id",
+    "model",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+    "speed",
+    "account_id",
+    "service_account_id",
+)
 COST_GROUP_BY = ("workspace_id", "description")
 
 
@@ -42,15 +51,20 @@ def fetch_day(
     """Fetch one UTC day of the messages usage report and the cost report; return files written."""
     key = admin_key(KEY_ENV, api_key)
     policy = policy or RetryPolicy()
-    window = [("starting_at", f"{day.isoformat()}T00:00:00Z"),
-              ("ending_at", f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"),
-              ("bucket_width", "1d"), ("limit", "1")]
+    window = [
+        ("starting_at", f"{day.isoformat()}T00:00:00Z"),
+        ("ending_at", f"{(day + timedelta(days=1)).isoformat()}T00:00:00Z"),
+        ("bucket_width", "1d"),
+        ("limit", "1"),
+    ]
     headers = {"x-api-key": key, "anthropic-version": VERSION, "anthropic-beta": BETA}
     written: list[Path] = []
     with httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout) as client:
         if usage:
             params = window + [("group_by[]", g) for g in USAGE_GROUP_BY]
-            pages = fetch_all_pages(client, "/v1/organizations/usage_report/messages", params, policy)
+            pages = fetch_all_pages(
+                client, "/v1/organizations/usage_report/messages", params, policy
+            )
             written += save_pages(Path(landing) / "anthropic/usage_report", day.isoformat(), pages)
         if costs:
             params = window + [("group_by[]", g) for g in COST_GROUP_BY]

@@ -20,7 +20,6 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
 from billing_pipeline.sources.files import Meter, Problem
@@ -38,10 +37,15 @@ METERS = [
 ]
 
 # The quantity fields of a messages usage result (everything else it carries is a grouping field).
-QUANTITY_FIELDS = frozenset({
-    "uncached_input_tokens", "cache_read_input_tokens", "output_tokens", "cache_creation", "server_tool_use",
-})
-
+QUANTITY_FIELDS = frozenset(
+    {
+        "uncached_input_tokens",
+        "cache_read_input_tokens",
+        "output_tokens",
+        "cache_creation",
+        "server_tool_use",
+    }
+)
 
 
 def grouping_fields(result: dict, quantities: frozenset[str]) -> dict:
@@ -53,9 +57,12 @@ def grouping_fields(result: dict, quantities: frozenset[str]) -> dict:
     Null and absent are the same group, so an export that omits a null field keys the same.
     """
     return {
-        name: value for name, value in sorted(result.items())
-        if name not in quantities and isinstance(value, (str, bool))
-        and not name.endswith(("_name", "_email")) and value != ""
+        name: value
+        for name, value in sorted(result.items())
+        if name not in quantities
+        and isinstance(value, (str, bool))
+        and not name.endswith(("_name", "_email"))
+        and value != ""
     }
 
 
@@ -82,16 +89,25 @@ def parse_result(bucket: dict, r: dict, prefix: str) -> dict:
     """One usage result -> its record columns (raises Problem to reject it)."""
     end = files.parse_utc(bucket.get("ending_at"))
     if end is None:
-        raise Problem("bad_timestamp", "ending_at", "bucket ending_at is missing or not RFC 3339 with offset")
+        raise Problem(
+            "bad_timestamp", "ending_at", "bucket ending_at is missing or not RFC 3339 with offset"
+        )
     creation = _nested(r, "cache_creation", prefix)
     tools = _nested(r, "server_tool_use", prefix)
-    c = lambda obj, name, field, required=False: files.count(obj, name, f"{prefix}.{field}", required)  # noqa: E731
+
+    def c(obj, name, field, required=False):
+        return files.count(obj, name, f"{prefix}.{field}", required)
+
     values = dict(
         m_input=c(r, "uncached_input_tokens", "uncached_input_tokens", True),
         m_output=c(r, "output_tokens", "output_tokens", True),
         m_cached=c(r, "cache_read_input_tokens", "cache_read_input_tokens"),
-        m_write_5m=c(creation, "ephemeral_5m_input_tokens", "cache_creation.ephemeral_5m_input_tokens"),
-        m_write_1h=c(creation, "ephemeral_1h_input_tokens", "cache_creation.ephemeral_1h_input_tokens"),
+        m_write_5m=c(
+            creation, "ephemeral_5m_input_tokens", "cache_creation.ephemeral_5m_input_tokens"
+        ),
+        m_write_1h=c(
+            creation, "ephemeral_1h_input_tokens", "cache_creation.ephemeral_1h_input_tokens"
+        ),
         m_web_search=c(tools, "web_search_requests", "server_tool_use.web_search_requests"),
     )
     model = pages.text(r, "model", prefix, required=True)
@@ -117,7 +133,15 @@ def account_key(result: dict) -> str | None:
 def read(landing: Path, start: date, end: date):
     """All usage-report results whose partition day is in [start, end)."""
     return pages.read_pages(
-        SOURCE, landing, FOLDER, start, end, parse_result, _bucket_start, "starting_at", METERS, "input_tokens",
+        SOURCE,
+        landing,
+        FOLDER,
+        start,
+        end,
+        parse_result,
+        _bucket_start,
+        "starting_at",
+        METERS,
+        "input_tokens",
         owner=account_key,
     )
-

@@ -21,10 +21,10 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 from urllib.parse import quote
 
 import httpx
@@ -71,8 +71,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def known_secrets(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> list[str]:
@@ -83,7 +83,9 @@ def known_secrets(environ: Mapping[str, str] | None = None, extra: Iterable[str]
     values += [value for name, value in environ.items() if name.startswith(SECRET_ENV_PREFIX)]
     values += list(extra)
     found = {v.strip() for v in values if v and len(v.strip()) >= MIN_SECRET_LENGTH}
-    return sorted(found, key=len, reverse=True)  # longest first: a key containing another goes whole
+    return sorted(
+        found, key=len, reverse=True
+    )  # longest first: a key containing another goes whole
 
 
 def redact(text: str, extra: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> str:
@@ -109,7 +111,9 @@ def client_secrets(client: httpx.Client) -> list[str]:
     return found
 
 
-def get_with_retries(client: httpx.Client, path: str, params: list[tuple[str, str]], policy: RetryPolicy) -> httpx.Response:
+def get_with_retries(
+    client: httpx.Client, path: str, params: list[tuple[str, str]], policy: RetryPolicy
+) -> httpx.Response:
     """GET that retries 429/5xx and transport errors; any other non-2xx fails at once. Every
     message raised or logged is redacted (the provider may echo the key in its body)."""
     secrets = client_secrets(client)
@@ -128,7 +132,11 @@ def get_with_retries(client: httpx.Client, path: str, params: list[tuple[str, st
         if attempt == policy.attempts:
             break
         log.warning("GET %s: attempt %d of %d failed: %s", path, attempt, policy.attempts, last)
-        wait = retry_after_seconds(response.headers.get("retry-after")) if response is not None else None
+        wait = (
+            retry_after_seconds(response.headers.get("retry-after"))
+            if response is not None
+            else None
+        )
         if wait is None:
             wait = policy.base_delay * 2 ** (attempt - 1)
         policy.sleep(min(wait, policy.max_delay))
@@ -144,7 +152,9 @@ def admin_key(env_var: str, explicit: str | None = None) -> str:
     """The admin key from the environment (or given); a clear error naming the variable."""
     key = explicit if explicit is not None else os.environ.get(env_var, "")
     if not key:
-        raise ApiError(f"{env_var} is not set: the admin API key is read from this environment variable")
+        raise ApiError(
+            f"{env_var} is not set: the admin API key is read from this environment variable"
+        )
     return key
 
 
@@ -183,7 +193,9 @@ def fetch_all_pages(
     seen: set[str] = set()
     while True:
         number = len(bodies) + 1
-        response = get_with_retries(client, path, params + ([("page", cursor)] if cursor else []), policy)
+        response = get_with_retries(
+            client, path, params + ([("page", cursor)] if cursor else []), policy
+        )
         try:
             page = json.loads(response.content)
         except ValueError as exc:
@@ -195,11 +207,17 @@ def fetch_all_pages(
             return bodies
         cursor = page.get("next_page")
         if not isinstance(cursor, str) or not cursor:
-            raise ApiError(f"GET {path}: page {number} says has_more but gives no next_page cursor; "
-                           "the day is incomplete")
+            raise ApiError(
+                f"GET {path}: page {number} says has_more but gives no next_page cursor; "
+                "the day is incomplete"
+            )
         if cursor in seen:
-            raise ApiError(f"GET {path}: page {number} repeats an earlier next_page cursor; refusing to loop")
+            raise ApiError(
+                f"GET {path}: page {number} repeats an earlier next_page cursor; refusing to loop"
+            )
         seen.add(cursor)
         if len(bodies) >= max_pages:
-            raise ApiError(f"GET {path}: page {number} says has_more after {max_pages} pages (the limit); "
-                           "the day is incomplete")
+            raise ApiError(
+                f"GET {path}: page {number} says has_more after {max_pages} pages (the limit); "
+                "the day is incomplete"
+            )

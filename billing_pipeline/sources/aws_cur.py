@@ -75,11 +75,17 @@ def _to_text(df: pl.DataFrame) -> pl.DataFrame:
     for name, dtype in df.schema.items():
         col = pl.col(name)
         if isinstance(dtype, pl.Datetime):
-            col = (col.dt.convert_time_zone("UTC") if dtype.time_zone else col).dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+            col = (col.dt.convert_time_zone("UTC") if dtype.time_zone else col).dt.strftime(
+                "%Y-%m-%dT%H:%M:%S%.f"
+            )
         elif isinstance(dtype, pl.List) and not isinstance(dtype.inner, pl.Struct):
             col = col.cast(pl.List(pl.String)).list.join(",")
         elif isinstance(dtype, pl.List):
-            col = pl.concat_str(pl.lit("["), col.list.eval(pl.element().struct.json_encode()).list.join(","), pl.lit("]"))
+            col = pl.concat_str(
+                pl.lit("["),
+                col.list.eval(pl.element().struct.json_encode()).list.join(","),
+                pl.lit("]"),
+            )
         elif isinstance(dtype, pl.Struct):
             col = col.struct.json_encode()
         out.append(col.cast(pl.String).alias(name))
@@ -115,8 +121,13 @@ def _canonical_tags(text: str | None) -> str | None:
 
 
 def _token_factor(unit: pl.Expr) -> pl.Expr:
-    return (pl.when(unit.str.contains(r"1m|million")).then(1_000_000)
-            .when(unit.str.contains(r"1k|thousand|k tokens")).then(1000).otherwise(1))
+    return (
+        pl.when(unit.str.contains(r"1m|million"))
+        .then(1_000_000)
+        .when(unit.str.contains(r"1k|thousand|k tokens"))
+        .then(1000)
+        .otherwise(1)
+    )
 
 
 def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
@@ -134,107 +145,231 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     if "resource_tags" in cols:
         tags = pl.col("resource_tags")
     elif tag_cols:
-        tags = pl.struct([pl.col(c).alias(c.removeprefix(_TAG_PREFIX)) for c in tag_cols]).struct.json_encode()
+        tags = pl.struct(
+            [pl.col(c).alias(c.removeprefix(_TAG_PREFIX)) for c in tag_cols]
+        ).struct.json_encode()
     else:
         tags = pl.lit(None, pl.String)
     usage_type = get("line_item_usage_type").fill_null("")
     product = get("line_item_product_code").fill_null("")
-    instance = pl.coalesce(get("product_instance_type").str.to_lowercase().str.strip_prefix("ml."),
-                           usage_type.str.to_lowercase().str.extract(_INSTANCE_RE, 1))
+    instance = pl.coalesce(
+        get("product_instance_type").str.to_lowercase().str.strip_prefix("ml."),
+        usage_type.str.to_lowercase().str.extract(_INSTANCE_RE, 1),
+    )
     token_col = pl.lit(None, pl.String)
     for suffix, column in reversed(_BEDROCK_SUFFIXES):
-        token_col = pl.when(usage_type.str.to_lowercase().str.ends_with(suffix)).then(pl.lit(column)).otherwise(token_col)
+        token_col = (
+            pl.when(usage_type.str.to_lowercase().str.ends_with(suffix))
+            .then(pl.lit(column))
+            .otherwise(token_col)
+        )
     line_type = get("line_item_line_item_type")
     # the cost of the line to us: effective cost under a Savings Plan or a Reserved Instance
-    cost_field = (pl.when(line_type == "SavingsPlanCoveredUsage").then(pl.lit("savings_plan_savings_plan_effective_cost"))
-                  .when(line_type == "DiscountedUsage").then(pl.lit("reservation_effective_cost"))
-                  .otherwise(pl.lit("line_item_unblended_cost")))
-    cost_text = (pl.when(line_type == "SavingsPlanCoveredUsage").then(get("savings_plan_savings_plan_effective_cost"))
-                 .when(line_type == "DiscountedUsage").then(get("reservation_effective_cost")))
-    raw = pl.concat_str([pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("") for c in cols], separator=",")
-    df = df.with_row_index("row", offset=1).with_columns(
-        origin=pl.lit(f.rel + ":") + pl.col("row").cast(pl.String),
-        raw=raw.str.slice(0, files.RAW_LIMIT),
-        line_type=line_type,
-        product=product, usage_type=usage_type, instance_type=instance,
-        is_bedrock=product.str.to_lowercase().str.contains("bedrock") & token_col.is_not_null(),
-        token_col=token_col,
-        unit=get("pricing_unit").str.to_lowercase().fill_null(""),
-        ts=files.parse_utc_expr(get("line_item_usage_start_date"), allow_naive=True),
-        end=files.parse_utc_expr(get("line_item_usage_end_date"), allow_naive=True),
-        qty_text=get("line_item_usage_amount"),
-        cost_text=pl.coalesce(cost_text, get("line_item_unblended_cost")),
-        cost_field=pl.when(cost_text.is_not_null()).then(cost_field).otherwise(pl.lit("line_item_unblended_cost")),
-        region=pl.coalesce(get("product_region_code"), get("product_region")),
-        tags=tags,
-        row_id=get("identity_line_item_id"),
-        resource_id=get("line_item_resource_id"),
-    ).join(gpu_skus.table_frame(), on="instance_type", how="left")
+    cost_field = (
+        pl.when(line_type == "SavingsPlanCoveredUsage")
+        .then(pl.lit("savings_plan_savings_plan_effective_cost"))
+        .when(line_type == "DiscountedUsage")
+        .then(pl.lit("reservation_effective_cost"))
+        .otherwise(pl.lit("line_item_unblended_cost"))
+    )
+    cost_text = (
+        pl.when(line_type == "SavingsPlanCoveredUsage")
+        .then(get("savings_plan_savings_plan_effective_cost"))
+        .when(line_type == "DiscountedUsage")
+        .then(get("reservation_effective_cost"))
+    )
+    raw = pl.concat_str(
+        [pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("") for c in cols], separator=","
+    )
+    df = (
+        df.with_row_index("row", offset=1)
+        .with_columns(
+            origin=pl.lit(f.rel + ":") + pl.col("row").cast(pl.String),
+            raw=raw.str.slice(0, files.RAW_LIMIT),
+            line_type=line_type,
+            product=product,
+            usage_type=usage_type,
+            instance_type=instance,
+            is_bedrock=product.str.to_lowercase().str.contains("bedrock") & token_col.is_not_null(),
+            token_col=token_col,
+            unit=get("pricing_unit").str.to_lowercase().fill_null(""),
+            ts=files.parse_utc_expr(get("line_item_usage_start_date"), allow_naive=True),
+            end=files.parse_utc_expr(get("line_item_usage_end_date"), allow_naive=True),
+            qty_text=get("line_item_usage_amount"),
+            cost_text=pl.coalesce(cost_text, get("line_item_unblended_cost")),
+            cost_field=pl.when(cost_text.is_not_null())
+            .then(cost_field)
+            .otherwise(pl.lit("line_item_unblended_cost")),
+            region=pl.coalesce(get("product_region_code"), get("product_region")),
+            tags=tags,
+            row_id=get("identity_line_item_id"),
+            resource_id=get("line_item_resource_id"),
+        )
+        .join(gpu_skus.table_frame(), on="instance_type", how="left")
+    )
     df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
-    gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())["resource_id"].unique()
-    is_hours = pl.col("unit").is_in(["hrs", "hours", "hour"]) | pl.col("usage_type").str.contains("BoxUsage")
+    gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())[
+        "resource_id"
+    ].unique()
+    is_hours = pl.col("unit").is_in(["hrs", "hours", "hour"]) | pl.col("usage_type").str.contains(
+        "BoxUsage"
+    )
     df = df.with_columns(
         qty=pl.col("qty_text").cast(pl.Float64, strict=False),
         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
-        factor=pl.when(pl.col("is_bedrock")).then(_token_factor(pl.col("unit")))
-        .when(pl.col("gpus").is_not_null() & is_hours).then(pl.col("gpus") * 3600),
+        factor=pl.when(pl.col("is_bedrock"))
+        .then(_token_factor(pl.col("unit")))
+        .when(pl.col("gpus").is_not_null() & is_hours)
+        .then(pl.col("gpus") * 3600),
         gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
-        account_key=pl.when(pl.col("tags_json").is_not_null()).then(pl.lit("tags:") + pl.col("tags_json")),
+        account_key=pl.when(pl.col("tags_json").is_not_null()).then(
+            pl.lit("tags:") + pl.col("tags_json")
+        ),
     )
     gpu_line = ~pl.col("is_bedrock")
     charge = pl.col("line_type").fill_null("")
     checks = [
-        (pl.lit(superseded_by is not None), "superseded_delivery", "",
-         pl.lit(f"this delivery is replaced by {superseded_by}: a re-delivery restates the whole billing period")),
-        (pl.col("line_type").is_null(), "missing_field", "line_item_line_item_type", "line_item_line_item_type is empty"),
-        (charge == "SavingsPlanNegation", "savings_plan_negation", "line_item_line_item_type",
-         "SavingsPlanNegation: cost bookkeeping for usage billed on its covered line"),
+        (
+            pl.lit(superseded_by is not None),
+            "superseded_delivery",
+            "",
+            pl.lit(
+                f"this delivery is replaced by {superseded_by}: a re-delivery restates the whole billing period"
+            ),
+        ),
+        (
+            pl.col("line_type").is_null(),
+            "missing_field",
+            "line_item_line_item_type",
+            "line_item_line_item_type is empty",
+        ),
+        (
+            charge == "SavingsPlanNegation",
+            "savings_plan_negation",
+            "line_item_line_item_type",
+            "SavingsPlanNegation: cost bookkeeping for usage billed on its covered line",
+        ),
         (charge == "Tax", "tax_line", "line_item_line_item_type", "Tax line: not usage"),
-        (~charge.is_in(USAGE_TYPES), "not_usage_charge", "line_item_line_item_type",
-         pl.lit("charge type is not usage: ") + charge),
-        (gpu_line & pl.col("instance_type").is_null() & pl.col("gpu_resource"), "not_instance_time", "line_item_usage_type",
-         pl.lit("a GPU instance's line that is not instance time: ") + pl.col("usage_type")),
-        (gpu_line & pl.col("instance_type").is_null(), "not_gpu_service", "line_item_product_code",
-         pl.lit("service is neither GPU compute nor Bedrock tokens: ") + pl.col("product") + pl.lit(" ") + pl.col("usage_type")),
-        (gpu_line & pl.col("gpus").is_null() & ~gpu_skus.is_gpu_looking(pl.col("instance_type")), "not_gpu_sku",
-         "product_instance_type", pl.lit("instance type has no GPU: ") + pl.col("instance_type")),
-        (gpu_line & pl.col("gpus").is_null(), "unknown_gpu_sku", "product_instance_type",
-         pl.lit("GPU-looking instance type not in the GPU table (gpu_skus.py): ") + pl.col("instance_type")),
-        (pl.col("factor").is_null(), "not_instance_time", "pricing_unit",
-         pl.lit("GPU instance line not in hours: ") + pl.col("unit")),
-        (pl.col("qty_text").is_null(), "missing_field", "line_item_usage_amount", "line_item_usage_amount is empty"),
-        (pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(), "bad_number",
-         "line_item_usage_amount", pl.lit("line_item_usage_amount is not a finite number: ") + pl.col("qty_text")),
-        (pl.col("qty") < 0, "negative_quantity", "line_item_usage_amount",
-         pl.lit("line_item_usage_amount is negative: ") + pl.col("qty_text")),
-        (pl.col("cost_text").is_not_null() & pl.col("cost").is_null(), "bad_number", pl.col("cost_field"),
-         pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text")),
-        (pl.col("tags_json").is_null(), "missing_field", "resource_tags", "resource_tags is not a map, so the line cannot be attributed"),
-        (pl.col("end").is_null(), "bad_timestamp", "line_item_usage_end_date", "line_item_usage_end_date is missing or unparseable"),
+        (
+            ~charge.is_in(USAGE_TYPES),
+            "not_usage_charge",
+            "line_item_line_item_type",
+            pl.lit("charge type is not usage: ") + charge,
+        ),
+        (
+            gpu_line & pl.col("instance_type").is_null() & pl.col("gpu_resource"),
+            "not_instance_time",
+            "line_item_usage_type",
+            pl.lit("a GPU instance's line that is not instance time: ") + pl.col("usage_type"),
+        ),
+        (
+            gpu_line & pl.col("instance_type").is_null(),
+            "not_gpu_service",
+            "line_item_product_code",
+            pl.lit("service is neither GPU compute nor Bedrock tokens: ")
+            + pl.col("product")
+            + pl.lit(" ")
+            + pl.col("usage_type"),
+        ),
+        (
+            gpu_line & pl.col("gpus").is_null() & ~gpu_skus.is_gpu_looking(pl.col("instance_type")),
+            "not_gpu_sku",
+            "product_instance_type",
+            pl.lit("instance type has no GPU: ") + pl.col("instance_type"),
+        ),
+        (
+            gpu_line & pl.col("gpus").is_null(),
+            "unknown_gpu_sku",
+            "product_instance_type",
+            pl.lit("GPU-looking instance type not in the GPU table (gpu_skus.py): ")
+            + pl.col("instance_type"),
+        ),
+        (
+            pl.col("factor").is_null(),
+            "not_instance_time",
+            "pricing_unit",
+            pl.lit("GPU instance line not in hours: ") + pl.col("unit"),
+        ),
+        (
+            pl.col("qty_text").is_null(),
+            "missing_field",
+            "line_item_usage_amount",
+            "line_item_usage_amount is empty",
+        ),
+        (
+            pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(),
+            "bad_number",
+            "line_item_usage_amount",
+            pl.lit("line_item_usage_amount is not a finite number: ") + pl.col("qty_text"),
+        ),
+        (
+            pl.col("qty") < 0,
+            "negative_quantity",
+            "line_item_usage_amount",
+            pl.lit("line_item_usage_amount is negative: ") + pl.col("qty_text"),
+        ),
+        (
+            pl.col("cost_text").is_not_null() & pl.col("cost").is_null(),
+            "bad_number",
+            pl.col("cost_field"),
+            pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text"),
+        ),
+        (
+            pl.col("tags_json").is_null(),
+            "missing_field",
+            "resource_tags",
+            "resource_tags is not a map, so the line cannot be attributed",
+        ),
+        (
+            pl.col("end").is_null(),
+            "bad_timestamp",
+            "line_item_usage_end_date",
+            "line_item_usage_end_date is missing or unparseable",
+        ),
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "line_item_usage_start_date", start, end)
     accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "amount", pl.Int64)
-    bedrock_model = pl.col("usage_type").str.replace(r"^[A-Z]{2,4}\d?-", "").str.replace(
-        r"(?i)-(cache-read-|cache-write-)?(input|output)-token(s|-count)$", "")
+    bedrock_model = (
+        pl.col("usage_type")
+        .str.replace(r"^[A-Z]{2,4}\d?-", "")
+        .str.replace(r"(?i)-(cache-read-|cache-write-)?(input|output)-token(s|-count)$", "")
+    )
     accepted = accepted.with_columns(
-        [pl.when(pl.col("token_col") == c).then(pl.col("amount")).otherwise(0).alias(c) for c in _TOKEN_COLUMNS]
+        [
+            pl.when(pl.col("token_col") == c).then(pl.col("amount")).otherwise(0).alias(c)
+            for c in _TOKEN_COLUMNS
+        ]
         + [pl.when(pl.col("is_bedrock")).then(0).otherwise(pl.col("amount")).alias("m_gpu")]
     ).with_columns(
-        natural_key=pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in
-                                   ("ts", "row_id", "resource_id", "usage_type", "line_type")], separator="\x1f"),
+        natural_key=pl.concat_str(
+            [
+                pl.col(c).cast(pl.String).fill_null("")
+                for c in ("ts", "row_id", "resource_id", "usage_type", "line_type")
+            ],
+            separator="\x1f",
+        ),
         provider=pl.when(pl.col("is_bedrock")).then(pl.lit("aws_bedrock")).otherwise(pl.lit("aws")),
         model=pl.when(pl.col("is_bedrock")).then(bedrock_model).otherwise(pl.lit("")),
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
     )
-    accepted = _map_unique(accepted, ["gpu_type", "instance_type", "region", "usage_type", "is_bedrock"],
-                           _dimensions, "dimensions", pl.String)
+    accepted = _map_unique(
+        accepted,
+        ["gpu_type", "instance_type", "region", "usage_type", "is_bedrock"],
+        _dimensions,
+        "dimensions",
+        pl.String,
+    )
     return files.build_events(accepted, SOURCE, METERS, "gpu_seconds"), _quarantine(rejected)
 
 
 def _dimensions(gpu_type, instance_type, region, usage_type, is_bedrock) -> str:
-    dims = {"usage_type": usage_type} if is_bedrock else {"gpu_type": gpu_type, "instance_type": instance_type}
+    dims = (
+        {"usage_type": usage_type}
+        if is_bedrock
+        else {"gpu_type": gpu_type, "instance_type": instance_type}
+    )
     return schema.canonical_json({k: v for k, v in (dims | {"region": region}).items() if v})
 
 

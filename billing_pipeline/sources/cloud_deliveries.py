@@ -55,7 +55,8 @@ from billing_pipeline.sources import files
 _PERIOD_AWS = re.compile(r"^BILLING_PERIOD=(\d{4})-(\d{2})$", re.IGNORECASE)
 _PERIOD_RANGE = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{4})(\d{2})(\d{2})$")
 _TIMESTAMP = re.compile(
-    r"(\d{8}T\d{4,6}Z?|\d{4}-\d{2}-\d{2}T\d{2}[:\-]?\d{2}(?:[:\-]?\d{2})?(?:\.\d+)?Z?|(?<!\d)\d{14}(?!\d))")
+    r"(\d{8}T\d{4,6}Z?|\d{4}-\d{2}-\d{2}T\d{2}[:\-]?\d{2}(?:[:\-]?\d{2})?(?:\.\d+)?Z?|(?<!\d)\d{14}(?!\d))"
+)
 _PART = re.compile(r"(?:[-_](?:part[-_]?)?\d{5}|^part_\d+_\d+|[-_]part[-_]?\d+)$", re.IGNORECASE)
 _EXTENSIONS = (".csv.gz", ".csv", ".parquet", ".gz")
 
@@ -86,7 +87,11 @@ def _period_index(parts: tuple[str, ...]) -> tuple[int | None, date | None, date
         m = _PERIOD_RANGE.match(part)
         if m:
             try:
-                return i, date(int(m[1]), int(m[2]), int(m[3])), date(int(m[4]), int(m[5]), int(m[6]))
+                return (
+                    i,
+                    date(int(m[1]), int(m[2]), int(m[3])),
+                    date(int(m[4]), int(m[5]), int(m[6])),
+                )
             except ValueError:
                 continue
     return None, None, None
@@ -147,33 +152,70 @@ def _manifest(base: Path, path: Path, landing: Path):
     try:
         doc = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (ValueError, OSError) as exc:
-        return None, None, None, dict(origin=rel, field="", reason="unreadable_manifest",
-                                      message=f"export manifest is not readable JSON: {exc}"[:500])
+        return (
+            None,
+            None,
+            None,
+            dict(
+                origin=rel,
+                field="",
+                reason="unreadable_manifest",
+                message=f"export manifest is not readable JSON: {exc}"[:500],
+            ),
+        )
     if not isinstance(doc, dict):
-        return None, None, None, dict(origin=rel, field="", reason="unreadable_manifest",
-                                      message="export manifest is not a JSON object")
+        return (
+            None,
+            None,
+            None,
+            dict(
+                origin=rel,
+                field="",
+                reason="unreadable_manifest",
+                message="export manifest is not a JSON object",
+            ),
+        )
     mtime = path.stat().st_mtime
-    if "dataFiles" in doc:  # AWS Data Exports: <export>/metadata/BILLING_PERIOD=X/[id/]<export>-Manifest.json
+    if (
+        "dataFiles" in doc
+    ):  # AWS Data Exports: <export>/metadata/BILLING_PERIOD=X/[id/]<export>-Manifest.json
         idx, _, _ = _period_index(parts[:-1])
         if idx is None or idx < 1 or parts[idx - 1].lower() != "metadata":
             return None, None, None, None
-        group = "/".join(parts[: idx - 1] + ("data",) + parts[idx: idx + 1])
+        group = "/".join(parts[: idx - 1] + ("data",) + parts[idx : idx + 1])
         named = [u for u in doc.get("dataFiles") or [] if isinstance(u, str)]
-        key = (_timestamp("/".join(parts[idx + 1:])), str(doc.get("executionId") or ""), mtime, rel)
+        key = (
+            _timestamp("/".join(parts[idx + 1 :])),
+            str(doc.get("executionId") or ""),
+            mtime,
+            rel,
+        )
         return group, key, named, None
     if "blobs" in doc:  # Azure: <export>/<YYYYMMDD-YYYYMMDD>/<runId>/manifest.json
         idx, _, _ = _period_index(parts[:-1])
         if idx is None:
             return None, None, None, None
         group = "/".join(parts[: idx + 1])
-        named = [b.get("blobName") for b in doc.get("blobs") or [] if isinstance(b, dict) and b.get("blobName")]
+        named = [
+            b.get("blobName")
+            for b in doc.get("blobs") or []
+            if isinstance(b, dict) and b.get("blobName")
+        ]
         run = doc.get("runInfo") if isinstance(doc.get("runInfo"), dict) else {}
-        key = (_timestamp(str(run.get("submittedTime") or "")) or _timestamp("/".join(parts[idx + 1:])), "", mtime, rel)
+        key = (
+            _timestamp(str(run.get("submittedTime") or ""))
+            or _timestamp("/".join(parts[idx + 1 :])),
+            "",
+            mtime,
+            rel,
+        )
         return group, key, named, None
     return None, None, None, None
 
 
-def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, end: date, source: str):
+def select(
+    landing: Path, folder: str, suffixes: tuple[str, ...], start: date, end: date, source: str
+):
     """Data files of ``landing/folder`` for [start, end), each marked current or superseded, and the
     quarantine rows of manifest problems (missing parts, unreadable manifest)."""
     landing = Path(landing)
@@ -182,8 +224,11 @@ def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, e
         return [], files.quarantine_frame(source, [])
     paths = sorted(p for p in base.rglob("*") if p.is_file())
     manifests = [p for p in paths if p.name.lower().endswith("manifest.json")]
-    entries = [_entry(base, p) for p in paths
-               if p.name.lower().endswith(suffixes) and p not in manifests and not p.name.startswith(".")]
+    entries = [
+        _entry(base, p)
+        for p in paths
+        if p.name.lower().endswith(suffixes) and p not in manifests and not p.name.startswith(".")
+    ]
     problems: list[dict] = []
 
     newest_manifest: dict[str, tuple] = {}
@@ -191,8 +236,16 @@ def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, e
         group, key, named, problem = _manifest(base, m, landing)
         if problem:
             _, first, _ = _period_index(m.relative_to(base).parts[:-1])
-            problems.append(problem | {"day": first or files.LandingFile(m, problem["origin"], None, None).fallback_day()})
-        elif group is not None and (group not in newest_manifest or key > newest_manifest[group][0]):
+            problems.append(
+                problem
+                | {
+                    "day": first
+                    or files.LandingFile(m, problem["origin"], None, None).fallback_day()
+                }
+            )
+        elif group is not None and (
+            group not in newest_manifest or key > newest_manifest[group][0]
+        ):
             newest_manifest[group] = (key, named, m)
 
     by_group: dict[str, list[_Entry]] = {}
@@ -211,17 +264,26 @@ def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, e
                     current_tails.update(e.tail for e in hit)
                 else:
                     _, first, _ = _period_index(mpath.relative_to(base).parts[:-1])
-                    problems.append(dict(origin=mpath.relative_to(landing).as_posix(), field="dataFiles",
-                                         reason="missing_manifest_file", day=first,
-                                         message=f"the export manifest names {uri}, which is not in the landing zone: "
-                                                 "the delivery is incomplete, so the period is held until the part arrives"))
+                    problems.append(
+                        dict(
+                            origin=mpath.relative_to(landing).as_posix(),
+                            field="dataFiles",
+                            reason="missing_manifest_file",
+                            day=first,
+                            message=f"the export manifest names {uri}, which is not in the landing zone: "
+                            "the delivery is incomplete, so the period is held until the part arrives",
+                        )
+                    )
             name = mpath.relative_to(landing).as_posix()
             out += [(e, None if e.tail in current_tails else f"manifest {name}") for e in members]
             continue
         deliveries: dict[str, list[_Entry]] = {}
         for e in members:
             deliveries.setdefault(e.delivery, []).append(e)
-        order = sorted(deliveries, key=lambda d: (_timestamp(d), max(x.path.stat().st_mtime for x in deliveries[d]), d))
+        order = sorted(
+            deliveries,
+            key=lambda d: (_timestamp(d), max(x.path.stat().st_mtime for x in deliveries[d]), d),
+        )
         newest = order[-1]
         out += [(e, None if e.delivery == newest else f"delivery {newest}") for e in members]
 
@@ -234,7 +296,11 @@ def select(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, e
         if e.first is not None and (e.last < start or e.first >= end):
             continue
         rel = e.path.relative_to(landing).as_posix()
-        month = None if day is not None else (e.first.replace(day=1) if e.first else files._name_month(name))
+        month = (
+            None
+            if day is not None
+            else (e.first.replace(day=1) if e.first else files._name_month(name))
+        )
         selected.append(DataFile(files.LandingFile(e.path, rel, day, month), superseded))
     quarantine = files.quarantine_frame(source, problems)
     if quarantine.height:

@@ -17,13 +17,31 @@ import polars as pl
 
 from billing_pipeline import tokens
 
-SAMPLE_SCHEMA = {"day": pl.Date, "model": pl.String, "provider_input": pl.Int64, "provider_output": pl.Int64,
-                 "prompt": pl.String, "completion": pl.String}
+SAMPLE_SCHEMA = {
+    "day": pl.Date,
+    "model": pl.String,
+    "provider_input": pl.Int64,
+    "provider_output": pl.Int64,
+    "prompt": pl.String,
+    "completion": pl.String,
+}
 DRIFT_SCHEMA = {
-    "day": pl.Date, "model": pl.String, "tokenizer": pl.String, "lines": pl.Int64,
-    "provider_input": pl.Int64, "counted_input": pl.Int64, "input_drift": pl.Int64, "input_drift_pct": pl.Float64,
-    "provider_output": pl.Int64, "counted_output": pl.Int64, "output_drift": pl.Int64, "output_drift_pct": pl.Float64,
-    "provider_total": pl.Int64, "counted_total": pl.Int64, "drift": pl.Int64, "drift_pct": pl.Float64,
+    "day": pl.Date,
+    "model": pl.String,
+    "tokenizer": pl.String,
+    "lines": pl.Int64,
+    "provider_input": pl.Int64,
+    "counted_input": pl.Int64,
+    "input_drift": pl.Int64,
+    "input_drift_pct": pl.Float64,
+    "provider_output": pl.Int64,
+    "counted_output": pl.Int64,
+    "output_drift": pl.Int64,
+    "output_drift_pct": pl.Float64,
+    "provider_total": pl.Int64,
+    "counted_total": pl.Int64,
+    "drift": pl.Int64,
+    "drift_pct": pl.Float64,
 }
 
 
@@ -45,23 +63,51 @@ def drift_by_model(sample: pl.DataFrame) -> pl.DataFrame:
         counted_in = counted_out = None
         if name is not None:
             counted_in = sum(tokens.count_tokens(model, group["prompt"].fill_null("").to_list()))
-            counted_out = sum(tokens.count_tokens(model, group["completion"].fill_null("").to_list()))
-        rows.append({"day": day, "model": model, "tokenizer": name, "lines": group.height,
-                     "provider_input": int(group["provider_input"].sum()), "counted_input": counted_in,
-                     "provider_output": int(group["provider_output"].sum()), "counted_output": counted_out})
-    frame = pl.DataFrame(rows, schema={k: DRIFT_SCHEMA[k] for k in
-                                       ("day", "model", "tokenizer", "lines", "provider_input", "counted_input",
-                                        "provider_output", "counted_output")})
-    frame = frame.with_columns(
-        provider_total=pl.col("provider_input") + pl.col("provider_output"),
-        counted_total=pl.col("counted_input") + pl.col("counted_output"),
-        input_drift=pl.col("provider_input") - pl.col("counted_input"),
-        output_drift=pl.col("provider_output") - pl.col("counted_output"),
-    ).with_columns(
-        drift=pl.col("provider_total") - pl.col("counted_total"),
-    ).with_columns(
-        input_drift_pct=_pct("input_drift", "counted_input"),
-        output_drift_pct=_pct("output_drift", "counted_output"),
-        drift_pct=_pct("drift", "counted_total"),
+            counted_out = sum(
+                tokens.count_tokens(model, group["completion"].fill_null("").to_list())
+            )
+        rows.append(
+            {
+                "day": day,
+                "model": model,
+                "tokenizer": name,
+                "lines": group.height,
+                "provider_input": int(group["provider_input"].sum()),
+                "counted_input": counted_in,
+                "provider_output": int(group["provider_output"].sum()),
+                "counted_output": counted_out,
+            }
+        )
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            k: DRIFT_SCHEMA[k]
+            for k in (
+                "day",
+                "model",
+                "tokenizer",
+                "lines",
+                "provider_input",
+                "counted_input",
+                "provider_output",
+                "counted_output",
+            )
+        },
+    )
+    frame = (
+        frame.with_columns(
+            provider_total=pl.col("provider_input") + pl.col("provider_output"),
+            counted_total=pl.col("counted_input") + pl.col("counted_output"),
+            input_drift=pl.col("provider_input") - pl.col("counted_input"),
+            output_drift=pl.col("provider_output") - pl.col("counted_output"),
+        )
+        .with_columns(
+            drift=pl.col("provider_total") - pl.col("counted_total"),
+        )
+        .with_columns(
+            input_drift_pct=_pct("input_drift", "counted_input"),
+            output_drift_pct=_pct("output_drift", "counted_output"),
+            drift_pct=_pct("drift", "counted_total"),
+        )
     )
     return frame.select(list(DRIFT_SCHEMA)).sort("day", "model")

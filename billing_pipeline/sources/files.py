@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
 
@@ -50,7 +51,7 @@ class LandingFile:
         days = [d for d in valid_days if d is not None]
         if days:
             return min(days)
-        return datetime.fromtimestamp(self.path.stat().st_mtime, timezone.utc).date()
+        return datetime.fromtimestamp(self.path.stat().st_mtime, UTC).date()
 
 
 def _name_day(name: str) -> date | None:
@@ -69,7 +70,9 @@ def _name_month(name: str) -> date | None:
     return None
 
 
-def list_files(landing: Path, folder: str, suffixes: tuple[str, ...], start: date, end: date) -> list[LandingFile]:
+def list_files(
+    landing: Path, folder: str, suffixes: tuple[str, ...], start: date, end: date
+) -> list[LandingFile]:
     """Files under ``landing/folder`` to read for [start, end); dated files outside it are skipped.
 
     A missing folder means no records, not an error.
@@ -119,7 +122,7 @@ def parse_utc(value: Any) -> datetime | None:
         return None
     if dt.tzinfo is None:
         return None
-    return dt.astimezone(timezone.utc)
+    return dt.astimezone(UTC)
 
 
 def from_unix(value: Any) -> datetime | None:
@@ -129,7 +132,7 @@ def from_unix(value: Any) -> datetime | None:
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
         return None
     try:
-        return datetime.fromtimestamp(int(value), timezone.utc)
+        return datetime.fromtimestamp(int(value), UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -161,8 +164,12 @@ def count(obj: dict, key: str, field: str, required: bool = False) -> int:
     if value < 0:
         raise Problem("negative_quantity", field, f"{field} is negative: {value}")
     if value > MAX_RECORD_QUANTITY:
-        raise Problem("implausible_quantity", field, f"{field} is {value:,}, above the per-record ceiling "
-                      f"of {MAX_RECORD_QUANTITY:,}: not billed as read")
+        raise Problem(
+            "implausible_quantity",
+            field,
+            f"{field} is {value:,}, above the per-record ceiling "
+            f"of {MAX_RECORD_QUANTITY:,}: not billed as read",
+        )
     return value
 
 
@@ -187,12 +194,26 @@ def quarantine_frame(source: str, rows: list[dict]) -> pl.DataFrame:
 
 def unreadable(source: str, f: LandingFile, message: str, raw: str = "") -> pl.DataFrame:
     """The whole file could not be read: one row for the file, origin = the file itself."""
-    row = dict(origin=f.rel, field="", reason="unreadable_file", message=message, raw=raw, day=f.fallback_day())
+    row = dict(
+        origin=f.rel,
+        field="",
+        reason="unreadable_file",
+        message=message,
+        raw=raw,
+        day=f.fallback_day(),
+    )
     return quarantine_frame(source, [row])
 
 
-def unreadable_export(source: str, f: LandingFile, label: str, exc: Exception, superseded_by: str | None,
-                      start: date, end: date) -> pl.DataFrame:
+def unreadable_export(
+    source: str,
+    f: LandingFile,
+    label: str,
+    exc: Exception,
+    superseded_by: str | None,
+    start: date,
+    end: date,
+) -> pl.DataFrame:
     """A cloud export file that could not be read: money at risk, unless a newer delivery of its
     billing period replaced it anyway (then it is ``superseded_delivery``, not billable)."""
     if superseded_by:
@@ -227,14 +248,20 @@ def split_by_day(
     outside = fine & ~bad_ts & outside
     frame = frame.with_columns(
         day=day,
-        reason=pl.when(bad_ts).then(pl.lit("bad_timestamp"))
-        .when(outside).then(pl.lit("outside_partition"))
+        reason=pl.when(bad_ts)
+        .then(pl.lit("bad_timestamp"))
+        .when(outside)
+        .then(pl.lit("outside_partition"))
         .otherwise(pl.col("reason")),
         field=pl.when(bad_ts | outside).then(pl.lit(ts_field)).otherwise(pl.col("field")),
         message=pl.when(bad_ts)
         .then(pl.lit(f"{ts_field} is missing, unparseable or has no UTC offset"))
         .when(outside)
-        .then(pl.lit(f"{ts_field} falls on ") + ts_day.cast(pl.String) + pl.lit(f", not on the file's day {f.day}"))
+        .then(
+            pl.lit(f"{ts_field} falls on ")
+            + ts_day.cast(pl.String)
+            + pl.lit(f", not on the file's day {f.day}")
+        )
         .otherwise(pl.col("message")),
     ).filter(pl.col("day").is_between(pl.lit(start), pl.lit(end), closed="left"))
     rejected = frame.filter(pl.col("reason").is_not_null()).with_columns(
@@ -263,7 +290,9 @@ def _merge_dims(dimensions: pl.Series, extra: dict) -> pl.Expr:
     return pl.col("dimensions").replace_strict(distinct, merged, return_dtype=pl.String)
 
 
-def build_events(frame: pl.DataFrame, source: str, meters: list[Meter], primary: str) -> pl.DataFrame:
+def build_events(
+    frame: pl.DataFrame, source: str, meters: list[Meter], primary: str
+) -> pl.DataFrame:
     """Wide accepted records -> USAGE_SCHEMA rows: one per meter with quantity > 0.
 
     ``frame`` needs ``natural_key`` plus provider, account_key, model, dimensions, start, end,
@@ -274,10 +303,15 @@ def build_events(frame: pl.DataFrame, source: str, meters: list[Meter], primary:
         return schema.empty_usage()
     cols = [m.column for m in meters]
     keep = [c for c in frame.columns if c in schema.USAGE_SCHEMA or c in cols or c == "natural_key"]
-    base = frame.select(keep).with_row_index("_row").with_columns(  # only what a usage row needs: parts copy it
-        pl.lit(source).alias("source"),
-        pl.sum_horizontal([pl.col(c).fill_null(0) for c in cols]).alias("_total"),
-    ).with_columns(schema.event_id_expr("source", "natural_key").alias("record_id"))
+    base = (
+        frame.select(keep)
+        .with_row_index("_row")
+        .with_columns(  # only what a usage row needs: parts copy it
+            pl.lit(source).alias("source"),
+            pl.sum_horizontal([pl.col(c).fill_null(0) for c in cols]).alias("_total"),
+        )
+        .with_columns(schema.event_id_expr("source", "natural_key").alias("record_id"))
+    )
     parts = []
     for i, m in enumerate(meters):
         part = base.with_columns(
@@ -286,16 +320,28 @@ def build_events(frame: pl.DataFrame, source: str, meters: list[Meter], primary:
             pl.lit(m.variant).alias("variant"),
             pl.col(m.column).fill_null(0).cast(pl.Int64).alias("quantity"),
         )
-        keep = (pl.col("quantity") > 0) | ((pl.col("_total") == 0) & pl.lit(m.meter == primary and not m.variant))
+        keep = (pl.col("quantity") > 0) | (
+            (pl.col("_total") == 0) & pl.lit(m.meter == primary and not m.variant)
+        )
         part = part.filter(keep)
         if m.extra_dims:
-            part = part.with_columns(_merge_dims(part["dimensions"], m.extra_dims).alias("dimensions"))
+            part = part.with_columns(
+                _merge_dims(part["dimensions"], m.extra_dims).alias("dimensions")
+            )
         parts.append(part.drop(cols))
     long = pl.concat(parts, how="diagonal_relaxed")
     long = long.with_columns(
-        schema.sha256_id_expr(pl.concat_str(  # = event_id_expr(record_id, meter[, variant]), one hash
-            [pl.col("record_id"), pl.col("meter"), pl.when(pl.col("variant") != "").then(pl.col("variant"))],
-            separator="\x1f", ignore_nulls=True)).alias("event_id"),
+        schema.sha256_id_expr(
+            pl.concat_str(  # = event_id_expr(record_id, meter[, variant]), one hash
+                [
+                    pl.col("record_id"),
+                    pl.col("meter"),
+                    pl.when(pl.col("variant") != "").then(pl.col("variant")),
+                ],
+                separator="\x1f",
+                ignore_nulls=True,
+            )
+        ).alias("event_id"),
         schema.model_family_expr("model").alias("model_family"),
         pl.lit(None, pl.String).alias("customer_id"),
     ).sort("_row", "_meter_pos")  # record order as read, then meter order: integers sort fast
@@ -314,22 +360,29 @@ def first_problem(checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]
     return out
 
 
-def apply_checks(frame: pl.DataFrame, checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]) -> pl.DataFrame:
+def apply_checks(
+    frame: pl.DataFrame, checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]
+) -> pl.DataFrame:
     """``first_problem`` as columns, with the messages built only for the rows that fail a check
     (building every message for every row costs more than all the parsing). Row order changes."""
     failing = pl.any_horizontal([c[0].fill_null(False) for c in checks])
     flagged = frame.with_columns(failing.alias("_failing"))
     ok = flagged.filter(~pl.col("_failing")).with_columns(
-        pl.lit(None, pl.String).alias(name) for name in ("reason", "field", "message"))
+        pl.lit(None, pl.String).alias(name) for name in ("reason", "field", "message")
+    )
     bad = flagged.filter(pl.col("_failing")).with_columns(first_problem(checks))
     return pl.concat([ok, bad]).drop("_failing")
 
 
 def rejected_to_quarantine(source: str, rejected: pl.DataFrame) -> pl.DataFrame:
-    return schema.conform(rejected.with_columns(pl.lit(source).alias("source")), schema.QUARANTINE_SCHEMA)
+    return schema.conform(
+        rejected.with_columns(pl.lit(source).alias("source")), schema.QUARANTINE_SCHEMA
+    )
 
 
-def combine(events: list[pl.DataFrame], quarantine: list[pl.DataFrame], accepted_records: int | None = None):
+def combine(
+    events: list[pl.DataFrame], quarantine: list[pl.DataFrame], accepted_records: int | None = None
+):
     """Concatenate per-file frames into a SourceRead (records_read counts both sides).
 
     ``accepted_records``: the reader's own count of accepted records, when it has one (saves a
@@ -340,7 +393,8 @@ def combine(events: list[pl.DataFrame], quarantine: list[pl.DataFrame], accepted
 
     ev = pl.concat([schema.empty_usage(), *events], how="vertical_relaxed")
     qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed").with_columns(
-        pl.coalesce("kind", schema.quarantine_kind_expr()).alias("kind"))  # every reader's rows, one rule
+        pl.coalesce("kind", schema.quarantine_kind_expr()).alias("kind")
+    )  # every reader's rows, one rule
     accepted = ev["origin"].n_unique() if accepted_records is None else accepted_records
     return SourceRead(events=ev, quarantine=qu, records_read=accepted + qu.height)
 

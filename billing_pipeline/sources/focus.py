@@ -46,9 +46,20 @@ METERS = [files.Meter("m_gpu", "gpu_seconds")]
 
 GPU_INSTANCES = gpu_skus.GPU_INSTANCES  # kept importable: the table now lives in gpu_skus.py
 SUFFIXES = (".csv", ".csv.gz", ".parquet")
-_PROVIDERS = {"aws": "aws", "amazon web services": "aws", "microsoft": "azure", "azure": "azure", "microsoft azure": "azure",
-              "google cloud platform": "gcp", "oracle cloud infrastructure": "oracle", "oci": "oracle",
-              "google cloud": "gcp", "gcp": "gcp", "google": "gcp", "oracle": "oracle"}
+_PROVIDERS = {
+    "aws": "aws",
+    "amazon web services": "aws",
+    "microsoft": "azure",
+    "azure": "azure",
+    "microsoft azure": "azure",
+    "google cloud platform": "gcp",
+    "oracle cloud infrastructure": "oracle",
+    "oci": "oracle",
+    "google cloud": "gcp",
+    "gcp": "gcp",
+    "google": "gcp",
+    "oracle": "oracle",
+}
 _HOURS = ("hours", "hour", "hrs", "hr", "h")
 _SECONDS = ("seconds", "second", "secs", "sec", "s")
 
@@ -60,21 +71,32 @@ def _read_table(f: files.LandingFile) -> pl.DataFrame:
         for name, dtype in df.schema.items():
             col = pl.col(name)
             if isinstance(dtype, pl.Datetime):
-                col = (col.dt.convert_time_zone("UTC") if dtype.time_zone else col).dt.strftime("%Y-%m-%dT%H:%M:%S%.f")
+                col = (col.dt.convert_time_zone("UTC") if dtype.time_zone else col).dt.strftime(
+                    "%Y-%m-%dT%H:%M:%S%.f"
+                )
             elif isinstance(dtype, (pl.Struct, pl.List)):
-                col = col.struct.json_encode() if isinstance(dtype, pl.Struct) else col.cast(pl.List(pl.String)).list.join(",")
+                col = (
+                    col.struct.json_encode()
+                    if isinstance(dtype, pl.Struct)
+                    else col.cast(pl.List(pl.String)).list.join(",")
+                )
             out.append(col.cast(pl.String).alias(name))
         return df.select(out)
     data = cloud_deliveries.read_text_bytes(f.path)
     try:
-        df = pl.read_csv(io.BytesIO(data), infer_schema=False, null_values=["NULL", ""], encoding="utf8")
+        df = pl.read_csv(
+            io.BytesIO(data), infer_schema=False, null_values=["NULL", ""], encoding="utf8"
+        )
     except pl.exceptions.ComputeError:
         return _read_csv_row_by_row(data)
     dup = [c for c in df.columns if "_duplicated_" in c]
     if dup:  # two columns of one name: which one bills is ambiguous, so no row of the file does
         name = dup[0].split("_duplicated_")[0]
-        return df.with_columns(_reason=pl.lit("duplicate_column"), _field=pl.lit(name),
-                               _message=pl.lit(f"column {name!r} appears more than once in the header"))
+        return df.with_columns(
+            _reason=pl.lit("duplicate_column"),
+            _field=pl.lit(name),
+            _message=pl.lit(f"column {name!r} appears more than once in the header"),
+        )
     return df
 
 
@@ -91,11 +113,24 @@ def _read_csv_row_by_row(data: bytes) -> pl.DataFrame:
     records, problems = [], []
     for n, row in enumerate(rows[1:], start=1):
         if any(_has_bad_bytes(v) for v in row):
-            problems.append(("bad_encoding", "", f"row {n} is not valid UTF-8",
-                             ",".join(row).encode("utf-8", "surrogateescape").decode("utf-8", "replace")))
+            problems.append(
+                (
+                    "bad_encoding",
+                    "",
+                    f"row {n} is not valid UTF-8",
+                    ",".join(row).encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                )
+            )
             records.append([None] * width)
         elif len(row) != width:
-            problems.append(("ragged_row", "", f"row {n} has {len(row)} fields, the header has {width}", ",".join(row)))
+            problems.append(
+                (
+                    "ragged_row",
+                    "",
+                    f"row {n} has {len(row)} fields, the header has {width}",
+                    ",".join(row),
+                )
+            )
             records.append([None] * width)
         else:
             problems.append((None, None, None, None))
@@ -136,8 +171,16 @@ def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
 
 def _size_columns(cols: list[str]) -> list[tuple[str, pl.Expr]]:
     """(column name, VM size found in it) in the order the clouds are most precise."""
-    named = ["x_SkuDetails", "SkuPriceDetails", "SkuMeter", "x_SkuMeterName", "ChargeDescription",
-             "ResourceId", "ResourceName", "x_SkuDescription"]
+    named = [
+        "x_SkuDetails",
+        "SkuPriceDetails",
+        "SkuMeter",
+        "x_SkuMeterName",
+        "ChargeDescription",
+        "ResourceId",
+        "ResourceName",
+        "x_SkuDescription",
+    ]
     named += [c for c in cols if c.startswith("x_") and c not in named]
     out = []
     for c in named:
@@ -167,17 +210,26 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     size_field = pl.lit(None, pl.String)
     for name, e in reversed(sizes):
         size_field = pl.when(e.is_not_null()).then(pl.lit(name)).otherwise(size_field)
-    gpu_text = pl.concat_str([get("ChargeDescription"), get("SkuMeter"), get("x_SkuMeterName"), get("x_SkuDescription")],
-                             separator=" ", ignore_nulls=True)
-    raw = pl.concat_str([pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("NULL") for c in cols], separator=",")
-    committed = get("CommitmentDiscountId").is_not_null() | (get("PricingCategory").fill_null("") == "Committed")
+    gpu_text = pl.concat_str(
+        [get("ChargeDescription"), get("SkuMeter"), get("x_SkuMeterName"), get("x_SkuDescription")],
+        separator=" ",
+        ignore_nulls=True,
+    )
+    raw = pl.concat_str(
+        [pl.format('"{}":', pl.lit(c)) + pl.col(c).fill_null("NULL") for c in cols], separator=","
+    )
+    committed = get("CommitmentDiscountId").is_not_null() | (
+        get("PricingCategory").fill_null("") == "Committed"
+    )
     df = df.with_row_index("row", offset=1).with_columns(
         origin=pl.lit(f.rel + ":") + pl.col("row").cast(pl.String),
         raw=pl.coalesce(pl.col("_raw"), raw).str.slice(0, files.RAW_LIMIT),
         instance_type=instance,
         size_field=size_field,
         gpu_mention=gpu_text.str.contains(r"(?i)\bgpus?\b").fill_null(False),
-        gpu_desc=pl.when(gpu_text.str.contains(r"(?i)\bgpus?\b")).then(gpu_skus.gpu_model_from_text(gpu_text)),
+        gpu_desc=pl.when(gpu_text.str.contains(r"(?i)\bgpus?\b")).then(
+            gpu_skus.gpu_model_from_text(gpu_text)
+        ),
         ts=files.parse_utc_expr(get("ChargePeriodStart"), allow_naive=True),
         end=files.parse_utc_expr(get("ChargePeriodEnd"), allow_naive=True),
         category=get("ChargeCategory"),
@@ -193,73 +245,184 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         sku_price_id=get("SkuPriceId"),
         service=pl.coalesce(get("ServiceName"), pl.lit("unknown service")),
     )
-    df = df.join(gpu_skus.table_frame().rename({"gpu_type": "table_gpu_type", "gpus": "table_gpus"}),
-                 on="instance_type", how="left")
+    df = df.join(
+        gpu_skus.table_frame().rename({"gpu_type": "table_gpu_type", "gpus": "table_gpus"}),
+        on="instance_type",
+        how="left",
+    )
     df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
     # a quantity already counted per GPU: a GPU unit (OCI "GPU Hours"), or GCP's per-GPU SKU line
-    per_gpu = (pl.col("unit").str.contains("gpu").fill_null(False)
-               | (pl.col("gpu_desc").is_not_null() & (pl.col("provider") == "gcp")))
+    per_gpu = pl.col("unit").str.contains("gpu").fill_null(False) | (
+        pl.col("gpu_desc").is_not_null() & (pl.col("provider") == "gcp")
+    )
     df = df.with_columns(
         per_gpu=per_gpu,
         gpu_type=pl.coalesce(pl.col("table_gpu_type"), pl.when(per_gpu).then(pl.col("gpu_desc"))),
-        gpus=pl.when(per_gpu & (pl.col("table_gpus").is_not_null() | pl.col("gpu_desc").is_not_null()))
-        .then(pl.lit(1, pl.Int64)).otherwise(pl.col("table_gpus")),
+        gpus=pl.when(
+            per_gpu & (pl.col("table_gpus").is_not_null() | pl.col("gpu_desc").is_not_null())
+        )
+        .then(pl.lit(1, pl.Int64))
+        .otherwise(pl.col("table_gpus")),
     )
-    gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())["resource_id"].unique()
-    factor = pl.when(pl.col("unit").is_in(_HOURS)).then(3600).when(pl.col("unit").is_in(_SECONDS)).then(1)
-    factor = pl.when(pl.col("per_gpu") & pl.col("unit").str.contains(r"hour|hrs").fill_null(False)).then(3600).otherwise(factor)
-    df = df.with_columns(factor=factor * pl.col("gpus"), qty=pl.col("qty_text").cast(pl.Float64, strict=False),
-                         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
-                         gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
-                         account_key=pl.when(pl.col("tags_json").is_not_null()).then(pl.lit("tags:") + pl.col("tags_json")))
+    gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())[
+        "resource_id"
+    ].unique()
+    factor = (
+        pl.when(pl.col("unit").is_in(_HOURS))
+        .then(3600)
+        .when(pl.col("unit").is_in(_SECONDS))
+        .then(1)
+    )
+    factor = (
+        pl.when(pl.col("per_gpu") & pl.col("unit").str.contains(r"hour|hrs").fill_null(False))
+        .then(3600)
+        .otherwise(factor)
+    )
+    df = df.with_columns(
+        factor=factor * pl.col("gpus"),
+        qty=pl.col("qty_text").cast(pl.Float64, strict=False),
+        cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
+        gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
+        account_key=pl.when(pl.col("tags_json").is_not_null()).then(
+            pl.lit("tags:") + pl.col("tags_json")
+        ),
+    )
     category = pl.col("category").fill_null("")
     no_size = pl.col("instance_type").is_null() & ~pl.col("gpu_mention")
     checks = [
         (pl.col("_reason").is_not_null(), pl.col("_reason"), pl.col("_field"), pl.col("_message")),
-        (pl.lit(superseded_by is not None), "superseded_delivery", "",
-         pl.lit(f"this delivery is replaced by {superseded_by}: a re-delivery restates the whole billing period")),
-        (pl.col("category").is_null(), "missing_field", "ChargeCategory", "ChargeCategory is empty"),
+        (
+            pl.lit(superseded_by is not None),
+            "superseded_delivery",
+            "",
+            pl.lit(
+                f"this delivery is replaced by {superseded_by}: a re-delivery restates the whole billing period"
+            ),
+        ),
+        (
+            pl.col("category").is_null(),
+            "missing_field",
+            "ChargeCategory",
+            "ChargeCategory is empty",
+        ),
         (category == "Tax", "tax_line", "ChargeCategory", "ChargeCategory Tax: not usage"),
-        (category != "Usage", "not_usage_charge", "ChargeCategory", pl.lit("ChargeCategory is not Usage: ") + category),
-        (no_size & pl.col("gpu_resource"), "not_instance_time", "ServiceName",
-         pl.lit("a GPU VM's line that is not instance time: ") + pl.col("service")),
-        (no_size, "not_gpu_service", "ServiceName", pl.lit("not GPU compute: ") + pl.col("service")),
-        (pl.col("gpus").is_null() & pl.col("instance_type").is_not_null() & ~pl.col("gpu_mention")
-         & ~gpu_skus.is_gpu_looking(pl.col("instance_type")), "not_gpu_sku",
-         pl.col("size_field"), pl.lit("VM size has no GPU: ") + pl.col("instance_type")),
-        (pl.col("gpus").is_null(), "unknown_gpu_sku", pl.coalesce(pl.col("size_field"), pl.lit("ChargeDescription")),
-         pl.lit("GPU-looking SKU not in the GPU table (gpu_skus.py): ")
-         + pl.coalesce(pl.col("instance_type"), get("ChargeDescription"), get("SkuId"), pl.lit("?"))),
-        (~pl.col("per_gpu") & (pl.col("provider") == "gcp") & pl.col("gpus").is_not_null()
-         & get("ChargeDescription").str.contains(r"(?i)\b(?:core|ram|memory|vcpu|cpu)\b").fill_null(False), "not_instance_time",
-         "ChargeDescription", pl.lit("GCP GPU VM component billed on its own SKU (the GPU SKU line carries the GPU time): ")
-         + pl.coalesce(get("ChargeDescription"), pl.lit(""))),
-        (pl.col("qty_text").is_null(), "missing_field", "ConsumedQuantity", "ConsumedQuantity is empty"),
-        (pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(), "bad_number", "ConsumedQuantity",
-         pl.lit("ConsumedQuantity is not a finite number: ") + pl.col("qty_text")),
-        (pl.col("qty") < 0, "negative_quantity", "ConsumedQuantity", pl.lit("ConsumedQuantity is negative: ") + pl.col("qty_text")),
-        (pl.col("factor").is_null(), "not_instance_time", "ConsumedUnit",
-         pl.lit("ConsumedUnit is not instance time: ") + pl.col("unit").fill_null("null")),
-        (pl.col("cost_text").is_not_null() & pl.col("cost").is_null(), "bad_number", pl.col("cost_field"),
-         pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text")),
-        (pl.col("tags_json").is_null(), "missing_field", "Tags", "Tags is not a JSON object, so the row cannot be attributed"),
-        (pl.col("end").is_null(), "bad_timestamp", "ChargePeriodEnd", "ChargePeriodEnd is missing or unparseable"),
+        (
+            category != "Usage",
+            "not_usage_charge",
+            "ChargeCategory",
+            pl.lit("ChargeCategory is not Usage: ") + category,
+        ),
+        (
+            no_size & pl.col("gpu_resource"),
+            "not_instance_time",
+            "ServiceName",
+            pl.lit("a GPU VM's line that is not instance time: ") + pl.col("service"),
+        ),
+        (
+            no_size,
+            "not_gpu_service",
+            "ServiceName",
+            pl.lit("not GPU compute: ") + pl.col("service"),
+        ),
+        (
+            pl.col("gpus").is_null()
+            & pl.col("instance_type").is_not_null()
+            & ~pl.col("gpu_mention")
+            & ~gpu_skus.is_gpu_looking(pl.col("instance_type")),
+            "not_gpu_sku",
+            pl.col("size_field"),
+            pl.lit("VM size has no GPU: ") + pl.col("instance_type"),
+        ),
+        (
+            pl.col("gpus").is_null(),
+            "unknown_gpu_sku",
+            pl.coalesce(pl.col("size_field"), pl.lit("ChargeDescription")),
+            pl.lit("GPU-looking SKU not in the GPU table (gpu_skus.py): ")
+            + pl.coalesce(
+                pl.col("instance_type"), get("ChargeDescription"), get("SkuId"), pl.lit("?")
+            ),
+        ),
+        (
+            ~pl.col("per_gpu")
+            & (pl.col("provider") == "gcp")
+            & pl.col("gpus").is_not_null()
+            & get("ChargeDescription")
+            .str.contains(r"(?i)\b(?:core|ram|memory|vcpu|cpu)\b")
+            .fill_null(False),
+            "not_instance_time",
+            "ChargeDescription",
+            pl.lit(
+                "GCP GPU VM component billed on its own SKU (the GPU SKU line carries the GPU time): "
+            )
+            + pl.coalesce(get("ChargeDescription"), pl.lit("")),
+        ),
+        (
+            pl.col("qty_text").is_null(),
+            "missing_field",
+            "ConsumedQuantity",
+            "ConsumedQuantity is empty",
+        ),
+        (
+            pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(),
+            "bad_number",
+            "ConsumedQuantity",
+            pl.lit("ConsumedQuantity is not a finite number: ") + pl.col("qty_text"),
+        ),
+        (
+            pl.col("qty") < 0,
+            "negative_quantity",
+            "ConsumedQuantity",
+            pl.lit("ConsumedQuantity is negative: ") + pl.col("qty_text"),
+        ),
+        (
+            pl.col("factor").is_null(),
+            "not_instance_time",
+            "ConsumedUnit",
+            pl.lit("ConsumedUnit is not instance time: ") + pl.col("unit").fill_null("null"),
+        ),
+        (
+            pl.col("cost_text").is_not_null() & pl.col("cost").is_null(),
+            "bad_number",
+            pl.col("cost_field"),
+            pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text"),
+        ),
+        (
+            pl.col("tags_json").is_null(),
+            "missing_field",
+            "Tags",
+            "Tags is not a JSON object, so the row cannot be attributed",
+        ),
+        (
+            pl.col("end").is_null(),
+            "bad_timestamp",
+            "ChargePeriodEnd",
+            "ChargePeriodEnd is missing or unparseable",
+        ),
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "ChargePeriodStart", start, end)
     accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "m_gpu", pl.Int64)
     accepted = accepted.with_columns(
         natural_key=pl.concat_str(
-            [pl.col(c).cast(pl.String).fill_null("") for c in ("ts", "resource_id", "sku_price_id", "category", "row_id")],
+            [
+                pl.col(c).cast(pl.String).fill_null("")
+                for c in ("ts", "resource_id", "sku_price_id", "category", "row_id")
+            ],
             separator="\x1f",
         ),
         model=pl.lit(""),
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
     )
-    accepted = _map_unique(accepted, ["gpu_type", "instance_type", "region"],
-                           lambda g, i, r: schema.canonical_json({k: v for k, v in {"gpu_type": g, "instance_type": i, "region": r}.items() if v}),
-                           "dimensions", pl.String)
+    accepted = _map_unique(
+        accepted,
+        ["gpu_type", "instance_type", "region"],
+        lambda g, i, r: schema.canonical_json(
+            {k: v for k, v in {"gpu_type": g, "instance_type": i, "region": r}.items() if v}
+        ),
+        "dimensions",
+        pl.String,
+    )
     return files.build_events(accepted, SOURCE, METERS, "gpu_seconds"), _quarantine(rejected)
 
 

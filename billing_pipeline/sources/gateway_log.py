@@ -70,18 +70,57 @@ FAILED_STATUS = ("failed", "failure", "error")
 _PROVIDER_PREFIXES = (
     (("gpt", "o1", "o3", "o4", "chatgpt", "text-embedding"), "openai"),
     (("claude",), "anthropic"),
-    (("mistral", "ministral", "open-mistral", "open-mixtral", "codestral", "pixtral", "devstral", "magistral"), "mistral"),
+    (
+        (
+            "mistral",
+            "ministral",
+            "open-mistral",
+            "open-mixtral",
+            "codestral",
+            "pixtral",
+            "devstral",
+            "magistral",
+        ),
+        "mistral",
+    ),
 )
 # (column, [json paths tried in order], name used in quarantine rows)
 _COUNTS = (
     ("pt", ("usage.prompt_tokens", "usage.input_tokens")),
     ("ct", ("usage.completion_tokens", "usage.output_tokens")),
-    ("cached", ("usage.prompt_tokens_details.cached_tokens", "usage.input_tokens_details.cached_tokens")),
-    ("write", ("usage.prompt_tokens_details.cache_write_tokens", "usage.input_tokens_details.cache_write_tokens")),
-    ("audio_in", ("usage.prompt_tokens_details.audio_tokens", "usage.input_tokens_details.audio_tokens")),
-    ("image_in", ("usage.prompt_tokens_details.image_tokens", "usage.input_tokens_details.image_tokens")),
-    ("audio_out", ("usage.completion_tokens_details.audio_tokens", "usage.output_tokens_details.audio_tokens")),
-    ("reasoning", ("usage.completion_tokens_details.reasoning_tokens", "usage.output_tokens_details.reasoning_tokens")),
+    (
+        "cached",
+        ("usage.prompt_tokens_details.cached_tokens", "usage.input_tokens_details.cached_tokens"),
+    ),
+    (
+        "write",
+        (
+            "usage.prompt_tokens_details.cache_write_tokens",
+            "usage.input_tokens_details.cache_write_tokens",
+        ),
+    ),
+    (
+        "audio_in",
+        ("usage.prompt_tokens_details.audio_tokens", "usage.input_tokens_details.audio_tokens"),
+    ),
+    (
+        "image_in",
+        ("usage.prompt_tokens_details.image_tokens", "usage.input_tokens_details.image_tokens"),
+    ),
+    (
+        "audio_out",
+        (
+            "usage.completion_tokens_details.audio_tokens",
+            "usage.output_tokens_details.audio_tokens",
+        ),
+    ),
+    (
+        "reasoning",
+        (
+            "usage.completion_tokens_details.reasoning_tokens",
+            "usage.output_tokens_details.reasoning_tokens",
+        ),
+    ),
     # Anthropic Messages usage: input_tokens EXCLUDES these, so they are added, never subtracted.
     ("cache_read", ("usage.cache_read_input_tokens",)),
     ("cache_write", ("usage.cache_creation_input_tokens",)),
@@ -94,26 +133,52 @@ _REQUIRED = ("pt", "ct")
 _S = pl.String
 # The fields a line may carry, parsed ONCE per line with this fixed dtype. Every leaf is a String
 # so a count keeps what it was written as ("1.5", "true", "-1") and the checks below judge it.
-_IN_DETAILS = pl.Struct({"cached_tokens": _S, "cache_write_tokens": _S, "audio_tokens": _S, "image_tokens": _S})
+_IN_DETAILS = pl.Struct(
+    {"cached_tokens": _S, "cache_write_tokens": _S, "audio_tokens": _S, "image_tokens": _S}
+)
 _OUT_DETAILS = pl.Struct({"audio_tokens": _S, "reasoning_tokens": _S})
-_USAGE = pl.Struct({
-    "prompt_tokens": _S, "completion_tokens": _S, "input_tokens": _S, "output_tokens": _S,
-    "prompt_tokens_details": _IN_DETAILS, "input_tokens_details": _IN_DETAILS,
-    "completion_tokens_details": _OUT_DETAILS, "output_tokens_details": _OUT_DETAILS,
-    "cache_read_input_tokens": _S, "cache_creation_input_tokens": _S,
-    "cache_creation": pl.Struct({"ephemeral_1h_input_tokens": _S}),
-    "server_tool_use": pl.Struct({"web_search_requests": _S}),
-    "service_tier": _S,  # Anthropic Messages usage
-})
+_USAGE = pl.Struct(
+    {
+        "prompt_tokens": _S,
+        "completion_tokens": _S,
+        "input_tokens": _S,
+        "output_tokens": _S,
+        "prompt_tokens_details": _IN_DETAILS,
+        "input_tokens_details": _IN_DETAILS,
+        "completion_tokens_details": _OUT_DETAILS,
+        "output_tokens_details": _OUT_DETAILS,
+        "cache_read_input_tokens": _S,
+        "cache_creation_input_tokens": _S,
+        "cache_creation": pl.Struct({"ephemeral_1h_input_tokens": _S}),
+        "server_tool_use": pl.Struct({"web_search_requests": _S}),
+        "service_tier": _S,  # Anthropic Messages usage
+    }
+)
 # ``error``: OpenAI's error object {"message", "type", "param", "code"}; a bare string error is
 # refused by this struct and told apart in Python (``_classify_bad_line``).
 _ERROR = pl.Struct({"message": _S, "type": _S, "code": _S})
-_LINE = pl.Struct({"request_id": _S, "timestamp": _S, "customer_key": _S, "provider": _S, "model": _S,
-                   "prompt": _S, "completion": _S, "usage": _USAGE, "service_tier": _S, "status": _S,
-                   "error": _ERROR})
+_LINE = pl.Struct(
+    {
+        "request_id": _S,
+        "timestamp": _S,
+        "customer_key": _S,
+        "provider": _S,
+        "model": _S,
+        "prompt": _S,
+        "completion": _S,
+        "usage": _USAGE,
+        "service_tier": _S,
+        "status": _S,
+        "error": _ERROR,
+    }
+)
 # A count written as a JSON string ("12") decodes like the number 12: lines where any count key is
 # followed by a quote are looked at again in Python (rare), everything else never is.
-_QUOTED_COUNT = r'"(?:' + "|".join(sorted({p.rsplit(".", 1)[1] for _, ps in _COUNTS for p in ps})) + r')"\s*:\s*"'
+_QUOTED_COUNT = (
+    r'"(?:'
+    + "|".join(sorted({p.rsplit(".", 1)[1] for _, ps in _COUNTS for p in ps}))
+    + r')"\s*:\s*"'
+)
 
 
 def _field(path: str) -> pl.Expr:
@@ -152,21 +217,32 @@ def _value_at(obj, path: str):
 def _quoted_counts(raws: list[str]) -> dict[str, list[bool]]:
     """For the few lines whose counts may be JSON strings: which count columns really are."""
     parsed = [json.loads(r) for r in raws]
-    return {col: [any(isinstance(_value_at(o, p), str) for p in paths) for o in parsed] for col, paths in _COUNTS}
+    return {
+        col: [any(isinstance(_value_at(o, p), str) for p in paths) for o in parsed]
+        for col, paths in _COUNTS
+    }
 
 
 def _provider_expr() -> pl.Expr:
     model = pl.col("model").str.to_lowercase()
     inferred = pl.lit(None, pl.String)
     for prefixes, name in reversed(_PROVIDER_PREFIXES):
-        inferred = pl.when(pl.any_horizontal([model.str.starts_with(p) for p in prefixes])).then(pl.lit(name)).otherwise(inferred)
+        inferred = (
+            pl.when(pl.any_horizontal([model.str.starts_with(p) for p in prefixes]))
+            .then(pl.lit(name))
+            .otherwise(inferred)
+        )
     return pl.coalesce(pl.col("provider_raw").str.to_lowercase(), inferred)
 
 
 def _account_key(value) -> str | None:
     """``gateway:<customer_key>`` of a line parsed in Python, when it names one."""
     key = value.get("customer_key") if isinstance(value, dict) else None
-    return f"gateway:{key}" if isinstance(key, str | int) and not isinstance(key, bool) and key != "" else None
+    return (
+        f"gateway:{key}"
+        if isinstance(key, str | int) and not isinstance(key, bool) and key != ""
+        else None
+    )
 
 
 def _classify_bad_line(raw: str) -> tuple[str, str, str, str | None]:
@@ -191,10 +267,20 @@ def _classify_bad_line(raw: str) -> tuple[str, str, str, str | None]:
     account = _account_key(value)
     if isinstance(value, dict) and value.get("error") and not isinstance(value["error"], dict):
         # a failed request logged with a bare error string: not billable, whatever else it says
-        return "failed_request", "error", f"the request failed: {str(value['error'])[:200]}", account
+        return (
+            "failed_request",
+            "error",
+            f"the request failed: {str(value['error'])[:200]}",
+            account,
+        )
     field = walk(value, "")
     if field:
-        return "bad_number", field, f"{field} is not a finite number (NaN, Infinity or out of range)", account
+        return (
+            "bad_number",
+            field,
+            f"{field} is not a finite number (NaN, Infinity or out of range)",
+            account,
+        )
     if not isinstance(value, dict):
         return "bad_json_line", "", "line is JSON but not an object", None
     wrong = _wrong_type(value, _LINE, "")
@@ -232,7 +318,11 @@ def _count_texts(frame: pl.DataFrame) -> pl.DataFrame:
         prompts = tokens.count_tokens(model, group["prompt"].fill_null("").to_list())
         completions = tokens.count_tokens(model, group["completion"].fill_null("").to_list())
         parts.append(pl.DataFrame({"line": group["line"], "pt_n": prompts, "ct_n": completions}))
-    counted = pl.concat(parts) if parts else pl.DataFrame(schema={"line": pl.Int64, "pt_n": pl.Int64, "ct_n": pl.Int64})
+    counted = (
+        pl.concat(parts)
+        if parts
+        else pl.DataFrame(schema={"line": pl.Int64, "pt_n": pl.Int64, "ct_n": pl.Int64})
+    )
     return frame.join(counted, on="line", how="left").with_columns(
         pl.coalesce(pl.col("pt"), pl.col("pt_n").cast(pl.String)).alias("pt"),
         pl.coalesce(pl.col("ct"), pl.col("ct_n").cast(pl.String)).alias("ct"),
@@ -265,14 +355,21 @@ def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
 def _split_lines(f: files.LandingFile, data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(decodable lines with the parsed struct in ``obj``, refused lines with reason/field/message)."""
     raw_lines, encoding_errors = _decode_lines(data)
-    lines = pl.DataFrame({"raw": raw_lines, "encoding_error": encoding_errors}, schema={"raw": pl.String, "encoding_error": pl.String})
+    lines = pl.DataFrame(
+        {"raw": raw_lines, "encoding_error": encoding_errors},
+        schema={"raw": pl.String, "encoding_error": pl.String},
+    )
     lines = lines.with_row_index("line", offset=1)
-    lines = lines.with_columns(pl.col("line").cast(pl.Int64), pl.col("raw").str.strip_chars_end("\r"))
+    lines = lines.with_columns(
+        pl.col("line").cast(pl.Int64), pl.col("raw").str.strip_chars_end("\r")
+    )
     too_long = pl.col("raw").str.len_bytes() > MAX_LINE_BYTES
     lines = lines.filter(pl.col("raw").str.strip_chars() != "").with_columns(
         origin=pl.lit(f.rel + ":") + pl.col("line").cast(pl.String),
-        pre=pl.when(pl.col("encoding_error").is_not_null()).then(pl.lit("bad_encoding"))
-        .when(too_long).then(pl.lit("line_too_long")),
+        pre=pl.when(pl.col("encoding_error").is_not_null())
+        .then(pl.lit("bad_encoding"))
+        .when(too_long)
+        .then(pl.lit("line_too_long")),
     )
     todo = lines.filter(pl.col("pre").is_null())
     obj, refused = _decode(todo["raw"])
@@ -281,10 +378,19 @@ def _split_lines(f: files.LandingFile, data: bytes) -> tuple[pl.DataFrame, pl.Da
         refused_mask = refused_mask.scatter(refused, True)
     todo = todo.with_columns(obj.alias("obj"), refused_mask)
     unusable = pl.col("refused") | pl.col("obj").is_null()  # "null" decodes to a null struct
-    bad = pl.concat([lines.filter(pl.col("pre").is_not_null()), todo.filter(unusable).drop("obj", "refused")])
+    bad = pl.concat(
+        [lines.filter(pl.col("pre").is_not_null()), todo.filter(unusable).drop("obj", "refused")]
+    )
     classified = [  # only lines polars refused or never parsed: a handful, looked at in Python
-        ("bad_encoding", "", f"line is not valid UTF-8: {e}", None) if pre == "bad_encoding"
-        else ("line_too_long", "", f"line is {len(r.encode())} bytes, over the {MAX_LINE_BYTES}-byte limit", None) if pre
+        ("bad_encoding", "", f"line is not valid UTF-8: {e}", None)
+        if pre == "bad_encoding"
+        else (
+            "line_too_long",
+            "",
+            f"line is {len(r.encode())} bytes, over the {MAX_LINE_BYTES}-byte limit",
+            None,
+        )
+        if pre
         else _classify_bad_line(r)
         for r, pre, e in bad.select("raw", "pre", "encoding_error").iter_rows()
     ]
@@ -313,8 +419,13 @@ def _quoted_flags(good: pl.DataFrame) -> list[pl.Series]:
 
 
 REASONING_SCHEMA: dict[str, pl.DataType] = {
-    "day": pl.Date, "account_key": pl.String, "provider": pl.String, "model": pl.String,
-    "requests": pl.UInt32, "output_tokens": pl.Int64, "reasoning_tokens": pl.Int64,
+    "day": pl.Date,
+    "account_key": pl.String,
+    "provider": pl.String,
+    "model": pl.String,
+    "requests": pl.UInt32,
+    "output_tokens": pl.Int64,
+    "reasoning_tokens": pl.Int64,
 }
 
 
@@ -332,12 +443,28 @@ def _dimensions(frame: pl.DataFrame) -> pl.Series:
     """Canonical JSON dimensions per line, built once per distinct (tier, window, local) combination."""
     parts = frame.select("service_tier", "context_window", "local")
     distinct = parts.unique()
-    texts = [files.schema.canonical_json({k: v for k, v in (("service_tier", tier), ("context_window", window),
-                                                            ("counted", "local" if local else None)) if v})
-             for tier, window, local in distinct.iter_rows()]
+    texts = [
+        files.schema.canonical_json(
+            {
+                k: v
+                for k, v in (
+                    ("service_tier", tier),
+                    ("context_window", window),
+                    ("counted", "local" if local else None),
+                )
+                if v
+            }
+        )
+        for tier, window, local in distinct.iter_rows()
+    ]
     lookup = distinct.with_columns(pl.Series("dimensions", texts, dtype=pl.String))
-    return parts.join(lookup, on=["service_tier", "context_window", "local"], how="left",
-                      nulls_equal=True, maintain_order="left")["dimensions"]
+    return parts.join(
+        lookup,
+        on=["service_tier", "context_window", "local"],
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )["dimensions"]
 
 
 def _split_openai(good: pl.DataFrame) -> pl.DataFrame:
@@ -349,10 +476,15 @@ def _split_openai(good: pl.DataFrame) -> pl.DataFrame:
     excess = pl.max_horizontal(parts - pl.col("pt"), pl.lit(0))
     cached_audio = pl.min_horizontal(excess, pl.col("audio_in"), pl.col("cached"))
     good = good.with_columns(excess=excess, cached_audio=cached_audio)
-    cached_image = pl.min_horizontal(pl.col("excess") - pl.col("cached_audio"), pl.col("image_in"),
-                                     pl.col("cached") - pl.col("cached_audio"))
+    cached_image = pl.min_horizontal(
+        pl.col("excess") - pl.col("cached_audio"),
+        pl.col("image_in"),
+        pl.col("cached") - pl.col("cached_audio"),
+    )
     good = good.with_columns(cached_image=cached_image)
-    return good.with_columns(unexplained=pl.col("excess") - pl.col("cached_audio") - pl.col("cached_image"))
+    return good.with_columns(
+        unexplained=pl.col("excess") - pl.col("cached_audio") - pl.col("cached_image")
+    )
 
 
 def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = False):
@@ -364,36 +496,84 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         q = files.unreadable(SOURCE, f, f"not a readable file: {exc}")
         return None, q.filter(pl.col("day").is_between(start, end, closed="left")), None, 0, None
     good, bad = _split_lines(f, data)
+    good = (
+        good.with_columns(
+            *[pl.coalesce([_field(p) for p in paths]).alias(col) for col, paths in _COUNTS],
+            *[
+                pl.coalesce(
+                    [pl.when(_field(p).is_not_null()).then(pl.lit(p)) for p in paths]
+                    + [pl.lit(paths[0])]
+                ).alias(f"{col}_field")
+                for col, paths in _COUNTS
+            ],
+            request_id=_field("request_id"),
+            timestamp=_field("timestamp"),
+            customer_key=_field("customer_key"),
+            provider_raw=_field("provider"),
+            model=_field("model"),
+            prompt=_field("prompt"),
+            completion=_field("completion"),
+            has_usage=_field("usage").is_not_null(),
+            service_tier=pl.coalesce(_field("service_tier"), _field("usage.service_tier")),
+            status=_field("status"),
+            has_error=_field("error").is_not_null(),
+        )
+        .drop("obj")
+        .with_columns(_quoted_flags(good))
+    )
     good = good.with_columns(
-        request_id=_field("request_id"), timestamp=_field("timestamp"), customer_key=_field("customer_key"),
-        provider_raw=_field("provider"), model=_field("model"), prompt=_field("prompt"),
-        completion=_field("completion"), has_usage=_field("usage").is_not_null(),
-        service_tier=pl.coalesce(_field("service_tier"), _field("usage.service_tier")),
-        status=_field("status"), has_error=_field("error").is_not_null(),
-        *[pl.coalesce([_field(p) for p in paths]).alias(col) for col, paths in _COUNTS],
-        *[pl.coalesce([pl.when(_field(p).is_not_null()).then(pl.lit(p)) for p in paths] + [pl.lit(paths[0])]).alias(f"{col}_field")
-          for col, paths in _COUNTS],
-    ).drop("obj").with_columns(_quoted_flags(good))
-    good = good.with_columns(
-        local=~pl.col("has_usage") & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
+        local=~pl.col("has_usage")
+        & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
         anthropic_shape=pl.col("cache_read").is_not_null() | pl.col("cache_write").is_not_null(),
         ts=files.parse_utc_expr(pl.col("timestamp")),
         provider=_provider_expr(),
-        account_key=pl.when(pl.col("customer_key").is_not_null() & (pl.col("customer_key") != ""))
-        .then(pl.lit("gateway:") + pl.col("customer_key")),
+        account_key=pl.when(
+            pl.col("customer_key").is_not_null() & (pl.col("customer_key") != "")
+        ).then(pl.lit("gateway:") + pl.col("customer_key")),
     )
     # Only lines we count ourselves need a tokenizer: a usage-only log never loads one (~3 s).
     models = good.filter(pl.col("local") & ~_failed())["model"].drop_nulls().unique().to_list()
     untokenizable = [m for m in models if tokens.tokenizer_for(m) is None]
     checks = [
         # first: a failed request is not billed whatever else is wrong with its line
-        (_failed(), "failed_request", pl.when(pl.col("has_error")).then(pl.lit("error")).otherwise(pl.lit("status")),
-         pl.lit("the request failed (status ") + pl.col("status").fill_null("none") + pl.lit("): not billed")),
-        (pl.col("request_id").is_null() | (pl.col("request_id") == ""), "missing_field", "request_id", "request_id is missing"),
-        (pl.col("model").is_null() | (pl.col("model") == ""), "missing_field", "model", "model is missing"),
-        (~pl.col("has_usage") & ~pl.col("local"), "missing_field", "usage", "neither usage nor prompt/completion text"),
-        (pl.col("local") & pl.col("provider").eq("anthropic"), "no_tokenizer", "model", "Claude has no public tokenizer; token counts must come from the provider"),
-        (pl.col("local") & pl.col("model").is_in(untokenizable), "no_tokenizer", "model", pl.lit("no offline tokenizer for model ") + pl.col("model")),
+        (
+            _failed(),
+            "failed_request",
+            pl.when(pl.col("has_error")).then(pl.lit("error")).otherwise(pl.lit("status")),
+            pl.lit("the request failed (status ")
+            + pl.col("status").fill_null("none")
+            + pl.lit("): not billed"),
+        ),
+        (
+            pl.col("request_id").is_null() | (pl.col("request_id") == ""),
+            "missing_field",
+            "request_id",
+            "request_id is missing",
+        ),
+        (
+            pl.col("model").is_null() | (pl.col("model") == ""),
+            "missing_field",
+            "model",
+            "model is missing",
+        ),
+        (
+            ~pl.col("has_usage") & ~pl.col("local"),
+            "missing_field",
+            "usage",
+            "neither usage nor prompt/completion text",
+        ),
+        (
+            pl.col("local") & pl.col("provider").eq("anthropic"),
+            "no_tokenizer",
+            "model",
+            "Claude has no public tokenizer; token counts must come from the provider",
+        ),
+        (
+            pl.col("local") & pl.col("model").is_in(untokenizable),
+            "no_tokenizer",
+            "model",
+            pl.lit("no offline tokenizer for model ") + pl.col("model"),
+        ),
     ]
     for col, _ in _COUNTS:
         # polars writes a decoded JSON number in its shortest form (12.0 -> "12"), so a whole
@@ -401,11 +581,40 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         value, fld = pl.col(col), pl.col(f"{col}_field")
         as_int = value.cast(pl.Int64, strict=False)
         if col in _REQUIRED:
-            checks.append((~pl.col("local") & value.is_null(), "missing_field", fld, fld + pl.lit(" is missing")))
-        checks.append((~pl.col("local") & value.is_not_null() & (as_int.is_null() | pl.col(f"{col}_str")), "bad_number", fld, fld + pl.lit(" is not a whole number: ") + value))
-        checks.append((~pl.col("local") & (as_int < 0), "negative_quantity", fld, fld + pl.lit(" is negative: ") + value))
-        checks.append((~pl.col("local") & (as_int > files.MAX_RECORD_QUANTITY), "implausible_quantity", fld,
-                       fld + pl.lit(f" is above the per-record ceiling of {files.MAX_RECORD_QUANTITY:,}: ") + value))
+            checks.append(
+                (
+                    ~pl.col("local") & value.is_null(),
+                    "missing_field",
+                    fld,
+                    fld + pl.lit(" is missing"),
+                )
+            )
+        checks.append(
+            (
+                ~pl.col("local") & value.is_not_null() & (as_int.is_null() | pl.col(f"{col}_str")),
+                "bad_number",
+                fld,
+                fld + pl.lit(" is not a whole number: ") + value,
+            )
+        )
+        checks.append(
+            (
+                ~pl.col("local") & (as_int < 0),
+                "negative_quantity",
+                fld,
+                fld + pl.lit(" is negative: ") + value,
+            )
+        )
+        checks.append(
+            (
+                ~pl.col("local") & (as_int > files.MAX_RECORD_QUANTITY),
+                "implausible_quantity",
+                fld,
+                fld
+                + pl.lit(f" is above the per-record ceiling of {files.MAX_RECORD_QUANTITY:,}: ")
+                + value,
+            )
+        )
     good = files.apply_checks(good, checks)
     good = _count_texts(good).with_columns(
         pl.col(c).cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
@@ -417,52 +626,95 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
     over_out = fine & openai_shape & (pl.col("audio_out") > pl.col("ct"))
     over_reasoning = fine & (pl.col("reasoning") > pl.col("ct") - pl.col("audio_out"))
     good = good.with_columns(
-        reason=pl.when(over | over_1h | over_out | over_reasoning).then(pl.lit("negative_quantity")).otherwise("reason"),
-        field=pl.when(over).then(pl.col("cached_field")).when(over_1h).then(pl.col("write_1h_field"))
-        .when(over_out).then(pl.col("audio_out_field")).when(over_reasoning).then(pl.col("reasoning_field")).otherwise("field"),
-        message=pl.when(over).then(pl.lit("cached + cache-write + audio + image tokens exceed prompt tokens"))
-        .when(over_1h).then(pl.lit("1h cache writes exceed cache_creation_input_tokens"))
-        .when(over_out).then(pl.lit("completion audio tokens exceed completion tokens"))
-        .when(over_reasoning).then(pl.lit("reasoning tokens exceed the text completion tokens")).otherwise("message"),
+        reason=pl.when(over | over_1h | over_out | over_reasoning)
+        .then(pl.lit("negative_quantity"))
+        .otherwise("reason"),
+        field=pl.when(over)
+        .then(pl.col("cached_field"))
+        .when(over_1h)
+        .then(pl.col("write_1h_field"))
+        .when(over_out)
+        .then(pl.col("audio_out_field"))
+        .when(over_reasoning)
+        .then(pl.col("reasoning_field"))
+        .otherwise("field"),
+        message=pl.when(over)
+        .then(pl.lit("cached + cache-write + audio + image tokens exceed prompt tokens"))
+        .when(over_1h)
+        .then(pl.lit("1h cache writes exceed cache_creation_input_tokens"))
+        .when(over_out)
+        .then(pl.lit("completion audio tokens exceed completion tokens"))
+        .when(over_reasoning)
+        .then(pl.lit("reasoning tokens exceed the text completion tokens"))
+        .otherwise("message"),
     )
     frame = pl.concat([bad, good], how="diagonal_relaxed").sort("line")
     accepted, rejected = files.split_by_day(frame, f, "timestamp", start, end)
     texts = None
     if keep_text:  # provider counts AND the text they count: the metering drift sample
-        texts = accepted.filter(~pl.col("local") & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()))
-        texts = texts.select("day", "model", "prompt", "completion",
-                             provider_input=pl.when(pl.col("anthropic_shape")).then(pl.col("pt") + pl.col("cache_read") + pl.col("cache_write"))
-                             .otherwise(pl.col("pt")), provider_output=pl.col("ct"))
+        texts = accepted.filter(
+            ~pl.col("local") & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null())
+        )
+        texts = texts.select(
+            "day",
+            "model",
+            "prompt",
+            "completion",
+            provider_input=pl.when(pl.col("anthropic_shape"))
+            .then(pl.col("pt") + pl.col("cache_read") + pl.col("cache_write"))
+            .otherwise(pl.col("pt")),
+            provider_output=pl.col("ct"),
+        )
     anthropic = pl.col("anthropic_shape")
     whole_input = pl.col("pt") + pl.col("cache_read") + pl.col("cache_write")
     accepted = accepted.with_columns(
         context_window=pl.when(anthropic).then(
-            pl.when(whole_input > LONG_CONTEXT).then(pl.lit("200k-1M")).otherwise(pl.lit("0-200k"))),
+            pl.when(whole_input > LONG_CONTEXT).then(pl.lit("200k-1M")).otherwise(pl.lit("0-200k"))
+        ),
     )
-    openai_input = (pl.col("pt") - pl.col("cached") - pl.col("write") - pl.col("audio_in") - pl.col("image_in")
-                    + pl.col("cached_audio") + pl.col("cached_image"))
+    openai_input = (
+        pl.col("pt")
+        - pl.col("cached")
+        - pl.col("write")
+        - pl.col("audio_in")
+        - pl.col("image_in")
+        + pl.col("cached_audio")
+        + pl.col("cached_image")
+    )
     accepted = accepted.with_columns(
         natural_key=pl.col("request_id"),
         dimensions=_dimensions(accepted) if accepted.height else pl.lit("{}"),
-        start=pl.col("ts"), end=pl.col("ts"),
+        start=pl.col("ts"),
+        end=pl.col("ts"),
         m_input=pl.when(anthropic).then(pl.col("pt")).otherwise(openai_input),
-        m_cached=pl.when(anthropic).then(pl.col("cache_read"))
+        m_cached=pl.when(anthropic)
+        .then(pl.col("cache_read"))
         .otherwise(pl.col("cached") - pl.col("cached_audio") - pl.col("cached_image")),
         m_write=pl.when(anthropic).then(pl.lit(0)).otherwise(pl.col("write")),
-        m_write_5m=pl.col("cache_write") - pl.col("write_1h"), m_write_1h=pl.col("write_1h"),
-        m_audio_in=pl.when(anthropic).then(pl.lit(0)).otherwise(pl.col("audio_in") - pl.col("cached_audio")),
+        m_write_5m=pl.col("cache_write") - pl.col("write_1h"),
+        m_write_1h=pl.col("write_1h"),
+        m_audio_in=pl.when(anthropic)
+        .then(pl.lit(0))
+        .otherwise(pl.col("audio_in") - pl.col("cached_audio")),
         m_cached_audio=pl.when(anthropic).then(pl.lit(0)).otherwise(pl.col("cached_audio")),
-        m_image_in=pl.when(anthropic).then(pl.lit(0)).otherwise(pl.col("image_in") - pl.col("cached_image")),
+        m_image_in=pl.when(anthropic)
+        .then(pl.lit(0))
+        .otherwise(pl.col("image_in") - pl.col("cached_image")),
         m_cached_image=pl.when(anthropic).then(pl.lit(0)).otherwise(pl.col("cached_image")),
-        m_output=pl.when(anthropic).then(pl.col("ct")).otherwise(pl.col("ct") - pl.col("audio_out")),
+        m_output=pl.when(anthropic)
+        .then(pl.col("ct"))
+        .otherwise(pl.col("ct") - pl.col("audio_out")),
         m_audio_out=pl.when(anthropic).then(pl.lit(0)).otherwise(pl.col("audio_out")),
         m_web_search=pl.col("web_search"),
     )
     reasoning = (
         accepted.filter(pl.col("reasoning") > 0)
         .group_by("day", "account_key", "provider", "model")
-        .agg(pl.len().alias("requests"), pl.col("m_output").sum().alias("output_tokens"),
-             pl.col("reasoning").sum().alias("reasoning_tokens"))
+        .agg(
+            pl.len().alias("requests"),
+            pl.col("m_output").sum().alias("output_tokens"),
+            pl.col("reasoning").sum().alias("reasoning_tokens"),
+        )
     )
     events = files.build_events(accepted, SOURCE, METERS, "input_tokens")
     return events, files.rejected_to_quarantine(SOURCE, rejected), texts, accepted.height, reasoning
@@ -486,12 +738,23 @@ def reasoning_summary(landing: Path, start: date, end: date) -> pl.DataFrame:
 
     Reasoning is already billed inside ``output_tokens``; this is what an invoice or a customer's
     question ("why so much output?") can quote, without splitting the usage per request."""
-    parts = [r for f in files.list_files(landing, FOLDER, (".jsonl",), start, end)
-             if (r := _read_file(f, start, end)[4]) is not None]
-    frame = pl.concat([pl.DataFrame(schema=REASONING_SCHEMA), *[p.cast(REASONING_SCHEMA) for p in parts]])
+    parts = [
+        r
+        for f in files.list_files(landing, FOLDER, (".jsonl",), start, end)
+        if (r := _read_file(f, start, end)[4]) is not None
+    ]
+    frame = pl.concat(
+        [pl.DataFrame(schema=REASONING_SCHEMA), *[p.cast(REASONING_SCHEMA) for p in parts]]
+    )
     keys = ["day", "account_key", "provider", "model"]
-    return (frame.group_by(keys).agg(pl.sum("requests").cast(pl.UInt32), pl.sum("output_tokens"), pl.sum("reasoning_tokens"))
-            .sort(keys, nulls_last=True).select(list(REASONING_SCHEMA)))
+    return (
+        frame.group_by(keys)
+        .agg(
+            pl.sum("requests").cast(pl.UInt32), pl.sum("output_tokens"), pl.sum("reasoning_tokens")
+        )
+        .sort(keys, nulls_last=True)
+        .select(list(REASONING_SCHEMA))
+    )
 
 
 _TEXT_KEY = re.compile(rb'"(?:prompt|completion)"\s*:')
@@ -514,6 +777,10 @@ def tokenizer_drift(landing: Path, start: date, end: date) -> pl.DataFrame:
 
     # A file in which no key "prompt" or "completion" is written has no text to recount: it is not
     # parsed at all (a month of usage-only logs costs one byte search per file, not a second parse).
-    texts = [t for f in files.list_files(landing, FOLDER, (".jsonl",), start, end)
-             if _may_carry_text(f.path) and (t := _read_file(f, start, end, keep_text=True)[2]) is not None]
+    texts = [
+        t
+        for f in files.list_files(landing, FOLDER, (".jsonl",), start, end)
+        if _may_carry_text(f.path)
+        and (t := _read_file(f, start, end, keep_text=True)[2]) is not None
+    ]
     return drift.drift_by_model(pl.concat(texts) if texts else drift.empty_sample())

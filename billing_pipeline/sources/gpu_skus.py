@@ -37,7 +37,11 @@ AWS: dict[str, tuple[str, int]] = {
 }
 for _family, _gpu in (("g5", "A10G"), ("g6", "L4"), ("g6e", "L40S")):
     AWS |= {f"{_family}.{s}": (_gpu, 1) for s in _SIZES_1}
-    AWS |= {f"{_family}.12xlarge": (_gpu, 4), f"{_family}.24xlarge": (_gpu, 4), f"{_family}.48xlarge": (_gpu, 8)}
+    AWS |= {
+        f"{_family}.12xlarge": (_gpu, 4),
+        f"{_family}.24xlarge": (_gpu, 4),
+        f"{_family}.48xlarge": (_gpu, 8),
+    }
 
 # ---------------------------------------------------------------- Azure (ARM SKU name, lower-cased)
 AZURE: dict[str, tuple[str, int]] = {
@@ -120,21 +124,29 @@ def azure_meter_size(meter: pl.Expr) -> pl.Expr:
     the FOCUS SkuMeter/x_SkuMeterName of a VM row names the size even when x_SkuDetails is empty."""
     clean = meter.str.strip_chars().str.replace(r"(?i)\s+(spot|low priority)$", "")
     return pl.when(clean.str.contains(r"^[A-Za-z]{1,3}\d+[A-Za-z]*( [A-Za-z0-9]+)* v\d+$")).then(
-        pl.lit("standard_") + clean.str.replace_all(" ", "_").str.to_lowercase())
+        pl.lit("standard_") + clean.str.replace_all(" ", "_").str.to_lowercase()
+    )
 
 
 def azure_description_size(text: pl.Expr) -> pl.Expr:
     """Azure's FOCUS ChargeDescription is ``<meter subcategory> - <meter name> - <region>``
     (real sample: ``Virtual Machines Dv2/DSv2 Series - D11 v2/DS11 v2 - US East 2``): the meter name
     (first of ``a/b``) names the size."""
-    return azure_meter_size(text.str.extract(r"^Virtual Machines[^-]* - ([^/-]+?)(?:/[^-]*)? - ", 1))
+    return azure_meter_size(
+        text.str.extract(r"^Virtual Machines[^-]* - ([^/-]+?)(?:/[^-]*)? - ", 1)
+    )
 
 
 def table_frame() -> pl.DataFrame:
     """The table as a frame to join on ``instance_type``."""
-    return pl.DataFrame({"instance_type": list(GPU_SIZES), "gpu_type": [v[0] for v in GPU_SIZES.values()],
-                         "gpus": [v[1] for v in GPU_SIZES.values()]},
-                        schema={"instance_type": pl.String, "gpu_type": pl.String, "gpus": pl.Int64})
+    return pl.DataFrame(
+        {
+            "instance_type": list(GPU_SIZES),
+            "gpu_type": [v[0] for v in GPU_SIZES.values()],
+            "gpus": [v[1] for v in GPU_SIZES.values()],
+        },
+        schema={"instance_type": pl.String, "gpu_type": pl.String, "gpus": pl.Int64},
+    )
 
 
 def is_gpu_looking(size: pl.Expr) -> pl.Expr:
@@ -160,4 +172,3 @@ def gpu_model_from_text(text: pl.Expr) -> pl.Expr:
     for pattern, name in reversed(GCP_GPU_DESCRIPTIONS):
         out = pl.when(text.str.contains(pattern).fill_null(False)).then(pl.lit(name)).otherwise(out)
     return out
-

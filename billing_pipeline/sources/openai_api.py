@@ -8,7 +8,7 @@ deterministic ids make a re-fetch count once.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import httpx
@@ -35,12 +35,14 @@ COSTS_GROUP_BY = ("project_id", "line_item", "api_key_id")  # the Costs API has 
 
 
 def _day_bounds(day: date) -> tuple[int, int]:
-    start = datetime.combine(day, time(), timezone.utc)
+    start = datetime.combine(day, time(), UTC)
     return int(start.timestamp()), int((start + timedelta(days=1)).timestamp())
 
 
 def _client(base_url: str, key: str, timeout: float) -> httpx.Client:
-    return httpx.Client(base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+    return httpx.Client(
+        base_url=base_url.rstrip("/"), headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+    )
 
 
 def fetch_day(
@@ -57,12 +59,19 @@ def fetch_day(
     key = admin_key(KEY_ENV, api_key)
     policy = policy or RetryPolicy()
     start, end = _day_bounds(day)
-    window = [("start_time", str(start)), ("end_time", str(end)), ("bucket_width", "1d"), ("limit", "1")]
+    window = [
+        ("start_time", str(start)),
+        ("end_time", str(end)),
+        ("bucket_width", "1d"),
+        ("limit", "1"),
+    ]
     written: list[Path] = []
     with _client(base_url, key, timeout) as client:
         for endpoint in endpoints:
             if endpoint not in USAGE_GROUP_BY:
-                raise ValueError(f"unknown OpenAI usage endpoint {endpoint!r}; known: {', '.join(USAGE_GROUP_BY)}")
+                raise ValueError(
+                    f"unknown OpenAI usage endpoint {endpoint!r}; known: {', '.join(USAGE_GROUP_BY)}"
+                )
             params = window + [("group_by", g) for g in USAGE_GROUP_BY[endpoint]]
             pages = fetch_all_pages(client, f"/organization/usage/{endpoint}", params, policy)
             written += save_pages(Path(landing) / "openai/usage" / endpoint, day.isoformat(), pages)

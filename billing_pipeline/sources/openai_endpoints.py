@@ -23,7 +23,6 @@ import json
 from datetime import date
 from pathlib import Path
 
-
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
 from billing_pipeline.sources.files import Meter, Problem
@@ -41,13 +40,31 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
 
 # Quantity fields of every usage result OpenAI documents (openapi.yaml, Usage*Result schemas):
 # never part of a record's identity, or a restated count would look like a new record.
-QUANTITY_FIELDS = frozenset({
-    "input_tokens", "output_tokens", "num_model_requests", "input_cached_tokens",
-    "input_cache_write_tokens", "input_uncached_tokens", "input_text_tokens", "input_audio_tokens",
-    "input_image_tokens", "input_cached_text_tokens", "input_cached_audio_tokens",
-    "input_cached_image_tokens", "output_text_tokens", "output_audio_tokens", "output_image_tokens",
-    "images", "characters", "seconds", "num_sessions", "num_requests", "usage_bytes",
-})
+QUANTITY_FIELDS = frozenset(
+    {
+        "input_tokens",
+        "output_tokens",
+        "num_model_requests",
+        "input_cached_tokens",
+        "input_cache_write_tokens",
+        "input_uncached_tokens",
+        "input_text_tokens",
+        "input_audio_tokens",
+        "input_image_tokens",
+        "input_cached_text_tokens",
+        "input_cached_audio_tokens",
+        "input_cached_image_tokens",
+        "output_text_tokens",
+        "output_audio_tokens",
+        "output_image_tokens",
+        "images",
+        "characters",
+        "seconds",
+        "num_sessions",
+        "num_requests",
+        "usage_bytes",
+    }
+)
 # Not grouping fields either: the result's type tag and the model (a column of its own).
 _NOT_DIMENSIONS = frozenset({"object", "model"})
 
@@ -75,7 +92,14 @@ def grouping(result: dict) -> dict[str, object]:
 
 def account_key(result: dict) -> str | None:
     """``openai:<project_id>``, else ``openai:<api_key_id>``: whom a usage or cost result bills."""
-    owner = next((v for v in (result.get("project_id"), result.get("api_key_id")) if isinstance(v, str) and v), None)
+    owner = next(
+        (
+            v
+            for v in (result.get("project_id"), result.get("api_key_id"))
+            if isinstance(v, str) and v
+        ),
+        None,
+    )
     return f"openai:{owner}" if owner else None
 
 
@@ -110,7 +134,9 @@ def _parser(endpoint: str):
     def parse(bucket: dict, r: dict, prefix: str) -> dict:
         end = bucket_end(bucket)
         quantity = files.count(r, field, f"{prefix}.{field}", required=True)
-        requests = files.count(r, "num_model_requests", f"{prefix}.num_model_requests", required=True)
+        requests = files.count(
+            r, "num_model_requests", f"{prefix}.num_model_requests", required=True
+        )
         model = pages.text(r, "model", prefix)
         return dict(
             end=end,
@@ -128,5 +154,16 @@ def read_endpoint(endpoint: str, landing: Path, start: date, end: date):
     """One endpoint's saved pages whose partition day is in [start, end)."""
     meter = ENDPOINTS[endpoint][1]
     meters = [Meter("m_quantity", meter), Meter("m_requests", "requests")]
-    return pages.read_pages(SOURCE, landing, f"openai/usage/{endpoint}", start, end, _parser(endpoint),
-                            _bucket_start, "start_time", meters, meter, owner=account_key)
+    return pages.read_pages(
+        SOURCE,
+        landing,
+        f"openai/usage/{endpoint}",
+        start,
+        end,
+        _parser(endpoint),
+        _bucket_start,
+        "start_time",
+        meters,
+        meter,
+        owner=account_key,
+    )

@@ -64,8 +64,14 @@ METERS = [
 # Fields that only the newer (2026-07-15) form carries: their presence says input_audio_tokens
 # counts uncached audio only.
 NEWER_FIELDS = (
-    "input_uncached_tokens", "input_cache_write_tokens", "input_text_tokens", "input_cached_text_tokens",
-    "input_cached_audio_tokens", "input_image_tokens", "input_cached_image_tokens", "output_text_tokens",
+    "input_uncached_tokens",
+    "input_cache_write_tokens",
+    "input_text_tokens",
+    "input_cached_text_tokens",
+    "input_cached_audio_tokens",
+    "input_image_tokens",
+    "input_cached_image_tokens",
+    "output_text_tokens",
     "output_image_tokens",
 )
 
@@ -74,7 +80,9 @@ def _bucket_start(bucket: dict):
     return files.from_unix(bucket.get("start_time"))
 
 
-def _parts(total_name: str, total: int, parts: dict[str, int], rest: str | None, r: dict, prefix: str) -> int:
+def _parts(
+    total_name: str, total: int, parts: dict[str, int], rest: str | None, r: dict, prefix: str
+) -> int:
     """The remainder of ``total`` once ``parts`` are taken out: the ``rest`` field's own value when
     the record carries it (then the identity total == parts + rest is checked), else derived."""
     given = sum(parts.values())
@@ -82,21 +90,31 @@ def _parts(total_name: str, total: int, parts: dict[str, int], rest: str | None,
     if rest is not None and r.get(rest) is not None:
         value = files.count(r, rest, f"{prefix}.{rest}")
         if value + given != total:
-            raise Problem(INCONSISTENT, f"{prefix}.{rest}",
-                          f"{rest} {value} + {shown} = {value + given}, but {total_name} is {total}")
+            raise Problem(
+                INCONSISTENT,
+                f"{prefix}.{rest}",
+                f"{rest} {value} + {shown} = {value + given}, but {total_name} is {total}",
+            )
         return value
     if given > total:
         field = max(parts, key=parts.get)
-        raise Problem(INCONSISTENT, f"{prefix}.{field}", f"{shown} = {given} exceeds {total_name} {total}")
+        raise Problem(
+            INCONSISTENT, f"{prefix}.{field}", f"{shown} = {given} exceeds {total_name} {total}"
+        )
     return total - given
 
 
 def _meters(r: dict, prefix: str) -> dict[str, int]:
     """The eleven meter columns of one completions result (see module docstring)."""
+
     def c(name: str, required: bool = False) -> int:
         return files.count(r, name, f"{prefix}.{name}", required)
 
-    total_in, output, requests = c("input_tokens", True), c("output_tokens", True), c("num_model_requests", True)
+    total_in, output, requests = (
+        c("input_tokens", True),
+        c("output_tokens", True),
+        c("num_model_requests", True),
+    )
     newer = any(r.get(name) is not None for name in NEWER_FIELDS)
     write = c("input_cache_write_tokens")
     cached_audio, cached_image = c("input_cached_audio_tokens"), c("input_cached_image_tokens")
@@ -104,36 +122,82 @@ def _meters(r: dict, prefix: str) -> dict[str, int]:
         cached = c("input_cached_tokens")
     else:  # only the parts given: their sum is the cached total
         cached = c("input_cached_text_tokens") + cached_audio + cached_image
-    uncached = _parts("input_tokens", total_in, {"input_cached_tokens": cached, "input_cache_write_tokens": write},
-                      "input_uncached_tokens", r, prefix)
-    cached_text = _parts("input_cached_tokens", cached, {"input_cached_audio_tokens": cached_audio,
-                         "input_cached_image_tokens": cached_image}, "input_cached_text_tokens", r, prefix)
-    audio_in = c("input_audio_tokens")  # newer form: uncached audio; older form: all audio (see docstring)
+    uncached = _parts(
+        "input_tokens",
+        total_in,
+        {"input_cached_tokens": cached, "input_cache_write_tokens": write},
+        "input_uncached_tokens",
+        r,
+        prefix,
+    )
+    cached_text = _parts(
+        "input_cached_tokens",
+        cached,
+        {"input_cached_audio_tokens": cached_audio, "input_cached_image_tokens": cached_image},
+        "input_cached_text_tokens",
+        r,
+        prefix,
+    )
+    audio_in = c(
+        "input_audio_tokens"
+    )  # newer form: uncached audio; older form: all audio (see docstring)
     image_in = c("input_image_tokens")
-    text_in = _parts("input_uncached_tokens" if newer else "input_tokens - input_cached_tokens", uncached,
-                     {"input_audio_tokens": audio_in, "input_image_tokens": image_in},
-                     "input_text_tokens", r, prefix)
+    text_in = _parts(
+        "input_uncached_tokens" if newer else "input_tokens - input_cached_tokens",
+        uncached,
+        {"input_audio_tokens": audio_in, "input_image_tokens": image_in},
+        "input_text_tokens",
+        r,
+        prefix,
+    )
     audio_out, image_out = c("output_audio_tokens"), c("output_image_tokens")
-    text_out = _parts("output_tokens", output, {"output_audio_tokens": audio_out, "output_image_tokens": image_out},
-                      "output_text_tokens", r, prefix)
+    text_out = _parts(
+        "output_tokens",
+        output,
+        {"output_audio_tokens": audio_out, "output_image_tokens": image_out},
+        "output_text_tokens",
+        r,
+        prefix,
+    )
     return dict(
-        m_input=text_in, m_cached=cached_text, m_cache_write=write, m_audio_in=audio_in,
-        m_cached_audio_in=cached_audio, m_image_in=image_in, m_cached_image_in=cached_image,
-        m_output=text_out, m_audio_out=audio_out, m_image_out=image_out, m_requests=requests,
+        m_input=text_in,
+        m_cached=cached_text,
+        m_cache_write=write,
+        m_audio_in=audio_in,
+        m_cached_audio_in=cached_audio,
+        m_image_in=image_in,
+        m_cached_image_in=cached_image,
+        m_output=text_out,
+        m_audio_out=audio_out,
+        m_image_out=image_out,
+        m_requests=requests,
     )
 
 
 def _parse(bucket: dict, r: dict, prefix: str) -> dict:
     end = bucket_end(bucket)
     quantities = _meters(r, prefix)
-    model = pages.text(r, "model", prefix) or ""  # null unless grouped by model (the spec's own page)
-    return dict(end=end, provider="openai", model=model, **quantities, **identity("completions", bucket, r))
+    model = (
+        pages.text(r, "model", prefix) or ""
+    )  # null unless grouped by model (the spec's own page)
+    return dict(
+        end=end, provider="openai", model=model, **quantities, **identity("completions", bucket, r)
+    )
 
 
 def read_completions(landing: Path, start: date, end: date):
     """All completions usage results whose partition day is in [start, end)."""
     return pages.read_pages(
-        SOURCE, landing, FOLDER, start, end, _parse, _bucket_start, "start_time", METERS, "input_tokens",
+        SOURCE,
+        landing,
+        FOLDER,
+        start,
+        end,
+        _parse,
+        _bucket_start,
+        "start_time",
+        METERS,
+        "input_tokens",
         owner=account_key,
     )
 
@@ -143,5 +207,7 @@ def read(landing: Path, start: date, end: date):
     from billing_pipeline.sources import openai_endpoints
 
     reads = [read_completions(landing, start, end)]
-    reads += [openai_endpoints.read_endpoint(e, landing, start, end) for e in openai_endpoints.ENDPOINTS]
+    reads += [
+        openai_endpoints.read_endpoint(e, landing, start, end) for e in openai_endpoints.ENDPOINTS
+    ]
     return files.combine([r.events for r in reads], [r.quarantine for r in reads])

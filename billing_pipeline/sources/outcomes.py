@@ -52,10 +52,16 @@ def _read_file(f: files.LandingFile, start: date, end: date):
     )
     uniq = accepted.select("outcome_type").unique()
     uniq = uniq.with_columns(
-        pl.Series("dimensions", [schema.canonical_json({"outcome": t}) for t in uniq["outcome_type"]], dtype=pl.String)
+        pl.Series(
+            "dimensions",
+            [schema.canonical_json({"outcome": t}) for t in uniq["outcome_type"]],
+            dtype=pl.String,
+        )
     )
     accepted = accepted.join(uniq, on="outcome_type", how="left")
-    return files.build_events(accepted, SOURCE, METERS, "outcomes"), files.rejected_to_quarantine(SOURCE, rejected)
+    return files.build_events(accepted, SOURCE, METERS, "outcomes"), files.rejected_to_quarantine(
+        SOURCE, rejected
+    )
 
 
 def read(landing: Path, start: date, end: date):

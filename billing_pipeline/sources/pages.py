@@ -26,9 +26,9 @@ from __future__ import annotations
 import gzip
 import json
 import re
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
@@ -40,8 +40,19 @@ from billing_pipeline.sources.files import Meter, Problem
 # the record's columns it returns ``group_key`` (every grouping field, no time) and ``end``.
 ParseResult = Callable[[dict, dict, str], dict]
 
-_TEXT = ("natural_key", "group_key", "provider", "account_key", "model", "dimensions", "origin", "raw", "reason",
-         "field", "message")
+_TEXT = (
+    "natural_key",
+    "group_key",
+    "provider",
+    "account_key",
+    "model",
+    "dimensions",
+    "origin",
+    "raw",
+    "reason",
+    "field",
+    "message",
+)
 _PAGE_NUMBER = re.compile(r"^(?P<series>.*)_p(?P<n>\d+)\.json(?:\.gz)?$", re.IGNORECASE)
 
 
@@ -64,7 +75,7 @@ def successor_name(name: str) -> str | None:
     m = _PAGE_NUMBER.match(name)
     if m is None:
         return None
-    suffix = name[m.end("n"):]
+    suffix = name[m.end("n") :]
     return f"{m['series']}_p{int(m['n']) + 1}{suffix}"
 
 
@@ -75,11 +86,20 @@ def missing_successor(f: files.LandingFile, page: dict) -> dict | None:
     nxt = successor_name(f.path.name)
     if nxt is not None and (f.path.parent / nxt).is_file():
         return None
-    where = f"{nxt} is not in the landing zone" if nxt else "its name has no _p<N> page number to find the next page by"
-    return dict(origin=f.rel, field="has_more", reason="missing_next_page", raw=files.raw_text(
-        {"has_more": True, "next_page": page.get("next_page")}), day=f.fallback_day(),
+    where = (
+        f"{nxt} is not in the landing zone"
+        if nxt
+        else "its name has no _p<N> page number to find the next page by"
+    )
+    return dict(
+        origin=f.rel,
+        field="has_more",
+        reason="missing_next_page",
+        raw=files.raw_text({"has_more": True, "next_page": page.get("next_page")}),
+        day=f.fallback_day(),
         message=f"page says has_more: true (next_page {page.get('next_page')!r}) but {where}; "
-                "the rest of the day is not billed until it is fetched")
+        "the rest of the day is not billed until it is fetched",
+    )
 
 
 def read_pages(
@@ -101,10 +121,14 @@ def read_pages(
     ``ts_field`` names it in quarantine rows. ``owner(result)`` is the account key a result bills
     (``openai:proj_abc``), set on rejected results too so their hold names the customer.
     """
-    frame_schema = {c: pl.String for c in _TEXT} | {
-        "ts": schema.UTC_DATETIME,
-        "end": schema.UTC_DATETIME,
-    } | {m.column: pl.Int64 for m in meters}
+    frame_schema = (
+        {c: pl.String for c in _TEXT}
+        | {
+            "ts": schema.UTC_DATETIME,
+            "end": schema.UTC_DATETIME,
+        }
+        | {m.column: pl.Int64 for m in meters}
+    )
     accepted_files, quarantine = [], []
     in_window = pl.col("day").is_between(start, end, closed="left")
     for f in files.list_files(landing, folder, (".json", ".json.gz"), start, end):
@@ -126,8 +150,14 @@ def read_pages(
             results = bucket.get("results") if isinstance(bucket, dict) else None
             if not isinstance(results, list):
                 rows.append(
-                    dict(origin=f"{f.rel}#data[{i}]", raw=files.raw_text(bucket), ts=None, reason="missing_field",
-                         field=f"data[{i}].results", message="bucket has no 'results' list")
+                    dict(
+                        origin=f"{f.rel}#data[{i}]",
+                        raw=files.raw_text(bucket),
+                        ts=None,
+                        reason="missing_field",
+                        field=f"data[{i}].results",
+                        message="bucket has no 'results' list",
+                    )
                 )
                 continue
             ts = bucket_time(bucket)
@@ -147,15 +177,21 @@ def read_pages(
         accepted, rejected = files.split_by_day(frame, f, ts_field, start, end)
         accepted_files.append(accepted.with_columns(pl.lit(f.rel).alias("_file")))
         quarantine.append(files.rejected_to_quarantine(source, rejected))
-    accepted = pl.concat([pl.DataFrame(schema=frame_schema | {"day": pl.Date, "_file": pl.String}),
-                          *accepted_files], how="diagonal_relaxed")
+    accepted = pl.concat(
+        [pl.DataFrame(schema=frame_schema | {"day": pl.Date, "_file": pl.String}), *accepted_files],
+        how="diagonal_relaxed",
+    )
     accepted, overlapped = resolve_overlaps(accepted, [m.column for m in meters])
-    events = [files.build_events(accepted.drop("_file").rename({"ts": "start"}), source, meters, primary)]
+    events = [
+        files.build_events(accepted.drop("_file").rename({"ts": "start"}), source, meters, primary)
+    ]
     quarantine.append(files.rejected_to_quarantine(source, overlapped))
     return files.combine(events, quarantine)
 
 
-def resolve_overlaps(records: pl.DataFrame, meter_columns: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def resolve_overlaps(
+    records: pl.DataFrame, meter_columns: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Split accepted bucket records into (billed, overlapping) by the time-range rule above.
 
     Only buckets of the same ``group_key`` from different files whose ranges overlap without being
@@ -163,45 +199,80 @@ def resolve_overlaps(records: pl.DataFrame, meter_columns: list[str]) -> tuple[p
     """
     if records.height == 0 or records["group_key"].null_count() == records.height:
         return records, records.clear().with_columns(
-            pl.lit(None, pl.String).alias(c) for c in ("reason", "field", "message"))
+            pl.lit(None, pl.String).alias(c) for c in ("reason", "field", "message")
+        )
     rec = records.with_row_index("_rid")
     # Only a group that two files describe on one day can overlap (buckets never cross UTC
     # midnight): the usual month compares nothing, and no group is compared across days.
     spans = rec.select("_rid", "_file", "group_key", "day", "ts", "end", *meter_columns).filter(
-        pl.col("group_key").is_not_null() & pl.col("end").is_not_null()
-        & (pl.col("_file").n_unique().over("group_key", "day") > 1))
+        pl.col("group_key").is_not_null()
+        & pl.col("end").is_not_null()
+        & (pl.col("_file").n_unique().over("group_key", "day") > 1)
+    )
     pairs = spans.join(spans, on=["group_key", "day"], suffix="_o").filter(
-        (pl.col("_file") != pl.col("_file_o")) & (pl.col("ts") < pl.col("end_o")) & (pl.col("ts_o") < pl.col("end"))
-        & ~((pl.col("ts") == pl.col("ts_o")) & (pl.col("end") == pl.col("end_o"))))
+        (pl.col("_file") != pl.col("_file_o"))
+        & (pl.col("ts") < pl.col("end_o"))
+        & (pl.col("ts_o") < pl.col("end"))
+        & ~((pl.col("ts") == pl.col("ts_o")) & (pl.col("end") == pl.col("end_o")))
+    )
     if pairs.height == 0:
         return records, rec.clear().drop("_rid").with_columns(
-            pl.lit(None, pl.String).alias(c) for c in ("reason", "field", "message"))
+            pl.lit(None, pl.String).alias(c) for c in ("reason", "field", "message")
+        )
     inside = (pl.col("ts") >= pl.col("ts_o")) & (pl.col("end") <= pl.col("end_o"))
     contains = (pl.col("ts_o") >= pl.col("ts")) & (pl.col("end_o") <= pl.col("end"))
     pairs = pairs.with_columns(inside.alias("_inside"), contains.alias("_contains"))
     # A covering bucket is fine when what it covers fits in it, meter by meter.
-    covered_sums = pairs.filter(pl.col("_contains")).group_by("_rid").agg(
-        [pl.col(f"{c}_o").fill_null(0).sum().alias(f"{c}_sum") for c in meter_columns])
-    fits = spans.join(covered_sums, on="_rid").with_columns(
-        pl.all_horizontal([pl.col(f"{c}_sum") <= pl.col(c).fill_null(0) for c in meter_columns]).alias("_fits")
-    ).select("_rid", "_fits")
-    pairs = pairs.join(fits.rename({"_rid": "_rid_o", "_fits": "_cover_fits"}), on="_rid_o", how="left")
-    verdict = pairs.group_by("_rid").agg(
-        (~pl.col("_inside") & ~pl.col("_contains")).any().alias("_partial"),
-        (pl.col("_inside") & pl.col("_cover_fits").fill_null(False)).any().alias("_covered"),
-        (pl.col("_inside") & ~pl.col("_cover_fits").fill_null(False)).any().alias("_bad_cover"),
-        pl.col("_file_o").filter(pl.col("_inside")).first().alias("_cover_file"),
-    ).join(fits, on="_rid", how="left").with_columns(
-        conflict=pl.col("_partial") | pl.col("_bad_cover") | ~pl.col("_fits").fill_null(True))
-    flagged = rec.join(verdict, on="_rid", how="inner").filter(pl.col("conflict") | pl.col("_covered"))
+    covered_sums = (
+        pairs.filter(pl.col("_contains"))
+        .group_by("_rid")
+        .agg([pl.col(f"{c}_o").fill_null(0).sum().alias(f"{c}_sum") for c in meter_columns])
+    )
+    fits = (
+        spans.join(covered_sums, on="_rid")
+        .with_columns(
+            pl.all_horizontal(
+                [pl.col(f"{c}_sum") <= pl.col(c).fill_null(0) for c in meter_columns]
+            ).alias("_fits")
+        )
+        .select("_rid", "_fits")
+    )
+    pairs = pairs.join(
+        fits.rename({"_rid": "_rid_o", "_fits": "_cover_fits"}), on="_rid_o", how="left"
+    )
+    verdict = (
+        pairs.group_by("_rid")
+        .agg(
+            (~pl.col("_inside") & ~pl.col("_contains")).any().alias("_partial"),
+            (pl.col("_inside") & pl.col("_cover_fits").fill_null(False)).any().alias("_covered"),
+            (pl.col("_inside") & ~pl.col("_cover_fits").fill_null(False)).any().alias("_bad_cover"),
+            pl.col("_file_o").filter(pl.col("_inside")).first().alias("_cover_file"),
+        )
+        .join(fits, on="_rid", how="left")
+        .with_columns(
+            conflict=pl.col("_partial") | pl.col("_bad_cover") | ~pl.col("_fits").fill_null(True)
+        )
+    )
+    flagged = rec.join(verdict, on="_rid", how="inner").filter(
+        pl.col("conflict") | pl.col("_covered")
+    )
     flagged = flagged.with_columns(
-        reason=pl.when(pl.col("conflict")).then(pl.lit("overlap_conflict")).otherwise(pl.lit("overlapped_bucket")),
+        reason=pl.when(pl.col("conflict"))
+        .then(pl.lit("overlap_conflict"))
+        .otherwise(pl.lit("overlapped_bucket")),
         field=pl.lit("start_time"),
-        message=pl.when(pl.col("conflict")).then(pl.lit(
-            "bucket overlaps another export's bucket of the same group with quantities that do not fit "
-            "inside each other; none of them is billed until a person resolves it"))
-        .otherwise(pl.lit("bucket lies inside ") + pl.col("_cover_file")
-                   + pl.lit("'s bucket of the same group, which carries at least as much: counted there")),
+        message=pl.when(pl.col("conflict"))
+        .then(
+            pl.lit(
+                "bucket overlaps another export's bucket of the same group with quantities that do not fit "
+                "inside each other; none of them is billed until a person resolves it"
+            )
+        )
+        .otherwise(
+            pl.lit("bucket lies inside ")
+            + pl.col("_cover_file")
+            + pl.lit("'s bucket of the same group, which carries at least as much: counted there")
+        ),
     )
     billed = rec.join(flagged.select("_rid"), on="_rid", how="anti").drop("_rid")
     return billed, flagged.drop("_rid", *[c for c in verdict.columns if c != "_rid"])

@@ -34,8 +34,8 @@ import polars as pl
 from billing_pipeline import schema
 from billing_pipeline.sources import files, pages
 from billing_pipeline.sources.anthropic_usage import grouping_fields, utc_text
-from billing_pipeline.sources.openai_endpoints import account_key as openai_account_key
 from billing_pipeline.sources.files import Problem
+from billing_pipeline.sources.openai_endpoints import account_key as openai_account_key
 
 COST_SCHEMA: dict[str, pl.DataType] = {
     "cost_id": pl.String,  # sha256 of source + natural key: a re-fetched page gives the same id
@@ -66,7 +66,9 @@ class CostRead:
     costs: pl.DataFrame  # COST_SCHEMA
     quarantine: pl.DataFrame  # schema.QUARANTINE_SCHEMA, kind "cost"
     records_read: int  # costs.height + quarantine.height
-    unparsed: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=COST_SCHEMA))  # lines not understood
+    unparsed: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=COST_SCHEMA)
+    )  # lines not understood
 
 
 # ---------------------------------------------------------------- OpenAI line_item
@@ -84,13 +86,20 @@ class LineItem:
 # "<model>[ <modality>], <token part>" -> meter. The modality word names audio and image token lines
 # ("gpt-4o-audio-preview audio, input"); "text" is the plain text meter.
 _TOKEN_METERS = {
-    (None, "input"): "input_tokens", (None, "cached input"): "cached_input_tokens", (None, "output"): "output_tokens",
-    ("audio", "input"): "audio_input_tokens", ("audio", "cached input"): "cached_audio_input_tokens",
+    (None, "input"): "input_tokens",
+    (None, "cached input"): "cached_input_tokens",
+    (None, "output"): "output_tokens",
+    ("audio", "input"): "audio_input_tokens",
+    ("audio", "cached input"): "cached_audio_input_tokens",
     ("audio", "output"): "audio_output_tokens",
-    ("image", "input"): "image_input_tokens", ("image", "cached input"): "cached_image_input_tokens",
+    ("image", "input"): "image_input_tokens",
+    ("image", "cached input"): "cached_image_input_tokens",
     ("image", "output"): "image_output_tokens",
 }
-_BATCH_TOKENS = {"batch input": "input", "batch output": "output"}  # batch price: {service_tier: batch}
+_BATCH_TOKENS = {
+    "batch input": "input",
+    "batch output": "output",
+}  # batch price: {service_tier: batch}
 _QUALIFIERS = {"long context": {"context_window": "long"}}
 _TIER_PREFIXES = {"priority"}  # "priority | <model>, output" -> service_tier priority
 _SURFACE_PREFIXES = {"evals", "assistants api"}  # the product the tokens were spent in
@@ -134,13 +143,19 @@ def parse_line_item(text: str | None) -> LineItem:
     if len(parts) < 2:
         return UNPARSED
     words, token_type, qualifiers = parts[0].split(), parts[1].lower(), parts[2:]
-    modality = words[-1].lower() if len(words) == 2 and words[-1].lower() in ("audio", "image", "text") else None
+    modality = (
+        words[-1].lower()
+        if len(words) == 2 and words[-1].lower() in ("audio", "image", "text")
+        else None
+    )
     model = words[0] if len(words) == 1 or modality else None
     if model is None or not _MODEL_ID.match(model):
         return UNPARSED
     if token_type in _BATCH_TOKENS:
         dims["service_tier"] = "batch"
-    meter = _TOKEN_METERS.get((None if modality == "text" else modality, _BATCH_TOKENS.get(token_type, token_type)))
+    meter = _TOKEN_METERS.get(
+        (None if modality == "text" else modality, _BATCH_TOKENS.get(token_type, token_type))
+    )
     if meter is None:
         return UNPARSED
     for q in qualifiers:
@@ -153,7 +168,11 @@ def parse_line_item(text: str | None) -> LineItem:
 def _decimal(value: object, field_name: str, what: str, allow_text: bool) -> Decimal:
     """A finite Decimal from a JSON number (or a decimal string when ``allow_text``)."""
     try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (isinstance(value, str) and not allow_text):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, str))
+            or (isinstance(value, str) and not allow_text)
+        ):
             raise InvalidOperation
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidOperation
@@ -171,22 +190,36 @@ _OPENAI_QUANTITIES = frozenset({"object", "amount", "quantity", "quantity_unit"}
 def _openai(bucket: dict, r: dict, prefix: str) -> dict:
     amount = r.get("amount")
     value = amount.get("value") if isinstance(amount, dict) else None
-    dollars = _decimal(value, f"{prefix}.amount.value", "amount.value is not a finite number", allow_text=True)
+    dollars = _decimal(
+        value, f"{prefix}.amount.value", "amount.value is not a finite number", allow_text=True
+    )
     currency = (amount.get("currency") if isinstance(amount, dict) else None) or "usd"
     quantity = r.get("quantity")
     if quantity is not None:
-        quantity = _decimal(quantity, f"{prefix}.quantity", "quantity is not a finite number", allow_text=False)
+        quantity = _decimal(
+            quantity, f"{prefix}.quantity", "quantity is not a finite number", allow_text=False
+        )
     line_item = pages.text(r, "line_item", prefix)
     item = parse_line_item(line_item)
     group = schema.canonical_json(grouping_fields(r, _OPENAI_QUANTITIES))
     return dict(
-        natural_key=pages.key(bucket.get("start_time"), bucket.get("end_time"), group),  # Unix seconds: canonical
+        natural_key=pages.key(
+            bucket.get("start_time"), bucket.get("end_time"), group
+        ),  # Unix seconds: canonical
         end=files.from_unix(bucket.get("end_time")),
-        provider="openai", account_key=openai_account_key(r), model=item.model, meter=item.meter,
-        dimensions=schema.canonical_json(item.dimensions), line_item=line_item, line_item_parsed=item.parsed,
-        token_type=item.token_type, service_tier=item.dimensions.get("service_tier"),
-        quantity=quantity, quantity_unit=pages.text(r, "quantity_unit", prefix),
-        amount=dollars, currency=str(currency).upper(),
+        provider="openai",
+        account_key=openai_account_key(r),
+        model=item.model,
+        meter=item.meter,
+        dimensions=schema.canonical_json(item.dimensions),
+        line_item=line_item,
+        line_item_parsed=item.parsed,
+        token_type=item.token_type,
+        service_tier=item.dimensions.get("service_tier"),
+        quantity=quantity,
+        quantity_unit=pages.text(r, "quantity_unit", prefix),
+        amount=dollars,
+        currency=str(currency).upper(),
     )
 
 
@@ -205,7 +238,13 @@ _ANTHROPIC_OTHER_COSTS = {  # cost_type -> (meter, dimensions) for lines that ar
     "session_usage": (None, {"tool": "session_usage"}),
 }
 _ANTHROPIC_QUANTITIES = frozenset({"amount", "currency"})
-_ANTHROPIC_COLUMNS = ("model", "description", "cost_type", "token_type", "workspace_id")  # own columns, not dimensions
+_ANTHROPIC_COLUMNS = (
+    "model",
+    "description",
+    "cost_type",
+    "token_type",
+    "workspace_id",
+)  # own columns, not dimensions
 
 
 def _anthropic_owner(r: dict) -> str | None:
@@ -213,7 +252,9 @@ def _anthropic_owner(r: dict) -> str | None:
     return f"anthropic:{workspace}" if isinstance(workspace, str) and workspace else None
 
 
-def _anthropic_meter(cost_type: str | None, token_type: str | None) -> tuple[str | None, dict, bool]:
+def _anthropic_meter(
+    cost_type: str | None, token_type: str | None
+) -> tuple[str | None, dict, bool]:
     """(meter, dimensions, understood) of a cost line from its cost_type and token_type."""
     if cost_type is None and token_type is None:
         return None, {}, True  # not grouped by description: the day's (or workspace's) total
@@ -229,8 +270,17 @@ def _anthropic_meter(cost_type: str | None, token_type: str | None) -> tuple[str
 def _anthropic(bucket: dict, r: dict, prefix: str) -> dict:
     cents = r.get("amount")
     if not isinstance(cents, str):
-        raise Problem("bad_number", f"{prefix}.amount", f"amount is not a decimal string of cents: {cents!r}"[:300])
-    amount = _decimal(cents, f"{prefix}.amount", "amount is not a decimal string of cents", allow_text=True) / 100
+        raise Problem(
+            "bad_number",
+            f"{prefix}.amount",
+            f"amount is not a decimal string of cents: {cents!r}"[:300],
+        )
+    amount = (
+        _decimal(
+            cents, f"{prefix}.amount", "amount is not a decimal string of cents", allow_text=True
+        )
+        / 100
+    )
     t = lambda name: pages.text(r, name, prefix)  # noqa: E731
     cost_type, token_type = t("cost_type"), t("token_type")
     meter, meter_dims, understood = _anthropic_meter(cost_type, token_type)
@@ -238,27 +288,58 @@ def _anthropic(bucket: dict, r: dict, prefix: str) -> dict:
     dims = {k: v for k, v in group.items() if k not in _ANTHROPIC_COLUMNS} | meter_dims
     end = files.parse_utc(bucket.get("ending_at"))
     return dict(
-        natural_key=pages.key(utc_text(bucket.get("starting_at")), utc_text(bucket.get("ending_at")),
-                              schema.canonical_json(group)),
-        end=end, provider="anthropic", account_key=_anthropic_owner(r), model=t("model"), meter=meter,
-        dimensions=schema.canonical_json(dims), line_item=t("description"), line_item_parsed=understood,
-        cost_type=cost_type, token_type=token_type, service_tier=t("service_tier"),
-        amount=amount, currency=(t("currency") or "USD").upper(),
+        natural_key=pages.key(
+            utc_text(bucket.get("starting_at")),
+            utc_text(bucket.get("ending_at")),
+            schema.canonical_json(group),
+        ),
+        end=end,
+        provider="anthropic",
+        account_key=_anthropic_owner(r),
+        model=t("model"),
+        meter=meter,
+        dimensions=schema.canonical_json(dims),
+        line_item=t("description"),
+        line_item_parsed=understood,
+        cost_type=cost_type,
+        token_type=token_type,
+        service_tier=t("service_tier"),
+        amount=amount,
+        currency=(t("currency") or "USD").upper(),
     )
 
 
 # ---------------------------------------------------------------- pages
 
 _KINDS = {
-    "openai_costs_api": ("openai/costs", _openai, openai_account_key,
-                         lambda b: files.from_unix(b.get("start_time")), "start_time"),
-    "anthropic_cost_report": ("anthropic/cost_report", _anthropic, _anthropic_owner,
-                              lambda b: files.parse_utc(b.get("starting_at")), "starting_at"),
+    "openai_costs_api": (
+        "openai/costs",
+        _openai,
+        openai_account_key,
+        lambda b: files.from_unix(b.get("start_time")),
+        "start_time",
+    ),
+    "anthropic_cost_report": (
+        "anthropic/cost_report",
+        _anthropic,
+        _anthropic_owner,
+        lambda b: files.parse_utc(b.get("starting_at")),
+        "starting_at",
+    ),
 }
 _FRAME_SCHEMA = {c: pl.String for c in COST_SCHEMA} | {
-    "natural_key": pl.String, "raw": pl.String, "reason": pl.String, "field": pl.String, "message": pl.String,
-    "ts": schema.UTC_DATETIME, "end": schema.UTC_DATETIME, "amount": schema.COST_DECIMAL,
-    "quantity": schema.COST_DECIMAL, "line_item_parsed": pl.Boolean, "day": pl.Date, "start": schema.UTC_DATETIME,
+    "natural_key": pl.String,
+    "raw": pl.String,
+    "reason": pl.String,
+    "field": pl.String,
+    "message": pl.String,
+    "ts": schema.UTC_DATETIME,
+    "end": schema.UTC_DATETIME,
+    "amount": schema.COST_DECIMAL,
+    "quantity": schema.COST_DECIMAL,
+    "line_item_parsed": pl.Boolean,
+    "day": pl.Date,
+    "start": schema.UTC_DATETIME,
 }
 
 
@@ -266,32 +347,49 @@ def _as_cost(quarantine: pl.DataFrame) -> pl.DataFrame:
     return quarantine.with_columns(pl.lit(schema.KIND_COST).alias("kind"))
 
 
-def _read_kind(source: str, landing: Path, start: date, end: date) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+def _read_kind(
+    source: str, landing: Path, start: date, end: date
+) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
     folder, parse, owner, bucket_time, ts_field = _KINDS[source]
     costs, quarantine = [], []
     for f in files.list_files(landing, folder, (".json", ".json.gz"), start, end):
         try:
-            page = pages.load_page(f.path)  # the usage pages' rules: a BOM is not an error, gzip is read
+            page = pages.load_page(
+                f.path
+            )  # the usage pages' rules: a BOM is not an error, gzip is read
             if not isinstance(page, dict) or not isinstance(page.get("data"), list):
                 raise ValueError("page has no 'data' list")
         except (OSError, ValueError) as exc:
             q = files.unreadable(source, f, f"not a readable cost page: {exc}"[:500])
-            quarantine.append(_as_cost(q.filter(pl.col("day").is_between(start, end, closed="left"))))
+            quarantine.append(
+                _as_cost(q.filter(pl.col("day").is_between(start, end, closed="left")))
+            )
             continue
         gap = pages.missing_successor(f, page)
         if gap is not None:
             missing = files.quarantine_frame(source, [gap])
-            quarantine.append(_as_cost(missing.filter(pl.col("day").is_between(start, end, closed="left"))))
+            quarantine.append(
+                _as_cost(missing.filter(pl.col("day").is_between(start, end, closed="left")))
+            )
         rows = []
         for i, bucket in enumerate(page["data"]):
             results = bucket.get("results") if isinstance(bucket, dict) else None
             if not isinstance(results, list):
-                rows.append(dict(origin=f"{f.rel}#data[{i}]", raw=files.raw_text(bucket), reason="missing_field",
-                                 field=f"data[{i}].results", message="bucket has no 'results' list"))
+                rows.append(
+                    dict(
+                        origin=f"{f.rel}#data[{i}]",
+                        raw=files.raw_text(bucket),
+                        reason="missing_field",
+                        field=f"data[{i}].results",
+                        message="bucket has no 'results' list",
+                    )
+                )
                 continue
             for j, r in enumerate(results):
                 prefix = f"data[{i}].results[{j}]"
-                row = dict(origin=f"{f.rel}#{prefix}", raw=files.raw_text(r), ts=bucket_time(bucket))
+                row = dict(
+                    origin=f"{f.rel}#{prefix}", raw=files.raw_text(r), ts=bucket_time(bucket)
+                )
                 try:
                     if not isinstance(r, dict):
                         raise Problem("missing_field", prefix, "result is not an object")
@@ -302,9 +400,16 @@ def _read_kind(source: str, landing: Path, start: date, end: date) -> tuple[list
                 rows.append(row)
         frame = pl.DataFrame(rows, schema=_FRAME_SCHEMA)
         accepted, rejected = files.split_by_day(frame, f, ts_field, start, end)
-        costs.append(schema.conform(accepted.with_columns(
-            pl.lit(source).alias("source"), pl.col("ts").alias("start"),
-            schema.event_id_expr("source", "natural_key").alias("cost_id")), COST_SCHEMA))
+        costs.append(
+            schema.conform(
+                accepted.with_columns(
+                    pl.lit(source).alias("source"),
+                    pl.col("ts").alias("start"),
+                    schema.event_id_expr("source", "natural_key").alias("cost_id"),
+                ),
+                COST_SCHEMA,
+            )
+        )
         quarantine.append(_as_cost(files.rejected_to_quarantine(source, rejected)))
     return costs, quarantine
 
@@ -317,17 +422,35 @@ def once(costs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     first = pl.col("cost_id").is_first_distinct()
     kept = costs.filter(first)
     copies = costs.filter(~first).join(
-        kept.select("cost_id", pl.col("amount").alias("_kept"), pl.col("origin").alias("_first")), on="cost_id")
+        kept.select("cost_id", pl.col("amount").alias("_kept"), pl.col("origin").alias("_first")),
+        on="cost_id",
+    )
     same = pl.col("amount") == pl.col("_kept")
     rejected = copies.select(
-        "source", "origin", "day", "account_key",
+        "source",
+        "origin",
+        "day",
+        "account_key",
         pl.lit("").alias("field"),
-        pl.when(same).then(pl.lit("duplicate")).otherwise(pl.lit("conflicting_cost")).alias("reason"),
-        pl.when(same).then(pl.lit("the same cost line was already read from ") + pl.col("_first"))
-        .otherwise(pl.lit("the same cost line has amount ") + pl.col("_kept").cast(pl.String) + pl.lit(" in ")
-                   + pl.col("_first") + pl.lit(" and ") + pl.col("amount").cast(pl.String) + pl.lit(" here"))
+        pl.when(same)
+        .then(pl.lit("duplicate"))
+        .otherwise(pl.lit("conflicting_cost"))
+        .alias("reason"),
+        pl.when(same)
+        .then(pl.lit("the same cost line was already read from ") + pl.col("_first"))
+        .otherwise(
+            pl.lit("the same cost line has amount ")
+            + pl.col("_kept").cast(pl.String)
+            + pl.lit(" in ")
+            + pl.col("_first")
+            + pl.lit(" and ")
+            + pl.col("amount").cast(pl.String)
+            + pl.lit(" here")
+        )
         .alias("message"),
-        pl.concat_str([pl.col("line_item").fill_null(""), pl.col("amount").cast(pl.String)], separator=" ").alias("raw"),
+        pl.concat_str(
+            [pl.col("line_item").fill_null(""), pl.col("amount").cast(pl.String)], separator=" "
+        ).alias("raw"),
         pl.lit(schema.KIND_COST).alias("kind"),
     )
     return kept, schema.conform(rejected, schema.QUARANTINE_SCHEMA)
@@ -340,7 +463,9 @@ def read(landing: Path, start: date, end: date) -> CostRead:
         c, q = _read_kind(source, Path(landing), start, end)
         costs += c
         quarantine += q
-    out = pl.concat([pl.DataFrame(schema=COST_SCHEMA), *costs], how="vertical_relaxed").sort("day", "source", "origin")
+    out = pl.concat([pl.DataFrame(schema=COST_SCHEMA), *costs], how="vertical_relaxed").sort(
+        "day", "source", "origin"
+    )
     out, copies = once(out)
     qu = pl.concat([schema.empty_quarantine(), *quarantine, copies], how="vertical_relaxed")
     return CostRead(out, qu, out.height + qu.height, out.filter(~pl.col("line_item_parsed")))

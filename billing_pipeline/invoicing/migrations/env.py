@@ -22,6 +22,8 @@ def _run(conn) -> None:
 if connection is not None:
     _run(connection)
 else:
-    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
+        "sqlalchemy.url"
+    )
     with create_engine(url).connect() as conn:
         _run(conn)

@@ -17,8 +17,17 @@ depends_on = None
 
 # Frozen here: the columns an issued invoice may not change, as of this revision.
 IMMUTABLE_COLUMNS = (
-    "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
-    "credits_micros", "total_micros", "document", "created_at",
+    "customer_id",
+    "period",
+    "kind",
+    "number",
+    "currency",
+    "subtotal_micros",
+    "tax_micros",
+    "credits_micros",
+    "total_micros",
+    "document",
+    "created_at",
 )
 
 
@@ -26,7 +35,8 @@ def upgrade() -> None:
     bind = op.get_bind()
     dialect = bind.dialect.name
     period_check = (
-        "period ~ '^[0-9]{4}-[0-9]{2}$'" if dialect == "postgresql"
+        "period ~ '^[0-9]{4}-[0-9]{2}$'"
+        if dialect == "postgresql"
         else "period GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]'"
     )
     op.create_table(
@@ -48,11 +58,19 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint("status IN ('draft', 'issued', 'void')", name="ck_invoices_status"),
         sa.CheckConstraint(period_check, name="ck_invoices_period"),
-        sa.CheckConstraint("status = 'draft' OR number IS NOT NULL", name="ck_invoices_issued_numbered"),
+        sa.CheckConstraint(
+            "status = 'draft' OR number IS NOT NULL", name="ck_invoices_issued_numbered"
+        ),
     )
     live = sa.text("status != 'void'")
-    op.create_index("uq_invoices_live", "invoices", ["customer_id", "period", "kind"], unique=True,
-                    sqlite_where=live, postgresql_where=live)
+    op.create_index(
+        "uq_invoices_live",
+        "invoices",
+        ["customer_id", "period", "kind"],
+        unique=True,
+        sqlite_where=live,
+        postgresql_where=live,
+    )
     op.create_table(
         "invoice_lines",
         sa.Column("invoice_id", sa.Integer, sa.ForeignKey("invoices.id"), primary_key=True),

@@ -18,8 +18,19 @@ branch_labels = None
 depends_on = None
 
 IMMUTABLE_COLUMNS = (
-    "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
-    "credits_micros", "total_micros", "document", "created_at", "series", "sequence",
+    "customer_id",
+    "period",
+    "kind",
+    "number",
+    "currency",
+    "subtotal_micros",
+    "tax_micros",
+    "credits_micros",
+    "total_micros",
+    "document",
+    "created_at",
+    "series",
+    "sequence",
     "references_number",
 )
 
@@ -33,8 +44,14 @@ def upgrade() -> None:
     op.create_index("uq_invoices_series_sequence", "invoices", ["series", "sequence"], unique=True)
     op.drop_index("uq_invoices_live", table_name="invoices")
     live = sa.text("status != 'void' AND kind = 'invoice'")
-    op.create_index("uq_invoices_live", "invoices", ["customer_id", "period", "kind"], unique=True,
-                    sqlite_where=live, postgresql_where=live)
+    op.create_index(
+        "uq_invoices_live",
+        "invoices",
+        ["customer_id", "period", "kind"],
+        unique=True,
+        sqlite_where=live,
+        postgresql_where=live,
+    )
     op.create_table(
         "month_checks",
         sa.Column("period", sa.String(7), primary_key=True),

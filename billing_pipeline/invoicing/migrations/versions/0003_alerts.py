@@ -31,7 +31,10 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.CheckConstraint("status IN ('pending', 'delivered', 'no_endpoint', 'stale')", name="ck_alert_outbox_status"),
+        sa.CheckConstraint(
+            "status IN ('pending', 'delivered', 'no_endpoint', 'stale')",
+            name="ck_alert_outbox_status",
+        ),
     )
     op.create_index("ix_alert_outbox_due", "alert_outbox", ["status", "next_attempt_at"])
     op.create_table(

@@ -37,9 +37,15 @@ def upgrade() -> None:
             name="ck_invoice_deliveries_status",
         ),
     )
-    op.create_index("uq_invoice_deliveries_purpose", "invoice_deliveries", ["invoice_id", "purpose"],
-                    unique=True)
-    op.create_index("ix_invoice_deliveries_due", "invoice_deliveries", ["status", "next_attempt_at"])
+    op.create_index(
+        "uq_invoice_deliveries_purpose",
+        "invoice_deliveries",
+        ["invoice_id", "purpose"],
+        unique=True,
+    )
+    op.create_index(
+        "ix_invoice_deliveries_due", "invoice_deliveries", ["status", "next_attempt_at"]
+    )
 
 
 def downgrade() -> None:

@@ -23,9 +23,22 @@ depends_on = None
 
 # Frozen here: the columns an issued invoice may not change, as of this revision.
 IMMUTABLE_COLUMNS = (
-    "customer_id", "period", "kind", "number", "currency", "subtotal_micros", "tax_micros",
-    "credits_micros", "total_micros", "document", "created_at", "series", "sequence",
-    "references_number", "id", "document_sha256",
+    "customer_id",
+    "period",
+    "kind",
+    "number",
+    "currency",
+    "subtotal_micros",
+    "tax_micros",
+    "credits_micros",
+    "total_micros",
+    "document",
+    "created_at",
+    "series",
+    "sequence",
+    "references_number",
+    "id",
+    "document_sha256",
 )
 
 

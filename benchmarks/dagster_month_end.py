@@ -20,7 +20,7 @@ multiprocess or celery executor of a deployed run the shards themselves run in p
 
 ``--late-rerun`` then appends one late request for one customer to the month's last day and runs
 what finance would run next: that day's ingestion and month-end again (the ledger's drafts are
-replaced; only the PDFs whose document changed are rendered again, invoicing/draft_pdfs.py).
+replaced; only the PDFs whose document changed are rendered again, rendering/receipts.py).
 """
 
 from __future__ import annotations

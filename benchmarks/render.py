@@ -10,7 +10,7 @@ runs in a fresh child process (its peak RSS is the renderer's, not the generator
 the PDFs into a temp dir (deleted afterwards):
 
 - single: one ``InvoiceRenderer`` (built once, not timed), documents rendered one after another;
-- pool: ``invoicing.render_pool.render_many`` with N workers (default: the CPUs), timed from pool
+- pool: ``rendering.render_pool.render_many`` with N workers (default: the CPUs), timed from pool
   start, so worker start-up and each worker's renderer construction are included.
 
 Prints invoices/s for both, CPU time per invoice (steadier than wall time on a busy machine; the
@@ -66,7 +66,7 @@ def _merge(base: dict, others: list[dict]) -> dict:
 
 def build_invoice_documents(invoices: int) -> list[dict]:
     from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.invoicing.document import build_documents
+    from billing_pipeline.documents.invoice import build_documents
     from billing_pipeline.rating import rate_month
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_render_docs_"))
@@ -107,8 +107,8 @@ def _cpu_seconds() -> float:
 
 def measure(mode: str, docs_path: str, workers: int) -> None:
     """Child process: render every document once, print one result line."""
-    from billing_pipeline.invoicing.pdf import InvoiceRenderer
-    from billing_pipeline.invoicing.render_pool import render_many
+    from billing_pipeline.rendering.pdf import InvoiceRenderer
+    from billing_pipeline.rendering.render_pool import render_many
 
     docs = pickle.loads(Path(docs_path).read_bytes())
     out = Path(tempfile.mkdtemp(prefix=f"bench_render_{mode}_"))
@@ -161,7 +161,7 @@ def _run(mode: str, docs_path: Path, workers: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from billing_pipeline.invoicing.render_pool import default_workers
+    from billing_pipeline.rendering.render_pool import default_workers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=500)

@@ -238,9 +238,9 @@ def quote(
     import datetime as dt
 
     from billing_pipeline.catalog import CatalogError, load_catalog
-    from billing_pipeline.invoicing.document import document_json
-    from billing_pipeline.rating.quote import QuoteError, parse_usage, quote_text
-    from billing_pipeline.rating.quote import quote as make_quote
+    from billing_pipeline.documents.invoice import document_json
+    from billing_pipeline.quote.quote import QuoteError, parse_usage, quote_text
+    from billing_pipeline.quote.quote import quote as make_quote
 
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
@@ -275,8 +275,8 @@ def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ..
     """Static cost calculator pages, one per plan: the same totals as `quote`, in the browser."""
     import datetime as dt
 
-    from billing_pipeline.calculator import CalculatorError, write_calculator
     from billing_pipeline.catalog import CatalogError, load_catalog
+    from billing_pipeline.quote.calculator import CalculatorError, write_calculator
 
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
@@ -341,7 +341,7 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         click.echo(f"skipped {model} {price_field}: {why}")
 
 
-from billing_pipeline.invoicing.cli_commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402
+from billing_pipeline.issuing.commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402
 
 for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
     main.add_command(_command)
@@ -395,8 +395,8 @@ def send(
     (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
     however often this runs; failed attempts are retried with backoff by the next run."""
     from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.invoicing import delivery
-    from billing_pipeline.invoicing.cli_commands import _fail, _ledger
+    from billing_pipeline.delivery import mail as delivery
+    from billing_pipeline.issuing.commands import _fail, _ledger
     from billing_pipeline.periods import parse_month
 
     if (month is None) == (number is None):
@@ -505,7 +505,7 @@ def send(
 def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | None) -> None:
     """Month-to-date statements as of DATE, one per customer: JSON, HTML and PDF under
     <out>/<YYYY-MM>/statements/<DATE>/ (the totals are the draft invoice of the days so far)."""
-    from billing_pipeline.invoicing.statement_pdf import statements_from_landing
+    from billing_pipeline.rendering.statement_pdf import statements_from_landing
     from billing_pipeline.runner import validate_inputs
 
     day = day.date()

@@ -63,13 +63,13 @@ class MonthEndSummary:
     unrated_rows: int = 0
     failed_checks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    held: list = field(default_factory=list)  # invoicing.holds.Hold: unwaived money at risk
+    held: list = field(default_factory=list)  # ledger.holds.Hold: unwaived money at risk
     quarantined_by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def money_at_risk_message(self) -> str | None:
         """What ``run`` prints and exits 1 for: the files and customers money at risk holds."""
-        from billing_pipeline.invoicing.holds import describe
+        from billing_pipeline.ledger.holds import describe
 
         return describe(self.month, self.held) if self.held else None
 
@@ -131,7 +131,7 @@ def validate_inputs(
     except ValueError as exc:  # every problem, one line each (the catalog names file and path)
         raise InputError(str(exc)) from None
     if database_url is not None:  # before ingestion and rating, not after them
-        from billing_pipeline.invoicing.ledger import Ledger, LedgerError
+        from billing_pipeline.ledger.ledger import Ledger, LedgerError
 
         try:
             Ledger.check_url(database_url)
@@ -273,7 +273,7 @@ class MonthEndFailed(RuntimeError):
 
 def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
     """Store the month's check results in the ledger: issuing refuses a month whose blocking
-    checks failed, even in a later process (see invoicing.numbering)."""
+    checks failed, even in a later process (see ledger.numbering)."""
     from billing_pipeline.defs.issuing import check_rows
 
     defs.resources["ledger"].open().record_checks(month, check_rows(results))
@@ -316,7 +316,7 @@ def run_month_end(
 
 def month_holds(defs: dg.Definitions, month: str) -> list:
     """The month's unwaived money-at-risk records, as issuing will see them."""
-    from billing_pipeline.invoicing.holds import holds
+    from billing_pipeline.ledger.holds import holds
 
     return holds(defs.resources["ledger"].open(), month)
 

@@ -64,4 +64,4 @@ def fonts_dir() -> Path:
 
 def migrations_dir() -> Path:
     """The Alembic environment and revisions of the invoice ledger."""
-    return package_folder("billing_pipeline.invoicing.migrations")
+    return package_folder("billing_pipeline.ledger.migrations")

@@ -14,8 +14,10 @@ from urllib.parse import parse_qs, urlparse
 import polars as pl
 import pytest
 
-from billing_pipeline.sources import SOURCES, anthropic_api, openai_api, provider_costs
-from billing_pipeline.sources.api_client import ApiError, RetryPolicy, retry_after_seconds
+from billing_pipeline.sources import SOURCES, provider_costs
+from billing_pipeline.sources.api import anthropic as anthropic_api
+from billing_pipeline.sources.api import openai as openai_api
+from billing_pipeline.sources.api.client import ApiError, RetryPolicy, retry_after_seconds
 
 DAY = date(2026, 10, 5)
 T0 = int(datetime(2026, 10, 5, tzinfo=UTC).timestamp())
@@ -544,7 +546,7 @@ def test_a_500_echoing_the_key_leaks_it_neither_into_the_error_nor_the_retry_log
     echo, tmp_path, caplog
 ):
     EchoingApi.statuses = [500, 500, 500, 500]
-    caplog.set_level("WARNING", logger="billing_pipeline.sources.api_client")
+    caplog.set_level("WARNING", logger="billing_pipeline.sources.api.client")
     with pytest.raises(ApiError) as err:
         openai_api.fetch_day(
             tmp_path,
@@ -582,7 +584,7 @@ def test_a_400_echoing_the_anthropic_key_fails_at_once_redacted(echo, tmp_path):
 
 
 def test_redact_removes_keys_from_the_environment_and_their_encoded_spellings(monkeypatch):
-    from billing_pipeline.sources.api_client import redact
+    from billing_pipeline.sources.api.client import redact
 
     monkeypatch.setenv("OPENAI_ADMIN_KEY", "sk-admin-TESTSECRET/with+slash")
     monkeypatch.setenv("BILLING_WEBHOOK_SECRET_GLOBEX", "whsec_TESTSECRET_globex")
@@ -648,7 +650,7 @@ def test_has_more_without_a_next_page_cursor_is_an_error_naming_the_path_and_pag
 def test_the_page_limit_is_an_error_never_a_silent_partial_day(paging):
     import httpx
 
-    from billing_pipeline.sources.api_client import fetch_all_pages
+    from billing_pipeline.sources.api.client import fetch_all_pages
 
     PagingApi.pages = [
         openai_page([], f"c{n + 1}") for n in range(1, 5)

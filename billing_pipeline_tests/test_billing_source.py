@@ -18,7 +18,7 @@ import yaml
 from billing_pipeline.catalog import CatalogError, parse_catalog
 from billing_pipeline.defs.month_end import RATED_CHECK, rated_charges
 from billing_pipeline.defs.resources import CatalogResource, OutputFiles
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile.drift import REPORT_SOURCES, metering_drift

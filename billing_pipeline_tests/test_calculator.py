@@ -23,11 +23,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from billing_pipeline.calculator import page_data, render_page
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.cli import main
 from billing_pipeline.demo.catalog import ISSUER, PAYG_PER_M, plans, price_book
 from billing_pipeline.money import fmt_money
+from billing_pipeline.quote.calculator import page_data, render_page
 
 MONTH = "2026-10"
 CHROMIUM = "/usr/bin/chromium"

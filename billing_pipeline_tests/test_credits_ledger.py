@@ -11,9 +11,9 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import parse_catalog
-from billing_pipeline.invoicing.document import build_documents
-from billing_pipeline.invoicing.ledger import Ledger
-from billing_pipeline.invoicing.numbering import issue_drafts
+from billing_pipeline.documents.invoice import build_documents
+from billing_pipeline.ledger.ledger import Ledger
+from billing_pipeline.ledger.numbering import issue_drafts
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import USAGE_SCHEMA
 from billing_pipeline_tests.test_ledger import _issue_raw, ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)

@@ -24,11 +24,11 @@ from aiosmtpd.smtp import AuthResult
 from click.testing import CliRunner
 
 from billing_pipeline.cli import main
-from billing_pipeline.invoicing import delivery
-from billing_pipeline.invoicing.issuing import issue_month
-from billing_pipeline.invoicing.ledger import load_document
-from billing_pipeline.invoicing.pdf import InvoiceRenderer
+from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.issuing.month import issue_month
+from billing_pipeline.ledger.ledger import load_document
 from billing_pipeline.money import exact, fmt_money
+from billing_pipeline.rendering.pdf import InvoiceRenderer
 from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - fixture
 
 MONTH = "2026-10"
@@ -458,7 +458,7 @@ def test_send_command_delivers_the_demo_month_once_and_resends_on_request(
         "BILLING_DATABASE_URL": None,
     }
     assert _cli(["issue", "--month", MONTH, *common], env).exit_code == 0
-    from billing_pipeline.invoicing.ledger import Ledger
+    from billing_pipeline.ledger.ledger import Ledger
 
     ledger = Ledger(f"sqlite:///{month.out / 'ledger.db'}")
     issued = {

@@ -1,15 +1,15 @@
 """A draft PDF is rendered again exactly when what it shows could differ: a changed document, a
-changed renderer, or a PDF that is no longer the one rendered (invoicing/draft_pdfs.py)."""
+changed renderer, or a PDF that is no longer the one rendered (rendering/receipts.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from billing_pipeline.invoicing.document import document_json
-from billing_pipeline.invoicing.draft_pdfs import prune
-from billing_pipeline.invoicing.draft_pdfs import up_to_date as up_to_date_texts
-from billing_pipeline.invoicing.pdf import InvoiceRenderer, renderer_fingerprint
-from billing_pipeline.invoicing.render_pool import render_many
+from billing_pipeline.documents.invoice import document_json
+from billing_pipeline.rendering.pdf import InvoiceRenderer, renderer_fingerprint
+from billing_pipeline.rendering.receipts import prune
+from billing_pipeline.rendering.receipts import up_to_date as up_to_date_texts
+from billing_pipeline.rendering.render_pool import render_many
 from billing_pipeline_tests.test_invoice_pdf import make_document
 
 
@@ -49,7 +49,7 @@ def test_a_changed_renderer_makes_every_pdf_out_of_date(rendered):
 
 
 def test_the_fingerprint_follows_the_template(tmp_path, renderer):
-    from billing_pipeline.invoicing.pdf import STYLESHEET_NAME, TEMPLATE_NAME, TEMPLATES_DIR
+    from billing_pipeline.rendering.pdf import STYLESHEET_NAME, TEMPLATE_NAME, TEMPLATES_DIR
 
     for name in (TEMPLATE_NAME, STYLESHEET_NAME):
         (tmp_path / name).write_bytes((TEMPLATES_DIR / name).read_bytes())

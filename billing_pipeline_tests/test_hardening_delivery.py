@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 import yaml
 
-from billing_pipeline.invoicing import delivery
+from billing_pipeline.delivery import mail as delivery
 from billing_pipeline_tests.test_delivery import (  # noqa: F401 - fixtures
     CUSTOMERS,
     EMAILS,

@@ -11,9 +11,9 @@ import os
 
 import pytest
 
-from billing_pipeline.invoicing.draft_pdfs import record_render, up_to_date
-from billing_pipeline.invoicing.issuing import file_stem
+from billing_pipeline.issuing.month import file_stem
 from billing_pipeline.paths import UnsafePath, inside
+from billing_pipeline.rendering.receipts import record_render, up_to_date
 
 
 def test_a_safe_name_is_joined_in_the_callers_own_form(tmp_path):

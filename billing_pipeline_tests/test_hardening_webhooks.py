@@ -22,7 +22,7 @@ from billing_pipeline.alerts.outbox import outbox_rows
 from billing_pipeline.alerts.run import evaluate_day
 from billing_pipeline.alerts.webhooks import deliver_due
 from billing_pipeline.catalog import CatalogError
-from billing_pipeline.invoicing.schema import alert_outbox
+from billing_pipeline.ledger.tables import alert_outbox
 from billing_pipeline_tests.test_alerts import catalog, steady, usage
 from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
 

@@ -8,8 +8,8 @@ import io
 import pytest
 from pypdf import PdfReader
 
-from billing_pipeline.invoicing.chart import usage_chart_svg
-from billing_pipeline.invoicing.pdf import TEMPLATES_DIR, InvoiceRenderer, invoice_context
+from billing_pipeline.documents.chart import usage_chart_svg
+from billing_pipeline.rendering.pdf import TEMPLATES_DIR, InvoiceRenderer, invoice_context
 
 HOSTILE = '<img src="file:///etc/passwd">'
 HOSTILE_LINK = '<link rel=attachment href="file:///etc/passwd">'
@@ -204,7 +204,7 @@ def test_same_document_renders_identical_bytes(renderer):
 def test_xml_parsed_invoice_renders_the_same_bytes_as_the_html5_parser(renderer, monkeypatch, name):
     from weasyprint import HTML
 
-    from billing_pipeline.invoicing import pdf
+    from billing_pipeline.rendering import pdf
 
     doc = make_document(customer_name=name)
     markup = renderer.render_html(doc)
@@ -220,7 +220,7 @@ def test_xml_parsed_invoice_renders_the_same_bytes_as_the_html5_parser(renderer,
 
 
 def test_line_break_in_an_attribute_keeps_the_html5_parser(renderer):
-    from billing_pipeline.invoicing.pdf import parse_markup
+    from billing_pipeline.rendering.pdf import parse_markup
 
     html = parse_markup(
         '<html><head><meta name="author" content="A\nB"/></head><body/></html>',
@@ -231,7 +231,7 @@ def test_line_break_in_an_attribute_keeps_the_html5_parser(renderer):
 
 
 def test_markup_that_is_not_xml_still_renders(renderer):
-    from billing_pipeline.invoicing.pdf import parse_markup
+    from billing_pipeline.rendering.pdf import parse_markup
 
     html = parse_markup("<p>unclosed<br>text &nbsp; here", renderer.base_url, renderer.url_fetcher)
     assert html.write_pdf().startswith(b"%PDF")

@@ -15,11 +15,11 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from billing_pipeline.invoicing import ledger as ledger_module
-from billing_pipeline.invoicing.issuing import PdfsNotRendered, issue_month
-from billing_pipeline.invoicing.numbering import ChecksFailed, issue_drafts
-from billing_pipeline.invoicing.pdf import InvoiceRenderer
+from billing_pipeline.issuing.month import PdfsNotRendered, issue_month
+from billing_pipeline.ledger import ledger as ledger_module
+from billing_pipeline.ledger.numbering import ChecksFailed, issue_drafts
 from billing_pipeline.money import round_money
+from billing_pipeline.rendering.pdf import InvoiceRenderer
 from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - fixture
 
 MONTH = "2026-10"

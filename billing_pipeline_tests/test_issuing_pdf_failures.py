@@ -14,8 +14,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from billing_pipeline.invoicing.issuing import PdfsNotRendered, issue_month, render_issued
-from billing_pipeline.invoicing.ledger import Ledger, canonical_json
+from billing_pipeline.issuing.month import PdfsNotRendered, issue_month, render_issued
+from billing_pipeline.ledger.ledger import Ledger, canonical_json
 from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - fixture
 
 MONTH = "2026-10"
@@ -129,7 +129,7 @@ def test_cli_issue_exits_1_naming_the_customer_and_why_then_renders_the_rest(tmp
 
     from billing_pipeline.cli import main
     from billing_pipeline.demo.generator import write_demo
-    from billing_pipeline.invoicing import issuing
+    from billing_pipeline.issuing import month as issuing
 
     write_demo(tmp_path / "landing", tmp_path / "catalog.yaml", month=MONTH)
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")

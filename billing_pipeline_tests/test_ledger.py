@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from billing_pipeline.invoicing.ledger import Ledger
+from billing_pipeline.ledger.ledger import Ledger
 
 PG_URL = os.environ.get("BILLING_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -125,7 +125,7 @@ def ledger(request, tmp_path):
 def _issue_raw(ledger: Ledger, customer_id: str, number: str = "INV-2026-000001") -> None:
     """Issue by hand as issuing does: the audit row first, then the status change pointing at it
     (the database refuses a status change without its audit row)."""
-    from billing_pipeline.invoicing.ledger import audit
+    from billing_pipeline.ledger.ledger import audit
 
     with ledger.engine.begin() as conn:
         invoice_id = conn.execute(

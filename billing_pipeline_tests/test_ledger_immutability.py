@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from billing_pipeline.invoicing.ledger import MIGRATIONS_DIR, Ledger, audit
-from billing_pipeline.invoicing.numbering import issue_drafts
+from billing_pipeline.ledger.ledger import MIGRATIONS_DIR, Ledger, audit
+from billing_pipeline.ledger.numbering import issue_drafts
 from billing_pipeline_tests.test_ledger import _postgres_ledger, document, ledger  # noqa: F401 - fixture
 
 MONTH = "2026-10"
@@ -152,7 +152,7 @@ def test_sqlite_insert_or_replace_cannot_rewrite_an_audit_entry(tmp_path):
 
 
 def test_sqlite_create_all_and_migrations_install_the_same_guards(tmp_path):
-    from billing_pipeline.invoicing.schema import SQLITE_TRIGGER_NAMES
+    from billing_pipeline.ledger.tables import SQLITE_TRIGGER_NAMES
 
     made, migrated = (
         Ledger(f"sqlite:///{tmp_path / 'made.db'}"),

@@ -8,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.exc import DBAPIError
 
-from billing_pipeline.invoicing.ledger import Ledger
-from billing_pipeline.invoicing.schema import metadata
+from billing_pipeline.ledger.ledger import Ledger
+from billing_pipeline.ledger.tables import metadata
 from billing_pipeline_tests.test_ledger import _issue_raw, document, ledger  # noqa: F401 - fixture
 
 
@@ -30,7 +30,7 @@ def _single_head() -> str:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from billing_pipeline.invoicing.ledger import MIGRATIONS_DIR
+    from billing_pipeline.ledger.ledger import MIGRATIONS_DIR
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -53,7 +53,7 @@ def test_a_ledger_made_before_migrations_is_adopted_without_losing_invoices(tmp_
         from alembic import command
         from alembic.config import Config
 
-        from billing_pipeline.invoicing.ledger import MIGRATIONS_DIR
+        from billing_pipeline.ledger.ledger import MIGRATIONS_DIR
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -21,7 +21,7 @@ import yaml
 from click.testing import CliRunner
 
 from billing_pipeline.cli import main
-from billing_pipeline.invoicing.ledger import Ledger
+from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.sources import openai_usage
 from billing_pipeline_tests.test_rating import CATALOG
 

@@ -17,7 +17,7 @@ import yaml
 from pypdf import PdfReader
 
 from billing_pipeline import shipped
-from billing_pipeline.invoicing.pdf import FONTS_DIR, TEMPLATES_DIR, InvoiceRenderer
+from billing_pipeline.rendering.pdf import FONTS_DIR, TEMPLATES_DIR, InvoiceRenderer
 from billing_pipeline_tests.test_invoice_pdf import make_document
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def test_resources_are_the_checkouts_folders_read_through_the_package():
         sorted(p.name for p in (shipped.migrations_dir() / "versions").glob("0*.py"))[0]
         == "0001_initial.py"
     )
-    from billing_pipeline.invoicing.ledger import MIGRATIONS_DIR
+    from billing_pipeline.ledger.ledger import MIGRATIONS_DIR
 
     assert shipped.migrations_dir() == MIGRATIONS_DIR
 
@@ -109,9 +109,9 @@ def test_a_deployments_own_templates_folder_is_used(tmp_path, monkeypatch):
 
 
 def test_the_calculator_page_uses_the_deployments_script(tmp_path, monkeypatch):
-    from billing_pipeline.calculator import SCRIPT, page_data, render_page
     from billing_pipeline.catalog import load_catalog
     from billing_pipeline.demo.catalog import ISSUER, plans, price_book
+    from billing_pipeline.quote.calculator import SCRIPT, page_data, render_page
 
     catalog_path = tmp_path / "catalog.yaml"
     catalog_path.write_text(

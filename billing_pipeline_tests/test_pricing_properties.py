@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.catalog.model import Charge
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import price_quantity, rate_month
 from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
 

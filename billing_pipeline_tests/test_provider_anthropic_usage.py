@@ -13,10 +13,11 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline.catalog import parse_catalog
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import KIND_MONEY_AT_RISK
-from billing_pipeline.sources import anthropic_api, anthropic_usage
+from billing_pipeline.sources import anthropic_usage
+from billing_pipeline.sources.api import anthropic as anthropic_api
 from billing_pipeline.usage import normalize
 from billing_pipeline_tests.test_api_clients import ANTHROPIC_KEY, FakeAdminApi, api, fast_policy  # noqa: F401 - api fixture
 

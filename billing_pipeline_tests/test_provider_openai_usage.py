@@ -18,9 +18,10 @@ import pytest
 from billing_pipeline import schema
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.demo.catalog import ISSUER
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import rate_month
-from billing_pipeline.sources import openai_api, openai_usage
+from billing_pipeline.sources import openai_usage
+from billing_pipeline.sources.api import openai as openai_api
 from billing_pipeline.usage import normalize
 
 DATA = Path(__file__).parent / "data" / "providers" / "openai"

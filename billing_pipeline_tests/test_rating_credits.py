@@ -9,8 +9,8 @@ import polars as pl
 
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.catalog.model import Credit
-from billing_pipeline.invoicing.credit_notes import late_usage_correction
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.credit_notes import late_usage_correction
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.credits import apply_credits, credit_history
 from billing_pipeline.schema import USAGE_SCHEMA

@@ -7,8 +7,8 @@ import multiprocessing
 import pytest
 import sqlalchemy as sa
 
-from billing_pipeline.invoicing.ledger import Ledger
-from billing_pipeline.invoicing.numbering import issue_drafts
+from billing_pipeline.ledger.ledger import Ledger
+from billing_pipeline.ledger.numbering import issue_drafts
 from billing_pipeline_tests.test_issuing import ISSUED_ON, MONTH, _with_output_tokens, passed_checks
 from billing_pipeline_tests.test_ledger import PG_URL, _postgres_ledger, document
 

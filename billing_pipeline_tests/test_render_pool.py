@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from billing_pipeline.invoicing.pdf import InvoiceRenderer
-from billing_pipeline.invoicing.render_pool import render_many
+from billing_pipeline.rendering.pdf import InvoiceRenderer
+from billing_pipeline.rendering.render_pool import render_many
 from billing_pipeline_tests.test_invoice_pdf import make_document
 
 

@@ -23,11 +23,11 @@ from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, resources_from_env
 from billing_pipeline.defs.statements import month_to_date_statements
 from billing_pipeline.demo.generator import write_demo
-from billing_pipeline.invoicing.document import build_documents
-from billing_pipeline.invoicing.statement import allocate, build_statements, statement_json
-from billing_pipeline.invoicing.statement_pdf import StatementRenderer
+from billing_pipeline.documents.invoice import build_documents
+from billing_pipeline.documents.statement import allocate, build_statements, statement_json
 from billing_pipeline.money import fmt_money
 from billing_pipeline.rating import rate_month
+from billing_pipeline.rendering.statement_pdf import StatementRenderer
 from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
 from billing_pipeline.usage import normalize
 

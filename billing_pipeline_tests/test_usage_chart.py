@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from billing_pipeline.invoicing.chart import usage_chart_svg
+from billing_pipeline.documents.chart import usage_chart_svg
 
 
 def axis_labels(markup: str) -> list[Decimal]:

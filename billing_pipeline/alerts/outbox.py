@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from billing_pipeline.alerts.rules import Alert
-from billing_pipeline.invoicing.schema import alert_outbox, hard_caps
+from billing_pipeline.ledger.tables import alert_outbox, hard_caps
 from billing_pipeline.money import exact, to_micros
 
 LEASE = dt.timedelta(minutes=5)  # longer than one delivery attempt (timeout 10 s)

@@ -19,7 +19,7 @@ from billing_pipeline.alerts.rules import (
     spike_alerts,
 )
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.invoicing.pdf import write_atomically
+from billing_pipeline.rendering.pdf import write_atomically
 
 HARD_CAPS_FILE = "hard_caps.json"
 MAX_AGE = dt.timedelta(days=7)  # alerts about days older than this are recorded, not sent

@@ -11,7 +11,8 @@ import dagster as dg
 
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import LandingZone, ProviderAdminApi
-from billing_pipeline.sources import anthropic_api, openai_api
+from billing_pipeline.sources.api import anthropic as anthropic_api
+from billing_pipeline.sources.api import openai as openai_api
 
 FETCH_RETRY = dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 

@@ -1,7 +1,7 @@
 """Issuing as a Dagster job: finance triggers ``issue_invoices_job`` for a reviewed month.
 
 No schedule for issuing: it is a human decision. The asset only wires resources to
-``invoicing.issuing.issue_month``; the ledger (locks, unique indexes, recorded check results)
+``issuing.month.issue_month``; the ledger (locks, unique indexes, recorded check results)
 is what guarantees one set of gapless numbers, however many runs start at once. Delivery runs
 right after issuing, and again every 15 minutes (``invoice_delivery_schedule``) for retries.
 """
@@ -19,13 +19,13 @@ from billing_pipeline.defs.resources import (
     OutputFiles,
     SmtpResource,
 )
-from billing_pipeline.invoicing import delivery
-from billing_pipeline.invoicing.issuing import issue_month
+from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.issuing.month import issue_month
 
 ISSUING_GROUP = "issuing"
 
 
-# Money at risk holds only the customers it names (invoicing.holds), so its check is recorded as
+# Money at risk holds only the customers it names (ledger.holds), so its check is recorded as
 # non-blocking for the month as a whole; the held_records table does the refusing.
 PER_CUSTOMER_CHECKS = frozenset({MONEY_AT_RISK_CHECK})
 RUN_COMPLETED_CHECK = "month_end_run_completed"

@@ -15,7 +15,7 @@ from billing_pipeline.defs.rendering import (
     summarize_invoice_drafts,
 )
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
-from billing_pipeline.invoicing import holds
+from billing_pipeline.ledger import holds
 from billing_pipeline.money import ZERO
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating import rate_month

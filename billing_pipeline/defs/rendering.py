@@ -20,13 +20,13 @@ import polars as pl
 
 from billing_pipeline.atomic import write_text
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
-from billing_pipeline.invoicing.document import build_documents, document_json
-from billing_pipeline.invoicing.draft_pdfs import prune, up_to_date
-from billing_pipeline.invoicing.issuing import issued_file_stems
-from billing_pipeline.invoicing.pdf import renderer_fingerprint
-from billing_pipeline.invoicing.render_pool import default_workers, render_many
+from billing_pipeline.documents.invoice import build_documents, document_json
+from billing_pipeline.issuing.month import issued_file_stems
 from billing_pipeline.money import ZERO
 from billing_pipeline.paths import inside
+from billing_pipeline.rendering.pdf import renderer_fingerprint
+from billing_pipeline.rendering.receipts import prune, up_to_date
+from billing_pipeline.rendering.render_pool import default_workers, render_many
 
 INVOICE_TOTALS_CHECK = "invoice_totals_equal_rated_lines"
 STEP_IO_MANAGER = "step_io_manager"  # pickles between the steps; on shared disk for celery workers
@@ -89,7 +89,7 @@ def save_invoice_drafts(
 ):
     """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices) and
     their JSON copies; hands the drafts whose PDF is missing or out of date to the shards (a re-run
-    renders only what changed: invoicing/draft_pdfs.py)."""
+    renders only what changed: rendering/receipts.py)."""
     month = context.partition_key[:7]
     the_ledger = ledger.open()
     # Prepaid credits carry over: grants already drawn by earlier months' invoices are not drawn again.

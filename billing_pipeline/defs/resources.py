@@ -18,7 +18,7 @@ from upath import UPath
 
 from billing_pipeline.atomic import atomic_file
 from billing_pipeline.catalog import Catalog, load_catalog
-from billing_pipeline.invoicing.ledger import Ledger
+from billing_pipeline.ledger.ledger import Ledger
 
 
 class LandingZone(dg.ConfigurableResource):

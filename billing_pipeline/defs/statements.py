@@ -1,4 +1,4 @@
-"""Month-to-date statements per day: wiring only (billing rules in invoicing/statement.py)."""
+"""Month-to-date statements per day: wiring only (billing rules in documents/statement.py)."""
 
 import datetime as dt
 from decimal import Decimal
@@ -11,9 +11,9 @@ from billing_pipeline.defs.alerts import LOADER_KEY
 from billing_pipeline.defs.jobs import day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
-from billing_pipeline.invoicing.statement import build_statements
-from billing_pipeline.invoicing.statement_pdf import statement_folder, write_statements
+from billing_pipeline.documents.statement import build_statements
 from billing_pipeline.money import ZERO
+from billing_pipeline.rendering.statement_pdf import statement_folder, write_statements
 
 MONTH_LOOKBACK_DAYS = 30  # the 31st minus 30 days is the 1st: every day of the month to date
 

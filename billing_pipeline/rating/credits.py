@@ -11,7 +11,7 @@ Rules (pure functions; the ledger only has to remember what each invoice drew fr
 ``used_before`` is what earlier invoices drew from each grant (grant index -> amount): the
 ledger's sum of past ``credits`` rows (their corrections included: an adjustment's draw and a
 credit note's give-back count too), or ``credit_history`` replaying months from the catalog.
-Corrections after issue draw as the original did: see invoicing/credit_notes.py.
+Corrections after issue draw as the original did: see documents/credit_notes.py.
 """
 
 from __future__ import annotations

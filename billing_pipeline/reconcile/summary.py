@@ -16,13 +16,13 @@ import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from billing_pipeline import shipped
-from billing_pipeline.invoicing.pdf import (
+from billing_pipeline.money import ZERO, exact, fmt_money
+from billing_pipeline.rendering.pdf import (
     FONT_EPOCH,
     FONTS_DIR,
     TemplateOnlyURLFetcher,
     write_atomically,
 )
-from billing_pipeline.money import ZERO, exact, fmt_money
 
 TEMPLATE_NAME = "reconciliation.html.j2"
 STYLESHEET_NAME = "reconciliation.css"

@@ -8,21 +8,10 @@ quarantine row with a reason, so ``records_read == events.origin.n_unique() + qu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import polars as pl
-
-
-@dataclass(frozen=True)
-class SourceRead:
-    events: pl.DataFrame  # schema.USAGE_SCHEMA; customer_id null (attribution happens later)
-    quarantine: pl.DataFrame  # schema.QUARANTINE_SCHEMA
-    records_read: int  # events["origin"].n_unique() + quarantine.height
-
-
-from billing_pipeline.sources import (  # noqa: E402  (readers import SourceRead from here)
+from billing_pipeline.sources import (
     anthropic_usage,
     aws_cur,
     focus,
@@ -30,6 +19,7 @@ from billing_pipeline.sources import (  # noqa: E402  (readers import SourceRead
     openai_usage,
     outcomes,
 )
+from billing_pipeline.sources.files import SourceRead
 
 SOURCES: dict[str, Callable[[Path, date, date], SourceRead]] = {
     "openai_usage_api": openai_usage.read,

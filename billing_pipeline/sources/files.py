@@ -380,17 +380,25 @@ def rejected_to_quarantine(source: str, rejected: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class SourceRead:
+    """What one reader made of a window: canonical events, quarantined records, and the count of
+    records read (``events["origin"].n_unique() + quarantine.height``), so nothing goes missing."""
+
+    events: pl.DataFrame  # schema.USAGE_SCHEMA; customer_id null (attribution happens later)
+    quarantine: pl.DataFrame  # schema.QUARANTINE_SCHEMA
+    records_read: int
+
+
 def combine(
     events: list[pl.DataFrame], quarantine: list[pl.DataFrame], accepted_records: int | None = None
-):
+) -> SourceRead:
     """Concatenate per-file frames into a SourceRead (records_read counts both sides).
 
     ``accepted_records``: the reader's own count of accepted records, when it has one (saves a
     distinct count over millions of origins); otherwise the distinct origins of the events.
     Quarantine rows a reader left without a kind get it from their reason, here for every reader.
     """
-    from billing_pipeline.sources import SourceRead
-
     ev = pl.concat([schema.empty_usage(), *events], how="vertical_relaxed")
     qu = pl.concat([schema.empty_quarantine(), *quarantine], how="vertical_relaxed").with_columns(
         pl.coalesce("kind", schema.quarantine_kind_expr()).alias("kind")

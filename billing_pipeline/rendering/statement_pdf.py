@@ -2,7 +2,7 @@
 
 Same Jinja2 environment (autoescape, StrictUndefined), stylesheet (templates/invoice.css, plus
 the small templates/statement.css the template links), fonts, URL fetcher and chart as invoices
-(invoicing/pdf.py), so a statement looks like the invoice it anticipates. The template does no
+(rendering/pdf.py), so a statement looks like the invoice it anticipates. The template does no
 arithmetic: every number arrives here as a decimal string and leaves as display text.
 """
 
@@ -13,8 +13,11 @@ from pathlib import Path
 
 import polars as pl
 
-from billing_pipeline.invoicing.chart import usage_chart_svg
-from billing_pipeline.invoicing.pdf import (
+from billing_pipeline.documents.chart import usage_chart_svg
+from billing_pipeline.documents.statement import statement_json
+from billing_pipeline.money import exact, fmt_money, fmt_quantity
+from billing_pipeline.paths import inside
+from billing_pipeline.rendering.pdf import (
     STYLESHEET_NAME,
     InvoiceRenderer,
     _date_text,
@@ -22,9 +25,6 @@ from billing_pipeline.invoicing.pdf import (
     _rate_text,
     write_atomically,
 )
-from billing_pipeline.invoicing.statement import statement_json
-from billing_pipeline.money import exact, fmt_money, fmt_quantity
-from billing_pipeline.paths import inside
 from billing_pipeline.schema import unit_name
 
 STATEMENT_TEMPLATE = "statement.html.j2"
@@ -195,8 +195,8 @@ def statements_from_landing(
     exists; without a ledger nothing was drawn before)."""
     from billing_pipeline import sources
     from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.invoicing.ledger import Ledger
-    from billing_pipeline.invoicing.statement import build_statements
+    from billing_pipeline.documents.statement import build_statements
+    from billing_pipeline.ledger.ledger import Ledger
     from billing_pipeline.usage import normalize
 
     catalog = load_catalog(catalog_path)

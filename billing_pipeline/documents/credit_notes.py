@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
-from billing_pipeline.invoicing.schema import KIND_ADJUSTMENT, KIND_CREDIT_NOTE
+from billing_pipeline.documents.kinds import KIND_ADJUSTMENT, KIND_CREDIT_NOTE
 from billing_pipeline.money import ZERO, exact, fmt_money, fmt_quantity, round_money
 
 ORIGIN_LATE_USAGE = "late_usage"

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from billing_pipeline.atomic import write_text
-from billing_pipeline.invoicing.document import document_json
+from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.paths import inside
 
 RECEIPTS = ".rendered"

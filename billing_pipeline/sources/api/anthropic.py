@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from billing_pipeline.sources.api_client import RetryPolicy, admin_key, fetch_all_pages, save_pages
+from billing_pipeline.sources.api.client import RetryPolicy, admin_key, fetch_all_pages, save_pages
 
 BASE_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_ADMIN_KEY"

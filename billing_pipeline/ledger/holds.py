@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
-from billing_pipeline.invoicing.ledger import Ledger, LedgerError, audit, lock_period
-from billing_pipeline.invoicing.schema import held_records, waivers
+from billing_pipeline.ledger.ledger import Ledger, LedgerError, audit, lock_period
+from billing_pipeline.ledger.tables import held_records, waivers
 
 MONTH_LEVEL_AUDIT_ID = 0  # audit_log.invoice_id of entries about a month, not one invoice
 

@@ -8,7 +8,7 @@ Ledgers are forward-only (issued invoices are legal records): no downgrades.
 import sqlalchemy as sa
 from alembic import op
 
-from billing_pipeline.invoicing.schema import execute_ddl, trigger_statements
+from billing_pipeline.ledger.tables import execute_ddl, trigger_statements
 
 revision = "0001"
 down_revision = None

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from billing_pipeline.invoicing.draft_pdfs import record_render
-from billing_pipeline.invoicing.pdf import InvoiceRenderer
 from billing_pipeline.paths import inside
+from billing_pipeline.rendering.pdf import InvoiceRenderer
+from billing_pipeline.rendering.receipts import record_render
 
 MAX_CHUNK = 16  # documents per task: large enough to amortize IPC, small enough to balance the tail
 

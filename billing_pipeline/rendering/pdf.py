@@ -46,8 +46,8 @@ from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherRespons
 
 from billing_pipeline import money, shipped
 from billing_pipeline.atomic import write_bytes
-from billing_pipeline.invoicing import chart
-from billing_pipeline.invoicing.chart import usage_chart_svg
+from billing_pipeline.documents import chart
+from billing_pipeline.documents.chart import usage_chart_svg
 from billing_pipeline.money import exact, fmt_money, fmt_price, fmt_quantity
 
 TEMPLATES_DIR = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from billing_pipeline.sources.api_client import RetryPolicy, admin_key, fetch_all_pages, save_pages
+from billing_pipeline.sources.api.client import RetryPolicy, admin_key, fetch_all_pages, save_pages
 
 BASE_URL = "https://api.openai.com/v1"
 KEY_ENV = "OPENAI_ADMIN_KEY"

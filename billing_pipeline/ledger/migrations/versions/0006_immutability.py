@@ -14,7 +14,7 @@ Revises: 0005_holds
 import sqlalchemy as sa
 from alembic import op
 
-from billing_pipeline.invoicing.schema import execute_ddl, trigger_statements
+from billing_pipeline.ledger.tables import execute_ddl, trigger_statements
 
 revision = "0006_immutability"
 down_revision = "0005_holds"

@@ -66,7 +66,7 @@ def is_permanent(error: BaseException) -> bool:
 def describe(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """The error as stored in the outbox and printed: the server's words, with the SMTP password
     and every other known secret redacted (a server may echo what it was sent)."""
-    from billing_pipeline.sources.api_client import redact  # the one redaction rule
+    from billing_pipeline.sources.api.client import redact  # the one redaction rule
 
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         text = "; ".join(

@@ -21,16 +21,14 @@ from sqlalchemy import create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from billing_pipeline import shipped
-from billing_pipeline.invoicing.credit_notes import (
+from billing_pipeline.documents.credit_notes import (
     ORIGIN_LATE_USAGE,
     credits_drawn,
     late_usage_correction,
     manual_credit_note,
 )
-from billing_pipeline.invoicing.schema import (  # noqa: F401 - re-exported for callers and tests
-    KIND_INVOICE,
-    STATUSES,
-    TRIGGER_DDL,
+from billing_pipeline.documents.kinds import KIND_INVOICE
+from billing_pipeline.ledger.tables import (
     audit_log,
     invoice_lines,
     invoices,

@@ -50,10 +50,8 @@ from sqlalchemy import (
     event,
 )
 
-KIND_INVOICE = "invoice"
-KIND_CREDIT_NOTE = "credit_note"
-KIND_ADJUSTMENT = "adjustment"
-KINDS = (KIND_INVOICE, KIND_CREDIT_NOTE, KIND_ADJUSTMENT)
+from billing_pipeline.documents.kinds import KIND_INVOICE
+
 STATUSES = ("draft", "issued", "void")
 
 metadata = MetaData()
@@ -217,7 +215,7 @@ hard_caps = Table(
 
 # Invoice delivery by email (revision 0004_delivery): an outbox, one row per (invoice, purpose),
 # so an invoice is sent once for 'issue' however often delivery runs; a requested re-send is a
-# new row ('resend-1', 'resend-2', ...). See invoicing/delivery.py for the state machine.
+# new row ('resend-1', 'resend-2', ...). See delivery/mail.py for the state machine.
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "no_recipient", "cancelled")
 invoice_deliveries = Table(
     "invoice_deliveries",

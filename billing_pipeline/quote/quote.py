@@ -16,7 +16,7 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog, Customer
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.engine import rate_month

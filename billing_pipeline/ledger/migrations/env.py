@@ -7,7 +7,7 @@ Run programmatically by ``Ledger.migrate()`` (which hands over its connection), 
 from alembic import context
 from sqlalchemy import create_engine
 
-from billing_pipeline.invoicing.schema import metadata
+from billing_pipeline.ledger.tables import metadata
 
 config = context.config
 connection = config.attributes.get("connection")

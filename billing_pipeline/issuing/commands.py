@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 
 from billing_pipeline.catalog import load_catalog
-from billing_pipeline.invoicing import holds
-from billing_pipeline.invoicing.issuing import PdfsNotRendered, file_stem, issue_month
-from billing_pipeline.invoicing.ledger import Ledger, LedgerError
-from billing_pipeline.invoicing.numbering import ChecksFailed
+from billing_pipeline.issuing.month import PdfsNotRendered, file_stem, issue_month
+from billing_pipeline.ledger import holds
+from billing_pipeline.ledger.ledger import Ledger, LedgerError
+from billing_pipeline.ledger.numbering import ChecksFailed
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline.periods import parse_month
 

@@ -43,9 +43,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from billing_pipeline.invoicing.ledger import Ledger, audit, load_document
-from billing_pipeline.invoicing.schema import KIND_INVOICE, invoice_deliveries, invoices
-from billing_pipeline.invoicing.smtp import (  # noqa: F401 - re-exported: the CLI and Dagster use them
+from billing_pipeline.delivery.smtp import (  # noqa: F401 - re-exported: the CLI and Dagster use them
     SmtpConfigError,
     SmtpSettings,
     SmtpTransport,
@@ -53,6 +51,9 @@ from billing_pipeline.invoicing.smtp import (  # noqa: F401 - re-exported: the C
     is_permanent,
     smtp_from_env,
 )
+from billing_pipeline.documents.kinds import KIND_INVOICE
+from billing_pipeline.ledger.ledger import Ledger, audit, load_document
+from billing_pipeline.ledger.tables import invoice_deliveries, invoices
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline.paths import inside
 from billing_pipeline.periods import month_label
@@ -533,7 +534,7 @@ def _message_for(
 ) -> EmailMessage | None:
     """The row's message, or None when its invoice was voided meanwhile. The JSON copy is the
     ledger's stored document text; the PDF must be the one whose sha256 was stored at issue."""
-    from billing_pipeline.invoicing.issuing import (
+    from billing_pipeline.issuing.month import (
         file_stem,
     )  # renders PDFs: import only when sending
 

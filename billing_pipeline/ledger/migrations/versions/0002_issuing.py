@@ -10,7 +10,7 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
-from billing_pipeline.invoicing.schema import execute_ddl, trigger_statements
+from billing_pipeline.ledger.tables import execute_ddl, trigger_statements
 
 revision = "0002"
 down_revision = "0001"

@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.invoicing.document import build_documents
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.money import ZERO, minor_unit, round_money
 from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month
 from billing_pipeline.rating import rate_month

@@ -15,15 +15,16 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select, text
 
-from billing_pipeline.invoicing.holds import Hold, MoneyAtRisk, unwaived_holds
-from billing_pipeline.invoicing.ledger import (
+from billing_pipeline.documents.kinds import KIND_INVOICE
+from billing_pipeline.ledger.holds import Hold, MoneyAtRisk, unwaived_holds
+from billing_pipeline.ledger.ledger import (
     Ledger,
     audit,
     canonical_json,
     load_document,
     lock_period,
 )
-from billing_pipeline.invoicing.schema import KIND_INVOICE, invoices, month_checks
+from billing_pipeline.ledger.tables import invoices, month_checks
 
 
 class ChecksFailed(RuntimeError):

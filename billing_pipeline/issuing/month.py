@@ -18,12 +18,12 @@ import hashlib
 import os
 from pathlib import Path
 
-from billing_pipeline.invoicing.document import document_json
-from billing_pipeline.invoicing.ledger import Ledger, load_document
-from billing_pipeline.invoicing.numbering import issue_drafts
-from billing_pipeline.invoicing.pdf import InvoiceRenderer, write_atomically
-from billing_pipeline.invoicing.schema import KIND_INVOICE
+from billing_pipeline.documents.invoice import document_json
+from billing_pipeline.documents.kinds import KIND_INVOICE
+from billing_pipeline.ledger.ledger import Ledger, load_document
+from billing_pipeline.ledger.numbering import issue_drafts
 from billing_pipeline.paths import inside
+from billing_pipeline.rendering.pdf import InvoiceRenderer, write_atomically
 
 
 class PdfMismatch(RuntimeError):

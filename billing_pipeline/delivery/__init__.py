@@ -1,0 +1,1 @@
+"""Issued invoices to customers by email, through an outbox in the ledger."""

@@ -1,0 +1,1 @@
+"""Finance's month-end actions: issue a month's drafts, waive held money, credit notes."""

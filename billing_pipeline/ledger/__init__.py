@@ -1,0 +1,1 @@
+"""The application's database: invoices and their audit trail, numbering, holds, outboxes."""

@@ -1,0 +1,1 @@
+"""HTTP clients for the providers' usage and cost APIs (one retrying client, one module each)."""

@@ -27,6 +27,7 @@ from billing_pipeline.invoicing.credit_notes import (
     late_usage_correction,
     manual_credit_note,
 )
+from billing_pipeline.invoicing.revisions import UnknownLedgerSchema, existing_revision
 from billing_pipeline.invoicing.schema import (  # noqa: F401 - re-exported for callers and tests
     KIND_INVOICE,
     STATUSES,
@@ -297,8 +298,9 @@ class Ledger:
         metadata.create_all(self.engine)
 
     def migrate(self) -> None:
-        """``alembic upgrade head``. A ledger made by create_all before migrations existed is
-        adopted: stamped at the revision its columns match, then upgraded."""
+        """``alembic upgrade head``. A ledger made by create_all (before migrations existed, or
+        by an older release) is adopted: stamped at the revision its tables and columns match
+        exactly (``revisions.py``), then upgraded; one that matches none raises LedgerError."""
         from alembic import command
         from alembic.config import Config
 
@@ -306,17 +308,13 @@ class Ledger:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as conn:
             config.attributes["connection"] = conn
-            tables = set(inspect(conn).get_table_names())
-            if "invoices" in tables and "alembic_version" not in tables:
-                columns = {c["name"] for c in inspect(conn).get_columns("invoices")}
-                command.stamp(
-                    config,
-                    "head"
-                    if "status_audit_id" in columns
-                    else "0005_holds"
-                    if "series" in columns
-                    else "0001",
-                )
+            if "alembic_version" not in inspect(conn).get_table_names():
+                try:
+                    revision = existing_revision(conn)
+                except UnknownLedgerSchema as exc:
+                    raise LedgerError(str(exc)) from None
+                if revision is not None:
+                    command.stamp(config, revision)
             command.upgrade(config, "head")
 
     # ------------------------------------------------------------ drafts

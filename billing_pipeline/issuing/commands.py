@@ -50,7 +50,10 @@ def _ledger(out: Path, database_url: str | None) -> Ledger:
         except LedgerError as exc:
             _fail(str(exc))
     ledger = Ledger(database_url or f"sqlite:///{out.resolve() / 'ledger.db'}")
-    ledger.migrate()
+    try:
+        ledger.migrate()
+    except LedgerError as exc:  # a ledger whose schema matches no revision: not touched
+        _fail(str(exc))
     return ledger
 
 

@@ -28,6 +28,7 @@ from billing_pipeline.documents.credit_notes import (
     manual_credit_note,
 )
 from billing_pipeline.documents.kinds import KIND_INVOICE
+from billing_pipeline.ledger.revisions import UnknownLedgerSchema, existing_revision
 from billing_pipeline.ledger.tables import (
     audit_log,
     invoice_lines,
@@ -295,8 +296,9 @@ class Ledger:
         metadata.create_all(self.engine)
 
     def migrate(self) -> None:
-        """``alembic upgrade head``. A ledger made by create_all before migrations existed is
-        adopted: stamped at the revision its columns match, then upgraded."""
+        """``alembic upgrade head``. A ledger made by create_all (before migrations existed, or
+        by an older release) is adopted: stamped at the revision its tables and columns match
+        exactly (``revisions.py``), then upgraded; one that matches none raises LedgerError."""
         from alembic import command
         from alembic.config import Config
 
@@ -304,17 +306,13 @@ class Ledger:
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as conn:
             config.attributes["connection"] = conn
-            tables = set(inspect(conn).get_table_names())
-            if "invoices" in tables and "alembic_version" not in tables:
-                columns = {c["name"] for c in inspect(conn).get_columns("invoices")}
-                command.stamp(
-                    config,
-                    "head"
-                    if "status_audit_id" in columns
-                    else "0005_holds"
-                    if "series" in columns
-                    else "0001",
-                )
+            if "alembic_version" not in inspect(conn).get_table_names():
+                try:
+                    revision = existing_revision(conn)
+                except UnknownLedgerSchema as exc:
+                    raise LedgerError(str(exc)) from None
+                if revision is not None:
+                    command.stamp(config, revision)
             command.upgrade(config, "head")
 
     # ------------------------------------------------------------ drafts

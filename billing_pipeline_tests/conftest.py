@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from billing_pipeline.demo.generator import write_demo
 from billing_pipeline.runner import MonthEndSummary, run_month_end
 
 MONTH = "2026-10"
+PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}  # the local server, trust auth
 
 
 @dataclass
@@ -52,3 +56,36 @@ def _fresh_reconstructed_jobs():
     yield
     ReconstructableJob.get_definition.cache_clear()
     ReconstructableJob.get_repository_definition.cache_clear()
+
+
+@pytest.fixture
+def new_postgres_database() -> Iterator[Callable[[str], str]]:
+    """Makes throwaway databases on the local PostgreSQL server (``new("dagster")`` returns a fresh
+    name); all of them are dropped afterwards. Skips without a server, except under CI."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(dbname="test", connect_timeout=3, **PG)
+    except psycopg2.OperationalError as exc:
+        if os.getenv("CI") == "true":
+            raise
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    admin.autocommit = True
+    made: list[str] = []
+
+    def new(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        admin.cursor().execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return name
+
+    try:
+        yield new
+    finally:
+        for name in made:
+            admin.cursor().execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+            admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()

@@ -74,7 +74,7 @@ def readme_commands() -> dict[str, list[str]]:
     text = (DEPLOY / "README.md").read_text().split("## Starting it", 1)[1]
     block = text.split("```bash", 1)[1].split("```", 1)[0]
     by_program = {
-        "python": "migrate",
+        "billing-pipeline": "migrate",
         "dagster-webserver": "webserver",
         "dagster-daemon": "daemon",
         "celery": "worker",

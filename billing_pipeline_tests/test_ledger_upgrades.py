@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import multiprocessing
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ def empty_ledger(request, tmp_path):
     """A ledger with no tables yet, on each engine."""
     if request.param == "sqlite":
         ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+        ledger.connect_args = {}  # what another process needs to open the same ledger
         yield ledger
         ledger.engine.dispose()
         return
@@ -80,6 +82,7 @@ def empty_ledger(request, tmp_path):
     with admin.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     ledger = Ledger(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    ledger.connect_args = {"options": f"-csearch_path={schema}"}
     try:
         yield ledger
     finally:
@@ -553,3 +556,50 @@ def test_the_cli_names_what_a_refused_ledger_lacks_and_leaves_it_alone(tmp_path)
     assert "missing table waivers" in result.stderr
     with ledger.engine.connect() as conn:
         assert "alembic_version" not in sa.inspect(conn).get_table_names()
+
+
+def _migrate_when_released(url: str, connect_args: dict, start, errors) -> None:
+    """One worker process: wait for the others, then open (migrate) the ledger."""
+    start.wait()
+    try:
+        Ledger(url, connect_args=connect_args).migrate()
+    except Exception as exc:  # noqa: BLE001 - sent back to the test, whatever it is
+        errors.put(repr(exc))
+
+
+def test_workers_that_open_a_new_ledger_at_once_all_migrate_it(empty_ledger):
+    """Steps on several worker processes open the ledger together; on a new PostgreSQL ledger each
+    one's migration must wait for the first, not race it to create the version table and fail."""
+    engine = empty_ledger.engine
+    url = engine.url.render_as_string(hide_password=False)
+    connect_args = empty_ledger.connect_args
+    spawn = multiprocessing.get_context("spawn")
+    workers = 4
+    start, errors = spawn.Barrier(workers), spawn.Queue()
+    processes = [
+        spawn.Process(target=_migrate_when_released, args=(url, connect_args, start, errors))
+        for _ in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * workers
+    assert [errors.get() for _ in range(errors.qsize())] == []
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD
+
+
+def test_the_migrate_command_creates_a_new_ledger_and_is_a_no_op_the_second_time(tmp_path):
+    from click.testing import CliRunner
+
+    from billing_pipeline.cli import main
+
+    for _ in range(2):
+        done = CliRunner().invoke(main, ["migrate", "--out", str(tmp_path)])
+        assert done.exit_code == 0, done.output
+        assert "latest revision" in done.output
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD
+    engine.dispose()

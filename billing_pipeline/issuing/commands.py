@@ -1,4 +1,4 @@
-"""``billing-pipeline issue | void | credit-note``: finance's commands after reviewing drafts.
+"""``billing-pipeline issue | void | credit-note | waive | migrate``: finance's ledger commands.
 
 Exit codes as elsewhere: 0 done, 2 bad input (unknown number, missing catalog, bad amount),
 1 refused: a blocking check of the month failed or was never recorded, or money at risk holds
@@ -41,8 +41,8 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _ledger(out: Path, database_url: str | None) -> Ledger:
-    if database_url is None and not (out / "ledger.db").is_file():
+def _ledger(out: Path, database_url: str | None, *, create: bool = False) -> Ledger:
+    if database_url is None and not create and not (out / "ledger.db").is_file():
         _fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
     if database_url is not None:
         try:
@@ -205,4 +205,14 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
     )
 
 
-COMMANDS = (issue, void, credit_note, waive)
+@click.command()
+@_OUT
+@_DB
+def migrate(out: Path, database_url: str | None) -> None:
+    """Create the ledger's tables or upgrade them to this release. Every command does it when it
+    opens the ledger; a deployment runs it once before starting its workers."""
+    _ledger(out, database_url, create=True)
+    click.echo("ledger is at the latest revision")
+
+
+COMMANDS = (issue, void, credit_note, waive, migrate)

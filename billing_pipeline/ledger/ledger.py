@@ -107,10 +107,16 @@ def _now() -> datetime:
 
 def lock_period(conn: Connection, period: str) -> None:
     """Serialize writers of one period (PostgreSQL); SQLite's BEGIN IMMEDIATE does this already."""
+    _transaction_lock(conn, period)
+
+
+def _transaction_lock(conn: Connection, name: str) -> None:
+    """A PostgreSQL advisory lock held until the transaction ends (a no-op on SQLite, whose
+    writers already queue)."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-            {"key": f"billing_pipeline.ledger:{period}"},
+            {"key": f"billing_pipeline.ledger:{name}"},
         )
 
 
@@ -305,6 +311,9 @@ class Ledger:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as conn:
+            # Steps on several workers open the ledger at once: without the lock two of them both
+            # create alembic_version on a new PostgreSQL ledger and one fails the month-end.
+            _transaction_lock(conn, "migrate")
             config.attributes["connection"] = conn
             if "alembic_version" not in inspect(conn).get_table_names():
                 try:

@@ -37,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from billing_pipeline.money import fmt_price
+from billing_pipeline.providers import LITELLM_PROVIDERS
 
 # LiteLLM base field -> our meter. A field is a base plus variant suffixes (see the docstring).
 BASES: dict[str, str] = {
@@ -146,8 +147,9 @@ def price_book_from_litellm(
             or spec.get("litellm_provider") not in wanted
         ):
             continue
-        provider = spec["litellm_provider"]
-        model = key.split("/", 1)[1] if key.startswith(provider + "/") else key
+        litellm_provider = spec["litellm_provider"]
+        model = key.split("/", 1)[1] if key.startswith(litellm_provider + "/") else key
+        provider = LITELLM_PROVIDERS.get(litellm_provider, litellm_provider)  # the usage's name
         for field in spec:
             if "cost" not in field or spec[field] is None:
                 continue

@@ -11,6 +11,8 @@ import random
 import string
 from dataclasses import dataclass, field
 
+from billing_pipeline.providers import provider_of
+
 ISSUER = {
     "name": "Example AI GmbH",
     "address": "Torstraße 100, 10119 Berlin, Germany",
@@ -29,14 +31,6 @@ FAMILY_GLOBS = {
     "claude-haiku-4-5": ["claude-haiku-4-5", "claude-haiku-4-5-20*"],
     "mistral-large": ["mistral-large", "mistral-large-2*"],
     "mistral-small": ["mistral-small", "mistral-small-2*"],
-}
-PROVIDER_OF = {
-    "gpt-4o": "openai",
-    "gpt-4o-mini": "openai",
-    "claude-sonnet-4-5": "anthropic",
-    "claude-haiku-4-5": "anthropic",
-    "mistral-large": "mistral",
-    "mistral-small": "mistral",
 }
 
 # Our cost per 1,000,000 tokens: (input, cached input, cache write, output); None = no such meter.
@@ -204,7 +198,7 @@ def price_book() -> list[dict]:
             if price is not None:
                 entries.append(
                     {
-                        "provider": PROVIDER_OF[family],
+                        "provider": provider_of(family),
                         "models": list(FAMILY_GLOBS[family]),
                         "meter": meter,
                         "unit_size": 1_000_000,
@@ -214,7 +208,7 @@ def price_book() -> list[dict]:
                 )
     # Providers do not charge per request: say so explicitly, so requests are costed (at zero)
     # rather than flagged as unpriced.
-    for provider in sorted(set(PROVIDER_OF.values())):
+    for provider in sorted({provider_of(family) for family in COST_PER_M}):
         entries.append(
             {
                 "provider": provider,
@@ -559,7 +553,7 @@ def _rand_id(rng: random.Random, n: int) -> str:
 def assign_keys(rng: random.Random, profiles: list[Profile]) -> None:
     """Provider key ids, drawn from the seed: openai project ids, anthropic api key ids."""
     for p in profiles:
-        providers = {m_provider(m) for m in p.mix}
+        providers = {provider_of(m) for m in p.mix}
         keys: dict[str, list[str]] = {}
         if "openai" in providers:
             keys["openai"] = [f"proj_{_rand_id(rng, 20)}" for _ in range(p.openai_projects)]
@@ -569,14 +563,6 @@ def assign_keys(rng: random.Random, profiles: list[Profile]) -> None:
         if "mistral" in providers:
             keys["gateway"] = [p.id]
         p.keys = keys
-
-
-def m_provider(model: str) -> str:
-    if model.startswith("gpt-"):
-        return "openai"
-    if model.startswith("claude-"):
-        return "anthropic"
-    return "mistral"
 
 
 def _tax(country: str) -> dict:

@@ -38,9 +38,9 @@ from billing_pipeline.demo.catalog import (
     Profile,
     assign_keys,
     catalog_document,
-    m_provider,
 )
 from billing_pipeline.demo.focus import focus_rows, write_focus_csv
+from billing_pipeline.providers import provider_of
 
 ORPHAN_PROJECT = "proj_orphan"
 UTC = dt.UTC
@@ -109,7 +109,7 @@ def _split(rng: random.Random, p: Profile, tokens: int, model: str) -> dict[str,
     out_ratio = p.output_ratio * rng.uniform(0.9, 1.1)
     input_side = int(tokens / (1 + out_ratio))
     output = tokens - input_side
-    provider = m_provider(model)
+    provider = provider_of(model)
     if provider == "mistral":
         return {"input": input_side, "cached": 0, "write_5m": 0, "write_1h": 0, "output": output}
     cached = int(input_side * p.cache_ratio * rng.uniform(0.8, 1.2))
@@ -156,7 +156,7 @@ def _openai_pages(
     for p in profiles:
         projects = p.keys.get("openai", [])
         for model in p.mix:
-            if m_provider(model) != "openai" or (day, p.id, model) not in plan:
+            if provider_of(model) != "openai" or (day, p.id, model) not in plan:
                 continue
             parts = plan[(day, p.id, model)]
             shares = [1.0] if len(projects) == 1 else [0.7, 0.3]
@@ -209,7 +209,7 @@ def _anthropic_page(profiles: list[Profile], plan: dict, day: dt.date) -> dict:
     results = []
     for p in profiles:
         for model in p.mix:
-            if m_provider(model) != "anthropic" or (day, p.id, model) not in plan:
+            if provider_of(model) != "anthropic" or (day, p.id, model) not in plan:
                 continue
             parts = plan[(day, p.id, model)]
             results.append(
@@ -253,7 +253,7 @@ def _gateway_lines(
     lines = []
     for p in profiles:
         for model in p.mix:
-            if m_provider(model) != "mistral" or (day, p.id, model) not in plan:
+            if provider_of(model) != "mistral" or (day, p.id, model) not in plan:
                 continue
             parts = plan[(day, p.id, model)]
             # requests of ~60k prompt tokens (inside a 128k context), 6 to 50 a day

@@ -30,7 +30,7 @@ from billing_pipeline import shipped
 from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money
 from billing_pipeline.periods import month_label, parse_month
-from billing_pipeline.quote.quote import _provider, quote
+from billing_pipeline.quote.quote import quote, quote_provider
 from billing_pipeline.rating.engine import _period_label, _subject
 from billing_pipeline.rating.pricing import _money, describe_prices, price_text
 from billing_pipeline.rating.vectorized import charge_rows
@@ -134,7 +134,7 @@ def _slots(catalog: Catalog, charges: list[Charge]) -> list[dict]:
                 "meter": meter,
                 "model": model,
                 "family": family,
-                "provider": _provider(model),
+                "provider": quote_provider(model),
                 "dimensions": dims,
                 "charge": index,
                 "unit": unit_name(meter),

@@ -19,11 +19,15 @@ from billing_pipeline.catalog import Catalog, Customer
 from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import parse_month
+from billing_pipeline.providers import model_family_expr, provider_of
 from billing_pipeline.rating.engine import rate_month
 from billing_pipeline.rating.vectorized import I64_MAX
-from billing_pipeline.schema import METERS, USAGE_SCHEMA, canonical_json, conform, model_family_expr
+from billing_pipeline.schema import METERS, USAGE_SCHEMA, canonical_json, conform
 
 QUOTE_CUSTOMER = "quote"
+# The provider of quoted usage no model id names (GPU-seconds, outcomes, a model providers.py
+# does not know): on an invoice the source says, which a quote cannot know.
+UNNAMED_PROVIDER = "quote"
 _SPEC = re.compile(
     r"^(?P<meter>[a-z_]+)(?::(?P<model>[^={]+))?(?:\{(?P<dims>[^}]*)\})?=(?P<quantity>[0-9_,]+)$"
 )
@@ -66,21 +70,9 @@ def parse_usage(spec: str) -> UsageSpec:
     )
 
 
-def _provider(model: str | None) -> str:
-    if model is None:
-        return "quote"
-    for prefix, provider in (
-        ("claude", "anthropic"),
-        ("gpt", "openai"),
-        ("o1", "openai"),
-        ("o3", "openai"),
-        ("o4", "openai"),
-        ("mistral", "mistral"),
-        ("ministral", "mistral"),
-    ):
-        if model.startswith(prefix):
-            return provider
-    return "quote"
+def quote_provider(model: str | None) -> str:
+    """The provider a quote's line names: the model id's, as on an invoice (providers.py)."""
+    return provider_of(model) or UNNAMED_PROVIDER
 
 
 def quote(
@@ -108,7 +100,7 @@ def quote(
             "event_id": f"q{i:06d}",
             "record_id": f"q{i:06d}",
             "source": "quote",
-            "provider": _provider(u.model),
+            "provider": quote_provider(u.model),
             "account_key": None,
             "customer_id": QUOTE_CUSTOMER,
             "model": u.model,

@@ -17,13 +17,13 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.providers import model_family_expr
 from billing_pipeline.reconcile.margins import allocate_revenue
 from billing_pipeline.schema import (
     COST_DECIMAL,
     METERS,
     USAGE_SCHEMA,
     conform,
-    model_family_expr,
     unit_name,
 )
 

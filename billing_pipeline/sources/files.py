@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from billing_pipeline import schema
+from billing_pipeline.providers import model_family_expr
 
 RAW_LIMIT = 2000
 # No single provider record carries a quadrillion units: a count above this is a corrupt or hostile
@@ -342,7 +343,7 @@ def build_events(
                 ignore_nulls=True,
             )
         ).alias("event_id"),
-        schema.model_family_expr("model").alias("model_family"),
+        model_family_expr("model").alias("model_family"),
         pl.lit(None, pl.String).alias("customer_id"),
     ).sort("_row", "_meter_pos")  # record order as read, then meter order: integers sort fast
     return schema.conform(long, schema.USAGE_SCHEMA)

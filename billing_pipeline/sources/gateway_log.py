@@ -44,6 +44,7 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline import tokens
+from billing_pipeline.providers import provider_expr
 from billing_pipeline.sources import files
 from billing_pipeline.sources.files import Meter
 
@@ -67,23 +68,6 @@ METERS = [
 LONG_CONTEXT = 200_000  # Anthropic: a request whose whole input is over this is billed long-context
 FAILED_STATUS = ("failed", "failure", "error")
 
-_PROVIDER_PREFIXES = (
-    (("gpt", "o1", "o3", "o4", "chatgpt", "text-embedding"), "openai"),
-    (("claude",), "anthropic"),
-    (
-        (
-            "mistral",
-            "ministral",
-            "open-mistral",
-            "open-mixtral",
-            "codestral",
-            "pixtral",
-            "devstral",
-            "magistral",
-        ),
-        "mistral",
-    ),
-)
 # (column, [json paths tried in order], name used in quarantine rows)
 _COUNTS = (
     ("pt", ("usage.prompt_tokens", "usage.input_tokens")),
@@ -221,18 +205,6 @@ def _quoted_counts(raws: list[str]) -> dict[str, list[bool]]:
         col: [any(isinstance(_value_at(o, p), str) for p in paths) for o in parsed]
         for col, paths in _COUNTS
     }
-
-
-def _provider_expr() -> pl.Expr:
-    model = pl.col("model").str.to_lowercase()
-    inferred = pl.lit(None, pl.String)
-    for prefixes, name in reversed(_PROVIDER_PREFIXES):
-        inferred = (
-            pl.when(pl.any_horizontal([model.str.starts_with(p) for p in prefixes]))
-            .then(pl.lit(name))
-            .otherwise(inferred)
-        )
-    return pl.coalesce(pl.col("provider_raw").str.to_lowercase(), inferred)
 
 
 def _account_key(value) -> str | None:
@@ -526,7 +498,8 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         & (pl.col("prompt").is_not_null() | pl.col("completion").is_not_null()),
         anthropic_shape=pl.col("cache_read").is_not_null() | pl.col("cache_write").is_not_null(),
         ts=files.parse_utc_expr(pl.col("timestamp")),
-        provider=_provider_expr(),
+        # the line's own provider field wins; else the model id's (providers.py)
+        provider=pl.coalesce(pl.col("provider_raw").str.to_lowercase(), provider_expr("model")),
         account_key=pl.when(
             pl.col("customer_key").is_not_null() & (pl.col("customer_key") != "")
         ).then(pl.lit("gateway:") + pl.col("customer_key")),

@@ -26,6 +26,8 @@ import tiktoken
 import tiktoken.model
 from tiktoken_ext import openai_public
 
+from billing_pipeline.providers import provider_of
+
 # (prefixes, tekken file): newer Mistral models share the 240718 Tekken vocabulary; pixtral's
 # release came with 240911. Matched on the lowercased model id.
 _MISTRAL = (
@@ -51,7 +53,7 @@ _lock = threading.Lock()
 def tokenizer_for(model: str) -> str | None:
     """Name of the offline tokenizer for ``model`` ("o200k_base", "tekken_240718", ...) or None."""
     m = (model or "").strip().lower()
-    if not m or m.startswith("claude"):
+    if not m or provider_of(m) == "anthropic":  # Anthropic publishes no tokenizer
         return None
     if m in _mistral_table():
         return f"mistral_common:{m}" if _mistral_listed(m) is not None else None

@@ -2,10 +2,12 @@
 
 An alert is recorded once: its id is the primary key and inserts of a known id do nothing
 (``ON CONFLICT DO NOTHING`` on both dialects), so a re-run or a backfill of any day never fires
-it again. Delivery claims a row with a lease (one conditional UPDATE), so two deliverers running
-at once never send the same row; an acknowledged row is ``delivered`` and never sent again. A row
-whose URL can never be used (a scheme other than https/http, recorded before the catalog refused
-it) is ``refuse``d: ``no_endpoint`` with the reason in ``last_error``, never retried.
+it again. Delivery is the ledger's one outbox mechanism (``ledger/outbox.py``, ``ALERT_WEBHOOKS``):
+a row is claimed with a lease (one conditional UPDATE), so two deliverers running at once never
+send the same row, and a failed attempt is retried after a backoff; an acknowledged row is
+``delivered`` and never sent again. A row whose URL can never be used (a scheme other than
+https/http, recorded before the catalog refused it) is ``refuse``d: ``no_endpoint`` with the
+reason in ``last_error``, never retried.
 """
 
 from __future__ import annotations
@@ -13,17 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from billing_pipeline.alerts.rules import Alert
+from billing_pipeline.ledger.outbox import ALERT_WEBHOOKS
 from billing_pipeline.ledger.tables import alert_outbox, hard_caps
 from billing_pipeline.money import exact, to_micros
-
-LEASE = dt.timedelta(minutes=5)  # longer than one delivery attempt (timeout 10 s)
-BACKOFF_BASE = dt.timedelta(seconds=30)
-BACKOFF_MAX = dt.timedelta(hours=6)
 
 
 def _insert(engine: Engine):
@@ -70,90 +69,43 @@ def record(
 
 
 def due(engine: Engine, now: dt.datetime, limit: int = 100) -> list[dict]:
-    """Pending rows whose next attempt is due and that no deliverer holds."""
-    query = (
-        select(alert_outbox)
-        .where(
-            alert_outbox.c.status == "pending",
-            alert_outbox.c.next_attempt_at <= now,
-            or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until < now),
-        )
-        .order_by(alert_outbox.c.created_at, alert_outbox.c.alert_id)
-        .limit(limit)
-    )
+    """Pending rows whose next attempt is due, oldest first (a held row is due when its lease ends)."""
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        return ALERT_WEBHOOKS.due(
+            conn,
+            now,
+            order_by=(alert_outbox.c.created_at, alert_outbox.c.alert_id),
+            limit=limit,
+        )
 
 
 def claim(engine: Engine, alert_id: str, now: dt.datetime) -> bool:
     """Take the row for one attempt; False if another deliverer has it or it was delivered."""
     with engine.begin() as conn:
-        result = conn.execute(
-            update(alert_outbox)
-            .where(
-                alert_outbox.c.alert_id == alert_id,
-                alert_outbox.c.status == "pending",
-                or_(alert_outbox.c.lease_until.is_(None), alert_outbox.c.lease_until < now),
-            )
-            .values(lease_until=now + LEASE)
-        )
-        return result.rowcount == 1
+        return ALERT_WEBHOOKS.claim(conn, alert_id, now)
 
 
-def backoff(attempts: int) -> dt.timedelta:
-    """30 s, 1 min, 2 min, ... doubling up to 6 h: a receiver that is down for a day is not hammered."""
-    return min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_MAX)
+backoff = ALERT_WEBHOOKS.backoff.after  # 30 s, 1 min, 2 min, ... up to 6 h (ledger/outbox.py)
 
 
 def acknowledge(engine: Engine, alert_id: str, now: dt.datetime) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            update(alert_outbox)
-            .where(alert_outbox.c.alert_id == alert_id)
-            .values(
-                status="delivered",
-                delivered_at=now,
-                lease_until=None,
-                attempts=alert_outbox.c.attempts + 1,
-                last_error=None,
-            )
-        )
+        ALERT_WEBHOOKS.record_sent(conn, alert_id, now)
 
 
 def failed(
-    engine: Engine, alert_id: str, attempts: int, error: str, now: dt.datetime
+    engine: Engine, alert_id: str, attempt: int, error: str, now: dt.datetime
 ) -> dt.datetime:
-    """Record a failed attempt; returns when the next one is due."""
-    retry_at = now + backoff(attempts + 1)
+    """Record that claimed attempt number ``attempt`` failed; returns when the next one is due."""
     with engine.begin() as conn:
-        conn.execute(
-            update(alert_outbox)
-            .where(alert_outbox.c.alert_id == alert_id)
-            .values(
-                attempts=attempts + 1,
-                next_attempt_at=retry_at,
-                lease_until=None,
-                last_error=error[:2000],
-            )
-        )
-    return retry_at
+        return ALERT_WEBHOOKS.record_failure(conn, alert_id, attempt, error, now)["next_attempt_at"]
 
 
-def refuse(engine: Engine, alert_id: str, attempts: int, reason: str, now: dt.datetime) -> None:
+def refuse(engine: Engine, alert_id: str, attempt: int, reason: str, now: dt.datetime) -> None:
     """The row's URL can never be used (e.g. an unsupported scheme): it becomes ``no_endpoint``
     with the reason and is never retried (``due`` only returns pending rows)."""
     with engine.begin() as conn:
-        conn.execute(
-            update(alert_outbox)
-            .where(alert_outbox.c.alert_id == alert_id)
-            .values(
-                status="no_endpoint",
-                attempts=attempts + 1,
-                next_attempt_at=now,
-                lease_until=None,
-                last_error=reason[:2000],
-            )
-        )
+        ALERT_WEBHOOKS.record_failure(conn, alert_id, attempt, reason, now, permanent=True)
 
 
 def outbox_rows(engine: Engine, period: str | None = None) -> list[dict]:

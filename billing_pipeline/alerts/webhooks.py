@@ -182,6 +182,7 @@ def deliver_due(
             if not outbox.claim(engine, row["alert_id"], started):
                 report.skipped.append(row["alert_id"])
                 continue
+            attempt = row["attempts"] + 1  # counted by the claim
             body = row["payload"].encode("utf-8")
             timestamp = int(started.timestamp())
             try:
@@ -205,7 +206,7 @@ def deliver_due(
                 error = "" if ok else outcome(response)
             except Refused as exc:
                 if exc.permanent:
-                    outbox.refuse(engine, row["alert_id"], row["attempts"], str(exc), clock())
+                    outbox.refuse(engine, row["alert_id"], attempt, str(exc), clock())
                     report.refused[row["alert_id"]] = str(exc)
                     continue
                 ok, error = False, str(exc)
@@ -219,7 +220,7 @@ def deliver_due(
                 outbox.acknowledge(engine, row["alert_id"], clock())
                 report.delivered.append(row["alert_id"])
             else:
-                outbox.failed(engine, row["alert_id"], row["attempts"], error, clock())
+                outbox.failed(engine, row["alert_id"], attempt, error, clock())
                 report.failed[row["alert_id"]] = error
     finally:
         if own_client:

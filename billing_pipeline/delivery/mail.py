@@ -15,6 +15,9 @@ building or sending one row is recorded on that row (retried with backoff) and t
 Attempts never pass ``MAX_ATTEMPTS``: a row whose last allowed attempt never finished (the sender
 died) is marked ``failed`` when its lease expires instead of being tried again.
 
+Claims, leases, attempts and backoff are the ledger's one outbox mechanism (``ledger/outbox.py``,
+``INVOICE_EMAILS``); this module says what a row carries and how it is sent.
+
 Crash safety. A row is claimed (``sending``, attempts + 1, a lease in ``next_attempt_at``) and
 committed *before* the server is contacted; it is recorded ``sent`` with the server's reply right
 after the server accepted the message. If the process dies between the server's 250 and that
@@ -39,7 +42,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, getaddresses
 from pathlib import Path
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -53,16 +56,18 @@ from billing_pipeline.delivery.smtp import (  # noqa: F401 - re-exported: the CL
 )
 from billing_pipeline.documents.kinds import KIND_INVOICE
 from billing_pipeline.ledger.ledger import Ledger, audit, load_document
+from billing_pipeline.ledger.outbox import ERROR_LENGTH, INVOICE_EMAILS
 from billing_pipeline.ledger.tables import invoice_deliveries, invoices
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline.paths import inside
 from billing_pipeline.periods import month_label
 
 PURPOSE_ISSUE = "issue"
-MAX_ATTEMPTS = 8
-BACKOFF_BASE = dt.timedelta(minutes=1)
-BACKOFF_MAX = dt.timedelta(hours=6)
-LEASE = dt.timedelta(minutes=10)  # longer than one SMTP conversation (timeout 60 s per command)
+OUTBOX = INVOICE_EMAILS  # claims, leases, attempts and backoff: the ledger's one outbox mechanism
+MAX_ATTEMPTS = OUTBOX.max_attempts
+BACKOFF_MAX = OUTBOX.backoff.cap
+LEASE = OUTBOX.lease
+after_failure = OUTBOX.after_failure  # status and next try after failed attempt number n
 KIND_LABELS = {
     KIND_INVOICE: "Invoice",
     "credit_note": "Credit note",
@@ -232,19 +237,7 @@ def build_message(
     return message
 
 
-# ---------------------------------------------------------------- state transitions (pure)
-
-
-def backoff(attempts: int) -> dt.timedelta:
-    """1 min, 2 min, 4 min, ... up to 6 h after the n-th failed attempt."""
-    return min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_MAX)
-
-
-def after_failure(attempts: int, now: dt.datetime, permanent: bool) -> dict:
-    """Status and next try after failed attempt number ``attempts``."""
-    if permanent or attempts >= MAX_ATTEMPTS:
-        return {"status": "failed", "next_attempt_at": now}
-    return {"status": "pending", "next_attempt_at": now + backoff(attempts)}
+# ---------------------------------------------------------------- recipients
 
 
 def recipients_from_catalog(catalog) -> dict[str, str]:
@@ -271,12 +264,15 @@ def _insert(conn: Connection):
     )
 
 
+def _in_scope(table, period: str | None, number: str | None) -> list:
+    return [
+        *([table.c.period == period] if period is not None else []),
+        *([table.c.number == number] if number is not None else []),
+    ]
+
+
 def _scope(query, table, period: str | None, number: str | None):
-    if period is not None:
-        query = query.where(table.c.period == period)
-    if number is not None:
-        query = query.where(table.c.number == number)
-    return query
+    return query.where(*_in_scope(table, period, number))
 
 
 def _row(
@@ -411,44 +407,33 @@ def request_resend(
     return values
 
 
-def _due_clause(now: dt.datetime):
-    return or_(
-        and_(invoice_deliveries.c.status == "pending", invoice_deliveries.c.next_attempt_at <= now),
-        and_(invoice_deliveries.c.status == "sending", invoice_deliveries.c.next_attempt_at < now),
-    )
-
-
 def due(
     ledger: Ledger, now: dt.datetime, period: str | None = None, number: str | None = None
 ) -> list[dict]:
     """Rows to attempt now: pending and due, or 'sending' with an expired lease (a crashed sender)."""
-    query = _scope(
-        select(invoice_deliveries).where(_due_clause(now)), invoice_deliveries, period, number
-    )
     with ledger.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(query.order_by(invoice_deliveries.c.id)).mappings()]
+        return OUTBOX.due(conn, now, *_in_scope(invoice_deliveries, period, number))
 
 
 def claim(ledger: Ledger, row_id: int, now: dt.datetime) -> bool:
     """Take a due row for one attempt, committed before SMTP; False if another sender has it."""
     with ledger.engine.begin() as conn:
-        return (
-            conn.execute(
-                update(invoice_deliveries)
-                .where(
-                    invoice_deliveries.c.id == row_id,
-                    _due_clause(now),
-                    invoice_deliveries.c.attempts < MAX_ATTEMPTS,
-                )
-                .values(
-                    status="sending",
-                    attempts=invoice_deliveries.c.attempts + 1,
-                    next_attempt_at=now + LEASE,
-                    updated_at=now,
-                )
-            ).rowcount
-            == 1
-        )
+        return OUTBOX.claim(conn, row_id, now)
+
+
+def _audit(conn: Connection, row: dict, actor: str, action: str, **detail) -> None:
+    audit(
+        conn,
+        row["invoice_id"],
+        actor,
+        action,
+        {
+            "number": row["number"],
+            "purpose": row["purpose"],
+            "recipient": row["recipient"],
+            **detail,
+        },
+    )
 
 
 def _give_up(ledger: Ledger, row: dict, now: dt.datetime, actor: str) -> bool:
@@ -459,65 +444,55 @@ def _give_up(ledger: Ledger, row: dict, now: dt.datetime, actor: str) -> bool:
         "(the sender stopped mid-send; it may or may not have arrived)"
     )
     with ledger.engine.begin() as conn:
-        done = (
-            conn.execute(
-                update(invoice_deliveries)
-                .where(
-                    invoice_deliveries.c.id == row["id"],
-                    _due_clause(now),
-                    invoice_deliveries.c.attempts >= MAX_ATTEMPTS,
-                )
-                .values(status="failed", next_attempt_at=now, last_error=error, updated_at=now)
-            ).rowcount
-            == 1
-        )
+        done = OUTBOX.give_up(conn, row["id"], now, error)
         if done:
-            audit(
-                conn,
-                row["invoice_id"],
-                actor,
-                "email_failed",
-                {
-                    "number": row["number"],
-                    "purpose": row["purpose"],
-                    "recipient": row["recipient"],
-                    "last_error": error,
-                },
-            )
+            _audit(conn, row, actor, "email_failed", last_error=error)
     return done
 
 
-def _finish(
+def _failed(
     ledger: Ledger,
     row: dict,
+    attempts: int,
+    reason: str,
     now: dt.datetime,
-    values: dict,
-    audit_action: str | None = None,
-    actor: str = "delivery",
-) -> None:
+    permanent: bool,
+    actor: str,
+) -> dict:
+    """Claimed attempt number ``attempts`` failed: retried after the backoff, or failed for good
+    (audit-logged). Returns the new status and next try."""
     with ledger.engine.begin() as conn:
-        conn.execute(
-            update(invoice_deliveries)
-            .where(invoice_deliveries.c.id == row["id"])
-            .values(**values, updated_at=now)
+        state = OUTBOX.record_failure(conn, row["id"], attempts, reason, now, permanent)
+        if state["status"] == OUTBOX.failed:
+            _audit(conn, row, actor, "email_failed", last_error=reason[:ERROR_LENGTH])
+    return state
+
+
+def _sent(ledger: Ledger, row: dict, response: str, now: dt.datetime, actor: str) -> None:
+    with ledger.engine.begin() as conn:
+        OUTBOX.record_sent(
+            conn,
+            row["id"],
+            now,
+            server_response=response[:ERROR_LENGTH],
+            message_id=row["message_id"],
         )
-        if audit_action:
-            audit(
-                conn,
-                row["invoice_id"],
-                actor,
-                audit_action,
-                {
-                    "number": row["number"],
-                    "purpose": row["purpose"],
-                    "recipient": row["recipient"],
-                    **{
-                        k: values[k]
-                        for k in ("message_id", "server_response", "last_error")
-                        if k in values
-                    },
-                },
-            )
+        _audit(
+            conn,
+            row,
+            actor,
+            "email_sent",
+            message_id=row["message_id"],
+            server_response=response[:ERROR_LENGTH],
+            last_error=None,
+        )
+
+
+def _cancelled(ledger: Ledger, row: dict, now: dt.datetime) -> None:
+    with ledger.engine.begin() as conn:
+        OUTBOX.finish(
+            conn, row["id"], now, status="cancelled", last_error="invoice voided before delivery"
+        )
 
 
 def deliveries(ledger: Ledger, period: str | None = None, number: str | None = None) -> list[dict]:
@@ -617,7 +592,7 @@ def deliver(
     secrets = tuple(s for s in (getattr(settings, "password", None),) if s)
     for row in due(ledger, clock(), period, number):
         now = clock()  # each row's lease starts when it is claimed, however long the pass takes
-        if row["attempts"] >= MAX_ATTEMPTS:
+        if OUTBOX.exhausted(row):
             if _give_up(ledger, row, now, actor):
                 report.failed.append(
                     {
@@ -635,31 +610,18 @@ def deliver(
         try:
             message = _message_for(ledger, row, out_dir, sender, now)
             if message is None:
-                _finish(
-                    ledger,
-                    row,
-                    now,
-                    {"status": "cancelled", "last_error": "invoice voided before delivery"},
-                )
+                _cancelled(ledger, row, now)
                 report.cancelled.append({"number": row["number"], "purpose": row["purpose"]})
                 continue
             response = transport.send(message)
         except Exception as error:  # noqa: BLE001 - one row's failure, whatever it is, must not stop the rest
             permanent = isinstance(error, AddressError) or is_permanent(error)
-            state = after_failure(attempts, now, permanent)
             reason = (
                 str(error)
                 if isinstance(error, AddressError | AttachmentError)
                 else describe(error, secrets)
             )
-            _finish(
-                ledger,
-                row,
-                now,
-                {**state, "last_error": reason[:2000]},
-                "email_failed" if state["status"] == "failed" else None,
-                actor,
-            )
+            state = _failed(ledger, row, attempts, reason, now, permanent, actor)
             item = {
                 "number": row["number"],
                 "purpose": row["purpose"],
@@ -669,20 +631,7 @@ def deliver(
             }
             (report.failed if state["status"] == "failed" else report.retrying).append(item)
             continue
-        _finish(
-            ledger,
-            row,
-            now,
-            {
-                "status": "sent",
-                "sent_at": now,
-                "server_response": response[:2000],
-                "last_error": None,
-                "message_id": row["message_id"],
-            },
-            "email_sent",
-            actor,
-        )
+        _sent(ledger, row, response, now, actor)
         report.sent.append(
             {
                 "number": row["number"],

@@ -173,8 +173,9 @@ waivers = Table(
 Index("uq_waivers_origin", waivers.c.period, waivers.c.origin, unique=True)
 
 # Usage alerts (revision 0003_alerts): the alert id is the primary key, so an alert is recorded
-# once however often a day is re-run or backfilled; rows are delivered from here (an outbox) and
-# keep their delivery state (attempts, next try, lease, acknowledgement).
+# once however often a day is re-run or backfilled; rows are delivered from here (an outbox,
+# ledger/outbox.py ALERT_WEBHOOKS) and keep their delivery state (attempts, next try, which is the
+# lease's end while a deliverer holds the row, acknowledgement).
 alert_outbox = Table(
     "alert_outbox",
     metadata,
@@ -190,7 +191,8 @@ alert_outbox = Table(
     ),  # pending | delivered | no_endpoint | stale (backfilled, not sent)
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
-    Column("lease_until", DateTime(timezone=True), nullable=True),  # a deliverer holds the row
+    # Written by releases before the shared outbox; the lease is next_attempt_at now (kept: no migration).
+    Column("lease_until", DateTime(timezone=True), nullable=True),
     Column("delivered_at", DateTime(timezone=True), nullable=True),
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
@@ -215,7 +217,7 @@ hard_caps = Table(
 
 # Invoice delivery by email (revision 0004_delivery): an outbox, one row per (invoice, purpose),
 # so an invoice is sent once for 'issue' however often delivery runs; a requested re-send is a
-# new row ('resend-1', 'resend-2', ...). See delivery/mail.py for the state machine.
+# new row ('resend-1', 'resend-2', ...). See delivery/mail.py and ledger/outbox.py (INVOICE_EMAILS).
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "no_recipient", "cancelled")
 invoice_deliveries = Table(
     "invoice_deliveries",

@@ -8,20 +8,15 @@ import pytest
 from billing_pipeline.invoicing.document import document_json
 from billing_pipeline.invoicing.draft_pdfs import prune
 from billing_pipeline.invoicing.draft_pdfs import up_to_date as up_to_date_texts
-from billing_pipeline.invoicing.pdf import InvoiceRenderer, renderer_fingerprint
+from billing_pipeline.invoicing.pdf import renderer_fingerprint
 from billing_pipeline.invoicing.render_pool import render_many
-from billing_pipeline_tests.test_invoice_pdf import make_document
+from billing_pipeline_tests.support.documents import make_document
 
 
 def up_to_date(folder, docs, fingerprint):
     return up_to_date_texts(
         folder, {doc["customer_id"]: document_json(doc) for doc in docs}, fingerprint
     )
-
-
-@pytest.fixture(scope="module")
-def renderer() -> InvoiceRenderer:
-    return InvoiceRenderer()
 
 
 @pytest.fixture

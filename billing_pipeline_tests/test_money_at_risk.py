@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from billing_pipeline.cli import main
 from billing_pipeline.invoicing.ledger import Ledger
 from billing_pipeline.sources import openai_usage
-from billing_pipeline_tests.test_rating import CATALOG
+from billing_pipeline_tests.support.rating import CATALOG
 
 MONTH = "2026-10"
 

@@ -1,36 +1,35 @@
-"""Shared fixtures: one demo month run once per test session, copied by tests that change it."""
+"""Fixtures shared by the test modules. Helpers that are not fixtures live in support/."""
 
 from __future__ import annotations
 
 import os
-import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
+from billing_pipeline.delivery import mail as delivery
 from billing_pipeline.demo.generator import write_demo
-from billing_pipeline.runner import MonthEndSummary, run_month_end
-
-MONTH = "2026-10"
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}  # the local server, trust auth
-
-
-@dataclass
-class DemoMonth:
-    landing: Path
-    catalog: Path
-    out: Path
-    summary: MonthEndSummary
-
-    def copy_to(self, target: Path) -> DemoMonth:
-        """An independent copy of the month (landing, catalog, outputs, Dagster instance)."""
-        shutil.copytree(self.landing, target / "landing")
-        shutil.copy(self.catalog, target / "catalog.yaml")
-        shutil.copytree(self.out, target / "out")
-        return DemoMonth(target / "landing", target / "catalog.yaml", target / "out", self.summary)
+from billing_pipeline.issuing.month import issue_month
+from billing_pipeline.ledger.ledger import Ledger
+from billing_pipeline.rendering.pdf import InvoiceRenderer
+from billing_pipeline.runner import run_month_end
+from billing_pipeline_tests.support.admin_api import (
+    ANTHROPIC_COSTS,
+    ANTHROPIC_USAGE,
+    OPENAI_COMPLETIONS,
+    OPENAI_COSTS,
+    OPENAI_OTHER,
+    FakeAdminApi,
+)
+from billing_pipeline_tests.support.delivery import CUSTOMERS, Mailbox, free_port
+from billing_pipeline_tests.support.demo import MONTH, DemoMonth
+from billing_pipeline_tests.support.ledger import ISSUED_ON, document
+from billing_pipeline_tests.support.postgres import PG, drop_schema, postgres_ledger
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +55,128 @@ def _fresh_reconstructed_jobs():
     yield
     ReconstructableJob.get_definition.cache_clear()
     ReconstructableJob.get_repository_definition.cache_clear()
+
+
+# ---------------------------------------------------------------- databases
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path):
+    """A migrated ledger; every test using it runs on SQLite and on PostgreSQL (a throwaway
+    schema, skipped only when PostgreSQL is unreachable and CI is not "true")."""
+    if request.param == "sqlite":
+        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+        ledger.migrate()
+        yield ledger
+        ledger.engine.dispose()
+        return
+    ledger, admin, schema = postgres_ledger()
+    ledger.migrate()
+    try:
+        yield ledger
+    finally:
+        drop_schema(ledger, admin, schema)
+
+
+@pytest.fixture
+def postgres_database(new_postgres_database) -> str:
+    """A throwaway PostgreSQL database on the local server; dropped afterwards."""
+    return new_postgres_database("dagster")
+
+
+# ---------------------------------------------------------------- invoices and their delivery
+
+
+@pytest.fixture(scope="session")
+def renderer() -> InvoiceRenderer:
+    """One renderer for the session: building one parses the templates and fonts."""
+    return InvoiceRenderer()
+
+
+@pytest.fixture
+def issued(ledger, renderer, tmp_path):
+    """Three issued invoices with their final PDFs under tmp_path/out."""
+    out = tmp_path / "out"
+    ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
+    ledger.record_checks(MONTH, [{"name": "month_end_run_completed", "passed": True}])
+    issue_month(
+        ledger,
+        MONTH,
+        out,
+        prefix="INV",
+        payment_terms_days=30,
+        issue_date=ISSUED_ON,
+        renderer=renderer,
+    )
+    return out
+
+
+@pytest.fixture
+def mailbox():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that accepts the login s3cret."""
+    box = Mailbox()
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        box.logins.append(auth_data.login.decode())
+        return AuthResult(success=auth_data.password == b"s3cret")
+
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=authenticate,
+        auth_require_tls=False,
+    )
+    controller.start()
+    box.port = controller.port
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp(mailbox):
+    with delivery.SmtpTransport(
+        delivery.SmtpSettings("127.0.0.1", mailbox.port, security="none", timeout=10)
+    ) as transport:
+        yield transport
+
+
+# ---------------------------------------------------------------- webhooks and provider APIs
+
+
+@pytest.fixture
+def receivers_on_loopback(monkeypatch):
+    """The documented test opt-in: these tests' webhook receivers listen on 127.0.0.1."""
+    monkeypatch.setenv("BILLING_WEBHOOK_ALLOW_PRIVATE", "1")
+
+
+@pytest.fixture
+def api():
+    """OpenAI's and Anthropic's admin APIs on 127.0.0.1, answering the pages of
+    support/admin_api.py, each paginated endpoint once with 429 and once with 500 on the way: the
+    base URL."""
+    FakeAdminApi.routes = {
+        "/v1/organization/usage/completions": OPENAI_COMPLETIONS,
+        "/v1/organization/costs": OPENAI_COSTS,
+        "/v1/organizations/usage_report/messages": ANTHROPIC_USAGE,
+        "/v1/organizations/cost_report": ANTHROPIC_COSTS,
+    }
+    FakeAdminApi.routes |= {f"/v1/organization/usage/{e}": p for e, p in OPENAI_OTHER.items()}
+    FakeAdminApi.faults = {
+        ("/v1/organization/usage/completions", "c2"): [429],
+        ("/v1/organization/usage/completions", "c3"): [500],
+        ("/v1/organizations/usage_report/messages", "p2"): [429],
+        ("/v1/organizations/usage_report/messages", "p3"): [500],
+    }
+    FakeAdminApi.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAdminApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture

@@ -13,92 +13,12 @@ import sqlalchemy as sa
 from billing_pipeline.alerts import AlertRules, daily_spend, spike_alerts
 from billing_pipeline.alerts.outbox import backoff, outbox_rows
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_day
-from billing_pipeline.catalog import parse_catalog
-from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
-from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
+from billing_pipeline_tests.support.alerts import catalog, october, steady, usage
 
 NOW = dt.datetime(2026, 10, 20, 1, 0, tzinfo=dt.UTC)
 
-
-@pytest.fixture(autouse=True)
-def receivers_on_loopback(monkeypatch):
-    """The documented test opt-in: these tests' webhook receivers listen on 127.0.0.1."""
-    monkeypatch.setenv("BILLING_WEBHOOK_ALLOW_PRIVATE", "1")
-
-
-def catalog(url: str = "http://127.0.0.1:9/hook", **acme):
-    return parse_catalog(
-        {
-            "issuer": {"name": "Example AI GmbH"},
-            "plans": {
-                "payg": {
-                    "name": "Pay as you go",
-                    "charges": [
-                        {
-                            "id": "out",
-                            "meter": "output_tokens",
-                            "unit_size": 1000,
-                            "unit_price": "0.010",
-                        }
-                    ],
-                }
-            },
-            "customers": {
-                "acme": {
-                    "name": "Acme",
-                    "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
-                    "keys": ["gateway:acme"],
-                    "monthly_limit": "10.00",
-                    "webhook": {
-                        "url": url,
-                        "secret_env": "BILLING_WEBHOOK_SECRET_ACME",
-                        "allow_http": True,
-                    },
-                    **acme,
-                },
-                "initech": {
-                    "name": "Initech",
-                    "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
-                    "keys": ["gateway:initech"],
-                },
-            },
-        }
-    )
-
-
-def usage(per_day: dict[dt.date, int], customer: str = "acme") -> pl.DataFrame:
-    """Output tokens per day: 100,000 tokens = $1.00 on the payg plan above."""
-    frame = pl.DataFrame(
-        [
-            {
-                "event_id": f"{customer}{d}",
-                "record_id": f"{customer}{d}",
-                "source": "gateway_log",
-                "provider": "openai",
-                "account_key": f"gateway:{customer}",
-                "customer_id": customer,
-                "model": "gpt-4o",
-                "meter": "output_tokens",
-                "dimensions": "{}",
-                "quantity": q,
-                "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
-                "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC),
-                "origin": f"t:{d}",
-                "day": d,
-            }
-            for d, q in per_day.items()
-        ]
-    ).with_columns(model_family_expr().alias("model_family"))
-    return conform(frame, USAGE_SCHEMA)
-
-
-def october(first: int, last: int, tokens: int = 100_000) -> dict[dt.date, int]:
-    return {dt.date(2026, 10, d): tokens for d in range(first, last + 1)}
-
-
-def steady() -> dict[dt.date, int]:
-    """$1 a day from mid-September to the end of October: no spikes, only the limit."""
-    return {dt.date(2026, 9, d): 100_000 for d in range(16, 31)} | october(1, 31)
+# The documented test opt-in: these tests' webhook receivers listen on 127.0.0.1.
+pytestmark = pytest.mark.usefixtures("receivers_on_loopback")
 
 
 def test_daily_spend_is_each_days_share_of_the_month_to_date_usage_charges():

@@ -16,7 +16,8 @@ from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.ledger.numbering import issue_drafts
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import USAGE_SCHEMA
-from billing_pipeline_tests.test_ledger import _issue_raw, ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
+from billing_pipeline_tests.support.credits import month_end_with
+from billing_pipeline_tests.support.ledger import issue_raw
 
 CATALOG = parse_catalog(
     {
@@ -80,73 +81,15 @@ def test_re_running_a_month_does_not_count_its_own_draft(ledger):
 
 def test_a_void_invoice_gives_its_credits_back(ledger):
     month_end(ledger, "2026-10")
-    _issue_raw(ledger, "acme", "INV-1")
+    issue_raw(ledger, "acme", "INV-1")
     ledger.void("INV-1", "wrong customer")
     assert ledger.credits_used("2026-11") == {}
 
 
 # ---------------------------------------------------------------- corrections after issue
-# acme2 buys requests at $1.00 each (no base fee, so every dollar below is usage) and holds one
-# $100.00 grant; issue 15 section 6: corrections apply credits the way the original invoice did.
-
-CORRECTIONS = parse_catalog(
-    {
-        "issuer": {"name": "I"},
-        "plans": {
-            "r": {
-                "name": "Requests",
-                "charges": [{"id": "requests", "meter": "requests", "unit_price": "1.00"}],
-            }
-        },
-        "customers": {
-            "acme2": {
-                "name": "A",
-                "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
-                "credits": [{"amount": "100.00", "from": "2026-01-01"}],
-            },
-            "taxed": {
-                "name": "T",
-                "tax": {"rate": "0.19"},
-                "subscriptions": [{"plan": "r", "from": "2026-01-01"}],
-                "credits": [{"amount": "100.00", "from": "2026-01-01"}],
-            },
-        },
-    }
-)
-
-
-def requests(customer: str, month: str, count: int) -> pl.DataFrame:
-    start = dt.datetime.fromisoformat(f"{month}-05T00:00:00+00:00")
-    return pl.DataFrame(
-        [
-            {
-                "event_id": f"{customer}{month}{count}",
-                "record_id": f"{customer}{month}{count}",
-                "source": "test",
-                "provider": "openai",
-                "account_key": None,
-                "customer_id": customer,
-                "model": "gpt-4o",
-                "model_family": "gpt-4o",
-                "meter": "requests",
-                "dimensions": "{}",
-                "quantity": count,
-                "start": start,
-                "end": start + dt.timedelta(hours=1),
-                "origin": "test",
-                "day": start.date(),
-            }
-        ],
-        schema=USAGE_SCHEMA,
-    )
-
-
-def month_end_with(ledger: Ledger, month: str, customer: str, count: int) -> dict:
-    """Month-end for one customer's ``count`` requests: draws after earlier months, saves drafts."""
-    lines = rate_month(requests(customer, month, count), CORRECTIONS, month).lines
-    (doc,) = build_documents(lines, CORRECTIONS, month, credits_used=ledger.credits_used(month))
-    ledger.save_drafts(month, [doc])
-    return doc
+# support/credits.py: acme2 buys requests at $1.00 each (no base fee, so every dollar below is
+# usage) and holds one $100.00 grant; issue 15 section 6: corrections apply credits the way the
+# original invoice did.
 
 
 def issue(ledger: Ledger, month: str) -> None:

@@ -1,8 +1,8 @@
 """Invoice delivery by email: every issued invoice reaches its customer's billing email once, with
 the issued PDF and the ledger's JSON copy attached, even when the mail server refuses at first.
 
-A real SMTP server (aiosmtpd) on 127.0.0.1 receives the mail; the ledger tests run on SQLite and
-PostgreSQL (the ``ledger`` fixture of test_ledger.py).
+A real SMTP server (aiosmtpd) on 127.0.0.1 receives the mail (the ``mailbox`` and ``smtp``
+fixtures); the ledger tests run on SQLite and PostgreSQL (the ``ledger`` fixture).
 """
 
 from __future__ import annotations
@@ -12,143 +12,18 @@ import email
 import hashlib
 import itertools
 import json
-import socket
 from decimal import Decimal
 from email import policy
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
-from click.testing import CliRunner
 
-from billing_pipeline.cli import main
 from billing_pipeline.delivery import mail as delivery
-from billing_pipeline.issuing.month import issue_month
 from billing_pipeline.ledger.ledger import load_document
 from billing_pipeline.money import exact, fmt_money
-from billing_pipeline.rendering.pdf import InvoiceRenderer
-from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - fixture
-
-MONTH = "2026-10"
-ISSUED_ON = dt.date(2026, 11, 3)
-CUSTOMERS = ("acme", "globex", "initech")
-EMAILS = {c: f"billing@{c}.example" for c in CUSTOMERS}
-SENDER = delivery.Sender("Example AI GmbH", "invoices@example-ai.example")
-T0 = dt.datetime(2026, 11, 3, 9, 0, tzinfo=dt.UTC)
-
-
-# ---------------------------------------------------------------- a local SMTP server
-
-
-class Mailbox:
-    """aiosmtpd handler: records accepted messages; refuses the next ``refuse`` DATA commands with
-    a temporary error, and recipients listed in ``reject`` with a permanent one."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.envelopes: list[tuple[str, list[str]]] = []
-        self.refuse = 0
-        self.reject: set[str] = set()
-        self.logins: list[str] = []
-
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd finds handlers by the SMTP verb
-        self, server, session, envelope, address, rcpt_options
-    ):
-        if address in self.reject:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(  # noqa: N802 - aiosmtpd finds handlers by the SMTP verb
-        self, server, session, envelope
-    ):
-        if self.refuse:
-            self.refuse -= 1
-            return "451 4.3.0 try again later"
-        self.messages.append(email.message_from_bytes(envelope.content, policy=policy.default))
-        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-        return f"250 2.0.0 Ok: queued as Q{len(self.messages)}"
-
-    def numbers(self) -> list[str]:
-        return sorted(m["Subject"].split()[1] for m in self.messages)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-
-    def authenticate(server, session, envelope, mechanism, auth_data):
-        box.logins.append(auth_data.login.decode())
-        return AuthResult(success=auth_data.password == b"s3cret")
-
-    controller = Controller(
-        box,
-        hostname="127.0.0.1",
-        port=_free_port(),
-        authenticator=authenticate,
-        auth_require_tls=False,
-    )
-    controller.start()
-    box.port = controller.port
-    try:
-        yield box
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def smtp(mailbox):
-    with delivery.SmtpTransport(
-        delivery.SmtpSettings("127.0.0.1", mailbox.port, security="none", timeout=10)
-    ) as transport:
-        yield transport
-
-
-# ---------------------------------------------------------------- issued invoices
-
-
-@pytest.fixture(scope="module")
-def renderer():
-    return InvoiceRenderer()
-
-
-@pytest.fixture
-def issued(ledger, renderer, tmp_path):
-    """Three issued invoices with their final PDFs under tmp_path/out."""
-    out = tmp_path / "out"
-    ledger.save_drafts(MONTH, [document(c) for c in CUSTOMERS])
-    ledger.record_checks(MONTH, [{"name": "month_end_run_completed", "passed": True}])
-    issue_month(
-        ledger,
-        MONTH,
-        out,
-        prefix="INV",
-        payment_terms_days=30,
-        issue_date=ISSUED_ON,
-        renderer=renderer,
-    )
-    return out
-
-
-def _send(ledger, out, transport, now=T0, recipients=EMAILS, **kwargs):
-    return delivery.deliver(
-        ledger,
-        recipients,
-        out,
-        transport,
-        sender=SENDER,
-        period=kwargs.pop("period", MONTH),
-        now=now,
-        **kwargs,
-    )
+from billing_pipeline_tests.support.delivery import CUSTOMERS, EMAILS, SENDER, T0, cli, send
+from billing_pipeline_tests.support.ledger import MONTH
 
 
 def _stored(ledger) -> dict[str, tuple[str, str]]:
@@ -189,7 +64,7 @@ def _assert_invoice_email(message, ledger, out):
 def test_every_issued_invoice_arrives_once_with_its_pdf_and_json_copy(
     ledger, issued, mailbox, smtp
 ):
-    report = _send(ledger, issued, smtp)
+    report = send(ledger, issued, smtp)
     numbers = sorted(_stored(ledger))
     assert len(numbers) == len(CUSTOMERS)
     assert mailbox.numbers() == numbers
@@ -210,9 +85,9 @@ def test_every_issued_invoice_arrives_once_with_its_pdf_and_json_copy(
 
 
 def test_a_rerun_sends_nothing_new(ledger, issued, mailbox, smtp):
-    _send(ledger, issued, smtp)
+    send(ledger, issued, smtp)
     before = len(mailbox.messages)
-    again = _send(ledger, issued, smtp, now=T0 + dt.timedelta(days=2))
+    again = send(ledger, issued, smtp, now=T0 + dt.timedelta(days=2))
     assert again.counts() == {
         "sent": 0,
         "retrying": 0,
@@ -227,7 +102,7 @@ def test_a_refused_first_attempt_is_retried_after_backoff_and_delivered_once(
     ledger, issued, mailbox, smtp
 ):
     mailbox.refuse = 1
-    first = _send(ledger, issued, smtp)
+    first = send(ledger, issued, smtp)
     assert len(first.retrying) == 1 and "451" in first.retrying[0]["error"]
     refused = first.retrying[0]["number"]
     retry_at = first.retrying[0]["next_attempt_at"]
@@ -236,9 +111,9 @@ def test_a_refused_first_attempt_is_retried_after_backoff_and_delivered_once(
     row = next(r for r in delivery.deliveries(ledger, MONTH) if r["number"] == refused)
     assert (row["status"], row["attempts"]) == ("pending", 1) and "451" in row["last_error"]
 
-    early = _send(ledger, issued, smtp, now=retry_at - dt.timedelta(seconds=1))
+    early = send(ledger, issued, smtp, now=retry_at - dt.timedelta(seconds=1))
     assert early.sent == [] and len(mailbox.messages) == len(CUSTOMERS) - 1  # backoff: not yet
-    late = _send(ledger, issued, smtp, now=retry_at)
+    late = send(ledger, issued, smtp, now=retry_at)
     assert [i["number"] for i in late.sent] == [refused]
     assert mailbox.numbers() == sorted(_stored(ledger))  # each exactly once
     row = next(r for r in delivery.deliveries(ledger, MONTH) if r["number"] == refused)
@@ -252,13 +127,13 @@ def test_a_refusal_that_never_ends_gives_up_after_max_attempts(ledger, issued, m
     mailbox.refuse = 10_000
     now = T0
     for attempt in range(1, delivery.MAX_ATTEMPTS + 1):
-        report = _send(ledger, issued, smtp, now=now, number="INV-2026-000001")
+        report = send(ledger, issued, smtp, now=now, number="INV-2026-000001")
         assert len(report.retrying if attempt < delivery.MAX_ATTEMPTS else report.failed) == 1
         now = max(now, report.retrying[0]["next_attempt_at"] if report.retrying else now)
     row = delivery.deliveries(ledger, number="INV-2026-000001")[0]
     assert (row["status"], row["attempts"]) == ("failed", delivery.MAX_ATTEMPTS)
     assert (
-        _send(
+        send(
             ledger, issued, smtp, now=now + dt.timedelta(days=30), number="INV-2026-000001"
         ).counts()["sent"]
         == 0
@@ -270,16 +145,16 @@ def test_a_recipient_refused_permanently_fails_at_once_and_others_still_arrive(
     ledger, issued, mailbox, smtp
 ):
     mailbox.reject = {EMAILS["globex"]}
-    report = _send(ledger, issued, smtp)
+    report = send(ledger, issued, smtp)
     assert [(i["attempts"], "550" in i["error"]) for i in report.failed] == [(1, True)]
     assert len(report.sent) == len(CUSTOMERS) - 1
     assert all(m["To"] != EMAILS["globex"] for m in mailbox.messages)
 
 
 def test_resend_on_request_sends_exactly_one_more_copy(ledger, issued, mailbox, smtp):
-    _send(ledger, issued, smtp)
+    send(ledger, issued, smtp)
     number = sorted(_stored(ledger))[0]
-    report = _send(
+    report = send(
         ledger,
         issued,
         smtp,
@@ -294,7 +169,7 @@ def test_resend_on_request_sends_exactly_one_more_copy(ledger, issued, mailbox, 
     assert copies[0]["Message-ID"] != copies[1]["Message-ID"]
     _assert_invoice_email(copies[1], ledger, issued)
     assert len(mailbox.messages) == len(CUSTOMERS) + 1
-    assert _send(ledger, issued, smtp, now=T0 + dt.timedelta(days=1)).sent == []  # and not again
+    assert send(ledger, issued, smtp, now=T0 + dt.timedelta(days=1)).sent == []  # and not again
     requested = [e for e in ledger.audit_entries() if e["action"] == "resend_requested"]
     assert [json.loads(e["detail"])["number"] for e in requested] == [number]
 
@@ -316,7 +191,7 @@ def test_dry_run_writes_one_eml_per_invoice_and_sends_nothing(ledger, issued, ma
 def test_a_customer_without_billing_email_is_recorded_and_reported_not_sent(
     ledger, issued, mailbox, smtp
 ):
-    report = _send(ledger, issued, smtp, recipients={**EMAILS, "initech": ""})
+    report = send(ledger, issued, smtp, recipients={**EMAILS, "initech": ""})
     number = next(
         n
         for n, (text, _) in _stored(ledger).items()
@@ -326,7 +201,7 @@ def test_a_customer_without_billing_email_is_recorded_and_reported_not_sent(
     assert number not in mailbox.numbers() and len(mailbox.messages) == len(CUSTOMERS) - 1
     row = delivery.deliveries(ledger, number=number)[0]
     assert (row["status"], row["recipient"], row["attempts"]) == ("no_recipient", None, 0)
-    again = _send(
+    again = send(
         ledger, issued, smtp, now=T0 + dt.timedelta(days=1), recipients={**EMAILS, "initech": ""}
     )
     assert again.no_recipient == report.no_recipient and again.sent == []  # still reported
@@ -335,7 +210,7 @@ def test_a_customer_without_billing_email_is_recorded_and_reported_not_sent(
 def test_an_invoice_voided_before_delivery_is_not_sent(ledger, issued, mailbox, smtp):
     delivery.enqueue(ledger, EMAILS, SENDER.domain, T0, MONTH)
     ledger.void("INV-2026-000002", "wrong customer")
-    report = _send(ledger, issued, smtp)
+    report = send(ledger, issued, smtp)
     assert report.cancelled == [{"number": "INV-2026-000002", "purpose": "issue"}]
     assert (
         "INV-2026-000002" not in mailbox.numbers() and len(mailbox.messages) == len(CUSTOMERS) - 1
@@ -345,7 +220,7 @@ def test_an_invoice_voided_before_delivery_is_not_sent(ledger, issued, mailbox, 
 def test_a_pdf_that_is_not_the_issued_one_is_never_attached(ledger, issued, mailbox, smtp):
     pdf = issued / MONTH / "invoices" / "acme.pdf"
     pdf.write_bytes(pdf.read_bytes() + b"%tampered")
-    report = _send(ledger, issued, smtp)
+    report = send(ledger, issued, smtp)
     assert [("sha256" in i["error"], i["number"]) for i in report.retrying] == [
         (True, "INV-2026-000001")
     ]
@@ -360,11 +235,11 @@ def test_a_sender_that_died_mid_send_is_taken_over_after_its_lease_with_the_same
     delivery.enqueue(ledger, EMAILS, SENDER.domain, T0, MONTH)
     row = delivery.deliveries(ledger, number="INV-2026-000001")[0]
     assert delivery.claim(ledger, row["id"], T0)  # ...and then the process died
-    assert [i["number"] for i in _send(ledger, issued, smtp).sent] == [
+    assert [i["number"] for i in send(ledger, issued, smtp).sent] == [
         "INV-2026-000002",
         "INV-2026-000003",
     ]
-    taken = _send(ledger, issued, smtp, now=T0 + delivery.LEASE + dt.timedelta(seconds=1))
+    taken = send(ledger, issued, smtp, now=T0 + delivery.LEASE + dt.timedelta(seconds=1))
     assert [i["number"] for i in taken.sent] == ["INV-2026-000001"]
     message = next(m for m in mailbox.messages if "INV-2026-000001" in m["Subject"])
     assert (
@@ -435,10 +310,6 @@ def test_smtp_settings_come_from_the_environment():
 # ---------------------------------------------------------------- the command and the Dagster asset
 
 
-def _cli(args, env):
-    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
-
-
 def test_send_command_delivers_the_demo_month_once_and_resends_on_request(
     demo_month, tmp_path, mailbox, monkeypatch
 ):
@@ -457,7 +328,7 @@ def test_send_command_delivers_the_demo_month_once_and_resends_on_request(
         "BILLING_SMTP_PASSWORD": "s3cret",
         "BILLING_DATABASE_URL": None,
     }
-    assert _cli(["issue", "--month", MONTH, *common], env).exit_code == 0
+    assert cli(["issue", "--month", MONTH, *common], env).exit_code == 0
     from billing_pipeline.ledger.ledger import Ledger
 
     ledger = Ledger(f"sqlite:///{month.out / 'ledger.db'}")
@@ -468,14 +339,14 @@ def test_send_command_delivers_the_demo_month_once_and_resends_on_request(
     }
     silent_number = next(n for n, c in issued.items() if c == silent)
 
-    no_host = _cli(["send", "--month", MONTH, *common], {**env, "BILLING_SMTP_HOST": None})
+    no_host = cli(["send", "--month", MONTH, *common], {**env, "BILLING_SMTP_HOST": None})
     assert no_host.exit_code == 2 and "BILLING_SMTP_HOST is not set" in no_host.stderr
 
-    dry = _cli(["send", "--month", MONTH, "--dry-run", str(tmp_path / "eml"), *common], env)
+    dry = cli(["send", "--month", MONTH, "--dry-run", str(tmp_path / "eml"), *common], env)
     assert dry.exit_code == 0 and mailbox.messages == []
     assert len(list((tmp_path / "eml").glob("*.eml"))) == len(issued) - 1
 
-    result = _cli(["send", "--month", MONTH, *common], env)
+    result = cli(["send", "--month", MONTH, *common], env)
     assert result.exit_code == 0, result.output
     assert mailbox.numbers() == sorted(n for n in issued if n != silent_number)
     assert {to for _, (to,) in mailbox.envelopes} == {
@@ -494,15 +365,15 @@ def test_send_command_delivers_the_demo_month_once_and_resends_on_request(
             issued[number], MONTH
         )
 
-    rerun = _cli(["send", "--month", MONTH, *common], env)
+    rerun = cli(["send", "--month", MONTH, *common], env)
     assert rerun.exit_code == 0 and len(mailbox.messages) == len(issued) - 1
     assert "sent 0," in rerun.output
 
-    unknown = _cli(["send", "--invoice", "INV-2099-000001", *common], env)
+    unknown = cli(["send", "--invoice", "INV-2099-000001", *common], env)
     assert unknown.exit_code == 2 and "no invoice numbered INV-2099-000001" in unknown.stderr
 
     number = mailbox.numbers()[0]
-    again = _cli(["send", "--invoice", number, "--resend", *common], env)
+    again = cli(["send", "--invoice", number, "--resend", *common], env)
     assert again.exit_code == 0, again.output
     assert mailbox.numbers().count(number) == 2 and len(mailbox.messages) == len(issued)
     assert f"{number} resend-1: sent, 1 attempt(s)" in again.output
@@ -562,6 +433,6 @@ def test_send_command_delivers_the_demo_month_once_and_resends_on_request(
     ],
 )
 def test_send_command_refuses_bad_input_with_one_line(args, message, tmp_path):
-    result = _cli(["send", *args, "--out", str(tmp_path)], {})
+    result = cli(["send", *args, "--out", str(tmp_path)], {})
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -27,7 +27,8 @@ import yaml
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.rendering import RENDER_SHARDS
 from billing_pipeline.runner import RANGE_END, RANGE_START
-from billing_pipeline_tests.conftest import MONTH, PG
+from billing_pipeline_tests.support.demo import MONTH
+from billing_pipeline_tests.support.postgres import PG
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

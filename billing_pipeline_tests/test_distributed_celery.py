@@ -21,8 +21,8 @@ import pytest
 from billing_pipeline.defs.executors import celery_settings
 from billing_pipeline.defs.rendering import RENDER_SHARDS
 from billing_pipeline.runner import RANGE_END, RANGE_START
-from billing_pipeline_tests.conftest import MONTH
-from billing_pipeline_tests.test_operations import PG, postgres_database  # noqa: F401 - fixture
+from billing_pipeline_tests.support.demo import MONTH
+from billing_pipeline_tests.support.postgres import PG
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKERS = {  # both run on every machine here, CI included; DB 15 keeps Redis keys apart

@@ -6,22 +6,17 @@ from __future__ import annotations
 import pytest
 
 from billing_pipeline.documents.invoice import document_json
-from billing_pipeline.rendering.pdf import InvoiceRenderer, renderer_fingerprint
+from billing_pipeline.rendering.pdf import renderer_fingerprint
 from billing_pipeline.rendering.receipts import prune
 from billing_pipeline.rendering.receipts import up_to_date as up_to_date_texts
 from billing_pipeline.rendering.render_pool import render_many
-from billing_pipeline_tests.test_invoice_pdf import make_document
+from billing_pipeline_tests.support.documents import make_document
 
 
 def up_to_date(folder, docs, fingerprint):
     return up_to_date_texts(
         folder, {doc["customer_id"]: document_json(doc) for doc in docs}, fingerprint
     )
-
-
-@pytest.fixture(scope="module")
-def renderer() -> InvoiceRenderer:
-    return InvoiceRenderer()
 
 
 @pytest.fixture

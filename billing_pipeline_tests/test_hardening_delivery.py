@@ -10,20 +10,8 @@ import pytest
 import yaml
 
 from billing_pipeline.delivery import mail as delivery
-from billing_pipeline_tests.test_delivery import (  # noqa: F401 - fixtures
-    CUSTOMERS,
-    EMAILS,
-    MONTH,
-    SENDER,
-    T0,
-    _cli,
-    _send,
-    issued,
-    mailbox,
-    renderer,
-    smtp,
-)
-from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
+from billing_pipeline_tests.support.delivery import CUSTOMERS, EMAILS, SENDER, T0, cli, send
+from billing_pipeline_tests.support.ledger import MONTH
 
 INJECTED = "billing@acme.example\r\nBcc: everyone@victim.example"
 
@@ -42,7 +30,7 @@ INJECTED = "billing@acme.example\r\nBcc: everyone@victim.example"
 def test_an_address_that_cannot_form_a_message_fails_its_row_at_once_and_the_rest_still_go(
     ledger, issued, mailbox, smtp, address, why
 ):
-    report = _send(ledger, issued, smtp, recipients={**EMAILS, "acme": address})
+    report = send(ledger, issued, smtp, recipients={**EMAILS, "acme": address})
     assert [i["number"] for i in report.sent] == ["INV-2026-000002", "INV-2026-000003"]
     assert [(i["number"], i["attempts"]) for i in report.failed] == [("INV-2026-000001", 1)]
     assert why in report.failed[0]["error"] and report.retrying == []
@@ -53,7 +41,7 @@ def test_an_address_that_cannot_form_a_message_fails_its_row_at_once_and_the_res
         "billing@initech.example",
     ]
     assert all(m["Bcc"] is None for m in mailbox.messages)
-    later = _send(
+    later = send(
         ledger, issued, smtp, now=T0 + dt.timedelta(days=1), recipients={**EMAILS, "acme": address}
     )
     assert (
@@ -64,9 +52,9 @@ def test_an_address_that_cannot_form_a_message_fails_its_row_at_once_and_the_res
 def test_a_resend_to_an_address_that_cannot_form_a_message_is_refused_with_the_reason(
     ledger, issued, mailbox, smtp
 ):
-    _send(ledger, issued, smtp)
+    send(ledger, issued, smtp)
     with pytest.raises(delivery.DeliveryError, match="billing email .* contains a line break"):
-        _send(
+        send(
             ledger,
             issued,
             smtp,
@@ -97,7 +85,7 @@ def test_attempts_never_pass_the_limit_when_every_sender_dies_mid_send(
         assert delivery.claim(ledger, row["id"], now)  # ...and then the process died
         now += delivery.LEASE + dt.timedelta(seconds=1)
     assert not delivery.claim(ledger, row["id"], now)
-    report = _send(ledger, issued, smtp, now=now)
+    report = send(ledger, issued, smtp, now=now)
     assert [(i["number"], i["attempts"]) for i in report.failed] == [("INV-2026-000001", 8)]
     assert [i["number"] for i in report.sent] == ["INV-2026-000002", "INV-2026-000003"]
     stored = delivery.deliveries(ledger, number="INV-2026-000001")[0]
@@ -138,7 +126,7 @@ def test_a_catalog_email_that_could_inject_a_header_is_refused_at_load_and_send_
         "BILLING_DATABASE_URL": None,
     }
     url = ledger.engine.url.render_as_string(hide_password=False)
-    result = _cli(
+    result = cli(
         [
             "send",
             "--month",

@@ -22,7 +22,7 @@ from billing_pipeline.cli import main
 from billing_pipeline.quote.quote import QuoteError, parse_usage
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.assign import AT_RISK_SCHEMA
-from billing_pipeline_tests.test_rating import CATALOG, lines_of, usage
+from billing_pipeline_tests.support.rating import CATALOG, lines_of, usage
 
 HALF = 2**62 - 1  # 4,611,686,018,427,387,903 < 2^62; two of them = 2^63 - 2 (fits), three do not
 I64_MAX = 2**63 - 1

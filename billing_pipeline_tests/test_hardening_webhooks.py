@@ -23,8 +23,7 @@ from billing_pipeline.alerts.run import evaluate_day
 from billing_pipeline.alerts.webhooks import deliver_due
 from billing_pipeline.catalog import CatalogError
 from billing_pipeline.ledger.tables import alert_outbox
-from billing_pipeline_tests.test_alerts import catalog, steady, usage
-from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
+from billing_pipeline_tests.support.alerts import catalog, steady, usage
 
 T0 = dt.datetime(2026, 10, 8, 1, 0, tzinfo=dt.UTC)
 DAY = dt.date(2026, 10, 5)  # acme has spent $5.00 of its $10.00 limit: one alert (50 %)

@@ -1,7 +1,7 @@
 """Issuing: gapless numbers, frozen documents, final PDFs, and corrections after issue.
 
 RELIABILITY.md scenarios 3-9, 16, 17 (14 is in test_invoice_pdf.py), each on SQLite and on the
-real PostgreSQL (the ``ledger`` fixture of test_ledger.py).
+real PostgreSQL (the ``ledger`` fixture).
 """
 
 from __future__ import annotations
@@ -10,33 +10,24 @@ import copy
 import datetime as dt
 import hashlib
 import json
-from decimal import Decimal
 
 import pytest
-import sqlalchemy as sa
 
 from billing_pipeline.issuing.month import PdfsNotRendered, issue_month
 from billing_pipeline.ledger import ledger as ledger_module
 from billing_pipeline.ledger.numbering import ChecksFailed, issue_drafts
-from billing_pipeline.money import round_money
 from billing_pipeline.rendering.pdf import InvoiceRenderer
-from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - fixture
+from billing_pipeline_tests.support.credits import month_end_with
+from billing_pipeline_tests.support.ledger import (
+    ISSUED_ON,
+    MONTH,
+    document,
+    dump,
+    passed_checks,
+    with_output_tokens,
+)
 
-MONTH = "2026-10"
-ISSUED_ON = dt.date(2026, 11, 3)
 CUSTOMERS = ("acme", "globex", "initech")
-
-
-@pytest.fixture(scope="module")
-def renderer():
-    return InvoiceRenderer()
-
-
-def passed_checks(ledger, period: str = MONTH) -> None:
-    """What a month-end run that finished records: issuing refuses a month without it."""
-    ledger.record_checks(
-        period, [{"name": "month_end_run_completed", "passed": True, "blocking": True}]
-    )
 
 
 def _issue(ledger, checked: bool = True, **kwargs):
@@ -49,27 +40,6 @@ def _issue(ledger, checked: bool = True, **kwargs):
 
 def _numbers(ledger) -> list[tuple[str, str | None, str]]:
     return [(r["customer_id"], r["number"], r["status"]) for r in ledger.list_invoices(MONTH)]
-
-
-def dump(ledger) -> str:
-    """Everything that matters in the ledger, without ids and timestamps, as one hash."""
-    with ledger.engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT customer_id, period, kind, status, number, series, sequence, references_number, "
-                "subtotal_micros, tax_micros, credits_micros, total_micros, document, pdf_sha256 "
-                "FROM invoices ORDER BY customer_id, kind, number"
-            )
-        ).all()
-        lines = conn.execute(
-            sa.text(
-                "SELECT i.customer_id, i.kind, l.position, l.charge_id, l.quantity, l.amount_micros "
-                "FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
-                "ORDER BY i.customer_id, i.kind, l.position"
-            )
-        ).all()
-    text = json.dumps([[list(r) for r in rows], [list(r) for r in lines]], default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_issuing_assigns_gapless_numbers_issue_and_due_dates(ledger):
@@ -228,15 +198,6 @@ def test_rerunning_an_issued_month_changes_nothing_and_pdfs_are_byte_identical(
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
 
 
-def _with_output_tokens(doc: dict, quantity: int, amount: str) -> dict:
-    doc = copy.deepcopy(doc)
-    doc["lines"][0].update(quantity=quantity, amount=amount)
-    subtotal = sum(Decimal(ln["amount"]) for ln in doc["lines"])
-    tax = round_money(subtotal * Decimal("0.19"), "USD")
-    doc.update(subtotal=str(subtotal), tax=str(tax), total=str(subtotal + tax))
-    return doc
-
-
 def test_usage_after_issue_leaves_the_invoice_and_drafts_an_adjustment_that_explains_each_line(
     ledger,
 ):
@@ -244,7 +205,7 @@ def test_usage_after_issue_leaves_the_invoice_and_drafts_an_adjustment_that_expl
     ledger.save_drafts(MONTH, [document("acme")])
     _issue(ledger)
     original = ledger.get_document("acme", MONTH)
-    late = _with_output_tokens(document("acme"), 13_000_000, "125.00")
+    late = with_output_tokens(document("acme"), 13_000_000, "125.00")
     counts = ledger.save_drafts(MONTH, [late])
     assert (counts["skipped_issued"], counts["corrections"]) == (1, 1)
     assert ledger.get_document("acme", MONTH) == original
@@ -277,7 +238,7 @@ def test_usage_after_issue_leaves_the_invoice_and_drafts_an_adjustment_that_expl
 def test_less_usage_after_issue_gives_a_credit_note(ledger):
     ledger.save_drafts(MONTH, [document("acme")])
     _issue(ledger)
-    ledger.save_drafts(MONTH, [_with_output_tokens(document("acme"), 12_000_000, "115.00")])
+    ledger.save_drafts(MONTH, [with_output_tokens(document("acme"), 12_000_000, "115.00")])
     (row,) = [r for r in ledger.list_invoices(MONTH) if r["kind"] != "invoice"]
     assert (row["kind"], row["references"], row["total"]) == (
         "credit_note",
@@ -289,7 +250,7 @@ def test_less_usage_after_issue_gives_a_credit_note(ledger):
 def test_late_usage_while_draft_is_included_when_the_draft_is_refreshed(ledger):
     """Scenario 9."""
     ledger.save_drafts(MONTH, [document("acme")])
-    ledger.save_drafts(MONTH, [_with_output_tokens(document("acme"), 13_000_000, "125.00")])
+    ledger.save_drafts(MONTH, [with_output_tokens(document("acme"), 13_000_000, "125.00")])
     assert [(r["kind"], r["status"], r["total"]) for r in ledger.list_invoices(MONTH)] == [
         ("invoice", "draft", "743.75")
     ]
@@ -349,8 +310,6 @@ def test_an_issued_adjustment_prints_the_credit_it_drew_and_adds_up(ledger, rend
     """Scenario 8 with prepaid credit: $100.00 granted, $70.00 drawn by the original, $50.00 of late
     usage: the adjustment draws the $30.00 left and bills $20.00, numbered after the original."""
     from pypdf import PdfReader
-
-    from billing_pipeline_tests.test_credits_ledger import month_end_with
 
     month_end_with(ledger, MONTH, "acme2", 70)
     _issue(ledger)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from billing_pipeline.issuing.month import PdfsNotRendered, issue_month, render_issued
 from billing_pipeline.ledger.ledger import Ledger, canonical_json
-from billing_pipeline_tests.test_ledger import document, ledger  # noqa: F401 - fixture
+from billing_pipeline_tests.support.ledger import document
 
 MONTH = "2026-10"
 ISSUED_ON = dt.date(2026, 11, 3)

@@ -7,138 +7,13 @@ skipped only when unreachable and CI is not "true".
 from __future__ import annotations
 
 import copy
-import os
-import uuid
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from billing_pipeline.ledger.ledger import Ledger
-
-PG_URL = os.environ.get("BILLING_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-
-
-def document(customer_id: str, total: str = "737.80", period: str = "2026-10") -> dict:
-    return {
-        "number": None,
-        "status": "draft",
-        "customer_id": customer_id,
-        "period": period,
-        "period_start": f"{period}-01",
-        "period_end": f"{period}-31",
-        "issue_date": None,
-        "due_date": None,
-        "currency": "USD",
-        "issuer": {
-            "name": "Example AI GmbH",
-            "address": "Street 1",
-            "vat_id": "DE1",
-            "email": "b@e.ai",
-        },
-        "customer": {"id": customer_id, "name": customer_id.title(), "address": "x", "email": "y"},
-        "plan": {"id": "enterprise", "name": "Enterprise"},
-        "lines": [
-            {
-                "charge_id": "gpt4o-output",
-                "description": "GPT-4o output tokens",
-                "provider": "openai",
-                "meter": "output_tokens",
-                "model": "gpt-4o",
-                "dimensions": {},
-                "quantity": 12500000,
-                "unit": "tokens",
-                "unit_size": 1000,
-                "unit_price": None,
-                "pricing": "graduated",
-                "amount": "120.00",
-                "tiers": [],
-                "explanation": "...",
-                "consideration": "variable",
-            },
-            {
-                "charge_id": "base_fee",
-                "description": "Enterprise subscription",
-                "provider": None,
-                "meter": None,
-                "model": None,
-                "dimensions": {},
-                "quantity": 1,
-                "unit": "month",
-                "unit_size": 1,
-                "unit_price": "500.00",
-                "pricing": "fixed",
-                "amount": "500.00",
-                "tiers": [],
-                "explanation": "...",
-                "consideration": "fixed",
-            },
-        ],
-        "subtotal": "620.00",
-        "tax_rate": "0.19",
-        "tax": "117.80",
-        "reverse_charge": False,
-        "tax_note": "",
-        "credits_applied": "0.00",
-        "total": total,
-        "usage_by_day": [],
-        "disclosure": {"plan_table": [], "summary": "", "worked_example": ""},
-    }
-
-
-def _postgres_ledger():
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {error.orig}")
-    schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    ledger = Ledger(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    return ledger, admin, schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    if request.param == "sqlite":
-        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-        ledger.migrate()
-        yield ledger
-        ledger.engine.dispose()
-        return
-    ledger, admin, schema = _postgres_ledger()
-    ledger.migrate()
-    try:
-        yield ledger
-    finally:
-        ledger.engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def _issue_raw(ledger: Ledger, customer_id: str, number: str = "INV-2026-000001") -> None:
-    """Issue by hand as issuing does: the audit row first, then the status change pointing at it
-    (the database refuses a status change without its audit row)."""
-    from billing_pipeline.ledger.ledger import audit
-
-    with ledger.engine.begin() as conn:
-        invoice_id = conn.execute(
-            sa.text("SELECT id FROM invoices WHERE customer_id = :c AND status = 'draft'"),
-            {"c": customer_id},
-        ).scalar_one()
-        audit_id = audit(conn, invoice_id, "test", "issue", {"number": number})
-        conn.execute(
-            sa.text(
-                "UPDATE invoices SET status = 'issued', number = :n, status_audit_id = :a WHERE id = :i"
-            ),
-            {"n": number, "a": audit_id, "i": invoice_id},
-        )
+from billing_pipeline_tests.support.ledger import document, issue_raw
 
 
 def _dump(ledger: Ledger) -> list:
@@ -207,7 +82,7 @@ def test_late_usage_replaces_the_draft_and_vanished_customers_lose_theirs(ledger
 
 def test_issued_invoice_is_untouched_by_save_drafts(ledger):
     ledger.save_drafts("2026-10", [document("acme")])
-    _issue_raw(ledger, "acme")
+    issue_raw(ledger, "acme")
     before = _dump(ledger)
     counts = ledger.save_drafts("2026-10", [document("acme", total="999.99")])
     assert counts["skipped_issued"] == 1 and counts["replaced"] == 0
@@ -218,7 +93,7 @@ def test_issued_invoice_is_untouched_by_save_drafts(ledger):
 
 def test_database_refuses_to_change_or_delete_an_issued_invoice(ledger):
     ledger.save_drafts("2026-10", [document("acme")])
-    _issue_raw(ledger, "acme")
+    issue_raw(ledger, "acme")
     statements = [
         "UPDATE invoices SET total_micros = 1 WHERE customer_id = 'acme'",
         "UPDATE invoices SET document = '{}' WHERE customer_id = 'acme'",

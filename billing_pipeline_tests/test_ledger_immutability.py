@@ -19,7 +19,8 @@ from sqlalchemy.exc import DBAPIError
 
 from billing_pipeline.ledger.ledger import MIGRATIONS_DIR, Ledger, audit
 from billing_pipeline.ledger.numbering import issue_drafts
-from billing_pipeline_tests.test_ledger import _postgres_ledger, document, ledger  # noqa: F401 - fixture
+from billing_pipeline_tests.support.ledger import document
+from billing_pipeline_tests.support.postgres import PG_URL, drop_schema, postgres_ledger
 
 MONTH = "2026-10"
 NUMBER = "INV-2026-000001"  # acme's, issued by _issued below
@@ -160,7 +161,7 @@ def test_sqlite_create_all_and_migrations_install_the_same_guards(tmp_path):
     )
     made.create_all()
     migrated.migrate()
-    for ledger in (made, migrated):  # noqa: F402
+    for ledger in (made, migrated):
         with ledger.engine.connect() as conn:
             names = conn.execute(
                 sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
@@ -275,7 +276,7 @@ def test_a_ledger_at_revision_0005_gets_the_new_guards_on_upgrade(tmp_path, engi
     if engine == "sqlite":
         ledger, admin, schema = Ledger(f"sqlite:///{tmp_path / 'old.db'}"), None, None
     else:
-        ledger, admin, schema = _postgres_ledger()
+        ledger, admin, schema = postgres_ledger()
     try:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -293,11 +294,10 @@ def test_a_ledger_at_revision_0005_gets_the_new_guards_on_upgrade(tmp_path, engi
         ledger.void(NUMBER, "wrong customer address")
         assert _row(ledger)["status"] == "void"
     finally:
-        ledger.engine.dispose()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+        if admin is None:
+            ledger.engine.dispose()
+        else:
+            drop_schema(ledger, admin, schema)
 
 
 # ---------------------------------------------------------------- PostgreSQL roles
@@ -348,8 +348,6 @@ def test_postgresql_application_role_runs_the_month_but_cannot_touch_the_guards(
     """The README's roles: the migration role owns the tables, the application role has only the
     grants above. It drafts, issues, voids; it cannot disable, drop or replace a trigger, truncate,
     or rewrite the audit log or the schema version."""
-    from billing_pipeline_tests.test_ledger import PG_URL
-
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect():

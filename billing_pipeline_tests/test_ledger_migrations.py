@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.ledger.tables import metadata
-from billing_pipeline_tests.test_ledger import _issue_raw, document, ledger  # noqa: F401 - fixture
+from billing_pipeline_tests.support.ledger import document, issue_raw
 
 
 def test_migrated_ledger_matches_the_schema_in_code(ledger):
@@ -41,7 +41,7 @@ def _single_head() -> str:
 
 def test_migrations_install_the_immutability_triggers(ledger):
     ledger.save_drafts("2026-10", [document("acme")])
-    _issue_raw(ledger, "acme")
+    issue_raw(ledger, "acme")
     with pytest.raises(DBAPIError, match="immutable"), ledger.engine.begin() as conn:
         conn.execute(sa.text("UPDATE invoices SET series = 'X' WHERE customer_id = 'acme'"))
 

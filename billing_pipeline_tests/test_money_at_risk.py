@@ -4,7 +4,7 @@ A record that could carry money and could not be billed is quarantined as money 
 exits 1 naming the files and customers it holds, and `issue` refuses them until the landing zone
 is fixed or a person waives the record with a reason (kept in the audit log). Rows that are not
 billable by design hold nothing. Expected totals are computed by hand from the plan in
-test_rating.CATALOG: gpt-4o input $0.0025 per 1K tokens, output $0.010 per 1K.
+support/rating.py's CATALOG: gpt-4o input $0.0025 per 1K tokens, output $0.010 per 1K.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from billing_pipeline.cli import main
 from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.sources import openai_usage
-from billing_pipeline_tests.test_rating import CATALOG
+from billing_pipeline_tests.support.rating import CATALOG
 
 MONTH = "2026-10"
 

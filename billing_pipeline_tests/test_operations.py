@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -16,10 +15,10 @@ import polars as pl
 import pytest
 
 from billing_pipeline.runner import run_backfill, run_month_end
-from billing_pipeline_tests.conftest import MONTH
+from billing_pipeline_tests.support.demo import MONTH
+from billing_pipeline_tests.support.postgres import PG
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
 
 
 def invoice_json(out: Path) -> dict[str, bytes]:
@@ -28,30 +27,6 @@ def invoice_json(out: Path) -> dict[str, bytes]:
 
 def usage_partitions(out: Path, days: list[str]) -> dict[str, pl.DataFrame]:
     return {d: pl.read_parquet(out / ".storage" / "usage_events" / f"{d}.parquet") for d in days}
-
-
-@pytest.fixture
-def postgres_database():
-    """A throwaway PostgreSQL database on the local server; dropped afterwards."""
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(dbname="test", connect_timeout=3, **PG)
-    except psycopg2.OperationalError as exc:
-        if os.getenv("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    admin.autocommit = True
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    admin.cursor().execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield name
-    finally:
-        admin.cursor().execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
 
 
 def test_month_end_on_the_production_dagster_yaml_records_runs_and_partitions_in_postgres(

@@ -11,11 +11,9 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import itertools
-import os
 import queue
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -31,42 +29,6 @@ SECOND = dt.timedelta(seconds=1)
 OUTBOXES = pytest.mark.parametrize(
     "outbox", [ALERT_WEBHOOKS, INVOICE_EMAILS], ids=["alert_webhooks", "invoice_emails"]
 )
-PG_URL = os.environ.get("BILLING_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-
-
-# The same as the ``ledger`` fixture of test_ledger.py, which a test module may not import; it
-# goes when that fixture moves to conftest.py.
-@pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request, tmp_path):
-    """A migrated ledger on SQLite, or in a throwaway PostgreSQL schema (skipped only when
-    PostgreSQL is unreachable and CI is not "true")."""
-    if request.param == "sqlite":
-        ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
-        ledger.migrate()
-        yield ledger
-        ledger.engine.dispose()
-        return
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {error.orig}")
-    schema = f"outbox_test_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    ledger = Ledger(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        ledger.migrate()
-        yield ledger
-    finally:
-        ledger.engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 ON_POSTGRESQL = pytest.mark.parametrize("ledger", ["postgresql"], indirect=True)  # row locks

@@ -18,7 +18,7 @@ from pypdf import PdfReader
 
 from billing_pipeline import shipped
 from billing_pipeline.rendering.pdf import FONTS_DIR, TEMPLATES_DIR, InvoiceRenderer
-from billing_pipeline_tests.test_invoice_pdf import make_document
+from billing_pipeline_tests.support.documents import make_document
 
 ROOT = Path(__file__).resolve().parents[1]
 

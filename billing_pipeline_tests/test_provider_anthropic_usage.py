@@ -19,7 +19,7 @@ from billing_pipeline.schema import KIND_MONEY_AT_RISK
 from billing_pipeline.sources import anthropic_usage
 from billing_pipeline.sources.api import anthropic as anthropic_api
 from billing_pipeline.usage import normalize
-from billing_pipeline_tests.test_api_clients import ANTHROPIC_KEY, FakeAdminApi, api, fast_policy  # noqa: F401 - api fixture
+from billing_pipeline_tests.support.admin_api import ANTHROPIC_KEY, FakeAdminApi, fast_policy
 
 FIXTURES = Path(__file__).parent / "data" / "providers" / "anthropic"
 DAY, NEXT = date(2025, 8, 1), date(2025, 8, 2)

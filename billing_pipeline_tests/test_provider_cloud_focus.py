@@ -174,10 +174,10 @@ def test_cloud_fixtures_rate_to_a_hand_computed_invoice(tmp_path):
     from billing_pipeline.catalog import parse_catalog
     from billing_pipeline.rating.engine import rate_month
     from billing_pipeline.usage import normalize
-    from billing_pipeline_tests.test_provider_cloud_aws import land as land_cur
+    from billing_pipeline_tests.support import aws_cur
 
     landing = land(tmp_path)
-    shutil.copytree(land_cur(tmp_path / "cur") / "cloud/aws_cur", landing / "cloud/aws_cur")
+    shutil.copytree(aws_cur.land(tmp_path / "cur") / "cloud/aws_cur", landing / "cloud/aws_cur")
     per_hour = {"H100": "4.00", "A10G": "1.50", "A100": "3.00", "A100-80GB": "3.50", "L4": "0.80"}
     catalog = parse_catalog(
         {

@@ -23,6 +23,7 @@ from billing_pipeline.rating import rate_month
 from billing_pipeline.sources import openai_usage
 from billing_pipeline.sources.api import openai as openai_api
 from billing_pipeline.usage import normalize
+from billing_pipeline_tests.support.openai_usage import TOKEN_PLAN, per_1k
 
 DATA = Path(__file__).parent / "data" / "providers" / "openai"
 NOV, DEC = date(2024, 11, 1), date(2024, 12, 1)
@@ -377,25 +378,6 @@ def invoice_subtotal(
     documents = build_documents(rate_month(usage, cat, month).lines, cat, month)
     (acme,) = [d for d in documents if d["customer_id"] == "acme"]
     return Decimal(acme["subtotal"])
-
-
-def per_1k(charge_id: str, meter: str, price: str, **extra) -> dict:
-    return {"id": charge_id, "meter": meter, "unit_size": 1000, "unit_price": price, **extra}
-
-
-TOKEN_PLAN = [
-    per_1k("text-in", "input_tokens", "0.50", dimensions={"service_tier": "default"}),
-    per_1k("text-cached", "cached_input_tokens", "0.20"),
-    per_1k("cache-write", "cache_write_tokens", "0.60"),
-    per_1k("audio-in", "audio_input_tokens", "4.00"),
-    per_1k("audio-cached", "cached_audio_input_tokens", "0.40"),
-    per_1k("image-in", "image_input_tokens", "1.00"),
-    per_1k("image-cached", "cached_image_input_tokens", "0.50"),
-    per_1k("text-out", "output_tokens", "2.00"),
-    per_1k("audio-out", "audio_output_tokens", "8.00"),
-    per_1k("image-out", "image_output_tokens", "4.00"),
-    {"id": "requests", "meter": "requests", "unit_price": "0.01"},
-]
 
 
 def test_a_month_of_the_specs_example_and_a_realtime_session_invoiced_to_the_cent(tmp_path):

@@ -3,7 +3,7 @@ month-end (`run`, then `issue`): what can still be read bills to the cent, and w
 money and cannot be read holds issuing, named (RELIABILITY.md 2, 13, 18).
 
 The result is the spec's grouped example (fixtures: data/providers/openai/variants/, SOURCES.md).
-Hand-computed invoice for proj_abc (acme) at test_provider_openai_usage.TOKEN_PLAN, per 1K tokens:
+Hand-computed invoice for proj_abc (acme) at support/openai_usage.py's TOKEN_PLAN, per 1K tokens:
 text in 2,500 x 0.50 = 1.25; cached 1,500 x 0.20 = 0.30; cache write 200 x 0.60 = 0.12;
 audio in 300 x 4.00 = 1.20; cached audio 100 x 0.40 = 0.04; image in 200 x 1.00 = 0.20;
 cached image 200 x 0.50 = 0.10; text out 800 x 2.00 = 1.60; audio out 100 x 8.00 = 0.80;
@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from billing_pipeline.cli import main
 from billing_pipeline.demo.catalog import ISSUER
-from billing_pipeline_tests.test_provider_openai_usage import TOKEN_PLAN
+from billing_pipeline_tests.support.openai_usage import TOKEN_PLAN
 
 DATA = Path(__file__).parent / "data" / "providers" / "openai"
 VARIANTS = DATA / "variants"

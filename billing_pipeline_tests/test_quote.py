@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from billing_pipeline.cli import main
-from billing_pipeline_tests.test_rating import CATALOG
+from billing_pipeline_tests.support.rating import CATALOG
 
 
 @pytest.fixture

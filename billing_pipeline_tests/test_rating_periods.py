@@ -8,7 +8,7 @@ import pytest
 from billing_pipeline.catalog import CatalogError, parse_catalog
 from billing_pipeline.rating import rate_month
 from billing_pipeline.schema import USAGE_SCHEMA
-from billing_pipeline_tests.test_rating import usage
+from billing_pipeline_tests.support.rating import usage
 
 
 def catalog(plans: dict, customer: dict) -> object:

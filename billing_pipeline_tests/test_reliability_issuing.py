@@ -5,12 +5,18 @@ from __future__ import annotations
 import multiprocessing
 
 import pytest
-import sqlalchemy as sa
 
 from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.ledger.numbering import issue_drafts
-from billing_pipeline_tests.test_issuing import ISSUED_ON, MONTH, _with_output_tokens, passed_checks
-from billing_pipeline_tests.test_ledger import PG_URL, _postgres_ledger, document
+from billing_pipeline_tests.support.ledger import (
+    ISSUED_ON,
+    MONTH,
+    document,
+    dump,
+    passed_checks,
+    with_output_tokens,
+)
+from billing_pipeline_tests.support.postgres import PG_URL, drop_schema, postgres_ledger
 
 CUSTOMERS = [f"customer{i:02d}" for i in range(12)]
 
@@ -25,15 +31,12 @@ def _issue_in_child(url: str, schema: str, barrier, results) -> None:
 
 @pytest.fixture
 def pg():
-    ledger, admin, schema = _postgres_ledger()
+    ledger, admin, schema = postgres_ledger()
     ledger.migrate()
     try:
         yield ledger, schema
     finally:
-        ledger.engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(ledger, admin, schema)
 
 
 def test_two_processes_issuing_one_month_on_postgresql_issue_one_set(pg):
@@ -63,8 +66,6 @@ def test_two_processes_issuing_one_month_on_postgresql_issue_one_set(pg):
 
 def test_sqlite_and_postgresql_ledgers_give_identical_results(pg, tmp_path):
     """Scenario 16: the same month (drafts, issue, late usage) gives the same ledger on both."""
-    from billing_pipeline_tests.test_issuing import dump
-
     sqlite = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     sqlite.migrate()
     for ledger in (sqlite, pg[0]):
@@ -74,7 +75,7 @@ def test_sqlite_and_postgresql_ledgers_give_identical_results(pg, tmp_path):
         ledger.save_drafts(
             MONTH,
             [
-                _with_output_tokens(document(CUSTOMERS[1]), 1_000, "0.01"),
+                with_output_tokens(document(CUSTOMERS[1]), 1_000, "0.01"),
                 document(CUSTOMERS[0]),
                 document(CUSTOMERS[2]),
             ],

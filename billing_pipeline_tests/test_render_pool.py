@@ -9,7 +9,7 @@ import pytest
 
 from billing_pipeline.rendering.pdf import InvoiceRenderer
 from billing_pipeline.rendering.render_pool import render_many
-from billing_pipeline_tests.test_invoice_pdf import make_document
+from billing_pipeline_tests.support.documents import make_document
 
 
 def documents(n: int) -> list[dict]:

@@ -19,11 +19,13 @@ from billing_pipeline.alerts.webhooks import (
     sign,
     verify,
 )
-from billing_pipeline_tests.test_alerts import catalog, receivers_on_loopback, steady, usage  # noqa: F401 - autouse fixture
-from billing_pipeline_tests.test_ledger import ledger  # noqa: F401 - fixture (SQLite and PostgreSQL)
+from billing_pipeline_tests.support.alerts import catalog, steady, usage
 
 SECRET = "whsec_test_0123456789"
 T0 = dt.datetime(2026, 10, 8, 1, 0, tzinfo=dt.UTC)
+
+# The documented test opt-in: these tests' webhook receivers listen on 127.0.0.1.
+pytestmark = pytest.mark.usefixtures("receivers_on_loopback")
 
 
 class Receiver:

@@ -1,0 +1,89 @@
+"""Alert test data: a pay-as-you-go catalog where acme has a $10.00 monthly limit and a webhook,
+and daily usage at 100,000 output tokens = $1.00."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from billing_pipeline.catalog import parse_catalog
+from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
+
+
+def catalog(url: str = "http://127.0.0.1:9/hook", **acme):
+    """acme on payg with a $10.00 monthly limit and a webhook to ``url`` (``acme`` overrides its
+    fields); initech on payg without either."""
+    return parse_catalog(
+        {
+            "issuer": {"name": "Example AI GmbH"},
+            "plans": {
+                "payg": {
+                    "name": "Pay as you go",
+                    "charges": [
+                        {
+                            "id": "out",
+                            "meter": "output_tokens",
+                            "unit_size": 1000,
+                            "unit_price": "0.010",
+                        }
+                    ],
+                }
+            },
+            "customers": {
+                "acme": {
+                    "name": "Acme",
+                    "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+                    "keys": ["gateway:acme"],
+                    "monthly_limit": "10.00",
+                    "webhook": {
+                        "url": url,
+                        "secret_env": "BILLING_WEBHOOK_SECRET_ACME",
+                        "allow_http": True,
+                    },
+                    **acme,
+                },
+                "initech": {
+                    "name": "Initech",
+                    "subscriptions": [{"plan": "payg", "from": "2026-01-01"}],
+                    "keys": ["gateway:initech"],
+                },
+            },
+        }
+    )
+
+
+def usage(per_day: dict[dt.date, int], customer: str = "acme") -> pl.DataFrame:
+    """Output tokens per day: 100,000 tokens = $1.00 on the payg plan above."""
+    frame = pl.DataFrame(
+        [
+            {
+                "event_id": f"{customer}{d}",
+                "record_id": f"{customer}{d}",
+                "source": "gateway_log",
+                "provider": "openai",
+                "account_key": f"gateway:{customer}",
+                "customer_id": customer,
+                "model": "gpt-4o",
+                "meter": "output_tokens",
+                "dimensions": "{}",
+                "quantity": q,
+                "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
+                "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC),
+                "origin": f"t:{d}",
+                "day": d,
+            }
+            for d, q in per_day.items()
+        ]
+    ).with_columns(model_family_expr().alias("model_family"))
+    return conform(frame, USAGE_SCHEMA)
+
+
+def october(first: int, last: int, tokens: int = 100_000) -> dict[dt.date, int]:
+    """``tokens`` output tokens on each day of October from ``first`` to ``last``."""
+    return {dt.date(2026, 10, d): tokens for d in range(first, last + 1)}
+
+
+def steady() -> dict[dt.date, int]:
+    """$1 a day from mid-September to the end of October: no spikes, only the limit."""
+    return {dt.date(2026, 9, d): 100_000 for d in range(16, 31)} | october(1, 31)

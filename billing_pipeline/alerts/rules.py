@@ -13,12 +13,12 @@ import calendar
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.money import ZERO, amount_text, fmt_money, percent
+from billing_pipeline.money import ZERO, amount_text, fmt_money, percent, round_to
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.schema import COST_DECIMAL
@@ -68,9 +68,9 @@ def daily_spend(usage: pl.DataFrame, catalog: Catalog, through: dt.date) -> pl.D
             total = sum(d["quantity"] for d in days)
             for d in days:  # one entry per line, day and model: aggregated, not per event
                 key = (customer, dt.date.fromisoformat(d["day"]))
-                rows[key] = rows.get(key, ZERO) + (
-                    Decimal(amount) * d["quantity"] / total
-                ).quantize(Decimal(1).scaleb(-SCALE), ROUND_HALF_EVEN)
+                rows[key] = rows.get(key, ZERO) + round_to(
+                    Decimal(amount) * d["quantity"] / total, SCALE
+                )
     return pl.DataFrame(
         [(c, d, v) for (c, d), v in sorted(rows.items())], schema=SPEND_SCHEMA, orient="row"
     )
@@ -185,7 +185,7 @@ def spike_alerts(
                         "factor": str(rules.spike_factor),
                         "message": (
                             f"Usage charges on {day.isoformat()} were {fmt_money(today, cur)}, "
-                            f"{(today / mean).quantize(Decimal('0.1'), ROUND_HALF_EVEN)} x the trailing 7-day mean of "
+                            f"{round_to(today / mean, 1)} x the trailing 7-day mean of "
                             f"{fmt_money(mean, cur)} (alert above {rules.spike_factor} x)."
                         ),
                     },
@@ -208,7 +208,7 @@ def spike_alerts(
                         "factor": str(rules.growth_factor),
                         "message": (
                             f"Usage charges in the 7 days to {day.isoformat()} were {fmt_money(week, cur)}, "
-                            f"{(week / before * 100 - 100).quantize(Decimal('1'), ROUND_HALF_EVEN)} % more than the 7 days before "
+                            f"{round_to(week / before * 100 - 100, 0)} % more than the 7 days before "
                             f"({fmt_money(before, cur)}; alert above {rules.growth_factor} x)."
                         ),
                     },

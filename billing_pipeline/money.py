@@ -59,7 +59,7 @@ def _step(places: int) -> Decimal:
 
 def round_to(value: Decimal, places: int) -> Decimal:
     """``value`` to ``places`` decimals with ROUNDING, for what is not an amount of a currency
-    (ratios, 10^-12 cost shares, pixels). In the caller's decimal context, like the arithmetic that
+    (ratios, 10^-12 cost shares). In the caller's decimal context, like the arithmetic that
     made ``value``: a result with more digits than its precision raises InvalidOperation."""
     return value.quantize(_step(places), rounding=ROUNDING)
 

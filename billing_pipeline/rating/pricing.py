@@ -88,7 +88,8 @@ def per_unit_words(
     charge: Charge, quantity: int, currency: str, subject: str, rounded: Decimal, minor: int
 ) -> str:
     """A per_unit line's explanation from its rounded amount: the words of ``explain`` without
-    building a Priced, for rate_month's ~10^5 per-unit lines."""
+    building a Priced, for rate_month's ~10^5 per-unit lines. ``minor`` is no longer read
+    (fmt_money knows the currency's places); engine.py still passes it."""
     return (
         f"{fmt_quantity(quantity)} {subject} at {price_text(charge.unit_price, charge, currency)} = "
         f"{fmt_money(rounded, currency)}"

@@ -1,14 +1,22 @@
-"""Money rules, in one place: Decimal from price to total, one rounding per line.
+"""Money rules, in one place: Decimal from price to total, one rounding per line, money as text.
 
 Rounding mode: ROUND_HALF_UP (ties away from zero, as Lago, Kill Bill and PostgreSQL's
 ``round(numeric)`` do) to the currency's minor unit. Unrounded amounts keep full precision; only a
 line's amount and the tax are quantized, and every total is a sum of quantized numbers.
+
+Every rounding of the package is a function here (``round_money``, ``truncate_money``,
+``round_to``, ``round_units``, ``percent``, ``round_div_expr``) and so is every amount written as
+text (``amount_text`` for documents and payloads; ``fmt_money``, ``fmt_exact_money``,
+``fmt_unit_price``, ``fmt_number`` for people): a second copy elsewhere drifts, so
+billing_pipeline_tests/test_one_money_rule.py fails on one.
 """
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
+
+import polars as pl
 
 ROUNDING = ROUND_HALF_UP
 
@@ -23,14 +31,56 @@ _CONTEXT = Context(
 )  # passed explicitly: no thread-local context switch per call
 
 
+def minor_places(currency: str) -> int:
+    """Decimal places of the currency's minor unit: 2 for USD, 0 for JPY, 3 for KWD."""
+    return MINOR_UNITS.get(currency.upper(), 2)
+
+
 @lru_cache(maxsize=64)
 def minor_unit(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-MINOR_UNITS.get(currency.upper(), 2))
+    return Decimal(1).scaleb(-minor_places(currency))
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
     """Quantize to the currency's minor unit with the documented mode."""
     return amount.quantize(minor_unit(currency), rounding=ROUNDING, context=_CONTEXT)
+
+
+def truncate_money(amount: Decimal, currency: str) -> Decimal:
+    """Cut (toward zero) to the currency's minor unit: the part of an amount that is surely there,
+    for a credit grant's balance or a share whose remainder is handed out afterwards."""
+    return amount.quantize(minor_unit(currency), rounding=ROUND_DOWN, context=_CONTEXT)
+
+
+@lru_cache(maxsize=16)
+def _step(places: int) -> Decimal:
+    return Decimal(1).scaleb(-places)
+
+
+def round_to(value: Decimal, places: int) -> Decimal:
+    """``value`` to ``places`` decimals with ROUNDING, for what is not an amount of a currency
+    (ratios, 10^-12 cost shares). In the caller's decimal context, like the arithmetic that
+    made ``value``: a result with more digits than its precision raises InvalidOperation."""
+    return value.quantize(_step(places), rounding=ROUNDING)
+
+
+def round_units(value: Decimal) -> int:
+    """Whole units (seconds, tokens) with ROUNDING; InvalidOperation as ``round_to``."""
+    return int(round_to(value, 0))
+
+
+def percent(part: Decimal, whole: Decimal, places: int = 1) -> Decimal:
+    """``part`` as a percentage of ``whole`` (not zero) to ``places`` decimals with ROUNDING."""
+    return round_to(part / whole * 100, places)
+
+
+def round_div_expr(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
+    """numerator / denominator to a whole number with ROUNDING (ties away from zero), in integers
+    of the numerator's type: exact where a float or Decimal division would not be."""
+    a = numerator.abs()
+    q = a // denominator
+    r = a - q * denominator
+    return pl.when(2 * r >= denominator).then(q + 1).otherwise(q) * numerator.sign()
 
 
 def exact(value: Decimal | int | str) -> Decimal:
@@ -52,19 +102,52 @@ def from_micros(micros: int) -> Decimal:
     return Decimal(micros).scaleb(-6)
 
 
+def amount_text(amount: Decimal, currency: str, *, lossless: bool = False) -> str:
+    """An amount as documents and payloads write it: a plain decimal string at the currency's
+    minor unit ('1234.50', '1234' for JPY). ``lossless``: an amount with more decimals than that
+    (a stored value read back) keeps them all instead of being rounded away."""
+    rounded = round_money(amount, currency)
+    if lossless and rounded != amount:
+        return str(amount.normalize())
+    return str(rounded)
+
+
+def fmt_number(value: Decimal, places: int) -> str:
+    """'1,234.57': grouped, rounded to ``places`` decimals with ROUNDING, no currency (a run's
+    totals over several currencies)."""
+    return f"{round_to(value, places):,.{places}f}"
+
+
+def _with_currency(text: str, currency: str) -> str:
+    """'$1,234.50' for USD (the sign before the symbol), '1,234.50 EUR' otherwise."""
+    if currency.upper() == "USD":
+        return f"-${text[1:]}" if text.startswith("-") else f"${text}"
+    return f"{text} {currency.upper()}"
+
+
 def fmt_money(amount: Decimal, currency: str, places: int | None = None) -> str:
     """'$1,234.50' for USD, '1,234.50 EUR' otherwise: for PDFs and explanations. Rounded to the
     currency's minor unit, or printed exactly to ``places`` decimals when more are asked for (a
     chart axis in steps of $0.0025)."""
-    minor = MINOR_UNITS.get(currency.upper(), 2)
+    minor = minor_places(currency)
     if places is None or places <= minor:
         q, places = round_money(amount, currency), minor
     else:
         q = amount
-    text = f"{q:,.{places}f}"
-    if currency.upper() == "USD":
-        return f"-${text[1:]}" if text.startswith("-") else f"${text}"
-    return f"{text} {currency.upper()}"
+    return _with_currency(f"{q:,.{places}f}", currency)
+
+
+def fmt_exact_money(amount: Decimal, currency: str) -> str:
+    """An unrounded amount (a tier's subtotal) with all its decimals, at least two: '$1,234.5625',
+    '1,234.00 JPY'; shown next to the rounded line amount it adds up to."""
+    places = max(2, -amount.as_tuple().exponent)  # two even where the minor unit has 0 or 3
+    return _with_currency(f"{amount:,.{places}f}", currency)
+
+
+def fmt_unit_price(price: Decimal, currency: str) -> str:
+    """A unit price as the catalog wrote it, with the currency: '$0.0025', '0.010 EUR' (not
+    grouped: prices are read digit by digit)."""
+    return _with_currency(fmt_price(price), currency)
 
 
 def fmt_price(price: Decimal) -> str:

@@ -34,6 +34,7 @@ from billing_pipeline.defs.resources import (
     resources_from_env,
     step_io_manager,
 )
+from billing_pipeline.money import fmt_number, percent
 from billing_pipeline.periods import month_of, parse_month
 
 RANGE_START = "dagster/asset_partition_range_start"
@@ -78,7 +79,7 @@ class MonthEndSummary:
         return self.revenue - self.provider_cost
 
     def table(self) -> str:
-        pct = f" ({self.margin / self.revenue * 100:.1f} %)" if self.revenue else ""
+        pct = f" ({percent(self.margin, self.revenue)} %)" if self.revenue else ""
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(self.quarantined_by_reason.items()))
         kinds = ", ".join(
             f"{k.replace('_', ' ')} {n}" for k, n in sorted(self.quarantined_by_kind.items())
@@ -86,11 +87,11 @@ class MonthEndSummary:
         rows = [
             ("month", self.month),
             ("customers invoiced", str(self.invoices)),
-            ("total revenue (excl. tax)", f"{self.revenue:,.2f}"),
-            ("total billed (incl. tax)", f"{self.billed_incl_tax:,.2f}"),
-            ("total provider cost", f"{self.provider_cost:,.2f}"),
-            ("  of which unattributed", f"{self.unattributed_cost:,.2f}"),
-            ("margin", f"{self.margin:,.2f}{pct}"),
+            ("total revenue (excl. tax)", fmt_number(self.revenue, 2)),
+            ("total billed (incl. tax)", fmt_number(self.billed_incl_tax, 2)),
+            ("total provider cost", fmt_number(self.provider_cost, 2)),
+            ("  of which unattributed", fmt_number(self.unattributed_cost, 2)),
+            ("margin", fmt_number(self.margin, 2) + pct),
             ("quarantined rows", f"{self.quarantined}" + (f" ({reasons})" if reasons else "")),
             ("  by kind", kinds or "none"),
             (

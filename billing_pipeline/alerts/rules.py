@@ -13,18 +13,18 @@ import calendar
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.money import ZERO, fmt_money, round_money
+from billing_pipeline.money import ZERO, amount_text, fmt_money, percent, round_to
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.schema import COST_DECIMAL
 
 THRESHOLDS = (50, 75, 90, 100)
-SCALE = Decimal(1).scaleb(-12)  # COST_DECIMAL's scale
+SCALE = COST_DECIMAL.scale  # a day's share of a line, in the spend column's decimals
 SPEND_SCHEMA = {"customer_id": pl.String, "day": pl.Date, "spend": COST_DECIMAL}
 
 
@@ -68,9 +68,9 @@ def daily_spend(usage: pl.DataFrame, catalog: Catalog, through: dt.date) -> pl.D
             total = sum(d["quantity"] for d in days)
             for d in days:  # one entry per line, day and model: aggregated, not per event
                 key = (customer, dt.date.fromisoformat(d["day"]))
-                rows[key] = rows.get(key, ZERO) + (
-                    Decimal(amount) * d["quantity"] / total
-                ).quantize(SCALE)
+                rows[key] = rows.get(key, ZERO) + round_to(
+                    Decimal(amount) * d["quantity"] / total, SCALE
+                )
     return pl.DataFrame(
         [(c, d, v) for (c, d), v in sorted(rows.items())], schema=SPEND_SCHEMA, orient="row"
     )
@@ -93,10 +93,6 @@ def projected(mtd: Decimal, day: dt.date) -> Decimal:
     return mtd * days / day.day
 
 
-def _money(value: Decimal, currency: str) -> str:
-    return str(round_money(value, currency))
-
-
 def limit_alerts(
     spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()
 ) -> list[Alert]:
@@ -109,7 +105,7 @@ def limit_alerts(
         if not limit:
             continue
         mtd = month_to_date(spend, cid, day)
-        used = (mtd / limit * 100).quantize(Decimal("0.1"), ROUND_HALF_UP)
+        used = percent(mtd, limit)
         forecast = projected(mtd, day)
         cur = customer.currency
         for threshold in rules.thresholds:
@@ -130,16 +126,16 @@ def limit_alerts(
                         "currency": cur,
                         "threshold_percent": threshold,
                         "percent_used": str(used),
-                        "spend_to_date": _money(mtd, cur),
-                        "monthly_limit": _money(limit, cur),
-                        "projected_month_end": _money(forecast, cur),
+                        "spend_to_date": amount_text(mtd, cur),
+                        "monthly_limit": amount_text(limit, cur),
+                        "projected_month_end": amount_text(forecast, cur),
                         "days_elapsed": day.day,
                         "days_in_month": days_in_month,
                         "message": (
                             f"Usage charges for {period} reached {used} % of your monthly limit of "
-                            f"{fmt_money(limit, cur)} ({threshold} % threshold): {fmt_money(round_money(mtd, cur), cur)} "
+                            f"{fmt_money(limit, cur)} ({threshold} % threshold): {fmt_money(mtd, cur)} "
                             f"in {day.day} of {days_in_month} days. At this rate the month ends at "
-                            f"{fmt_money(round_money(forecast, cur), cur)}."
+                            f"{fmt_money(forecast, cur)}."
                         ),
                     },
                 )
@@ -166,11 +162,11 @@ def spike_alerts(
             "period": period,
             "as_of": day.isoformat(),
             "currency": cur,
-            "spend_to_date": _money(mtd, cur),
-            "projected_month_end": _money(projected(mtd, day), cur),
+            "spend_to_date": amount_text(mtd, cur),
+            "projected_month_end": amount_text(projected(mtd, day), cur),
             "monthly_limit": None
             if catalog.customers.get(cid) is None or catalog.customers[cid].monthly_limit is None
-            else _money(catalog.customers[cid].monthly_limit, cur),
+            else amount_text(catalog.customers[cid].monthly_limit, cur),
         }
         if today >= rules.min_spend and mean > 0 and today > rules.spike_factor * mean:
             aid = f"spike:{cid}:{day.isoformat()}"
@@ -184,13 +180,13 @@ def spike_alerts(
                         **common,
                         "alert_id": aid,
                         "type": "daily_spike",
-                        "day_spend": _money(today, cur),
-                        "trailing_7_day_mean": _money(mean, cur),
+                        "day_spend": amount_text(today, cur),
+                        "trailing_7_day_mean": amount_text(mean, cur),
                         "factor": str(rules.spike_factor),
                         "message": (
-                            f"Usage charges on {day.isoformat()} were {fmt_money(round_money(today, cur), cur)}, "
-                            f"{(today / mean).quantize(Decimal('0.1'))} x the trailing 7-day mean of "
-                            f"{fmt_money(round_money(mean, cur), cur)} (alert above {rules.spike_factor} x)."
+                            f"Usage charges on {day.isoformat()} were {fmt_money(today, cur)}, "
+                            f"{round_to(today / mean, 1)} x the trailing 7-day mean of "
+                            f"{fmt_money(mean, cur)} (alert above {rules.spike_factor} x)."
                         ),
                     },
                 )
@@ -207,13 +203,13 @@ def spike_alerts(
                         **common,
                         "alert_id": aid,
                         "type": "weekly_growth",
-                        "last_7_days": _money(week, cur),
-                        "previous_7_days": _money(before, cur),
+                        "last_7_days": amount_text(week, cur),
+                        "previous_7_days": amount_text(before, cur),
                         "factor": str(rules.growth_factor),
                         "message": (
-                            f"Usage charges in the 7 days to {day.isoformat()} were {fmt_money(round_money(week, cur), cur)}, "
-                            f"{(week / before * 100 - 100).quantize(Decimal('1'))} % more than the 7 days before "
-                            f"({fmt_money(round_money(before, cur), cur)}; alert above {rules.growth_factor} x)."
+                            f"Usage charges in the 7 days to {day.isoformat()} were {fmt_money(week, cur)}, "
+                            f"{round_to(week / before * 100 - 100, 0)} % more than the 7 days before "
+                            f"({fmt_money(before, cur)}; alert above {rules.growth_factor} x)."
                         ),
                     },
                 )
@@ -235,8 +231,8 @@ def over_hard_cap(spend: pl.DataFrame, catalog: Catalog, day: dt.date) -> list[d
                     "period": day.strftime("%Y-%m"),
                     "as_of": day.isoformat(),
                     "currency": customer.currency,
-                    "spend_to_date": _money(mtd, customer.currency),
-                    "hard_cap": _money(customer.hard_cap, customer.currency),
+                    "spend_to_date": amount_text(mtd, customer.currency),
+                    "hard_cap": amount_text(customer.hard_cap, customer.currency),
                     "keys": sorted([*customer.keys, *(k.key for k in customer.dated_keys)]),
                 }
             )

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from billing_pipeline.documents.kinds import KIND_ADJUSTMENT, KIND_CREDIT_NOTE
-from billing_pipeline.money import ZERO, exact, fmt_money, fmt_quantity, round_money
+from billing_pipeline.money import ZERO, amount_text, exact, fmt_money, fmt_quantity, round_money
 
 ORIGIN_LATE_USAGE = "late_usage"
 ORIGIN_MANUAL = "manual"
@@ -144,9 +144,9 @@ def correction_credits(
     return [
         {
             **{k: g[k] for k in ("grant", "granted", "expires", "status")},
-            "opening": str(round_money(opening[g["grant"]], currency)),
-            "applied": str(round_money(take[g["grant"]], currency)),
-            "closing": str(round_money(opening[g["grant"]] - take[g["grant"]], currency)),
+            "opening": amount_text(opening[g["grant"]], currency),
+            "applied": amount_text(take[g["grant"]], currency),
+            "closing": amount_text(opening[g["grant"]] - take[g["grant"]], currency),
         }
         for g in grants
     ]
@@ -176,11 +176,11 @@ def _document(
         "issue_date": None,
         "due_date": None,
         "lines": lines,
-        "subtotal": str(round_money(subtotal, currency)),
-        "tax": str(round_money(tax, currency)),
-        "credits_applied": str(round_money(credits_applied, currency)),
+        "subtotal": amount_text(subtotal, currency),
+        "tax": amount_text(tax, currency),
+        "credits_applied": amount_text(credits_applied, currency),
         "credits": credits or [],
-        "total": str(round_money(total, currency)),
+        "total": amount_text(total, currency),
         "usage_by_day": [],
         "disclosure": {"plan_table": [], "summary": reason, "worked_example": ""},
     }
@@ -222,7 +222,7 @@ def late_usage_correction(
                 "unit_size": line.get("unit_size") or 1,
                 "unit_price": line.get("unit_price"),
                 "pricing": line.get("pricing"),
-                "amount": str(round_money(da, currency)),
+                "amount": amount_text(da, currency),
                 "tiers": [],
                 "explanation": _explain(number, line.get("unit") or "", currency, before, after),
                 "consideration": line.get("consideration"),

@@ -17,7 +17,7 @@ from operator import itemgetter
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.money import ZERO, fmt_money, round_money
+from billing_pipeline.money import ZERO, amount_text, fmt_money, round_money
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.rating.credits import apply_credits
 from billing_pipeline.rating.pricing import describe_prices
@@ -52,7 +52,7 @@ def _spend_by_day(rows: list[dict], currency: str) -> list[dict]:
             cell[0] += d["quantity"]
             cell[1] += amount * d["quantity"] / row["quantity"]
     return [
-        {"day": day, "model": model, "quantity": q, "amount": str(round_money(a, currency))}
+        {"day": day, "model": model, "quantity": q, "amount": amount_text(a, currency)}
         for (day, model), (q, a) in sorted(cells.items())
     ]
 
@@ -201,14 +201,14 @@ def build_documents(
                     "name": " / ".join(catalog.plans[p].name for p in plan_ids),
                 },
                 "lines": doc_lines,
-                "subtotal": str(round_money(subtotal, currency)),
+                "subtotal": amount_text(subtotal, currency),
                 "tax_rate": str(customer.tax.rate),
                 "tax": str(tax),
                 "reverse_charge": customer.tax.reverse_charge,
                 "tax_note": REVERSE_CHARGE_NOTE if customer.tax.reverse_charge else "",
                 "credits_applied": str(credits_applied),
                 "credits": [b.as_json() for b in credit.balances],
-                "total": str(round_money(subtotal + tax - credits_applied, currency)),
+                "total": amount_text(subtotal + tax - credits_applied, currency),
                 "usage_by_day": _spend_by_day(rows, currency),
                 "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
             }

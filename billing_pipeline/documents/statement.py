@@ -21,13 +21,13 @@ import datetime as dt
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.documents.invoice import build_documents
-from billing_pipeline.money import ZERO, minor_unit, round_money
+from billing_pipeline.money import ZERO, amount_text, minor_unit, percent, round_div_expr
 from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
@@ -76,11 +76,6 @@ def month_to_date(usage: pl.DataFrame | pl.LazyFrame, day: dt.date) -> pl.DataFr
     )
 
 
-def _round_half_up_int(numerator: pl.Expr, denominator: int) -> pl.Expr:
-    """round(numerator / denominator) half up, for non-negative integers, in integers."""
-    return (2 * numerator + denominator) // (2 * denominator)
-
-
 def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     """The month's usage at the current run rate: days 1..D as they happened, plus synthetic
     events on days D+1..N so that each (customer, provider, model, meter, dimensions) reaches
@@ -97,9 +92,7 @@ def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     extra = (
         usage_mtd.group_by(keys)
         .agg(pl.sum("quantity").alias("so_far"))
-        .with_columns(
-            (_round_half_up_int(pl.col("so_far") * n, d) - pl.col("so_far")).alias("extra")
-        )
+        .with_columns((round_div_expr(pl.col("so_far") * n, d) - pl.col("so_far")).alias("extra"))
         .join(later, how="cross")
         .with_columns(
             (
@@ -207,7 +200,7 @@ def limit_used_pct(usage_charges: Decimal, limit: Decimal | None) -> str | None:
     (alerts/rules.py limit_alerts)."""
     if not limit:
         return None
-    return str((usage_charges / limit * 100).quantize(Decimal("0.1"), ROUND_HALF_UP))
+    return str(percent(usage_charges, limit))
 
 
 def _totals(doc: dict) -> dict:
@@ -295,7 +288,7 @@ def _statement(
         by_project.setdefault(key, {})[meter] = q
         units_by_meter[meter] += q
     days = [start + dt.timedelta(days=i) for i in range(day.day)]
-    zero = str(round_money(ZERO, currency))
+    zero = amount_text(ZERO, currency)
     day_cells = _sum_by(cells, "day")
     by_day = {r["day"]: r for r in day_cells}
     allowances = _allowances(catalog, doc["lines"], rows)
@@ -306,14 +299,12 @@ def _statement(
         projection = {
             "method": PROJECTION_METHOD,
             **_totals(projected),
-            "usage_charges": str(
-                round_money(
-                    sum(
-                        (Decimal(ln["amount"]) for ln in projected["lines"] if _tied_to_units(ln)),
-                        ZERO,
-                    ),
-                    currency,
-                )
+            "usage_charges": amount_text(
+                sum(
+                    (Decimal(ln["amount"]) for ln in projected["lines"] if _tied_to_units(ln)),
+                    ZERO,
+                ),
+                currency,
             ),
             "limit_used_pct": None,
         }
@@ -334,9 +325,9 @@ def _statement(
         "plan": doc["plan"],
         "spend_so_far": {
             **_totals(doc),
-            "usage_charges": str(round_money(usage_charges, currency)),
-            "other_charges": str(
-                round_money(sum((Decimal(o["amount"]) for o in other), ZERO), currency)
+            "usage_charges": amount_text(usage_charges, currency),
+            "other_charges": amount_text(
+                sum((Decimal(o["amount"]) for o in other), ZERO), currency
             ),
         },
         "other_charges": other,
@@ -358,8 +349,8 @@ def _statement(
         "allowance": allowances,
         "allowance_remaining": sum(a["remaining"] for a in allowances) if allowances else None,
         "credits": doc["credits"],
-        "credits_remaining": str(
-            round_money(sum((Decimal(c["closing"]) for c in active), ZERO), currency)
+        "credits_remaining": amount_text(
+            sum((Decimal(c["closing"]) for c in active), ZERO), currency
         ),
         "monthly_limit": None if limit is None else str(limit),
         "limit_used_pct": limit_used_pct(usage_charges, limit),

@@ -36,7 +36,7 @@ from billing_pipeline.ledger.tables import (
     metadata,
     month_checks,
 )
-from billing_pipeline.money import exact, from_micros, round_money, to_micros
+from billing_pipeline.money import amount_text, exact, from_micros, to_micros
 
 DEFAULT_URL = "sqlite:///billing_ledger.sqlite3"
 MIGRATIONS_DIR = shipped.migrations_dir()  # importlib.resources: the same folder in a wheel
@@ -88,13 +88,6 @@ def canonical_json(doc: dict) -> str:
 
 def load_document(text_: str) -> dict:
     return json.loads(text_, parse_float=Decimal)
-
-
-def _money_text(micros: int, currency: str) -> str:
-    """Micro-units back to a decimal string at the currency's precision (more only if stored)."""
-    amount = from_micros(micros)
-    rounded = round_money(amount, currency)
-    return str(rounded if rounded == amount else amount.normalize())
 
 
 def _micros(value: str | int | Decimal) -> int:
@@ -561,10 +554,16 @@ class Ledger:
                     )
                 },
                 "references": row["references_number"],
-                "subtotal": _money_text(row["subtotal_micros"], row["currency"]),
-                "tax": _money_text(row["tax_micros"], row["currency"]),
-                "credits_applied": _money_text(row["credits_micros"], row["currency"]),
-                "total": _money_text(row["total_micros"], row["currency"]),
+                "subtotal": amount_text(
+                    from_micros(row["subtotal_micros"]), row["currency"], lossless=True
+                ),
+                "tax": amount_text(from_micros(row["tax_micros"]), row["currency"], lossless=True),
+                "credits_applied": amount_text(
+                    from_micros(row["credits_micros"]), row["currency"], lossless=True
+                ),
+                "total": amount_text(
+                    from_micros(row["total_micros"]), row["currency"], lossless=True
+                ),
             }
             for row in rows
         ]

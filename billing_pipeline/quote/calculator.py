@@ -28,11 +28,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from billing_pipeline import shipped
 from billing_pipeline.catalog import Catalog, Charge
-from billing_pipeline.money import MINOR_UNITS, fmt_money
+from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_unit_price
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.quote.quote import quote, quote_provider
 from billing_pipeline.rating.engine import _period_label, _subject
-from billing_pipeline.rating.pricing import _money, describe_prices, price_text
+from billing_pipeline.rating.pricing import describe_prices, price_text
 from billing_pipeline.rating.vectorized import charge_rows
 from billing_pipeline.schema import METERS, model_family_expr, unit_name
 
@@ -188,7 +188,7 @@ def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, mont
         "price_text": price_text(priced.unit_price, priced, currency)
         if priced.unit_price is not None
         else None,
-        "package_price_text": _money(priced.package_price, currency)
+        "package_price_text": fmt_unit_price(priced.package_price, currency)
         if priced.package_price is not None
         else None,
         "prices": describe_prices(priced, currency),

@@ -19,10 +19,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from billing_pipeline.catalog.model import Credit
-from billing_pipeline.money import ZERO, minor_unit, round_money
+from billing_pipeline.money import ZERO, round_money, truncate_money
 from billing_pipeline.periods import parse_month
 
 
@@ -67,7 +67,6 @@ def apply_credits(
     """Draw this month's invoice (``subtotal``, tax excluded) from the customer's grants."""
     _, end = parse_month(month)
     last_day = end - dt.timedelta(days=1)
-    unit = minor_unit(currency)
     due = max(round_money(subtotal, currency), ZERO)
     order = sorted(
         range(len(grants)), key=lambda i: (grants[i].expires or dt.date.max, grants[i].from_, i)
@@ -75,14 +74,14 @@ def apply_credits(
     applied: dict[int, Decimal] = {}
     for i in order:
         g = grants[i]
-        opening = (g.amount - used_before.get(i, ZERO)).quantize(unit, rounding=ROUND_DOWN)
+        opening = truncate_money(g.amount - used_before.get(i, ZERO), currency)
         usable = g.from_ <= last_day and (g.expires is None or g.expires >= last_day)
-        take = (min(opening, due) if usable and opening > 0 else ZERO).quantize(unit)
+        take = round_money(min(opening, due) if usable and opening > 0 else ZERO, currency)
         applied[i] = take
         due -= take
     balances = []
     for i, g in enumerate(grants):
-        opening = (g.amount - used_before.get(i, ZERO)).quantize(unit, rounding=ROUND_DOWN)
+        opening = truncate_money(g.amount - used_before.get(i, ZERO), currency)
         status = (
             "not_yet_valid"
             if g.from_ > last_day

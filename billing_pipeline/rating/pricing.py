@@ -13,7 +13,7 @@ from decimal import Context, Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Charge
-from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_price, fmt_quantity
+from billing_pipeline.money import fmt_money, fmt_quantity, fmt_unit_price, minor_places
 from billing_pipeline.rating.vectorized import (
     I64_MAX,
     SCALE,
@@ -80,34 +80,19 @@ def price_text(price: Decimal, charge: Charge, currency: str) -> str:
     text = _PRICE_TEXTS.get(key)
     if text is None:
         per = "per GPU-hour" if gpu_hour else per_units(charge.unit_size)
-        text = _PRICE_TEXTS[key] = f"{_money(price, currency)} {per}"
+        text = _PRICE_TEXTS[key] = f"{fmt_unit_price(price, currency)} {per}"
     return text
-
-
-def _money(value: Decimal, currency: str) -> str:
-    """Prices keep their own precision ($0.0025); amounts are shown to the cent."""
-    symbol = "$" if currency == "USD" else ""
-    suffix = "" if currency == "USD" else f" {currency}"
-    return f"{symbol}{fmt_price(value)}{suffix}"
-
-
-def _fmt_rounded(rounded: Decimal, minor: int, currency: str) -> str:
-    """fmt_money of a line amount already rounded half up to ``minor`` places by the integer
-    arithmetic (the same digits fmt_money would round to, without a Decimal context per line)."""
-    text = f"{rounded:,.{minor}f}"
-    if currency.upper() == "USD":
-        return f"-${text[1:]}" if text.startswith("-") else f"${text}"
-    return f"{text} {currency.upper()}"
 
 
 def per_unit_words(
     charge: Charge, quantity: int, currency: str, subject: str, rounded: Decimal, minor: int
 ) -> str:
     """A per_unit line's explanation from its rounded amount: the words of ``explain`` without
-    building a Priced, for rate_month's ~10^5 per-unit lines."""
+    building a Priced, for rate_month's ~10^5 per-unit lines. ``minor`` is no longer read
+    (fmt_money knows the currency's places); engine.py still passes it."""
     return (
         f"{fmt_quantity(quantity)} {subject} at {price_text(charge.unit_price, charge, currency)} = "
-        f"{_fmt_rounded(rounded, minor, currency)}"
+        f"{fmt_money(rounded, currency)}"
     )
 
 
@@ -176,7 +161,7 @@ def explain(
 ) -> Priced:
     """The line's Priced from its vectorized result (``price_lines``): numbers are read from the
     rows, only the words are made here. ``charge`` carries the prices of the line's period."""
-    minor = MINOR_UNITS.get(currency.upper(), 2)
+    minor = minor_places(currency)
     if amount_rows:
         row = amount_rows[0]
         amount = exact_amount(row["numerator"], row["denominator"])
@@ -193,7 +178,7 @@ def explain(
         packages = slice_rows[0]["counted"] if slice_rows else 0
         text = (
             f"{what} = {packages:,} package{'s' if packages != 1 else ''} of "
-            f"{charge.package_size:,} at {_money(charge.package_price, currency)} = "
+            f"{charge.package_size:,} at {fmt_unit_price(charge.package_price, currency)} = "
             f"{fmt_money(amount, currency)}"
         )
         return Priced(amount, charge.package_price, [], text, rounded)
@@ -245,7 +230,7 @@ def describe_prices(charge: Charge, currency: str) -> str:
     if charge.pricing == "per_unit":
         return price_text(charge.unit_price, charge, currency)
     if charge.pricing == "package":
-        return f"{_money(charge.package_price, currency)} per package of {charge.package_size:,} {unit_name(charge.meters[0])}"
+        return f"{fmt_unit_price(charge.package_price, currency)} per package of {charge.package_size:,} {unit_name(charge.meters[0])}"
     parts, lower = [], 0
     for tier in charge.tiers:
         band = (

@@ -24,7 +24,7 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog, Charge
-from billing_pipeline.money import MINOR_UNITS
+from billing_pipeline.money import minor_places, round_div_expr
 
 SCALE = 12
 I64_MAX = 2**63 - 1
@@ -67,7 +67,7 @@ def price_units(value: Decimal, where: str) -> int:
 
 def charge_rows(plan_id: str, charge: Charge, currency: str) -> list[dict]:
     """The charge's price table: one row per price period and tier."""
-    minor = MINOR_UNITS.get(currency.upper(), 2)
+    minor = minor_places(currency)
     rows = []
     for period in [None, *(p.from_ for p in charge.prices or [])]:
         c = charge.price_from(period)
@@ -127,14 +127,6 @@ def table_frame(rows: Iterable[dict]) -> pl.DataFrame:
 
 def _ceil_div(x: pl.Expr, size: pl.Expr) -> pl.Expr:
     return -((-x) // size)  # integers only: no float on large quantities
-
-
-def _round_half_up(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
-    """numerator / denominator to the nearest integer, ties away from zero (money.ROUNDING)."""
-    a = numerator.abs()
-    q = a // denominator
-    r = a - q * denominator
-    return (q + (2 * r >= denominator).cast(I128)) * numerator.sign()
 
 
 def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -226,7 +218,7 @@ def price_lines(lines: pl.DataFrame, table: pl.DataFrame) -> tuple[pl.DataFrame,
             "line_id",
             "numerator",
             denominator.alias("denominator"),
-            _round_half_up(pl.col("numerator"), per_minor).alias("amount_minor"),
+            round_div_expr(pl.col("numerator"), per_minor).alias("amount_minor"),
             "minor",
         )
         .collect()

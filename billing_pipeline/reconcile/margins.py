@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import polars as pl
 
-from billing_pipeline.money import minor_unit
+from billing_pipeline.money import truncate_money
 from billing_pipeline.schema import COST_DECIMAL
 
 RECONCILIATION_SCHEMA: dict[str, pl.DataType] = {
@@ -44,11 +44,8 @@ def allocate_revenue(lines: pl.DataFrame) -> pl.DataFrame:
             rows[key] = rows.get(key, Decimal(0)) + amount
             continue
         total = sum(p["quantity"] for p in parts)
-        cent = minor_unit(currency)
         shares = [
-            (amount * p["quantity"] / total).quantize(cent, rounding="ROUND_DOWN")
-            if total
-            else Decimal(0)
+            truncate_money(amount * p["quantity"] / total, currency) if total else Decimal(0)
             for p in parts
         ]
         largest = max(range(len(parts)), key=lambda i: parts[i]["quantity"])

@@ -12,7 +12,8 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.rating.vectorized import I128, _round_half_up, price_units
+from billing_pipeline.money import round_div_expr
+from billing_pipeline.rating.vectorized import I128, price_units
 from billing_pipeline.schema import COST_DECIMAL
 from billing_pipeline.usage import dimensions_match, models_match
 
@@ -101,7 +102,7 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
         )
         .join(_price_book(catalog), on="entry", how="left")
     )
-    computed = _round_half_up(
+    computed = round_div_expr(
         pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128)
     )
     as_cost = (computed.cast(pl.Decimal(38, 0)) * pl.lit(COST_SCALE)).cast(COST_DECIMAL)

@@ -16,7 +16,7 @@ import polars as pl
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from billing_pipeline import shipped
-from billing_pipeline.money import ZERO, exact, fmt_money
+from billing_pipeline.money import ZERO, exact, fmt_money, percent
 from billing_pipeline.rendering.pdf import (
     FONT_EPOCH,
     FONTS_DIR,
@@ -36,7 +36,7 @@ def _sum(values) -> Decimal:
 
 
 def _pct(margin: Decimal, revenue: Decimal) -> str:
-    return f"{(margin / revenue * 100).quantize(Decimal('0.1'))} %" if revenue else "\u2014"
+    return f"{percent(margin, revenue)} %" if revenue else "\u2014"
 
 
 def margin_chart_svg(by_customer: list[dict], currency: str) -> str:

@@ -30,7 +30,6 @@ import xml.etree.ElementTree as ElementTree
 import zlib
 from collections import OrderedDict
 from datetime import date
-from decimal import Decimal
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -48,7 +47,13 @@ from billing_pipeline import money, shipped
 from billing_pipeline.atomic import write_bytes
 from billing_pipeline.documents import chart
 from billing_pipeline.documents.chart import usage_chart_svg
-from billing_pipeline.money import exact, fmt_money, fmt_price, fmt_quantity
+from billing_pipeline.money import (
+    exact,
+    fmt_exact_money,
+    fmt_money,
+    fmt_quantity,
+    fmt_unit_price,
+)
 
 TEMPLATES_DIR = (
     shipped.shipped_templates_dir()
@@ -160,23 +165,11 @@ def _period_text(start: str, end: str) -> str:
     return f"{_date_text(start)} \u2013 {_date_text(end)}"
 
 
-def _exact_money(value: str | Decimal, currency: str) -> str:
-    """An unrounded amount (tier subtotals): all its decimals, at least the currency's two."""
-    text = fmt_price(exact(value))
-    whole, _, frac = text.partition(".")
-    grouped = f"{int(whole.lstrip('-') or 0):,}"
-    sign = "-" if text.startswith("-") else ""
-    if currency.upper() == "USD":
-        return f"{sign}${grouped}.{frac}"
-    return f"{sign}{grouped}.{frac} {currency.upper()}"
-
-
 def _price_text(price: str | None, unit_size: int, unit: str, currency: str) -> str:
     """'$0.010 / 1K tokens', '$500.00 / month'."""
     if price is None:
         return "tiered"
-    amount = fmt_price(exact(price))
-    amount = f"${amount}" if currency.upper() == "USD" else f"{amount} {currency.upper()}"
+    amount = fmt_unit_price(exact(price), currency)
     size = int(unit_size or 1)
     if size == 1:
         per = unit[:-1] if unit.endswith("s") and len(unit) > 3 else unit
@@ -210,8 +203,8 @@ def _line_view(line: dict, currency: str) -> dict:
                 "label": f"Tier {tier['tier']}: {span} {unit}".strip(),
                 "quantity": _quantity_text(tier["quantity"], unit),
                 "unit_price": _price_text(tier.get("unit_price"), line["unit_size"], unit, currency)
-                + (f" + {_exact_money(flat, currency)} flat" if flat else ""),
-                "amount": _exact_money(tier["amount"], currency),
+                + (f" + {fmt_exact_money(flat, currency)} flat" if flat else ""),
+                "amount": fmt_exact_money(exact(tier["amount"]), currency),
             }
         )
     return {

@@ -31,9 +31,10 @@ from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.quote.quote import _provider, quote
-from billing_pipeline.rating.engine import _period_label, _subject
 from billing_pipeline.rating.pricing import _money, describe_prices, price_text
 from billing_pipeline.rating.vectorized import charge_rows
+from billing_pipeline.rating.wording import period_label as _period_label
+from billing_pipeline.rating.wording import subject as _subject
 from billing_pipeline.schema import METERS, model_family_expr, unit_name
 
 PAGE_TEMPLATE = "calculator.html.j2"

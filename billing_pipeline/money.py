@@ -161,3 +161,56 @@ def fmt_price(price: Decimal) -> str:
 
 def fmt_quantity(quantity: int | Decimal) -> str:
     return f"{quantity:,}"
+
+
+# --- polars expressions ------------------------------------------------------------------------
+# The same texts as fmt_quantity, fmt_money and str(Decimal) above, for a whole column of amounts
+# at once: rating words ~10^5 per-unit lines a month this way instead of one Python call each.
+# Amounts are integers in the currency's minor unit; the frame carries ``currency``, ``minor``
+# (its minor digits) and ``pow10`` (10^minor).
+
+
+def fmt_int_expr(value: pl.Expr) -> pl.Expr:
+    """fmt_quantity as an expression: 1234567 -> '1,234,567' (any int64), by integer arithmetic
+    per group of three digits (cheaper than a regex over the reversed digits)."""
+    a = value.abs()
+    text = None
+    for k in range(6, 0, -1):
+        high = a // 10 ** (3 * k)
+        group = (high % 1000).cast(pl.String)
+        group = pl.when(high >= 1000).then(group.str.zfill(3)).otherwise(group)
+        piece = pl.when(high > 0).then(group + ",").otherwise(pl.lit(""))
+        text = piece if text is None else text + piece
+    low = (a % 1000).cast(pl.String)
+    low = pl.when(a >= 1000).then(low.str.zfill(3)).otherwise(low)
+    return pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit("")) + text + low
+
+
+def _minor_parts(amount_minor: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """(sign, whole units, '.' + zero-padded minor digits or '') of an amount in minor units."""
+    a = amount_minor.abs()
+    sign = pl.when(amount_minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    frac = (
+        pl.when(pl.col("minor") > 0)
+        .then("." + (a % pl.col("pow10")).cast(pl.String).str.zfill(pl.col("minor")))
+        .otherwise(pl.lit(""))
+    )
+    return sign, a // pl.col("pow10"), frac
+
+
+def amount_text_expr(amount_minor: pl.Expr) -> pl.Expr:
+    """str(Decimal amount) from minor units: 123456 -> '1234.56' (an invoice line's ``amount``)."""
+    sign, whole, frac = _minor_parts(amount_minor)
+    return sign + whole.cast(pl.String) + frac
+
+
+def money_text_expr(amount_minor: pl.Expr) -> pl.Expr:
+    """fmt_money of an amount in minor units: '$1,234.56', '1,234.56 EUR'."""
+    sign, whole, frac = _minor_parts(amount_minor)
+    text = fmt_int_expr(whole) + frac
+    usd = pl.col("currency").str.to_uppercase() == "USD"
+    return (
+        pl.when(usd)
+        .then(sign + "$" + text)
+        .otherwise(sign + text + " " + pl.col("currency").str.to_uppercase())
+    )

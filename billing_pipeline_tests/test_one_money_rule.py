@@ -46,8 +46,6 @@ FORMAT_CALL_SPEC = re.compile(r"\{[^{}]*:[^{}]*,\.\d+f[^{}]*\}")
 # Functions left out, with the reason. An entry whose function is gone fails
 # test_each_exception_still_exists, so the list only shrinks.
 EXCEPTIONS = {
-    ("rating/engine.py", "money_text_expr"): "fmt_money in polars: moves into money.py with the "
-    "engine split",
     ("documents/chart.py", "_px"): "not money: chart coordinates to 0.1 px, half-even as the "
     "invoice PDFs have always been drawn (half up moves bars and changes the PDFs)",
 }

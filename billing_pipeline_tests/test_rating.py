@@ -364,8 +364,14 @@ def test_a_lazy_source_is_summed_in_slices_to_the_same_lines(monkeypatch):
 def test_line_words_written_by_polars_read_like_the_python_ones(currency):
     """The per-unit explanations are built as polars expressions; their numbers must print exactly
     as money.fmt_quantity / fmt_money and str(Decimal) print them (signs, separators, minor units)."""
-    from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_quantity
-    from billing_pipeline.rating.engine import amount_text_expr, fmt_int_expr, money_text_expr
+    from billing_pipeline.money import (
+        MINOR_UNITS,
+        amount_text_expr,
+        fmt_int_expr,
+        fmt_money,
+        fmt_quantity,
+        money_text_expr,
+    )
 
     values = [
         0,

@@ -31,9 +31,9 @@ from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_unit_price
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.quote.quote import quote, quote_provider
-from billing_pipeline.rating.engine import _period_label, _subject
 from billing_pipeline.rating.pricing import describe_prices, price_text
 from billing_pipeline.rating.vectorized import charge_rows
+from billing_pipeline.rating.wording import period_label, subject
 from billing_pipeline.schema import METERS, model_family_expr, unit_name
 
 PAGE_TEMPLATE = "calculator.html.j2"
@@ -200,8 +200,8 @@ def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, mont
             for c in charge.prices or []
             if c.from_ > day
         ],  # shown, not used: quote prices at day
-        "what": _subject(charge, []),
-        "period": _period_label(charge, price_from, month),
+        "what": subject(charge, []),
+        "period": period_label(charge, price_from, month),
     }
 
 

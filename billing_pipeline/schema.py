@@ -19,7 +19,7 @@ from billing_pipeline.providers import model_family_expr as model_family_expr
 UTC_DATETIME = pl.Datetime("us", "UTC")
 COST_DECIMAL = pl.Decimal(38, 12)
 
-# One row per source record and meter (DESIGN.md "Canonical usage event").
+# One row per source record and meter (README "Where the code differs": the canonical usage columns).
 USAGE_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.String,  # sha256 of source + natural key + meter: same record, same id
     "record_id": pl.String,  # sha256 of source + natural key: one source record (several meters)
@@ -53,7 +53,7 @@ QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "customer_id": pl.String,  # filled by attribution; null on money at risk holds the whole month
 }
 
-# Quarantine kinds (RELIABILITY.md 18). Money at risk holds issuing until fixed or waived;
+# Quarantine kinds (README "Money at risk is never lost in silence"). Money at risk holds issuing until fixed or waived;
 # not billable by design holds nothing; cost rows (unreadable provider cost pages) bill nobody,
 # so they hold nothing, but finance is told.
 KIND_MONEY_AT_RISK = "money_at_risk"

@@ -30,7 +30,7 @@ def deduplicate(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Keep one version of each source record; quarantine the others with the reason why.
 
-    RELIABILITY.md 1 and 2. An exact copy (same quantities) counts once: ``duplicate``. Different
+    An exact copy (same quantities) counts once: ``duplicate``. Different
     quantities in two exports: the later export is the provider's correction and wins; the earlier
     version is quarantined as ``restated`` (not billable by design, written to
     ``restated_usage.csv`` with old and new). Different quantities for one key inside ONE file mean

@@ -1,4 +1,4 @@
-"""The catalog: issuer, plans, customers and the provider price book (DESIGN.md "Catalog").
+"""The catalog: issuer, plans, customers and the provider price book (README "The catalog").
 
 Field names here are a public contract: finance writes them by hand, scripts generate them, and
 the cost calculator reads them. Money is a decimal *string* in YAML: a bare float such as

@@ -55,6 +55,7 @@ from billing_pipeline.delivery.smtp import (  # noqa: F401 - re-exported: the CL
     smtp_from_env,
 )
 from billing_pipeline.documents.kinds import KIND_INVOICE
+from billing_pipeline.issuing.month import file_stem
 from billing_pipeline.ledger.ledger import Ledger, audit, load_document
 from billing_pipeline.ledger.outbox import ERROR_LENGTH, INVOICE_EMAILS
 from billing_pipeline.ledger.tables import invoice_deliveries, invoices
@@ -509,9 +510,6 @@ def _message_for(
 ) -> EmailMessage | None:
     """The row's message, or None when its invoice was voided meanwhile. The JSON copy is the
     ledger's stored document text; the PDF must be the one whose sha256 was stored at issue."""
-    from billing_pipeline.issuing.month import (
-        file_stem,
-    )  # renders PDFs: import only when sending
 
     with ledger.engine.connect() as conn:
         inv = conn.execute(

@@ -16,6 +16,8 @@ from email import policy
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 
+from billing_pipeline.sources.api.client import redact  # the one redaction rule
+
 SECURITY_PORTS = {"none": 25, "starttls": 587, "ssl": 465}
 
 
@@ -66,8 +68,6 @@ def is_permanent(error: BaseException) -> bool:
 def describe(error: BaseException, secrets: tuple[str, ...] = ()) -> str:
     """The error as stored in the outbox and printed: the server's words, with the SMTP password
     and every other known secret redacted (a server may echo what it was sent)."""
-    from billing_pipeline.sources.api.client import redact  # the one redaction rule
-
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         text = "; ".join(
             f"{rcpt}: {code} {_text(resp)}" for rcpt, (code, resp) in error.recipients.items()

@@ -1,4 +1,4 @@
-"""Money at risk holds issuing (RELIABILITY.md 18): what the month-end could not bill, by whom.
+"""Money at risk holds issuing: what the month-end could not bill, by whom.
 
 Every month-end run replaces the period's ``held_records`` with its money-at-risk quarantine rows
 (unreadable or truncated files, missing next pages, bad or negative quantities, unresolved

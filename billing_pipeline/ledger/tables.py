@@ -143,7 +143,7 @@ month_checks = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False),
 )
 
-# Money at risk (revision 0005_holds, RELIABILITY.md 18): the month-end's quarantined records that
+# Money at risk (revision 0005_holds): the month-end's quarantined records that
 # could carry money, replaced by every month-end run like month_checks. Issuing refuses the
 # customers they name (all of the month when customer_id is null) until each is waived.
 held_records = Table(

@@ -13,7 +13,7 @@ because it rescales products and does not document half-up division. The lines a
 from those numbers (rating/wording.py), the fixed lines added (rating/fees.py) and, for the
 invoice chart, each line's units per day packed (rating/daily.py).
 
-Semantics (DESIGN.md "Catalog"), chosen where the design is silent:
+Semantics (README "The catalog"), chosen where the design is silent:
 - per-unit charges get one line per provider and model family; tiered and package charges get one
   line per charge, whose tiers apply to the whole month's quantity across the models it covers;
 - allowance units are consumed first, in event time order (ties by event id), across the meters the

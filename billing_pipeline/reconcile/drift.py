@@ -18,6 +18,8 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.providers import model_family_expr
+from billing_pipeline.rating import rate_month
+from billing_pipeline.rating.billing_source import PROVIDER_REPORT, split_billing_source
 from billing_pipeline.reconcile.margins import allocate_revenue
 from billing_pipeline.schema import (
     COST_DECIMAL,
@@ -166,9 +168,6 @@ def _amount_at_stake(
     usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.DataFrame, catalog: Catalog, month: str
 ) -> pl.DataFrame:
     """Revenue with the missing tokens minus revenue without, per customer x provider x model."""
-    from billing_pipeline.rating import rate_month  # rating imports are heavy; only when needed
-    from billing_pipeline.rating.billing_source import PROVIDER_REPORT, split_billing_source
-
     empty = pl.DataFrame(
         schema={
             "customer_id": pl.String,

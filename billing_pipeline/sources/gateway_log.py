@@ -504,7 +504,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
             pl.col("customer_key").is_not_null() & (pl.col("customer_key") != "")
         ).then(pl.lit("gateway:") + pl.col("customer_key")),
     )
-    # Only lines we count ourselves need a tokenizer: a usage-only log never loads one (~3 s).
+    # Only lines we count ourselves need a tokenizer: a usage-only log never loads one (tiktoken and Tekken take seconds to load).
     models = good.filter(pl.col("local") & ~_failed())["model"].drop_nulls().unique().to_list()
     untokenizable = [m for m in models if tokens.tokenizer_for(m) is None]
     checks = [

@@ -39,7 +39,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from billing_pipeline.sources import files, pages
+from billing_pipeline.sources import files, openai_endpoints, pages
 from billing_pipeline.sources.files import Meter, Problem
 from billing_pipeline.sources.openai_endpoints import account_key, bucket_end, identity
 
@@ -204,8 +204,6 @@ def read_completions(landing: Path, start: date, end: date):
 
 def read(landing: Path, start: date, end: date):
     """Completions plus the embeddings, moderations, images and audio endpoints: one OpenAI usage source."""
-    from billing_pipeline.sources import openai_endpoints
-
     reads = [read_completions(landing, start, end)]
     reads += [
         openai_endpoints.read_endpoint(e, landing, start, end) for e in openai_endpoints.ENDPOINTS

@@ -4,7 +4,7 @@
 Pages are small (at most 31 buckets), so a Python walk is clear and cheap; the frame is built once
 per file and the partition rules come from ``files.split_by_day``.
 
-Three rules keep a page from losing money in silence (RELIABILITY.md 18):
+Three rules keep a page from losing money in silence:
 
 - A page is read as ``utf-8-sig`` (a BOM is an encoding marker, not an error), gzipped pages
   (``.json.gz``) are read too, and a page that is not whole JSON (truncated, bad encoding) is one

@@ -7,6 +7,7 @@ line's amount and the tax are quantized, and every total is a sum of quantized n
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
 
@@ -38,6 +39,12 @@ def exact(value: Decimal | int | str) -> Decimal:
     if isinstance(value, float):
         raise TypeError(f"refusing float {value!r} as money: use a decimal string")
     return Decimal(value)
+
+
+def decimal_sum(values: Iterable[object]) -> Decimal:
+    """The exact sum of amounts given as Decimals or decimal text (a polars column, the JSON copy
+    of an invoice); None is skipped."""
+    return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
 
 
 def to_micros(amount: Decimal) -> int:

@@ -165,6 +165,8 @@ def test_provider_fetch_assets_leave_retries_to_the_client_and_the_landing_senso
 
     # one retry layer: the API client's (see defs/fetch.py), none from Dagster around it
     assert openai_api_pages.op.retry_policy is None and anthropic_api_pages.op.retry_policy is None
+    fetch_job = defs.resolve_job_def("provider_fetch_job")
+    assert fetch_job.tags["dagster/retry_on_asset_or_op_failure"] == "false"  # no run retries
 
 
 def test_usage_alerts_run_daily_for_yesterday_and_delivery_retries_every_ten_minutes(tmp_path):

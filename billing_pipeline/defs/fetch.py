@@ -9,7 +9,8 @@ and no Dagster ``RetryPolicy`` on these assets. The client knows what a step ret
 answers are worth another try (429, 5xx and dropped connections, never a 400 or a bad key), how
 long the provider asked it to wait (``Retry-After``), and that only the failing page needs
 fetching again, not the pages before it. A step retry around it would multiply the attempts
-(4 step tries x 5 calls = up to 20 calls for one page) and repeat refusals that cannot heal. A
+(4 step tries x 5 calls = up to 20 calls for one page) and repeat refusals that cannot heal; for
+the same reason ``provider_fetch_job`` opts out of the instance's run retries on step failure. A
 fetch that still fails after the client's attempts fails its run with the page and status;
 re-materializing the partition once the provider is back fetches the day again, whole.
 """
@@ -84,6 +85,9 @@ provider_fetch_job = dg.define_asset_job(
     "provider_fetch_job",
     selection=dg.AssetSelection.groups("fetch"),
     description="Fetch a day of provider admin-API pages into the landing zone (needs the admin keys).",
+    # dagster.yaml's run retries would be a third layer: a run the API failed is not re-run (one
+    # that crashed still is)
+    tags={"dagster/retry_on_asset_or_op_failure": "false"},
 )
 
 

@@ -22,11 +22,9 @@ from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.rating.checks import units_accounted_check
 from billing_pipeline.rating.not_billed import hold_rows, month_quarantine
-from billing_pipeline.reconcile import reconcile
 from billing_pipeline.reconcile.checks import cost_check, revenue_check
-from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
-from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
-from billing_pipeline.schema import KIND_MONEY_AT_RISK, KIND_NOT_BILLABLE
+from billing_pipeline.reconcile.month import reconcile_month
+from billing_pipeline.schema import KIND_MONEY_AT_RISK
 from billing_pipeline.usage import restated_usage
 
 REVENUE_CHECK = "revenue_equals_rated_lines"
@@ -176,27 +174,18 @@ def reconciliation(
     provider's usage report for the customer's keys). Written as reconciliation.csv (+
     metering_drift.csv, cost_drift.csv) and a one-page finance summary (reconciliation.html/.pdf)."""
     month = month_of(context)
-    folder = output.month_dir(month)
-    reported = monthly_usage.filter(pl.col("source").is_in(REPORT_SOURCES))
-    drift = metering_drift(monthly_usage, reported, catalog.load(), month)
-    # The providers' cost pages when they landed; otherwise the cost the usage rows carried.
-    costs_drift = cost_drift(
-        provider_cost, provider_reported_cost if provider_reported_cost.height else None
+    result = reconcile_month(
+        month,
+        output.month_dir(month),
+        catalog.load(),
+        rated_charges,
+        provider_cost,
+        provider_reported_cost,
+        monthly_usage,
+        month_quarantine(usage_quarantine, provider_cost_quarantine, rating_at_risk, month),
+        holds.waived(ledger.open(), month),
     )
-    table = reconcile(rated_charges, provider_cost, drift)
-    path = folder / "reconciliation.csv"
-    write_csv(table, path)
-    write_csv(drift, folder / "metering_drift.csv")
-    write_csv(costs_drift, folder / "cost_drift.csv")
-    not_billed = month_quarantine(
-        usage_quarantine, provider_cost_quarantine, rating_at_risk, month
-    ).filter(pl.col("kind") != KIND_NOT_BILLABLE)
-    summary = SummaryRenderer().write(
-        summary_context(
-            table, month, drift, quarantine=not_billed, waived=holds.waived(ledger.open(), month)
-        ),
-        folder,
-    )
+    table, drift = result.table, result.metering_drift
     revenue, cost = decimal_sum(table["revenue"]), decimal_sum(table["cost"])
     unattributed = decimal_sum(table.filter(pl.col("customer_id").is_null())["cost"])
     worst = table.filter(pl.col("customer_id").is_not_null()).sort("margin").head(10)
@@ -213,11 +202,11 @@ def reconciliation(
             ).height,
             "metering_drift_customers": flagged_drift["customer_id"].n_unique(),
             "revenue_at_stake": str(decimal_sum(flagged_drift["amount_at_stake"])),
-            "cost_drift_days": costs_drift.filter(pl.col("status") != "ok").height,
+            "cost_drift_days": result.cost_drift.filter(pl.col("status") != "ok").height,
             "worst_margins": dg.MetadataValue.md(markdown_table(worst)),
             "metering_drift": dg.MetadataValue.md(markdown_table(flagged_drift)),
-            "file": dg.MetadataValue.path(str(path)),
-            "summary": dg.MetadataValue.path(str(summary["html"])),
+            "file": dg.MetadataValue.path(str(result.files["csv"])),
+            "summary": dg.MetadataValue.path(str(result.files["html"])),
         },
     )
     yield check_result(REVENUE_CHECK, revenue_check(table, rated_charges))

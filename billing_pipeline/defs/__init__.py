@@ -1,8 +1,11 @@
-"""Dagster wiring: each module assembles the ``dg.Definitions`` of its own stage (assets, checks,
-jobs, schedules, sensors), and ``build_definitions`` merges them and adds the resources and the
-executor. The billing rules and file work the assets call live in the domain packages
-(usage, rating/, reconcile/, ledger/, rendering/, issuing/, delivery/, alerts/); the checks'
-decisions too (``billing_pipeline.checks``): here they only become Dagster results and metadata.
+"""Dagster wiring. Each module assembles the ``dg.Definitions`` of its own stage (assets, checks,
+jobs, schedules, sensors); ``build_definitions`` merges them and adds the resources and the
+executor, so an asset is deployed by adding it to its module's Definitions, not to a list here.
+
+The assets call the domain packages for the billing rules and the files they write, and every
+check's decision is a plain function there returning a ``billing_pipeline.checks.CheckOutcome``;
+here it only becomes an ``AssetCheckResult``. Still decided here: which days a landing file feeds
+(sensors.py) and whether invoice email is sent or written as a dry run (issuing.py).
 """
 
 import dagster as dg

@@ -2,7 +2,8 @@
 
 Every raw_* asset holds every record its files contained for the day, parsed or not: accepted
 records as canonical rows, rejected ones with their quarantine reason. Nothing is dropped between
-the landing zone and ``usage_events`` + ``usage_quarantine``.
+the landing zone and ``usage_events`` + ``usage_quarantine``. ``daily_ingestion_job`` runs them
+(and the cost assets) shortly after midnight UTC for the day that ended.
 """
 
 import datetime as dt

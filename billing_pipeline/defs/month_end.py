@@ -1,4 +1,5 @@
-"""Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts."""
+"""Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts, and
+``month_end_job`` with its schedule (the 1st of each month, for the month that ended)."""
 
 import dagster as dg
 import polars as pl

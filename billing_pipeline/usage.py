@@ -351,8 +351,8 @@ def to_raw(read: SourceRead) -> pl.DataFrame:
 
 def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """``to_raw``'s frame back into (usage rows, quarantined records), each in its schema."""
-    if "reason" not in raw.columns:
-        return conform(raw, USAGE_SCHEMA), conform(pl.DataFrame(), QUARANTINE_SCHEMA)
+    if "reason" not in raw.columns:  # (conform of a frame with no columns would make a null row)
+        return conform(raw, USAGE_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA)
     rejected = pl.col("reason").is_not_null()
     return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(
         raw.filter(rejected), QUARANTINE_SCHEMA

@@ -26,7 +26,8 @@ from billing_pipeline.reconcile.checks import (
 from billing_pipeline.reconcile.margins import RECONCILIATION_SCHEMA
 from billing_pipeline.reconcile.provider_cost import COST_SCHEMA
 from billing_pipeline.schema import KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
-from billing_pipeline.usage import records_conserved_check
+from billing_pipeline.sources.files import SourceRead
+from billing_pipeline.usage import records_conserved_check, split_raw, to_raw
 
 MONTH = "2026-10"
 
@@ -55,6 +56,17 @@ def test_a_record_lost_between_reading_and_the_usage_table_fails_the_check():
     read = [(origins("f:1", "f:2"), origins(schema=QUARANTINE_SCHEMA))]
     outcome = records_conserved_check(read, origins("f:1"), origins(schema=QUARANTINE_SCHEMA))
     assert not outcome.passed and outcome.severity == "error"
+
+
+def test_a_raw_frame_keeps_every_record_read_and_gives_back_rows_and_quarantine_apart():
+    events = frame(USAGE_SCHEMA, origin=["f:1", "f:1"], meter=["input_tokens", "output_tokens"])
+    rejected = frame(QUARANTINE_SCHEMA, origin=["f:2"], reason=["bad_quantity"], raw=["-5"])
+    raw = to_raw(SourceRead(events, rejected, records_read=2))
+    assert raw.height == 3
+    back_events, back_quarantine = split_raw(raw)
+    assert back_events.equals(events) and back_quarantine.equals(rejected)
+    nothing_rejected = split_raw(events)  # a source that quarantined nothing has no reason column
+    assert nothing_rejected[0].equals(events) and nothing_rejected[1].height == 0
 
 
 # ---------------------------------------------------------------- units rated, monthly

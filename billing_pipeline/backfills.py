@@ -32,10 +32,11 @@ mutation Launch($params: LaunchBackfillParams!) {
 
 def _assets_of(groups: tuple[str, ...]) -> tuple[str, ...]:
     """The assets the daily / monthly jobs materialize, so a backfill covers exactly what they do."""
-    from billing_pipeline.defs import ASSETS
+    from billing_pipeline.defs import stage_definitions
 
+    assets = stage_definitions().assets
     return tuple(
-        sorted(k.to_user_string() for k in dg.AssetSelection.groups(*groups).resolve(ASSETS))
+        sorted(k.to_user_string() for k in dg.AssetSelection.groups(*groups).resolve(assets))
     )
 
 

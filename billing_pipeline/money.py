@@ -13,6 +13,7 @@ billing_pipeline_tests/test_one_money_rule.py fails on one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
 
@@ -88,6 +89,12 @@ def exact(value: Decimal | int | str) -> Decimal:
     if isinstance(value, float):
         raise TypeError(f"refusing float {value!r} as money: use a decimal string")
     return Decimal(value)
+
+
+def decimal_sum(values: Iterable[object]) -> Decimal:
+    """The exact sum of amounts given as Decimals or decimal text (a polars column, the JSON copy
+    of an invoice); None is skipped."""
+    return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
 
 
 def to_micros(amount: Decimal) -> int:

@@ -12,11 +12,16 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.checks import CheckOutcome
 from billing_pipeline.schema import QUARANTINE_SCHEMA, USAGE_SCHEMA, conform, quarantine_kind_expr
+
+if TYPE_CHECKING:  # a type only: importing sources here would load every reader
+    from billing_pipeline.sources.files import SourceRead
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -335,4 +340,38 @@ def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataF
         )
         .with_columns(pl.coalesce("customer_id", "_owner").alias("customer_id"))
         .select(list(QUARANTINE_SCHEMA))
+    )
+
+
+def to_raw(read: SourceRead) -> pl.DataFrame:
+    """A source's read as one frame (a raw_* asset's value): accepted rows and quarantined
+    records together, told apart by ``reason``, so nothing read is dropped before normalizing."""
+    return pl.concat([read.events, read.quarantine], how="diagonal_relaxed")
+
+
+def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``to_raw``'s frame back into (usage rows, quarantined records), each in its schema."""
+    if "reason" not in raw.columns:  # (conform of a frame with no columns would make a null row)
+        return conform(raw, USAGE_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    rejected = pl.col("reason").is_not_null()
+    return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(
+        raw.filter(rejected), QUARANTINE_SCHEMA
+    )
+
+
+def records_conserved_check(
+    read: list[tuple[pl.DataFrame, pl.DataFrame]], events: pl.DataFrame, quarantine: pl.DataFrame
+) -> CheckOutcome:
+    """Records read (each source record once, however many meters it has, plus every quarantined
+    record) = source records in ``events`` + records in ``quarantine``: ``normalize`` loses none
+    and makes none. ``read``: the (usage rows, quarantined records) of every source."""
+    records_read = sum(e["origin"].n_unique() + q.height for e, q in read)
+    accepted_records = events.select(pl.col("origin").n_unique()).item()
+    return CheckOutcome(
+        passed=records_read == accepted_records + quarantine.height,
+        metadata={
+            "records_read": records_read,
+            "accepted_records": accepted_records,
+            "quarantined": quarantine.height,
+        },
     )

@@ -436,8 +436,8 @@ def test_the_page_limit_is_an_error_never_a_silent_partial_day(paging):
 
 
 def test_a_failing_fetch_asset_stores_no_key_in_the_dagster_run(echo, tmp_path):
-    """What the issue saw: the key in the run storage, once per Dagster retry. The 400 fails each
-    try at once; Dagster retries the asset (FETCH_RETRY: 3 retries, 1 + 2 + 4 s)."""
+    """What the issue saw: the key in the run storage, once per Dagster retry. The 400 fails at
+    once (the client retries only 429 and 5xx, and Dagster retries nothing on top)."""
     import dagster as dg
 
     from billing_pipeline.defs.fetch import openai_api_pages

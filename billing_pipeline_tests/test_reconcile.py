@@ -268,3 +268,42 @@ def test_without_cost_pages_cost_drift_compares_the_cost_the_usage_rows_carried_
     assert drift.select("status", "computed_cost", "reported_cost").rows() == [
         ("drift", Decimal(1), Decimal("1.5"))
     ]
+
+
+def test_a_months_reconciliation_writes_its_table_the_drift_reports_and_the_summary(tmp_path):
+    from billing_pipeline.reconcile.month import reconcile_month
+    from billing_pipeline.schema import QUARANTINE_SCHEMA
+
+    catalog = parse_catalog(CATALOG)
+    billed = usage([("acme", "gateway:acme", "output_tokens", 1_000_000, 5)])
+    report = usage(
+        [("acme", "openai:proj_acme", "output_tokens", 1_150_000, 5)], source="openai_usage_api"
+    )
+    held = conform(
+        pl.DataFrame(
+            {
+                "origin": ["gateway/2026-10-07.jsonl", "gateway/2026-10-08.jsonl:4"],
+                "reason": ["truncated_file", "unknown_model"],
+                "kind": ["money_at_risk", "not_billable"],
+            }
+        ),
+        QUARANTINE_SCHEMA,
+    )
+    result = reconcile_month(
+        MONTH,
+        tmp_path,
+        catalog,
+        rate_month(billed, catalog, MONTH).lines,
+        provider_cost(billed, catalog),
+        pl.DataFrame(),  # no cost pages landed: cost drift against the usage rows' own cost
+        pl.concat([billed, report]),
+        held,
+        [],
+    )
+    assert pl.read_csv(result.files["csv"]).height == result.table.height == 1
+    assert result.metering_drift["flagged"].to_list() == [True]  # 150,000 tokens our meter missed
+    assert pl.read_csv(result.files["metering_drift"]).height == 1
+    assert result.files["cost_drift"].exists() and result.files["pdf"].exists()
+    html = result.files["html"].read_text()
+    assert "gateway/2026-10-07.jsonl" in html  # money at risk is listed as not billed
+    assert "gateway/2026-10-08.jsonl:4" not in html  # not billable by design is not

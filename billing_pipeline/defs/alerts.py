@@ -164,3 +164,10 @@ def usage_alerts_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunReques
 @dg.schedule(job=alert_delivery_job, cron_schedule="*/10 * * * *", execution_timezone="UTC")
 def alert_delivery_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=context.scheduled_execution_time.isoformat())
+
+
+defs = dg.Definitions(
+    assets=[usage_alerts],
+    jobs=[usage_alerts_job, alert_delivery_job],
+    schedules=[usage_alerts_schedule, alert_delivery_schedule],
+)

@@ -3,6 +3,16 @@
 They only write files; the raw_* assets read those files like any other export, so a day can be
 re-ingested from the landing zone without the network. Kept out of the daily ingestion job
 (group ``fetch``, job ``provider_fetch_job``) so ingesting never needs API keys.
+
+One retry layer: the client's own (sources/api/client.py ``RetryPolicy``: 5 attempts per page),
+and no Dagster ``RetryPolicy`` on these assets. The client knows what a step retry cannot: which
+answers are worth another try (429, 5xx and dropped connections, never a 400 or a bad key), how
+long the provider asked it to wait (``Retry-After``), and that only the failing page needs
+fetching again, not the pages before it. A step retry around it would multiply the attempts
+(4 step tries x 5 calls = up to 20 calls for one page) and repeat refusals that cannot heal; for
+the same reason ``provider_fetch_job`` opts out of the instance's run retries on step failure. A
+fetch that still fails after the client's attempts fails its run with the page and status;
+re-materializing the partition once the provider is back fetches the day again, whole.
 """
 
 import datetime as dt
@@ -13,8 +23,6 @@ from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import LandingZone, ProviderAdminApi
 from billing_pipeline.sources.api import anthropic as anthropic_api
 from billing_pipeline.sources.api import openai as openai_api
-
-FETCH_RETRY = dg.RetryPolicy(max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL)
 
 
 def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -37,7 +45,6 @@ def _result(landing: LandingZone, written) -> dg.MaterializeResult:
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="fetch",
-    retry_policy=FETCH_RETRY,
     kinds={"openai"},
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
@@ -56,7 +63,6 @@ def openai_api_pages(
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="fetch",
-    retry_policy=FETCH_RETRY,
     kinds={"anthropic"},
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
@@ -75,10 +81,14 @@ def anthropic_api_pages(
     return _result(landing, written)
 
 
-fetch_assets = [openai_api_pages, anthropic_api_pages]
-
 provider_fetch_job = dg.define_asset_job(
     "provider_fetch_job",
     selection=dg.AssetSelection.groups("fetch"),
     description="Fetch a day of provider admin-API pages into the landing zone (needs the admin keys).",
+    # dagster.yaml's run retries would be a third layer: a run the API failed is not re-run (one
+    # that crashed still is)
+    tags={"dagster/retry_on_asset_or_op_failure": "false"},
 )
+
+
+defs = dg.Definitions(assets=[openai_api_pages, anthropic_api_pages], jobs=[provider_fetch_job])

@@ -2,7 +2,8 @@
 
 Every raw_* asset holds every record its files contained for the day, parsed or not: accepted
 records as canonical rows, rejected ones with their quarantine reason. Nothing is dropped between
-the landing zone and ``usage_events`` + ``usage_quarantine``.
+the landing zone and ``usage_events`` + ``usage_quarantine``. ``daily_ingestion_job`` runs them
+(and the cost assets) shortly after midnight UTC for the day that ended.
 """
 
 import datetime as dt
@@ -12,12 +13,22 @@ import dagster as dg
 import polars as pl
 
 from billing_pipeline import sources
+from billing_pipeline.defs.check_results import check_result
+from billing_pipeline.defs.jobs import DAILY_GROUPS, day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LandingZone
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
-from billing_pipeline.schema import KIND_MONEY_AT_RISK, QUARANTINE_SCHEMA, USAGE_SCHEMA, conform
-from billing_pipeline.usage import attribute_quarantine, landing_file_order, normalize
+from billing_pipeline.reconcile.checks import cost_lines_readable_check, priced_check
+from billing_pipeline.schema import KIND_MONEY_AT_RISK
+from billing_pipeline.usage import (
+    attribute_quarantine,
+    landing_file_order,
+    normalize,
+    records_conserved_check,
+    split_raw,
+    to_raw,
+)
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
 
@@ -47,20 +58,6 @@ def window(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
     """The days this run covers: one partition, or a range in a single-run backfill."""
     tw = context.partition_time_window
     return tw.start.date(), tw.end.date()
-
-
-def to_raw(read: sources.SourceRead) -> pl.DataFrame:
-    """Accepted rows and quarantined records in one frame, told apart by ``reason``."""
-    return pl.concat([read.events, read.quarantine], how="diagonal_relaxed")
-
-
-def split_raw(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    if "reason" not in raw.columns:
-        return conform(raw, USAGE_SCHEMA), conform(pl.DataFrame(), QUARANTINE_SCHEMA)
-    rejected = pl.col("reason").is_not_null()
-    return conform(raw.filter(~rejected), USAGE_SCHEMA), conform(
-        raw.filter(rejected), QUARANTINE_SCHEMA
-    )
 
 
 def _raw_asset(name: str, source: str, description: str) -> dg.AssetsDefinition:
@@ -142,15 +139,13 @@ def usage_tables(
         catalog.load(),
         file_order=lambda rel: order()(rel),
     )
-    records_read = sum(e["origin"].n_unique() + q.height for e, q in split)
-    accepted_records = events.select(pl.col("origin").n_unique()).item()
-    holds = records_read == accepted_records + quarantine.height
+    conserved = records_conserved_check(split, events, quarantine)
     yield dg.Output(
         events,
         output_name="usage_events",
         metadata={
             "rows": events.height,
-            "source_records": accepted_records,
+            "source_records": conserved.metadata["accepted_records"],
             "unattributed_rows": events.filter(pl.col("customer_id").is_null()).height,
             "customers": events["customer_id"].drop_nulls().n_unique(),
         },
@@ -170,16 +165,7 @@ def usage_tables(
             ),
         },
     )
-    yield dg.AssetCheckResult(
-        check_name=CONSERVATION_CHECK,
-        asset_key="usage_events",
-        passed=holds,
-        metadata={
-            "records_read": records_read,
-            "accepted_records": accepted_records,
-            "quarantined": quarantine.height,
-        },
-    )
+    yield check_result(CONSERVATION_CHECK, conserved, asset_key="usage_events")
 
 
 REPORTED_COST_CHECK = "every_cost_line_readable"
@@ -239,19 +225,10 @@ def provider_reported_cost(
         output_name="provider_cost_quarantine",
         metadata={"rows": cost_quarantine.height},
     )
-    yield dg.AssetCheckResult(
-        check_name=REPORTED_COST_CHECK,
+    yield check_result(
+        REPORTED_COST_CHECK,
+        cost_lines_readable_check(read.quarantine),
         asset_key="provider_reported_cost",
-        passed=read.quarantine.height == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "quarantined": read.quarantine.height,
-            "first": ", ".join(
-                f"{o} ({r})"
-                for o, r in read.quarantine.select("origin", "reason").head(5).iter_rows()
-            )
-            or "none",
-        },
     )
 
 
@@ -282,30 +259,15 @@ def provider_cost(
     loaded = catalog.load()
     costs = compute_provider_cost(split_billing_source(usage_events, loaded).billable, loaded)
     total = costs["cost"].sum() if costs.height else 0
-    unpriced = costs.filter(pl.col("cost_basis") == "unpriced")
     yield dg.Output(
         costs,
         metadata={
             "rows": costs.height,
             "total_cost": str(total),
-            "unpriced_rows": unpriced.height,
+            "unpriced_rows": costs.filter(pl.col("cost_basis") == "unpriced").height,
         },
     )
-    models = sorted(
-        {
-            f"{p}/{m or '-'}/{meter}"
-            for p, m, meter in unpriced.select("provider", "model_family", "meter").iter_rows()
-        }
-    )
-    yield dg.AssetCheckResult(
-        check_name=PRICED_CHECK,
-        passed=unpriced.height == 0,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "unpriced": ", ".join(models) or "none",
-            "unpriced_events": int(unpriced["events"].sum() or 0),
-        },
-    )
+    yield check_result(PRICED_CHECK, priced_check(costs))
 
 
 @dg.asset(
@@ -346,3 +308,29 @@ def tokenizer_drift(context: dg.AssetExecutionContext, landing: LandingZone):
             ),
         },
     )
+
+
+daily_ingestion_job = dg.define_asset_job(
+    "daily_ingestion_job",
+    selection=dg.AssetSelection.groups(*DAILY_GROUPS),
+    description="Read the landing zone for a day (or a range, in one run), normalize, quarantine, cost.",
+)
+
+
+@dg.schedule(job=daily_ingestion_job, cron_schedule="30 0 * * *", execution_timezone="UTC")
+def daily_ingestion_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """Shortly after midnight UTC: ingest the day that just ended."""
+    return day_that_ended(context)
+
+
+defs = dg.Definitions(
+    assets=[
+        *raw_assets,
+        usage_tables,
+        provider_reported_cost,
+        provider_cost,
+        tokenizer_drift,
+    ],
+    jobs=[daily_ingestion_job],
+    schedules=[daily_ingestion_schedule],
+)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from billing_pipeline.defs.jobs import MONTH_TAG, month_end_job, month_that_ended
-from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK, unexpected_failures
+from billing_pipeline.defs.jobs import MONTH_TAG, month_that_ended
+from billing_pipeline.defs.month_end import MONEY_AT_RISK_CHECK, month_end_job, unexpected_failures
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.resources import (
     CatalogResource,
@@ -235,3 +235,11 @@ def invoice_delivery_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRe
     """Every 15 minutes, the previous month's outbox: retries come due on the outbox's backoff
     (1 min doubling to 6 h), so a refused email is retried without anyone re-running issuing."""
     return month_that_ended(context, run_key=context.scheduled_execution_time.isoformat())
+
+
+defs = dg.Definitions(
+    assets=[issued_invoices, delivered_invoices],
+    jobs=[issue_invoices_job, invoice_delivery_job],
+    schedules=[invoice_delivery_schedule],
+    sensors=[record_month_end_checks, record_failed_month_end_checks],
+)

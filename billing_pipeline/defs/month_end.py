@@ -1,11 +1,13 @@
-"""Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts."""
-
-from decimal import Decimal
+"""Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts, and
+``month_end_job`` with its schedule (the 1st of each month, for the month that ended)."""
 
 import dagster as dg
 import polars as pl
 
+from billing_pipeline.checks import markdown_table
 from billing_pipeline.csv_files import write_csv
+from billing_pipeline.defs.check_results import check_result
+from billing_pipeline.defs.jobs import MONTHLY_GROUPS, month_that_ended
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.rendering import (
     INVOICE_TOTALS_CHECK,
@@ -16,19 +18,14 @@ from billing_pipeline.defs.rendering import (
 )
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.ledger import holds
-from billing_pipeline.money import ZERO
-from billing_pipeline.periods import parse_month
+from billing_pipeline.money import decimal_sum
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
-from billing_pipeline.reconcile import reconcile
-from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
-from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
-from billing_pipeline.schema import (
-    KIND_MONEY_AT_RISK,
-    KIND_NOT_BILLABLE,
-    QUARANTINE_SCHEMA,
-    conform,
-)
+from billing_pipeline.rating.checks import units_accounted_check
+from billing_pipeline.rating.not_billed import hold_rows, month_quarantine
+from billing_pipeline.reconcile.checks import cost_check, revenue_check
+from billing_pipeline.reconcile.month import reconcile_month
+from billing_pipeline.schema import KIND_MONEY_AT_RISK
 from billing_pipeline.usage import restated_usage
 
 REVENUE_CHECK = "revenue_equals_rated_lines"
@@ -38,25 +35,6 @@ RATED_CHECK = "every_attributed_unit_rated_or_reported"
 
 def month_of(context: dg.AssetExecutionContext) -> str:
     return context.partition_key[:7]
-
-
-def _units(value: int) -> int | str:
-    """A unit count as metadata: an integer, or its text when it does not fit 64 bits (a held
-    customer's usage can be that large; Dagster's integer metadata cannot)."""
-    return int(value) if -(2**63) <= value < 2**63 else str(value)
-
-
-def _decimal_sum(values) -> Decimal:
-    return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
-
-
-def _markdown(frame: pl.DataFrame, limit: int = 10) -> str:
-    head = frame.head(limit)
-    rows = ["| " + " | ".join(head.columns) + " |", "|" + " --- |" * len(head.columns)]
-    rows += [
-        "| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in head.iter_rows()
-    ]
-    return "\n".join(rows)
 
 
 @dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars"})
@@ -135,22 +113,13 @@ def rated_charges(
             f"{fallbacks.height} customer x provider pair(s) billed from the non-authoritative source "
             f"because the authoritative one had no usage this month: see {sources_path}"
         )
-    # Sums in 128 bits: a held customer's usage may not fit 64 (rating.assign).
-    attributed = (
-        monthly_usage.filter(pl.col("customer_id").is_not_null())["quantity"].cast(pl.Int128).sum()
-    )
-    set_aside = sum(split.set_aside_by_source().values())
-    usage_lines = lines.filter(pl.col("consideration") == "variable")
-    rated_units, included = usage_lines["quantity"].sum(), usage_lines["included_quantity"].sum()
-    held_units = int(rated.at_risk["quantity"].sum() or 0)
-    accounted = rated_units + included + unrated["quantity"].sum() + set_aside + held_units
     yield dg.Output(
         lines,
         output_name="rated_charges",
         metadata={
             "lines": lines.height,
             "customers": lines["customer_id"].n_unique(),
-            "revenue": str(_decimal_sum(lines["amount"])),
+            "revenue": str(decimal_sum(lines["amount"])),
             "billing_source_fallbacks": fallbacks.height,
             "billing_source": dg.MetadataValue.path(str(sources_path)),
         },
@@ -160,7 +129,7 @@ def rated_charges(
         output_name="unrated_usage",
         metadata={
             "rows": unrated.height,
-            "preview": dg.MetadataValue.md(_markdown(unrated)),
+            "preview": dg.MetadataValue.md(markdown_table(unrated)),
             "file": dg.MetadataValue.path(str(unrated_path)),
         },
     )
@@ -172,21 +141,10 @@ def rated_charges(
             or "none",
         },
     )
-    yield dg.AssetCheckResult(
-        check_name=RATED_CHECK,
+    yield check_result(
+        RATED_CHECK,
+        units_accounted_check(monthly_usage, split, rated),
         asset_key="rated_charges",
-        passed=attributed == accounted,
-        metadata={
-            "attributed_units": _units(attributed),
-            "accounted_units": _units(accounted),
-            "held_units": _units(held_units),
-            "rated_units": rated_units,
-            "included_units": included,
-            "unrated_units": unrated["quantity"].sum(),
-            "set_aside_units": set_aside,
-            "set_aside_by_source": dg.MetadataValue.json(split.set_aside_by_source()),
-            "billing_source_fallbacks": dg.MetadataValue.md(_markdown(fallbacks)),
-        },
     )
 
 
@@ -217,31 +175,20 @@ def reconciliation(
     provider's usage report for the customer's keys). Written as reconciliation.csv (+
     metering_drift.csv, cost_drift.csv) and a one-page finance summary (reconciliation.html/.pdf)."""
     month = month_of(context)
-    folder = output.month_dir(month)
-    reported = monthly_usage.filter(pl.col("source").is_in(REPORT_SOURCES))
-    drift = metering_drift(monthly_usage, reported, catalog.load(), month)
-    # The providers' cost pages when they landed; otherwise the cost the usage rows carried.
-    costs_drift = cost_drift(
-        provider_cost, provider_reported_cost if provider_reported_cost.height else None
+    result = reconcile_month(
+        month,
+        output.month_dir(month),
+        catalog.load(),
+        rated_charges,
+        provider_cost,
+        provider_reported_cost,
+        monthly_usage,
+        month_quarantine(usage_quarantine, provider_cost_quarantine, rating_at_risk, month),
+        holds.waived(ledger.open(), month),
     )
-    table = reconcile(rated_charges, provider_cost, drift)
-    path = folder / "reconciliation.csv"
-    write_csv(table, path)
-    write_csv(drift, folder / "metering_drift.csv")
-    write_csv(costs_drift, folder / "cost_drift.csv")
-    not_billed = month_quarantine(
-        usage_quarantine, provider_cost_quarantine, rating_at_risk, month
-    ).filter(pl.col("kind") != KIND_NOT_BILLABLE)
-    summary = SummaryRenderer().write(
-        summary_context(
-            table, month, drift, quarantine=not_billed, waived=holds.waived(ledger.open(), month)
-        ),
-        folder,
-    )
-    revenue, cost = _decimal_sum(table["revenue"]), _decimal_sum(table["cost"])
-    rated = _decimal_sum(rated_charges["amount"])
-    provider_total = _decimal_sum(provider_cost["cost"])
-    unattributed = _decimal_sum(table.filter(pl.col("customer_id").is_null())["cost"])
+    table, drift = result.table, result.metering_drift
+    revenue, cost = decimal_sum(table["revenue"]), decimal_sum(table["cost"])
+    unattributed = decimal_sum(table.filter(pl.col("customer_id").is_null())["cost"])
     worst = table.filter(pl.col("customer_id").is_not_null()).sort("margin").head(10)
     flagged_drift = drift.filter(pl.col("flagged"))
     yield dg.Output(
@@ -255,28 +202,16 @@ def reconciliation(
                 pl.col("flags").str.contains("negative_margin")
             ).height,
             "metering_drift_customers": flagged_drift["customer_id"].n_unique(),
-            "revenue_at_stake": str(_decimal_sum(flagged_drift["amount_at_stake"])),
-            "cost_drift_days": costs_drift.filter(pl.col("status") != "ok").height,
-            "worst_margins": dg.MetadataValue.md(_markdown(worst)),
-            "metering_drift": dg.MetadataValue.md(_markdown(flagged_drift)),
-            "file": dg.MetadataValue.path(str(path)),
-            "summary": dg.MetadataValue.path(str(summary["html"])),
+            "revenue_at_stake": str(decimal_sum(flagged_drift["amount_at_stake"])),
+            "cost_drift_days": result.cost_drift.filter(pl.col("status") != "ok").height,
+            "worst_margins": dg.MetadataValue.md(markdown_table(worst)),
+            "metering_drift": dg.MetadataValue.md(markdown_table(flagged_drift)),
+            "file": dg.MetadataValue.path(str(result.files["csv"])),
+            "summary": dg.MetadataValue.path(str(result.files["html"])),
         },
     )
-    yield dg.AssetCheckResult(
-        check_name=REVENUE_CHECK,
-        passed=revenue == rated,
-        metadata={"reconciled_revenue": str(revenue), "rated_lines": str(rated)},
-    )
-    yield dg.AssetCheckResult(
-        check_name=COST_CHECK,
-        passed=cost == provider_total,
-        metadata={
-            "reconciled_cost": str(cost),
-            "provider_total": str(provider_total),
-            "unattributed": str(unattributed),
-        },
-    )
+    yield check_result(REVENUE_CHECK, revenue_check(table, rated_charges))
+    yield check_result(COST_CHECK, cost_check(table, provider_cost))
 
 
 MONEY_AT_RISK_CHECK = "no_money_at_risk"
@@ -297,47 +232,6 @@ def unexpected_failures(failures) -> list:
         )
 
     return [event for event in failures if not expected(event)]
-
-
-def month_quarantine(
-    usage_quarantine: pl.DataFrame,
-    provider_cost_quarantine: pl.DataFrame,
-    rating_at_risk: pl.DataFrame,
-    month: str,
-) -> pl.DataFrame:
-    """Everything the month did not bill: the readers' quarantine, unread cost pages, and the
-    customers rating held. quarantine.csv, the holds and the finance summary all read this."""
-    return pl.concat(
-        [usage_quarantine, provider_cost_quarantine, rating_quarantine(rating_at_risk, month)],
-        how="vertical_relaxed",
-    )
-
-
-def rating_quarantine(at_risk: pl.DataFrame, month: str) -> pl.DataFrame:
-    """Rating's held customers (quantities or amounts past 64 bits) as quarantine rows: money at
-    risk naming the customer, so their invoice is held rather than drafted smaller."""
-    rows = at_risk.select(
-        pl.lit("rating").alias("source"),
-        pl.concat_str(
-            [
-                pl.lit(f"rating:{month}:"),
-                pl.col("customer_id"),
-                pl.lit(":"),
-                pl.col("meter"),
-                pl.lit(":"),
-                pl.col("model").fill_null(""),
-            ]
-        ).alias("origin"),
-        pl.lit("quantity").alias("field"),
-        pl.col("reason"),
-        pl.lit(KIND_MONEY_AT_RISK).alias("kind"),
-        pl.col("detail").alias("message"),
-        pl.col("quantity").cast(pl.String).alias("raw"),
-        pl.lit(parse_month(month)[0]).alias("day"),
-        pl.lit(None, pl.String).alias("account_key"),
-        pl.col("customer_id"),
-    )
-    return conform(rows, QUARANTINE_SCHEMA)
 
 
 @dg.asset(
@@ -374,46 +268,22 @@ def quarantine_report(
     write_csv(quarantine, path)
     restated = restated_usage(quarantine)
     write_csv(restated, folder / "restated_usage.csv")
-    at_risk = quarantine.filter(pl.col("kind") == KIND_MONEY_AT_RISK)
     opened = ledger.open()
-    holds.record_holds(
-        opened,
-        month,
-        at_risk.select("origin", "source", "reason", "customer_id", "message")
-        .unique(["origin", "reason", "customer_id"], keep="first", maintain_order=True)
-        .to_dicts(),
-    )
-    unwaived = holds.holds(opened, month)
+    holds.record_holds(opened, month, hold_rows(quarantine))
     by_reason = quarantine.group_by("kind", "reason").len().sort("kind", "reason")
     yield dg.Output(
         quarantine,
         metadata={
             "rows": quarantine.height,
-            "money_at_risk": at_risk.height,
+            "money_at_risk": quarantine.filter(pl.col("kind") == KIND_MONEY_AT_RISK).height,
             "restated_records": restated.height,
-            "by_reason": dg.MetadataValue.md(_markdown(by_reason, 50)),
+            "by_reason": dg.MetadataValue.md(markdown_table(by_reason, 50)),
             "file": dg.MetadataValue.path(str(path)),
         },
     )
-    yield dg.AssetCheckResult(
-        check_name=MONEY_AT_RISK_CHECK,
-        passed=not unwaived,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=holds.describe(month, unwaived) if unwaived else None,
-        metadata={
-            "held_records": len(unwaived),
-            "held_customers": ", ".join(sorted({h.customer_id for h in unwaived if h.customer_id}))
-            or "none",
-            "holds_whole_month": any(h.customer_id is None for h in unwaived),
-            "held_origins": dg.MetadataValue.md(
-                "\n".join(
-                    f"- `{h.origin}` ({h.reason}, {h.customer_id or 'whole month'})"
-                    for h in unwaived[:50]
-                )
-                or "none"
-            ),
-            "waived": len(holds.waived(opened, month)),
-        },
+    yield check_result(
+        MONEY_AT_RISK_CHECK,
+        holds.money_at_risk_check(month, holds.holds(opened, month), holds.waived(opened, month)),
     )
 
 
@@ -440,3 +310,23 @@ def invoice_drafts(rated_charges):
         rated_charges, documents, shards.map(render_invoice_shard).collect()
     )
     return {"result": summary, check_output_name("invoice_drafts"): check}
+
+
+month_end_job = dg.define_asset_job(
+    "month_end_job",
+    selection=dg.AssetSelection.groups(*MONTHLY_GROUPS),
+    description="Rate the month, reconcile, and write invoice drafts (PDF + JSON + ledger).",
+)
+
+
+@dg.schedule(job=month_end_job, cron_schedule="0 3 1 * *", execution_timezone="UTC")
+def month_end_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """On the 1st: draft the previous month's invoices (finance issues them after review)."""
+    return month_that_ended(context)
+
+
+defs = dg.Definitions(
+    assets=[monthly_usage, rated_charges, reconciliation, quarantine_report, invoice_drafts],
+    jobs=[month_end_job],
+    schedules=[month_end_schedule],
+)

@@ -12,20 +12,22 @@ does not move the others and a re-execution renders the same customers in the sa
 
 import hashlib
 import os
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from billing_pipeline.atomic import write_text
+from billing_pipeline.defs.check_results import check_result
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
-from billing_pipeline.documents.invoice import build_documents, document_json
+from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.issuing.month import issued_file_stems
-from billing_pipeline.money import ZERO
-from billing_pipeline.paths import inside
-from billing_pipeline.rendering.pdf import renderer_fingerprint
-from billing_pipeline.rendering.receipts import prune, up_to_date
+from billing_pipeline.money import decimal_sum
+from billing_pipeline.rendering.invoice_files import (
+    draft_summary,
+    invoice_folder,
+    invoice_totals_check,
+    prepare_draft_files,
+)
 from billing_pipeline.rendering.render_pool import default_workers, render_many
 
 INVOICE_TOTALS_CHECK = "invoice_totals_equal_rated_lines"
@@ -35,18 +37,6 @@ RENDER_SHARDS = int(os.getenv("BILLING_RENDER_SHARDS", "4"))
 # as the CLI's runner does) tags itself so each shard uses every CPU; under the multiprocess or
 # celery executor shards already run side by side, so one process each (BILLING_RENDER_WORKERS).
 RENDER_WORKERS_TAG = "billing/render_workers"
-SUMMARY_SCHEMA = {
-    "customer_id": pl.String,
-    "currency": pl.String,
-    "subtotal": pl.String,
-    "tax": pl.String,
-    "credits_applied": pl.String,
-    "total": pl.String,
-    "lines": pl.Int64,
-    "json": pl.String,
-    "pdf": pl.String,
-    "pdf_sha256": pl.String,
-}
 
 
 def shard_of(customer_id: str, shards: int = RENDER_SHARDS) -> int:
@@ -64,14 +54,8 @@ def split_into_shards(documents: list[dict], shards: int = RENDER_SHARDS) -> lis
     return out
 
 
-def _decimal_sum(values) -> Decimal:
-    return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
-
-
 def _invoice_folder(output: OutputFiles, month: str) -> Path:
-    folder = output.month_dir(month) / "invoices"
-    folder.mkdir(exist_ok=True)
-    return folder
+    return invoice_folder(output.month_dir(month))
 
 
 @dg.op(
@@ -97,31 +81,20 @@ def save_invoice_drafts(
         rated_charges, catalog.load(), month, credits_used=the_ledger.credits_used(month)
     )
     saved = the_ledger.save_drafts(month, documents)
-    folder = _invoice_folder(output, month)
-    issued = issued_file_stems(the_ledger, month)  # issued PDFs/JSON are final: never rewritten
-    current = {doc["customer_id"] for doc in documents}
-    for stale in [*folder.glob("*.json"), *folder.glob("*.pdf")]:
-        if stale.stem not in current and stale.stem not in issued:  # a draft that no longer exists
-            stale.unlink()
-    prune(folder, keep=current)
-    drafts = [
-        doc for doc in documents if doc["customer_id"] not in issued
-    ]  # late usage: a correction
-    texts = {doc["customer_id"]: document_json(doc) for doc in drafts}
-    for customer_id, text in texts.items():
-        write_text(inside(folder, f"{customer_id}.json"), text)
-    fresh = up_to_date(folder, texts, renderer_fingerprint())
-    to_render = [doc for doc in drafts if doc["customer_id"] not in fresh]
+    # issued invoices' files are final: prepare_draft_files leaves them as they are
+    files = prepare_draft_files(
+        _invoice_folder(output, month), documents, issued_file_stems(the_ledger, month)
+    )
     yield dg.Output(
-        {"documents": documents, "saved": saved, "pdfs_up_to_date": len(fresh)},
+        {"documents": documents, "saved": saved, "pdfs_up_to_date": files.up_to_date},
         output_name="documents",
         metadata={
             "drafts": len(documents),
-            "to_render": len(to_render),
-            "pdfs_up_to_date": len(fresh),
+            "to_render": len(files.to_render),
+            "pdfs_up_to_date": files.up_to_date,
         },
     )
-    for index, shard in enumerate(split_into_shards(to_render)):
+    for index, shard in enumerate(split_into_shards(files.to_render)):
         yield dg.DynamicOutput(shard, output_name="shards", mapping_key=f"shard_{index}")
 
 
@@ -166,52 +139,14 @@ def summarize_invoice_drafts(
     month = context.partition_key[:7]
     folder = _invoice_folder(output, month)
     docs = documents["documents"]
-    rows = []
-    for doc in docs:
-        json_path, pdf_path = (
-            inside(folder, f"{doc['customer_id']}.json"),
-            inside(folder, f"{doc['customer_id']}.pdf"),
-        )
-        rows.append(
-            {
-                "customer_id": doc["customer_id"],
-                "currency": doc["currency"],
-                "subtotal": doc["subtotal"],
-                "tax": doc["tax"],
-                "credits_applied": doc["credits_applied"],
-                "total": doc["total"],
-                "lines": len(doc["lines"]),
-                "json": str(json_path),
-                "pdf": str(pdf_path),
-                "pdf_sha256": hashlib.sha256(pdf_path.read_bytes()).hexdigest()
-                if pdf_path.exists()
-                else None,
-            }
-        )
-    summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)
-    problems = []
-    for doc in docs:
-        lines_sum = _decimal_sum(line["amount"] for line in doc["lines"])
-        if lines_sum != Decimal(doc["subtotal"]):
-            problems.append(
-                f"{doc['customer_id']}: lines {lines_sum} != subtotal {doc['subtotal']}"
-            )
-        if Decimal(doc["subtotal"]) + Decimal(doc["tax"]) - Decimal(
-            doc["credits_applied"]
-        ) != Decimal(doc["total"]):
-            problems.append(
-                f"{doc['customer_id']}: subtotal + tax - credits != total {doc['total']}"
-            )
-    subtotals, rated = _decimal_sum(summary["subtotal"]), _decimal_sum(rated_charges["amount"])
-    if subtotals != rated:
-        problems.append(f"sum of subtotals {subtotals} != rated lines {rated}")
+    summary = draft_summary(folder, docs)
     yield dg.Output(
         summary,
         output_name="result",
         metadata={
             "invoices": summary.height,
-            "total_revenue": str(subtotals),
-            "total_billed_incl_tax": str(_decimal_sum(summary["total"])),
+            "total_revenue": str(decimal_sum(summary["subtotal"])),
+            "total_billed_incl_tax": str(decimal_sum(summary["total"])),
             "pdfs_rendered": sum(len(r) for r in rendered),
             "pdfs_up_to_date": documents.get("pdfs_up_to_date", 0),
             "render_shards": len(rendered),
@@ -219,13 +154,6 @@ def summarize_invoice_drafts(
             "folder": dg.MetadataValue.path(str(folder)),
         },
     )
-    yield dg.AssetCheckResult(
-        check_name=INVOICE_TOTALS_CHECK,
-        asset_key="invoice_drafts",
-        passed=not problems,
-        metadata={
-            "problems": "\n".join(problems) or "none",
-            "subtotals": str(subtotals),
-            "rated_lines": str(rated),
-        },
+    yield check_result(
+        INVOICE_TOTALS_CHECK, invoice_totals_check(docs, rated_charges), asset_key="invoice_drafts"
     )

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from billing_pipeline.defs.jobs import MONTH_TAG, daily_ingestion_job
+from billing_pipeline.defs.ingestion import daily_ingestion_job
+from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import LandingZone
 from billing_pipeline.sources.files import _name_day, _name_month
@@ -110,3 +111,6 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
         cursor=json.dumps(after, sort_keys=True),
         skip_reason=None if requests else dg.SkipReason("no new or changed landing files"),
     )
+
+
+defs = dg.Definitions(sensors=[landing_zone_sensor])

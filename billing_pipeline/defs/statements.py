@@ -75,3 +75,10 @@ month_to_date_statements_job = dg.define_asset_job(
 def month_to_date_statements_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """After daily ingestion and the alerts: statements as of the day that just ended."""
     return day_that_ended(context)
+
+
+defs = dg.Definitions(
+    assets=[month_to_date_statements],
+    jobs=[month_to_date_statements_job],
+    schedules=[month_to_date_statements_schedule],
+)

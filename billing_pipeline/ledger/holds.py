@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
+from billing_pipeline.checks import CheckOutcome, Markdown
 from billing_pipeline.ledger.ledger import Ledger, LedgerError, audit, lock_period
 from billing_pipeline.ledger.tables import held_records, waivers
 
@@ -149,3 +150,27 @@ def waived(ledger: Ledger, period: str) -> list[dict]:
         {"origin": r.origin, "reason": r.reason, "actor": r.actor, "waived_at": r.waived_at}
         for r in rows
     ]
+
+
+def money_at_risk_check(period: str, unwaived: list[Hold], waived: list[dict]) -> CheckOutcome:
+    """Fails while any held record is not waived; the description is the message ``issue``
+    refuses with. Issuing holds the customers named (or the whole month when a record names
+    nobody), so the check's failure is the holds, not a verdict on the month as a whole."""
+    return CheckOutcome(
+        passed=not unwaived,
+        description=describe(period, unwaived) if unwaived else None,
+        metadata={
+            "held_records": len(unwaived),
+            "held_customers": ", ".join(sorted({h.customer_id for h in unwaived if h.customer_id}))
+            or "none",
+            "holds_whole_month": any(h.customer_id is None for h in unwaived),
+            "held_origins": Markdown(
+                "\n".join(
+                    f"- `{h.origin}` ({h.reason}, {h.customer_id or 'whole month'})"
+                    for h in unwaived[:50]
+                )
+                or "none"
+            ),
+            "waived": len(waived),
+        },
+    )

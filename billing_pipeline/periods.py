@@ -1,4 +1,5 @@
-"""Billing periods: a month is the unit of invoicing, a UTC day the unit of ingestion."""
+"""Billing periods: a month is the unit of invoicing, a UTC day the unit of ingestion (an hour
+for the gateway log's fresh view)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ def overlap_days(month: str, first: dt.date, last: dt.date | None) -> int:
     lo = max(start, first)
     hi = min(end - dt.timedelta(days=1), last or end)
     return max(0, (hi - lo).days + 1)
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """An instant as the documents and files that say ``as_of`` write it: 2026-10-05T14:37:12Z
+    (UTC, whole seconds)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def end_of_day(day: dt.date) -> dt.datetime:
+    """The instant a UTC day ends (the next day's midnight): a whole day's ``as_of``."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.UTC)

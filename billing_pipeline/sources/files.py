@@ -29,6 +29,8 @@ RAW_LIMIT = 2000
 MAX_RECORD_QUANTITY = 10**15
 _DAY_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _MONTH_RE = re.compile(r"(\d{4})-(\d{2})(?!-?\d)")
+_HOUR_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2})")
+HOUR_DTYPE = pl.Datetime("us", "UTC")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,41 @@ def _name_month(name: str) -> date | None:
     if m and 1 <= int(m[2]) <= 12:
         return date(int(m[1]), int(m[2]), 1)
     return None
+
+
+def name_hour(name: str) -> datetime | None:
+    """The UTC hour a file name carries: ``2026-10-05T14.jsonl`` (a log rotated per hour) and its
+    size parts ``2026-10-05T14-000.jsonl``, ``-001``, ... Such a file is also that day's file."""
+    for m in _HOUR_RE.finditer(name):
+        try:
+            return datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def record_hour(day: date, file_hour: datetime | None, ts: datetime | None) -> datetime:
+    """The hourly partition of a record of ``day``: the hour its file's name carries; else the
+    hour of its own timestamp when that falls on its day; else (no usable timestamp, or another
+    day's: quarantined) the day's first hour. Every record of a day lands in exactly one of its
+    hours, so the hours of a day together read exactly what the day reads."""
+    if file_hour is not None:
+        return file_hour
+    if ts is not None and ts.astimezone(UTC).date() == day:
+        return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def record_hour_expr(file_hour: datetime | None) -> pl.Expr:
+    """``record_hour`` over the ``day`` and ``ts`` columns of a file's records (its polars twin)."""
+    if file_hour is not None:
+        return pl.lit(file_hour).cast(HOUR_DTYPE)
+    return (
+        pl.when(pl.col("ts").dt.date() == pl.col("day"))
+        .then(pl.col("ts").dt.truncate("1h"))
+        .otherwise(pl.col("day").cast(HOUR_DTYPE))
+        .cast(HOUR_DTYPE)
+    )
 
 
 def list_files(

@@ -38,7 +38,8 @@ import codecs
 import json
 import math
 import re
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -461,12 +462,14 @@ def _split_openai(good: pl.DataFrame) -> pl.DataFrame:
 
 def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = False):
     """One file -> (events, quarantine, lines carrying both usage and text when ``keep_text``,
-    accepted lines, reasoning per day x key x model)."""
+    accepted lines, reasoning per day x key x model, each record's hour: origin -> hour, None
+    for an unreadable file)."""
     try:
         data = f.path.read_bytes()
     except OSError as exc:
         q = files.unreadable(SOURCE, f, f"not a readable file: {exc}")
-        return None, q.filter(pl.col("day").is_between(start, end, closed="left")), None, 0, None
+        q = q.filter(pl.col("day").is_between(start, end, closed="left"))
+        return None, q, None, 0, None, None
     good, bad = _split_lines(f, data)
     good = (
         good.with_columns(
@@ -623,6 +626,9 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
     )
     frame = pl.concat([bad, good], how="diagonal_relaxed").sort("line")
     accepted, rejected = files.split_by_day(frame, f, "timestamp", start, end)
+    hours = pl.concat(
+        [accepted.select("origin", "day", "ts"), rejected.select("origin", "day", "ts")]
+    ).select("origin", files.record_hour_expr(files.name_hour(f.path.name)).alias("hour"))
     texts = None
     if keep_text:  # provider counts AND the text they count: the metering drift sample
         texts = accepted.filter(
@@ -690,19 +696,98 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         )
     )
     events = files.build_events(accepted, SOURCE, METERS, "input_tokens")
-    return events, files.rejected_to_quarantine(SOURCE, rejected), texts, accepted.height, reasoning
+    quarantine = files.rejected_to_quarantine(SOURCE, rejected)
+    return events, quarantine, texts, accepted.height, reasoning, hours
 
 
 def read(landing: Path, start: date, end: date):
     """All gateway requests whose partition day is in [start, end). start == end: a point event."""
     events, quarantine, accepted = [], [], 0
     for f in files.list_files(landing, FOLDER, (".jsonl",), start, end):
-        ev, q, _, n, _ = _read_file(f, start, end)
+        ev, q, _, n, _, _ = _read_file(f, start, end)
         if ev is not None:
             events.append(ev)
         quarantine.append(q)
         accepted += n
     return files.combine(events, quarantine, accepted)
+
+
+@dataclass(frozen=True)
+class HourlyRead:
+    """The records of a window of hours, and the hour each belongs to (``files.record_hour``)."""
+
+    read: files.SourceRead
+    hours: pl.DataFrame  # origin -> hour (UTC): one row per record read
+
+
+def read_hours(landing: Path, start: datetime, end: datetime) -> HourlyRead:
+    """The gateway requests of the hours [start, end): the records ``read`` gives for their days,
+    kept when their hour is in the window, so the hours of a day read exactly what the day reads.
+    A file named for an hour outside the window is not opened."""
+    first = start.astimezone(UTC).date()
+    last = (end.astimezone(UTC) - timedelta(microseconds=1)).date() + timedelta(days=1)
+    events, quarantine, hours = [], [], []
+    for f in files.list_files(landing, FOLDER, (".jsonl",), first, last):
+        file_hour = files.name_hour(f.path.name)
+        if file_hour is not None and not start <= file_hour < end:
+            continue
+        ev, q, _, _, _, of_file = _read_file(f, first, last)
+        if of_file is None:  # an unreadable file: its row is in the file's hour or first hour
+            of_file = q.select(
+                "origin",
+                files.record_hour_expr(file_hour).alias("hour")
+                if file_hour is not None
+                else pl.col("day").cast(files.HOUR_DTYPE).alias("hour"),
+            )
+        of_file = of_file.filter(pl.col("hour").is_between(start, end, closed="left"))
+        if ev is not None:
+            events.append(ev.join(of_file.select("origin"), on="origin", how="semi"))
+        quarantine.append(q.join(of_file.select("origin"), on="origin", how="semi"))
+        hours.append(of_file)
+    read = files.combine(events, quarantine)
+    hour_frame = pl.concat(
+        [pl.DataFrame(schema={"origin": pl.String, "hour": files.HOUR_DTYPE}), *hours]
+    )
+    return HourlyRead(read, hour_frame)
+
+
+_TIMESTAMP = re.compile(rb'"timestamp"\s*:\s*"([^"]{1,64})"')
+APPENDED_LIMIT = 64 * 1024 * 1024  # more appended at once than this: re-read the day's every hour
+
+
+def appended_hours(
+    path: Path, offset: int, day: date | None, now: datetime
+) -> set[datetime] | None:
+    """The hours (``files.record_hour``) of the lines a file named for ``day`` (None: a file
+    without a date) holds from byte ``offset`` on: what a gateway appended since ``offset`` was
+    read. A line cut at ``offset`` counts whole. None when that cannot be told (the file is gone,
+    too much was appended, an undated file's line has no timestamp): then every hour of the day
+    may have changed. Hours after ``now`` are left out."""
+    try:
+        size = path.stat().st_size
+        start = max(0, offset - 1024 * 1024)  # back to the start of a line cut at ``offset``
+        if size - start > APPENDED_LIMIT:
+            return None
+        with path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+    except OSError:
+        return None
+    if start > 0 or offset > 0:
+        cut = data.rfind(b"\n", 0, max(0, offset - start))
+        if cut < 0 and start > 0:
+            return None  # a line longer than the look-back: its start is unknown
+        data = data[cut + 1 :]
+    hours = set()
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        found = _TIMESTAMP.search(line)
+        ts = files.parse_utc(found[1].decode("utf-8", "replace")) if found else None
+        if day is None and ts is None:
+            return None
+        hours.add(files.record_hour(day or ts.date(), None, ts))
+    return {h for h in hours if h <= now}
 
 
 def reasoning_summary(landing: Path, start: date, end: date) -> pl.DataFrame:

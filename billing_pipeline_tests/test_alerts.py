@@ -106,7 +106,7 @@ def test_customers_over_their_hard_cap_are_listed_for_the_gateway_in_a_file_and_
     month = usage(steady())
     evaluate_day(month, cat, dt.date(2026, 10, 7), ledger.engine, tmp_path, now=NOW)
     listed = json.loads((tmp_path / HARD_CAPS_FILE).read_text())
-    assert listed["as_of"] == "2026-10-07"
+    assert listed["as_of"] == "2026-10-08T00:00:00Z"  # usage counted up to the end of the 7th
     assert [
         (c["customer_id"], c["spend_to_date"], c["hard_cap"], c["keys"])
         for c in listed["customers"]
@@ -117,7 +117,7 @@ def test_customers_over_their_hard_cap_are_listed_for_the_gateway_in_a_file_and_
         ).all() == [("acme", 7_000_000, 6_000_000)]
     earlier = evaluate_day(month, cat, dt.date(2026, 10, 3), ledger.engine, tmp_path, now=NOW)
     assert not earlier.caps_written  # a backfill of an earlier day does not unblock anyone
-    assert json.loads((tmp_path / HARD_CAPS_FILE).read_text())["as_of"] == "2026-10-07"
+    assert json.loads((tmp_path / HARD_CAPS_FILE).read_text())["as_of"] == "2026-10-08T00:00:00Z"
 
 
 def test_retries_back_off_exponentially_up_to_six_hours():
@@ -149,7 +149,7 @@ def test_the_demo_month_gets_a_finance_summary_and_its_daily_alerts_run_in_dagst
     first, second = (run.output_for_node("usage_alerts") for run in runs)
     assert first.filter(pl.col("kind") == "limit_threshold").height > 0 and first["new"].all()
     assert second.height == first.height and not second["new"].any()
-    assert json.loads((month.out / HARD_CAPS_FILE).read_text())["as_of"] == "2026-10-31"
+    assert json.loads((month.out / HARD_CAPS_FILE).read_text())["as_of"] == "2026-11-01T00:00:00Z"
 
 
 def test_a_backfill_of_an_old_month_records_its_alerts_as_fired_without_sending_them(

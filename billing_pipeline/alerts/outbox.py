@@ -146,11 +146,12 @@ def write_hard_caps(
     return True
 
 
-def hard_caps_json(period: str, as_of: dt.date, rows: list[dict]) -> str:
-    """The file a gateway polls (``<out>/hard_caps.json``): who to block, and why."""
+def hard_caps_json(period: str, as_of: str, rows: list[dict]) -> str:
+    """The file a gateway polls (``<out>/hard_caps.json``): who to block, and why. ``as_of``: the
+    instant the month to date was counted up to (``periods.utc_text``)."""
     return (
         json.dumps(
-            {"period": period, "as_of": as_of.isoformat(), "customers": rows},
+            {"period": period, "as_of": as_of, "customers": rows},
             indent=2,
             sort_keys=True,
         )

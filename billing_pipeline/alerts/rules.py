@@ -3,8 +3,11 @@
 Spend is what the customer's usage charges add up to (rated with their plan, before tax,
 discounts, credits and fixed fees: the part that grows with usage). A line's amount is spread
 over its days in proportion to the units charged that day, so a day's spend is its share of the
-month-to-date invoice. Every alert has a deterministic id (customer, month or day, rule): the
-outbox refuses a second alert with the same id, which is what makes re-runs and backfills safe.
+month-to-date invoice. An hour's spend is how much the month-to-date usage charges grew in that
+hour: the month rated on the usage that started before the hour ended, less the month rated on
+the usage that started before it began (tiers and allowances count as on the invoice). Every
+alert has a deterministic id (customer, month or day, rule): the outbox refuses a second alert
+with the same id, which is what makes re-runs and backfills safe.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.money import ZERO, amount_text, fmt_money, percent, round_to
+from billing_pipeline.periods import month_of, parse_month, utc_text
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.schema import COST_DECIMAL
@@ -34,15 +38,17 @@ class AlertRules:
 
     spike_factor: Decimal = Decimal(3)  # a day above k x the trailing 7-day mean
     growth_factor: Decimal = Decimal(2)  # the last 7 days above f x the 7 days before
-    min_spend: Decimal = Decimal(1)  # below this a day (or week) never counts as a spike
+    min_spend: Decimal = Decimal(1)  # below this a day, week or hour never counts as a spike
     thresholds: tuple[int, ...] = THRESHOLDS
+    hourly_spike_factor: Decimal = Decimal(10)  # an hour above h x the mean of the hours before
+    baseline_hours: int = 24  # the hours that mean spans; a customer needs usage that old
 
 
 @dataclass(frozen=True)
 class Alert:
     alert_id: str
     customer_id: str
-    kind: str  # limit_threshold | daily_spike | weekly_growth
+    kind: str  # limit_threshold | daily_spike | weekly_growth | hourly_spike
     period: str  # YYYY-MM
     payload: dict = field(hash=False)
 
@@ -87,16 +93,31 @@ def month_to_date(spend: pl.DataFrame, customer: str, day: dt.date) -> Decimal:
     return _spend_between(spend, customer, day.replace(day=1), day)
 
 
-def projected(mtd: Decimal, day: dt.date) -> Decimal:
-    """Month-end spend at the month-to-date daily rate."""
+def projected(mtd: Decimal, day: dt.date, as_of: dt.datetime | None = None) -> Decimal:
+    """Month-end spend at the month-to-date rate: per day elapsed, or per hour elapsed when the
+    month to date ends at ``as_of`` within a day (the same figure at the end of a day)."""
     days = calendar.monthrange(day.year, day.month)[1]
-    return mtd * days / day.day
+    if as_of is None:
+        return mtd * days / day.day
+    start = dt.datetime.combine(day.replace(day=1), dt.time(), dt.UTC)
+    hours = Decimal(int((as_of - start).total_seconds())) / 3600
+    return mtd * days * 24 / hours if hours > 0 else mtd
+
+
+def _as_of_text(day: dt.date, as_of: dt.datetime | None) -> str:
+    """A day's evaluation says its day; an hourly one the instant its month to date ends."""
+    return day.isoformat() if as_of is None else utc_text(as_of)
 
 
 def limit_alerts(
-    spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()
+    spend: pl.DataFrame,
+    catalog: Catalog,
+    day: dt.date,
+    rules: AlertRules = AlertRules(),
+    as_of: dt.datetime | None = None,
 ) -> list[Alert]:
-    """One alert per threshold the month-to-date spend has reached (the outbox keeps each once)."""
+    """One alert per threshold the month-to-date spend has reached (the outbox keeps each once).
+    ``as_of``: the month to date ends within ``day`` (an hourly evaluation), not at its end."""
     alerts = []
     period = day.strftime("%Y-%m")
     days_in_month = calendar.monthrange(day.year, day.month)[1]
@@ -106,7 +127,7 @@ def limit_alerts(
             continue
         mtd = month_to_date(spend, cid, day)
         used = percent(mtd, limit)
-        forecast = projected(mtd, day)
+        forecast = projected(mtd, day, as_of)
         cur = customer.currency
         for threshold in rules.thresholds:
             if mtd * 100 < limit * threshold:
@@ -122,7 +143,7 @@ def limit_alerts(
                         "type": "limit_threshold",
                         "customer_id": cid,
                         "period": period,
-                        "as_of": day.isoformat(),
+                        "as_of": _as_of_text(day, as_of),
                         "currency": cur,
                         "threshold_percent": threshold,
                         "percent_used": str(used),
@@ -143,10 +164,36 @@ def limit_alerts(
     return alerts
 
 
+def _common(
+    spend: pl.DataFrame, catalog: Catalog, cid: str, day: dt.date, as_of: dt.datetime | None
+) -> dict:
+    """The fields every spike alert carries: who, the month so far and where it is heading."""
+    customer = catalog.customers.get(cid)
+    cur = customer.currency if customer else "USD"
+    mtd = month_to_date(spend, cid, day)
+    return {
+        "customer_id": cid,
+        "period": day.strftime("%Y-%m"),
+        "as_of": _as_of_text(day, as_of),
+        "currency": cur,
+        "spend_to_date": amount_text(mtd, cur),
+        "projected_month_end": amount_text(projected(mtd, day, as_of), cur),
+        "monthly_limit": None
+        if customer is None or customer.monthly_limit is None
+        else amount_text(customer.monthly_limit, cur),
+    }
+
+
 def spike_alerts(
-    spend: pl.DataFrame, catalog: Catalog, day: dt.date, rules: AlertRules = AlertRules()
+    spend: pl.DataFrame,
+    catalog: Catalog,
+    day: dt.date,
+    rules: AlertRules = AlertRules(),
+    as_of: dt.datetime | None = None,
 ) -> list[Alert]:
-    """A day above k x the trailing 7-day mean; a week above f x the week before."""
+    """A day above k x the trailing 7-day mean; a week above f x the week before. Evaluated
+    within the day (``as_of``), the day so far counts: it can only grow, so an alert that fires
+    early is the one the whole day would fire."""
     alerts = []
     period = day.strftime("%Y-%m")
     one = dt.timedelta(days=1)
@@ -156,18 +203,7 @@ def spike_alerts(
         mean = _spend_between(spend, cid, day - 7 * one, day - one) / 7
         week = _spend_between(spend, cid, day - 6 * one, day)
         before = _spend_between(spend, cid, day - 13 * one, day - 7 * one)
-        mtd = month_to_date(spend, cid, day)
-        common = {
-            "customer_id": cid,
-            "period": period,
-            "as_of": day.isoformat(),
-            "currency": cur,
-            "spend_to_date": amount_text(mtd, cur),
-            "projected_month_end": amount_text(projected(mtd, day), cur),
-            "monthly_limit": None
-            if catalog.customers.get(cid) is None or catalog.customers[cid].monthly_limit is None
-            else amount_text(catalog.customers[cid].monthly_limit, cur),
-        }
+        common = _common(spend, catalog, cid, day, as_of)
         if today >= rules.min_spend and mean > 0 and today > rules.spike_factor * mean:
             aid = f"spike:{cid}:{day.isoformat()}"
             alerts.append(
@@ -217,7 +253,122 @@ def spike_alerts(
     return alerts
 
 
-def over_hard_cap(spend: pl.DataFrame, catalog: Catalog, day: dt.date) -> list[dict]:
+def _started() -> pl.Expr:
+    """When a usage row started: its ``start``, else its day's midnight (UTC)."""
+    return pl.coalesce(pl.col("start"), pl.col("day").cast(pl.Datetime("us", "UTC")))
+
+
+def month_spend_before(
+    usage: pl.DataFrame, catalog: Catalog, month: str, until: dt.datetime
+) -> dict[str, Decimal]:
+    """Usage charges per customer of ``month``, rated on its usage that started before ``until``."""
+    first, end = parse_month(month)
+    of_month = usage.filter(
+        pl.col("day").is_between(first, end, closed="left")
+        & pl.col("customer_id").is_not_null()
+        & (_started() < until)
+    )
+    if of_month.height == 0:
+        return {}
+    billable = split_billing_source(of_month, catalog).billable
+    lines = rate_month(billable, catalog, month, daily=False).lines
+    totals: dict[str, Decimal] = {}
+    for customer, amount in (
+        lines.filter(pl.col("consideration") == "variable")
+        .select("customer_id", "amount")
+        .iter_rows()
+    ):
+        totals[customer] = totals.get(customer, ZERO) + Decimal(amount)
+    return totals
+
+
+def spend_between(
+    usage: pl.DataFrame, catalog: Catalog, start: dt.datetime, end: dt.datetime
+) -> dict[str, Decimal]:
+    """What the usage that started in [start, end) added to each customer's usage charges: per
+    month the window touches, the month rated up to ``end`` less the month rated up to ``start``."""
+    totals: dict[str, Decimal] = {}
+    month = month_of(start.astimezone(dt.UTC).date())
+    while True:
+        first, after = (dt.datetime.combine(d, dt.time(), dt.UTC) for d in parse_month(month))
+        if first >= end:
+            return totals
+        upto = month_spend_before(usage, catalog, month, min(end, after))
+        before = month_spend_before(usage, catalog, month, start) if start > first else {}
+        for cid in upto.keys() | before.keys():
+            totals[cid] = totals.get(cid, ZERO) + upto.get(cid, ZERO) - before.get(cid, ZERO)
+        month = month_of(after.date())
+
+
+def hourly_spike_alerts(
+    usage: pl.DataFrame,
+    spend: pl.DataFrame,
+    catalog: Catalog,
+    hour: dt.datetime,
+    as_of: dt.datetime,
+    rules: AlertRules = AlertRules(),
+) -> list[Alert]:
+    """An hour whose spend is above ``hourly_spike_factor`` x the customer's mean hourly spend
+    over the ``baseline_hours`` before it, and at least ``min_spend``. A customer whose first
+    usage is less than ``baseline_hours`` old has no baseline yet and gets no alert (a new
+    customer's first busy hours are not spikes). One per customer and day: the first hour of the
+    day that spikes (``hourly_spike:<customer>:<day>``), so a runaway day is one alert, not 24.
+    ``spend``: the daily spend (``daily_spend``) the month-to-date fields are read from."""
+    end, base = hour + dt.timedelta(hours=1), hour - dt.timedelta(hours=rules.baseline_hours)
+    started = usage.filter(pl.col("customer_id").is_not_null()).with_columns(_started().alias("_t"))
+    active = started.filter(pl.col("_t").is_between(hour, end, closed="left"))[
+        "customer_id"
+    ].unique()
+    first_seen = (
+        started.filter(pl.col("customer_id").is_in(active.implode()))
+        .group_by("customer_id")
+        .agg(pl.col("_t").min())
+    )
+    known = first_seen.filter(pl.col("_t") <= base)["customer_id"]
+    if known.len() == 0:
+        return []
+    mine = usage.filter(pl.col("customer_id").is_in(known.implode()))
+    this_hour = spend_between(mine, catalog, hour, end)
+    before = spend_between(mine, catalog, base, hour)
+    alerts = []
+    as_of_day = (as_of - dt.timedelta(microseconds=1)).date()
+    for cid in sorted(this_hour):
+        spent, mean = this_hour[cid], before.get(cid, ZERO) / rules.baseline_hours
+        if spent < rules.min_spend or mean <= 0 or spent <= rules.hourly_spike_factor * mean:
+            continue
+        common = _common(spend, catalog, cid, as_of_day, as_of)
+        cur = common["currency"]
+        aid = f"hourly_spike:{cid}:{hour.date().isoformat()}"
+        alerts.append(
+            Alert(
+                aid,
+                cid,
+                "hourly_spike",
+                common["period"],
+                {
+                    **common,
+                    "alert_id": aid,
+                    "type": "hourly_spike",
+                    "hour": utc_text(hour),
+                    "hour_spend": amount_text(spent, cur),
+                    "baseline_hourly_mean": amount_text(mean, cur),
+                    "baseline_hours": rules.baseline_hours,
+                    "factor": str(rules.hourly_spike_factor),
+                    "message": (
+                        f"Usage charges in the hour from {hour:%H:%M} UTC on {hour.date().isoformat()} "
+                        f"were {fmt_money(spent, cur)}, {round_to(spent / mean, 1)} x the mean "
+                        f"hour of the {rules.baseline_hours} hours before "
+                        f"({fmt_money(mean, cur)}; alert above {rules.hourly_spike_factor} x)."
+                    ),
+                },
+            )
+        )
+    return alerts
+
+
+def over_hard_cap(
+    spend: pl.DataFrame, catalog: Catalog, day: dt.date, as_of: dt.datetime | None = None
+) -> list[dict]:
     """Customers whose month-to-date spend reached their ``hard_cap``: the gateway should block them."""
     rows = []
     for cid, customer in sorted(catalog.customers.items()):
@@ -229,7 +380,7 @@ def over_hard_cap(spend: pl.DataFrame, catalog: Catalog, day: dt.date) -> list[d
                 {
                     "customer_id": cid,
                     "period": day.strftime("%Y-%m"),
-                    "as_of": day.isoformat(),
+                    "as_of": _as_of_text(day, as_of),
                     "currency": customer.currency,
                     "spend_to_date": amount_text(mtd, customer.currency),
                     "hard_cap": amount_text(customer.hard_cap, customer.currency),

@@ -28,7 +28,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.money import ZERO, amount_text, minor_unit, percent, round_div_expr
-from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month
+from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month, utc_text
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.schema import USAGE_SCHEMA, conform, event_id_expr
@@ -215,11 +215,14 @@ def build_statements(
     catalog: Catalog,
     day: dt.date,
     credits_used: Mapping[str, Mapping[int, Decimal]] | None = None,
+    as_of: dt.datetime | None = None,
 ) -> list[dict]:
     """One statement per customer the month's invoice would have, as of the end of ``day``.
 
     ``usage``: attributed usage (other days and months are ignored); ``credits_used``: what earlier
-    months' invoices drew from each credit grant, as for ``build_documents``."""
+    months' invoices drew from each credit grant, as for ``build_documents``; ``as_of``: the
+    instant within ``day`` the usage was counted up to (an hourly refresh), written as the
+    statement's ``as_of`` instead of the day (``periods.utc_text``)."""
     month = month_of(day)
     # The same one source per customer and provider as the invoice (catalog billing_source).
     mtd = split_billing_source(month_to_date(usage, day), catalog).billable
@@ -257,6 +260,7 @@ def build_statements(
             projected.get(doc["customer_id"]),
             catalog,
             day,
+            day.isoformat() if as_of is None else utc_text(as_of),
         )
         for doc in docs
     ]
@@ -269,6 +273,7 @@ def _statement(
     projected: dict | None,
     catalog: Catalog,
     day: dt.date,
+    as_of: str,
 ) -> dict:
     currency, cid = doc["currency"], doc["customer_id"]
     customer = catalog.customers[cid]
@@ -316,7 +321,7 @@ def _statement(
         "period_label": month_label(month),
         "period_start": start.isoformat(),
         "period_end": (end - dt.timedelta(days=1)).isoformat(),
-        "as_of": day.isoformat(),
+        "as_of": as_of,
         "days_elapsed": day.day,
         "days_in_month": (end - start).days,
         "currency": currency,

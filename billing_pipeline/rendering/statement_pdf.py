@@ -9,6 +9,7 @@ arithmetic: every number arrives here as a decimal string and leaves as display 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
@@ -61,13 +62,14 @@ def statement_context(st: dict) -> dict:
     money = lambda v: fmt_money(exact(v), cur)  # noqa: E731
     spend, projection = st["spend_so_far"], st["projection"]
     credits = exact(spend["credits_applied"])
+    day, time = st["as_of"][:10], st["as_of"][11:16]  # a day, or an hourly refresh's instant
     return {
         "st": st,
-        "number": f"as of {_date_text(st['as_of'])}",
-        "as_of": _date_text(st["as_of"]),
-        "period": _period_text(st["period_start"], st["as_of"]),
+        "number": f"as of {_date_text(day)}" + (f", {time} UTC" if time else ""),
+        "as_of": _date_text(day),
+        "period": _period_text(st["period_start"], day),
         "days": f"{st['days_elapsed']} of {st['days_in_month']}",
-        "pdf_date": f"{st['as_of']}T00:00:00Z",
+        "pdf_date": st["as_of"] if time else f"{day}T00:00:00Z",
         "subtotal": money(spend["subtotal"]),
         "usage_charges": money(spend["usage_charges"]),
         "other_charges": [
@@ -152,6 +154,54 @@ def statement_folder(out: Path, day: dt.date) -> Path:
     return folder
 
 
+def latest_statement_folder(out: Path, month: str) -> Path:
+    """<out>/<YYYY-MM>/statements/latest/: each customer's statement as of its last hourly refresh."""
+    folder = Path(out) / month / "statements" / "latest"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_latest_statements(
+    statements: list[dict], folder: Path, renderer: StatementRenderer | None = None
+) -> pl.DataFrame:
+    """<customer>.json and .html per statement (no PDF: the day's PDF comes with the daily
+    statements), each written atomically. A customer whose file already says a later ``as_of``
+    keeps it: a late line for an earlier day never rolls a statement back."""
+    renderer = renderer or StatementRenderer()
+    rows = []
+    for st in statements:
+        json_path, html_path = (
+            inside(folder, f"{st['customer_id']}.{ext}") for ext in ("json", "html")
+        )
+        if _held_as_of(json_path) > st["as_of"]:
+            continue
+        write_atomically(statement_json(st).encode("utf-8"), json_path)
+        write_atomically(renderer.render_page(st).encode("utf-8"), html_path)
+        rows.append(_row(st, json_path, None))
+    return pl.DataFrame(rows, schema=STATEMENT_SCHEMA)
+
+
+def _held_as_of(path: Path) -> str:
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["as_of"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""  # none yet, or unreadable: replace it
+
+
+def _row(st: dict, json_path: Path, pdf_path: Path | None) -> dict:
+    projection = st["projection"] or {}
+    return {
+        "customer_id": st["customer_id"],
+        "currency": st["currency"],
+        "subtotal": st["spend_so_far"]["subtotal"],
+        "total": st["spend_so_far"]["total"],
+        "projected_total": projection.get("total"),
+        "limit_used_pct": st["limit_used_pct"],
+        "json": str(json_path),
+        "pdf": None if pdf_path is None else str(pdf_path),
+    }
+
+
 def write_statements(
     statements: list[dict], folder: Path, renderer: StatementRenderer | None = None
 ) -> pl.DataFrame:
@@ -170,19 +220,7 @@ def write_statements(
         write_atomically(statement_json(st).encode("utf-8"), json_path)
         write_atomically(renderer.render_page(st).encode("utf-8"), html_path)
         renderer.write_pdf(st, pdf_path)
-        projection = st["projection"] or {}
-        rows.append(
-            {
-                "customer_id": st["customer_id"],
-                "currency": st["currency"],
-                "subtotal": st["spend_so_far"]["subtotal"],
-                "total": st["spend_so_far"]["total"],
-                "projected_total": projection.get("total"),
-                "limit_used_pct": st["limit_used_pct"],
-                "json": str(json_path),
-                "pdf": str(pdf_path),
-            }
-        )
+        rows.append(_row(st, json_path, pdf_path))
     return pl.DataFrame(rows, schema=STATEMENT_SCHEMA)
 
 

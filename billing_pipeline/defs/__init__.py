@@ -10,12 +10,22 @@ here it only becomes an ``AssetCheckResult``. Still decided here: which days a l
 
 import dagster as dg
 
-from billing_pipeline.defs import alerts, fetch, ingestion, issuing, month_end, sensors, statements
+from billing_pipeline.defs import (
+    alerts,
+    fetch,
+    hourly,
+    ingestion,
+    issuing,
+    month_end,
+    sensors,
+    statements,
+)
 from billing_pipeline.defs.alerts import with_alert_resources
 from billing_pipeline.defs.executors import executor_from_env
+from billing_pipeline.defs.hourly import with_hourly_resources
 from billing_pipeline.defs.resources import resources_from_env
 
-STAGES = (ingestion, month_end, issuing, fetch, alerts, statements, sensors)
+STAGES = (ingestion, month_end, issuing, fetch, alerts, statements, hourly, sensors)
 
 
 def stage_definitions() -> dg.Definitions:
@@ -29,8 +39,8 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     return dg.Definitions.merge(
         stage_definitions(),
         dg.Definitions(
-            resources=with_alert_resources(
-                resources if resources is not None else resources_from_env()
+            resources=with_hourly_resources(
+                with_alert_resources(resources if resources is not None else resources_from_env())
             ),
             # BILLING_EXECUTOR: multiprocess (default), in_process, celery
             executor=executor_from_env(),

@@ -159,6 +159,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
 
     A single-run backfill hands one frame for a range of daily partitions: it is split on its
     ``day`` column, so every day still gets its own file and a monthly asset reads its days back.
+    A range of hourly partitions is split on its ``hour`` column the same way.
     """
 
     base_dir: str
@@ -166,6 +167,11 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     def _path(self, key: dg.AssetKey, partition: str | None) -> Path:
         base = Path(self.base_dir).joinpath(*key.path)
         return base / f"{partition}.parquet" if partition else base.with_suffix(".parquet")
+
+    def partition_path(self, key: dg.AssetKey, partition: str | None) -> Path:
+        """Where a partition's frame is stored (for readers of stored partitions, e.g. the
+        hourly month to date)."""
+        return self._path(key, partition)
 
     def _write(self, frame: pl.DataFrame, path: Path) -> None:
         with atomic_file(path) as fh:
@@ -181,9 +187,14 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         if len(keys) == 1:
             self._write(obj, self._path(context.asset_key, keys[0]))
             return
+        partitions = context.asset_partitions_def
         for key in keys:
-            day = pl.lit(key).str.to_date()
-            self._write(obj.filter(pl.col("day") == day), self._path(context.asset_key, key))
+            window = partitions.time_window_for_partition_key(key)
+            if window.end - window.start < dt.timedelta(days=1):
+                part = obj.filter(pl.col("hour") == window.start.astimezone(dt.UTC))
+            else:
+                part = obj.filter(pl.col("day") == pl.lit(key).str.to_date())
+            self._write(part, self._path(context.asset_key, key))
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame:
         if not context.has_asset_partitions:

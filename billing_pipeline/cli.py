@@ -14,6 +14,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+from billing_pipeline.alerts.caps_server import CAPS_PATH, caps_server  # noqa: E402
 from billing_pipeline.runner import InputError, MonthEndFailed, run_backfill, run_month_end  # noqa: E402
 
 
@@ -523,6 +524,33 @@ def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | 
     click.echo(
         f"wrote {table.height} statement(s) to {out / day.strftime('%Y-%m') / 'statements' / day.isoformat()}"
     )
+
+
+@main.command("serve-caps")
+@click.option(
+    "--out",
+    default="out",
+    envvar="BILLING_OUT_DIR",
+    type=click.Path(path_type=Path),
+    help="Output folder holding hard_caps.json (default: ./out, or BILLING_OUT_DIR).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8787, show_default=True, type=int, help="Port to listen on.")
+def serve_caps(out: Path, host: str, port: int) -> None:
+    """Serve <out>/hard_caps.json read-only over HTTP for gateways to poll: GET /hard_caps.json
+    (ETag / If-None-Match), 503 until the first evaluation wrote it. Stops on Ctrl-C."""
+    try:
+        server = caps_server(out, host, port)
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
+    click.echo(f"serving hard caps at http://{host}:{server.server_port}{CAPS_PATH} from {out}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ executor, so an asset is deployed by adding it to its module's Definitions, not 
 The assets call the domain packages for the billing rules and the files they write, and every
 check's decision is a plain function there returning a ``billing_pipeline.checks.CheckOutcome``;
 here it only becomes an ``AssetCheckResult``. Still decided here: which days a landing file feeds
-(sensors.py) and whether invoice email is sent or written as a dry run (issuing.py).
+and which hours a gateway file feeds (sensors.py), which stored partitions make an hour's month to
+date (hourly.py) and whether invoice email is sent or written as a dry run (issuing.py).
 """
 
 import dagster as dg

@@ -126,33 +126,27 @@ class HourlyAlertsConfig(AlertsConfig):
     baseline_hours: int = 24
 
 
-ALERTS_SCHEMA = {
-    "alert_id": pl.String,
-    "customer_id": pl.String,
-    "kind": pl.String,
-    "new": pl.Boolean,
-    "message": pl.String,
-}
-
-
 @dg.multi_asset(
-    outs={
-        "hourly_usage_alerts": dg.AssetOut(
+    specs=[
+        dg.AssetSpec(
+            "hourly_usage_alerts",
             description="Limit, spike and hourly spike alerts on the month to date after the "
-            "hour's ingestion (each once per customer and month, or day, as the daily ones), "
-            "and <out>/hard_caps.json rewritten with its as_of.",
+            "hour's ingestion (each once per customer and month, or day, as the daily ones; the "
+            "ledger's alert_outbox keeps them), and <out>/hard_caps.json rewritten with its as_of.",
             group_name=HOURLY_GROUP,
-            kinds={"polars", "sqlite"},
+            kinds={"sqlite"},
+            deps=[RAW_HOURLY, "usage_events"],
         ),
-        "hourly_statements": dg.AssetOut(
+        dg.AssetSpec(
+            "hourly_statements",
             description="Month-to-date statements (JSON + HTML) of the customers whose usage the "
             "hour changed, under <out>/<YYYY-MM>/statements/latest/.",
             group_name=HOURLY_GROUP,
-            kinds={"polars", "html"},
+            kinds={"html"},
+            deps=[RAW_HOURLY, "usage_events"],
         ),
-    },
+    ],
     ins={RAW_HOURLY: dg.AssetIn()},
-    deps=["usage_events"],
     partitions_def=hourly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
@@ -170,11 +164,12 @@ def month_to_date_hourly(
     month to date as landed (usage_events days, their gateway rows from newer hourly partitions,
     and 30 days back for the spike baselines), the alerts and hard caps of alerts/run.py
     ``evaluate_hour`` (new alerts sent at once), and the statements of the customers with usage
-    in the hour."""
+    in the hour. What they wrote lives in the ledger and the files; the materializations carry
+    the figures."""
     window = context.partition_time_window
     hour = window.end.astimezone(dt.UTC) - dt.timedelta(hours=1)
     day, month = hour.date(), month_of(hour.date())
-    the_catalog = catalog.load()
+    the_catalog, the_ledger = catalog.load(), ledger.open()
     stored = usage_store.days(day - dt.timedelta(days=LOOKBACK_DAYS), day)
     order = functools.cache(lambda: landing_file_order(landing.root))
     usage = month_to_date_usage(stored, the_catalog, file_order=lambda rel: order()(rel))
@@ -185,9 +180,8 @@ def month_to_date_hourly(
         hourly_spike_factor=Decimal(config.hourly_spike_factor),
         baseline_hours=config.baseline_hours,
     )
-    engine = ledger.open().engine
-    result = evaluate_hour(usage, the_catalog, hour, engine, Path(output.path), rules)
-    delivery = deliver_due(engine)
+    result = evaluate_hour(usage, the_catalog, hour, the_ledger.engine, Path(output.path), rules)
+    delivery = deliver_due(the_ledger.engine)
     events, _ = split_raw(raw[RAW_HOURLY])
     changed = set(attribute(events, the_catalog)["customer_id"].drop_nulls().to_list())
     statements = [
@@ -196,28 +190,20 @@ def month_to_date_hourly(
             usage.filter(pl.col("customer_id").is_in(sorted(changed))),
             the_catalog,
             day,
-            credits_used=ledger.open().credits_used(month),
+            credits_used=the_ledger.credits_used(month),
             as_of=result.as_of,
         )
         if st["customer_id"] in changed
     ]
-    written = write_latest_statements(statements, latest_statement_folder(Path(output.path), month))
-    alerts = pl.DataFrame(
-        [
-            (a.alert_id, a.customer_id, a.kind, a.alert_id in result.new, a.payload["message"])
-            for a in result.alerts
-        ],
-        schema=ALERTS_SCHEMA,
-        orient="row",
-    )
+    folder = latest_statement_folder(Path(output.path), month)
+    written = write_latest_statements(statements, folder)
     in_month = [s for s in stored if s.day.strftime("%Y-%m") == month]
     as_of = utc_text(result.as_of)
-    yield dg.Output(
-        alerts.with_columns(pl.lit(hour).alias("hour")),
-        output_name="hourly_usage_alerts",
+    yield dg.MaterializeResult(
+        asset_key="hourly_usage_alerts",
         metadata={
             "as_of": as_of,
-            "alerts": alerts.height,
+            "alerts": len(result.alerts),
             "new_alerts": ", ".join(result.new) or "none",
             "over_hard_cap": ", ".join(r["customer_id"] for r in result.over_cap) or "none",
             "hard_caps_written": result.caps_written,
@@ -234,14 +220,13 @@ def month_to_date_hourly(
             "hard_caps_file": dg.MetadataValue.path(str(Path(output.path) / HARD_CAPS_FILE)),
         },
     )
-    yield dg.Output(
-        written.with_columns(pl.lit(hour).alias("hour")),
-        output_name="hourly_statements",
+    yield dg.MaterializeResult(
+        asset_key="hourly_statements",
         metadata={
             "as_of": as_of,
             "customers_changed": len(changed),
             "statements_written": written.height,
-            "folder": dg.MetadataValue.path(str(latest_statement_folder(Path(output.path), month))),
+            "folder": dg.MetadataValue.path(str(folder)),
         },
     )
 

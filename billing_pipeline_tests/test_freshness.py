@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from decimal import Decimal
@@ -17,10 +19,12 @@ import polars as pl
 import pytest
 import yaml
 
+from billing_pipeline.alerts import outbox
 from billing_pipeline.alerts.caps_server import CAPS_PATH, caps_server, serve_in_thread
 from billing_pipeline.alerts.month_to_date import StoredDay, month_to_date_usage
-from billing_pipeline.alerts.rules import AlertRules, daily_spend, hourly_spike_alerts
+from billing_pipeline.alerts.rules import Alert, AlertRules, daily_spend, hourly_spike_alerts
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_day, evaluate_hour
+from billing_pipeline.alerts.webhooks import deliver_all_due
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.defs import build_definitions
 from billing_pipeline.defs.partitions import HOUR_KEY_FORMAT
@@ -325,6 +329,24 @@ def test_a_late_line_for_last_month_never_replaces_this_months_hard_caps(ledger,
     assert (held["period"], held["customers"]) == ("2026-11", [])  # ... the file keeps November
 
 
+def test_an_hours_new_alert_is_sent_in_its_run_even_behind_a_backlog_of_older_ones(
+    ledger, acme_secret, tmp_path
+):
+    with WebhookReceiver(SECRET) as receiver:
+        cat = catalog(receiver.url)
+        hook = (receiver.url, "BILLING_WEBHOOK_SECRET_ACME")
+        old = [
+            Alert(f"spike:acme:old-{i:03d}", "acme", "daily_spike", "2026-10", {"n": i})
+            for i in range(150)  # more than one delivery pass takes
+        ]
+        outbox.record(ledger.engine, old, {"acme": hook}, at(9, day=8))
+        so_far = hourly({at(9, day=8): 600_000})  # $6.00 of acme's $10.00
+        evaluate_hour(so_far, cat, at(9, day=8), ledger.engine, tmp_path, now=at(9, 30, day=8))
+        report = deliver_all_due(ledger.engine)
+    assert len(report.delivered) == 151
+    assert "limit:acme:2026-10:50" in receiver.ids()
+
+
 # ---------------------------------------------------------------- the month to date, assembled
 
 
@@ -382,6 +404,23 @@ def test_the_caps_endpoint_serves_the_file_read_only_and_says_when_it_has_not_ch
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_billing_pipeline_serve_caps_serves_the_out_folders_file_until_stopped(tmp_path):
+    body = b'{"as_of": "2026-10-08T09:40:00Z", "customers": [], "period": "2026-10"}\n'
+    (tmp_path / HARD_CAPS_FILE).write_bytes(body)
+    command = [sys.executable, "-m", "billing_pipeline.cli", "serve-caps", "--out", str(tmp_path)]
+    server = subprocess.Popen(
+        [*command, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        announced = server.stdout.readline()  # serving hard caps at http://127.0.0.1:<port>/...
+        url = announced.split(" at ", 1)[1].split(" from ", 1)[0]
+        assert url.startswith("http://127.0.0.1:") and url.endswith(CAPS_PATH)
+        assert get(url)[::2] == (200, body)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 # ---------------------------------------------------------------- the month-end reads the same

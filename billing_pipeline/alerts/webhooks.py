@@ -226,3 +226,20 @@ def deliver_due(
         if own_client:
             client.close()
     return report
+
+
+def deliver_all_due(engine: Engine, rounds: int = 50, **kwargs) -> DeliveryReport:
+    """``deliver_due`` again until a pass finds nothing to attempt (each pass takes the oldest due
+    rows, at most ``outbox.due``'s limit): an hour's new alerts are sent in the run that found
+    them, not left behind a backlog of older ones. A failed row waits for its backoff, so it is
+    not attempted twice here; ``rounds`` bounds the passes."""
+    total = DeliveryReport()
+    for _ in range(rounds):
+        report = deliver_due(engine, **kwargs)
+        total.delivered += report.delivered
+        total.failed.update(report.failed)
+        total.skipped += report.skipped
+        total.refused.update(report.refused)
+        if not (report.delivered or report.failed or report.refused):
+            break
+    return total

@@ -19,7 +19,7 @@ import polars as pl
 from billing_pipeline.alerts.month_to_date import StoredDay, month_to_date_usage
 from billing_pipeline.alerts.rules import AlertRules
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_hour
-from billing_pipeline.alerts.webhooks import deliver_due
+from billing_pipeline.alerts.webhooks import deliver_all_due
 from billing_pipeline.defs.alerts import LOOKBACK_DAYS, AlertsConfig
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.partitions import HOUR_KEY_FORMAT, hourly_partitions
@@ -181,7 +181,7 @@ def month_to_date_hourly(
         baseline_hours=config.baseline_hours,
     )
     result = evaluate_hour(usage, the_catalog, hour, the_ledger.engine, Path(output.path), rules)
-    delivery = deliver_due(the_ledger.engine)
+    delivery = deliver_all_due(the_ledger.engine)
     events, _ = split_raw(raw[RAW_HOURLY])
     changed = set(attribute(events, the_catalog)["customer_id"].drop_nulls().to_list())
     statements = [
@@ -236,6 +236,9 @@ hourly_ingestion_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups(HOURLY_GROUP),
     description="Ingest an hour of the gateway log (or a range, in one run), then evaluate the "
     "month to date: alerts, hard caps, month-to-date statements of the customers it changed.",
+    # Two small steps one after the other: a process (or a Celery task) per step would take
+    # longer to start than the steps take, and this job is the one that has to be quick.
+    executor_def=dg.in_process_executor,
 )
 
 

@@ -3,20 +3,22 @@
     .venv/bin/python -m benchmarks.freshness [--customers 1 1000] [--hour-events 13889] [--keep DIR]
 
 For each customer count: a landing zone whose gateway log holds the last ``--history-hours`` hours
-(default 24, one file per hour, ``<day>T<hour>.jsonl``) at ``--hour-events`` usage events an hour
-(default 13,889: 1/720 of a 10 M-event month; a request line gives three events: input, cached
-input, output), spread over every customer but ``c00000``; a catalog whose customers all have a
-monthly limit and a webhook to a receiver this process runs on 127.0.0.1, ``c00000`` with a
-$10.00 limit and no usage yet (with ``--customers 1`` it is the only customer, and there is no
-history). Then, on a temporary ``DAGSTER_HOME`` with the repository's ``dagster.yaml`` (the run
-queue, one run per billing month), it starts ``dagster-daemon run -w workspace.yaml`` and turns
-``gateway_hourly_sensor`` on; the sensor ingests the history (a backlog), and once no run is
-queued or running, one line lands: ``c00000`` burning 2,000,000 gpt-4o output tokens ($20.00) in
-a new size part of the current hour (``<day>T<hour>-001.jsonl``). It prints the wall time from
-the line landing to the first webhook (the 50 % limit alert) arriving, and from the run's event
-log: when the sensor started the run, when the run began, and how long each step took; the
-``raw_gateway_log_hourly`` step is one hour's ingestion (the hour's regular traffic plus the
-line). The daemon is stopped (its process group) at the end.
+(default 24, one file per hour, ``<day>T<hour>.jsonl``) and the current hour so far
+(``<day>T<hour>-000.jsonl``) at ``--hour-events`` usage events an hour (default 13,888: 1/720 of
+a 10 M-event month; a request line gives three events: input, cached input, output), spread over
+every customer but ``c00000``; a catalog whose customers all have a monthly limit and a webhook to
+a receiver this process runs on 127.0.0.1, ``c00000`` with a $10.00 limit and no usage yet (with
+``--customers 1`` it is the only customer, and there is no history). Then, on a temporary
+``DAGSTER_HOME`` with the repository's ``dagster.yaml`` (the run queue, one run per billing
+month), it turns ``gateway_hourly_sensor`` on and starts ``dagster-daemon run -w workspace.yaml``;
+the sensor ingests the history (a backlog), and once no run is queued or running, ``c00000``'s
+requests land in new size parts of the current hour: $6.00 of gpt-4o output just after a sensor
+tick (the longest wait for the next tick: the sensor looks every 30 s), then $2.00 more halfway
+between two ticks. For each, it prints the wall time from the line landing to its limit alert's
+webhook (50 %, then 75 %) arriving, and from the run's event log: when the sensor started the run,
+when the run began, and how long each step took; the ``raw_gateway_log_hourly`` step is one
+hour's ingestion (the hour's traffic so far plus the new parts). The daemon is stopped (its
+process group) at the end.
 """
 
 from __future__ import annotations
@@ -49,21 +51,16 @@ MODELS = ("gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06", "mistral-small-2409")
 
 
 class Receiver:
-    """Every customer's webhook endpoint: notes when each alert id first arrived (200 to all),
-    and when the first one starting with ``watch`` did."""
+    """Every customer's webhook endpoint: notes when each alert id first arrived (200 to all)."""
 
-    def __init__(self, watch: str):
+    def __init__(self):
         self.arrivals: dict[str, float] = {}
-        self.watched = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # http.server dispatches on the method name
                 self.rfile.read(int(self.headers["Content-Length"]))
-                alert_id = self.headers["X-Billing-Alert-Id"]
-                receiver.arrivals.setdefault(alert_id, time.time())
-                if alert_id.startswith(watch):
-                    receiver.watched.set()
+                receiver.arrivals.setdefault(self.headers["X-Billing-Alert-Id"], time.time())
                 self.send_response(200)
                 self.end_headers()
 
@@ -170,10 +167,70 @@ def wait_idle(instance, daemon: subprocess.Popen, timeout: float) -> int:
     raise TimeoutError("the backlog did not finish in time")
 
 
+# Two landings for the runaway customer: $6.00 (50 % of its limit) just after a sensor tick (the
+# longest wait for the next one), then $2.00 more (75 %) halfway between two ticks.
+LANDINGS = (("just after a tick", 600_000, 50, 0.0), ("halfway between ticks", 200_000, 75, 15.0))
+TICK_LINE = "sensor gateway_hourly_sensor"
+
+
+def wait_for_tick(log_path: Path, timeout: float) -> None:
+    """Until the daemon's log records the sensor's next evaluation (skipped or not)."""
+    seen = log_path.read_text(errors="replace").lower().count(TICK_LINE)
+    deadline = time.time() + timeout
+    while log_path.read_text(errors="replace").lower().count(TICK_LINE) <= seen:
+        if time.time() > deadline:
+            raise TimeoutError("the sensor did not tick")
+        time.sleep(0.2)
+
+
+def land(path: Path, hour: dt.datetime, n: int, tokens: int) -> float:
+    """Write one runaway request into a new size part; returns the landing time."""
+    at = min(dt.datetime.now(dt.UTC), hour + HOUR - dt.timedelta(seconds=1))
+    line = json.dumps(
+        {
+            "request_id": f"req-runaway-{n}",
+            "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "customer_key": RUNAWAY,
+            "model": "gpt-4o-2024-08-06",
+            "usage": {"prompt_tokens": 100, "completion_tokens": tokens},
+        }
+    )
+    landed = time.time()
+    path.write_text(line + "\n")
+    return landed
+
+
+def timeline(instance, receiver: Receiver, known: set, alert_id: str, landed: float, timeout):
+    """Once the alert arrived and its run finished: the figures of that landing."""
+    deadline = time.time() + timeout
+    while alert_id not in receiver.arrivals:
+        if time.time() > deadline:
+            raise TimeoutError(f"{alert_id} did not arrive")
+        time.sleep(0.1)
+    while True:  # the run's own events, once it has finished
+        runs = [r for r in instance.get_runs() if r.run_id not in known]
+        if runs and runs[0].is_finished:
+            break
+        if time.time() > deadline:
+            raise TimeoutError("the run did not finish")
+        time.sleep(1)
+    run, arrived = runs[0], receiver.arrivals[alert_id]
+    stats = instance.get_run_stats(run.run_id)
+    created = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
+    started = stats.start_time or arrived
+    return {
+        "line_to_webhook": arrived - landed,
+        "line_to_run_created": created - landed,
+        "run_created_to_start": started - created,
+        "run_start_to_webhook": arrived - started,
+        "steps": {s["step"]: s["seconds"] for s in step_timings(instance, run.run_id)},
+    }
+
+
 def measure(customers: int, args, folder: Path) -> dict:
     import dagster as dg
 
-    receiver = Receiver(watch=f"limit:{RUNAWAY}:")
+    receiver = Receiver()
     landing, out, home = folder / "landing", folder / "out", folder / "dagster_home"
     catalog_path = folder / "catalog.yaml"
     home.mkdir(parents=True)
@@ -193,7 +250,8 @@ def measure(customers: int, args, folder: Path) -> dict:
         check=True,
         capture_output=True,
     )
-    log = (folder / "daemon.log").open("w")
+    log_path = folder / "daemon.log"
+    log = log_path.open("w")
     daemon = subprocess.Popen(
         [str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"],
         cwd=ROOT,
@@ -202,42 +260,23 @@ def measure(customers: int, args, folder: Path) -> dict:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: stopped as one at the end
     )
+    samples = []
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             started = time.time()
             history = any((landing / "gateway").iterdir())
             backlog = wait_idle(instance, daemon, args.timeout) if history else 0
             backlog_seconds = time.time() - started
-            known = {r.run_id for r in instance.get_runs()}
-            at = min(dt.datetime.now(dt.UTC), current + HOUR - dt.timedelta(seconds=1))
-            line = json.dumps(
-                {
-                    "request_id": "req-runaway-1",
-                    "timestamp": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "customer_key": RUNAWAY,
-                    "model": "gpt-4o-2024-08-06",
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 2_000_000},
-                }
-            )
-            landed = time.time()
-            with (landing / "gateway" / f"{current:%Y-%m-%dT%H}-001.jsonl").open("w") as fh:
-                fh.write(line + "\n")
-            if not receiver.watched.wait(args.timeout):
-                raise TimeoutError("no webhook arrived")
-            deadline = time.time() + args.timeout
-            while True:  # the run's own events, once it has finished
-                runs = [r for r in instance.get_runs() if r.run_id not in known]
-                if runs and runs[0].is_finished:
-                    break
-                if time.time() > deadline:
-                    raise TimeoutError("the run did not finish")
-                time.sleep(1)
-            run = runs[0]
-            ours = {k: v for k, v in receiver.arrivals.items() if k.startswith(f"limit:{RUNAWAY}:")}
-            arrived = min(ours.values())
-            stats = instance.get_run_stats(run.run_id)
-            record = instance.get_run_record_by_id(run.run_id)
-            steps = step_timings(instance, run.run_id)
+            period = current.strftime("%Y-%m")
+            for n, (phase, tokens, threshold, delay) in enumerate(LANDINGS, start=1):
+                known = {r.run_id for r in instance.get_runs()}
+                wait_for_tick(log_path, args.timeout)
+                time.sleep(delay)
+                part = landing / "gateway" / f"{current:%Y-%m-%dT%H}-{n:03d}.jsonl"
+                landed = land(part, current, n, tokens)
+                alert_id = f"limit:{RUNAWAY}:{period}:{threshold}"
+                figures = timeline(instance, receiver, known, alert_id, landed, args.timeout)
+                samples.append({"phase": phase, "alert": alert_id, **figures})
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
@@ -247,20 +286,14 @@ def measure(customers: int, args, folder: Path) -> dict:
         log.close()
         receiver.server.shutdown()
     hour_file = landing / "gateway" / f"{current:%Y-%m-%dT%H}-000.jsonl"
-    hour_lines_read = sum(1 for _ in hour_file.open()) + 1 if hour_file.exists() else 1
     return {
         "customers": customers,
         "history_hours": args.history_hours if customers > 1 else 0,
-        "hour_lines": hour_lines_read,
+        "hour_lines": sum(1 for _ in hour_file.open()) if hour_file.exists() else 0,
         "backlog_runs": backlog,
         "backlog_seconds": backlog_seconds,
-        "line_to_webhook": arrived - landed,
-        "line_to_run_created": record.create_timestamp.timestamp() - landed,
-        "run_created_to_start": (stats.start_time or 0) - record.create_timestamp.timestamp(),
-        "run_start_to_webhook": arrived - (stats.start_time or arrived),
-        "steps": {s["step"]: s["seconds"] for s in steps},
-        "alerts": sorted(ours),
-        "backlog_alerts": len(receiver.arrivals) - len(ours),
+        "samples": samples,
+        "other_alerts": len([a for a in receiver.arrivals if not a.startswith("limit:c00000:")]),
     }
 
 
@@ -277,20 +310,25 @@ def main() -> None:
     try:
         for customers in args.customers:
             result = measure(customers, args, base / f"c{customers}")
-            steps = ", ".join(f"{k} {v:.1f} s" for k, v in result["steps"].items())
             print(
-                f"customers {customers:>5}  history {result['history_hours']} h "
-                f"({args.hour_events:,} events/h, the measured hour {result['hour_lines']:,} lines)\n"
-                f"  backlog: {result['backlog_runs']} run(s), {result['backlog_seconds']:.1f} s\n"
-                f"  line landed -> webhook:       {result['line_to_webhook']:.1f} s\n"
-                f"    line -> run created (sensor): {result['line_to_run_created']:.1f} s\n"
-                f"    run created -> run started:   {result['run_created_to_start']:.1f} s\n"
-                f"    run started -> webhook:       {result['run_start_to_webhook']:.1f} s\n"
-                f"    steps: {steps}\n"
-                f"  the line's alerts: {', '.join(result['alerts'])} (and "
-                f"{result['backlog_alerts']} alert(s) the history fired before it)",
+                f"customers {customers:>5}  history {result['history_hours']} h at "
+                f"{args.hour_events:,} events/h; the current hour holds {result['hour_lines']:,} "
+                f"lines before the runaway's\n"
+                f"  backlog: {result['backlog_runs']} run(s), {result['backlog_seconds']:.1f} s, "
+                f"{result['other_alerts']} alert(s) sent for the history",
                 flush=True,
             )
+            for sample in result["samples"]:
+                steps = ", ".join(f"{k} {v:.1f} s" for k, v in sample["steps"].items())
+                print(
+                    f"  line landed {sample['phase']} -> {sample['alert']} webhook: "
+                    f"{sample['line_to_webhook']:.1f} s\n"
+                    f"    line -> run created (sensor): {sample['line_to_run_created']:.1f} s\n"
+                    f"    run created -> run started:   {sample['run_created_to_start']:.1f} s\n"
+                    f"    run started -> webhook:       {sample['run_start_to_webhook']:.1f} s\n"
+                    f"    steps: {steps}",
+                    flush=True,
+                )
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -1,8 +1,11 @@
-"""The billing-pipeline command: demo, run. Exit 0 on success, 2 on bad input, 1 on failed checks
-or money at risk (records that could carry money were not billed: named, held until fixed or waived)."""
+"""The billing-pipeline command (``billing-pipeline --help`` lists every subcommand).
+
+Exit 0 on success, 2 on bad input, 1 on failed checks or money at risk (records that could carry
+money were not billed: named, held until fixed or waived)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import warnings
 from pathlib import Path
@@ -14,7 +17,26 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from billing_pipeline.runner import InputError, MonthEndFailed, run_backfill, run_month_end  # noqa: E402
+from billing_pipeline.backfills import BackfillError, submit_backfill
+from billing_pipeline.catalog import CatalogError, load_catalog
+from billing_pipeline.catalog.litellm import LiteLLMError, price_book_from_litellm, write_price_book
+from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.demo.generator import landing_is_empty, write_demo
+from billing_pipeline.documents.invoice import document_json
+from billing_pipeline.issuing.commands import COMMANDS as INVOICING_COMMANDS
+from billing_pipeline.issuing.commands import fail, open_ledger
+from billing_pipeline.periods import parse_month
+from billing_pipeline.quote.calculator import CalculatorError, write_calculator
+from billing_pipeline.quote.quote import QuoteError, parse_usage, quote_text
+from billing_pipeline.quote.quote import quote as make_quote
+from billing_pipeline.rendering.statement_pdf import statements_from_landing
+from billing_pipeline.runner import (
+    InputError,
+    MonthEndFailed,
+    run_backfill,
+    run_month_end,
+    validate_inputs,
+)
 
 
 def _run(
@@ -79,8 +101,6 @@ def main() -> None:
 )
 def demo(month: str, out: Path, landing: Path | None, database_url: str | None) -> None:
     """Write a realistic sample month (if the landing zone is empty) and run month-end on it."""
-    from billing_pipeline.demo.generator import landing_is_empty, write_demo
-
     landing = landing or out / "landing"
     catalog = out / "catalog.yaml"
     if landing_is_empty(landing):
@@ -173,8 +193,6 @@ def backfill(first, last, webserver, landing, catalog, out, database_url, dagste
     """Re-ingest days FROM..TO (one run) and re-rate the months they touch. Safe to repeat."""
     first, last = first.date(), last.date()
     if webserver:
-        from billing_pipeline.backfills import BackfillError, submit_backfill
-
         try:
             backfill_id = submit_backfill(webserver, first, last)
         except BackfillError as exc:
@@ -235,13 +253,6 @@ def quote(
     as_json: bool,
 ) -> None:
     """What PLAN would charge for hypothetical usage: the same engine as month-end."""
-    import datetime as dt
-
-    from billing_pipeline.catalog import CatalogError, load_catalog
-    from billing_pipeline.documents.invoice import document_json
-    from billing_pipeline.quote.quote import QuoteError, parse_usage, quote_text
-    from billing_pipeline.quote.quote import quote as make_quote
-
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
         document = make_quote(
@@ -273,11 +284,6 @@ def quote(
 )
 def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ...]) -> None:
     """Static cost calculator pages, one per plan: the same totals as `quote`, in the browser."""
-    import datetime as dt
-
-    from billing_pipeline.catalog import CatalogError, load_catalog
-    from billing_pipeline.quote.calculator import CalculatorError, write_calculator
-
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
         written = write_calculator(load_catalog(catalog), out, month, list(plans) or None)
@@ -314,14 +320,6 @@ def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ..
 )
 def import_prices(source: Path, providers: str, out: Path, effective) -> None:
     """Build the provider price book (what we pay) from LiteLLM's price list."""
-    import datetime as dt
-
-    from billing_pipeline.catalog.litellm import (
-        LiteLLMError,
-        price_book_from_litellm,
-        write_price_book,
-    )
-
     day = effective.date() if effective else dt.datetime.now(dt.UTC).date()
     skipped: list[tuple[str, str, str]] = []
     try:
@@ -341,9 +339,7 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         click.echo(f"skipped {model} {price_field}: {why}")
 
 
-from billing_pipeline.issuing.commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402
-
-for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
+for _command in INVOICING_COMMANDS:  # issue, void, credit-note, waive
     main.add_command(_command)
 
 
@@ -394,15 +390,10 @@ def send(
     """Email issued invoices (PDF + JSON copy) to each customer's billing email over SMTP
     (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
     however often this runs; failed attempts are retried with backoff by the next run."""
-    from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.delivery import mail as delivery
-    from billing_pipeline.issuing.commands import _fail, _ledger
-    from billing_pipeline.periods import parse_month
-
     if (month is None) == (number is None):
-        _fail("pass exactly one of --month YYYY-MM or --invoice NUMBER")
+        fail("pass exactly one of --month YYYY-MM or --invoice NUMBER")
     if resend and number is None:
-        _fail("--resend needs --invoice NUMBER")
+        fail("--resend needs --invoice NUMBER")
     try:
         if month is not None:
             parse_month(month)
@@ -410,8 +401,8 @@ def send(
         sender = delivery.sender_from_env(loaded.issuer.name, loaded.issuer.email)
         settings = None if dry_run else delivery.smtp_from_env()
     except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0])
-    ledger = _ledger(out, database_url)
+        fail(str(exc).splitlines()[0])
+    ledger = open_ledger(out, database_url)
     recipients = delivery.recipients_from_catalog(loaded)
     try:
         if dry_run:
@@ -439,7 +430,7 @@ def send(
                     actor="cli",
                 )
     except delivery.DeliveryError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for path in report.written:
         click.echo(f"wrote {path}")
     for item in report.sent:
@@ -505,9 +496,6 @@ def send(
 def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | None) -> None:
     """Month-to-date statements as of DATE, one per customer: JSON, HTML and PDF under
     <out>/<YYYY-MM>/statements/<DATE>/ (the totals are the draft invoice of the days so far)."""
-    from billing_pipeline.rendering.statement_pdf import statements_from_landing
-    from billing_pipeline.runner import validate_inputs
-
     day = day.date()
     try:
         validate_inputs(day.strftime("%Y-%m"), landing, catalog)

@@ -22,9 +22,10 @@ import dagster as dg
 
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.defs import build_definitions
-from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS
+from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS, check_rows
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.month_end import unexpected_failures
+from billing_pipeline.defs.rendering import RENDER_WORKERS_TAG
 from billing_pipeline.defs.resources import (
     CatalogResource,
     LandingZone,
@@ -34,6 +35,8 @@ from billing_pipeline.defs.resources import (
     resources_from_env,
     step_io_manager,
 )
+from billing_pipeline.ledger.holds import describe, holds
+from billing_pipeline.ledger.ledger import Ledger, LedgerError
 from billing_pipeline.money import fmt_number, percent
 from billing_pipeline.periods import month_of, parse_month
 
@@ -70,8 +73,6 @@ class MonthEndSummary:
     @property
     def money_at_risk_message(self) -> str | None:
         """What ``run`` prints and exits 1 for: the files and customers money at risk holds."""
-        from billing_pipeline.ledger.holds import describe
-
         return describe(self.month, self.held) if self.held else None
 
     @property
@@ -132,8 +133,6 @@ def validate_inputs(
     except ValueError as exc:  # every problem, one line each (the catalog names file and path)
         raise InputError(str(exc)) from None
     if database_url is not None:  # before ingestion and rating, not after them
-        from billing_pipeline.ledger.ledger import Ledger, LedgerError
-
         try:
             Ledger.check_url(database_url)
         except LedgerError as exc:
@@ -227,8 +226,6 @@ def rate_month_run(
 ) -> dg.ExecuteInProcessResult:
     """The month-end run, in this process: its steps run one after another, so each PDF shard
     renders over every CPU (defs/rendering.py RENDER_WORKERS_TAG)."""
-    from billing_pipeline.defs.rendering import RENDER_WORKERS_TAG
-
     start, _ = parse_month(month)
     with outputs_not_kept_in_memory():
         result = defs.resolve_job_def("month_end_job").execute_in_process(
@@ -275,8 +272,6 @@ class MonthEndFailed(RuntimeError):
 def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
     """Store the month's check results in the ledger: issuing refuses a month whose blocking
     checks failed, even in a later process (see ledger.numbering)."""
-    from billing_pipeline.defs.issuing import check_rows
-
     defs.resources["ledger"].open().record_checks(month, check_rows(results))
 
 
@@ -317,8 +312,6 @@ def run_month_end(
 
 def month_holds(defs: dg.Definitions, month: str) -> list:
     """The month's unwaived money-at-risk records, as issuing will see them."""
-    from billing_pipeline.ledger.holds import holds
-
     return holds(defs.resources["ledger"].open(), month)
 
 

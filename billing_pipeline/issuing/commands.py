@@ -36,24 +36,24 @@ _DB = click.option(
 )
 
 
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
-def _ledger(out: Path, database_url: str | None, *, create: bool = False) -> Ledger:
+def open_ledger(out: Path, database_url: str | None, *, create: bool = False) -> Ledger:
     if database_url is None and not create and not (out / "ledger.db").is_file():
-        _fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
+        fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
     if database_url is not None:
         try:
             Ledger.check_url(database_url)
         except LedgerError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     ledger = Ledger(database_url or f"sqlite:///{out.resolve() / 'ledger.db'}")
     try:
         ledger.migrate()
     except LedgerError as exc:  # a ledger whose schema matches no revision: not touched
-        _fail(str(exc))
+        fail(str(exc))
     return ledger
 
 
@@ -88,8 +88,8 @@ def issue(
         parse_month(month)
         issuer = load_catalog(catalog or out / "catalog.yaml").issuer
     except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0])
-    ledger = _ledger(out, database_url)
+        fail(str(exc).splitlines()[0])
+    ledger = open_ledger(out, database_url)
     try:
         result = issue_month(
             ledger,
@@ -102,7 +102,7 @@ def issue(
             actor="cli",
         )
     except (ChecksFailed, holds.MoneyAtRisk) as exc:
-        _fail(f"{exc}; nothing issued", 1)
+        fail(f"{exc}; nothing issued", 1)
     except PdfsNotRendered as exc:  # the numbers stand; these customers wait for their PDF
         result = exc.result
     folder = out / month / "invoices"
@@ -132,7 +132,7 @@ def issue(
             err=True,
         )
     if result["held"]:
-        _fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
+        fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
     if result["failed"]:
         sys.exit(1)
 
@@ -152,12 +152,12 @@ def issue(
 def waive(month: str, origin: str, reason: str, out: Path, database_url: str | None) -> None:
     """Let a month be issued despite a money-at-risk record (e.g. a file the provider confirmed
     empty): the waiver and its reason are kept in the ledger's audit log and the finance summary."""
-    ledger = _ledger(out, database_url)
+    ledger = open_ledger(out, database_url)
     try:
         parse_month(month)
         done = holds.waive(ledger, month, origin, reason)
     except (LedgerError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     who = sorted({h.customer_id or "the whole month" for h in done})
     click.echo(f"waived {len(done)} held record(s) of {origin} ({', '.join(who)}): {reason}")
     left = holds.holds(ledger, month)
@@ -176,9 +176,9 @@ def waive(month: str, origin: str, reason: str, out: Path, database_url: str | N
 def void(number: str, reason: str, out: Path, database_url: str | None) -> None:
     """Void an issued invoice: kept as a paper trail, and the next month-end run drafts a successor."""
     try:
-        done = _ledger(out, database_url).void(number, reason)
+        done = open_ledger(out, database_url).void(number, reason)
     except LedgerError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(
         f"voided {number} ({done['customer_id']}, {done['period']}); re-run month-end to "
         "draft its replacement, then issue it"
@@ -195,9 +195,9 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
     """Draft a credit note against an issued invoice (tax at the invoice's rate); issue it with
     ``billing-pipeline issue --month <its month>``."""
     try:
-        draft = _ledger(out, database_url).add_credit_note(number, amount, reason)
+        draft = open_ledger(out, database_url).add_credit_note(number, amount, reason)
     except (LedgerError, ValueError, ArithmeticError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(
         f"draft credit note for {number}: {draft['customer_id']}, total {draft['total']}; "
         f"issue it with: billing-pipeline issue --month {draft['period']} "
@@ -211,7 +211,7 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
 def migrate(out: Path, database_url: str | None) -> None:
     """Create the ledger's tables or upgrade them to this release. Every command does it when it
     opens the ledger; a deployment runs it once before starting its workers."""
-    _ledger(out, database_url, create=True)
+    open_ledger(out, database_url, create=True)
     click.echo("ledger is at the latest revision")
 
 

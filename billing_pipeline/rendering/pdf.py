@@ -154,15 +154,15 @@ class TemplateOnlyURLFetcher(URLFetcher):
 # ---------------------------------------------------------------- formatting (text only)
 
 
-def _date_text(value: str | None, missing: str = "\u2014") -> str:
+def date_text(value: str | None, missing: str = "\u2014") -> str:
     return date.fromisoformat(value).strftime("%-d %B %Y") if value else missing
 
 
-def _period_text(start: str, end: str) -> str:
+def period_text(start: str, end: str) -> str:
     s, e = date.fromisoformat(start), date.fromisoformat(end)
     if (s.year, s.month) == (e.year, e.month):
         return f"{s.day}\u2013{e.day} {e.strftime('%B %Y')}"
-    return f"{_date_text(start)} \u2013 {_date_text(end)}"
+    return f"{date_text(start)} \u2013 {date_text(end)}"
 
 
 def _price_text(price: str | None, unit_size: int, unit: str, currency: str) -> str:
@@ -182,7 +182,7 @@ def _quantity_text(quantity, unit: str) -> str:
     return f"{fmt_quantity(q)} {unit}".strip()
 
 
-def _rate_text(rate: str) -> str:
+def rate_text(rate: str) -> str:
     pct = (exact(rate) * 100).normalize()
     return f"{format(pct, 'f')}%"
 
@@ -262,15 +262,15 @@ def invoice_context(doc: dict) -> dict:
         "total_label": "Total credited" if exact(doc["total"]) < 0 else "Total due",
         "number": doc.get("number") or "DRAFT",
         "is_draft": doc.get("number") is None,
-        "issue_date": _date_text(doc.get("issue_date"), "not yet issued"),
-        "due_date": _date_text(doc.get("due_date")),
-        "period": _period_text(doc["period_start"], doc["period_end"]),
+        "issue_date": date_text(doc.get("issue_date"), "not yet issued"),
+        "due_date": date_text(doc.get("due_date")),
+        "period": period_text(doc["period_start"], doc["period_end"]),
         "pdf_date": f"{stamp}T00:00:00Z",
         "groups": _groups(doc["lines"], currency),
         "subtotal": fmt_money(exact(doc["subtotal"]), currency),
         "tax_label": "Tax (reverse charge)"
         if doc.get("reverse_charge")
-        else f"Tax ({_rate_text(doc['tax_rate'])})",
+        else f"Tax ({rate_text(doc['tax_rate'])})",
         "tax": fmt_money(exact(doc["tax"]), currency),
         "credits": fmt_money(-credits, currency) if credits else fmt_money(credits, currency),
         "total": fmt_money(exact(doc["total"]), currency),

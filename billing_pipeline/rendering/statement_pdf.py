@@ -13,19 +13,23 @@ from pathlib import Path
 
 import polars as pl
 
+from billing_pipeline import sources
+from billing_pipeline.catalog import load_catalog
 from billing_pipeline.documents.chart import usage_chart_svg
-from billing_pipeline.documents.statement import statement_json
+from billing_pipeline.documents.statement import build_statements, statement_json
+from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.money import exact, fmt_money, fmt_quantity
 from billing_pipeline.paths import inside
 from billing_pipeline.rendering.pdf import (
     STYLESHEET_NAME,
     InvoiceRenderer,
-    _date_text,
-    _period_text,
-    _rate_text,
+    date_text,
+    period_text,
+    rate_text,
     write_atomically,
 )
 from billing_pipeline.schema import unit_name
+from billing_pipeline.usage import normalize
 
 STATEMENT_TEMPLATE = "statement.html.j2"
 STATEMENT_STYLESHEET = "statement.css"
@@ -63,9 +67,9 @@ def statement_context(st: dict) -> dict:
     credits = exact(spend["credits_applied"])
     return {
         "st": st,
-        "number": f"as of {_date_text(st['as_of'])}",
-        "as_of": _date_text(st["as_of"]),
-        "period": _period_text(st["period_start"], st["as_of"]),
+        "number": f"as of {date_text(st['as_of'])}",
+        "as_of": date_text(st["as_of"]),
+        "period": period_text(st["period_start"], st["as_of"]),
         "days": f"{st['days_elapsed']} of {st['days_in_month']}",
         "pdf_date": f"{st['as_of']}T00:00:00Z",
         "subtotal": money(spend["subtotal"]),
@@ -76,7 +80,7 @@ def statement_context(st: dict) -> dict:
         ],
         "tax_label": "Tax (reverse charge)"
         if spend["reverse_charge"]
-        else f"Tax ({_rate_text(spend['tax_rate'])})",
+        else f"Tax ({rate_text(spend['tax_rate'])})",
         "tax": money(spend["tax"]),
         "credits": money(-credits) if credits else money(credits),
         "total": money(spend["total"]),
@@ -193,12 +197,6 @@ def statements_from_landing(
     readers and normalization as daily ingestion, and write the day's statements. Prepaid credits
     drawn by earlier months come from the ledger (``database_url``, else <out>/ledger.db when it
     exists; without a ledger nothing was drawn before)."""
-    from billing_pipeline import sources
-    from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.documents.statement import build_statements
-    from billing_pipeline.ledger.ledger import Ledger
-    from billing_pipeline.usage import normalize
-
     catalog = load_catalog(catalog_path)
     reads = [
         read(Path(landing), day.replace(day=1), day + dt.timedelta(days=1))

@@ -42,7 +42,6 @@ import polars as pl
 
 from billing_pipeline import schema
 from billing_pipeline.sources import cloud_deliveries, files, gpu_skus
-from billing_pipeline.sources.focus import _map_unique
 
 SOURCE = "aws_cur"
 FOLDER = "cloud/aws_cur"
@@ -207,7 +206,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         )
         .join(gpu_skus.table_frame(), on="instance_type", how="left")
     )
-    df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
+    df = files.map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
     gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())[
         "resource_id"
     ].unique()
@@ -329,7 +328,9 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "line_item_usage_start_date", start, end)
-    accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "amount", pl.Int64)
+    accepted = files.map_unique(
+        accepted, ["qty_text", "factor"], files.whole_units, "amount", pl.Int64
+    )
     bedrock_model = (
         pl.col("usage_type")
         .str.replace(r"^[A-Z]{2,4}\d?-", "")
@@ -354,7 +355,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
     )
-    accepted = _map_unique(
+    accepted = files.map_unique(
         accepted,
         ["gpu_type", "instance_type", "region", "usage_type", "is_bedrock"],
         _dimensions,

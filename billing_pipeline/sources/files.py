@@ -56,7 +56,7 @@ class LandingFile:
         return datetime.fromtimestamp(self.path.stat().st_mtime, UTC).date()
 
 
-def _name_day(name: str) -> date | None:
+def name_day(name: str) -> date | None:
     for m in _DAY_RE.finditer(name):
         try:
             return date(int(m[1]), int(m[2]), int(m[3]))
@@ -65,7 +65,7 @@ def _name_day(name: str) -> date | None:
     return None
 
 
-def _name_month(name: str) -> date | None:
+def name_month(name: str) -> date | None:
     m = _MONTH_RE.search(name)
     if m and 1 <= int(m[2]) <= 12:
         return date(int(m[1]), int(m[2]), 1)
@@ -86,10 +86,10 @@ def list_files(
     for p in sorted(base.iterdir()):
         if not p.is_file() or not p.name.lower().endswith(suffixes):
             continue
-        day = _name_day(p.name)
+        day = name_day(p.name)
         if day is not None and not (start <= day < end):
             continue
-        month = None if day is not None else _name_month(p.name)
+        month = None if day is not None else name_month(p.name)
         out.append(LandingFile(p, p.relative_to(landing).as_posix(), day, month))
     return out
 
@@ -416,3 +416,11 @@ def whole_units(quantity: str | None, factor: int | None) -> int | None:
         return round_units(Decimal(quantity) * factor)
     except (InvalidOperation, ValueError, TypeError):
         return None
+
+
+def map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl.DataFrame:
+    """Apply a Python function once per distinct value combination (few), then join back."""
+    uniq = frame.select(cols).unique()
+    values = [fn(*row) for row in uniq.iter_rows()]
+    uniq = uniq.with_columns(pl.Series(name, values, dtype=dtype))
+    return frame.join(uniq, on=cols, how="left", nulls_equal=True)

@@ -157,14 +157,6 @@ def _canonical_tags(text: str | None) -> str | None:
     return schema.canonical_json(value) if isinstance(value, dict) else None
 
 
-def _map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl.DataFrame:
-    """Apply a Python function once per distinct value combination (few), then join back."""
-    uniq = frame.select(cols).unique()
-    values = [fn(*row) for row in uniq.iter_rows()]
-    uniq = uniq.with_columns(pl.Series(name, values, dtype=dtype))
-    return frame.join(uniq, on=cols, how="left", nulls_equal=True)
-
-
 def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
     return files.rejected_to_quarantine(SOURCE, rejected)
 
@@ -250,7 +242,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         on="instance_type",
         how="left",
     )
-    df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
+    df = files.map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
     # a quantity already counted per GPU: a GPU unit (OCI "GPU Hours"), or GCP's per-GPU SKU line
     per_gpu = pl.col("unit").str.contains("gpu").fill_null(False) | (
         pl.col("gpu_desc").is_not_null() & (pl.col("provider") == "gcp")
@@ -401,7 +393,9 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "ChargePeriodStart", start, end)
-    accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "m_gpu", pl.Int64)
+    accepted = files.map_unique(
+        accepted, ["qty_text", "factor"], files.whole_units, "m_gpu", pl.Int64
+    )
     accepted = accepted.with_columns(
         natural_key=pl.concat_str(
             [
@@ -414,7 +408,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
     )
-    accepted = _map_unique(
+    accepted = files.map_unique(
         accepted,
         ["gpu_type", "instance_type", "region"],
         lambda g, i, r: schema.canonical_json(

@@ -13,14 +13,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from billing_pipeline import schema
-from billing_pipeline.money import round_units
 from billing_pipeline.providers import model_family_expr
 
 RAW_LIMIT = 2000
@@ -407,15 +405,6 @@ def combine(
     )  # every reader's rows, one rule
     accepted = ev["origin"].n_unique() if accepted_records is None else accepted_records
     return SourceRead(events=ev, quarantine=qu, records_read=accepted + qu.height)
-
-
-def whole_units(quantity: str | None, factor: int | None) -> int | None:
-    """A decimal usage amount (hours, 1K tokens) x factor, rounded half up to whole base units
-    (seconds, tokens); None when the amount is not a number."""
-    try:
-        return round_units(Decimal(quantity) * factor)
-    except (InvalidOperation, ValueError, TypeError):
-        return None
 
 
 def map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl.DataFrame:

@@ -21,6 +21,7 @@ from billing_pipeline.backfills import BackfillError, submit_backfill
 from billing_pipeline.catalog import CatalogError, load_catalog
 from billing_pipeline.catalog.litellm import LiteLLMError, price_book_from_litellm, write_price_book
 from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.delivery import smtp
 from billing_pipeline.demo.generator import landing_is_empty, write_demo
 from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.issuing.commands import COMMANDS as INVOICING_COMMANDS
@@ -399,7 +400,7 @@ def send(
             parse_month(month)
         loaded = load_catalog(catalog or out / "catalog.yaml")
         sender = delivery.sender_from_env(loaded.issuer.name, loaded.issuer.email)
-        settings = None if dry_run else delivery.smtp_from_env()
+        settings = None if dry_run else smtp.smtp_from_env()
     except (ValueError, OSError) as exc:
         fail(str(exc).splitlines()[0])
     ledger = open_ledger(out, database_url)
@@ -417,7 +418,7 @@ def send(
                 resend=resend,
             )
         else:
-            with delivery.SmtpTransport(settings) as transport:
+            with smtp.SmtpTransport(settings) as transport:
                 report = delivery.deliver(
                     ledger,
                     recipients,

@@ -46,13 +46,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from billing_pipeline.delivery.smtp import (  # noqa: F401 - re-exported: the CLI and Dagster use them
-    SmtpConfigError,
-    SmtpSettings,
-    SmtpTransport,
+from billing_pipeline.delivery.smtp import (
     describe,
     is_permanent,
-    smtp_from_env,
 )
 from billing_pipeline.documents.kinds import KIND_INVOICE
 from billing_pipeline.issuing.month import file_stem

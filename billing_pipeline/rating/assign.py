@@ -321,11 +321,11 @@ def _group_events(
     polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x the Parquet file); in
     slices ~1.1 GB (benchmarks/RESULTS.md). The model family is a key, not a first(): cheaper,
     and the same groups (it is a function of the model). With ``by_day`` every event is grouped
-    with its day once, and the month's rows are re-grouped from those daily sums (~30x fewer
-    rows than events), never from the events again."""
+    with its day once, and the month's rows are re-grouped from those daily sums (far fewer
+    rows than events: one a day per key), never from the events again."""
     keys = [k for k in KEYS if k not in ("day", "plan_id")]
     day = pl.col("day") if by_day else pl.when(need_day).then(pl.col("day")).alias("day")
-    # Daily sums are ~30x more running sums to fold per slice: larger slices (benchmarks/RESULTS.md).
+    # Daily sums are many more running sums to fold per slice: larger slices (benchmarks/RESULTS.md).
     summed = _sum_slices(
         usage, keep, [*keys, day], [*keys, "day"], CHUNK_ROWS * (2 if by_day else 1)
     )

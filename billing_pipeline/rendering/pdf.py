@@ -12,7 +12,7 @@ and the FontConfiguration are shared between documents. Many documents: ``render
 (one renderer per worker process). What makes a page cheap to lay out is in invoice.css (fixed
 table layout, floats instead of flex/grid, separate borders, few cells a row) and chart.py (few
 SVG elements, little SVG text, an inline-text legend); every cell or inline-block is a layout of
-its own (~1 ms of CPU each), so fewer boxes is what pays. With full_fonts the shipped faces are
+its own, so fewer boxes is what pays (benchmarks/RESULTS.md has the figures). With full_fonts the shipped faces are
 parsed and deflated once per process (``_parsed_ttfont``, ``_FontStream``), and the invoice
 markup is parsed by expat (``parse_markup``). ``python -m benchmarks.render`` measures it.
 """
@@ -106,7 +106,7 @@ def renderer_fingerprint(templates_dir: Path | None = None, full_fonts: bool = T
         Path(__file__),
         Path(chart.__file__),
         Path(money.__file__),
-    ]:  # ~1 ms: read every time
+    ]:  # small files: read every time, so an edit is never missed
         digest.update(f"\n{path.name} ".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -291,7 +291,7 @@ def _parsed_ttfont(file, *args, **kwargs):
     """Stands in for fontTools' ``TTFont`` in ``weasyprint.pdf.fonts``.
 
     With full_fonts WeasyPrint parses every embedded face again for every PDF, only to read its
-    glyph widths and cmap (~15 ms of CPU per invoice for our two faces). For the faces we ship,
+    glyph widths and cmap, a noticeable share of each invoice. For the faces we ship,
     inside a full_fonts render, this returns one TTFont parsed (all tables loaded) once per
     process. Safe because in that case WeasyPrint only reads it: the paths that change a TTFont
     (fontTools subsetting, variable or colour fonts) need subsetting or tables our faces lack.
@@ -312,8 +312,8 @@ def _parsed_ttfont(file, *args, **kwargs):
 
 class _FontStream(pydyf.Stream):
     """pydyf's Stream for the font objects WeasyPrint writes (font files, ToUnicode CMaps): the
-    same bytes, but a large stream met before is not deflated again (level 9, ~10 ms of CPU per
-    invoice for our two embedded faces, which are the same in every PDF)."""
+    same bytes, but a large stream met before is not deflated again (level 9, the costliest step
+    of writing our two embedded faces, which are the same in every PDF)."""
 
     _deflated: dict[bytes, bytes] = {}  # raw stream -> deflated; only large ones, a few per process
     MIN_CACHED = 4096
@@ -372,7 +372,7 @@ _ATTRIBUTE_WITH_BREAK = re.compile(r'="[^"]*[\t\n\r]')
 def parse_markup(markup: str, base_url: str, url_fetcher: URLFetcher) -> HTML:
     """``HTML(string=markup)``, with the tree built by the C XML parser (expat) when the markup is
     well-formed XML (invoice.html.j2 is): the same elements, attributes and text as the HTML5
-    parser gives for it, in a tenth of the time (~7 % of an invoice's render). Anything expat
+    parser gives for it, several times faster. Anything expat
     refuses (not XML, control characters) goes through WeasyPrint's HTML5 parser as before.
 
     Relies on the attributes ``HTML.__init__`` sets (WeasyPrint is pinned; the tests render the

@@ -22,6 +22,11 @@ from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import reconcile
 from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
+from billing_pipeline.reconcile.reports import (
+    COST_DRIFT_COLUMNS,
+    metering_drift_columns,
+    reconciliation_columns,
+)
 from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
 from billing_pipeline.schema import (
     KIND_MONEY_AT_RISK,
@@ -219,16 +224,17 @@ def reconciliation(
     month = month_of(context)
     folder = output.month_dir(month)
     reported = monthly_usage.filter(pl.col("source").is_in(REPORT_SOURCES))
-    drift = metering_drift(monthly_usage, reported, catalog.load(), month)
+    the_catalog = catalog.load()
+    drift = metering_drift(monthly_usage, reported, the_catalog, month)
     # The providers' cost pages when they landed; otherwise the cost the usage rows carried.
     costs_drift = cost_drift(
         provider_cost, provider_reported_cost if provider_reported_cost.height else None
     )
     table = reconcile(rated_charges, provider_cost, drift)
     path = folder / "reconciliation.csv"
-    write_csv(table, path)
-    write_csv(drift, folder / "metering_drift.csv")
-    write_csv(costs_drift, folder / "cost_drift.csv")
+    write_csv(table, path, reconciliation_columns(table, the_catalog))
+    write_csv(drift, folder / "metering_drift.csv", metering_drift_columns(drift, the_catalog))
+    write_csv(costs_drift, folder / "cost_drift.csv", COST_DRIFT_COLUMNS)
     not_billed = month_quarantine(
         usage_quarantine, provider_cost_quarantine, rating_at_risk, month
     ).filter(pl.col("kind") != KIND_NOT_BILLABLE)

@@ -14,6 +14,8 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+from billing_pipeline.issuing.commands import QUIET  # noqa: E402
+from billing_pipeline.progress import shown as shown_progress  # noqa: E402
 from billing_pipeline.runner import InputError, MonthEndFailed, run_backfill, run_month_end  # noqa: E402
 
 
@@ -24,11 +26,13 @@ def _run(
     out: Path,
     database_url: str | None,
     dagster_home: Path | None = None,
+    quiet: bool = False,
 ) -> None:
     try:
-        summary = run_month_end(
-            month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
-        )
+        with shown_progress(quiet):
+            summary = run_month_end(
+                month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
+            )
     except InputError as exc:
         for line in str(exc).splitlines():  # a catalog reports every problem, one line each
             click.echo(f"error: {line}", err=True)
@@ -77,7 +81,10 @@ def main() -> None:
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
 )
-def demo(month: str, out: Path, landing: Path | None, database_url: str | None) -> None:
+@QUIET
+def demo(
+    month: str, out: Path, landing: Path | None, database_url: str | None, quiet: bool
+) -> None:
     """Write a realistic sample month (if the landing zone is empty) and run month-end on it."""
     from billing_pipeline.demo.generator import landing_is_empty, write_demo
 
@@ -93,7 +100,7 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
             err=True,
         )
         sys.exit(2)
-    _run(month, landing, catalog, out, database_url)
+    _run(month, landing, catalog, out, database_url, quiet=quiet)
 
 
 @main.command()
@@ -118,6 +125,7 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
     help="Use the Dagster instance configured there (dagster.yaml, e.g. PostgreSQL) instead of "
     "the embedded SQLite one under <out>/.dagster.",
 )
+@QUIET
 def run(
     month: str,
     landing: Path,
@@ -125,9 +133,10 @@ def run(
     out: Path,
     database_url: str | None,
     dagster_home: Path | None,
+    quiet: bool,
 ) -> None:
     """Run month-end for MONTH on the given landing zone and catalog."""
-    _run(month, landing, catalog, out, database_url, dagster_home)
+    _run(month, landing, catalog, out, database_url, dagster_home, quiet)
 
 
 @main.command()
@@ -169,7 +178,10 @@ def run(
     default=None,
     help="Dagster instance folder (default: the embedded one under <out>/.dagster).",
 )
-def backfill(first, last, webserver, landing, catalog, out, database_url, dagster_home) -> None:
+@QUIET
+def backfill(
+    first, last, webserver, landing, catalog, out, database_url, dagster_home, quiet
+) -> None:
     """Re-ingest days FROM..TO (one run) and re-rate the months they touch. Safe to repeat."""
     first, last = first.date(), last.date()
     if webserver:
@@ -195,9 +207,16 @@ def backfill(first, last, webserver, landing, catalog, out, database_url, dagste
         )
         sys.exit(2)
     try:
-        summary = run_backfill(
-            first, last, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
-        )
+        with shown_progress(quiet):
+            summary = run_backfill(
+                first,
+                last,
+                landing,
+                catalog,
+                out,
+                database_url=database_url,
+                dagster_home=dagster_home,
+            )
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -382,6 +401,7 @@ for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
 )
+@QUIET
 def send(
     month: str | None,
     number: str | None,
@@ -390,6 +410,7 @@ def send(
     out: Path,
     catalog: Path | None,
     database_url: str | None,
+    quiet: bool,
 ) -> None:
     """Email issued invoices (PDF + JSON copy) to each customer's billing email over SMTP
     (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
@@ -414,30 +435,31 @@ def send(
     ledger = _ledger(out, database_url)
     recipients = delivery.recipients_from_catalog(loaded)
     try:
-        if dry_run:
-            report = delivery.preview(
-                ledger,
-                recipients,
-                out,
-                dry_run,
-                sender=sender,
-                period=month,
-                number=number,
-                resend=resend,
-            )
-        else:
-            with delivery.SmtpTransport(settings) as transport:
-                report = delivery.deliver(
+        with shown_progress(quiet):
+            if dry_run:
+                report = delivery.preview(
                     ledger,
                     recipients,
                     out,
-                    transport,
+                    dry_run,
                     sender=sender,
                     period=month,
                     number=number,
                     resend=resend,
-                    actor="cli",
                 )
+            else:
+                with delivery.SmtpTransport(settings) as transport:
+                    report = delivery.deliver(
+                        ledger,
+                        recipients,
+                        out,
+                        transport,
+                        sender=sender,
+                        period=month,
+                        number=number,
+                        resend=resend,
+                        actor="cli",
+                    )
     except delivery.DeliveryError as exc:
         _fail(str(exc))
     for path in report.written:

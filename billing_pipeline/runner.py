@@ -230,7 +230,7 @@ def _count_steps(event) -> None:
         progress.advance(progress.MONTH_END_STEPS, 1, event.step_key)
     elif dagster_event.is_successful_output and event.step_key == INVOICE_DRAFTS_STEP:
         to_render = dagster_event.step_output_data.metadata.get("to_render")
-        if to_render is not None:
+        if to_render is not None and to_render.value:  # none to render: no count to show
             progress.expect(progress.INVOICE_PDFS, int(to_render.value))
 
 

@@ -9,6 +9,7 @@ its cell, or the page, is seen where a reader would see it.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 from pypdf import PdfReader
@@ -179,3 +180,16 @@ def runs_outside_the_page(data: bytes, tolerance: float = 0.5) -> list[TextRun]:
         ):
             outside.append(run)
     return outside
+
+
+SUMMARY = re.compile(
+    r"(ESTIMATED TOTAL|AMOUNT DUE|TOTAL CREDITED)\s+(-?\$[\d,]+\.\d+|-?[\d,]+(?:\.\d+)? [A-Z]{3})"
+)
+
+
+def page_one_summary(text: str) -> tuple[str, str]:
+    """(label, amount) of the summary box that opens an invoice, from page 1's extracted text:
+    ('ESTIMATED TOTAL', '$4,597.01') on a draft, ('AMOUNT DUE', ...) once issued."""
+    found = SUMMARY.search(text)
+    assert found, f"no summary on page 1:\n{text[:600]}"
+    return found.group(1), found.group(2)

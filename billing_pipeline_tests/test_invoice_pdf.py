@@ -439,3 +439,18 @@ def test_page_one_of_a_draft_shows_the_estimated_total_and_of_an_issued_one_the_
     assert "Due by 2 December 2026" in page
     flat = " ".join(page.split())
     assert "OpenAI $220.00 Subscription and commitments $500.00 Subtotal $724.20" in flat
+
+
+def test_a_credit_note_opens_with_the_total_credited_under_its_own_section(renderer):
+    from billing_pipeline.documents.credit_notes import manual_credit_note
+
+    issued = make_document()
+    issued.update(number="INV-2026-000042", issue_date="2026-11-02", due_date="2026-12-02")
+    note = manual_credit_note(issued, "150.00", "Goodwill credit: API outage on 14 October")
+    assert note["sections"] == [{"title": "Credit", "amount": "-150.00"}]
+    note.update(number="INV-2026-000043", issue_date="2026-11-09", due_date="2026-12-09")
+    line = invoice_context(note)["groups"][0]["models"][0]["lines"][0]
+    assert (line["quantity"], line["unit_price"]) == ("1", "-$150.00")  # no unit, no "per"
+    page = PdfReader(io.BytesIO(renderer.render_pdf(note))).pages[0].extract_text()
+    assert page_one_summary(page) == ("TOTAL CREDITED", "-$178.50")  # -150.00 - 19 % tax
+    assert "Issued 9 November 2026" in page

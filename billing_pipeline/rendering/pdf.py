@@ -183,7 +183,8 @@ def _price_text(price: str | None, unit_size: int, unit: str, currency: str) -> 
     """'$0.010 per 1K tokens', '$2.40 per GPU-hour', '$500.00 per month'."""
     if price is None:
         return "tiered"
-    return f"{fmt_unit_price(exact(price), currency)} per {_per(unit, int(unit_size or 1))}"
+    amount, per = fmt_unit_price(exact(price), currency), _per(unit, int(unit_size or 1))
+    return f"{amount} per {per}" if per else amount  # a credit note's line has no unit
 
 
 def _quantity_text(quantity, unit: str, unit_size: int = 1) -> str:

@@ -25,8 +25,9 @@ from billing_pipeline.delivery import smtp
 from billing_pipeline.demo.generator import landing_is_empty, write_demo
 from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.issuing.commands import COMMANDS as INVOICING_COMMANDS
-from billing_pipeline.issuing.commands import fail, open_ledger
+from billing_pipeline.issuing.commands import QUIET, fail, open_ledger
 from billing_pipeline.periods import parse_month
+from billing_pipeline.progress import shown as shown_progress
 from billing_pipeline.quote.calculator import CalculatorError, write_calculator
 from billing_pipeline.quote.quote import QuoteError, parse_usage, quote_text
 from billing_pipeline.quote.quote import quote as make_quote
@@ -47,11 +48,13 @@ def _run(
     out: Path,
     database_url: str | None,
     dagster_home: Path | None = None,
+    quiet: bool = False,
 ) -> None:
     try:
-        summary = run_month_end(
-            month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
-        )
+        with shown_progress(quiet):
+            summary = run_month_end(
+                month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
+            )
     except InputError as exc:
         for line in str(exc).splitlines():  # a catalog reports every problem, one line each
             click.echo(f"error: {line}", err=True)
@@ -100,7 +103,10 @@ def main() -> None:
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
 )
-def demo(month: str, out: Path, landing: Path | None, database_url: str | None) -> None:
+@QUIET
+def demo(
+    month: str, out: Path, landing: Path | None, database_url: str | None, quiet: bool
+) -> None:
     """Write a realistic sample month (if the landing zone is empty) and run month-end on it."""
     landing = landing or out / "landing"
     catalog = out / "catalog.yaml"
@@ -114,7 +120,7 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
             err=True,
         )
         sys.exit(2)
-    _run(month, landing, catalog, out, database_url)
+    _run(month, landing, catalog, out, database_url, quiet=quiet)
 
 
 @main.command()
@@ -139,6 +145,7 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
     help="Use the Dagster instance configured there (dagster.yaml, e.g. PostgreSQL) instead of "
     "the embedded SQLite one under <out>/.dagster.",
 )
+@QUIET
 def run(
     month: str,
     landing: Path,
@@ -146,9 +153,10 @@ def run(
     out: Path,
     database_url: str | None,
     dagster_home: Path | None,
+    quiet: bool,
 ) -> None:
     """Run month-end for MONTH on the given landing zone and catalog."""
-    _run(month, landing, catalog, out, database_url, dagster_home)
+    _run(month, landing, catalog, out, database_url, dagster_home, quiet)
 
 
 @main.command()
@@ -190,7 +198,10 @@ def run(
     default=None,
     help="Dagster instance folder (default: the embedded one under <out>/.dagster).",
 )
-def backfill(first, last, webserver, landing, catalog, out, database_url, dagster_home) -> None:
+@QUIET
+def backfill(
+    first, last, webserver, landing, catalog, out, database_url, dagster_home, quiet
+) -> None:
     """Re-ingest days FROM..TO (one run) and re-rate the months they touch. Safe to repeat."""
     first, last = first.date(), last.date()
     if webserver:
@@ -214,9 +225,16 @@ def backfill(first, last, webserver, landing, catalog, out, database_url, dagste
         )
         sys.exit(2)
     try:
-        summary = run_backfill(
-            first, last, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
-        )
+        with shown_progress(quiet):
+            summary = run_backfill(
+                first,
+                last,
+                landing,
+                catalog,
+                out,
+                database_url=database_url,
+                dagster_home=dagster_home,
+            )
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -379,6 +397,7 @@ for _command in INVOICING_COMMANDS:  # issue, void, credit-note, waive
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
 )
+@QUIET
 def send(
     month: str | None,
     number: str | None,
@@ -387,6 +406,7 @@ def send(
     out: Path,
     catalog: Path | None,
     database_url: str | None,
+    quiet: bool,
 ) -> None:
     """Email issued invoices (PDF + JSON copy) to each customer's billing email over SMTP
     (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
@@ -406,30 +426,31 @@ def send(
     ledger = open_ledger(out, database_url)
     recipients = delivery.recipients_from_catalog(loaded)
     try:
-        if dry_run:
-            report = delivery.preview(
-                ledger,
-                recipients,
-                out,
-                dry_run,
-                sender=sender,
-                period=month,
-                number=number,
-                resend=resend,
-            )
-        else:
-            with smtp.SmtpTransport(settings) as transport:
-                report = delivery.deliver(
+        with shown_progress(quiet):
+            if dry_run:
+                report = delivery.preview(
                     ledger,
                     recipients,
                     out,
-                    transport,
+                    dry_run,
                     sender=sender,
                     period=month,
                     number=number,
                     resend=resend,
-                    actor="cli",
                 )
+            else:
+                with smtp.SmtpTransport(settings) as transport:
+                    report = delivery.deliver(
+                        ledger,
+                        recipients,
+                        out,
+                        transport,
+                        sender=sender,
+                        period=month,
+                        number=number,
+                        resend=resend,
+                        actor="cli",
+                    )
     except delivery.DeliveryError as exc:
         fail(str(exc))
     for path in report.written:

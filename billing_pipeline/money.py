@@ -6,8 +6,9 @@ line's amount and the tax are quantized, and every total is a sum of quantized n
 
 Every rounding of the package is a function here (``round_money``, ``truncate_money``,
 ``round_to``, ``round_units``, ``percent``, ``round_div_expr``) and so is every amount written as
-text (``amount_text`` for documents and payloads; ``fmt_money``, ``fmt_exact_money``,
-``fmt_unit_price``, ``fmt_number`` for people): a second copy elsewhere drifts, so
+text (``amount_text`` for documents, payloads and CSV cells, ``exact_text`` for a CSV's
+``*_exact`` cells; ``fmt_money``, ``fmt_exact_money``, ``fmt_unit_price``, ``fmt_number`` for
+people): a second copy elsewhere drifts, so
 billing_pipeline_tests/test_one_money_rule.py fails on one.
 """
 
@@ -119,6 +120,15 @@ def amount_text(amount: Decimal, currency: str, *, lossless: bool = False) -> st
     return str(rounded)
 
 
+def exact_text(amount: Decimal, currency: str) -> str:
+    """An amount with every decimal it has, and at least the currency's minor unit: '741.8962518',
+    '9.35', '1050.00' (a CSV's ``*_exact`` column: reconciling to the last digit)."""
+    rounded = round_money(amount, currency)
+    if rounded == amount:
+        return str(rounded)
+    return format(amount.normalize(), "f")
+
+
 def fmt_number(value: Decimal, places: int) -> str:
     """'1,234.57': grouped, rounded to ``places`` decimals with ROUNDING, no currency (a run's
     totals over several currencies)."""
@@ -168,6 +178,22 @@ def fmt_price(price: Decimal) -> str:
 
 def fmt_quantity(quantity: int | Decimal) -> str:
     return f"{quantity:,}"
+
+
+QUOTED_PLACES = 2  # a quantity in a larger unit (GPU-hours) that is not exact is shown to this
+
+
+def fmt_quoted_quantity(quantity: int | Decimal, size: int) -> str:
+    """``quantity`` base units counted in units of ``size`` (seconds in GPU-hours: size 3600):
+    exact when that takes at most QUOTED_PLACES decimals ('437.5', '1,234'), else rounded with
+    ROUNDING and marked: '~0.28', or '<0.01' for a quantity that rounds to nothing."""
+    value = Decimal(quantity) / Decimal(size)
+    shown = round_to(value, QUOTED_PLACES)
+    if shown == value:
+        return fmt_quantity(int(value) if value == value.to_integral_value() else value.normalize())
+    if shown == 0:
+        return f"<{Decimal(1).scaleb(-QUOTED_PLACES)}"
+    return f"~{shown:,}"
 
 
 # --- polars expressions ------------------------------------------------------------------------

@@ -12,20 +12,25 @@ import datetime as dt
 import importlib
 import json
 import os
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 
+# Dagster has no public way to list a job's steps before it runs (pinned version).
+from dagster._core.execution.api import create_execution_plan
+
+from billing_pipeline import progress
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.defs import build_definitions
 from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS, check_rows
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.month_end import unexpected_failures
-from billing_pipeline.defs.rendering import RENDER_WORKERS_TAG
+from billing_pipeline.defs.rendering import RENDER_SHARDS, RENDER_WORKERS_TAG
 from billing_pipeline.defs.resources import (
     CatalogResource,
     LandingZone,
@@ -104,7 +109,7 @@ class MonthEndSummary:
                 if self.held
                 else "none",
             ),
-            ("usage no charge prices", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
+            ("usage without a price", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
             ("invoices", str(self.out_dir / self.month / "invoices")),
             ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
             ("quarantine", str(self.out_dir / self.month / "quarantine.csv")),
@@ -196,6 +201,49 @@ def outputs_not_kept_in_memory() -> Iterator[None]:
         module.core_execute_in_process = original
 
 
+def planned_steps(defs: dg.Definitions, job_name: str) -> int:
+    """How many steps a run of the job executes: its execution plan, with the step mapped over
+    the invoice render shards counted once per shard (the drafts step yields every shard, empty
+    ones too, so the count does not depend on who was billed)."""
+    keys = create_execution_plan(defs.resolve_job_def(job_name)).step_keys_to_execute
+    return sum(RENDER_SHARDS if key.endswith("[?]") else 1 for key in keys)
+
+
+INVOICE_DRAFTS_STEP = "invoice_drafts.save_invoice_drafts"
+
+
+def _count_steps(event) -> None:
+    """A run's events as progress: each finished step (succeeded, failed or skipped) is one
+    month-end step; the drafts step's ``to_render`` is how many invoice PDFs are coming."""
+    dagster_event = event.dagster_event
+    if dagster_event is None:
+        return
+    if dagster_event.is_step_start:
+        progress.advance(progress.MONTH_END_STEPS, 0, event.step_key)
+    elif (
+        dagster_event.is_step_success
+        or dagster_event.is_step_failure
+        or dagster_event.is_step_skipped
+    ):
+        progress.advance(progress.MONTH_END_STEPS, 1, event.step_key)
+    elif dagster_event.is_successful_output and event.step_key == INVOICE_DRAFTS_STEP:
+        to_render = dagster_event.step_output_data.metadata.get("to_render")
+        if to_render is not None and to_render.value:  # none to render: no count to show
+            progress.expect(progress.INVOICE_PDFS, int(to_render.value))
+
+
+def _watched_run_id(instance: dg.DagsterInstance) -> str:
+    """A run id whose events report progress (``progress``; nothing when nobody watches)."""
+    run_id = str(uuid.uuid4())
+
+    def listen(event) -> None:
+        with suppress(Exception):  # showing progress must never fail a month-end
+            _count_steps(event)
+
+    instance.add_event_listener(run_id, listen)
+    return run_id
+
+
 def ingest_days(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -209,6 +257,7 @@ def ingest_days(
             instance=instance,
             run_config=QUIET,
             raise_on_error=True,
+            run_id=_watched_run_id(instance),
             tags={
                 RANGE_START: first.isoformat(),
                 RANGE_END: last.isoformat(),
@@ -233,6 +282,7 @@ def rate_month_run(
             run_config=QUIET_MONTH_END,
             partition_key=start.isoformat(),
             raise_on_error=False,
+            run_id=_watched_run_id(instance),
             tags={
                 MONTH_TAG: month,
                 RENDER_WORKERS_TAG: os.getenv("BILLING_RENDER_WORKERS", "auto"),
@@ -301,6 +351,11 @@ def run_month_end(
     defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
     start, end = parse_month(month)
     summary = MonthEndSummary(month=month, out_dir=out)
+    progress.expect(
+        progress.MONTH_END_STEPS,
+        planned_steps(defs, "daily_ingestion_job") + planned_steps(defs, "month_end_job"),
+        steps=True,
+    )
     with open_instance(out, dagster_home) as instance:
         daily = ingest_days(defs, instance, start, end - dt.timedelta(days=1))
         monthly = rate_month_run(defs, instance, month)
@@ -355,18 +410,26 @@ def run_backfill(
     defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
     summary = BackfillSummary(first, last)
     tag = {"billing/backfill": f"{first}..{last}"}
+    months = sorted(
+        {month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}
+    )
+    per_month = planned_steps(defs, "month_end_job")
+    progress.expect(
+        progress.MONTH_END_STEPS,
+        planned_steps(defs, "daily_ingestion_job") + per_month * len(months),
+        steps=True,
+    )
     with open_instance(out, dagster_home) as instance:
         results = [ingest_days(defs, instance, first, last, tag)]
         done = instance.get_materialized_partitions(dg.AssetKey("usage_events"))
-        for month in sorted(
-            {month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}
-        ):
+        for month in months:
             start, end = parse_month(month)
             missing = [d for d in _days(start, end) if d.isoformat() not in done]
             if missing:
                 summary.not_rerated[month] = (
                     f"{len(missing)} day(s) never ingested, first {missing[0]}"
                 )
+                progress.expect(progress.MONTH_END_STEPS, -per_month)  # not run after all
                 continue
             results.append(rate_month_run(defs, instance, month, tag))
             record_month_checks(defs, month, (results[0], results[-1]))
@@ -388,7 +451,7 @@ def _summarize(summary: MonthEndSummary) -> MonthEndSummary:
         summary.billed_incl_tax += Decimal(doc["total"])
     with open(folder / "reconciliation.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            cost = Decimal(row["cost"] or "0")
+            cost = Decimal(row["cost_exact"] or "0")  # "cost" is rounded to the cent
             summary.provider_cost += cost
             if not row["customer_id"]:
                 summary.unattributed_cost += cost

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from pypdf import PdfReader
 from billing_pipeline.money import fmt_money
 from billing_pipeline.runner import run_month_end
 from billing_pipeline_tests.oracle import expected_invoice
+from billing_pipeline_tests.support.pdf_text import page_one_summary
 
 MONTH = "2026-10"
 # One customer per plan, plus reverse charge + true-up and a mid-month start.
@@ -143,12 +145,71 @@ def test_late_usage_renders_again_only_the_draft_it_changes(demo, tmp_path):
     assert fmt_money(Decimal(acme["total"]), "USD") in text
 
 
+def test_page_one_of_every_invoice_opens_with_the_json_total_and_its_sections(demo):
+    """What a customer sees first: the total (estimated, on a draft) equals the JSON's, and one
+    subtotal per section, named for what it bills, adding up to the JSON's subtotal."""
+    for path in sorted(demo["invoices"].glob("*.json")):
+        invoice = load_invoice(path)
+        page_one = PdfReader(path.with_suffix(".pdf")).pages[0].extract_text()
+        label, amount = page_one_summary(page_one)
+        assert (label, amount) == ("ESTIMATED TOTAL", fmt_money(Decimal(invoice["total"]), "USD"))
+        sections = invoice["sections"]
+        assert sum(Decimal(s["amount"]) for s in sections) == Decimal(invoice["subtotal"])
+        titles = [s["title"] for s in sections]
+        assert not {"internal", "aws", "openai"} & set(titles), path.name
+        for s in sections:
+            assert f"{s['title']} {fmt_money(Decimal(s['amount']), 'USD')}" in " ".join(
+                page_one.split()
+            )
+
+
+def test_gpu_time_is_shown_in_gpu_hours_and_outcomes_under_their_own_name(demo):
+    acme = load_invoice(demo["invoices"] / "acme.json")
+    gpu = next(ln for ln in acme["lines"] if ln["meter"] == "gpu_seconds")
+    assert (gpu["quantity"], gpu["unit"], gpu["unit_size"]) == (1_575_000, "GPU-seconds", 3600)
+    text = " ".join(
+        " ".join(page.extract_text().split())
+        for page in PdfReader(demo["invoices"] / "acme.pdf").pages
+    )
+    assert "437.5 GPU-hours $2.40 per GPU-hour $1,050.00" in text  # 1,575,000 s / 3,600
+    assert "1,575,000 GPU-seconds at $2.40 per GPU-hour = $1,050.00" in text  # the exact seconds
+    assert "GPU compute $1,050.00" in text and "Outcomes $1,440.00" in text
+    assert "internal" not in text
+
+
+def test_reconciliation_csv_writes_money_in_cents_and_the_exact_cost_beside_it(demo):
+    with open(demo["out"] / MONTH / "reconciliation.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames[:11] == [  # the existing columns, in their places
+        "customer_id",
+        "provider",
+        "model",
+        "quantity",
+        "revenue",
+        "cost",
+        "margin",
+        "margin_pct",
+        "flags",
+        "reported_tokens",
+        "at_stake",
+    ]
+    assert reader.fieldnames[11:] == ["cost_exact", "margin_exact"]
+    for row in rows:
+        for name in ("revenue", "cost", "margin"):
+            assert re.fullmatch(r"-?\d+\.\d\d", row[name]), (name, row[name])
+        for name in ("cost", "margin"):
+            exact = Decimal(row[f"{name}_exact"])
+            assert Decimal(row[name]) == exact.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert any(len(r["cost_exact"].split(".")[1]) > 2 for r in rows)  # sub-cent provider cost
+
+
 def test_unattributed_usage_is_costed_and_reported_not_dropped(demo):
     with open(demo["out"] / MONTH / "reconciliation.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     orphans = [r for r in rows if not r["customer_id"]]
     assert orphans and all("unattributed" in r["flags"] for r in orphans)
-    assert sum(Decimal(r["cost"]) for r in orphans) == demo["first"].unattributed_cost > 0
+    assert sum(Decimal(r["cost_exact"]) for r in orphans) == demo["first"].unattributed_cost > 0
 
 
 MALFORMED = {

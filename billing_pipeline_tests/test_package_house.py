@@ -25,6 +25,8 @@ LAZY_IMPORTS = {
     "mistral_common.tokens.tokenizers.tekken": "a Mistral tokenizer, only for Mistral text",
     "billing_pipeline.sources.drift": "loads the tokenizers, only for logs that carry text",
     "weasyprint": "only the finance summary's PDF needs it in reconcile",
+    "rich.console": "the progress bars, only when a terminal watches",
+    "rich.progress": "the progress bars, only when a terminal watches",
 }
 
 

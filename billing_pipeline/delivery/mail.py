@@ -46,6 +46,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from billing_pipeline import progress
 from billing_pipeline.delivery.smtp import (
     describe,
     is_permanent,
@@ -584,7 +585,8 @@ def deliver(
     report = DeliveryReport()
     settings = getattr(transport, "settings", None)
     secrets = tuple(s for s in (getattr(settings, "password", None),) if s)
-    for row in due(ledger, clock(), period, number):
+    rows = due(ledger, clock(), period, number)
+    for row in progress.counted(progress.EMAILS, rows, lambda r: r["number"]):
         now = clock()  # each row's lease starts when it is claimed, however long the pass takes
         if OUTBOX.exhausted(row):
             if _give_up(ledger, row, now, actor):

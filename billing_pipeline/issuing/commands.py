@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from billing_pipeline import progress
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.issuing.month import PdfsNotRendered, file_stem, issue_month
 from billing_pipeline.ledger import holds
@@ -33,6 +34,15 @@ _DB = click.option(
     envvar="BILLING_DATABASE_URL",
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
+)
+
+
+QUIET = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress, only the result (progress goes to stderr: bars on a terminal, "
+    "else one line per step).",
 )
 
 
@@ -74,6 +84,7 @@ def open_ledger(out: Path, database_url: str | None, *, create: bool = False) ->
 )
 @_OUT
 @_DB
+@QUIET
 def issue(
     month: str,
     customer: str | None,
@@ -81,6 +92,7 @@ def issue(
     issue_date,
     out: Path,
     database_url: str | None,
+    quiet: bool,
 ) -> None:
     """Number the month's drafts (gapless per prefix and year), set issue and due dates, render
     the final PDFs. Safe to re-run: issued invoices are untouched, missing PDFs are rendered."""
@@ -91,16 +103,17 @@ def issue(
         fail(str(exc).splitlines()[0])
     ledger = open_ledger(out, database_url)
     try:
-        result = issue_month(
-            ledger,
-            month,
-            out,
-            prefix=issuer.invoice_prefix,
-            payment_terms_days=issuer.payment_terms_days,
-            issue_date=issue_date.date() if issue_date else None,
-            customer_id=customer,
-            actor="cli",
-        )
+        with progress.shown(quiet):
+            result = issue_month(
+                ledger,
+                month,
+                out,
+                prefix=issuer.invoice_prefix,
+                payment_terms_days=issuer.payment_terms_days,
+                issue_date=issue_date.date() if issue_date else None,
+                customer_id=customer,
+                actor="cli",
+            )
     except (ChecksFailed, holds.MoneyAtRisk) as exc:
         fail(f"{exc}; nothing issued", 1)
     except PdfsNotRendered as exc:  # the numbers stand; these customers wait for their PDF

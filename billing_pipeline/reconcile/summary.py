@@ -39,6 +39,17 @@ def _pct(margin: Decimal, revenue: Decimal) -> str:
     return f"{percent(margin, revenue)} %" if revenue else "\u2014"
 
 
+LABEL_CHARS = 22  # what fits left of the bars at the chart's font size
+
+
+def _label(customer_id: str) -> str:
+    """A customer id as the chart shows it: cut short with an ellipsis when it would not fit
+    left of the bars (it would be drawn off the page); the tables show it whole."""
+    if len(customer_id) <= LABEL_CHARS:
+        return customer_id
+    return customer_id[: LABEL_CHARS - 1] + "\u2026"
+
+
 def margin_chart_svg(by_customer: list[dict], currency: str) -> str:
     """Horizontal bars: each customer's margin, negative to the left of the axis, in red."""
     if not by_customer:
@@ -59,7 +70,7 @@ def margin_chart_svg(by_customer: list[dict], currency: str) -> str:
         x = zero_x - width if row["margin"] < 0 else zero_x
         colour = NEGATIVE if row["margin"] < 0 else POSITIVE
         parts.append(
-            f'<text x="{LABEL - 4}" y="{y + 9}" text-anchor="end">{escape(row["customer_id"])}</text>'
+            f'<text x="{LABEL - 4}" y="{y + 9}" text-anchor="end">{escape(_label(row["customer_id"]))}</text>'
         )
         parts.append(
             f'<rect x="{x:.1f}" y="{y}" width="{max(width, Decimal("0.5")):.1f}" height="{BAR_HEIGHT - 4}" '

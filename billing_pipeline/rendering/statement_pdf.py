@@ -55,6 +55,12 @@ def _meter_title(meter: str) -> str:
     return f"{words[0].upper()}{words[1:]} tokens"
 
 
+def _unit_words(meter: str) -> str:
+    """The meter's units inside a sentence: 'cached input tokens', 'outcomes', 'GPU-seconds'."""
+    title = _meter_title(meter)
+    return title if title.startswith("GPU") else title[0].lower() + title[1:]
+
+
 def _pct(value: str | None) -> str:
     return "\u2014" if value is None else f"{value} %"
 
@@ -118,9 +124,7 @@ def statement_context(st: dict) -> dict:
         "by_project": [
             {
                 "name": r["account_key"],
-                "units": ", ".join(
-                    f"{fmt_quantity(q)} {_meter_title(m).lower()}" for m, q in r["units"].items()
-                ),
+                "units": [f"{fmt_quantity(q)} {_unit_words(m)}" for m, q in r["units"].items()],
             }
             for r in st["by_project"]
         ],

@@ -341,6 +341,43 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         click.echo(f"skipped {model} {price_field}: {why}")
 
 
+@main.command("fetch-litellm")
+@click.option("--landing", required=True, type=click.Path(path_type=Path), help="Landing zone.")
+@click.option(
+    "--since",
+    default=None,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First UTC day to fetch (default: where the last fetch ended, minus the overlap).",
+)
+@click.option(
+    "--overlap-minutes",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Re-read this much before the newest request already fetched (late commits).",
+)
+def fetch_litellm(landing: Path, since, overlap_minutes: int) -> None:
+    """Copy new LiteLLM_SpendLogs rows from the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL)
+    into the landing zone, one file per UTC day, read-only."""
+    import datetime as dt
+
+    from billing_pipeline.sources import litellm_proxy_db
+
+    try:
+        written = litellm_proxy_db.fetch(
+            landing,
+            litellm_proxy_db.database_url(),
+            since=since.date() if since else None,
+            overlap=dt.timedelta(minutes=overlap_minutes),
+        )
+    except litellm_proxy_db.FetchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(written)} day file(s) changed")
+
+
 from billing_pipeline.issuing.commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402
 
 for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive

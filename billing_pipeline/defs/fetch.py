@@ -11,6 +11,7 @@ import dagster as dg
 
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import LandingZone, ProviderAdminApi
+from billing_pipeline.sources import litellm_proxy_db
 from billing_pipeline.sources.api import anthropic as anthropic_api
 from billing_pipeline.sources.api import openai as openai_api
 
@@ -75,7 +76,26 @@ def anthropic_api_pages(
     return _result(landing, written)
 
 
-fetch_assets = [openai_api_pages, anthropic_api_pages]
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="fetch",
+    retry_policy=FETCH_RETRY,
+    kinds={"postgres"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def litellm_spend_log_rows(
+    context: dg.AssetExecutionContext, landing: LandingZone
+) -> dg.MaterializeResult:
+    """LiteLLM_SpendLogs rows of the day (and the last hour of the day before: late commits) from
+    the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL), read-only, merged by request_id."""
+    url = litellm_proxy_db.database_url()
+    written = []
+    for day in _days(context):
+        written += litellm_proxy_db.fetch_day(landing.root, url, day)
+    return _result(landing, written)
+
+
+fetch_assets = [openai_api_pages, anthropic_api_pages, litellm_spend_log_rows]
 
 provider_fetch_job = dg.define_asset_job(
     "provider_fetch_job",

@@ -28,7 +28,7 @@ from billing_pipeline.schema import (
 )
 
 TOKEN_METERS = tuple(m for m in METERS if unit_name(m) == "tokens")
-METERED_SOURCES = ("gateway_log",)  # our own meter
+METERED_SOURCES = ("gateway_log", "litellm_spend_logs")  # our own meters: gateway logs
 REPORT_SOURCES = ("openai_usage_api", "anthropic_usage_report")  # the provider's word, per key
 DEFAULT_METERING_TOLERANCE = Decimal("0.005")  # 0.5 %
 DEFAULT_COST_TOLERANCE = Decimal("0.01")  # 1 % of the reported cost ...

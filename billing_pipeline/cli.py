@@ -312,13 +312,24 @@ def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ..
     type=click.DateTime(["%Y-%m-%d"]),
     help="First day the prices apply (default: today, UTC).",
 )
-def import_prices(source: Path, providers: str, out: Path, effective) -> None:
+@click.option(
+    "--previous",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The price book (or catalog) to keep current: unchanged prices keep their dates, a "
+    "changed one ends the day before --from.",
+)
+def import_prices(
+    source: Path, providers: str, out: Path, effective, previous: Path | None
+) -> None:
     """Build the provider price book (what we pay) from LiteLLM's price list."""
     import datetime as dt
 
     from billing_pipeline.catalog.litellm import (
         LiteLLMError,
         price_book_from_litellm,
+        read_price_book,
+        update_price_book,
         write_price_book,
     )
 
@@ -328,11 +339,19 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         entries, sha256 = price_book_from_litellm(
             source, [p.strip() for p in providers.split(",") if p.strip()], day, skipped=skipped
         )
+        counts = None
+        if previous is not None:
+            entries, counts = update_price_book(read_price_book(previous), entries, day)
     except LiteLLMError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    write_price_book(entries, sha256, source, out)
+    write_price_book(entries, sha256, source, out, previous)
     click.echo(f"wrote {len(entries)} price book entries to {out} (source sha256 {sha256})")
+    if counts is not None:
+        click.echo(
+            f"from {previous}: {counts['changed']} price(s) changed on {day}, {counts['added']} "
+            f"added, {counts['unchanged']} unchanged, {counts['kept']} kept (not in the list)"
+        )
     for (
         model,
         price_field,

@@ -328,6 +328,7 @@ def test_the_disclosure_states_the_rule_and_the_markup():
         ({"markup": "150"}, {}, "markup: 150 is not a share between 0 and 100"),
         ({"markup": "-0.1"}, {}, "is not a share between 0 and 100"),
         ({"unit_fee": "-1"}, {}, "unit_fee: -1 is negative"),
+        ({"markup": "0.1234567890123"}, {}, "markup: 0.1234567890123 has more than 12 decimal"),
         (
             {"prices": [{"from": "2026-10-02", "unit_price": "1"}]},
             {},

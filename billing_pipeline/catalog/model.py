@@ -144,6 +144,9 @@ def _check_markup(markup: Decimal | None, unit_fee: Decimal | None, where: str) 
         )
     if unit_fee is not None and unit_fee < 0:
         raise ValueError(f"{where}unit_fee: {unit_fee} is negative")
+    for name, value in (("markup", markup), ("unit_fee", unit_fee)):
+        if value is not None and value.normalize().as_tuple().exponent < -12:
+            raise ValueError(f"{where}{name}: {value} has more than 12 decimal places")
 
 
 def known_meters(value: str | list[str]) -> str | list[str]:

@@ -66,6 +66,19 @@ def _markup_days(charge: Charge, start: dt.date, end: dt.date) -> list[dt.date]:
     return [c.from_ for c in charge.prices or [] if start < c.from_ < end]
 
 
+def price_change_days(keys: pl.DataFrame, catalog: Catalog, month: str) -> pl.DataFrame:
+    """(USAGE_KEY..., _bday): the days inside the month on which the list price of each usage
+    key (provider, model, model_family, meter, dimensions) changes."""
+    start, end = parse_month(month)
+    empty = keys.clear().with_columns(pl.lit(None, pl.Date).alias("_bday"))
+    candidates = [
+        keys.filter(price_book.matches(entry)).with_columns(pl.lit(day).alias("_bday"))
+        for _, entry, days in price_book.changing_entries(catalog, start, end)
+        for day in days
+    ]
+    return _price_changes(pl.concat([empty, *candidates]).unique(), catalog)
+
+
 def segment(aggregated: pl.DataFrame, catalog: Catalog, month: str) -> tuple[pl.DataFrame, dict]:
     """(``aggregated`` with the ``price_from`` of each cost-plus row set to the first day of its
     price period, the period label of each cost-plus line: (GROUP..., price_from) -> label).
@@ -83,21 +96,7 @@ def segment(aggregated: pl.DataFrame, catalog: Catalog, month: str) -> tuple[pl.
     markups = {key: _markup_days(c, start, end) for key, c in found.items()}
     if rows.height == 0 or (not changing and not any(markups.values())):
         return aggregated, {}
-    keys = rows.select(USAGE_KEY).unique()
-    empty = keys.clear().with_columns(pl.lit(None, pl.Date).alias("_bday"))
-    entry_days = _price_changes(
-        pl.concat(
-            [
-                empty,
-                *[
-                    keys.filter(price_book.matches(entry)).with_columns(pl.lit(day).alias("_bday"))
-                    for _, entry, days in changing
-                    for day in days
-                ],
-            ]
-        ).unique(),
-        catalog,
-    )
+    entry_days = price_change_days(rows.select(USAGE_KEY).unique(), catalog, month)
     groups = rows.select(*dict.fromkeys([*GROUP, *USAGE_KEY])).unique()
     markup_days = pl.DataFrame(
         [(pid, cid, day) for (pid, cid), days in markups.items() for day in days],

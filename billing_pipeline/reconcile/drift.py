@@ -222,11 +222,23 @@ def cost_drift(
 
     ``costs`` is the ``provider_cost`` frame. ``reported`` is the provider's own cost lines
     (``sources.provider_costs.COST_SCHEMA``: provider, model, amount, day); without it, the cost
-    the usage rows themselves carried (``reported_cost``) is compared where both exist. Only
+    the usage rows themselves carried (``reported_cost``) is compared where both exist, over the
+    usage of the customers whose rows of that day and model carried one. Only
     providers the report covers are compared. A difference counts when it exceeds both
     ``tolerance`` x reported and ``min_difference``.
     """
     keys = ["day", "provider", "model"]
+    if reported is None:
+        # Only the customers' usage that carried a cost is compared: a LiteLLM proxy reports
+        # each request's cost (on one of its meters), while other customers of the same model
+        # may come from a source that reports none.
+        carrying = ["day", "provider", "customer_id", "model_family"]
+        costs = costs.join(
+            costs.filter(pl.col("reported_cost").is_not_null()).select(carrying).unique(),
+            on=carrying,
+            how="semi",
+            nulls_equal=True,
+        )
     computed = (
         costs.lazy()
         .filter(pl.col("computed_cost").is_not_null())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import yaml
 from click.testing import CliRunner
 
 from billing_pipeline.catalog.litellm import per_million, price_book_from_litellm
-from billing_pipeline.catalog.model import PriceBookEntry
+from billing_pipeline.catalog.model import Catalog, PriceBookEntry
 from billing_pipeline.cli import main
+from billing_pipeline.quote.quote import parse_usage, quote
 
 LITELLM = Path(__file__).resolve().parent / "data/providers/litellm/model_prices_subset.json"
 DAY = dt.date(2026, 10, 1)
@@ -191,8 +193,6 @@ def _import(tmp_path, source: Path, out: Path, day: str, *previous: Path):
 def test_importing_again_keeps_the_price_book_current_with_a_change_dated_and_the_rest_untouched(
     tmp_path,
 ):
-    import json
-
     first = tmp_path / "book_oct01.yaml"
     _, before = _import(tmp_path, LITELLM, first, "2026-10-01")
     # LiteLLM's list a fortnight later: gpt-4o input down from 2.5e-06 to 2e-06, nothing else
@@ -218,11 +218,6 @@ def test_importing_again_keeps_the_price_book_current_with_a_change_dated_and_th
 
 
 def test_a_cost_plus_month_splits_where_the_imported_price_changed(tmp_path):
-    import json
-
-    from billing_pipeline.catalog.model import Catalog
-    from billing_pipeline.quote.quote import parse_usage, quote
-
     first = tmp_path / "book_oct01.yaml"
     _import(tmp_path, LITELLM, first, "2026-10-01")
     changed = json.loads(LITELLM.read_text())

@@ -5,10 +5,12 @@ zero. Every expected amount is worked out by hand in the comments."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import polars as pl
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -20,6 +22,7 @@ from billing_pipeline.quote.quote import QuoteError, parse_usage, quote
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.cost_plus import UNPRICED_COST
 from billing_pipeline.reconcile.provider_cost import provider_cost
+from billing_pipeline.runner import run_month_end
 from billing_pipeline.schema import USAGE_SCHEMA
 
 MONTH = "2026-10"
@@ -188,15 +191,22 @@ def test_usage_the_price_book_cannot_price_holds_the_customer_named_never_billed
         MONTH,
     )
     assert rated.lines.height == 0  # the whole customer is held, not billed less
-    (risk,) = rated.at_risk.to_dicts()
-    assert risk["reason"] == UNPRICED_COST and risk["customer_id"] == "c"
-    assert (risk["provider"], risk["meter"], risk["model"], risk["quantity"]) == (
-        "mistral",
-        "output_tokens",
-        "mistral-large",
-        40_000,
+    risks = {(r["provider"], r["meter"], r["model"]): r for r in rated.at_risk.to_dicts()}
+    assert set(risks) == {
+        ("mistral", "output_tokens", "mistral-large"),
+        ("openai", "input_tokens", "gpt-4o"),
+    }
+    assert {r["reason"] for r in risks.values()} == {UNPRICED_COST}
+    assert {r["customer_id"] for r in risks.values()} == {"c"}
+    # every unit of the held customer is in at_risk (the month's check counts them as held)
+    assert sum(r["quantity"] for r in risks.values()) == 1_040_000
+    unpriced = risks[("mistral", "output_tokens", "mistral-large")]["detail"]
+    assert (
+        "40000 output_tokens of mistral-large from mistral (2026-10-07 to 2026-10-07)" in unpriced
     )
-    assert "no price in the price book" in risk["detail"] and "2026-10-07" in risk["detail"]
+    assert "have no price in the price book" in unpriced
+    waiting = risks[("openai", "input_tokens", "gpt-4o")]["detail"]
+    assert "held while its output_tokens of mistral-large has no list price" in waiting
 
 
 def test_a_fee_per_unit_with_no_markup_is_list_plus_the_fee():
@@ -354,3 +364,57 @@ def test_markup_and_unit_fee_belong_to_cost_plus_only():
                 "markup": "0.1",
             }
         )
+
+
+def test_month_end_holds_a_cost_plus_customer_whose_proxy_calls_a_model_without_a_list_price(
+    tmp_path,
+):
+    """End to end: LiteLLM spend logs in, a cost-plus plan, one model the price book does not
+    know. Its customer is held by name and gets no invoice; the other one is billed."""
+    rows = [
+        {
+            "request_id": f"chatcmpl-{team}-{model}",
+            "call_type": "acompletion",
+            "api_key": "",
+            "spend": 0.0,
+            "prompt_tokens": 1_000_000,
+            "completion_tokens": 0,
+            "startTime": "2026-10-06T10:00:00",
+            "model": model,
+            "custom_llm_provider": "openai",
+            "user": "",
+            "metadata": {"usage_object": {"prompt_tokens": 1_000_000, "completion_tokens": 0}},
+            "cache_hit": "False",
+            "request_tags": [],
+            "team_id": team,
+            "end_user": "",
+            "status": "success",
+        }
+        for team, model in (("team-a", "gpt-4o"), ("team-b", "gpt-4o"), ("team-b", "gpt-9-preview"))
+    ]
+    landing = tmp_path / "landing"
+    (landing / "litellm/spend_logs").mkdir(parents=True)
+    (landing / "litellm/spend_logs/spend_logs_2026-10.json").write_text(json.dumps(rows))
+    document = {
+        "issuer": {"name": "Reseller GmbH"},
+        "plans": {"resale": {"name": "Resale", "charges": [list_plus()]}},
+        "customers": {
+            cid: {
+                "name": cid,
+                "subscriptions": [{"plan": "resale", "from": "2026-01-01"}],
+                "keys": [f"litellm:team:{team}"],
+                "billing_source": {"openai": "gateway_log"},
+            }
+            for cid, team in (("alpha", "team-a"), ("beta", "team-b"))
+        },
+        "price_book": PRICE_BOOK,
+    }
+    catalog_path = tmp_path / "catalog.yaml"
+    catalog_path.write_text(yaml.safe_dump(document, sort_keys=False))
+    summary = run_month_end(MONTH, landing, catalog_path, tmp_path / "out")
+    invoices = tmp_path / "out" / MONTH / "invoices"
+    # alpha: 1,000,000 gpt-4o input tokens at $2.50/1M (Oct 6) x 1.20 = $3.00
+    assert json.loads((invoices / "alpha.json").read_text())["total"] == "3.00"
+    assert not (invoices / "beta.json").exists()
+    assert {(h.customer_id, h.reason) for h in summary.held} == {("beta", UNPRICED_COST)}
+    assert "gpt-9-preview" in summary.money_at_risk_message

@@ -14,10 +14,13 @@ import json
 from pathlib import Path
 
 import polars as pl
+import psycopg
 import pytest
 
 from billing_pipeline import sources
 from billing_pipeline.catalog.model import Catalog
+from billing_pipeline.defs.fetch import fetch_assets
+from billing_pipeline.defs.ingestion import RAW_ASSETS
 from billing_pipeline.schema import stable_id
 from billing_pipeline.sources import litellm_proxy_db as proxy_db
 from billing_pipeline.sources import litellm_spend_logs as spend_logs
@@ -124,8 +127,6 @@ def test_a_failed_request_is_reported_not_billed(tmp_path):
 
 
 def test_the_fetch_cannot_write_to_the_proxy_database():
-    import psycopg
-
     with proxy_database() as url:
         with proxy_db.connect(url) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             conn.execute('DELETE FROM "LiteLLM_SpendLogs"')
@@ -158,8 +159,6 @@ def test_an_incremental_fetch_rereads_the_overlap_and_keeps_one_line_per_request
             "startTime": "2026-10-06T02:00:00",
         }
         insert_rows(url, [late, early])
-        import psycopg
-
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 'UPDATE "LiteLLM_SpendLogs" SET spend = 0.00080 WHERE request_id = %s',
@@ -186,8 +185,6 @@ def test_a_day_fetch_rereads_the_last_hour_of_the_day_before(tmp_path):
 
 
 def test_only_the_columns_read_are_selected_so_other_proxy_versions_read_the_same(tmp_path):
-    import psycopg
-
     with proxy_database() as url:
         with psycopg.connect(url, autocommit=True) as conn:
             # a newer proxy's extra column, an older proxy without status and end_user
@@ -211,8 +208,6 @@ def test_only_the_columns_read_are_selected_so_other_proxy_versions_read_the_sam
 
 def _export_csv(url: str, path: Path) -> None:
     """What ``\\copy "LiteLLM_SpendLogs" TO ... CSV HEADER`` writes: every column, JSON as text."""
-    import psycopg
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         with cur.copy('COPY "LiteLLM_SpendLogs" TO STDOUT WITH (FORMAT csv, HEADER)') as copy:
@@ -402,9 +397,6 @@ def test_a_dated_export_holds_only_its_own_day(tmp_path):
 
 
 def test_the_source_is_registered_and_wired_into_ingestion():
-    from billing_pipeline.defs.fetch import fetch_assets
-    from billing_pipeline.defs.ingestion import RAW_ASSETS
-
     assert sources.SOURCES["litellm_spend_logs"] is spend_logs.read
     assert RAW_ASSETS["raw_litellm_spend_logs"][0] == "litellm_spend_logs"
     assert "litellm_spend_log_rows" in {a.key.path[-1] for a in fetch_assets}

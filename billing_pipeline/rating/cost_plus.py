@@ -26,6 +26,7 @@ from billing_pipeline.catalog import Catalog, Charge
 from billing_pipeline.catalog.model import PriceChange
 from billing_pipeline.money import (
     MINOR_UNITS,
+    amount_text,
     fmt_money,
     fmt_quantity,
     fmt_ratio_money,
@@ -331,7 +332,7 @@ def price(
         out["subject"].append(what_subject)
         out["explanation"].append(text)
         out["unit_price"].append(None)
-        out["amount"].append(str(_minor(amount_minor, minor)))
+        out["amount"].append(amount_text(_minor(amount_minor, minor), currency))
         out["tiers"].append("[]")
         amounts.append((line["line_id"], amount_minor))
     return CostPlusLines(
@@ -339,39 +340,72 @@ def price(
             amounts, schema={"line_id": pl.Int64, "amount_minor": pl.Int128}, orient="row"
         ),
         pl.DataFrame(out, schema=WORDS_SCHEMA),
-        _at_risk(unpriced),
+        _at_risk(unpriced, aggregated),
     )
 
 
-def _at_risk(unpriced: pl.DataFrame) -> pl.DataFrame:
-    """One AT_RISK row per customer, provider, model family and meter of unpriced usage."""
+def _at_risk(unpriced: pl.DataFrame, aggregated: pl.DataFrame) -> pl.DataFrame:
+    """AT_RISK rows of the customers with unpriced cost-plus usage: like every held customer,
+    all its month's usage, one row per provider, model family and meter (rating_at_risk's held
+    units are the customer's), each naming what has no price, or that it waits for it."""
     if unpriced.height == 0:
         return pl.DataFrame(schema=AT_RISK_SCHEMA)
-    return (
-        unpriced.group_by("customer_id", "provider", pl.col("model_family").alias("model"), "meter")
+    group = ["customer_id", "provider", "model", "meter"]
+    missing = unpriced.group_by(
+        "customer_id", "provider", pl.col("model_family").alias("model"), "meter"
+    ).agg(
+        pl.col("billable").cast(pl.Int128).sum().alias("_unpriced"),
+        pl.col("_lookup").min().alias("_first"),
+        pl.col("_lookup").max().alias("_last"),
+        pl.first("charge_id").alias("_charge"),
+    )
+    first = (
+        missing.sort(group, nulls_last=True)
+        .group_by("customer_id")
         .agg(
-            pl.sum("events"),
-            pl.col("billable").cast(pl.Int128).sum().alias("quantity"),
-            pl.col("_lookup").min().alias("_first"),
-            pl.col("_lookup").max().alias("_last"),
-            pl.first("charge_id"),
+            pl.format(
+                "{} of {}", pl.first("meter"), pl.first("model").fill_null("(no model)")
+            ).alias("_example")
         )
-        .with_columns(
-            pl.lit(UNPRICED_COST).alias("reason"),
+    )
+    held = (
+        aggregated.filter(pl.col("customer_id").is_in(missing["customer_id"].unique().implode()))
+        .group_by("customer_id", "provider", pl.col("model_family").alias("model"), "meter")
+        .agg(pl.sum("events"), pl.col("quantity").cast(pl.Int128).sum())
+        .join(missing, on=group, how="left", nulls_equal=True)
+        .join(first, on="customer_id", how="left")
+    )
+    detail = (
+        pl.when(pl.col("_unpriced").is_not_null())
+        .then(
             pl.format(
                 "customer {}: {} {} of {} from {} ({} to {}) have no price in the price book, so "
                 "the cost-plus charge {} cannot price them: not billed, held until a price_book "
                 "entry prices them",
                 pl.col("customer_id"),
-                pl.col("quantity"),
+                pl.col("_unpriced"),
                 pl.col("meter"),
                 pl.col("model").fill_null("(no model)"),
                 pl.col("provider").fill_null("(no provider)"),
                 pl.col("_first"),
                 pl.col("_last"),
-                pl.col("charge_id"),
-            ).alias("detail"),
+                pl.col("_charge"),
+            )
         )
+        .otherwise(
+            pl.format(
+                "customer {}: {} {} of {} not billed: the customer is held while its {} has no "
+                "list price",
+                pl.col("customer_id"),
+                pl.col("quantity"),
+                pl.col("meter"),
+                pl.col("model").fill_null("(no model)"),
+                pl.col("_example"),
+            )
+        )
+    )
+    return (
+        held.with_columns(pl.lit(UNPRICED_COST).alias("reason"), detail.alias("detail"))
         .sort("customer_id", "provider", "meter", "model", nulls_last=True)
         .select(list(AT_RISK_SCHEMA))
         .cast(AT_RISK_SCHEMA)

@@ -78,9 +78,10 @@ def rate_month(
     amounts, slices = price_lines(line_rows, price_table(catalog))
     listed = cost_plus.price(aggregated, line_rows, line_of, periods, catalog, month)
     every_amount = pl.concat([amounts.select("line_id", "amount_minor"), listed.amounts])
-    at_risk = pl.concat(
-        [at_risk, listed.at_risk, _amount_overflow(line_rows, every_amount, aggregated)]
-    )
+    overflow = _amount_overflow(line_rows, every_amount, aggregated).filter(
+        ~pl.col("customer_id").is_in(listed.at_risk["customer_id"].implode())
+    )  # a customer is held once: its usage is counted once in the held units
+    at_risk = pl.concat([at_risk, listed.at_risk, overflow])
     points = daily_points(aggregated, series_days, line_of) if daily else None
     usage_rows = usage_lines(line_rows, catalog, month, amounts, slices, points, listed.words)
     fixed, keys = fixed_lines(catalog, month, usage_rows)

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "providers" / "litellm"
 BASE_URL = os.environ.get(
@@ -26,9 +28,6 @@ def spend_log_rows() -> list[dict]:
 
 def insert_rows(url: str, rows: list[dict]) -> None:
     """INSERT rows the way the proxy's Prisma client does: JSON columns as JSON, the rest as is."""
-    import psycopg
-    from psycopg.types.json import Jsonb
-
     with psycopg.connect(url, autocommit=True) as conn:
         for row in rows:
             names = ", ".join(f'"{k}"' for k in row)
@@ -42,7 +41,6 @@ def proxy_database(rows: list[dict] | None = None) -> Iterator[str]:
     """A URL whose search_path is a fresh schema holding the spend log table (with ``rows``,
     default the data file's); the schema is dropped afterwards. Skips without a server, except
     under CI."""
-    psycopg = pytest.importorskip("psycopg")
     try:
         admin = psycopg.connect(BASE_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:

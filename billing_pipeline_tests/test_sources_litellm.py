@@ -13,14 +13,16 @@ import io
 import json
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import psycopg
 import pytest
 
 from billing_pipeline import sources
 from billing_pipeline.catalog.model import Catalog
-from billing_pipeline.defs.fetch import fetch_assets
+from billing_pipeline.defs.fetch import fetch_assets, litellm_spend_log_rows
 from billing_pipeline.defs.ingestion import RAW_ASSETS
+from billing_pipeline.defs.resources import LandingZone
 from billing_pipeline.schema import stable_id
 from billing_pipeline.sources import litellm_proxy_db as proxy_db
 from billing_pipeline.sources import litellm_spend_logs as spend_logs
@@ -426,3 +428,25 @@ def test_csv_cells_keep_their_text(tmp_path):
     (folder / "export_2026-10.csv").write_text(buffer.getvalue(), encoding="utf-8")
     events = spend_logs.read(tmp_path, *OCT).events
     assert str(events["reported_cost"].drop_nulls()[0]) == "0.000123456789"
+
+
+def test_the_dagster_fetch_asset_copies_a_day_and_fetches_nothing_without_a_proxy(
+    tmp_path, monkeypatch
+):
+    def materialize() -> dict:
+        result = dg.materialize(
+            [litellm_spend_log_rows],
+            partition_key="2026-10-05",
+            resources={"landing": LandingZone(path=str(tmp_path))},
+        )
+        assert result.success
+        (event,) = result.get_asset_materialization_events()
+        return event.materialization.metadata
+
+    monkeypatch.delenv(proxy_db.URL_ENV, raising=False)
+    assert "is not set" in materialize()["skipped"].value
+    assert not (tmp_path / "litellm").exists()
+    with proxy_database() as url:
+        monkeypatch.setenv(proxy_db.URL_ENV, url)
+        assert materialize()["files"].value == 1
+    assert len(_day_lines(tmp_path, "2026-10-05")) == 10

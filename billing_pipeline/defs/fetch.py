@@ -87,8 +87,13 @@ def litellm_spend_log_rows(
     context: dg.AssetExecutionContext, landing: LandingZone
 ) -> dg.MaterializeResult:
     """LiteLLM_SpendLogs rows of the day (and the last hour of the day before: late commits) from
-    the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL), read-only, merged by request_id."""
-    url = litellm_proxy_db.database_url()
+    the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL), read-only, merged by request_id. A
+    deployment without a LiteLLM proxy leaves the variable unset: nothing is fetched."""
+    try:
+        url = litellm_proxy_db.database_url()
+    except litellm_proxy_db.FetchError as exc:
+        context.log.info(f"{exc}: no LiteLLM proxy to read")
+        return dg.MaterializeResult(metadata={"files": 0, "skipped": str(exc)})
     written = []
     for day in _days(context):
         written += litellm_proxy_db.fetch_day(landing.root, url, day)

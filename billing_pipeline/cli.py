@@ -19,7 +19,13 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from billing_pipeline.backfills import BackfillError, submit_backfill
 from billing_pipeline.catalog import CatalogError, load_catalog
-from billing_pipeline.catalog.litellm import LiteLLMError, price_book_from_litellm, write_price_book
+from billing_pipeline.catalog.litellm import (
+    LiteLLMError,
+    price_book_from_litellm,
+    read_price_book,
+    update_price_book,
+    write_price_book,
+)
 from billing_pipeline.delivery import mail as delivery
 from billing_pipeline.delivery import smtp
 from billing_pipeline.demo.generator import landing_is_empty, write_demo
@@ -39,6 +45,7 @@ from billing_pipeline.runner import (
     run_month_end,
     validate_inputs,
 )
+from billing_pipeline.sources import litellm_proxy_db
 
 
 def _run(
@@ -337,7 +344,16 @@ def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ..
     type=click.DateTime(["%Y-%m-%d"]),
     help="First day the prices apply (default: today, UTC).",
 )
-def import_prices(source: Path, providers: str, out: Path, effective) -> None:
+@click.option(
+    "--previous",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The price book (or catalog) to keep current: unchanged prices keep their dates, a "
+    "changed one ends the day before --from.",
+)
+def import_prices(
+    source: Path, providers: str, out: Path, effective, previous: Path | None
+) -> None:
     """Build the provider price book (what we pay) from LiteLLM's price list."""
     day = effective.date() if effective else dt.datetime.now(dt.UTC).date()
     skipped: list[tuple[str, str, str]] = []
@@ -345,11 +361,19 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         entries, sha256 = price_book_from_litellm(
             source, [p.strip() for p in providers.split(",") if p.strip()], day, skipped=skipped
         )
+        counts = None
+        if previous is not None:
+            entries, counts = update_price_book(read_price_book(previous), entries, day)
     except LiteLLMError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    write_price_book(entries, sha256, source, out)
+    write_price_book(entries, sha256, source, out, previous)
     click.echo(f"wrote {len(entries)} price book entries to {out} (source sha256 {sha256})")
+    if counts is not None:
+        click.echo(
+            f"from {previous}: {counts['changed']} price(s) changed on {day}, {counts['added']} "
+            f"added, {counts['unchanged']} unchanged, {counts['kept']} kept (not in the list)"
+        )
     for (
         model,
         price_field,
@@ -358,7 +382,40 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         click.echo(f"skipped {model} {price_field}: {why}")
 
 
-for _command in INVOICING_COMMANDS:  # issue, void, credit-note, waive
+@main.command("fetch-litellm")
+@click.option("--landing", required=True, type=click.Path(path_type=Path), help="Landing zone.")
+@click.option(
+    "--since",
+    default=None,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First UTC day to fetch (default: where the last fetch ended, minus the overlap).",
+)
+@click.option(
+    "--overlap-minutes",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Re-read this much before the newest request already fetched (late commits).",
+)
+def fetch_litellm(landing: Path, since, overlap_minutes: int) -> None:
+    """Copy new LiteLLM_SpendLogs rows from the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL)
+    into the landing zone, one file per UTC day, read-only."""
+    try:
+        written = litellm_proxy_db.fetch(
+            landing,
+            litellm_proxy_db.database_url(),
+            since=since.date() if since else None,
+            overlap=dt.timedelta(minutes=overlap_minutes),
+        )
+    except litellm_proxy_db.FetchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(written)} day file(s) changed")
+
+
+for _command in INVOICING_COMMANDS:  # issue, void, credit-note, waive, migrate
     main.add_command(_command)
 
 

@@ -85,6 +85,33 @@ def round_div_expr(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
     return pl.when(2 * r >= denominator).then(q + 1).otherwise(q) * numerator.sign()
 
 
+def round_div(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) to a whole number with ROUNDING: the Python-int
+    twin of ``round_div_expr``, for sums too wide for Int128 (a cost-plus line's exact fraction)."""
+    whole, rest = divmod(abs(numerator), denominator)
+    if 2 * rest >= denominator:
+        whole += 1
+    return whole if numerator >= 0 else -whole
+
+
+def fmt_ratio_money(numerator: int, denominator: int, currency: str) -> str:
+    """The exact amount numerator / denominator: with all its decimals (``fmt_exact_money``) when
+    it has at most 12, else rounded to the minor unit (``fmt_money``). For the parts of a line that
+    add up to its rounded amount (a cost-plus line's list cost and markup)."""
+    scaled, rest = divmod(numerator * 10**12, denominator)
+    if rest == 0:
+        return fmt_exact_money(Decimal(scaled).scaleb(-12).normalize(), currency)
+    minor = minor_places(currency)
+    return fmt_money(
+        Decimal(round_div(numerator * 10**minor, denominator)).scaleb(-minor), currency
+    )
+
+
+def fmt_share(share: Decimal) -> str:
+    """A share as a percentage, exactly: 0.20 -> '20 %', 0.125 -> '12.5 %' (a markup)."""
+    return f"{format((share * 100).normalize(), 'f')} %"
+
+
 def exact(value: Decimal | int | str) -> Decimal:
     """Decimal from an int, a Decimal or a decimal string; never from a float."""
     if isinstance(value, float):

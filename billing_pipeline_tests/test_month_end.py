@@ -20,8 +20,9 @@ from billing_pipeline_tests.oracle import expected_invoice
 from billing_pipeline_tests.support.pdf_text import page_one_summary
 
 MONTH = "2026-10"
-# One customer per plan, plus reverse charge + true-up and a mid-month start.
-SUBJECTS = ["umbrella", "globex", "acme", "blackmesa", "dunder"]
+# One customer per plan, plus reverse charge + true-up and a mid-month start, and Pinnacle, billed
+# cost-plus from its LiteLLM proxy's spend logs.
+SUBJECTS = ["umbrella", "globex", "acme", "blackmesa", "dunder", "pinnacle"]
 
 
 def _no_float(value: str):
@@ -372,3 +373,53 @@ def test_cli_run_exits_2_with_one_line_reason_on_missing_inputs(tmp_path, demo):
         text=True,
     )
     assert bad_month.returncode == 2 and "YYYY-MM" in bad_month.stderr
+
+
+def test_pinnacle_pays_the_list_price_of_its_litellm_requests_plus_15_percent_and_a_fee(demo):
+    """The demo's cost-plus customer, checked by hand: its proxy's spend log export, the list
+    prices per 1M tokens written out here, x 1.15, + $0.10 per 1M tokens, one rounding per line."""
+    rows = json.loads((demo["landing"] / "litellm/spend_logs/spend_logs_2026-10.json").read_text())
+    billed = [r for r in rows if r["status"] == "success"]  # failed requests are not billed
+    assert len(billed) < len(rows)
+    # list prices per 1M tokens (the demo's price book): input, cached input, cache write, output
+    gpt41 = {True: ("2.00", "0.50", "0", "8.00"), False: ("1.60", "0.50", "0", "6.40")}
+    prices = {
+        "claude-sonnet-4-5": ("3.00", "0.30", "3.75", "15.00"),
+        "mistral-large": ("2.00", "0", "0", "6.00"),
+    }
+    lines: dict[str, list[Decimal]] = {}  # line -> [list cost in $ x 1M, tokens]
+    for r in billed:
+        usage = r["metadata"]["usage_object"]
+        details = usage.get("prompt_tokens_details") or {}
+        cached, write = details.get("cached_tokens", 0), details.get("cache_creation_tokens", 0)
+        tokens = (
+            usage["prompt_tokens"] - cached - write,
+            cached,
+            write,
+            usage["completion_tokens"],
+        )
+        if r["model"].startswith("gpt-4.1"):  # the price cut of the 15th splits its line
+            before = int(r["startTime"][8:10]) < 15
+            line, price = f"gpt-4.1 {'before' if before else 'after'}", gpt41[before]
+        else:
+            line = "claude-sonnet-4-5" if r["model"].startswith("claude") else "mistral-large"
+            price = prices[line]
+        cost = sum(Decimal(q) * Decimal(p) for q, p in zip(tokens, price, strict=True))
+        acc = lines.setdefault(line, [Decimal(0), Decimal(0)])
+        acc[0] += cost
+        acc[1] += sum(tokens)
+    amounts = {
+        line: ((cost * Decimal("1.15") + units * Decimal("0.10")) / 1_000_000).quantize(
+            Decimal("0.01"), rounding="ROUND_HALF_UP"
+        )
+        for line, (cost, units) in lines.items()
+    }
+    invoice = load_invoice(demo["invoices"] / "pinnacle.json")
+    assert {ln["description"]: Decimal(ln["amount"]) for ln in invoice["lines"]} == {
+        "Tokens at list price + 15 % (claude-sonnet-4-5)": amounts["claude-sonnet-4-5"],
+        "Tokens at list price + 15 % (mistral-large)": amounts["mistral-large"],
+        "Tokens at list price + 15 % (gpt-4.1) (Oct 1-14)": amounts["gpt-4.1 before"],
+        "Tokens at list price + 15 % (gpt-4.1) (Oct 15-31)": amounts["gpt-4.1 after"],
+    }
+    assert Decimal(invoice["total"]) == sum(amounts.values())  # US customer: no tax
+    assert all(ln["pricing"] == "cost_plus" for ln in invoice["lines"])

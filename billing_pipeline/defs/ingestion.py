@@ -43,6 +43,10 @@ RAW_ASSETS = {
         "gateway_log",
         "Our gateway's request log (Mistral and other routed models).",
     ),
+    "raw_litellm_spend_logs": (
+        "litellm_spend_logs",
+        "LiteLLM proxy spend logs (LiteLLM_SpendLogs rows, fetched or exported).",
+    ),
     "raw_cloud_focus": (
         "focus",
         "Cloud billing exports in FOCUS 1.x: GPU instance time tagged by customer.",

@@ -113,6 +113,12 @@ def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], curren
         "each tier, volume tiers price all units at the tier the total reaches. Each line is "
         "rounded once to the cent, half up; totals are sums of the rounded lines."
     )
+    if any(c.pricing == "cost_plus" for pid in plan_ids for c in catalog.plans[pid].charges):
+        summary += (
+            " Cost-plus charges are the AI provider's list price of the same usage (per model, "
+            "token type and tier, at the price in effect on the day of use; a price change splits "
+            "the line by date) plus the markup and fee shown; each line shows the list cost."
+        )
     return {
         "plan_table": table,
         "summary": summary,

@@ -20,6 +20,7 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
+from billing_pipeline.rating.price_book import cost_plus_changing
 from billing_pipeline.usage import dimensions_match, models_match
 
 I64_MAX = 2**63 - 1
@@ -139,7 +140,7 @@ def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]
         pid
         for pid, p in catalog.plans.items()
         if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])
-    }
+    } | cost_plus_changing(catalog, month)
     steady, sensitive = [], []
     for cid, customer in catalog.customers.items():
         overlapping = [

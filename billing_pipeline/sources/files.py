@@ -7,6 +7,7 @@ filtering, ``outside_partition``/``bad_timestamp``) live here once, so all sourc
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -94,6 +95,29 @@ def list_files(
 
 def in_window(day: date, start: date, end: date) -> bool:
     return start <= day < end
+
+
+def decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
+    """The file's lines and, per line, why it is not UTF-8 (None when it is).
+
+    A UTF-8 BOM is an encoding marker, not data. One bad byte spoils only its own line: the
+    rest of the file still bills (the slow per-line decode runs only for files that need it).
+    """
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        lines = data.decode("utf-8").split("\n")
+        return lines, [None] * len(lines)
+    except UnicodeDecodeError:
+        pass
+    lines, errors = [], []
+    for chunk in data.split(b"\n"):
+        try:
+            lines.append(chunk.decode("utf-8"))
+            errors.append(None)
+        except UnicodeDecodeError as exc:
+            lines.append(chunk.decode("utf-8", errors="replace"))
+            errors.append(str(exc))
+    return lines, errors
 
 
 # ---------------------------------------------------------------- timestamps

@@ -155,7 +155,10 @@ def summary_context(
     ]
     chart_rows = sorted(rows[:CHART_CUSTOMERS], key=lambda r: (r["margin"], r["customer_id"]))
     flagged = table.filter(pl.col("flags").fill_null("") != "").sort("margin")
-    money = lambda v: fmt_money(exact(v), currency) if v is not None else "\u2014"  # noqa: E731
+
+    def money(value) -> str:
+        return fmt_money(exact(value), currency) if value is not None else "\u2014"
+
     drift_rows = (
         []
         if drift is None

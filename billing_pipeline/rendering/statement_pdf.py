@@ -68,7 +68,10 @@ def _pct(value: str | None) -> str:
 def statement_context(st: dict) -> dict:
     """Everything the statement template shows, as display strings."""
     cur = st["currency"]
-    money = lambda v: fmt_money(exact(v), cur)  # noqa: E731
+
+    def money(value) -> str:
+        return fmt_money(exact(value), cur)
+
     spend, projection = st["spend_so_far"], st["projection"]
     credits = exact(spend["credits_applied"])
     return {

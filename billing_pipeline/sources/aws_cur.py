@@ -143,7 +143,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     except Exception as exc:  # noqa: BLE001 - any unreadable export is one quarantine row
         return None, files.unreadable_export(SOURCE, f, "CUR 2.0", exc, superseded_by, start, end)
     cols = df.columns
-    get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
+    get = files.text_column(cols)
     tag_cols = [c for c in cols if c.startswith(_TAG_PREFIX)]
     if "resource_tags" in cols:
         tags = pl.col("resource_tags")

@@ -437,3 +437,15 @@ def map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl
     values = [fn(*row) for row in uniq.iter_rows()]
     uniq = uniq.with_columns(pl.Series(name, values, dtype=dtype))
     return frame.join(uniq, on=cols, how="left", nulls_equal=True)
+
+
+def text_column(columns: list[str]):
+    """For a CSV read as text: the column's values with surrounding blanks stripped, or nulls when
+    the file has no such column (an optional field of the format)."""
+
+    def get(name: str) -> pl.Expr:
+        if name in columns:
+            return pl.col(name).str.strip_chars()
+        return pl.lit(None, pl.String)
+
+    return get

@@ -198,7 +198,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, pl.String).alias(name))
     cols = [c for c in df.columns if c not in ("_reason", "_field", "_message", "_raw")]
-    get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
+    get = files.text_column(cols)
     sizes = _size_columns(cols)
     instance = pl.coalesce([e for _, e in sizes]) if sizes else pl.lit(None, pl.String)
     size_field = pl.lit(None, pl.String)

@@ -156,7 +156,7 @@ def summary_context(
     chart_rows = sorted(rows[:CHART_CUSTOMERS], key=lambda r: (r["margin"], r["customer_id"]))
     flagged = table.filter(pl.col("flags").fill_null("") != "").sort("margin")
 
-    def money(value) -> str:
+    def shown(value) -> str:
         return fmt_money(exact(value), currency) if value is not None else "\u2014"
 
     drift_rows = (
@@ -170,7 +170,7 @@ def summary_context(
                 "metered": f"{r['metered_tokens']:,}",
                 "reported": f"{r['reported_tokens']:,}",
                 "drift": f"{r['drift_pct']} %" if r["drift_pct"] is not None else "\u2014",
-                "at_stake": money(r["amount_at_stake"]),
+                "at_stake": shown(r["amount_at_stake"]),
             }
             for r in drift.filter(pl.col("flagged")).iter_rows(named=True)
         ]
@@ -178,13 +178,13 @@ def summary_context(
     return {
         "month": month,
         "totals": [
-            ("Revenue (excl. tax)", money(revenue)),
-            ("Provider cost", money(cost)),
-            ("Margin", f"{money(revenue - cost)} ({_pct(revenue - cost, revenue)})"),
-            ("Unattributed cost", money(_sum(unattributed["cost"]))),
+            ("Revenue (excl. tax)", shown(revenue)),
+            ("Provider cost", shown(cost)),
+            ("Margin", f"{shown(revenue - cost)} ({_pct(revenue - cost, revenue)})"),
+            ("Unattributed cost", shown(_sum(unattributed["cost"]))),
             (
                 "Revenue at stake (metering drift)",
-                money(_sum(drift["amount_at_stake"]) if drift is not None else ZERO),
+                shown(_sum(drift["amount_at_stake"]) if drift is not None else ZERO),
             ),
         ],
         "chart": margin_chart_svg(chart_rows, currency),
@@ -198,9 +198,9 @@ def summary_context(
                 "customer_id": r["customer_id"] or "(unattributed)",
                 "provider": r["provider"],
                 "model": r["model"] or "\u2014",
-                "revenue": money(r["revenue"]),
-                "cost": money(r["cost"]),
-                "margin": money(r["margin"]),
+                "revenue": shown(r["revenue"]),
+                "cost": shown(r["cost"]),
+                "margin": shown(r["margin"]),
                 "flags": r["flags"].replace(",", ", "),
             }
             for r in flagged.head(25).iter_rows(named=True)

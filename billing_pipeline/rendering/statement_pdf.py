@@ -69,7 +69,7 @@ def statement_context(st: dict) -> dict:
     """Everything the statement template shows, as display strings."""
     cur = st["currency"]
 
-    def money(value) -> str:
+    def shown(value) -> str:
         return fmt_money(exact(value), cur)
 
     spend, projection = st["spend_so_far"], st["projection"]
@@ -81,24 +81,24 @@ def statement_context(st: dict) -> dict:
         "period": period_text(st["period_start"], st["as_of"]),
         "days": f"{st['days_elapsed']} of {st['days_in_month']}",
         "pdf_date": f"{st['as_of']}T00:00:00Z",
-        "subtotal": money(spend["subtotal"]),
-        "usage_charges": money(spend["usage_charges"]),
+        "subtotal": shown(spend["subtotal"]),
+        "usage_charges": shown(spend["usage_charges"]),
         "other_charges": [
-            {"description": o["description"], "amount": money(o["amount"])}
+            {"description": o["description"], "amount": shown(o["amount"])}
             for o in st["other_charges"]
         ],
         "tax_label": "Tax (reverse charge)"
         if spend["reverse_charge"]
         else f"Tax ({rate_text(spend['tax_rate'])})",
-        "tax": money(spend["tax"]),
-        "credits": money(-credits) if credits else money(credits),
-        "total": money(spend["total"]),
-        "projected_total": money(projection["total"]) if projection else "\u2014",
-        "projected_subtotal": money(projection["subtotal"]) if projection else "\u2014",
+        "tax": shown(spend["tax"]),
+        "credits": shown(-credits) if credits else shown(credits),
+        "total": shown(spend["total"]),
+        "projected_total": shown(projection["total"]) if projection else "\u2014",
+        "projected_subtotal": shown(projection["subtotal"]) if projection else "\u2014",
         "projected_limit_pct": _pct(projection["limit_used_pct"]) if projection else "\u2014",
-        "monthly_limit": money(st["monthly_limit"]) if st["monthly_limit"] else "none",
+        "monthly_limit": shown(st["monthly_limit"]) if st["monthly_limit"] else "none",
         "limit_used_pct": _pct(st["limit_used_pct"]),
-        "credits_remaining": money(st["credits_remaining"]),
+        "credits_remaining": shown(st["credits_remaining"]),
         "allowance": [
             {
                 "meters": ", ".join(_meter_title(m).lower() for m in a["meters"]),
@@ -112,7 +112,7 @@ def statement_context(st: dict) -> dict:
             {
                 "name": r["model"],
                 "quantity": fmt_quantity(r["quantity"]),
-                "amount": money(r["amount"]),
+                "amount": shown(r["amount"]),
             }
             for r in st["by_model"]
         ],
@@ -120,7 +120,7 @@ def statement_context(st: dict) -> dict:
             {
                 "name": _meter_title(r["meter"]),
                 "quantity": fmt_quantity(r["quantity"]),
-                "amount": money(r["amount"]),
+                "amount": shown(r["amount"]),
             }
             for r in st["by_token_type"]
         ],

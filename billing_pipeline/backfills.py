@@ -12,6 +12,7 @@ import datetime as dt
 import dagster as dg
 import httpx
 
+from billing_pipeline.defs import stage_definitions
 from billing_pipeline.defs.jobs import DAILY_GROUPS, MONTHLY_GROUPS
 from billing_pipeline.periods import month_of, parse_month
 
@@ -32,8 +33,6 @@ mutation Launch($params: LaunchBackfillParams!) {
 
 def _assets_of(groups: tuple[str, ...]) -> tuple[str, ...]:
     """The assets the daily / monthly jobs materialize, so a backfill covers exactly what they do."""
-    from billing_pipeline.defs import stage_definitions
-
     assets = stage_definitions().assets
     return tuple(
         sorted(k.to_user_string() for k in dg.AssetSelection.groups(*groups).resolve(assets))

@@ -1,8 +1,11 @@
-"""The billing-pipeline command: demo, run. Exit 0 on success, 2 on bad input, 1 on failed checks
-or money at risk (records that could carry money were not billed: named, held until fixed or waived)."""
+"""The billing-pipeline command (``billing-pipeline --help`` lists every subcommand).
+
+Exit 0 on success, 2 on bad input, 1 on failed checks or money at risk (records that could carry
+money were not billed: named, held until fixed or waived)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 import warnings
 from pathlib import Path
@@ -14,8 +17,36 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from billing_pipeline.alerts.caps_server import CAPS_PATH, caps_server  # noqa: E402
-from billing_pipeline.runner import InputError, MonthEndFailed, run_backfill, run_month_end  # noqa: E402
+from billing_pipeline.alerts.caps_server import CAPS_PATH, caps_server
+from billing_pipeline.backfills import BackfillError, submit_backfill
+from billing_pipeline.catalog import CatalogError, load_catalog
+from billing_pipeline.catalog.litellm import (
+    LiteLLMError,
+    price_book_from_litellm,
+    read_price_book,
+    update_price_book,
+    write_price_book,
+)
+from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.delivery import smtp
+from billing_pipeline.demo.generator import landing_is_empty, write_demo
+from billing_pipeline.documents.invoice import document_json
+from billing_pipeline.issuing.commands import COMMANDS as INVOICING_COMMANDS
+from billing_pipeline.issuing.commands import QUIET, fail, open_ledger
+from billing_pipeline.periods import parse_month
+from billing_pipeline.progress import shown as shown_progress
+from billing_pipeline.quote.calculator import CalculatorError, write_calculator
+from billing_pipeline.quote.quote import QuoteError, parse_usage, quote_text
+from billing_pipeline.quote.quote import quote as make_quote
+from billing_pipeline.rendering.statement_pdf import statements_from_landing
+from billing_pipeline.runner import (
+    InputError,
+    MonthEndFailed,
+    run_backfill,
+    run_month_end,
+    validate_inputs,
+)
+from billing_pipeline.sources import litellm_proxy_db
 
 
 def _run(
@@ -25,11 +56,13 @@ def _run(
     out: Path,
     database_url: str | None,
     dagster_home: Path | None = None,
+    quiet: bool = False,
 ) -> None:
     try:
-        summary = run_month_end(
-            month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
-        )
+        with shown_progress(quiet):
+            summary = run_month_end(
+                month, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
+            )
     except InputError as exc:
         for line in str(exc).splitlines():  # a catalog reports every problem, one line each
             click.echo(f"error: {line}", err=True)
@@ -78,10 +111,11 @@ def main() -> None:
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
 )
-def demo(month: str, out: Path, landing: Path | None, database_url: str | None) -> None:
+@QUIET
+def demo(
+    month: str, out: Path, landing: Path | None, database_url: str | None, quiet: bool
+) -> None:
     """Write a realistic sample month (if the landing zone is empty) and run month-end on it."""
-    from billing_pipeline.demo.generator import landing_is_empty, write_demo
-
     landing = landing or out / "landing"
     catalog = out / "catalog.yaml"
     if landing_is_empty(landing):
@@ -94,7 +128,7 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
             err=True,
         )
         sys.exit(2)
-    _run(month, landing, catalog, out, database_url)
+    _run(month, landing, catalog, out, database_url, quiet=quiet)
 
 
 @main.command()
@@ -119,6 +153,7 @@ def demo(month: str, out: Path, landing: Path | None, database_url: str | None) 
     help="Use the Dagster instance configured there (dagster.yaml, e.g. PostgreSQL) instead of "
     "the embedded SQLite one under <out>/.dagster.",
 )
+@QUIET
 def run(
     month: str,
     landing: Path,
@@ -126,9 +161,10 @@ def run(
     out: Path,
     database_url: str | None,
     dagster_home: Path | None,
+    quiet: bool,
 ) -> None:
     """Run month-end for MONTH on the given landing zone and catalog."""
-    _run(month, landing, catalog, out, database_url, dagster_home)
+    _run(month, landing, catalog, out, database_url, dagster_home, quiet)
 
 
 @main.command()
@@ -170,12 +206,13 @@ def run(
     default=None,
     help="Dagster instance folder (default: the embedded one under <out>/.dagster).",
 )
-def backfill(first, last, webserver, landing, catalog, out, database_url, dagster_home) -> None:
+@QUIET
+def backfill(
+    first, last, webserver, landing, catalog, out, database_url, dagster_home, quiet
+) -> None:
     """Re-ingest days FROM..TO (one run) and re-rate the months they touch. Safe to repeat."""
     first, last = first.date(), last.date()
     if webserver:
-        from billing_pipeline.backfills import BackfillError, submit_backfill
-
         try:
             backfill_id = submit_backfill(webserver, first, last)
         except BackfillError as exc:
@@ -196,9 +233,16 @@ def backfill(first, last, webserver, landing, catalog, out, database_url, dagste
         )
         sys.exit(2)
     try:
-        summary = run_backfill(
-            first, last, landing, catalog, out, database_url=database_url, dagster_home=dagster_home
-        )
+        with shown_progress(quiet):
+            summary = run_backfill(
+                first,
+                last,
+                landing,
+                catalog,
+                out,
+                database_url=database_url,
+                dagster_home=dagster_home,
+            )
     except InputError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -236,13 +280,6 @@ def quote(
     as_json: bool,
 ) -> None:
     """What PLAN would charge for hypothetical usage: the same engine as month-end."""
-    import datetime as dt
-
-    from billing_pipeline.catalog import CatalogError, load_catalog
-    from billing_pipeline.documents.invoice import document_json
-    from billing_pipeline.quote.quote import QuoteError, parse_usage, quote_text
-    from billing_pipeline.quote.quote import quote as make_quote
-
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
         document = make_quote(
@@ -274,11 +311,6 @@ def quote(
 )
 def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ...]) -> None:
     """Static cost calculator pages, one per plan: the same totals as `quote`, in the browser."""
-    import datetime as dt
-
-    from billing_pipeline.catalog import CatalogError, load_catalog
-    from billing_pipeline.quote.calculator import CalculatorError, write_calculator
-
     month = month or dt.datetime.now(dt.UTC).strftime("%Y-%m")
     try:
         written = write_calculator(load_catalog(catalog), out, month, list(plans) or None)
@@ -313,27 +345,36 @@ def calculator(catalog: Path, out: Path, month: str | None, plans: tuple[str, ..
     type=click.DateTime(["%Y-%m-%d"]),
     help="First day the prices apply (default: today, UTC).",
 )
-def import_prices(source: Path, providers: str, out: Path, effective) -> None:
+@click.option(
+    "--previous",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The price book (or catalog) to keep current: unchanged prices keep their dates, a "
+    "changed one ends the day before --from.",
+)
+def import_prices(
+    source: Path, providers: str, out: Path, effective, previous: Path | None
+) -> None:
     """Build the provider price book (what we pay) from LiteLLM's price list."""
-    import datetime as dt
-
-    from billing_pipeline.catalog.litellm import (
-        LiteLLMError,
-        price_book_from_litellm,
-        write_price_book,
-    )
-
     day = effective.date() if effective else dt.datetime.now(dt.UTC).date()
     skipped: list[tuple[str, str, str]] = []
     try:
         entries, sha256 = price_book_from_litellm(
             source, [p.strip() for p in providers.split(",") if p.strip()], day, skipped=skipped
         )
+        counts = None
+        if previous is not None:
+            entries, counts = update_price_book(read_price_book(previous), entries, day)
     except LiteLLMError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    write_price_book(entries, sha256, source, out)
+    write_price_book(entries, sha256, source, out, previous)
     click.echo(f"wrote {len(entries)} price book entries to {out} (source sha256 {sha256})")
+    if counts is not None:
+        click.echo(
+            f"from {previous}: {counts['changed']} price(s) changed on {day}, {counts['added']} "
+            f"added, {counts['unchanged']} unchanged, {counts['kept']} kept (not in the list)"
+        )
     for (
         model,
         price_field,
@@ -342,9 +383,40 @@ def import_prices(source: Path, providers: str, out: Path, effective) -> None:
         click.echo(f"skipped {model} {price_field}: {why}")
 
 
-from billing_pipeline.issuing.commands import COMMANDS as _INVOICING_COMMANDS  # noqa: E402
+@main.command("fetch-litellm")
+@click.option("--landing", required=True, type=click.Path(path_type=Path), help="Landing zone.")
+@click.option(
+    "--since",
+    default=None,
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First UTC day to fetch (default: where the last fetch ended, minus the overlap).",
+)
+@click.option(
+    "--overlap-minutes",
+    default=60,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Re-read this much before the newest request already fetched (late commits).",
+)
+def fetch_litellm(landing: Path, since, overlap_minutes: int) -> None:
+    """Copy new LiteLLM_SpendLogs rows from the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL)
+    into the landing zone, one file per UTC day, read-only."""
+    try:
+        written = litellm_proxy_db.fetch(
+            landing,
+            litellm_proxy_db.database_url(),
+            since=since.date() if since else None,
+            overlap=dt.timedelta(minutes=overlap_minutes),
+        )
+    except litellm_proxy_db.FetchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(written)} day file(s) changed")
 
-for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
+
+for _command in INVOICING_COMMANDS:  # issue, void, credit-note, waive, migrate
     main.add_command(_command)
 
 
@@ -383,6 +455,7 @@ for _command in _INVOICING_COMMANDS:  # issue, void, credit-note, waive
     default=None,
     help="Ledger URL (default: SQLite file <out>/ledger.db).",
 )
+@QUIET
 def send(
     month: str | None,
     number: str | None,
@@ -391,56 +464,53 @@ def send(
     out: Path,
     catalog: Path | None,
     database_url: str | None,
+    quiet: bool,
 ) -> None:
     """Email issued invoices (PDF + JSON copy) to each customer's billing email over SMTP
     (BILLING_SMTP_HOST, _PORT, _SECURITY, _USER, _PASSWORD, _FROM). Each invoice is sent once
     however often this runs; failed attempts are retried with backoff by the next run."""
-    from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.delivery import mail as delivery
-    from billing_pipeline.issuing.commands import _fail, _ledger
-    from billing_pipeline.periods import parse_month
-
     if (month is None) == (number is None):
-        _fail("pass exactly one of --month YYYY-MM or --invoice NUMBER")
+        fail("pass exactly one of --month YYYY-MM or --invoice NUMBER")
     if resend and number is None:
-        _fail("--resend needs --invoice NUMBER")
+        fail("--resend needs --invoice NUMBER")
     try:
         if month is not None:
             parse_month(month)
         loaded = load_catalog(catalog or out / "catalog.yaml")
         sender = delivery.sender_from_env(loaded.issuer.name, loaded.issuer.email)
-        settings = None if dry_run else delivery.smtp_from_env()
+        settings = None if dry_run else smtp.smtp_from_env()
     except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0])
-    ledger = _ledger(out, database_url)
+        fail(str(exc).splitlines()[0])
+    ledger = open_ledger(out, database_url)
     recipients = delivery.recipients_from_catalog(loaded)
     try:
-        if dry_run:
-            report = delivery.preview(
-                ledger,
-                recipients,
-                out,
-                dry_run,
-                sender=sender,
-                period=month,
-                number=number,
-                resend=resend,
-            )
-        else:
-            with delivery.SmtpTransport(settings) as transport:
-                report = delivery.deliver(
+        with shown_progress(quiet):
+            if dry_run:
+                report = delivery.preview(
                     ledger,
                     recipients,
                     out,
-                    transport,
+                    dry_run,
                     sender=sender,
                     period=month,
                     number=number,
                     resend=resend,
-                    actor="cli",
                 )
+            else:
+                with smtp.SmtpTransport(settings) as transport:
+                    report = delivery.deliver(
+                        ledger,
+                        recipients,
+                        out,
+                        transport,
+                        sender=sender,
+                        period=month,
+                        number=number,
+                        resend=resend,
+                        actor="cli",
+                    )
     except delivery.DeliveryError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for path in report.written:
         click.echo(f"wrote {path}")
     for item in report.sent:
@@ -506,9 +576,6 @@ def send(
 def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | None) -> None:
     """Month-to-date statements as of DATE, one per customer: JSON, HTML and PDF under
     <out>/<YYYY-MM>/statements/<DATE>/ (the totals are the draft invoice of the days so far)."""
-    from billing_pipeline.rendering.statement_pdf import statements_from_landing
-    from billing_pipeline.runner import validate_inputs
-
     day = day.date()
     try:
         validate_inputs(day.strftime("%Y-%m"), landing, catalog)

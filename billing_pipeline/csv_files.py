@@ -15,6 +15,11 @@ reads ``cost`` with ``Decimal``) keep working. Anything else starting with a tri
 trigger (``'=x``) gets one more, so ``restore`` (for readers of our CSVs) undoes exactly what was
 added and the round trip is lossless.
 
+Money is written as a spreadsheet should show it: the columns a caller names (``MoneyColumns``)
+at the currency's minor unit ('9.35', '1200' for JPY), never with the twelve decimals a provider
+cost share carries; where those decimals matter for reconciling (a cost, a margin), they follow in
+full in an added ``<name>_exact`` column. The existing columns keep their names and places.
+
 Atomic: the file is written to a unique temporary name in the same folder, flushed to disk, and
 renamed over the target, so a reader (or a crash) never sees half a report.
 """
@@ -22,11 +27,14 @@ renamed over the target, so a reader (or a crash) never sees half a report.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from billing_pipeline.atomic import atomic_file
+from billing_pipeline.money import amount_text, exact, exact_text
 
 FORMULA_TRIGGERS = r"^'*[=+\-@\t\r]"  # quotes first too: a reader can then strip exactly one
 PLAIN_NUMBER = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
@@ -73,15 +81,59 @@ def neutralised(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def write_csv(frame: pl.DataFrame, path: Path | str) -> Path:
-    """Write ``frame`` to ``path`` as CSV, formula-safe (see module docstring) and atomically."""
+EXACT_SUFFIX = "_exact"
+
+
+@dataclass(frozen=True)
+class MoneyColumns:
+    """Which columns of a CSV are money: each is written at its currency's minor unit, and each of
+    ``exact`` also with all its decimals in ``<name>_exact``, appended after the file's columns.
+    ``currency``: one ISO code for the file, or one per row (a Series as long as the frame)."""
+
+    columns: Sequence[str]
+    exact: Sequence[str] = ()
+    currency: str | pl.Series = "USD"
+
+    def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The frame as written: money columns as text at the minor unit, ``*_exact`` added."""
+        currencies = (
+            [self.currency] * frame.height
+            if isinstance(self.currency, str)
+            else self.currency.to_list()
+        )
+        if len(currencies) != frame.height:
+            raise ValueError(f"{len(currencies)} currencies for {frame.height} rows")
+
+        def text(name: str, write) -> pl.Series:
+            values = frame.get_column(name).to_list()
+            return pl.Series(
+                name,
+                [
+                    None if v is None else write(exact(v), c)
+                    for v, c in zip(values, currencies, strict=True)
+                ],
+                dtype=pl.String,
+            )
+
+        rounded = [text(name, amount_text) for name in self.columns]
+        precise = [text(name, exact_text).alias(name + EXACT_SUFFIX) for name in self.exact]
+        return frame.with_columns(rounded).with_columns(precise)
+
+
+def write_csv(frame: pl.DataFrame, path: Path | str, money: MoneyColumns | None = None) -> Path:
+    """Write ``frame`` to ``path`` as CSV, formula-safe (see module docstring) and atomically;
+    ``money``: its money columns, at the currency's minor unit (with ``*_exact`` where asked)."""
+    if money is not None:
+        frame = money.apply(frame)
     with atomic_file(path) as fh:
         neutralised(frame).write_csv(fh)
     return Path(path)
 
 
 __all__ = [
+    "EXACT_SUFFIX",
     "FORMULA_TRIGGERS",
+    "MoneyColumns",
     "neutralise_expr",
     "neutralised",
     "restore",

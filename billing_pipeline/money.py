@@ -6,8 +6,9 @@ line's amount and the tax are quantized, and every total is a sum of quantized n
 
 Every rounding of the package is a function here (``round_money``, ``truncate_money``,
 ``round_to``, ``round_units``, ``percent``, ``round_div_expr``) and so is every amount written as
-text (``amount_text`` for documents and payloads; ``fmt_money``, ``fmt_exact_money``,
-``fmt_unit_price``, ``fmt_number`` for people): a second copy elsewhere drifts, so
+text (``amount_text`` for documents, payloads and CSV cells, ``exact_text`` for a CSV's
+``*_exact`` cells; ``fmt_money``, ``fmt_exact_money``, ``fmt_unit_price``, ``fmt_number`` for
+people): a second copy elsewhere drifts, so
 billing_pipeline_tests/test_one_money_rule.py fails on one.
 """
 
@@ -84,6 +85,33 @@ def round_div_expr(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
     return pl.when(2 * r >= denominator).then(q + 1).otherwise(q) * numerator.sign()
 
 
+def round_div(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) to a whole number with ROUNDING: the Python-int
+    twin of ``round_div_expr``, for sums too wide for Int128 (a cost-plus line's exact fraction)."""
+    whole, rest = divmod(abs(numerator), denominator)
+    if 2 * rest >= denominator:
+        whole += 1
+    return whole if numerator >= 0 else -whole
+
+
+def fmt_ratio_money(numerator: int, denominator: int, currency: str) -> str:
+    """The exact amount numerator / denominator: with all its decimals (``fmt_exact_money``) when
+    it has at most 12, else rounded to the minor unit (``fmt_money``). For the parts of a line that
+    add up to its rounded amount (a cost-plus line's list cost and markup)."""
+    scaled, rest = divmod(numerator * 10**12, denominator)
+    if rest == 0:
+        return fmt_exact_money(Decimal(scaled).scaleb(-12).normalize(), currency)
+    minor = minor_places(currency)
+    return fmt_money(
+        Decimal(round_div(numerator * 10**minor, denominator)).scaleb(-minor), currency
+    )
+
+
+def fmt_share(share: Decimal) -> str:
+    """A share as a percentage, exactly: 0.20 -> '20 %', 0.125 -> '12.5 %' (a markup)."""
+    return f"{format((share * 100).normalize(), 'f')} %"
+
+
 def exact(value: Decimal | int | str) -> Decimal:
     """Decimal from an int, a Decimal or a decimal string; never from a float."""
     if isinstance(value, float):
@@ -117,6 +145,15 @@ def amount_text(amount: Decimal, currency: str, *, lossless: bool = False) -> st
     if lossless and rounded != amount:
         return str(amount.normalize())
     return str(rounded)
+
+
+def exact_text(amount: Decimal, currency: str) -> str:
+    """An amount with every decimal it has, and at least the currency's minor unit: '741.8962518',
+    '9.35', '1050.00' (a CSV's ``*_exact`` column: reconciling to the last digit)."""
+    rounded = round_money(amount, currency)
+    if rounded == amount:
+        return str(rounded)
+    return format(amount.normalize(), "f")
 
 
 def fmt_number(value: Decimal, places: int) -> str:
@@ -168,6 +205,22 @@ def fmt_price(price: Decimal) -> str:
 
 def fmt_quantity(quantity: int | Decimal) -> str:
     return f"{quantity:,}"
+
+
+QUOTED_PLACES = 2  # a quantity in a larger unit (GPU-hours) that is not exact is shown to this
+
+
+def fmt_quoted_quantity(quantity: int | Decimal, size: int) -> str:
+    """``quantity`` base units counted in units of ``size`` (seconds in GPU-hours: size 3600):
+    exact when that takes at most QUOTED_PLACES decimals ('437.5', '1,234'), else rounded with
+    ROUNDING and marked: '~0.28', or '<0.01' for a quantity that rounds to nothing."""
+    value = Decimal(quantity) / Decimal(size)
+    shown = round_to(value, QUOTED_PLACES)
+    if shown == value:
+        return fmt_quantity(int(value) if value == value.to_integral_value() else value.normalize())
+    if shown == 0:
+        return f"<{Decimal(1).scaleb(-QUOTED_PLACES)}"
+    return f"~{shown:,}"
 
 
 # --- polars expressions ------------------------------------------------------------------------

@@ -12,19 +12,25 @@ import datetime as dt
 import importlib
 import json
 import os
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 
+# Dagster has no public way to list a job's steps before it runs (pinned version).
+from dagster._core.execution.api import create_execution_plan
+
+from billing_pipeline import progress
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.defs import build_definitions
-from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS
+from billing_pipeline.defs.issuing import PER_CUSTOMER_CHECKS, check_rows
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.month_end import unexpected_failures
+from billing_pipeline.defs.rendering import RENDER_SHARDS, RENDER_WORKERS_TAG
 from billing_pipeline.defs.resources import (
     CatalogResource,
     LandingZone,
@@ -34,6 +40,8 @@ from billing_pipeline.defs.resources import (
     resources_from_env,
     step_io_manager,
 )
+from billing_pipeline.ledger.holds import describe, holds
+from billing_pipeline.ledger.ledger import Ledger, LedgerError
 from billing_pipeline.money import fmt_number, percent
 from billing_pipeline.periods import month_of, parse_month
 
@@ -70,8 +78,6 @@ class MonthEndSummary:
     @property
     def money_at_risk_message(self) -> str | None:
         """What ``run`` prints and exits 1 for: the files and customers money at risk holds."""
-        from billing_pipeline.ledger.holds import describe
-
         return describe(self.month, self.held) if self.held else None
 
     @property
@@ -103,7 +109,7 @@ class MonthEndSummary:
                 if self.held
                 else "none",
             ),
-            ("usage no charge prices", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
+            ("usage without a price", f"{self.unrated_rows} rows (see unrated_usage.csv)"),
             ("invoices", str(self.out_dir / self.month / "invoices")),
             ("reconciliation", str(self.out_dir / self.month / "reconciliation.csv")),
             ("quarantine", str(self.out_dir / self.month / "quarantine.csv")),
@@ -132,8 +138,6 @@ def validate_inputs(
     except ValueError as exc:  # every problem, one line each (the catalog names file and path)
         raise InputError(str(exc)) from None
     if database_url is not None:  # before ingestion and rating, not after them
-        from billing_pipeline.ledger.ledger import Ledger, LedgerError
-
         try:
             Ledger.check_url(database_url)
         except LedgerError as exc:
@@ -197,6 +201,49 @@ def outputs_not_kept_in_memory() -> Iterator[None]:
         module.core_execute_in_process = original
 
 
+def planned_steps(defs: dg.Definitions, job_name: str) -> int:
+    """How many steps a run of the job executes: its execution plan, with the step mapped over
+    the invoice render shards counted once per shard (the drafts step yields every shard, empty
+    ones too, so the count does not depend on who was billed)."""
+    keys = create_execution_plan(defs.resolve_job_def(job_name)).step_keys_to_execute
+    return sum(RENDER_SHARDS if key.endswith("[?]") else 1 for key in keys)
+
+
+INVOICE_DRAFTS_STEP = "invoice_drafts.save_invoice_drafts"
+
+
+def _count_steps(event) -> None:
+    """A run's events as progress: each finished step (succeeded, failed or skipped) is one
+    month-end step; the drafts step's ``to_render`` is how many invoice PDFs are coming."""
+    dagster_event = event.dagster_event
+    if dagster_event is None:
+        return
+    if dagster_event.is_step_start:
+        progress.advance(progress.MONTH_END_STEPS, 0, event.step_key)
+    elif (
+        dagster_event.is_step_success
+        or dagster_event.is_step_failure
+        or dagster_event.is_step_skipped
+    ):
+        progress.advance(progress.MONTH_END_STEPS, 1, event.step_key)
+    elif dagster_event.is_successful_output and event.step_key == INVOICE_DRAFTS_STEP:
+        to_render = dagster_event.step_output_data.metadata.get("to_render")
+        if to_render is not None and to_render.value:  # none to render: no count to show
+            progress.expect(progress.INVOICE_PDFS, int(to_render.value))
+
+
+def _watched_run_id(instance: dg.DagsterInstance) -> str:
+    """A run id whose events report progress (``progress``; nothing when nobody watches)."""
+    run_id = str(uuid.uuid4())
+
+    def listen(event) -> None:
+        with suppress(Exception):  # showing progress must never fail a month-end
+            _count_steps(event)
+
+    instance.add_event_listener(run_id, listen)
+    return run_id
+
+
 def ingest_days(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -210,6 +257,7 @@ def ingest_days(
             instance=instance,
             run_config=QUIET,
             raise_on_error=True,
+            run_id=_watched_run_id(instance),
             tags={
                 RANGE_START: first.isoformat(),
                 RANGE_END: last.isoformat(),
@@ -227,8 +275,6 @@ def rate_month_run(
 ) -> dg.ExecuteInProcessResult:
     """The month-end run, in this process: its steps run one after another, so each PDF shard
     renders over every CPU (defs/rendering.py RENDER_WORKERS_TAG)."""
-    from billing_pipeline.defs.rendering import RENDER_WORKERS_TAG
-
     start, _ = parse_month(month)
     with outputs_not_kept_in_memory():
         result = defs.resolve_job_def("month_end_job").execute_in_process(
@@ -236,6 +282,7 @@ def rate_month_run(
             run_config=QUIET_MONTH_END,
             partition_key=start.isoformat(),
             raise_on_error=False,
+            run_id=_watched_run_id(instance),
             tags={
                 MONTH_TAG: month,
                 RENDER_WORKERS_TAG: os.getenv("BILLING_RENDER_WORKERS", "auto"),
@@ -275,8 +322,6 @@ class MonthEndFailed(RuntimeError):
 def record_month_checks(defs: dg.Definitions, month: str, results) -> None:
     """Store the month's check results in the ledger: issuing refuses a month whose blocking
     checks failed, even in a later process (see ledger.numbering)."""
-    from billing_pipeline.defs.issuing import check_rows
-
     defs.resources["ledger"].open().record_checks(month, check_rows(results))
 
 
@@ -306,6 +351,11 @@ def run_month_end(
     defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
     start, end = parse_month(month)
     summary = MonthEndSummary(month=month, out_dir=out)
+    progress.expect(
+        progress.MONTH_END_STEPS,
+        planned_steps(defs, "daily_ingestion_job") + planned_steps(defs, "month_end_job"),
+        steps=True,
+    )
     with open_instance(out, dagster_home) as instance:
         daily = ingest_days(defs, instance, start, end - dt.timedelta(days=1))
         monthly = rate_month_run(defs, instance, month)
@@ -317,8 +367,6 @@ def run_month_end(
 
 def month_holds(defs: dg.Definitions, month: str) -> list:
     """The month's unwaived money-at-risk records, as issuing will see them."""
-    from billing_pipeline.ledger.holds import holds
-
     return holds(defs.resources["ledger"].open(), month)
 
 
@@ -362,18 +410,26 @@ def run_backfill(
     defs = build_definitions(month_end_resources(landing, catalog, out, database_url))
     summary = BackfillSummary(first, last)
     tag = {"billing/backfill": f"{first}..{last}"}
+    months = sorted(
+        {month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}
+    )
+    per_month = planned_steps(defs, "month_end_job")
+    progress.expect(
+        progress.MONTH_END_STEPS,
+        planned_steps(defs, "daily_ingestion_job") + per_month * len(months),
+        steps=True,
+    )
     with open_instance(out, dagster_home) as instance:
         results = [ingest_days(defs, instance, first, last, tag)]
         done = instance.get_materialized_partitions(dg.AssetKey("usage_events"))
-        for month in sorted(
-            {month_of(first + dt.timedelta(days=i)) for i in range((last - first).days + 1)}
-        ):
+        for month in months:
             start, end = parse_month(month)
             missing = [d for d in _days(start, end) if d.isoformat() not in done]
             if missing:
                 summary.not_rerated[month] = (
                     f"{len(missing)} day(s) never ingested, first {missing[0]}"
                 )
+                progress.expect(progress.MONTH_END_STEPS, -per_month)  # not run after all
                 continue
             results.append(rate_month_run(defs, instance, month, tag))
             record_month_checks(defs, month, (results[0], results[-1]))
@@ -395,7 +451,7 @@ def _summarize(summary: MonthEndSummary) -> MonthEndSummary:
         summary.billed_incl_tax += Decimal(doc["total"])
     with open(folder / "reconciliation.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            cost = Decimal(row["cost"] or "0")
+            cost = Decimal(row["cost_exact"] or "0")  # "cost" is rounded to the cent
             summary.provider_cost += cost
             if not row["customer_id"]:
                 summary.unattributed_cost += cost

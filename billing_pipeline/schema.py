@@ -124,6 +124,17 @@ UNIT_NAMES = {
 }
 
 
+# Prices quoted per a larger unit than the meter counts in: (unit name, unit_size) -> the larger
+# unit (one, many). An invoice shows such a quantity in that unit ("437.5 GPU-hours at $2.40 per
+# GPU-hour"); the explanation keeps the exact base units.
+QUOTED_UNITS = {
+    ("GPU-seconds", 3600): ("GPU-hour", "GPU-hours"),
+    ("GPU-seconds", 60): ("GPU-minute", "GPU-minutes"),
+    ("seconds", 3600): ("hour", "hours"),
+    ("seconds", 60): ("minute", "minutes"),
+}
+
+
 def unit_name(meter: str) -> str:
     """What a finance person calls one base unit of the meter."""
     return UNIT_NAMES.get(meter, "tokens")

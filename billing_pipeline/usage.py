@@ -226,8 +226,83 @@ def dimensions_match(dimensions: dict[str, str] | None) -> pl.Expr:
     return expr
 
 
+# A LiteLLM spend log row names every identifier it has, as JSON: litellm:{"end_user":..,
+# "key":..,"tags":[..],"team":..,"user":..}. The catalog names one of them: litellm:<kind>:<value>.
+LITELLM_ROW = "litellm:{"
+LITELLM_PRECEDENCE = (
+    ("end_user", "end_user"),
+    ("tags", "tag"),
+    ("user", "user"),
+    ("team", "team"),
+    ("key", "key"),
+)
+
+
+def _litellm_candidates(account_key: str) -> list[list[str]]:
+    """The catalog keys a LiteLLM row could be billed by, most specific first; a row's tags
+    share one rank (they have no order)."""
+    try:
+        ids = json.loads(account_key.removeprefix("litellm:"))
+    except ValueError:
+        return []
+    ranks = []
+    for field, kind in LITELLM_PRECEDENCE:
+        value = ids.get(field) if isinstance(ids, dict) else None
+        values = value if isinstance(value, list) else [value]
+        keys = [f"litellm:{kind}:{v}" for v in values if isinstance(v, str) and v]
+        if keys:
+            ranks.append(keys)
+    return ranks
+
+
+def resolve_litellm_keys(frame: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
+    """``frame`` (account_key, day) with each LiteLLM row's account key replaced by the first of
+    its identifiers, in the order end_user, tags, user, team, key, that a customer owns on the
+    row's day. A row whose first owned rank names two customers (two tags, a key claimed twice
+    that day), or whose identifiers nobody owns, keeps its ``litellm:{...}`` key: unattributed,
+    reported with every identifier it had, never billed twice."""
+    rows = frame.filter(pl.col("account_key").str.starts_with(LITELLM_ROW))
+    if rows.height == 0:
+        return frame
+    owners: dict[str, list[tuple[str, object, object]]] = {}
+    for cid, customer in catalog.customers.items():
+        for key in customer.keys:
+            owners.setdefault(key, []).append((cid, None, None))
+        for k in customer.dated_keys:
+            owners.setdefault(k.key, []).append((cid, k.from_, k.to))
+
+    def owned_by(key: str, day) -> set[str]:
+        return {
+            cid
+            for cid, first, last in owners.get(key, [])
+            if (first is None or day >= first) and (last is None or day <= last)
+        }
+
+    pairs = rows.select("account_key", "day").unique()
+    resolved = []
+    for account_key, day in pairs.iter_rows():
+        chosen = account_key
+        for rank in _litellm_candidates(account_key):
+            claims = {key: owned_by(key, day) for key in rank}
+            claimed = {key: who for key, who in claims.items() if who}
+            if claimed:
+                everyone = set().union(*claimed.values())
+                if len(everyone) == 1:
+                    chosen = next(iter(claimed))
+                break
+        resolved.append(chosen)
+    mapping = pairs.with_columns(pl.Series("_resolved", resolved, dtype=pl.String))
+    return (
+        frame.join(mapping, on=["account_key", "day"], how="left", maintain_order="left")
+        .with_columns(pl.coalesce("_resolved", "account_key").alias("account_key"))
+        .drop("_resolved")
+    )
+
+
 def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
-    """Fill ``customer_id`` from the catalog's keys, tags (cloud resources) and customer ids."""
+    """Fill ``customer_id`` from the catalog's keys, tags (cloud resources) and customer ids
+    (a LiteLLM row first gets the one key of its identifiers that bills it)."""
+    events = resolve_litellm_keys(events, catalog)
     pairs = [(key, cid) for cid, c in catalog.customers.items() for key in c.keys]
     pairs += [(f"customer:{cid}", cid) for cid in catalog.customers]
     keys = pl.DataFrame(
@@ -330,6 +405,7 @@ def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataF
     rows = quarantine.with_columns(pl.coalesce("kind", quarantine_kind_expr()).alias("kind"))
     if rows.height == 0:
         return rows
+    rows = resolve_litellm_keys(rows, catalog)
     keys = rows.select("account_key", "day").unique()
     owners = attribute(conform(keys, USAGE_SCHEMA), catalog).select(
         "account_key", "day", pl.col("customer_id").alias("_owner")

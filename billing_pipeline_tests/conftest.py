@@ -12,7 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.delivery.smtp import SmtpSettings, SmtpTransport
 from billing_pipeline.demo.generator import write_demo
 from billing_pipeline.issuing.month import issue_month
 from billing_pipeline.ledger.ledger import Ledger
@@ -137,8 +137,8 @@ def mailbox():
 
 @pytest.fixture
 def smtp(mailbox):
-    with delivery.SmtpTransport(
-        delivery.SmtpSettings("127.0.0.1", mailbox.port, security="none", timeout=10)
+    with SmtpTransport(
+        SmtpSettings("127.0.0.1", mailbox.port, security="none", timeout=10)
     ) as transport:
         yield transport
 

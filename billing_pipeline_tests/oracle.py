@@ -56,6 +56,25 @@ Semantic choices (the engine should match these; where it differs, say so in DES
 In the demo every customer uses one model id per family, so splitting per_unit items per model
 id or per family gives the same amounts; payg/growth per_unit charges each cover one family, so
 only the enterprise cached-input/cache-write lines are sums of several items.
+
+8. LiteLLM spend logs (``litellm/spend_logs/*.json``, JSON arrays of rows): a row whose ``status``
+   is ``success`` (or empty) belongs to the customer when the first of its identifiers that any
+   customer of the catalog names (``litellm:end_user:``, ``litellm:tag:``, ``litellm:user:``,
+   ``litellm:team:``, ``litellm:key:``) is one of this customer's keys. Its usage object
+   (``metadata.usage_object``, else the two token columns): input_tokens = prompt_tokens - cached
+   - cache writes, cached_input_tokens = ``prompt_tokens_details.cached_tokens``,
+   cache_write_tokens = ``prompt_tokens_details.cache_creation_tokens`` (Anthropic: split into
+   {cache_ttl: 1h} = ``ephemeral_1h_input_tokens`` and {cache_ttl: 5m} = the rest, and every
+   Anthropic meter gets {context_window: 0-200k} or {200k-1M} by prompt_tokens), output_tokens =
+   completion_tokens; provider = ``custom_llm_provider``, model = ``model`` without its
+   ``<provider>/`` prefix. (Audio and image parts are not in the demo: not modelled.)
+9. cost_plus charges: per charge and model family, the month is split on every day on which the
+   list price of one of the family's (provider, model, meter, dimensions) changes; each part is
+   sum(q x list price / unit_size) x (1 + markup) + sum(q) x unit_fee / unit_size, rounded once.
+   The list price is the LAST price_book entry with the same provider and meter, a model glob
+   matching the model or its family, its dimensions a subset of the event's, in effect that day.
+   A cost-plus plan with an allowance or price changes is not modelled (NotImplementedError); an
+   event without a list price raises (the engine holds the customer).
 """
 
 from __future__ import annotations
@@ -263,6 +282,123 @@ def _outcomes(landing: Path, customer_id: str):
                     )
 
 
+_LITELLM_ORDER = (("end_user", "end_user"), ("request_tags", "tag"), ("user", "user"))
+_LITELLM_ORDER += (("team_id", "team"), ("api_key", "key"))
+
+
+def _litellm_owner(row: dict, owners: dict[str, str]) -> str | None:
+    """The customer the row bills: the owner of its first identifier any customer names."""
+    for column, kind in _LITELLM_ORDER:
+        value = row.get(column)
+        for v in value if isinstance(value, list) else [value]:
+            if v and f"litellm:{kind}:{v}" in owners:
+                return owners[f"litellm:{kind}:{v}"]
+    return None
+
+
+def _litellm(landing: Path, customer_id: str, owners: dict[str, str]):
+    for path in sorted((landing / "litellm/spend_logs").glob("*.json")):
+        for n, row in enumerate(json.loads(path.read_text(encoding="utf-8")), start=1):
+            if row.get("status") not in (None, "", "success"):
+                continue
+            if _litellm_owner(row, owners) != customer_id:
+                continue
+            provider = row["custom_llm_provider"]
+            model = row["model"].removeprefix(provider + "/")
+            usage = (row.get("metadata") or {}).get("usage_object") or {}
+            prompt = usage.get("prompt_tokens", row["prompt_tokens"])
+            completion = usage.get("completion_tokens", row["completion_tokens"])
+            details = usage.get("prompt_tokens_details") or {}
+            cached = details.get("cached_tokens") or 0
+            write = details.get("cache_creation_tokens") or 0
+            hour = (details.get("cache_creation_token_details") or {}).get(
+                "ephemeral_1h_input_tokens"
+            ) or 0
+            window = {}
+            if provider == "anthropic":
+                window = {"context_window": "200k-1M" if prompt > 200_000 else "0-200k"}
+            parts = [
+                ("input_tokens", prompt - cached - write, {}),
+                ("cached_input_tokens", cached, {}),
+                ("output_tokens", completion, {}),
+            ]
+            if provider == "anthropic":
+                parts += [
+                    ("cache_write_tokens", write - hour, {"cache_ttl": "5m"}),
+                    ("cache_write_tokens", hour, {"cache_ttl": "1h"}),
+                ]
+            else:
+                parts.append(("cache_write_tokens", write, {}))
+            start = _utc(row["startTime"])
+            for meter, q, dims in parts:
+                ev = _event(
+                    start, meter, q, model, {**dims, **window}, "litellm", f"{path.name}:{n}"
+                )
+                ev["provider"] = provider
+                yield ev
+
+
+def _list_price(book: list[dict], ev: dict, day: dt.date) -> tuple[Decimal, int] | None:
+    """(price, unit_size) of the last price-book entry pricing the event on ``day``."""
+    found = None
+    for e in book:
+        if e["provider"] != ev["provider"] or e["meter"] != ev["meter"]:
+            continue
+        globs = e.get("models")
+        if globs is not None and not any(
+            fnmatch.fnmatchcase(ev["model"], g) or fnmatch.fnmatchcase(family(ev["model"]), g)
+            for g in globs
+        ):
+            continue
+        if any(str(ev["dims"].get(k)) != str(v) for k, v in (e.get("dimensions") or {}).items()):
+            continue
+        if _as_date(e["from"]) <= day and (e.get("to") is None or day <= _as_date(e["to"])):
+            found = (Decimal(str(e["unit_price"])), int(e.get("unit_size", 1)))
+    return found
+
+
+def _as_date(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def _cost_plus_items(charge: dict, events: list[dict], book: list[dict], days: list) -> dict:
+    """(model family, first day of the period or None) -> the rounded amount (rule 9)."""
+    if charge.get("prices"):
+        raise NotImplementedError(f"{charge['id']}: cost_plus price changes are not modelled")
+    markup = Decimal(str(charge["markup"]))
+    fee = Decimal(str(charge.get("unit_fee") or "0"))
+    size = Decimal(charge.get("unit_size", 1))
+    items = {}
+    by_family: dict[str, list[dict]] = {}
+    for ev in events:
+        by_family.setdefault(family(ev["model"]), []).append(ev)
+    for fam, evs in sorted(by_family.items()):
+        bounds = [
+            d
+            for d in days[1:]
+            if any(
+                _list_price(book, ev, d) != _list_price(book, ev, d - dt.timedelta(days=1))
+                for ev in evs
+            )
+        ]
+        periods: dict[dt.date | None, list[dict]] = {}
+        for ev in evs:
+            day = ev["start"].date()
+            periods.setdefault(max((b for b in bounds if b <= day), default=None), []).append(ev)
+        for period, part in periods.items():
+            with localcontext() as ctx:
+                ctx.prec = 80
+                listed = Decimal(0)
+                for ev in part:
+                    hit = _list_price(book, ev, ev["start"].date())
+                    if hit is None:
+                        raise ValueError(f"{ev['origin']}: no list price for {ev['meter']}")
+                    listed += Decimal(ev["qty"]) * hit[0] / hit[1]
+                units = sum(ev["qty"] for ev in part)
+                items[(fam, period)] = _round(listed * (1 + markup) + Decimal(units) * fee / size)
+    return items
+
+
 def _claims(charge: dict, ev: dict) -> bool:
     meters = charge["meter"] if isinstance(charge["meter"], list) else [charge["meter"]]
     if ev["meter"] not in meters:
@@ -334,7 +470,9 @@ def expected_invoice(landing: Path, catalog_path: Path, customer_id: str, month:
         )
     plan = cat["plans"][plans.pop()]
     keys = set(cust.get("keys") or [])
+    owners = {k: cid for cid, c in cat["customers"].items() for k in c.get("keys") or []}
     sources = (
+        _litellm(landing, customer_id, owners),
         _openai(landing, keys),
         _anthropic(landing, keys),
         _gateway(landing, keys),
@@ -386,7 +524,21 @@ def expected_invoice(landing: Path, catalog_path: Path, customer_id: str, month:
         if ev["meter"] not in a_meters:
             billable[cid] = billable.get(cid, 0) + ev["qty"]
 
-    items = {key: _round(price(by_id[key[0]], q)) for key, q in sorted(billable.items()) if q > 0}
+    cost_plus = {c["id"] for c in charges if c.get("pricing") == "cost_plus"}
+    if cost_plus and a_meters:
+        raise NotImplementedError("a cost_plus plan with an allowance is not modelled")
+    items = {
+        key: _round(price(by_id[key[0]], q))
+        for key, q in sorted(billable.items())
+        if q > 0 and key[0] not in cost_plus
+    }
+    for cid in sorted(cost_plus):
+        found = _cost_plus_items(
+            by_id[cid], [ev for ev, key in claimed if key[0] == cid], cat["price_book"], days
+        )
+        items.update(
+            {(cid, f"{fam} {period or ''}".strip()): a for (fam, period), a in found.items()}
+        )
     lines: dict[str, Decimal] = {}
     for (cid, _split), amount in items.items():
         lines[cid] = lines.get(cid, Decimal("0.00")) + amount

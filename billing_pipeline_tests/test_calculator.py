@@ -87,6 +87,22 @@ EXTRA_PLANS = {
             },
         ],
     },
+    # cost-plus on some models only, with a markup change inside the month (the demo's ``resale``
+    # plan is cost-plus on any model, with a fee, and a list price cut on the 15th)
+    "listed": {
+        "name": "Claude at list",
+        "charges": [
+            {
+                "id": "claude",
+                "name": "Claude at list + 12.5 %",
+                "meter": ["input_tokens", "cache_write_tokens", "output_tokens"],
+                "models": ["claude-sonnet-4-5", "claude-sonnet-4-5-20*"],
+                "pricing": "cost_plus",
+                "markup": "0.125",
+                "prices": [{"from": "2026-10-20", "markup": "0.25"}],
+            }
+        ],
+    },
     "yen": {
         "name": "Yen",
         "currency": "JPY",
@@ -227,7 +243,8 @@ def test_calculator_command_writes_a_page_per_plan_and_an_index(catalog_file, tm
     [
         (
             ["--plan", "gold"],
-            "error: --plan 'gold': no such plan; plans are: bundles, enterprise, growth, payg, yen",
+            "error: --plan 'gold': no such plan; plans are: bundles, enterprise, growth, listed, "
+            "payg, resale, yen",
         ),
         (["--month", "2026-13"], "error: month must look like YYYY-MM, got '2026-13'"),
     ],
@@ -422,6 +439,25 @@ CASES = [
         [("input_tokens", "gpt-4o", 1_111), ("output_tokens", "claude-haiku-4-5", 3_333)],
         "0.1",
     ),
+    # cost-plus: list prices x 1.15 + $0.10 per 1M; gpt-4.1's price is cut on the 15th (its line
+    # says Oct 1-14); exact list costs with many decimals; 10^12 tokens; a markup change
+    (
+        "resale",
+        [
+            ("input_tokens", "gpt-4.1", 1_234_567),
+            ("cached_input_tokens", "gpt-4.1", 333_333),
+            ("output_tokens", "gpt-4.1", 300_001),
+            ("cache_write_tokens", "claude-sonnet-4-5", 2_500_000),
+            ("input_tokens", "mistral-large", 7),
+        ],
+        "0.19",
+    ),
+    ("resale", [("output_tokens", "gpt-4o-mini", 10**12), ("input_tokens", "gpt-4o", 1)], "0"),
+    (
+        "listed",
+        [("input_tokens", "claude-sonnet-4-5", 4_000), ("output_tokens", "claude-sonnet-4-5", 1)],
+        "0",
+    ),
 ]
 
 
@@ -474,6 +510,29 @@ def test_the_payg_case_really_rounds_ties_half_up():
     for meter, model, quantity in CASES[0][1][:2]:
         exact = quantity * prices[(meter, model)] / 1_000_000
         assert (exact * 100) % 1 == Decimal("0.5"), (meter, model, exact)
+
+
+def test_cost_plus_usage_the_price_book_cannot_price_is_refused_by_page_and_quote(
+    browser, site, catalog_file
+):
+    # the demo's price book has no cache-write price for gpt-4o: a cost-plus charge cannot price it
+    data = page_data(load_catalog(catalog_file), "resale", MONTH)
+    slot = _slot(data, "cache_write_tokens", "gpt-4o")
+    assert data["slots"][slot]["list"]["price"] is None
+    result = CliRunner().invoke(
+        main,
+        ["quote", "--catalog", str(catalog_file), "--plan", "resale", "--month", MONTH]
+        + ["--usage", "cache_write_tokens:gpt-4o=1000"],
+    )
+    assert result.exit_code == 2
+    assert "cache_write_tokens of gpt-4o (openai): no price in the price book" in result.output
+    page = browser.new_page()
+    page.goto(f"{site}/resale.html")
+    page.locator(f"#q-{slot}").press_sequentially("1000")
+    shown = page.evaluate(READ_PAGE)
+    page.close()
+    assert "cache_write_tokens of gpt-4o (openai): no price in the price book" in shown["error"]
+    assert shown["total"] == ""
 
 
 def test_the_page_refuses_input_quote_would_refuse(browser, site):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,8 +13,9 @@ import yaml
 from click.testing import CliRunner
 
 from billing_pipeline.catalog.litellm import per_million, price_book_from_litellm
-from billing_pipeline.catalog.model import PriceBookEntry
+from billing_pipeline.catalog.model import Catalog, PriceBookEntry
 from billing_pipeline.cli import main
+from billing_pipeline.quote.quote import parse_usage, quote
 
 LITELLM = Path(__file__).resolve().parent / "data/providers/litellm/model_prices_subset.json"
 DAY = dt.date(2026, 10, 1)
@@ -176,3 +178,85 @@ def test_speech_characters_and_transcribed_seconds_are_priced_for_the_audio_endp
         "100"
     )  # input_cost_per_second 0.0001 per 1M seconds
     assert {e["unit_size"] for e in entries} == {1_000_000}
+
+
+def _import(tmp_path, source: Path, out: Path, day: str, *previous: Path):
+    args = ["import-prices", "--litellm", str(source), "--providers", "openai,anthropic"]
+    args += ["--out", str(out), "--from", day]
+    if previous:
+        args += ["--previous", str(previous[0])]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return result.output, yaml.safe_load(out.read_text())["price_book"]
+
+
+def test_importing_again_keeps_the_price_book_current_with_a_change_dated_and_the_rest_untouched(
+    tmp_path,
+):
+    first = tmp_path / "book_oct01.yaml"
+    _, before = _import(tmp_path, LITELLM, first, "2026-10-01")
+    # LiteLLM's list a fortnight later: gpt-4o input down from 2.5e-06 to 2e-06, nothing else
+    changed = json.loads(LITELLM.read_text())
+    changed["gpt-4o"]["input_cost_per_token"] = 2e-06
+    later = tmp_path / "prices_oct15.json"
+    later.write_text(json.dumps(changed))
+    output, after = _import(tmp_path, later, tmp_path / "book.yaml", "2026-10-15", first)
+    assert "1 price(s) changed on 2026-10-15" in output and "0 added" in output
+    gpt_input = [
+        PriceBookEntry.model_validate(e)
+        for e in after
+        if e["models"] == ["gpt-4o"] and e["meter"] == "input_tokens" and not e.get("dimensions")
+    ]
+    assert [(e.unit_price, e.from_, e.to) for e in gpt_input] == [
+        (Decimal("2.50"), DAY, dt.date(2026, 10, 14)),
+        (Decimal("2.00"), dt.date(2026, 10, 15), None),
+    ]
+    # every other price keeps its entry and its date: nothing else splits in October
+    assert len(after) == len(before) + 1
+    untouched = [e for e in after if PriceBookEntry.model_validate(e).from_ == DAY]
+    assert len(untouched) == len(before)
+
+
+def test_a_cost_plus_month_splits_where_the_imported_price_changed(tmp_path):
+    first = tmp_path / "book_oct01.yaml"
+    _import(tmp_path, LITELLM, first, "2026-10-01")
+    changed = json.loads(LITELLM.read_text())
+    changed["gpt-4o"]["input_cost_per_token"] = 2e-06
+    later = tmp_path / "prices_oct15.json"
+    later.write_text(json.dumps(changed))
+    _, book = _import(tmp_path, later, tmp_path / "book.yaml", "2026-10-15", first)
+    catalog = Catalog.model_validate(
+        {
+            "issuer": {"name": "R"},
+            "plans": {
+                "list": {
+                    "name": "List",
+                    "charges": [
+                        {
+                            "id": "tokens",
+                            "meter": ["input_tokens", "output_tokens"],
+                            "pricing": "cost_plus",
+                            "markup": "0.25",
+                        }
+                    ],
+                }
+            },
+            "customers": {},
+            "price_book": book,
+        }
+    )
+    # a quote prices at the month's first day: 1,000,000 gpt-4o input at 2.50 x 1.25 = 3.125
+    # -> 3.13 (half up), labelled with its price period; claude's line is not split
+    document = quote(
+        catalog,
+        "list",
+        [
+            parse_usage("input_tokens:gpt-4o=1000000"),
+            parse_usage("output_tokens:claude-sonnet-4-5=1000"),
+        ],
+        "2026-10",
+    )
+    assert [(ln["description"], ln["amount"]) for ln in document["lines"]] == [
+        ("Tokens (claude-sonnet-4-5)", "0.02"),  # 1,000 x 15/1M = 0.015 x 1.25 = 0.01875
+        ("Tokens (gpt-4o) (Oct 1-14)", "3.13"),
+    ]

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 import yaml
 
 from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.delivery.smtp import SmtpConfigError, smtp_from_env
 from billing_pipeline.ledger.ledger import load_document
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline_tests.support.delivery import CUSTOMERS, EMAILS, SENDER, T0, cli, send
@@ -272,7 +273,7 @@ def test_backoff_doubles_and_gives_up_at_max_attempts():
 
 
 def test_smtp_settings_come_from_the_environment():
-    settings = delivery.smtp_from_env(
+    settings = smtp_from_env(
         {
             "BILLING_SMTP_HOST": "mail.example",
             "BILLING_SMTP_SECURITY": "ssl",
@@ -288,16 +289,14 @@ def test_smtp_settings_come_from_the_environment():
         "pw-s3cret",
     )
     assert "pw-s3cret" not in repr(settings)
-    assert (
-        delivery.smtp_from_env({"BILLING_SMTP_HOST": "h", "BILLING_SMTP_PORT": "2525"}).port == 2525
-    )
+    assert smtp_from_env({"BILLING_SMTP_HOST": "h", "BILLING_SMTP_PORT": "2525"}).port == 2525
     for bad in (
         {},
         {"BILLING_SMTP_HOST": "h", "BILLING_SMTP_SECURITY": "tls"},
         {"BILLING_SMTP_HOST": "h", "BILLING_SMTP_PORT": "smtp"},
     ):
-        with pytest.raises(delivery.SmtpConfigError, match="BILLING_SMTP_"):
-            delivery.smtp_from_env(bad)
+        with pytest.raises(SmtpConfigError, match="BILLING_SMTP_"):
+            smtp_from_env(bad)
     assert delivery.sender_from_env("X", "billing@x.example", {}).address == "billing@x.example"
     assert (
         delivery.sender_from_env(

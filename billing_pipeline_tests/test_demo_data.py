@@ -4,6 +4,7 @@ prices it. The oracle (``oracle.py``) is the engine's independent yardstick for 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import json
 import statistics
@@ -162,3 +163,26 @@ def test_oracle_pricing_rules_match_the_design_examples():
     assert price({"id": "v", "pricing": "volume", "tiers": tiers}, 102) == Decimal("54")
     package = {"id": "p", "pricing": "package", "package_size": 1000, "package_price": "2.00"}
     assert price(package, 1001) == Decimal("4.00")
+
+
+def test_the_demo_has_a_customer_billed_cost_plus_from_litellm_spend_logs(demo):
+    landing, catalog_path, summary = demo
+    catalog = load_catalog(catalog_path)
+    pinnacle = catalog.customers["pinnacle"]
+    assert pinnacle.keys == ["litellm:team:team-pinnacle"]
+    charge = catalog.plans[pinnacle.subscriptions[0].plan].charges[0]
+    assert (charge.pricing, charge.markup, charge.unit_fee) == (
+        "cost_plus",
+        Decimal("0.15"),
+        Decimal("0.10"),
+    )
+    rows = json.loads((landing / f"litellm/spend_logs/spend_logs_{MONTH}.json").read_text())
+    assert summary.rows["litellm_spend_logs"] == len(rows) > 300
+    assert {r["team_id"] for r in rows} == {"team-pinnacle"}
+    assert {r["status"] for r in rows} == {"success", "failure"}
+    # gpt-4.1's list price is cut on the 15th: the price book ends the old price the day before
+    gpt41 = [e for e in catalog.price_book if e.models and "gpt-4.1" in e.models]
+    assert {(e.meter, e.to) for e in gpt41 if e.to} == {
+        ("input_tokens", dt.date(2026, 10, 14)),
+        ("output_tokens", dt.date(2026, 10, 14)),
+    }

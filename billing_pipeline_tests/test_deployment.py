@@ -158,26 +158,6 @@ def test_compose_runs_the_readme_commands_with_the_variables_of_env_example(tmp_
     assert "COPY workspace.yaml ./" in dockerfile
 
 
-def _has_docker_compose() -> bool:
-    return bool(shutil.which("docker")) and (
-        subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
-    )
-
-
-@pytest.mark.skipif(
-    not _has_docker_compose(),
-    reason="docker compose not installed (the test above checks the file without it)",
-)
-def test_docker_compose_accepts_the_file():
-    done = subprocess.run(
-        ["docker", "compose", "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"],
-        env={**os.environ, "POSTGRES_PASSWORD": "example", "RABBITMQ_PASSWORD": "example"},
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-
-
 class Deployment:
     """The processes of one deployment, their logs, and its GraphQL endpoint."""
 

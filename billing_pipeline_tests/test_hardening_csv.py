@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from billing_pipeline.csv_files import neutralised, restore, restore_expr, write_csv
+from billing_pipeline.csv_files import MoneyColumns, neutralised, restore, restore_expr, write_csv
 
 HOSTILE_MODEL = '=HYPERLINK("http://x","y")'
 
@@ -146,3 +146,36 @@ def test_a_hostile_gateway_model_reaches_reconciliation_csv_as_text(tmp_path):
     # 2 x 1,000 output tokens x $0.010 + 2 x 1,000 input tokens x $0.005 = $0.02 + $0.01 = $0.03, no provider cost
     assert Decimal(rows[0]["revenue"]) == Decimal("0.03") and summary.revenue == Decimal("0.03")
     assert summary.provider_cost == Decimal("0")  # runner._summarize read the file back
+
+
+def test_money_is_written_at_the_currencys_minor_unit_with_the_exact_amount_beside_it(tmp_path):
+    """A spreadsheet shows 9.35, not 9.350000000000; reconciling to the last digit reads
+    cost_exact. Yen have no minor unit; a negative amount is a number, not a formula."""
+    cost = [Decimal("9.350000000000"), Decimal("1234.560000000000"), Decimal("-438.826251800000")]
+    frame = pl.DataFrame(
+        {
+            "customer_id": ["acme", "tanaka", "globex"],
+            "cost": cost,
+            "flags": ["", "", "negative_margin"],
+            "revenue": [Decimal("12.5"), Decimal("1300"), None],
+        },
+        schema_overrides={"cost": pl.Decimal(38, 12), "revenue": pl.Decimal(38, 12)},
+    )
+    money = MoneyColumns(
+        ("cost", "revenue"), exact=("cost",), currency=pl.Series(["USD", "JPY", "EUR"])
+    )
+    path = write_csv(frame, tmp_path / "reconciliation.csv", money)
+    assert path.read_text().splitlines() == [
+        "customer_id,cost,flags,revenue,cost_exact",  # existing columns in place, exact appended
+        'acme,9.35,"",12.50,9.35',  # polars quotes an empty string, not a null
+        'tanaka,1235,"",1300,1234.56',
+        "globex,-438.83,negative_margin,,-438.8262518",
+    ]
+
+
+def test_one_currency_per_row_is_required_when_currencies_are_given_per_row(tmp_path):
+    frame = pl.DataFrame({"cost": [Decimal("1.005")]})
+    with pytest.raises(ValueError, match="2 currencies for 1 rows"):
+        write_csv(
+            frame, tmp_path / "x.csv", MoneyColumns(("cost",), currency=pl.Series(["USD"] * 2))
+        )

@@ -11,6 +11,7 @@ from pypdf import PdfReader
 from billing_pipeline.documents.chart import usage_chart_svg
 from billing_pipeline.rendering.pdf import TEMPLATES_DIR, InvoiceRenderer, invoice_context
 from billing_pipeline_tests.support.documents import make_document
+from billing_pipeline_tests.support.pdf_text import page_one_summary
 
 HOSTILE = '<img src="file:///etc/passwd">'
 HOSTILE_LINK = '<link rel=attachment href="file:///etc/passwd">'
@@ -331,3 +332,125 @@ def test_an_ordinary_invoice_is_laid_out_once(renderer):
     before = renderer.relaxed_renders
     renderer.render_pdf(make_document())
     assert renderer.relaxed_renders == before
+
+
+def gpu_and_outcome_lines() -> list[dict]:
+    """Acme's GPU time (priced per 3,600 GPU-seconds) and outcomes (provider id ``internal``)."""
+    line = make_document()["lines"][-1]
+    return [
+        {
+            **line,
+            "charge_id": "gpu-a10g",
+            "description": "A10G GPU hours",
+            "provider": "aws",
+            "meter": "gpu_seconds",
+            "model": "",
+            "quantity": 1_575_000,
+            "unit": "GPU-seconds",
+            "unit_size": 3600,
+            "unit_price": "2.40",
+            "pricing": "per_unit",
+            "amount": "1050.00",
+            "explanation": "1,575,000 GPU-seconds at $2.40 per GPU-hour = $1,050.00",
+            "consideration": "variable",
+        },
+        {
+            **line,
+            "charge_id": "diagnoses",
+            "description": "Accepted diagnoses",
+            "provider": "internal",
+            "meter": "outcomes",
+            "model": "",
+            "quantity": 120,
+            "unit": "outcomes",
+            "unit_size": 1,
+            "unit_price": "12.00",
+            "pricing": "per_unit",
+            "amount": "1440.00",
+            "explanation": "120 outcomes at $12.00 each = $1,440.00",
+            "consideration": "variable",
+        },
+    ]
+
+
+def with_gpu_and_outcomes() -> dict:
+    doc = make_document()
+    doc["lines"] += gpu_and_outcome_lines()
+    doc.update(subtotal="3214.20", tax="610.70", total="3824.90")  # + $1,050.00 + $1,440.00
+    return doc
+
+
+def test_sections_are_named_for_what_they_bill_and_add_up_to_the_subtotal():
+    from billing_pipeline.documents.sections import sections
+
+    doc = with_gpu_and_outcomes()
+    assert sections(doc["lines"], "USD") == [
+        {"title": "Anthropic", "amount": "4.20"},
+        {"title": "OpenAI", "amount": "220.00"},
+        {"title": "GPU compute", "amount": "1050.00"},
+        {"title": "Outcomes", "amount": "1440.00"},
+        {"title": "Subscription and commitments", "amount": "500.00"},
+    ]
+    groups = invoice_context(doc)["groups"]
+    assert [g["title"] for g in groups] == [s["title"] for s in sections(doc["lines"], "USD")]
+    assert [m["title"] for m in groups[2]["models"]] == ["AWS"]  # the cloud, under GPU compute
+
+
+def test_gpu_seconds_priced_per_hour_are_shown_in_gpu_hours_with_the_seconds_explained(renderer):
+    gpu = invoice_context(with_gpu_and_outcomes())["groups"][2]["models"][0]["lines"][0]
+    assert (gpu["quantity"], gpu["unit_price"]) == ("437.5 GPU-hours", "$2.40 per GPU-hour")
+    assert gpu["explanation"].startswith("1,575,000 GPU-seconds")
+    tokens = invoice_context(make_document())["groups"][1]["models"][0]["lines"][1]
+    assert (tokens["quantity"], tokens["unit_price"]) == (
+        "40,000,000 tokens",  # tokens stay exact, priced per 1K
+        "$0.0025 per 1K tokens",
+    )
+    text = " ".join(pdf_text(renderer.render_pdf(with_gpu_and_outcomes())).split())
+    assert "437.5 GPU-hours $2.40 per GPU-hour $1,050.00" in text
+    assert "Outcomes" in text and "internal" not in text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (3600, "1 GPU-hour"),
+        (1_800, "0.5 GPU-hours"),
+        (2_678_400, "744 GPU-hours"),
+        (1_000, "~0.28 GPU-hours"),  # not a whole hundredth of an hour: rounded and marked
+        (1, "<0.01 GPU-hours"),
+    ],
+)
+def test_a_quantity_in_gpu_hours_is_exact_or_says_it_is_rounded(seconds, shown):
+    doc = make_document()
+    doc["lines"] = [{**gpu_and_outcome_lines()[0], "quantity": seconds}]
+    assert invoice_context(doc)["groups"][0]["models"][0]["lines"][0]["quantity"] == shown
+
+
+def test_page_one_of_a_draft_shows_the_estimated_total_and_of_an_issued_one_the_amount_due(
+    renderer,
+):
+    draft = PdfReader(io.BytesIO(renderer.render_pdf(make_document()))).pages[0].extract_text()
+    assert page_one_summary(draft) == ("ESTIMATED TOTAL", "$861.80")
+    assert "Draft: due date set when issued" in draft
+    issued = make_document()
+    issued.update(number="INV-2026-000042", issue_date="2026-11-02", due_date="2026-12-02")
+    page = PdfReader(io.BytesIO(renderer.render_pdf(issued))).pages[0].extract_text()
+    assert page_one_summary(page) == ("AMOUNT DUE", "$861.80")
+    assert "Due by 2 December 2026" in page
+    flat = " ".join(page.split())
+    assert "OpenAI $220.00 Subscription and commitments $500.00 Subtotal $724.20" in flat
+
+
+def test_a_credit_note_opens_with_the_total_credited_under_its_own_section(renderer):
+    from billing_pipeline.documents.credit_notes import manual_credit_note
+
+    issued = make_document()
+    issued.update(number="INV-2026-000042", issue_date="2026-11-02", due_date="2026-12-02")
+    note = manual_credit_note(issued, "150.00", "Goodwill credit: API outage on 14 October")
+    assert note["sections"] == [{"title": "Credit", "amount": "-150.00"}]
+    note.update(number="INV-2026-000043", issue_date="2026-11-09", due_date="2026-12-09")
+    line = invoice_context(note)["groups"][0]["models"][0]["lines"][0]
+    assert (line["quantity"], line["unit_price"]) == ("1", "-$150.00")  # no unit, no "per"
+    page = PdfReader(io.BytesIO(renderer.render_pdf(note))).pages[0].extract_text()
+    assert page_one_summary(page) == ("TOTAL CREDITED", "-$178.50")  # -150.00 - 19 % tax
+    assert "Issued 9 November 2026" in page

@@ -17,8 +17,6 @@ import datetime as dt
 import hashlib
 import json
 import multiprocessing
-import os
-import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -37,8 +35,8 @@ from billing_pipeline.ledger.numbering import issue_drafts
 from billing_pipeline.ledger.revisions import REVISIONS, schema_at
 from billing_pipeline.ledger.tables import metadata
 from billing_pipeline.money import exact, to_micros
+from billing_pipeline_tests.support.postgres import drop_schema, postgres_ledger
 
-PG_URL = os.environ.get("BILLING_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 AT = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 
 
@@ -69,27 +67,12 @@ def empty_ledger(request, tmp_path):
         yield ledger
         ledger.engine.dispose()
         return
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"PostgreSQL unreachable: {error.orig}")
-    schema = f"ledger_upgrade_{uuid.uuid4().hex[:12]}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    ledger = Ledger(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    ledger, admin, schema = postgres_ledger()
     ledger.connect_args = {"options": f"-csearch_path={schema}"}
     try:
         yield ledger
     finally:
-        ledger.engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        drop_schema(ledger, admin, schema)
 
 
 def _build_at(ledger: Ledger, revision: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,12 @@ from pypdf import PdfReader
 from billing_pipeline.money import fmt_money
 from billing_pipeline.runner import run_month_end
 from billing_pipeline_tests.oracle import expected_invoice
+from billing_pipeline_tests.support.pdf_text import page_one_summary
 
 MONTH = "2026-10"
-# One customer per plan, plus reverse charge + true-up and a mid-month start.
-SUBJECTS = ["umbrella", "globex", "acme", "blackmesa", "dunder"]
+# One customer per plan, plus reverse charge + true-up and a mid-month start, and Pinnacle, billed
+# cost-plus from its LiteLLM proxy's spend logs.
+SUBJECTS = ["umbrella", "globex", "acme", "blackmesa", "dunder", "pinnacle"]
 
 
 def _no_float(value: str):
@@ -143,12 +146,71 @@ def test_late_usage_renders_again_only_the_draft_it_changes(demo, tmp_path):
     assert fmt_money(Decimal(acme["total"]), "USD") in text
 
 
+def test_page_one_of_every_invoice_opens_with_the_json_total_and_its_sections(demo):
+    """What a customer sees first: the total (estimated, on a draft) equals the JSON's, and one
+    subtotal per section, named for what it bills, adding up to the JSON's subtotal."""
+    for path in sorted(demo["invoices"].glob("*.json")):
+        invoice = load_invoice(path)
+        page_one = PdfReader(path.with_suffix(".pdf")).pages[0].extract_text()
+        label, amount = page_one_summary(page_one)
+        assert (label, amount) == ("ESTIMATED TOTAL", fmt_money(Decimal(invoice["total"]), "USD"))
+        sections = invoice["sections"]
+        assert sum(Decimal(s["amount"]) for s in sections) == Decimal(invoice["subtotal"])
+        titles = [s["title"] for s in sections]
+        assert not {"internal", "aws", "openai"} & set(titles), path.name
+        for s in sections:
+            assert f"{s['title']} {fmt_money(Decimal(s['amount']), 'USD')}" in " ".join(
+                page_one.split()
+            )
+
+
+def test_gpu_time_is_shown_in_gpu_hours_and_outcomes_under_their_own_name(demo):
+    acme = load_invoice(demo["invoices"] / "acme.json")
+    gpu = next(ln for ln in acme["lines"] if ln["meter"] == "gpu_seconds")
+    assert (gpu["quantity"], gpu["unit"], gpu["unit_size"]) == (1_575_000, "GPU-seconds", 3600)
+    text = " ".join(
+        " ".join(page.extract_text().split())
+        for page in PdfReader(demo["invoices"] / "acme.pdf").pages
+    )
+    assert "437.5 GPU-hours $2.40 per GPU-hour $1,050.00" in text  # 1,575,000 s / 3,600
+    assert "1,575,000 GPU-seconds at $2.40 per GPU-hour = $1,050.00" in text  # the exact seconds
+    assert "GPU compute $1,050.00" in text and "Outcomes $1,440.00" in text
+    assert "internal" not in text
+
+
+def test_reconciliation_csv_writes_money_in_cents_and_the_exact_cost_beside_it(demo):
+    with open(demo["out"] / MONTH / "reconciliation.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames[:11] == [  # the existing columns, in their places
+        "customer_id",
+        "provider",
+        "model",
+        "quantity",
+        "revenue",
+        "cost",
+        "margin",
+        "margin_pct",
+        "flags",
+        "reported_tokens",
+        "at_stake",
+    ]
+    assert reader.fieldnames[11:] == ["cost_exact", "margin_exact"]
+    for row in rows:
+        for name in ("revenue", "cost", "margin"):
+            assert re.fullmatch(r"-?\d+\.\d\d", row[name]), (name, row[name])
+        for name in ("cost", "margin"):
+            exact = Decimal(row[f"{name}_exact"])
+            assert Decimal(row[name]) == exact.quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert any(len(r["cost_exact"].split(".")[1]) > 2 for r in rows)  # sub-cent provider cost
+
+
 def test_unattributed_usage_is_costed_and_reported_not_dropped(demo):
     with open(demo["out"] / MONTH / "reconciliation.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     orphans = [r for r in rows if not r["customer_id"]]
     assert orphans and all("unattributed" in r["flags"] for r in orphans)
-    assert sum(Decimal(r["cost"]) for r in orphans) == demo["first"].unattributed_cost > 0
+    assert sum(Decimal(r["cost_exact"]) for r in orphans) == demo["first"].unattributed_cost > 0
 
 
 MALFORMED = {
@@ -311,3 +373,53 @@ def test_cli_run_exits_2_with_one_line_reason_on_missing_inputs(tmp_path, demo):
         text=True,
     )
     assert bad_month.returncode == 2 and "YYYY-MM" in bad_month.stderr
+
+
+def test_pinnacle_pays_the_list_price_of_its_litellm_requests_plus_15_percent_and_a_fee(demo):
+    """The demo's cost-plus customer, checked by hand: its proxy's spend log export, the list
+    prices per 1M tokens written out here, x 1.15, + $0.10 per 1M tokens, one rounding per line."""
+    rows = json.loads((demo["landing"] / "litellm/spend_logs/spend_logs_2026-10.json").read_text())
+    billed = [r for r in rows if r["status"] == "success"]  # failed requests are not billed
+    assert len(billed) < len(rows)
+    # list prices per 1M tokens (the demo's price book): input, cached input, cache write, output
+    gpt41 = {True: ("2.00", "0.50", "0", "8.00"), False: ("1.60", "0.50", "0", "6.40")}
+    prices = {
+        "claude-sonnet-4-5": ("3.00", "0.30", "3.75", "15.00"),
+        "mistral-large": ("2.00", "0", "0", "6.00"),
+    }
+    lines: dict[str, list[Decimal]] = {}  # line -> [list cost in $ x 1M, tokens]
+    for r in billed:
+        usage = r["metadata"]["usage_object"]
+        details = usage.get("prompt_tokens_details") or {}
+        cached, write = details.get("cached_tokens", 0), details.get("cache_creation_tokens", 0)
+        tokens = (
+            usage["prompt_tokens"] - cached - write,
+            cached,
+            write,
+            usage["completion_tokens"],
+        )
+        if r["model"].startswith("gpt-4.1"):  # the price cut of the 15th splits its line
+            before = int(r["startTime"][8:10]) < 15
+            line, price = f"gpt-4.1 {'before' if before else 'after'}", gpt41[before]
+        else:
+            line = "claude-sonnet-4-5" if r["model"].startswith("claude") else "mistral-large"
+            price = prices[line]
+        cost = sum(Decimal(q) * Decimal(p) for q, p in zip(tokens, price, strict=True))
+        acc = lines.setdefault(line, [Decimal(0), Decimal(0)])
+        acc[0] += cost
+        acc[1] += sum(tokens)
+    amounts = {
+        line: ((cost * Decimal("1.15") + units * Decimal("0.10")) / 1_000_000).quantize(
+            Decimal("0.01"), rounding="ROUND_HALF_UP"
+        )
+        for line, (cost, units) in lines.items()
+    }
+    invoice = load_invoice(demo["invoices"] / "pinnacle.json")
+    assert {ln["description"]: Decimal(ln["amount"]) for ln in invoice["lines"]} == {
+        "Tokens at list price + 15 % (claude-sonnet-4-5)": amounts["claude-sonnet-4-5"],
+        "Tokens at list price + 15 % (mistral-large)": amounts["mistral-large"],
+        "Tokens at list price + 15 % (gpt-4.1) (Oct 1-14)": amounts["gpt-4.1 before"],
+        "Tokens at list price + 15 % (gpt-4.1) (Oct 15-31)": amounts["gpt-4.1 after"],
+    }
+    assert Decimal(invoice["total"]) == sum(amounts.values())  # US customer: no tax
+    assert all(ln["pricing"] == "cost_plus" for ln in invoice["lines"])

@@ -199,3 +199,97 @@ def test_runner_runs_keep_no_step_output_in_memory():
     assert dg.materialize([month_of_usage]).output_for_node("month_of_usage") == list(
         range(1000)
     )  # Dagster's default
+
+
+# ---------------------------------------------------------------- progress on the command line
+
+TINY_CATALOG = (
+    "issuer: {name: Example AI GmbH}\n"
+    "plans:\n  payg: {name: Pay as you go, charges: [\n"
+    '    {id: out, meter: output_tokens, unit_size: 1000, unit_price: "0.010"},\n'
+    '    {id: in, meter: input_tokens, unit_size: 1000, unit_price: "0.005"}]}\n'
+    'customers:\n  acme: {name: Acme, subscriptions: [{plan: payg, from: "2026-01-01"}], '
+    'keys: ["gateway:acme"]}\n'
+)
+
+
+@pytest.fixture
+def tiny_month(tmp_path) -> Path:
+    """One gateway request of acme's in October (landing/, catalog.yaml): a month-end with one
+    invoice, quickly."""
+    import json
+
+    (tmp_path / "landing" / "gateway").mkdir(parents=True)
+    request = {
+        "request_id": "req-1",
+        "timestamp": "2026-10-05T13:02:11Z",
+        "customer_key": "acme",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "usage": {"prompt_tokens": 2000, "completion_tokens": 2000, "total_tokens": 4000},
+    }
+    (tmp_path / "landing" / "gateway" / "2026-10-05.jsonl").write_text(json.dumps(request) + "\n")
+    (tmp_path / "catalog.yaml").write_text(TINY_CATALOG)
+    return tmp_path
+
+
+def test_progress_is_one_line_per_step_on_stderr_and_nothing_extra_when_quiet(tiny_month):
+    """Not a terminal (a log, a pipe): each finished step is one line, n/N, the invoice PDFs
+    counted on it; the summary alone goes to stdout. --quiet: no progress at all."""
+    from click.testing import CliRunner
+
+    from billing_pipeline.cli import main
+
+    catalog, out = (
+        ["--catalog", str(tiny_month / "catalog.yaml")],
+        ["--out", str(tiny_month / "out")],
+    )
+    run = ["run", "--month", MONTH, "--landing", str(tiny_month / "landing"), *catalog, *out]
+    result = CliRunner().invoke(main, run)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    total = len(lines)
+    assert total > 10
+    assert [line.split(":")[0] for line in lines] == [
+        f"month-end steps {n}/{total}" for n in range(1, total + 1)
+    ]
+    assert any(line.endswith(": rated_charges") for line in lines)
+    assert lines[-1].endswith("(invoice PDFs 1/1)")
+    assert "month-end steps" not in result.stdout and "customers invoiced" in result.stdout
+
+    quiet = CliRunner().invoke(main, [*run, "--quiet"])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
+    assert quiet.stdout == result.stdout  # the same summary: the month is unchanged
+
+    issue = ["issue", "--month", MONTH, "--issue-date", "2026-11-02", *catalog, *out]
+    issued = CliRunner().invoke(main, [*issue, "--quiet"])
+    assert issued.exit_code == 0, issued.output
+    assert issued.stderr == "" and "issued 1, PDFs rendered 1" in issued.stdout
+    again = CliRunner().invoke(main, issue)
+    assert again.stderr.splitlines() == ["invoice PDFs 1/1: acme"]
+    assert "issued 0, PDFs rendered 0, unchanged 1" in again.stdout
+
+
+def test_a_terminal_sees_bars_that_count_steps_and_pdfs():
+    """On a terminal the counts are rich bars, n/N, redrawn in place and cleared at the end."""
+    import io
+
+    from billing_pipeline import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    view = progress.RichView(screen)
+    with view, progress.watching(view):
+        progress.expect(progress.MONTH_END_STEPS, 3, steps=True)
+        progress.expect(progress.INVOICE_PDFS, 21)
+        for step in ("usage_tables", "rated_charges"):
+            progress.advance(progress.MONTH_END_STEPS, 1, step)
+        progress.advance(progress.INVOICE_PDFS, 7, "acme")
+        view.progress.refresh()
+        shown = screen.getvalue()
+    assert "2/3" in shown and "rated_charges" in shown and "7/21" in shown
+    progress.advance(progress.INVOICE_PDFS, 1)  # nobody watching any more: nothing happens

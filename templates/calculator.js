@@ -1,4 +1,5 @@
-// The cost calculator: the engine's pricing rules on what the customer types, in exact integers.
+// The cost calculator: the engine's pricing rules on what the customer types, in exact integers
+// (cost-plus lines too: list prices from the price book, as exact BigInt fractions).
 // Money is never a float here: catalog decimal strings become BigInt in 10^-12 currency units
 // (rating/vectorized.py), each line is rounded once, half up, by integer division, and the words
 // are the invoice's (billing_pipeline/rating/pricing.py explain, rating/engine.py _usage_line).
@@ -86,6 +87,31 @@
   // fmt_money of an exact amount numerator / denominator (currency units): rounded half up.
   const fmtExact = (numerator, denominator) => fmtMinor(roundHalfUp(numerator * 10n ** BigInt(minor), denominator));
 
+  // money.fmt_ratio_money: all the decimals of an exact amount that has at most 12 (at least two
+  // shown), else rounded to the minor unit.
+  function fmtRatio(f) {
+    const scaled = f.n * TEN12;
+    if (scaled % f.d !== 0n) return fmtExact(f.n, f.d);
+    const v = scaled / f.d;
+    const whole = v / TEN12;
+    let frac = (v % TEN12).toString().padStart(SCALE, "0").replace(/0+$/, "");
+    frac = frac.padEnd(2, "0");
+    const text = group(whole.toString()) + "." + frac;
+    return currency === "USD" ? "$" + text : text + " " + currency;
+  }
+
+  // Exact fractions of currency units (BigInt numerator and denominator): cost-plus list costs.
+  function gcd(a, b) {
+    while (b !== 0n) [a, b] = [b, a % b];
+    return a < 0n ? -a : a;
+  }
+  function frac(n, d) {
+    const g = gcd(n, d) || 1n;
+    return { n: n / g, d: d / g };
+  }
+  const fracAdd = (a, b) => frac(a.n * b.d + b.n * a.d, a.d * b.d);
+  const fracMul = (a, b) => frac(a.n * b.n, a.d * b.d);
+
   const charges = data.charges.map((c) => {
     const where = `charge ${c.id}`;
     const unitSize = c.pricing === "package" ? 1n : BigInt(c.unit_size); // as vectorized.charge_rows
@@ -104,6 +130,8 @@
     });
     return {
       ...c, unitSize, tiers,
+      markupUnits: c.markup === null ? 0n : parseDecimal(c.markup, SCALE, `${where} markup`),
+      feeUnits: c.unit_fee === null ? 0n : parseDecimal(c.unit_fee, SCALE, `${where} unit_fee`),
       price: c.unit_price === null ? null : parseDecimal(c.unit_price, SCALE, where),
       packagePrice: c.package_price === null ? null : parseDecimal(c.package_price, SCALE, where),
       packageSize: c.package_size === null ? null : BigInt(c.package_size),
@@ -115,6 +143,28 @@
     if (models.length === 1 && models[0]) return `${charge.what} of ${models[0]}`;
     const shown = models.filter((m) => m);
     return shown.length ? `${charge.what} (${shown.join(", ")})` : charge.what;
+  }
+
+  // A cost-plus line: each part's list price (the price book's, per slot) x units, x (1 + markup),
+  // + the fee per unit_size; rounded once. Words as rating/cost_plus.py explain writes them.
+  function costPlus(charge, line, billable, subj) {
+    const parts = [...line.parts.values()].filter((p) => p.q !== 0n).sort(
+      (a, b) => a.rank - b.rank || cmp(a.dims, b.dims) || a.entry - b.entry);
+    if (!parts.length) return [0n, `${fmtQuantity(billable)} ${subj}: nothing to charge`];
+    let listed = frac(0n, 1n);
+    const words = parts.map((p) => {
+      const cost = frac(p.q * p.price, TEN12 * p.unitSize);
+      listed = fracAdd(listed, cost);
+      return `${fmtQuantity(p.q)} ${p.label} at ${p.priceText} = ${fmtRatio(cost)}`;
+    });
+    const markup = fracMul(listed, frac(charge.markupUnits, TEN12));
+    const fee = frac(billable * charge.feeUnits, TEN12 * BigInt(charge.unit_size));
+    const total = fracAdd(fracAdd(listed, markup), fee);
+    const amount = roundHalfUp(total.n * 10n ** BigInt(minor), total.d);
+    let text = `${words.join("; ")}: list cost ${fmtRatio(listed)}`;
+    if (charge.markup_text) text += ` + ${charge.markup_text} ${fmtRatio(markup)}`;
+    if (charge.fee_text) text += ` + ${charge.fee_text} on ${fmtQuantity(billable)} ${charge.fee_unit} ${fmtRatio(fee)}`;
+    return [amount, `${text} = ${fmtMinor(amount)}`];
   }
 
   // One line's amount (minor units, rounded once) and explanation, as pricing.explain words it.
@@ -177,17 +227,33 @@
         used += q;
       }
       const charge = charges[slot.charge];
-      const perUnit = charge.pricing === "per_unit";
-      const key = JSON.stringify(perUnit ? [slot.charge, slot.provider, slot.family] : [slot.charge]);
+      const perModel = charge.pricing === "per_unit" || charge.pricing === "cost_plus"; // a line per model
+      const key = JSON.stringify(perModel ? [slot.charge, slot.provider, slot.family] : [slot.charge]);
       let line = byKey.get(key);
       if (!line) {
-        line = { charge, index: slot.charge, provider: perUnit ? slot.provider : "", family: perUnit ? slot.family || "" : "",
-          quantity: 0n, included: 0n, models: new Set() };
+        line = { charge, index: slot.charge, provider: perModel ? slot.provider : "", family: perModel ? slot.family || "" : "",
+          quantity: 0n, included: 0n, models: new Set(), parts: new Map(), changes: new Set() };
         byKey.set(key, line);
       }
       line.quantity += q;
       line.included += included;
       line.models.add(slot.family);
+      if (charge.pricing === "cost_plus") {
+        const list = slot.list;
+        if (!list.price) {
+          throw new InputError(`${slot.meter} of ${slot.family || "(no model)"} (${slot.provider}): no price in the ` +
+            `price book on ${data.prices_on}, and a cost-plus charge prices from it`);
+        }
+        const partKey = `${list.rank}\u001f${list.dims_key}\u001f${list.price.entry}`;
+        let part = line.parts.get(partKey);
+        if (!part) {
+          part = { rank: list.rank, dims: list.dims_key, entry: list.price.entry, label: list.part, priceText: list.price.price_text,
+            price: parseDecimal(list.price.unit_price, SCALE, list.part), unitSize: BigInt(list.price.unit_size), q: 0n };
+          line.parts.set(partKey, part);
+        }
+        part.q += q - included;
+        for (const day of list.changes) line.changes.add(day);
+      }
     });
     const usage = [...byKey.values()].sort((a, b) => a.index - b.index || cmp(a.provider, b.provider) || cmp(a.family, b.family));
     const lines = [];
@@ -202,14 +268,22 @@
       if (line.quantity > I64_MAX) throw new InputError(`${charge.title}: a month's quantity exceeds 2^63 base units`);
       const models = [...line.models].sort((a, b) => (a === null ? -1 : b === null ? 1 : cmp(a, b))); // nulls first
       const subj = subject(charge, models);
-      let [amount, explanation] = price(charge, billable, subj);
-      if (charge.period) explanation = `Usage${charge.period} at the prices in effect then: ` + explanation;
+      let amount, explanation, period = charge.period;
+      if (charge.pricing === "cost_plus") {
+        [amount, explanation] = costPlus(charge, line, billable, subj);
+        const days = [...line.changes, ...charge.markup_days].sort();
+        period = days.length ? data.period_labels[days[0]] : "";
+      } else {
+        [amount, explanation] = price(charge, billable, subj);
+      }
+      if (period) explanation = `Usage${period} at the prices in effect then: ` + explanation;
       if (line.included > 0n) {
         explanation = `${fmtQuantity(line.quantity)} ${subj}, of which ${fmtQuantity(line.included)} were covered ` +
           `by the plan's included ${fmtQuantity(BigInt(data.allowance.quantity))} units; ` + explanation;
       }
-      const model = charge.pricing === "per_unit" && models[0] ? ` (${models[0]})` : "";
-      lines.push({ charge_id: charge.id, description: charge.title + model + charge.period, explanation, amount,
+      const named = (charge.pricing === "per_unit" || (charge.pricing === "cost_plus" && models.length === 1)) && models[0];
+      const model = named ? ` (${models[0]})` : "";
+      lines.push({ charge_id: charge.id, description: charge.title + model + period, explanation, amount,
         model: models.length === 1 ? models[0] : null });
       usageTotal += amount;
     }

@@ -172,11 +172,87 @@ def price_book_from_litellm(
     return entries, sha256
 
 
-def write_price_book(entries: list[dict], sha256: str, source: Path, out: Path) -> None:
-    """A YAML file with a ``price_book:`` list to paste into the catalog; the header names the source."""
+def write_price_book(
+    entries: list[dict], sha256: str, source: Path, out: Path, previous: Path | None = None
+) -> None:
+    """A YAML file with a ``price_book:`` list to paste into the catalog; the header names the
+    source (and the price book it updated)."""
+    updated = f"# updating {previous.name}: unchanged prices keep their dates\n" if previous else ""
     header = (
-        f"# Provider price book imported from {source.name}\n# sha256 {sha256}\n"
+        f"# Provider price book imported from {source.name}\n# sha256 {sha256}\n{updated}"
         f"# {len(entries)} entries, USD; prices per 1,000,000 units (tokens, characters, seconds)\n"
     )
+    entries = [
+        {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in e.items()} for e in entries
+    ]
     body = yaml.safe_dump({"price_book": entries}, sort_keys=False, allow_unicode=True, width=120)
     out.write_text(header + body, encoding="utf-8")
+
+
+def _entry_key(entry: dict) -> tuple:
+    dims = tuple(sorted((entry.get("dimensions") or {}).items()))
+    return (entry["provider"], tuple(entry.get("models") or ()), entry["meter"], dims)
+
+
+def _day(value: object) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def read_price_book(path: str | Path) -> list[dict]:
+    """The ``price_book`` list of a YAML file (one ``write_price_book`` wrote, or a catalog)."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise LiteLLMError(f"{path}: cannot read the price book: {exc}") from None
+    entries = document.get("price_book") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise LiteLLMError(f"{path}: no price_book list")
+    return entries
+
+
+def update_price_book(
+    previous: list[dict], imported: list[dict], effective_from: dt.date
+) -> tuple[list[dict], dict[str, int]]:
+    """The price book kept current: ``previous`` with ``imported`` (all from ``effective_from``)
+    merged in, and counts of what happened.
+
+    An entry whose price is unchanged stays as it was (no new date: nothing splits); a changed
+    one is closed the day before (``to``) and followed by the new price from ``effective_from``,
+    so a month with the change is split by date; a new one is added; a previous entry the list
+    no longer has is kept (we may still be billed for it). Closed entries are history, kept as
+    they are. Plain entries first, then by how many dimensions they carry (the last match wins)."""
+    from_day = effective_from
+    current = {_entry_key(e): e for e in imported}
+    out: list[dict] = []
+    counts = {"unchanged": 0, "changed": 0, "added": 0, "kept": 0}
+    seen: set[tuple] = set()
+    for entry in previous:
+        start, end = _day(entry.get("from")), _day(entry.get("to"))
+        key = _entry_key(entry)
+        open_then = start is not None and start <= from_day and (end is None or end >= from_day)
+        if not open_then or key not in current or key in seen:
+            if open_then and key not in current:
+                counts["kept"] += 1
+            out.append(entry)
+            continue
+        seen.add(key)
+        new = current[key]
+        if Decimal(str(new["unit_price"])) == Decimal(str(entry["unit_price"])) and int(
+            new.get("unit_size", 1)
+        ) == int(entry.get("unit_size", 1)):
+            counts["unchanged"] += 1
+            out.append(entry)
+            continue
+        counts["changed"] += 1
+        if start < from_day:  # the same day again: the new price replaces it
+            out.append({**entry, "to": (from_day - dt.timedelta(days=1)).isoformat()})
+        out.append(new)
+    for key, new in current.items():
+        if key not in seen:
+            counts["added"] += 1
+            out.append(new)
+    out.sort(key=lambda e: len(e.get("dimensions") or {}))
+    return out, counts

@@ -90,7 +90,10 @@ class Tier(_Strict):
         return v
 
 
-PricingModel = Literal["per_unit", "graduated", "volume", "package"]
+PricingModel = Literal["per_unit", "graduated", "volume", "package", "cost_plus"]
+# A cost-plus charge prices usage at the provider price book's list price, which is in USD.
+PRICE_BOOK_CURRENCY = "USD"
+MAX_MARKUP = Decimal(100)  # 10,000 %: beyond any margin, and keeps the exact arithmetic bounded
 
 
 def _check_tiers(tiers: list[Tier]) -> None:
@@ -119,6 +122,31 @@ class PriceChange(_Strict):
     unit_price: Money | None = None
     tiers: list[Tier] | None = None
     package_price: Money | None = None
+    markup: Money | None = None  # cost_plus
+    unit_fee: Money | None = None  # cost_plus
+
+
+# The fields a price change of each pricing model may set (the first of them at least).
+PRICE_FIELDS = {
+    "per_unit": ("unit_price",),
+    "graduated": ("tiers",),
+    "volume": ("tiers",),
+    "package": ("package_price",),
+    "cost_plus": ("markup", "unit_fee"),
+}
+
+
+def _check_markup(markup: Decimal | None, unit_fee: Decimal | None, where: str) -> None:
+    if markup is not None and not Decimal(0) <= markup <= MAX_MARKUP:
+        raise ValueError(
+            f"{where}markup: {markup} is not a share between 0 and {MAX_MARKUP} "
+            '(write 20 % as "0.20")'
+        )
+    if unit_fee is not None and unit_fee < 0:
+        raise ValueError(f"{where}unit_fee: {unit_fee} is negative")
+    for name, value in (("markup", markup), ("unit_fee", unit_fee)):
+        if value is not None and value.normalize().as_tuple().exponent < -12:
+            raise ValueError(f"{where}{name}: {value} has more than 12 decimal places")
 
 
 def known_meters(value: str | list[str]) -> str | list[str]:
@@ -147,6 +175,10 @@ class Charge(_Strict):
     tiers: list[Tier] | None = None
     package_size: int | None = None
     package_price: Money | None = None
+    # cost_plus: the price book's list price of the usage x (1 + markup), plus unit_fee per
+    # unit_size base units (0 when absent)
+    markup: Money | None = None
+    unit_fee: Money | None = None
     prices: list[PriceChange] | None = None  # effective-dated price changes, in date order
 
     @property
@@ -175,17 +207,24 @@ class Charge(_Strict):
             _check_tiers(self.tiers)
         if self.pricing == "package" and (self.package_size is None or self.package_price is None):
             raise ValueError("package pricing needs package_size and package_price")
-        field = {"per_unit": "unit_price", "package": "package_price"}.get(self.pricing, "tiers")
+        if self.pricing == "cost_plus":
+            self._cost_plus_fields()
+        elif self.markup is not None or self.unit_fee is not None:
+            raise ValueError("markup and unit_fee are cost_plus fields")
+        allowed = PRICE_FIELDS[self.pricing]
         for i, change in enumerate(self.prices or []):
             given = [
                 f
-                for f in ("unit_price", "tiers", "package_price")
+                for f in ("unit_price", "tiers", "package_price", "markup", "unit_fee")
                 if getattr(change, f) is not None
             ]
-            if given != [field]:
+            if not given or any(f not in allowed for f in given):
                 raise ValueError(
-                    f"prices[{i}]: a {self.pricing} charge changes its {field} (and nothing else)"
+                    f"prices[{i}]: a {self.pricing} charge changes its {' and/or '.join(allowed)} "
+                    "(and nothing else)"
                 )
+            if self.pricing == "cost_plus":
+                _check_markup(change.markup, change.unit_fee, f"prices[{i}].")
             if change.tiers is not None:
                 try:
                     _check_tiers(change.tiers)
@@ -197,14 +236,31 @@ class Charge(_Strict):
                 )
         return self
 
+    def _cost_plus_fields(self) -> None:
+        if self.markup is None:
+            raise ValueError(
+                'cost_plus pricing needs markup: the share added to the list price, e.g. "0.20" '
+                'for 20 % over list ("0" for the list price plus a unit_fee)'
+            )
+        if self.unit_price is not None or self.tiers or self.package_price is not None:
+            raise ValueError(
+                "cost_plus prices from the provider price book: no unit_price, tiers or package_price"
+            )
+        _check_markup(self.markup, self.unit_fee, "")
+
     def price_from(self, day: dt.date | None) -> Charge:
-        """The charge with the prices in effect from ``day`` (None: the base prices)."""
-        if day is None:
+        """The charge with the prices in effect from ``day`` on (None: the base prices): the
+        latest of its price changes on or before ``day``. A cost-plus charge changes its markup
+        and fee here; its list prices follow the price book."""
+        change = None
+        for c in self.prices or []:
+            if day is not None and c.from_ <= day:
+                change = c
+        if change is None:
             return self
-        change = next(c for c in self.prices or [] if c.from_ == day)
         fields = {
             f: getattr(change, f)
-            for f in ("unit_price", "tiers", "package_price")
+            for f in ("unit_price", "tiers", "package_price", "markup", "unit_fee")
             if getattr(change, f) is not None
         }
         return self.model_copy(update=fields)
@@ -233,6 +289,17 @@ class Plan(_Strict):
     minimum_commitment: Money | None = None
     description: str = ""
     charges: list[Charge] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cost_plus_in_usd(self) -> Plan:
+        cost_plus = [c.id for c in self.charges if c.pricing == "cost_plus"]
+        if cost_plus and self.currency.upper() != PRICE_BOOK_CURRENCY:
+            raise ValueError(
+                f"charge {cost_plus[0]!r} is cost_plus: the price book's list prices are in "
+                f"{PRICE_BOOK_CURRENCY}, so the plan's currency must be {PRICE_BOOK_CURRENCY}, "
+                f"not {self.currency}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _no_overlap(self) -> Plan:

@@ -21,6 +21,7 @@ import dagster as dg
 
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import LandingZone, ProviderAdminApi
+from billing_pipeline.sources import litellm_proxy_db
 from billing_pipeline.sources.api import anthropic as anthropic_api
 from billing_pipeline.sources.api import openai as openai_api
 
@@ -81,6 +82,33 @@ def anthropic_api_pages(
     return _result(landing, written)
 
 
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="fetch",
+    # no HTTP client here to retry: a dropped PostgreSQL connection is retried by Dagster
+    retry_policy=dg.RetryPolicy(
+        max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
+    kinds={"postgres"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def litellm_spend_log_rows(
+    context: dg.AssetExecutionContext, landing: LandingZone
+) -> dg.MaterializeResult:
+    """LiteLLM_SpendLogs rows of the day (and the last hour of the day before: late commits) from
+    the proxy's PostgreSQL (BILLING_LITELLM_DATABASE_URL), read-only, merged by request_id. A
+    deployment without a LiteLLM proxy leaves the variable unset: nothing is fetched."""
+    try:
+        url = litellm_proxy_db.database_url()
+    except litellm_proxy_db.FetchError as exc:
+        context.log.info(f"{exc}: no LiteLLM proxy to read")
+        return dg.MaterializeResult(metadata={"files": 0, "skipped": str(exc)})
+    written = []
+    for day in _days(context):
+        written += litellm_proxy_db.fetch_day(landing.root, url, day)
+    return _result(landing, written)
+
+
 provider_fetch_job = dg.define_asset_job(
     "provider_fetch_job",
     selection=dg.AssetSelection.groups("fetch"),
@@ -91,4 +119,7 @@ provider_fetch_job = dg.define_asset_job(
 )
 
 
-defs = dg.Definitions(assets=[openai_api_pages, anthropic_api_pages], jobs=[provider_fetch_job])
+defs = dg.Definitions(
+    assets=[openai_api_pages, anthropic_api_pages, litellm_spend_log_rows],
+    jobs=[provider_fetch_job],
+)

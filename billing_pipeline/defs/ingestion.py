@@ -21,6 +21,7 @@ from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
 from billing_pipeline.reconcile.checks import cost_lines_readable_check, priced_check
 from billing_pipeline.schema import KIND_MONEY_AT_RISK
+from billing_pipeline.sources import gateway_log, provider_costs
 from billing_pipeline.usage import (
     attribute_quarantine,
     landing_file_order,
@@ -41,6 +42,10 @@ RAW_ASSETS = {
     "raw_gateway_log": (
         "gateway_log",
         "Our gateway's request log (Mistral and other routed models).",
+    ),
+    "raw_litellm_spend_logs": (
+        "litellm_spend_logs",
+        "LiteLLM proxy spend logs (LiteLLM_SpendLogs rows, fetched or exported).",
     ),
     "raw_cloud_focus": (
         "focus",
@@ -201,8 +206,6 @@ def provider_reported_cost(
 ):
     """What the providers say we owe them, per cost line (OpenAI Costs API, Anthropic cost_report
     pages in the landing zone), in dollars: the other side of provider_cost's computed cost."""
-    from billing_pipeline.sources import provider_costs
-
     start, end = window(context)
     read = provider_costs.read(landing.root, start, end)
     cost_quarantine = attribute_quarantine(
@@ -280,8 +283,6 @@ def provider_cost(
 def tokenizer_drift(context: dg.AssetExecutionContext, landing: LandingZone):
     """Per model: the provider's token counts on gateway lines that also carry the text, against
     our offline recount of that text (drift and drift %). Information for finance, not billing."""
-    from billing_pipeline.sources import gateway_log
-
     start, end = window(context)
     drift = gateway_log.tokenizer_drift(landing.root, start, end)
     worst = drift.filter(pl.col("drift_pct").is_not_null()).sort(

@@ -20,6 +20,7 @@ from billing_pipeline.defs.resources import (
     SmtpResource,
 )
 from billing_pipeline.delivery import mail as delivery
+from billing_pipeline.delivery.smtp import SmtpConfigError, SmtpTransport, smtp_from_env
 from billing_pipeline.issuing.month import issue_month
 
 ISSUING_GROUP = "issuing"
@@ -160,8 +161,8 @@ def delivered_invoices(
     env = smtp.environ()
     try:
         sender = delivery.sender_from_env(loaded.issuer.name, loaded.issuer.email, env)
-        settings = None if env.get("BILLING_SMTP_DRY_RUN_DIR") else delivery.smtp_from_env(env)
-    except (delivery.DeliveryError, delivery.SmtpConfigError) as exc:
+        settings = None if env.get("BILLING_SMTP_DRY_RUN_DIR") else smtp_from_env(env)
+    except (delivery.DeliveryError, SmtpConfigError) as exc:
         raise dg.Failure(f"invoices of {month} not sent: {exc}", allow_retries=False) from None
     opened, recipients, out = (
         ledger.open(),
@@ -178,7 +179,7 @@ def delivered_invoices(
             period=month,
         )
     else:
-        with delivery.SmtpTransport(settings) as transport:
+        with SmtpTransport(settings) as transport:
             report = delivery.deliver(
                 opened,
                 recipients,

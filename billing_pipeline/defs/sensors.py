@@ -25,7 +25,7 @@ from billing_pipeline.defs.ingestion import daily_ingestion_job
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.partitions import HOUR_KEY_FORMAT, daily_partitions, hourly_partitions
 from billing_pipeline.defs.resources import LandingZone
-from billing_pipeline.sources.files import _name_day, _name_month, name_hour
+from billing_pipeline.sources.files import name_day, name_hour, name_month
 from billing_pipeline.sources.gateway_log import FOLDER as GATEWAY_FOLDER
 from billing_pipeline.sources.gateway_log import appended_hours
 
@@ -59,16 +59,16 @@ def _folder_month(rel: str) -> dt.date | None:
     ranged = _RANGE_FOLDER.search(folders)
     if ranged and 1 <= int(ranged[2]) <= 12:
         return dt.date(int(ranged[1]), int(ranged[2]), 1)
-    return _name_month(folders) if folders else None
+    return name_month(folders) if folders else None
 
 
 def days_for_file(rel: str, mtime_ns: int, today: dt.date) -> list[dt.date]:
     """The daily partitions a landing file can feed (never after ``today``)."""
     name = rel.rsplit("/", 1)[-1]
-    day = _name_day(name)
+    day = name_day(name)
     if day is not None:
         return [day] if day <= today else []
-    month = _name_month(name) or _folder_month(rel)
+    month = name_month(name) or _folder_month(rel)
     if month is not None:
         last = calendar.monthrange(month.year, month.month)[1]
         return [d for d in (month.replace(day=i) for i in range(1, last + 1)) if d <= today]
@@ -140,7 +140,7 @@ def hours_for_file(
     hour = name_hour(name)
     if hour is not None:
         return [(hour, hour)] if hour <= now else []
-    day = _name_day(name)
+    day = name_day(name)
     grown = before is not None and after[1] > before[1]
     hours = None
     if before is None or grown:

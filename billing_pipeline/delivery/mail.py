@@ -46,13 +46,10 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from billing_pipeline.delivery.smtp import (  # noqa: F401 - re-exported: the CLI and Dagster use them
-    SmtpConfigError,
-    SmtpSettings,
-    SmtpTransport,
+from billing_pipeline import progress
+from billing_pipeline.delivery.smtp import (
     describe,
     is_permanent,
-    smtp_from_env,
 )
 from billing_pipeline.documents.kinds import KIND_INVOICE
 from billing_pipeline.issuing.month import file_stem
@@ -588,7 +585,8 @@ def deliver(
     report = DeliveryReport()
     settings = getattr(transport, "settings", None)
     secrets = tuple(s for s in (getattr(settings, "password", None),) if s)
-    for row in due(ledger, clock(), period, number):
+    rows = due(ledger, clock(), period, number)
+    for row in progress.counted(progress.EMAILS, rows, lambda r: r["number"]):
         now = clock()  # each row's lease starts when it is claimed, however long the pass takes
         if OUTBOX.exhausted(row):
             if _give_up(ledger, row, now, actor):

@@ -11,6 +11,7 @@ import random
 import string
 from dataclasses import dataclass, field
 
+from billing_pipeline.demo import litellm
 from billing_pipeline.providers import provider_of
 
 ISSUER = {
@@ -31,6 +32,7 @@ FAMILY_GLOBS = {
     "claude-haiku-4-5": ["claude-haiku-4-5", "claude-haiku-4-5-20*"],
     "mistral-large": ["mistral-large", "mistral-large-2*"],
     "mistral-small": ["mistral-small", "mistral-small-2*"],
+    "gpt-4.1": ["gpt-4.1", "gpt-4.1-20*"],  # only Pinnacle's LiteLLM proxy calls it
 }
 
 # Our cost per 1,000,000 tokens: (input, cached input, cache write, output); None = no such meter.
@@ -131,6 +133,23 @@ def plans() -> dict:
                 }
             ],
         },
+        "resale": {
+            "name": "Reseller list price",
+            "currency": "USD",
+            "description": "The AI providers' list prices of your usage (our price book, as in "
+            "effect each day) plus 15 %, and USD 0.10 per 1M tokens.",
+            "charges": [
+                {
+                    "id": "tokens-at-list",
+                    "name": "Tokens at list price + 15 %",
+                    "meter": list(METER_NAMES),
+                    "pricing": "cost_plus",
+                    "markup": "0.15",
+                    "unit_fee": "0.10",
+                    "unit_size": 1_000_000,
+                }
+            ],
+        },
         "enterprise": {
             "name": "Enterprise",
             "currency": "USD",
@@ -190,7 +209,7 @@ def plans() -> dict:
     }
 
 
-def price_book() -> list[dict]:
+def price_book(month_start: dt.date = dt.date(2026, 10, 1)) -> list[dict]:
     since = dt.date(2024, 1, 1)
     entries = []
     for family, row in COST_PER_M.items():
@@ -206,6 +225,29 @@ def price_book() -> list[dict]:
                         "from": since,
                     }
                 )
+    # gpt-4.1 (Pinnacle's proxy only): a price cut on the 15th, as a re-import of LiteLLM's list
+    # with ``import-prices --previous`` writes it: the old price ends the day before.
+    cut = month_start.replace(day=litellm.PRICE_CUT_DAY)
+    for meter, before, after in zip(
+        ("input_tokens", "cached_input_tokens", "output_tokens"),
+        litellm.GPT41_BEFORE,
+        litellm.GPT41_FROM_15TH,
+        strict=True,
+    ):
+        common = {"provider": "openai", "models": list(FAMILY_GLOBS["gpt-4.1"]), "meter": meter}
+        if before == after:
+            entries.append({**common, "unit_size": 1_000_000, "unit_price": before, "from": since})
+            continue
+        entries.append(
+            {
+                **common,
+                "unit_size": 1_000_000,
+                "unit_price": before,
+                "from": since,
+                "to": cut - dt.timedelta(days=1),
+            }
+        )
+        entries.append({**common, "unit_size": 1_000_000, "unit_price": after, "from": cut})
     # Providers do not charge per request: say so explicitly, so requests are costed (at zero)
     # rather than flagged as unpriced.
     for provider in sorted({provider_of(family) for family in COST_PER_M}):
@@ -596,9 +638,23 @@ def catalog_document(profiles: list[Profile], month_start: dt.date) -> dict:
             entry["tags"] = {"customer": p.id}
         entry["monthly_limit"] = p.monthly_limit
         customers[p.id] = entry
+    customers[litellm.CUSTOMER] = {
+        "name": "Pinnacle Legal Tech Inc.",
+        "address": "500 Boylston Street, Boston, MA 02116, USA",
+        "email": f"billing@{litellm.CUSTOMER}.example",
+        "currency": "USD",
+        "tax": _tax("US"),
+        "subscriptions": [{"plan": "resale", "from": since, "to": None}],
+        # the proxy's team for Pinnacle: its requests name their own end users too, which no
+        # customer claims, so the team bills them (README "LiteLLM proxy spend logs")
+        "keys": [f"litellm:team:{litellm.TEAM}"],
+        # the proxy's traffic is billed from its spend logs, not a provider report
+        "billing_source": {"openai": "gateway_log", "anthropic": "gateway_log"},
+        "monthly_limit": "1000.00",
+    }
     return {
         "issuer": dict(ISSUER),
         "plans": plans(),
         "customers": customers,
-        "price_book": price_book(),
+        "price_book": price_book(month_start),
     }

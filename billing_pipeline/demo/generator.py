@@ -11,6 +11,8 @@
 - ``cloud/focus/focus_<month>.csv``: FOCUS 1.0 rows shaped like the real sample: hourly g5.4xlarge
   (1x A10G) instance hours tagged ``{"customer": ...}``, a few untagged GPU hours and non-GPU rows.
 - ``outcomes/outcomes_<month>.csv``: outcome events (acme's accepted diagnoses).
+- ``litellm/spend_logs/spend_logs_<month>.json``: Pinnacle's requests through a LiteLLM proxy, as
+  the proxy's ``/spend/logs`` export (``demo/litellm.py``), billed cost-plus.
 
 Deterministic: everything random comes from ``random.Random(seed)``, nothing reads the clock, and
 files are written with fixed key order and ``\\n`` line ends, so the same inputs give the same bytes.
@@ -30,7 +32,9 @@ from pathlib import Path
 
 import yaml
 
+from billing_pipeline.demo import litellm
 from billing_pipeline.demo.catalog import (
+    COST_PER_M,
     PROFILES,
     SPIKE_CUSTOMER,
     SPIKE_DAYS,
@@ -349,7 +353,7 @@ def write_demo(
     for p in profiles:  # a mid-month start is the same day of whichever month is generated
         if p.start is not None:
             p.start = days[p.start.day - 1]
-    summary = DemoSummary(month=month, customers=len(profiles))
+    summary = DemoSummary(month=month, customers=len(profiles) + 1)  # + Pinnacle (LiteLLM)
 
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     header = (
@@ -374,6 +378,7 @@ def write_demo(
         "gateway_log": 0,
         "focus": 0,
         "outcomes": 0,
+        "litellm_spend_logs": 0,
     }
     landing.mkdir(parents=True, exist_ok=True)
     for day in days:
@@ -417,5 +422,11 @@ def write_demo(
         ",".join(r) + "\n" for r in orows
     )
     _write(landing / "outcomes" / f"outcomes_{month}.csv", text, summary, landing)
+
+    logs = litellm.spend_logs(seed, days, COST_PER_M)
+    rows["litellm_spend_logs"] = len(logs)
+    _write(
+        landing / litellm.EXPORT.format(month=month), litellm.export_json(logs), summary, landing
+    )
     summary.rows = rows
     return summary

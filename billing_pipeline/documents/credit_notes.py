@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from billing_pipeline.documents.kinds import KIND_ADJUSTMENT, KIND_CREDIT_NOTE
+from billing_pipeline.documents.sections import sections
 from billing_pipeline.money import ZERO, amount_text, exact, fmt_money, fmt_quantity, round_money
 
 ORIGIN_LATE_USAGE = "late_usage"
@@ -181,6 +182,7 @@ def _document(
         "credits_applied": amount_text(credits_applied, currency),
         "credits": credits or [],
         "total": amount_text(total, currency),
+        "sections": sections(lines, currency),
         "usage_by_day": [],
         "disclosure": {"plan_table": [], "summary": reason, "worked_example": ""},
     }

@@ -2,7 +2,8 @@
 
 Every number in it is a decimal string (no floats anywhere) and every total is recomputable from
 the lines: subtotal = sum of line amounts; tax = subtotal x rate, rounded once; total = subtotal +
-tax - credits applied.
+tax - credits applied; ``sections``: the subtotal per section of the invoice (documents/sections.py),
+as page 1 of the PDF shows them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from operator import itemgetter
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.documents.sections import sections
 from billing_pipeline.money import ZERO, amount_text, fmt_money, round_money
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.rating.credits import apply_credits
@@ -111,6 +113,12 @@ def _disclosure(catalog: Catalog, plan_ids: list[str], lines: list[dict], curren
         "each tier, volume tiers price all units at the tier the total reaches. Each line is "
         "rounded once to the cent, half up; totals are sums of the rounded lines."
     )
+    if any(c.pricing == "cost_plus" for pid in plan_ids for c in catalog.plans[pid].charges):
+        summary += (
+            " Cost-plus charges are the AI provider's list price of the same usage (per model, "
+            "token type and tier, at the price in effect on the day of use; a price change splits "
+            "the line by date) plus the markup and fee shown; each line shows the list cost."
+        )
     return {
         "plan_table": table,
         "summary": summary,
@@ -209,6 +217,7 @@ def build_documents(
                 "credits_applied": str(credits_applied),
                 "credits": [b.as_json() for b in credit.balances],
                 "total": amount_text(subtotal + tax - credits_applied, currency),
+                "sections": sections(doc_lines, currency),
                 "usage_by_day": _spend_by_day(rows, currency),
                 "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
             }

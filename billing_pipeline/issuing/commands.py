@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from billing_pipeline import progress
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.issuing.month import PdfsNotRendered, file_stem, issue_month
 from billing_pipeline.ledger import holds
@@ -36,24 +37,33 @@ _DB = click.option(
 )
 
 
-def _fail(message: str, code: int = 2) -> None:
+QUIET = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress, only the result (progress goes to stderr: bars on a terminal, "
+    "else one line per step).",
+)
+
+
+def fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
-def _ledger(out: Path, database_url: str | None, *, create: bool = False) -> Ledger:
+def open_ledger(out: Path, database_url: str | None, *, create: bool = False) -> Ledger:
     if database_url is None and not create and not (out / "ledger.db").is_file():
-        _fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
+        fail(f"{out / 'ledger.db'}: no ledger; run month-end first or pass --database-url")
     if database_url is not None:
         try:
             Ledger.check_url(database_url)
         except LedgerError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     ledger = Ledger(database_url or f"sqlite:///{out.resolve() / 'ledger.db'}")
     try:
         ledger.migrate()
     except LedgerError as exc:  # a ledger whose schema matches no revision: not touched
-        _fail(str(exc))
+        fail(str(exc))
     return ledger
 
 
@@ -74,6 +84,7 @@ def _ledger(out: Path, database_url: str | None, *, create: bool = False) -> Led
 )
 @_OUT
 @_DB
+@QUIET
 def issue(
     month: str,
     customer: str | None,
@@ -81,6 +92,7 @@ def issue(
     issue_date,
     out: Path,
     database_url: str | None,
+    quiet: bool,
 ) -> None:
     """Number the month's drafts (gapless per prefix and year), set issue and due dates, render
     the final PDFs. Safe to re-run: issued invoices are untouched, missing PDFs are rendered."""
@@ -88,21 +100,22 @@ def issue(
         parse_month(month)
         issuer = load_catalog(catalog or out / "catalog.yaml").issuer
     except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0])
-    ledger = _ledger(out, database_url)
+        fail(str(exc).splitlines()[0])
+    ledger = open_ledger(out, database_url)
     try:
-        result = issue_month(
-            ledger,
-            month,
-            out,
-            prefix=issuer.invoice_prefix,
-            payment_terms_days=issuer.payment_terms_days,
-            issue_date=issue_date.date() if issue_date else None,
-            customer_id=customer,
-            actor="cli",
-        )
+        with progress.shown(quiet):
+            result = issue_month(
+                ledger,
+                month,
+                out,
+                prefix=issuer.invoice_prefix,
+                payment_terms_days=issuer.payment_terms_days,
+                issue_date=issue_date.date() if issue_date else None,
+                customer_id=customer,
+                actor="cli",
+            )
     except (ChecksFailed, holds.MoneyAtRisk) as exc:
-        _fail(f"{exc}; nothing issued", 1)
+        fail(f"{exc}; nothing issued", 1)
     except PdfsNotRendered as exc:  # the numbers stand; these customers wait for their PDF
         result = exc.result
     folder = out / month / "invoices"
@@ -132,7 +145,7 @@ def issue(
             err=True,
         )
     if result["held"]:
-        _fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
+        fail(f"{holds.describe(month, result['held'])}; their drafts were not issued", 1)
     if result["failed"]:
         sys.exit(1)
 
@@ -152,12 +165,12 @@ def issue(
 def waive(month: str, origin: str, reason: str, out: Path, database_url: str | None) -> None:
     """Let a month be issued despite a money-at-risk record (e.g. a file the provider confirmed
     empty): the waiver and its reason are kept in the ledger's audit log and the finance summary."""
-    ledger = _ledger(out, database_url)
+    ledger = open_ledger(out, database_url)
     try:
         parse_month(month)
         done = holds.waive(ledger, month, origin, reason)
     except (LedgerError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     who = sorted({h.customer_id or "the whole month" for h in done})
     click.echo(f"waived {len(done)} held record(s) of {origin} ({', '.join(who)}): {reason}")
     left = holds.holds(ledger, month)
@@ -176,9 +189,9 @@ def waive(month: str, origin: str, reason: str, out: Path, database_url: str | N
 def void(number: str, reason: str, out: Path, database_url: str | None) -> None:
     """Void an issued invoice: kept as a paper trail, and the next month-end run drafts a successor."""
     try:
-        done = _ledger(out, database_url).void(number, reason)
+        done = open_ledger(out, database_url).void(number, reason)
     except LedgerError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(
         f"voided {number} ({done['customer_id']}, {done['period']}); re-run month-end to "
         "draft its replacement, then issue it"
@@ -195,9 +208,9 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
     """Draft a credit note against an issued invoice (tax at the invoice's rate); issue it with
     ``billing-pipeline issue --month <its month>``."""
     try:
-        draft = _ledger(out, database_url).add_credit_note(number, amount, reason)
+        draft = open_ledger(out, database_url).add_credit_note(number, amount, reason)
     except (LedgerError, ValueError, ArithmeticError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(
         f"draft credit note for {number}: {draft['customer_id']}, total {draft['total']}; "
         f"issue it with: billing-pipeline issue --month {draft['period']} "
@@ -211,7 +224,7 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
 def migrate(out: Path, database_url: str | None) -> None:
     """Create the ledger's tables or upgrade them to this release. Every command does it when it
     opens the ledger; a deployment runs it once before starting its workers."""
-    _ledger(out, database_url, create=True)
+    open_ledger(out, database_url, create=True)
     click.echo("ledger is at the latest revision")
 
 

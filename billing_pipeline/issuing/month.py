@@ -18,6 +18,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from billing_pipeline import progress
 from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.documents.kinds import KIND_INVOICE
 from billing_pipeline.ledger.ledger import Ledger, load_document
@@ -169,7 +170,8 @@ def render_issued(
         return built[0]
 
     counts: dict = {"rendered": 0, "unchanged": 0, "failed": []}
-    for row in ledger.issued_for_rendering(period, customer_id):
+    rows = ledger.issued_for_rendering(period, customer_id)
+    for row in progress.counted(progress.INVOICE_PDFS, rows, lambda r: r.customer_id):
         try:
             counts[_render_one(ledger, row, folder, get_renderer)] += 1
         except Exception as exc:  # noqa: BLE001 - one invoice's failure must not stop the others

@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, inspect, select, text, true
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from billing_pipeline import shipped
 from billing_pipeline.documents.credit_notes import (
@@ -255,9 +256,6 @@ class Ledger:
         """Fail fast, before any month-end work, on a ledger URL that cannot be used: an unknown
         scheme, a driver that is not installed, a server that does not answer. Raises LedgerError
         with one line a person can act on (the password, if any, is not repeated)."""
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError) as exc:

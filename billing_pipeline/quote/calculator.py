@@ -28,13 +28,15 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from billing_pipeline import shipped
 from billing_pipeline.catalog import Catalog, Charge
+from billing_pipeline.catalog.model import PriceChange
 from billing_pipeline.money import MINOR_UNITS, fmt_money, fmt_unit_price
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.quote.quote import quote, quote_provider
-from billing_pipeline.rating.pricing import describe_prices, price_text
-from billing_pipeline.rating.vectorized import charge_rows
+from billing_pipeline.rating import cost_plus, price_book
+from billing_pipeline.rating.pricing import describe_prices, fee_words, markup_words, price_text
+from billing_pipeline.rating.vectorized import charge_rows, price_units
 from billing_pipeline.rating.wording import period_label, subject
-from billing_pipeline.schema import METERS, model_family_expr, unit_name
+from billing_pipeline.schema import METERS, canonical_json, model_family_expr, unit_name
 
 PAGE_TEMPLATE = "calculator.html.j2"
 SCRIPT = "calculator.js"
@@ -161,6 +163,8 @@ def _effective(charge: Charge, day: dt.date) -> tuple[Charge, dt.date | None]:
 def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, month: str) -> dict:
     priced, price_from = _effective(charge, day)
     charge_rows(plan_id, charge, currency)  # the engine's limits (12 decimals, int64): same refusal
+    if charge.pricing == "cost_plus":
+        price_units(priced.unit_fee or Decimal(0), f"charge {charge.id} unit_fee")
     tiers = []
     for tier in priced.tiers or []:
         tiers.append(
@@ -202,7 +206,84 @@ def _charge_data(plan_id: str, charge: Charge, currency: str, day: dt.date, mont
         ],  # shown, not used: quote prices at day
         "what": subject(charge, []),
         "period": period_label(charge, price_from, month),
+        # cost_plus: the markup and fee in effect on ``day``, as decimal strings and words
+        "markup": _dec(priced.markup),
+        "unit_fee": _dec(priced.unit_fee),
+        "markup_text": markup_words(priced),
+        "fee_text": fee_words(priced, currency),
+        "fee_unit": unit_name(charge.meters[0]),
+        "markup_days": _markup_days_in(charge, day, month),
     }
+
+
+def _list_prices(
+    catalog: Catalog, charges: list[Charge], slots: list[dict], month: str, currency: str
+) -> dict:
+    """Each cost-plus slot's list price on the month's first day (the price-book entry that
+    prices it then, as rating/cost_plus.py picks it; None when none does: quote refuses it) and
+    the days inside the month its list price changes. Returns the period labels of those days
+    (the engine's words for a line whose first change is that day)."""
+    start, _ = parse_month(month)
+    keys = [(i, s) for i, s in enumerate(slots) if charges[s["charge"]].pricing == "cost_plus"]
+    if not keys:
+        return {}
+    frame = pl.DataFrame(
+        [
+            (i, s["provider"], s["model"], s["family"], s["meter"], canonical_json(s["dimensions"]))
+            for i, s in keys
+        ],
+        schema={
+            "slot": pl.Int64,
+            "provider": pl.String,
+            "model": pl.String,
+            "model_family": pl.String,
+            "meter": pl.String,
+            "dimensions": pl.String,
+        },
+        orient="row",
+    )
+    entries = frame.with_columns(
+        price_book.entry_index_expr(catalog, pl.lit(start)).alias("entry"),
+        pl.lit(start).alias("day"),
+    )
+    usage_key = ["provider", "model", "model_family", "meter", "dimensions"]
+    days = cost_plus.price_change_days(frame.select(usage_key).unique(), catalog, month)
+    days_of = frame.join(days, on=usage_key, how="inner", nulls_equal=True)
+    changes: dict[int, list[str]] = {}
+    for slot, day in days_of.select("slot", "_bday").sort("slot", "_bday").iter_rows():
+        changes.setdefault(slot, []).append(day.isoformat())
+    for slot, entry in entries.select("slot", "entry").iter_rows():
+        s = slots[slot]
+        price = None
+        if entry is not None:
+            e = catalog.price_book[entry]
+            price = {
+                "entry": entry,
+                "unit_price": _dec(e.unit_price),
+                "unit_size": str(e.unit_size),
+                "price_text": cost_plus.list_price_text(e.unit_price, e.unit_size, currency),
+            }
+        s["list"] = {
+            "price": price,
+            "part": cost_plus.part_label(s["meter"], canonical_json(s["dimensions"])),
+            "dims_key": canonical_json(s["dimensions"]),
+            "rank": METERS.index(s["meter"]),
+            "changes": changes.get(slot, []),
+        }
+    every_day = {d for c in charges for d in _markup_days_in(c, start, month)}
+    every_day |= {d for days_ in changes.values() for d in days_}
+    labels = {}
+    for d in sorted(every_day):
+        split = charges[0].model_copy(
+            update={"prices": [PriceChange.model_construct(from_=dt.date.fromisoformat(d))]}
+        )
+        labels[d] = period_label(split, None, month)
+    return labels
+
+
+def _markup_days_in(charge: Charge, start: dt.date, month: str) -> list[str]:
+    _, end = parse_month(month)
+    return [c.from_.isoformat() for c in charge.prices or [] if start < c.from_ < end]
 
 
 def page_data(catalog: Catalog, plan_id: str, month: str) -> dict:
@@ -220,6 +301,8 @@ def page_data(catalog: Catalog, plan_id: str, month: str) -> dict:
     plan = catalog.plans[plan_id]
     currency = plan.currency.upper()
     charges = [_charge_data(plan_id, c, plan.currency, start, month) for c in plan.charges]
+    slots = _slots(catalog, plan.charges)
+    period_labels = _list_prices(catalog, plan.charges, slots, month, plan.currency)
     # Fixed lines come from the engine itself: a quote with no usage has the base fee line as-is.
     empty = quote(catalog, plan_id, [], month)
     base = next((ln for ln in empty["lines"] if ln["charge_id"] == "base_fee"), None)
@@ -255,7 +338,8 @@ def page_data(catalog: Catalog, plan_id: str, month: str) -> dict:
             "description": f"Minimum commitment true-up, {month_label(month)}",
         },
         "charges": charges,
-        "slots": _slots(catalog, plan.charges),
+        "slots": slots,
+        "period_labels": period_labels,  # cost_plus: a line's first price change -> its label
     }
 
 

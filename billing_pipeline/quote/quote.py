@@ -20,6 +20,7 @@ from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.money import fmt_money, fmt_quantity, round_money
 from billing_pipeline.periods import parse_month
 from billing_pipeline.providers import model_family_expr, provider_of
+from billing_pipeline.rating.cost_plus import UNPRICED_COST
 from billing_pipeline.rating.engine import rate_month
 from billing_pipeline.rating.vectorized import I64_MAX
 from billing_pipeline.schema import METERS, USAGE_SCHEMA, canonical_json, conform
@@ -122,6 +123,16 @@ def quote(
     )
     frame = conform(frame.with_columns(model_family_expr().alias("model_family")), USAGE_SCHEMA)
     rated = rate_month(frame, synthetic, month)
+    unpriced = rated.at_risk.filter(pl.col("reason") == UNPRICED_COST)
+    if unpriced.height:  # month-end would hold it: never quoted at zero
+        what = ", ".join(
+            f"{m} of {model or '(no model)'} ({p})"
+            for p, m, model in unpriced.select("provider", "meter", "model").iter_rows()
+        )
+        raise QuoteError(
+            f"--usage {what}: no price in the price book on {start}, and a cost-plus charge "
+            "prices from it"
+        )
     if rated.at_risk.height:  # month-end would hold this customer: a quote must not price it lower
         meters = ", ".join(dict.fromkeys(rated.at_risk["meter"].to_list()))
         what = {

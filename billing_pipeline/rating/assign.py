@@ -20,6 +20,7 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
+from billing_pipeline.rating.price_book import cost_plus_changing
 from billing_pipeline.usage import dimensions_match, models_match
 
 I64_MAX = 2**63 - 1
@@ -139,7 +140,7 @@ def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]
         pid
         for pid, p in catalog.plans.items()
         if any(start < c.from_ < end for ch in p.charges for c in ch.prices or [])
-    }
+    } | cost_plus_changing(catalog, month)
     steady, sensitive = [], []
     for cid, customer in catalog.customers.items():
         overlapping = [
@@ -321,11 +322,11 @@ def _group_events(
     polars' streaming group-by over 50 M events otherwise holds ~5 GB (5.5x the Parquet file); in
     slices ~1.1 GB (benchmarks/RESULTS.md). The model family is a key, not a first(): cheaper,
     and the same groups (it is a function of the model). With ``by_day`` every event is grouped
-    with its day once, and the month's rows are re-grouped from those daily sums (~30x fewer
-    rows than events), never from the events again."""
+    with its day once, and the month's rows are re-grouped from those daily sums (far fewer
+    rows than events: one a day per key), never from the events again."""
     keys = [k for k in KEYS if k not in ("day", "plan_id")]
     day = pl.col("day") if by_day else pl.when(need_day).then(pl.col("day")).alias("day")
-    # Daily sums are ~30x more running sums to fold per slice: larger slices (benchmarks/RESULTS.md).
+    # Daily sums are many more running sums to fold per slice: larger slices (benchmarks/RESULTS.md).
     summed = _sum_slices(
         usage, keep, [*keys, day], [*keys, "day"], CHUNK_ROWS * (2 if by_day else 1)
     )

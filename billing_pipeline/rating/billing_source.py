@@ -8,7 +8,8 @@ number the provider charges us by); the other is set aside, still read, and stil
 metering-drift report, which compares the two.
 
 Rules (per customer x provider x month, attributed usage only):
-- only the gateway log and the providers' usage reports compete; every other source (cloud
+- only the gateway logs (ours, and a LiteLLM proxy's spend logs) and the providers' usage
+  reports compete; every other source (cloud
   exports, outcomes) is always billed, and unattributed usage is left as it is (it bills nobody);
 - a provider we have no usage-report reader for (e.g. mistral) defaults to the gateway log;
 - when the authoritative source has NO usage for the pair in the month but the other source does,
@@ -31,7 +32,9 @@ PROVIDER_REPORT = "provider_report"
 BILLING_SOURCES = (PROVIDER_REPORT, GATEWAY_LOG)
 
 # Which usage rows belong to each side (the same lists as reconcile/drift.py's metering drift).
-GATEWAY_SOURCES = ("gateway_log",)
+# A LiteLLM proxy is a gateway too: its spend logs are the gateway side (``gateway_log`` in the
+# catalog's ``billing_source``).
+GATEWAY_SOURCES = ("gateway_log", "litellm_spend_logs")
 PROVIDER_REPORT_SOURCES = {"openai": "openai_usage_api", "anthropic": "anthropic_usage_report"}
 
 DECISION_SCHEMA: dict[str, pl.DataType] = {

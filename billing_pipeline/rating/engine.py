@@ -7,7 +7,8 @@ charges on the distinct keys of that aggregate; only allowance-covered events st
 invoice lines (rating/lines.py), priced in one polars pass over the month's lines
 (rating/vectorized.py): per_unit, graduated (each tier's slice by clip arithmetic), volume and
 package, in **exact Int128 integers of 10^-12 currency units**, rounded once per line half up by
-integer division. Int128 because a product of two int64 (quantity x scaled price) cannot wrap in
+integer division; cost-plus lines from the price book's list prices (rating/cost_plus.py), exact,
+rounded once the same way. Int128 because a product of two int64 (quantity x scaled price) cannot wrap in
 it, and inputs past int64 are refused with a clear error; polars Decimal(38, s) was not chosen
 because it rescales products and does not document half-up division. The lines are then worded
 from those numbers (rating/wording.py), the fixed lines added (rating/fees.py) and, for the
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.rating import cost_plus
 from billing_pipeline.rating.assign import AT_RISK_SCHEMA, aggregate_usage
 from billing_pipeline.rating.daily import daily_points
 from billing_pipeline.rating.fees import fixed_lines
@@ -71,11 +73,17 @@ def rate_month(
     ``daily=False`` skips the per-day quantities of each line (``daily`` = "[]"), which only the
     invoice chart reads: without them a steady customer's usage is aggregated without its day."""
     aggregated, series_days, at_risk = aggregate_usage(usage, catalog, month, by_day=daily)
+    aggregated, periods = cost_plus.segment(aggregated, catalog, month)
     line_rows, line_of = line_frames(aggregated, catalog)
     amounts, slices = price_lines(line_rows, price_table(catalog))
-    at_risk = pl.concat([at_risk, _amount_overflow(line_rows, amounts, aggregated)])
+    listed = cost_plus.price(aggregated, line_rows, line_of, periods, catalog, month)
+    every_amount = pl.concat([amounts.select("line_id", "amount_minor"), listed.amounts])
+    overflow = _amount_overflow(line_rows, every_amount, aggregated).filter(
+        ~pl.col("customer_id").is_in(listed.at_risk["customer_id"].implode())
+    )  # a customer is held once: its usage is counted once in the held units
+    at_risk = pl.concat([at_risk, listed.at_risk, overflow])
     points = daily_points(aggregated, series_days, line_of) if daily else None
-    usage_rows = usage_lines(line_rows, catalog, month, amounts, slices, points)
+    usage_rows = usage_lines(line_rows, catalog, month, amounts, slices, points, listed.words)
     fixed, keys = fixed_lines(catalog, month, usage_rows)
     columns = [*LINE_SCHEMA, *LINE_ORDER]
     ordered = (

@@ -20,6 +20,8 @@ from billing_pipeline.rating.wording import (
     with_line_words,
 )
 
+PER_MODEL = ("per_unit", "cost_plus")  # pricing models with a line per provider and model family
+
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "customer_id": pl.String,
     "plan_id": pl.String,
@@ -68,6 +70,8 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     )
     charge_key = ["customer_id", "plan_id", "charge_id"]
     period_key = [*charge_key, "price_from"]
+    # per-unit and cost-plus charges: a line per provider and model family
+    per_model = pl.col("pricing").is_in(PER_MODEL)
     model_key = [*period_key, "provider", "model_family"]
     groups = (
         aggregated.filter(pl.col("charge_id").is_not_null())
@@ -75,12 +79,8 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
         .agg(pl.sum("quantity"), pl.sum("included"))
         .join(kinds, on=["plan_id", "charge_id"], how="left")
         .with_columns(
-            pl.when(pl.col("pricing") == "per_unit")
-            .then(pl.col("provider"))
-            .alias("line_provider"),
-            pl.when(pl.col("pricing") == "per_unit")
-            .then(pl.col("model_family"))
-            .alias("line_model"),
+            pl.when(per_model).then(pl.col("provider")).alias("line_provider"),
+            pl.when(per_model).then(pl.col("model_family")).alias("line_model"),
         )
     )
     line_key = [*period_key, "line_provider", "line_model"]
@@ -88,9 +88,7 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     component = pl.struct(
         "provider", pl.col("model_family").alias("model"), "quantity"
     ).struct.json_encode()
-    single = groups.filter(
-        pl.col("pricing") == "per_unit"
-    ).select(  # one group, one line: no second group-by
+    single = groups.filter(per_model).select(  # one group, one line: no second group-by
         *line_key,
         "pricing",
         "quantity",
@@ -100,7 +98,7 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
         component.alias("components"),
     )
     several = (
-        groups.filter(pl.col("pricing") != "per_unit")
+        groups.filter(~per_model)
         .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
         .group_by(line_key, maintain_order=True)
         .agg(
@@ -128,8 +126,9 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
         .with_columns(("[" + pl.col("components") + "]").alias("components"))
     )
     # Tiers and packages run on across a month split by a price change: units before this line's
-    # period, and the month's total (volume). Per-unit prices need neither (0 and their own units).
-    tiered = pl.col("pricing") != "per_unit"
+    # period, and the month's total (volume). Per-unit and cost-plus prices need neither (0 and
+    # their own units).
+    tiered = ~pl.col("pricing").is_in(PER_MODEL)
     runs_on = lines.filter(tiered).select(
         "line_id",
         (pl.col("billable").cum_sum().over(charge_key, order_by=order) - pl.col("billable")).alias(
@@ -153,9 +152,11 @@ def usage_lines(
     amounts: pl.DataFrame,
     slices: pl.DataFrame,
     daily: pl.DataFrame | None,
+    cost_plus_words: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The month's usage lines, LINE_SCHEMA and ``line_id``, from ``line_frames``' rows, their
-    vectorized prices (``price_lines``) and, when asked for, their daily chart points."""
+    vectorized prices (``price_lines``) and, when asked for, their daily chart points. Cost-plus
+    lines come priced and worded (``cost_plus.price``: its WORDS_SCHEMA)."""
     described = line_rows.join(
         charge_words(line_rows, catalog, month),
         on=["plan_id", "charge_id", "price_from"],
@@ -169,7 +170,16 @@ def usage_lines(
     per_unit = (pl.col("pricing") == "per_unit") & pl.col("line_id").is_in(
         amounts["line_id"].implode()
     )
-    tiered = described.filter(~per_unit)
+    cost_plus = pl.col("pricing") == "cost_plus"
+    tiered = described.filter(~per_unit & ~cost_plus)
+    cost_plus_lines = (
+        described.filter(cost_plus)
+        .drop("title", "period", "unit_price")
+        .join(cost_plus_words, on="line_id", how="inner")
+        .with_columns(pl.col("providers").list.join("+").alias("provider"))
+        if cost_plus_words is not None
+        else None
+    )
     per_unit_lines = per_unit_explanations(
         described.filter(per_unit).join(
             amounts.select("line_id", "amount_minor"), on="line_id", how="inner"
@@ -187,7 +197,10 @@ def usage_lines(
             .alias("provider")
         )
     )
-    return _columns(pl.concat([per_unit_lines, tiered_lines], how="diagonal_relaxed"))
+    parts = [per_unit_lines, tiered_lines]
+    if cost_plus_lines is not None and cost_plus_lines.height:
+        parts.append(cost_plus_lines)
+    return _columns(pl.concat(parts, how="diagonal_relaxed"))
 
 
 def _columns(lines: pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,7 @@ from decimal import Context, Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Charge
-from billing_pipeline.money import fmt_money, fmt_quantity, fmt_unit_price, minor_places
+from billing_pipeline.money import fmt_money, fmt_quantity, fmt_share, fmt_unit_price, minor_places
 from billing_pipeline.rating.vectorized import (
     I64_MAX,
     SCALE,
@@ -225,8 +225,29 @@ def explain(
     return Priced(amount, s.unit_price, slices, text, rounded)
 
 
+def markup_words(charge: Charge) -> str | None:
+    """A cost-plus charge's markup: '20 % markup' (None without one)."""
+    return f"{fmt_share(charge.markup)} markup" if charge.markup else None
+
+
+def fee_words(charge: Charge, currency: str) -> str | None:
+    """A cost-plus charge's fee: '$0.50 per 1M fee' (None without one)."""
+    if not charge.unit_fee:
+        return None
+    return f"{fmt_unit_price(charge.unit_fee, currency)} {per_units(charge.unit_size)} fee"
+
+
 def describe_prices(charge: Charge, currency: str) -> str:
     """The charge's price table in one phrase, for the disclosure page and the cost calculator."""
+    if charge.pricing == "cost_plus":
+        words = ["the provider's list price of the usage (our price book, as in effect that day)"]
+        if charge.markup:
+            words.append(f"{fmt_share(charge.markup)} markup")
+        if charge.unit_fee:
+            words.append(
+                f"{fmt_unit_price(charge.unit_fee, currency)} {per_units(charge.unit_size)} fee"
+            )
+        return " + ".join(words)
     if charge.pricing == "per_unit":
         return price_text(charge.unit_price, charge, currency)
     if charge.pricing == "package":

@@ -69,6 +69,8 @@ def charge_rows(plan_id: str, charge: Charge, currency: str) -> list[dict]:
     """The charge's price table: one row per price period and tier."""
     minor = minor_places(currency)
     rows = []
+    if charge.pricing == "cost_plus":  # priced from the price book: rating/cost_plus.py
+        return rows
     for period in [None, *(p.from_ for p in charge.prices or [])]:
         c = charge.price_from(period)
         where = f"plans.{plan_id}.charges.{charge.id}" + (

@@ -30,7 +30,7 @@ from billing_pipeline.schema import (
 )
 
 TOKEN_METERS = tuple(m for m in METERS if unit_name(m) == "tokens")
-METERED_SOURCES = ("gateway_log",)  # our own meter
+METERED_SOURCES = ("gateway_log", "litellm_spend_logs")  # our own meters: gateway logs
 REPORT_SOURCES = ("openai_usage_api", "anthropic_usage_report")  # the provider's word, per key
 DEFAULT_METERING_TOLERANCE = Decimal("0.005")  # 0.5 %
 DEFAULT_COST_TOLERANCE = Decimal("0.01")  # 1 % of the reported cost ...
@@ -221,11 +221,23 @@ def cost_drift(
 
     ``costs`` is the ``provider_cost`` frame. ``reported`` is the provider's own cost lines
     (``sources.provider_costs.COST_SCHEMA``: provider, model, amount, day); without it, the cost
-    the usage rows themselves carried (``reported_cost``) is compared where both exist. Only
+    the usage rows themselves carried (``reported_cost``) is compared where both exist, over the
+    usage of the customers whose rows of that day and model carried one. Only
     providers the report covers are compared. A difference counts when it exceeds both
     ``tolerance`` x reported and ``min_difference``.
     """
     keys = ["day", "provider", "model"]
+    if reported is None:
+        # Only the customers' usage that carried a cost is compared: a LiteLLM proxy reports
+        # each request's cost (on one of its meters), while other customers of the same model
+        # may come from a source that reports none.
+        carrying = ["day", "provider", "customer_id", "model_family"]
+        costs = costs.join(
+            costs.filter(pl.col("reported_cost").is_not_null()).select(carrying).unique(),
+            on=carrying,
+            how="semi",
+            nulls_equal=True,
+        )
     computed = (
         costs.lazy()
         .filter(pl.col("computed_cost").is_not_null())

@@ -13,6 +13,11 @@ from billing_pipeline.catalog import Catalog
 from billing_pipeline.csv_files import write_csv
 from billing_pipeline.reconcile.drift import REPORT_SOURCES, cost_drift, metering_drift
 from billing_pipeline.reconcile.margins import reconcile
+from billing_pipeline.reconcile.reports import (
+    COST_DRIFT_COLUMNS,
+    metering_drift_columns,
+    reconciliation_columns,
+)
 from billing_pipeline.reconcile.summary import SummaryRenderer, summary_context
 from billing_pipeline.schema import KIND_NOT_BILLABLE
 
@@ -58,9 +63,9 @@ def reconcile_month(
         "metering_drift": folder / "metering_drift.csv",
         "cost_drift": folder / "cost_drift.csv",
     }
-    write_csv(table, files["csv"])
-    write_csv(drift, files["metering_drift"])
-    write_csv(costs_drift, files["cost_drift"])
+    write_csv(table, files["csv"], reconciliation_columns(table, catalog))
+    write_csv(drift, files["metering_drift"], metering_drift_columns(drift, catalog))
+    write_csv(costs_drift, files["cost_drift"], COST_DRIFT_COLUMNS)
     not_billed = quarantine.filter(pl.col("kind") != KIND_NOT_BILLABLE)
     summary = SummaryRenderer().write(
         summary_context(table, month, drift, quarantine=not_billed, waived=list(waived)), folder

@@ -13,9 +13,9 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.money import round_div_expr
-from billing_pipeline.rating.vectorized import I128, price_units
+from billing_pipeline.rating import price_book
+from billing_pipeline.rating.vectorized import I128
 from billing_pipeline.schema import COST_DECIMAL
-from billing_pipeline.usage import dimensions_match, models_match
 
 COST_SCALE = Decimal(1).scaleb(-12)
 
@@ -34,39 +34,6 @@ COST_SCHEMA: dict[str, pl.DataType] = {
     "reported_cost": COST_DECIMAL,
     "cost": COST_DECIMAL,
 }
-
-
-def _entry_index(catalog: Catalog) -> pl.Expr:
-    """Index of the price-book entry that prices each event (the latest matching entry wins).
-
-    An entry's dimensions must all be on the event (``{batch: "true"}`` matches OpenAI's canonical
-    ``"batch":true``); import-prices writes plain entries first and the most specific last."""
-    index = pl.lit(None, dtype=pl.Int64)
-    for i, entry in enumerate(catalog.price_book):
-        cond = (
-            (pl.col("provider") == entry.provider)
-            & (pl.col("meter") == entry.meter)
-            & models_match(entry.models)
-            & dimensions_match(entry.dimensions)
-            & (pl.col("day") >= entry.from_)
-        )
-        if entry.to is not None:
-            cond = cond & (pl.col("day") <= entry.to)
-        index = pl.when(cond).then(pl.lit(i)).otherwise(index)
-    return index
-
-
-def _price_book(catalog: Catalog) -> pl.DataFrame:
-    """entry -> price in 10^-12 currency units per unit_size (exact: prices have at most 12 decimals)."""
-    rows = [
-        (i, price_units(e.unit_price, f"price_book[{i}].unit_price"), e.unit_size)
-        for i, e in enumerate(catalog.price_book)
-    ]
-    return pl.DataFrame(
-        rows,
-        schema={"entry": pl.Int64, "price_units": pl.Int64, "unit_size": pl.Int64},
-        orient="row",
-    )
 
 
 def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
@@ -89,7 +56,9 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
     )
     pricing_keys = [k for k in keys if k != "customer_id"]
     entries = (
-        summed.select(pricing_keys).unique().with_columns(_entry_index(catalog).alias("entry"))
+        summed.select(pricing_keys)
+        .unique()
+        .with_columns(price_book.entry_index_expr(catalog).alias("entry"))
     )
     grouped = (
         summed.join(entries, on=pricing_keys, how="left", nulls_equal=True)
@@ -100,7 +69,7 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
             pl.sum("reported_sum"),
             pl.col("has_reported").any(),
         )
-        .join(_price_book(catalog), on="entry", how="left")
+        .join(price_book.prices(catalog), on="entry", how="left")
     )
     computed = round_div_expr(
         pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128)

@@ -39,6 +39,17 @@ def _pct(margin: Decimal, revenue: Decimal) -> str:
     return f"{percent(margin, revenue)} %" if revenue else "\u2014"
 
 
+LABEL_CHARS = 22  # what fits left of the bars at the chart's font size
+
+
+def _label(customer_id: str) -> str:
+    """A customer id as the chart shows it: cut short with an ellipsis when it would not fit
+    left of the bars (it would be drawn off the page); the tables show it whole."""
+    if len(customer_id) <= LABEL_CHARS:
+        return customer_id
+    return customer_id[: LABEL_CHARS - 1] + "\u2026"
+
+
 def margin_chart_svg(by_customer: list[dict], currency: str) -> str:
     """Horizontal bars: each customer's margin, negative to the left of the axis, in red."""
     if not by_customer:
@@ -59,7 +70,7 @@ def margin_chart_svg(by_customer: list[dict], currency: str) -> str:
         x = zero_x - width if row["margin"] < 0 else zero_x
         colour = NEGATIVE if row["margin"] < 0 else POSITIVE
         parts.append(
-            f'<text x="{LABEL - 4}" y="{y + 9}" text-anchor="end">{escape(row["customer_id"])}</text>'
+            f'<text x="{LABEL - 4}" y="{y + 9}" text-anchor="end">{escape(_label(row["customer_id"]))}</text>'
         )
         parts.append(
             f'<rect x="{x:.1f}" y="{y}" width="{max(width, Decimal("0.5")):.1f}" height="{BAR_HEIGHT - 4}" '
@@ -144,7 +155,10 @@ def summary_context(
     ]
     chart_rows = sorted(rows[:CHART_CUSTOMERS], key=lambda r: (r["margin"], r["customer_id"]))
     flagged = table.filter(pl.col("flags").fill_null("") != "").sort("margin")
-    money = lambda v: fmt_money(exact(v), currency) if v is not None else "\u2014"  # noqa: E731
+
+    def shown(value) -> str:
+        return fmt_money(exact(value), currency) if value is not None else "\u2014"
+
     drift_rows = (
         []
         if drift is None
@@ -156,7 +170,7 @@ def summary_context(
                 "metered": f"{r['metered_tokens']:,}",
                 "reported": f"{r['reported_tokens']:,}",
                 "drift": f"{r['drift_pct']} %" if r["drift_pct"] is not None else "\u2014",
-                "at_stake": money(r["amount_at_stake"]),
+                "at_stake": shown(r["amount_at_stake"]),
             }
             for r in drift.filter(pl.col("flagged")).iter_rows(named=True)
         ]
@@ -164,13 +178,13 @@ def summary_context(
     return {
         "month": month,
         "totals": [
-            ("Revenue (excl. tax)", money(revenue)),
-            ("Provider cost", money(cost)),
-            ("Margin", f"{money(revenue - cost)} ({_pct(revenue - cost, revenue)})"),
-            ("Unattributed cost", money(_sum(unattributed["cost"]))),
+            ("Revenue (excl. tax)", shown(revenue)),
+            ("Provider cost", shown(cost)),
+            ("Margin", f"{shown(revenue - cost)} ({_pct(revenue - cost, revenue)})"),
+            ("Unattributed cost", shown(_sum(unattributed["cost"]))),
             (
                 "Revenue at stake (metering drift)",
-                money(_sum(drift["amount_at_stake"]) if drift is not None else ZERO),
+                shown(_sum(drift["amount_at_stake"]) if drift is not None else ZERO),
             ),
         ],
         "chart": margin_chart_svg(chart_rows, currency),
@@ -184,9 +198,9 @@ def summary_context(
                 "customer_id": r["customer_id"] or "(unattributed)",
                 "provider": r["provider"],
                 "model": r["model"] or "\u2014",
-                "revenue": money(r["revenue"]),
-                "cost": money(r["cost"]),
-                "margin": money(r["margin"]),
+                "revenue": shown(r["revenue"]),
+                "cost": shown(r["cost"]),
+                "margin": shown(r["margin"]),
                 "flags": r["flags"].replace(",", ", "),
             }
             for r in flagged.head(25).iter_rows(named=True)

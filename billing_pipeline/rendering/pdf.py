@@ -12,7 +12,7 @@ and the FontConfiguration are shared between documents. Many documents: ``render
 (one renderer per worker process). What makes a page cheap to lay out is in invoice.css (fixed
 table layout, floats instead of flex/grid, separate borders, few cells a row) and chart.py (few
 SVG elements, little SVG text, an inline-text legend); every cell or inline-block is a layout of
-its own (~1 ms of CPU each), so fewer boxes is what pays. With full_fonts the shipped faces are
+its own, so fewer boxes is what pays (benchmarks/RESULTS.md has the figures). With full_fonts the shipped faces are
 parsed and deflated once per process (``_parsed_ttfont``, ``_FontStream``), and the invoice
 markup is parsed by expat (``parse_markup``). ``python -m benchmarks.render`` measures it.
 """
@@ -28,7 +28,6 @@ import threading
 import types
 import xml.etree.ElementTree as ElementTree
 import zlib
-from collections import OrderedDict
 from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -43,17 +42,29 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
-from billing_pipeline import money, shipped
+from billing_pipeline import money, schema, shipped
 from billing_pipeline.atomic import write_bytes
 from billing_pipeline.documents import chart
+from billing_pipeline.documents import sections as invoice_sections
 from billing_pipeline.documents.chart import usage_chart_svg
+from billing_pipeline.documents.sections import (
+    GPU_COMPUTE,
+    LATER_SECTIONS,
+    is_fixed,
+    provider_title,
+    section_of,
+    section_order,
+    sections,
+)
 from billing_pipeline.money import (
     exact,
     fmt_exact_money,
     fmt_money,
     fmt_quantity,
+    fmt_quoted_quantity,
     fmt_unit_price,
 )
+from billing_pipeline.schema import QUOTED_UNITS
 
 TEMPLATES_DIR = (
     shipped.shipped_templates_dir()
@@ -64,15 +75,6 @@ FONTS_DIR = shipped.fonts_dir()
 FONT_SCHEME = "billing-font"
 TEMPLATE_NAME = "invoice.html.j2"
 STYLESHEET_NAME = "invoice.css"
-FIXED_GROUP = "Subscription and commitments"
-PROVIDER_NAMES = {
-    "openai": "OpenAI",
-    "anthropic": "Anthropic",
-    "mistral": "Mistral AI",
-    "aws": "AWS",
-    "azure": "Microsoft Azure",
-    "gcp": "Google Cloud",
-}
 # fontTools stamps the current time into every font it subsets (head.modified) unless
 # SOURCE_DATE_EPOCH is set; only fallback fonts are subset (see InvoiceRenderer), but they too
 # must give the same bytes. A constant, so setting it from several threads is harmless.
@@ -106,7 +108,9 @@ def renderer_fingerprint(templates_dir: Path | None = None, full_fonts: bool = T
         Path(__file__),
         Path(chart.__file__),
         Path(money.__file__),
-    ]:  # ~1 ms: read every time
+        Path(invoice_sections.__file__),
+        Path(schema.__file__),
+    ]:  # small files: read every time, so an edit is never missed
         digest.update(f"\n{path.name} ".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
@@ -154,99 +158,148 @@ class TemplateOnlyURLFetcher(URLFetcher):
 # ---------------------------------------------------------------- formatting (text only)
 
 
-def _date_text(value: str | None, missing: str = "\u2014") -> str:
+def date_text(value: str | None, missing: str = "\u2014") -> str:
     return date.fromisoformat(value).strftime("%-d %B %Y") if value else missing
 
 
-def _period_text(start: str, end: str) -> str:
+def period_text(start: str, end: str) -> str:
     s, e = date.fromisoformat(start), date.fromisoformat(end)
     if (s.year, s.month) == (e.year, e.month):
         return f"{s.day}\u2013{e.day} {e.strftime('%B %Y')}"
-    return f"{_date_text(start)} \u2013 {_date_text(end)}"
+    return f"{date_text(start)} \u2013 {date_text(end)}"
+
+
+def _per(unit: str, size: int) -> str:
+    """What one price is for: 'GPU-hour', '1K tokens', 'outcome', 'month'."""
+    quoted = QUOTED_UNITS.get((unit, size))
+    if quoted:
+        return quoted[0]
+    if size == 1:
+        return unit[:-1] if unit.endswith("s") and len(unit) > 3 else unit
+    return f"{UNIT_SIZE_LABELS.get(size, fmt_quantity(size))} {unit}"
 
 
 def _price_text(price: str | None, unit_size: int, unit: str, currency: str) -> str:
-    """'$0.010 / 1K tokens', '$500.00 / month'."""
+    """'$0.010 per 1K tokens', '$2.40 per GPU-hour', '$500.00 per month'."""
     if price is None:
         return "tiered"
-    amount = fmt_unit_price(exact(price), currency)
-    size = int(unit_size or 1)
-    if size == 1:
-        per = unit[:-1] if unit.endswith("s") and len(unit) > 3 else unit
-        return f"{amount} / {per}"
-    return f"{amount} / {UNIT_SIZE_LABELS.get(size, fmt_quantity(size))} {unit}"
+    amount, per = fmt_unit_price(exact(price), currency), _per(unit, int(unit_size or 1))
+    return f"{amount} per {per}" if per else amount  # a credit note's line has no unit
 
 
-def _quantity_text(quantity, unit: str) -> str:
+def _quantity_text(quantity, unit: str, unit_size: int = 1) -> str:
+    """In the unit the price is quoted in: '437.5 GPU-hours' for seconds priced per hour (the
+    explanation keeps the exact seconds); tokens and other units exactly: '1,200,000 tokens'."""
     q = quantity if isinstance(quantity, int) else exact(quantity)
+    quoted = QUOTED_UNITS.get((unit, int(unit_size or 1)))
+    if quoted:
+        text = fmt_quoted_quantity(q, int(unit_size))
+        return f"{text} {quoted[0] if text == '1' else quoted[1]}"
     return f"{fmt_quantity(q)} {unit}".strip()
 
 
-def _rate_text(rate: str) -> str:
+def _span_text(first: int, up_to: int | None, unit: str, unit_size: int) -> str:
+    """A tier's range, in the unit of its quantities: '1–10,000,000 tokens', '0–100 GPU-hours'."""
+    quoted = QUOTED_UNITS.get((unit, int(unit_size or 1)))
+    if quoted:
+        size = int(unit_size)
+        low = fmt_quoted_quantity(first - 1, size)
+        return (
+            f"{low}\u2013{fmt_quoted_quantity(up_to, size)} {quoted[1]}"
+            if up_to is not None
+            else f"above {low} {quoted[1]}"
+        )
+    span = (
+        f"{fmt_quantity(first)}\u2013{fmt_quantity(up_to)}"
+        if up_to is not None
+        else f"above {fmt_quantity(first - 1)}"
+    )
+    return f"{span} {unit}".strip()
+
+
+def rate_text(rate: str) -> str:
     pct = (exact(rate) * 100).normalize()
     return f"{format(pct, 'f')}%"
 
 
 def _line_view(line: dict, currency: str) -> dict:
     unit = line.get("unit") or ""
+    size = line.get("unit_size") or 1
     tiers = []
     for tier in line.get("tiers") or []:
-        up_to = tier.get("up_to")
-        span = (
-            f"{fmt_quantity(tier['from'])}\u2013{fmt_quantity(up_to)}"
-            if up_to is not None
-            else f"above {fmt_quantity(tier['from'] - 1)}"
-        )
         flat = exact(tier.get("flat_fee") or "0")
         tiers.append(
             {
-                "label": f"Tier {tier['tier']}: {span} {unit}".strip(),
-                "quantity": _quantity_text(tier["quantity"], unit),
-                "unit_price": _price_text(tier.get("unit_price"), line["unit_size"], unit, currency)
+                "label": f"Tier {tier['tier']}: "
+                + _span_text(tier["from"], tier.get("up_to"), unit, size),
+                "quantity": _quantity_text(tier["quantity"], unit, size),
+                "unit_price": _price_text(tier.get("unit_price"), size, unit, currency)
                 + (f" + {fmt_exact_money(flat, currency)} flat" if flat else ""),
                 "amount": fmt_exact_money(exact(tier["amount"]), currency),
             }
         )
     return {
         "description": line["description"],
-        "quantity": _quantity_text(line["quantity"], unit),
-        "unit_price": _price_text(
-            line.get("unit_price"), line.get("unit_size") or 1, unit, currency
-        ),
+        "quantity": _quantity_text(line["quantity"], unit, size),
+        "unit_price": _price_text(line.get("unit_price"), size, unit, currency),
         "amount": fmt_money(exact(line["amount"]), currency),
         "explanation": line.get("explanation") or "",
         "tiers": tiers,
     }
 
 
-def _provider_title(provider: str) -> str:
-    """'openai' -> 'OpenAI'; a charge spanning providers ('anthropic+mistral+openai') lists them."""
-    names = [PROVIDER_NAMES.get(p, p) for p in provider.split("+")]
-    return names[0] if len(names) == 1 else "Several providers: " + ", ".join(names)
+def _subgroup(line: dict, section: str) -> str | None:
+    """The heading a line sits under inside its section: the model in a provider's section, the
+    cloud in GPU compute, none in the others (outcomes, subscription)."""
+    if section == GPU_COMPUTE:
+        return provider_title(str(line["provider"]))
+    if is_fixed(line) or section in LATER_SECTIONS:
+        return None
+    return str(line.get("model") or "All models")
 
 
 def _groups(lines: list[dict], currency: str) -> list[dict]:
-    """Usage lines grouped by provider, then model; fixed lines last in their own group."""
-    usage: dict[str, dict[str, list]] = {}
-    fixed: list[dict] = []
+    """The lines in their invoice sections (documents/sections.py), each with its subtotal, and
+    inside a section by model (providers) or cloud (GPU compute); fixed lines in their order."""
+    by_section: dict[str, dict[str | None, list]] = {}
     for line in lines:
-        if line.get("consideration") == "fixed" or line.get("provider") is None:
-            fixed.append(_line_view(line, currency))
-            continue
-        by_model = usage.setdefault(str(line["provider"]), OrderedDict())
-        by_model.setdefault(str(line.get("model") or "All models"), []).append(
+        section = section_of(line)
+        by_section.setdefault(section, {}).setdefault(_subgroup(line, section), []).append(
             _line_view(line, currency)
         )
-    groups = [
-        {
-            "title": _provider_title(provider),
-            "models": [{"title": m, "lines": usage[provider][m]} for m in sorted(usage[provider])],
-        }
-        for provider in sorted(usage)
-    ]
-    if fixed:
-        groups.append({"title": FIXED_GROUP, "models": [{"title": None, "lines": fixed}]})
+    totals = {s["title"]: s["amount"] for s in sections(lines, currency)}
+    groups = []
+    for title in section_order(lines):
+        parts = by_section[title]
+        order = list(parts) if None in parts else sorted(parts)
+        groups.append(
+            {
+                "title": title,
+                "amount": fmt_money(exact(totals[title]), currency),
+                "models": [{"title": m, "lines": parts[m]} for m in order],
+            }
+        )
     return groups
+
+
+def _summary(doc: dict, currency: str, is_draft: bool, credited: bool) -> dict:
+    """Page 1's box: the amount (estimated while a draft), when it is due, for which period, and
+    what each section of the invoice comes to."""
+    if credited:
+        label, due = "Total credited", f"Issued {date_text(doc.get('issue_date'))}"
+    elif is_draft:
+        label, due = "Estimated total", "Draft: due date set when issued"
+    else:
+        label, due = "Amount due", f"Due by {date_text(doc.get('due_date'))}"
+    return {
+        "label": label,
+        "amount": fmt_money(exact(doc["total"]), currency),
+        "due": due,
+        "sections": [
+            {"title": s["title"], "amount": fmt_money(exact(s["amount"]), currency)}
+            for s in sections(doc["lines"], currency)
+        ],
+    }
 
 
 def invoice_context(doc: dict) -> dict:
@@ -255,22 +308,25 @@ def invoice_context(doc: dict) -> dict:
     stamp = doc.get("issue_date") or doc["period_end"]
     credits = exact(doc.get("credits_applied") or "0")
     kind = doc.get("kind", "invoice")
+    credited = exact(doc["total"]) < 0
+    is_draft = doc.get("number") is None
     return {
         "doc": doc,
         "title": KIND_TITLES.get(kind, "Invoice"),
         "references": doc.get("references"),
-        "total_label": "Total credited" if exact(doc["total"]) < 0 else "Total due",
+        "total_label": "Total credited" if credited else "Total due",
         "number": doc.get("number") or "DRAFT",
-        "is_draft": doc.get("number") is None,
-        "issue_date": _date_text(doc.get("issue_date"), "not yet issued"),
-        "due_date": _date_text(doc.get("due_date")),
-        "period": _period_text(doc["period_start"], doc["period_end"]),
+        "is_draft": is_draft,
+        "issue_date": date_text(doc.get("issue_date"), "not yet issued"),
+        "due_date": date_text(doc.get("due_date")),
+        "period": period_text(doc["period_start"], doc["period_end"]),
         "pdf_date": f"{stamp}T00:00:00Z",
+        "summary": _summary(doc, currency, is_draft, credited),
         "groups": _groups(doc["lines"], currency),
         "subtotal": fmt_money(exact(doc["subtotal"]), currency),
         "tax_label": "Tax (reverse charge)"
         if doc.get("reverse_charge")
-        else f"Tax ({_rate_text(doc['tax_rate'])})",
+        else f"Tax ({rate_text(doc['tax_rate'])})",
         "tax": fmt_money(exact(doc["tax"]), currency),
         "credits": fmt_money(-credits, currency) if credits else fmt_money(credits, currency),
         "total": fmt_money(exact(doc["total"]), currency),
@@ -291,7 +347,7 @@ def _parsed_ttfont(file, *args, **kwargs):
     """Stands in for fontTools' ``TTFont`` in ``weasyprint.pdf.fonts``.
 
     With full_fonts WeasyPrint parses every embedded face again for every PDF, only to read its
-    glyph widths and cmap (~15 ms of CPU per invoice for our two faces). For the faces we ship,
+    glyph widths and cmap, a noticeable share of each invoice. For the faces we ship,
     inside a full_fonts render, this returns one TTFont parsed (all tables loaded) once per
     process. Safe because in that case WeasyPrint only reads it: the paths that change a TTFont
     (fontTools subsetting, variable or colour fonts) need subsetting or tables our faces lack.
@@ -312,8 +368,8 @@ def _parsed_ttfont(file, *args, **kwargs):
 
 class _FontStream(pydyf.Stream):
     """pydyf's Stream for the font objects WeasyPrint writes (font files, ToUnicode CMaps): the
-    same bytes, but a large stream met before is not deflated again (level 9, ~10 ms of CPU per
-    invoice for our two embedded faces, which are the same in every PDF)."""
+    same bytes, but a large stream met before is not deflated again (level 9, the costliest step
+    of writing our two embedded faces, which are the same in every PDF)."""
 
     _deflated: dict[bytes, bytes] = {}  # raw stream -> deflated; only large ones, a few per process
     MIN_CACHED = 4096
@@ -372,7 +428,7 @@ _ATTRIBUTE_WITH_BREAK = re.compile(r'="[^"]*[\t\n\r]')
 def parse_markup(markup: str, base_url: str, url_fetcher: URLFetcher) -> HTML:
     """``HTML(string=markup)``, with the tree built by the C XML parser (expat) when the markup is
     well-formed XML (invoice.html.j2 is): the same elements, attributes and text as the HTML5
-    parser gives for it, in a tenth of the time (~7 % of an invoice's render). Anything expat
+    parser gives for it, several times faster. Anything expat
     refuses (not XML, control characters) goes through WeasyPrint's HTML5 parser as before.
 
     Relies on the attributes ``HTML.__init__`` sets (WeasyPrint is pinned; the tests render the

@@ -49,7 +49,7 @@ def up_to_date(
 ) -> set[str]:
     """Customers whose draft PDF in ``folder`` was rendered from this very document by this very
     renderer and has not been touched since. ``documents``: customer -> the draft's JSON copy text
-    (already made for the JSON file: ~0.5 ms a document, not made twice)."""
+    (already made for the JSON file, not made twice)."""
     folder = Path(folder)
     fresh = set()
     for customer_id, document_text in documents.items():

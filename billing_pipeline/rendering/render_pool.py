@@ -15,9 +15,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from billing_pipeline import progress
 from billing_pipeline.paths import inside
 from billing_pipeline.rendering.pdf import InvoiceRenderer
 from billing_pipeline.rendering.receipts import record_render
@@ -81,17 +82,27 @@ def render_many(
     size = max(1, min(MAX_CHUNK, -(-len(docs) // (workers * 4))))  # >= 4 chunks per worker
     chunks = _chunks(docs, size)
     if workers == 1 or len(chunks) < 2:
-        return _render_chunk(list(docs), str(folder), record_renders, renderer or InvoiceRenderer())
+        renderer = renderer or InvoiceRenderer()
+        out = []
+        for doc in docs:
+            out += _render_chunk([doc], str(folder), record_renders, renderer)
+            progress.advance(progress.INVOICE_PDFS, 1, doc["customer_id"])
+        return out
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(chunks)),
         initializer=_init_worker,
         mp_context=multiprocessing.get_context("spawn"),
     )
     try:
-        results = pool.map(
-            _render_chunk, chunks, [str(folder)] * len(chunks), [record_renders] * len(chunks)
-        )
-        return [pair for chunk in results for pair in chunk]
+        futures = {
+            pool.submit(_render_chunk, chunk, str(folder), record_renders): index
+            for index, chunk in enumerate(chunks)
+        }
+        done: list[list[tuple[str, str]]] = [[] for _ in chunks]
+        for future in as_completed(futures):  # counted as they finish, returned in order
+            pairs = done[futures[future]] = future.result()
+            progress.advance(progress.INVOICE_PDFS, len(pairs), pairs[-1][0])
+        return [pair for chunk in done for pair in chunk]
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # a failed batch does not render on
         raise

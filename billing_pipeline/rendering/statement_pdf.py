@@ -14,19 +14,23 @@ from pathlib import Path
 
 import polars as pl
 
+from billing_pipeline import sources
+from billing_pipeline.catalog import load_catalog
 from billing_pipeline.documents.chart import usage_chart_svg
-from billing_pipeline.documents.statement import statement_json
+from billing_pipeline.documents.statement import build_statements, statement_json
+from billing_pipeline.ledger.ledger import Ledger
 from billing_pipeline.money import exact, fmt_money, fmt_quantity
 from billing_pipeline.paths import inside
 from billing_pipeline.rendering.pdf import (
     STYLESHEET_NAME,
     InvoiceRenderer,
-    _date_text,
-    _period_text,
-    _rate_text,
+    date_text,
+    period_text,
+    rate_text,
     write_atomically,
 )
 from billing_pipeline.schema import unit_name
+from billing_pipeline.usage import normalize
 
 STATEMENT_TEMPLATE = "statement.html.j2"
 STATEMENT_STYLESHEET = "statement.css"
@@ -52,6 +56,12 @@ def _meter_title(meter: str) -> str:
     return f"{words[0].upper()}{words[1:]} tokens"
 
 
+def _unit_words(meter: str) -> str:
+    """The meter's units inside a sentence: 'cached input tokens', 'outcomes', 'GPU-seconds'."""
+    title = _meter_title(meter)
+    return title if title.startswith("GPU") else title[0].lower() + title[1:]
+
+
 def _pct(value: str | None) -> str:
     return "\u2014" if value is None else f"{value} %"
 
@@ -59,35 +69,38 @@ def _pct(value: str | None) -> str:
 def statement_context(st: dict) -> dict:
     """Everything the statement template shows, as display strings."""
     cur = st["currency"]
-    money = lambda v: fmt_money(exact(v), cur)  # noqa: E731
+
+    def shown(value) -> str:
+        return fmt_money(exact(value), cur)
+
     spend, projection = st["spend_so_far"], st["projection"]
     credits = exact(spend["credits_applied"])
     day, time = st["as_of"][:10], st["as_of"][11:16]  # a day, or an hourly refresh's instant
     return {
         "st": st,
-        "number": f"as of {_date_text(day)}" + (f", {time} UTC" if time else ""),
-        "as_of": _date_text(day),
-        "period": _period_text(st["period_start"], day),
+        "number": f"as of {date_text(day)}" + (f", {time} UTC" if time else ""),
+        "as_of": date_text(day),
+        "period": period_text(st["period_start"], day),
         "days": f"{st['days_elapsed']} of {st['days_in_month']}",
         "pdf_date": st["as_of"] if time else f"{day}T00:00:00Z",
-        "subtotal": money(spend["subtotal"]),
-        "usage_charges": money(spend["usage_charges"]),
+        "subtotal": shown(spend["subtotal"]),
+        "usage_charges": shown(spend["usage_charges"]),
         "other_charges": [
-            {"description": o["description"], "amount": money(o["amount"])}
+            {"description": o["description"], "amount": shown(o["amount"])}
             for o in st["other_charges"]
         ],
         "tax_label": "Tax (reverse charge)"
         if spend["reverse_charge"]
-        else f"Tax ({_rate_text(spend['tax_rate'])})",
-        "tax": money(spend["tax"]),
-        "credits": money(-credits) if credits else money(credits),
-        "total": money(spend["total"]),
-        "projected_total": money(projection["total"]) if projection else "\u2014",
-        "projected_subtotal": money(projection["subtotal"]) if projection else "\u2014",
+        else f"Tax ({rate_text(spend['tax_rate'])})",
+        "tax": shown(spend["tax"]),
+        "credits": shown(-credits) if credits else shown(credits),
+        "total": shown(spend["total"]),
+        "projected_total": shown(projection["total"]) if projection else "\u2014",
+        "projected_subtotal": shown(projection["subtotal"]) if projection else "\u2014",
         "projected_limit_pct": _pct(projection["limit_used_pct"]) if projection else "\u2014",
-        "monthly_limit": money(st["monthly_limit"]) if st["monthly_limit"] else "none",
+        "monthly_limit": shown(st["monthly_limit"]) if st["monthly_limit"] else "none",
         "limit_used_pct": _pct(st["limit_used_pct"]),
-        "credits_remaining": money(st["credits_remaining"]),
+        "credits_remaining": shown(st["credits_remaining"]),
         "allowance": [
             {
                 "meters": ", ".join(_meter_title(m).lower() for m in a["meters"]),
@@ -101,7 +114,7 @@ def statement_context(st: dict) -> dict:
             {
                 "name": r["model"],
                 "quantity": fmt_quantity(r["quantity"]),
-                "amount": money(r["amount"]),
+                "amount": shown(r["amount"]),
             }
             for r in st["by_model"]
         ],
@@ -109,16 +122,14 @@ def statement_context(st: dict) -> dict:
             {
                 "name": _meter_title(r["meter"]),
                 "quantity": fmt_quantity(r["quantity"]),
-                "amount": money(r["amount"]),
+                "amount": shown(r["amount"]),
             }
             for r in st["by_token_type"]
         ],
         "by_project": [
             {
                 "name": r["account_key"],
-                "units": ", ".join(
-                    f"{fmt_quantity(q)} {_meter_title(m).lower()}" for m, q in r["units"].items()
-                ),
+                "units": [f"{fmt_quantity(q)} {_unit_words(m)}" for m, q in r["units"].items()],
             }
             for r in st["by_project"]
         ],
@@ -231,12 +242,6 @@ def statements_from_landing(
     readers and normalization as daily ingestion, and write the day's statements. Prepaid credits
     drawn by earlier months come from the ledger (``database_url``, else <out>/ledger.db when it
     exists; without a ledger nothing was drawn before)."""
-    from billing_pipeline import sources
-    from billing_pipeline.catalog import load_catalog
-    from billing_pipeline.documents.statement import build_statements
-    from billing_pipeline.ledger.ledger import Ledger
-    from billing_pipeline.usage import normalize
-
     catalog = load_catalog(catalog_path)
     reads = [
         read(Path(landing), day.replace(day=1), day + dt.timedelta(days=1))

@@ -16,6 +16,7 @@ from billing_pipeline.sources import (
     aws_cur,
     focus,
     gateway_log,
+    litellm_spend_logs,
     openai_usage,
     outcomes,
 )
@@ -25,6 +26,7 @@ SOURCES: dict[str, Callable[[Path, date, date], SourceRead]] = {
     "openai_usage_api": openai_usage.read,
     "anthropic_usage_report": anthropic_usage.read,
     "gateway_log": gateway_log.read,
+    "litellm_spend_logs": litellm_spend_logs.read,
     "focus": focus.read,
     "aws_cur": aws_cur.read,
     "outcomes": outcomes.read,

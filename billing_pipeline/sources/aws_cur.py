@@ -15,6 +15,10 @@ Two kinds of line are usage we bill:
   meter, so cache traffic is never lost by summing input + output. A ``pricing_unit`` of 1K/1M
   tokens is scaled to tokens.
 
+An amount whose seconds or tokens exceed the per-record ceiling (10^15), and a cost the cost
+column cannot hold or above its ceiling, hold their line (``implausible_quantity``,
+``implausible_cost``: ``cloud_amounts``), never crash the read or bill as zero.
+
 Every other line is quarantined with the rule that rejected it: ``savings_plan_negation``,
 ``tax_line``, ``not_usage_charge`` (Credit, Refund, Fee, RIFee, SavingsPlanRecurringFee, ...) by
 ``line_item_line_item_type``; ``not_gpu_service`` (S3, ...) by ``line_item_product_code``;
@@ -41,8 +45,7 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline import schema
-from billing_pipeline.sources import cloud_deliveries, files, gpu_skus
-from billing_pipeline.sources.focus import _map_unique
+from billing_pipeline.sources import cloud_amounts, cloud_deliveries, files, gpu_skus
 
 SOURCE = "aws_cur"
 FOLDER = "cloud/aws_cur"
@@ -140,7 +143,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     except Exception as exc:  # noqa: BLE001 - any unreadable export is one quarantine row
         return None, files.unreadable_export(SOURCE, f, "CUR 2.0", exc, superseded_by, start, end)
     cols = df.columns
-    get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
+    get = files.text_column(cols)
     tag_cols = [c for c in cols if c.startswith(_TAG_PREFIX)]
     if "resource_tags" in cols:
         tags = pl.col("resource_tags")
@@ -207,7 +210,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         )
         .join(gpu_skus.table_frame(), on="instance_type", how="left")
     )
-    df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
+    df = files.map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
     gpu_resources = df.filter(pl.col("gpus").is_not_null() & pl.col("resource_id").is_not_null())[
         "resource_id"
     ].unique()
@@ -215,7 +218,6 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         "BoxUsage"
     )
     df = df.with_columns(
-        qty=pl.col("qty_text").cast(pl.Float64, strict=False),
         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
         factor=pl.when(pl.col("is_bedrock"))
         .then(_token_factor(pl.col("unit")))
@@ -226,6 +228,8 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
             pl.lit("tags:") + pl.col("tags_json")
         ),
     )
+    # before the checks: a product no record can carry is held, not a crash or a zero
+    df = files.map_unique(df, ["qty_text", "factor"], cloud_amounts.whole_units, "amount", pl.Int64)
     gpu_line = ~pl.col("is_bedrock")
     charge = pl.col("line_type").fill_null("")
     checks = [
@@ -296,24 +300,12 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
             "line_item_usage_amount",
             "line_item_usage_amount is empty",
         ),
-        (
-            pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(),
-            "bad_number",
+        *cloud_amounts.quantity_checks("line_item_usage_amount"),
+        *cloud_amounts.units_checks(
             "line_item_usage_amount",
-            pl.lit("line_item_usage_amount is not a finite number: ") + pl.col("qty_text"),
+            pl.when(pl.col("is_bedrock")).then(pl.lit("tokens")).otherwise(pl.lit("GPU-seconds")),
         ),
-        (
-            pl.col("qty") < 0,
-            "negative_quantity",
-            "line_item_usage_amount",
-            pl.lit("line_item_usage_amount is negative: ") + pl.col("qty_text"),
-        ),
-        (
-            pl.col("cost_text").is_not_null() & pl.col("cost").is_null(),
-            "bad_number",
-            pl.col("cost_field"),
-            pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text"),
-        ),
+        *cloud_amounts.cost_checks(),
         (
             pl.col("tags_json").is_null(),
             "missing_field",
@@ -329,7 +321,6 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "line_item_usage_start_date", start, end)
-    accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "amount", pl.Int64)
     bedrock_model = (
         pl.col("usage_type")
         .str.replace(r"^[A-Z]{2,4}\d?-", "")
@@ -354,7 +345,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
     )
-    accepted = _map_unique(
+    accepted = files.map_unique(
         accepted,
         ["gpu_type", "instance_type", "region", "usage_type", "is_bedrock"],
         _dimensions,

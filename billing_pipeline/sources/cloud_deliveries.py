@@ -134,7 +134,7 @@ def _entry(base: Path, path: Path) -> _Entry:
         delivery = dirs + "/" + stem
         tail = parts[-1:]
         first = last = None
-        month = files._name_month(parts[-1]) if files._name_day(parts[-1]) is None else None
+        month = files.name_month(parts[-1]) if files.name_day(parts[-1]) is None else None
         if month is not None:
             first, last = month, _month_end(month)
     return _Entry(path, "/".join(parts), group, delivery, tuple(tail), first, last)
@@ -290,7 +290,7 @@ def select(
     selected = []
     for e, superseded in sorted(out, key=lambda x: x[0].rel):
         name = e.path.name
-        day = files._name_day(name) if e.first is None else None
+        day = files.name_day(name) if e.first is None else None
         if day is not None and not (start <= day < end):
             continue
         if e.first is not None and (e.last < start or e.first >= end):
@@ -299,7 +299,7 @@ def select(
         month = (
             None
             if day is not None
-            else (e.first.replace(day=1) if e.first else files._name_month(name))
+            else (e.first.replace(day=1) if e.first else files.name_month(name))
         )
         selected.append(DataFile(files.LandingFile(e.path, rel, day, month), superseded))
     quarantine = files.quarantine_frame(source, problems)

@@ -7,20 +7,19 @@ filtering, ``outside_partition``/``bad_timestamp``) live here once, so all sourc
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from billing_pipeline import schema
-from billing_pipeline.money import round_units
 from billing_pipeline.providers import model_family_expr
 
 RAW_LIMIT = 2000
@@ -58,7 +57,7 @@ class LandingFile:
         return datetime.fromtimestamp(self.path.stat().st_mtime, UTC).date()
 
 
-def _name_day(name: str) -> date | None:
+def name_day(name: str) -> date | None:
     for m in _DAY_RE.finditer(name):
         try:
             return date(int(m[1]), int(m[2]), int(m[3]))
@@ -67,7 +66,7 @@ def _name_day(name: str) -> date | None:
     return None
 
 
-def _name_month(name: str) -> date | None:
+def name_month(name: str) -> date | None:
     m = _MONTH_RE.search(name)
     if m and 1 <= int(m[2]) <= 12:
         return date(int(m[1]), int(m[2]), 1)
@@ -123,16 +122,39 @@ def list_files(
     for p in sorted(base.iterdir()):
         if not p.is_file() or not p.name.lower().endswith(suffixes):
             continue
-        day = _name_day(p.name)
+        day = name_day(p.name)
         if day is not None and not (start <= day < end):
             continue
-        month = None if day is not None else _name_month(p.name)
+        month = None if day is not None else name_month(p.name)
         out.append(LandingFile(p, p.relative_to(landing).as_posix(), day, month))
     return out
 
 
 def in_window(day: date, start: date, end: date) -> bool:
     return start <= day < end
+
+
+def decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
+    """The file's lines and, per line, why it is not UTF-8 (None when it is).
+
+    A UTF-8 BOM is an encoding marker, not data. One bad byte spoils only its own line: the
+    rest of the file still bills (the slow per-line decode runs only for files that need it).
+    """
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        lines = data.decode("utf-8").split("\n")
+        return lines, [None] * len(lines)
+    except UnicodeDecodeError:
+        pass
+    lines, errors = [], []
+    for chunk in data.split(b"\n"):
+        try:
+            lines.append(chunk.decode("utf-8"))
+            errors.append(None)
+        except UnicodeDecodeError as exc:
+            lines.append(chunk.decode("utf-8", errors="replace"))
+            errors.append(str(exc))
+    return lines, errors
 
 
 # ---------------------------------------------------------------- timestamps
@@ -446,10 +468,21 @@ def combine(
     return SourceRead(events=ev, quarantine=qu, records_read=accepted + qu.height)
 
 
-def whole_units(quantity: str | None, factor: int | None) -> int | None:
-    """A decimal usage amount (hours, 1K tokens) x factor, rounded half up to whole base units
-    (seconds, tokens); None when the amount is not a number."""
-    try:
-        return round_units(Decimal(quantity) * factor)
-    except (InvalidOperation, ValueError, TypeError):
-        return None
+def map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl.DataFrame:
+    """Apply a Python function once per distinct value combination (few), then join back."""
+    uniq = frame.select(cols).unique()
+    values = [fn(*row) for row in uniq.iter_rows()]
+    uniq = uniq.with_columns(pl.Series(name, values, dtype=dtype))
+    return frame.join(uniq, on=cols, how="left", nulls_equal=True)
+
+
+def text_column(columns: list[str]):
+    """For a CSV read as text: the column's values with surrounding blanks stripped, or nulls when
+    the file has no such column (an optional field of the format)."""
+
+    def get(name: str) -> pl.Expr:
+        if name in columns:
+            return pl.col(name).str.strip_chars()
+        return pl.lit(None, pl.String)
+
+    return get

@@ -9,7 +9,9 @@ for in the columns each cloud fills: ``x_SkuDetails`` (Azure: ``"ServiceType":"S
 ``SkuPriceDetails``, ``SkuMeter``/``x_SkuMeterName`` (Azure ``ND96isr H100 v5``), ``ChargeDescription``
 (AWS ``... g5.4xlarge Instance Hour``), ``ResourceId``, ``ResourceName`` and any other ``x_`` column,
 and looked up in ``gpu_skus`` (GPUs per size, cited per family). gpu_seconds = ConsumedQuantity
-(Hours -> x3600, Seconds -> x1) x GPUs per instance, in Decimal, rounded half up to whole seconds.
+(Hours -> x3600, Seconds -> x1) x GPUs per instance, in Decimal, rounded half up to whole seconds;
+above the per-record ceiling (10^15) the row is ``implausible_quantity``, and a cost the cost
+column cannot hold or above its ceiling is ``implausible_cost`` (``cloud_amounts``).
 A quantity already counted per GPU (``ConsumedUnit`` naming GPUs, as OCI does, or GCP's
 ``Nvidia H100 80GB GPU`` SKU, whose usage is GPU-hours) is x1: GCP bills a GPU VM as separate core,
 RAM and GPU SKUs, so its core and RAM lines are ``not_instance_time`` and only the GPU line bills
@@ -38,7 +40,7 @@ from pathlib import Path
 import polars as pl
 
 from billing_pipeline import schema
-from billing_pipeline.sources import cloud_deliveries, files, gpu_skus
+from billing_pipeline.sources import cloud_amounts, cloud_deliveries, files, gpu_skus
 
 SOURCE = "focus"
 FOLDER = "cloud/focus"
@@ -157,14 +159,6 @@ def _canonical_tags(text: str | None) -> str | None:
     return schema.canonical_json(value) if isinstance(value, dict) else None
 
 
-def _map_unique(frame: pl.DataFrame, cols: list[str], fn, name: str, dtype) -> pl.DataFrame:
-    """Apply a Python function once per distinct value combination (few), then join back."""
-    uniq = frame.select(cols).unique()
-    values = [fn(*row) for row in uniq.iter_rows()]
-    uniq = uniq.with_columns(pl.Series(name, values, dtype=dtype))
-    return frame.join(uniq, on=cols, how="left", nulls_equal=True)
-
-
 def _quarantine(rejected: pl.DataFrame) -> pl.DataFrame:
     return files.rejected_to_quarantine(SOURCE, rejected)
 
@@ -204,7 +198,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         if name not in df.columns:
             df = df.with_columns(pl.lit(None, pl.String).alias(name))
     cols = [c for c in df.columns if c not in ("_reason", "_field", "_message", "_raw")]
-    get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
+    get = files.text_column(cols)
     sizes = _size_columns(cols)
     instance = pl.coalesce([e for _, e in sizes]) if sizes else pl.lit(None, pl.String)
     size_field = pl.lit(None, pl.String)
@@ -250,7 +244,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         on="instance_type",
         how="left",
     )
-    df = _map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
+    df = files.map_unique(df, ["tags"], _canonical_tags, "tags_json", pl.String)
     # a quantity already counted per GPU: a GPU unit (OCI "GPU Hours"), or GCP's per-GPU SKU line
     per_gpu = pl.col("unit").str.contains("gpu").fill_null(False) | (
         pl.col("gpu_desc").is_not_null() & (pl.col("provider") == "gcp")
@@ -280,13 +274,14 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     )
     df = df.with_columns(
         factor=factor * pl.col("gpus"),
-        qty=pl.col("qty_text").cast(pl.Float64, strict=False),
         cost=pl.col("cost_text").cast(schema.COST_DECIMAL, strict=False),
         gpu_resource=pl.col("resource_id").is_in(gpu_resources.implode()).fill_null(False),
         account_key=pl.when(pl.col("tags_json").is_not_null()).then(
             pl.lit("tags:") + pl.col("tags_json")
         ),
     )
+    # before the checks: a product no record can carry is held, not a crash or a zero
+    df = files.map_unique(df, ["qty_text", "factor"], cloud_amounts.whole_units, "amount", pl.Int64)
     category = pl.col("category").fill_null("")
     no_size = pl.col("instance_type").is_null() & ~pl.col("gpu_mention")
     checks = [
@@ -362,30 +357,15 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
             "ConsumedQuantity",
             "ConsumedQuantity is empty",
         ),
-        (
-            pl.col("qty").is_null() | pl.col("qty").is_nan() | pl.col("qty").is_infinite(),
-            "bad_number",
-            "ConsumedQuantity",
-            pl.lit("ConsumedQuantity is not a finite number: ") + pl.col("qty_text"),
-        ),
-        (
-            pl.col("qty") < 0,
-            "negative_quantity",
-            "ConsumedQuantity",
-            pl.lit("ConsumedQuantity is negative: ") + pl.col("qty_text"),
-        ),
+        *cloud_amounts.quantity_checks("ConsumedQuantity"),
         (
             pl.col("factor").is_null(),
             "not_instance_time",
             "ConsumedUnit",
             pl.lit("ConsumedUnit is not instance time: ") + pl.col("unit").fill_null("null"),
         ),
-        (
-            pl.col("cost_text").is_not_null() & pl.col("cost").is_null(),
-            "bad_number",
-            pl.col("cost_field"),
-            pl.col("cost_field") + pl.lit(" is not a decimal number: ") + pl.col("cost_text"),
-        ),
+        *cloud_amounts.units_checks("ConsumedQuantity", pl.lit("GPU-seconds")),
+        *cloud_amounts.cost_checks(),
         (
             pl.col("tags_json").is_null(),
             "missing_field",
@@ -401,7 +381,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
     ]
     df = df.with_columns(files.first_problem(checks))
     accepted, rejected = files.split_by_day(df, f, "ChargePeriodStart", start, end)
-    accepted = _map_unique(accepted, ["qty_text", "factor"], files.whole_units, "m_gpu", pl.Int64)
+    accepted = accepted.rename({"amount": "m_gpu"})
     accepted = accepted.with_columns(
         natural_key=pl.concat_str(
             [
@@ -414,7 +394,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, superseded_by: str 
         start=pl.col("ts"),
         reported_cost=pl.col("cost"),
     )
-    accepted = _map_unique(
+    accepted = files.map_unique(
         accepted,
         ["gpu_type", "instance_type", "region"],
         lambda g, i, r: schema.canonical_json(

@@ -34,7 +34,6 @@ file); only the few lines polars rejects are re-read in Python to tell NaN/1e309
 
 from __future__ import annotations
 
-import codecs
 import json
 import math
 import re
@@ -302,32 +301,9 @@ def _count_texts(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _decode_lines(data: bytes) -> tuple[list[str], list[str | None]]:
-    """The file's lines and, per line, why it is not UTF-8 (None when it is).
-
-    A UTF-8 BOM is an encoding marker, not data. One bad byte spoils only its own line: the
-    rest of the file still bills (the slow per-line decode runs only for files that need it).
-    """
-    data = data.removeprefix(codecs.BOM_UTF8)
-    try:
-        lines = data.decode("utf-8").split("\n")
-        return lines, [None] * len(lines)
-    except UnicodeDecodeError:
-        pass
-    lines, errors = [], []
-    for chunk in data.split(b"\n"):
-        try:
-            lines.append(chunk.decode("utf-8"))
-            errors.append(None)
-        except UnicodeDecodeError as exc:
-            lines.append(chunk.decode("utf-8", errors="replace"))
-            errors.append(str(exc))
-    return lines, errors
-
-
 def _split_lines(f: files.LandingFile, data: bytes) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(decodable lines with the parsed struct in ``obj``, refused lines with reason/field/message)."""
-    raw_lines, encoding_errors = _decode_lines(data)
+    raw_lines, encoding_errors = files.decode_lines(data)
     lines = pl.DataFrame(
         {"raw": raw_lines, "encoding_error": encoding_errors},
         schema={"raw": pl.String, "encoding_error": pl.String},
@@ -440,7 +416,7 @@ def _dimensions(frame: pl.DataFrame) -> pl.Series:
     )["dimensions"]
 
 
-def _split_openai(good: pl.DataFrame) -> pl.DataFrame:
+def split_prompt(good: pl.DataFrame) -> pl.DataFrame:
     """The OpenAI/Mistral prompt and completion split into meter parts (see the module docstring).
 
     ``excess`` is what the parts add up to beyond the prompt: only cached audio (then cached image)
@@ -595,7 +571,7 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
     good = _count_texts(good).with_columns(
         pl.col(c).cast(pl.Int64, strict=False).fill_null(0).alias(c) for c, _ in _COUNTS
     )
-    good = _split_openai(good)
+    good = split_prompt(good)
     fine, openai_shape = pl.col("reason").is_null(), ~pl.col("anthropic_shape")
     over = fine & openai_shape & (pl.col("unexplained") > 0)
     over_1h = fine & (pl.col("write_1h") > pl.col("cache_write"))

@@ -29,7 +29,7 @@ def _read_file(f: files.LandingFile, start: date, end: date):
         q = files.unreadable(SOURCE, f, f"not a readable CSV: {exc}"[:500])
         return None, q.filter(pl.col("day").is_between(start, end, closed="left"))
     cols = df.columns
-    get = lambda c: pl.col(c).str.strip_chars() if c in cols else pl.lit(None, pl.String)  # noqa: E731
+    get = files.text_column(cols)
     raw = pl.concat_str([pl.col(c).fill_null("") for c in cols], separator=",")
     # origin row = 1-based data row (header not counted), as in focus.py.
     df = df.with_row_index("row", offset=1).with_columns(

@@ -281,7 +281,10 @@ def _anthropic(bucket: dict, r: dict, prefix: str) -> dict:
         )
         / 100
     )
-    t = lambda name: pages.text(r, name, prefix)  # noqa: E731
+
+    def t(name: str) -> str | None:
+        return pages.text(r, name, prefix)
+
     cost_type, token_type = t("cost_type"), t("token_type")
     meter, meter_dims, understood = _anthropic_meter(cost_type, token_type)
     group = grouping_fields(r, _ANTHROPIC_QUANTITIES)

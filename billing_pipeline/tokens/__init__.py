@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import importlib.resources
 import threading
+import warnings
 from functools import cache
 from unittest import mock
 
@@ -47,6 +48,7 @@ _MISTRAL = (
         "tekken_240718.json",
     ),
 )
+
 _lock = threading.Lock()
 
 
@@ -104,8 +106,6 @@ def _mistral_table() -> dict:
 @cache
 def _mistral_listed(model: str):
     """The raw tokenizer mistral-common names for a listed model, or None if it can't load offline."""
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,6 +1,6 @@
 """From a gateway log line landing to the customer's webhook, with the Dagster daemon running.
 
-    .venv/bin/python -m benchmarks.freshness [--customers 1 1000] [--hour-events 13889] [--keep DIR]
+    .venv/bin/python -m benchmarks.freshness [--customers 1 1000] [--hour-events 13888] [--keep DIR]
 
 For each customer count: a landing zone whose gateway log holds the last ``--history-hours`` hours
 (default 24, one file per hour, ``<day>T<hour>.jsonl``) and the current hour so far

@@ -32,7 +32,7 @@ from billing_pipeline.delivery import smtp
 from billing_pipeline.demo.generator import landing_is_empty, write_demo
 from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.issuing.commands import COMMANDS as INVOICING_COMMANDS
-from billing_pipeline.issuing.commands import QUIET, fail, open_ledger
+from billing_pipeline.issuing.commands import DATABASE_URL, QUIET, fail, open_ledger
 from billing_pipeline.periods import parse_month
 from billing_pipeline.progress import shown as shown_progress
 from billing_pipeline.quote.calculator import CalculatorError, write_calculator
@@ -105,12 +105,7 @@ def main() -> None:
     default=None,
     help="Landing zone to use (default <out>/landing); sample data is written there if it is empty.",
 )
-@click.option(
-    "--database-url",
-    envvar="BILLING_DATABASE_URL",
-    default=None,
-    help="Ledger URL (default: SQLite file <out>/ledger.db).",
-)
+@DATABASE_URL
 @QUIET
 def demo(
     month: str, out: Path, landing: Path | None, database_url: str | None, quiet: bool
@@ -140,12 +135,7 @@ def demo(
     "--catalog", required=True, type=click.Path(path_type=Path), help="Catalog YAML file."
 )
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option(
-    "--database-url",
-    envvar="BILLING_DATABASE_URL",
-    default=None,
-    help="Ledger URL (default: SQLite file <out>/ledger.db).",
-)
+@DATABASE_URL
 @click.option(
     "--dagster-home",
     type=click.Path(path_type=Path),
@@ -449,12 +439,7 @@ for _command in INVOICING_COMMANDS:  # issue, void, credit-note, waive, migrate
     default=None,
     help="Catalog YAML (billing emails, issuer); default <out>/catalog.yaml.",
 )
-@click.option(
-    "--database-url",
-    envvar="BILLING_DATABASE_URL",
-    default=None,
-    help="Ledger URL (default: SQLite file <out>/ledger.db).",
-)
+@DATABASE_URL
 @QUIET
 def send(
     month: str | None,

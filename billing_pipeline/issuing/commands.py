@@ -29,7 +29,7 @@ _OUT = click.option(
     show_default=True,
     help="Output folder (invoices under <out>/<month>/invoices).",
 )
-_DB = click.option(
+DATABASE_URL = click.option(
     "--database-url",
     envvar="BILLING_DATABASE_URL",
     default=None,
@@ -83,7 +83,7 @@ def open_ledger(out: Path, database_url: str | None, *, create: bool = False) ->
     help="Issue date (default: today, UTC).",
 )
 @_OUT
-@_DB
+@DATABASE_URL
 @QUIET
 def issue(
     month: str,
@@ -161,7 +161,7 @@ def issue(
     "--reason", required=True, help="Why it may be issued anyway (kept in the audit log)."
 )
 @_OUT
-@_DB
+@DATABASE_URL
 def waive(month: str, origin: str, reason: str, out: Path, database_url: str | None) -> None:
     """Let a month be issued despite a money-at-risk record (e.g. a file the provider confirmed
     empty): the waiver and its reason are kept in the ledger's audit log and the finance summary."""
@@ -185,7 +185,7 @@ def waive(month: str, origin: str, reason: str, out: Path, database_url: str | N
 @click.option("--number", required=True, help="The issued invoice to void, e.g. INV-2026-000042.")
 @click.option("--reason", required=True, help="Why (kept in the audit log).")
 @_OUT
-@_DB
+@DATABASE_URL
 def void(number: str, reason: str, out: Path, database_url: str | None) -> None:
     """Void an issued invoice: kept as a paper trail, and the next month-end run drafts a successor."""
     try:
@@ -203,7 +203,7 @@ def void(number: str, reason: str, out: Path, database_url: str | None) -> None:
 @click.option("--amount", required=True, help="Credit before tax, a decimal string, e.g. 50.00.")
 @click.option("--reason", required=True, help="Printed on the credit note.")
 @_OUT
-@_DB
+@DATABASE_URL
 def credit_note(number: str, amount: str, reason: str, out: Path, database_url: str | None) -> None:
     """Draft a credit note against an issued invoice (tax at the invoice's rate); issue it with
     ``billing-pipeline issue --month <its month>``."""
@@ -220,7 +220,7 @@ def credit_note(number: str, amount: str, reason: str, out: Path, database_url: 
 
 @click.command()
 @_OUT
-@_DB
+@DATABASE_URL
 def migrate(out: Path, database_url: str | None) -> None:
     """Create the ledger's tables or upgrade them to this release. Every command does it when it
     opens the ledger; a deployment runs it once before starting its workers."""

@@ -37,6 +37,9 @@ USAGE_SCHEMA: dict[str, pl.DataType] = {
     "reported_cost": COST_DECIMAL,  # the provider's own cost for this record, when it gives one
     "origin": pl.String,  # file + line/row or API page: the audit trail
     "day": pl.Date,  # the daily partition the record belongs to
+    # The six columns rating groups by as one integer (usage_keys.py), written by normalize once
+    # the customer is known; null from the sources. Its code book is stored beside the partition.
+    "usage_key": pl.UInt64,
 }
 
 # Every rejected record, with enough to find it again and fix it.

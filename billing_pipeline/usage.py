@@ -19,6 +19,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.checks import CheckOutcome
 from billing_pipeline.schema import QUARANTINE_SCHEMA, USAGE_SCHEMA, conform, quarantine_kind_expr
+from billing_pipeline.usage_keys import usage_key_expr
 
 if TYPE_CHECKING:  # a type only: importing sources here would load every reader
     from billing_pipeline.sources.files import SourceRead
@@ -392,7 +393,11 @@ def normalize(
         else conform(pl.DataFrame(), USAGE_SCHEMA)
     )
     kept, rejected = deduplicate(all_events, file_order)
-    attributed = attribute(kept, catalog).sort("day", "source", "origin", "meter", "event_id")
+    attributed = (
+        attribute(kept, catalog)
+        .sort("day", "source", "origin", "meter", "event_id")
+        .with_columns(usage_key_expr())
+    )
     all_quarantine = pl.concat([conform(q, QUARANTINE_SCHEMA) for q in [*quarantine, rejected]])
     return attributed, attribute_quarantine(all_quarantine, catalog).sort(
         "day", "source", "origin", "reason", "field", "raw"

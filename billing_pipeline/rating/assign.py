@@ -22,6 +22,7 @@ from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.price_book import cost_plus_changing
 from billing_pipeline.usage import dimensions_match, models_match
+from billing_pipeline.usage_keys import DAY_BITS
 
 I64_MAX = 2**63 - 1
 QUANTITY_OVERFLOW = "quantity_overflow"  # the customer's month sums past 2^63-1 base units
@@ -164,7 +165,12 @@ def steady_plans(catalog: Catalog, month: str) -> tuple[pl.DataFrame, list[str]]
 
 
 def aggregate_usage(
-    usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, month: str, *, by_day: bool = True
+    usage: pl.DataFrame | pl.LazyFrame,
+    catalog: Catalog,
+    month: str,
+    *,
+    by_day: bool = True,
+    code_book: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
     """(the month's attributed usage as KEYS + charge_id, price_from, quantity, included, events,
     series; with ``by_day``, the per-day quantities of each series: series, day, quantity; the
@@ -178,7 +184,11 @@ def aggregate_usage(
     rating itself still works on the month's rows, not on 31x as many.
 
     ``plan_id`` is null where no subscription covers the day; ``charge_id`` is null where the plan
-    prices nothing for the row: both are reported as unrated, never dropped."""
+    prices nothing for the row: both are reported as unrated, never dropped.
+
+    With ``code_book`` (usage_keys.py) the events are grouped by their ``usage_key`` integer and
+    the six strings read back from the book; the result is the same as grouping by the strings,
+    which is what happens when the book does not know every key of the month."""
     start, end = parse_month(month)
     steady, sensitive_ids = steady_plans(catalog, month)
     sensitive = pl.Series("customer_id", sensitive_ids, dtype=pl.String)
@@ -204,7 +214,12 @@ def aggregate_usage(
             pl.col("customer_id").is_in(allowance_customers.implode())
             & pl.col("meter").is_in(allowance_meters)
         )
-    grouped, series_days = _group_events(usage, in_month, need_day, by_day)
+    keyed = (
+        _group_by_key(usage, in_month, need_day, by_day, code_book, start)
+        if code_book is not None and "usage_key" in usage.lazy().collect_schema().names()
+        else None
+    )
+    grouped, series_days = keyed or _group_events(usage, in_month, need_day, by_day)
     grouped, series_days, at_risk = _split_at_risk(grouped, series_days)
     with_plan = (
         grouped.join(days.rename({"plan_id": "_day_plan"}), on=["customer_id", "day"], how="left")
@@ -353,6 +368,91 @@ def _group_events(
     return pl.concat([dated, steady.select(dated.columns)]), series_days
 
 
+def _group_by_key(
+    usage: pl.DataFrame | pl.LazyFrame,
+    keep: pl.Expr,
+    need_day: pl.Expr,
+    by_day: bool,
+    book: pl.DataFrame,
+    start: dt.date,
+) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
+    """``_group_events``' result from one group-by on a single integer: the event's usage_key and
+    day of the month packed together (key x 32 + day index; index 31 stands for "no day" where
+    rating does not need it). None when an event has no key or a key the book does not know:
+    the caller then groups by the strings.
+
+    ``need_day`` is a condition on the customer and meter, so it is evaluated on the code book
+    (one row per key) and becomes a set of keys: no string is read per event."""
+    keys = [k for k in KEYS if k not in ("day", "plan_id")]
+    dated_keys = book.filter(need_day)["usage_key"].implode()
+    index = (pl.col("day") - pl.lit(start)).dt.total_days().cast(pl.UInt64)
+    if not by_day:
+        index = pl.when(pl.col("usage_key").is_in(dated_keys)).then(index).otherwise(NO_DAY)
+    packed = pl.col("usage_key") * DAY_BITS + index
+    wide = pl.col("quantity").cast(pl.Int128)
+    summed = (
+        usage.lazy()
+        .filter(keep)
+        .group_by(packed.alias("_packed"))
+        .agg(
+            wide.sum().alias("quantity"),
+            wide.abs().sum().alias("_abs"),
+            pl.len().cast(pl.Int64).alias("events"),
+        )
+        .collect(engine="streaming")
+    )
+    if summed["_packed"].null_count():
+        return None
+    summed = summed.select(
+        (pl.col("_packed") // DAY_BITS).alias("usage_key"),
+        pl.when(pl.col("_packed") % DAY_BITS != NO_DAY)
+        .then(pl.lit(start) + pl.duration(days=(pl.col("_packed") % DAY_BITS).cast(pl.Int64)))
+        .cast(pl.Date)
+        .alias("day"),
+        "quantity",
+        "_abs",
+        "events",
+    )
+    if summed.join(book, on="usage_key", how="anti").height:
+        return None
+    dated_rows = pl.col("usage_key").is_in(dated_keys)
+    if not by_day:
+        named = summed.join(book, on="usage_key").with_columns(
+            pl.lit(None, dtype=pl.Int64).alias("series")
+        )
+        return named.select(*keys, "day", "quantity", "_abs", "events", "series"), None
+    steady = (
+        summed.filter(~dated_rows)
+        .group_by("usage_key")
+        .agg(
+            pl.sum("quantity"),
+            pl.sum("_abs"),
+            pl.sum("events"),
+            pl.col("day").alias("_days"),
+            pl.col("quantity").alias("_daily"),
+        )
+        .with_row_index("series")
+        .with_columns(pl.col("series").cast(pl.Int64))
+    )
+    series_days = steady.select(
+        "series", pl.col("_days").alias("day"), pl.col("_daily").alias("quantity")
+    ).explode("day", "quantity", empty_as_null=True)
+    columns = [*keys, "day", "quantity", "_abs", "events", "series"]
+    dated = (
+        summed.filter(dated_rows)
+        .join(book, on="usage_key")
+        .with_columns(pl.lit(None, dtype=pl.Int64).alias("series"))
+        .select(columns)
+    )
+    steady = (
+        steady.join(book, on="usage_key")
+        .with_columns(pl.lit(None, dtype=pl.Date).alias("day"))
+        .select(columns)
+    )
+    return pl.concat([dated, steady]), series_days
+
+
+NO_DAY = DAY_BITS - 1  # a month's day indices are 0..30: 31 marks a row summed over the month
 CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source (a Parquet scan)
 
 

@@ -421,22 +421,14 @@ def _group_by_key(
             pl.lit(None, dtype=pl.Int64).alias("series")
         )
         return named.select(*keys, "day", "quantity", "_abs", "events", "series"), None
-    steady = (
-        summed.filter(~dated_rows)
-        .group_by("usage_key")
-        .agg(
-            pl.sum("quantity"),
-            pl.sum("_abs"),
-            pl.sum("events"),
-            pl.col("day").alias("_days"),
-            pl.col("quantity").alias("_daily"),
-        )
-        .with_row_index("series")
-        .with_columns(pl.col("series").cast(pl.Int64))
+    # A steady row's series is its key: its days are the daily sums themselves, no list to build.
+    steady_days = summed.filter(~dated_rows)
+    steady = steady_days.group_by("usage_key").agg(
+        pl.sum("quantity"), pl.sum("_abs"), pl.sum("events")
     )
-    series_days = steady.select(
-        "series", pl.col("_days").alias("day"), pl.col("_daily").alias("quantity")
-    ).explode("day", "quantity", empty_as_null=True)
+    series_days = steady_days.select(
+        pl.col("usage_key").cast(pl.Int64).alias("series"), "day", "quantity"
+    )
     columns = [*keys, "day", "quantity", "_abs", "events", "series"]
     dated = (
         summed.filter(dated_rows)
@@ -446,7 +438,10 @@ def _group_by_key(
     )
     steady = (
         steady.join(book, on="usage_key")
-        .with_columns(pl.lit(None, dtype=pl.Date).alias("day"))
+        .with_columns(
+            pl.lit(None, dtype=pl.Date).alias("day"),
+            pl.col("usage_key").cast(pl.Int64).alias("series"),
+        )
         .select(columns)
     )
     return pl.concat([dated, steady]), series_days

@@ -8,10 +8,11 @@ events: ~1.8 s of CPU, against ~0.4 s on one integer column; benchmarks/RESULTS.
 the integer and reads the strings back from the code book, a few hundred thousand rows at most.
 
 Exactness does not rest on the hash: a key the month's code books map to two different rows (a
-collision) or a row whose key no code book knows makes ``month_code_book`` / ``rate_month`` fall
-back to grouping by the strings, so a collision costs time, never money. The hash is polars'
-``struct.hash``, stable within a polars version; a new polars version may give the same row a new
-key, which the code book simply lists twice (rating re-groups such rows by their strings).
+collision), an entry whose values do not hash to its key, or an event whose key no code book
+knows makes ``month_code_book`` / ``rate_month`` fall back to grouping by the strings, so a
+collision costs time, never money. The hash is polars' ``struct.hash``, stable within a polars
+version; books written under another version fail the re-hash, and such a month is grouped by
+the strings.
 
 Keys are below 2^59 so that ``key x 32 + day of month`` still fits 64 bits: the daily chart
 groups on that one integer.
@@ -26,6 +27,7 @@ import polars as pl
 KEY_COLUMNS = ["customer_id", "provider", "model", "model_family", "meter", "dimensions"]
 DAY_BITS = 32  # key x DAY_BITS + (day of month - 1) packs a key and its day in one UInt64
 CODE_BOOK_SCHEMA: dict[str, pl.DataType] = {
+    "day": pl.Date,  # a daily partition's book; a key appears once per day it was used
     "usage_key": pl.UInt64,
     **{c: pl.String for c in KEY_COLUMNS},
 }
@@ -37,7 +39,7 @@ def usage_key_expr() -> pl.Expr:
 
 
 def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """The distinct keys of ``usage`` with their six values, sorted by key (deterministic files)."""
+    """The distinct keys of ``usage`` per day with their six values, sorted (deterministic files)."""
     return (
         usage.lazy()
         .filter(pl.col("usage_key").is_not_null())
@@ -50,12 +52,16 @@ def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def month_code_book(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | None:
-    """The code books of a month's days as one, or None when one day has none (written before
-    keys existed) or a key stands for two different rows: the caller groups by the strings."""
+    """The code books of a month's days as one, or None, and the caller groups by the strings,
+    when a day has none (ingested before keys existed), a key stands for two different rows (a
+    collision), or an entry's six values do not hash to its key here (a book edited by hand, or
+    written by a polars version that hashed differently): a book can only name what its key
+    was computed from."""
     books = list(books)
     if not books or any(b is None for b in books):
         return None
-    merged = pl.concat([b.select(list(CODE_BOOK_SCHEMA)) for b in books]).unique()
-    if merged["usage_key"].is_duplicated().any():
+    merged = pl.concat([b.select("usage_key", *KEY_COLUMNS) for b in books]).unique()
+    rehashed = merged.select(usage_key_expr())["usage_key"]
+    if merged["usage_key"].is_duplicated().any() or rehashed.ne(merged["usage_key"]).any():
         return None
     return merged

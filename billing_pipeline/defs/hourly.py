@@ -42,6 +42,7 @@ from billing_pipeline.usage import attribute, landing_file_order, split_raw, to_
 HOURLY_GROUP = "hourly"
 RAW_HOURLY = "raw_gateway_log_hourly"
 STORE_KEY = "usage_store"
+CODES = "usage_codes"  # defs/ingestion.py writes it beside each usage_events day
 
 
 @dg.asset(
@@ -109,6 +110,15 @@ class UsageStore(dg.ConfigurableResource):
                 )
             )
         return out
+
+    def code_books(self, first: dt.date, last: dt.date) -> list[pl.DataFrame | None]:
+        """Each day's stored usage_codes (None for a day ingested before code books existed)."""
+        store = PolarsParquetIOManager(base_dir=self.base_dir)
+        paths = [
+            store.partition_path(dg.AssetKey(CODES), (first + dt.timedelta(days=i)).isoformat())
+            for i in range((last - first).days + 1)
+        ]
+        return [pl.read_parquet(p) if p.exists() else None for p in paths]
 
 
 def with_hourly_resources(resources: dict[str, object]) -> dict[str, object]:

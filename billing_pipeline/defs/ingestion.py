@@ -30,6 +30,7 @@ from billing_pipeline.usage import (
     split_raw,
     to_raw,
 )
+from billing_pipeline.usage_keys import code_book
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
 
@@ -114,6 +115,13 @@ raw_assets = [_raw_asset(name, source, doc) for name, (source, doc) in RAW_ASSET
             group_name="usage",
             kinds={"polars"},
         ),
+        "usage_codes": dg.AssetOut(
+            description="The day's code book: each usage_key of usage_events with the customer, "
+            "provider, model, model family, meter and dimensions it stands for (rating groups "
+            "the month by the key and reads the names back here).",
+            group_name="usage",
+            kinds={"polars"},
+        ),
     },
     ins={name: dg.AssetIn(name) for name in RAW_ASSETS},
     partitions_def=daily_partitions,
@@ -170,6 +178,8 @@ def usage_tables(
             ),
         },
     )
+    codes = code_book(events)
+    yield dg.Output(codes, output_name="usage_codes", metadata={"keys": codes.height})
     yield check_result(CONSERVATION_CHECK, conserved, asset_key="usage_events")
 
 

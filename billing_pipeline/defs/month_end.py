@@ -1,12 +1,15 @@
 """Monthly assets: the month's usage, rated line items, reconciliation and invoice drafts, and
 ``month_end_job`` with its schedule (the 1st of each month, for the month that ended)."""
 
+import datetime as dt
+
 import dagster as dg
 import polars as pl
 
 from billing_pipeline.checks import markdown_table
 from billing_pipeline.csv_files import write_csv
 from billing_pipeline.defs.check_results import check_result
+from billing_pipeline.defs.hourly import UsageStore
 from billing_pipeline.defs.jobs import MONTHLY_GROUPS, month_that_ended
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.rendering import (
@@ -19,6 +22,7 @@ from billing_pipeline.defs.rendering import (
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
 from billing_pipeline.ledger import holds
 from billing_pipeline.money import decimal_sum
+from billing_pipeline.periods import parse_month
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.rating.checks import units_accounted_check
@@ -27,6 +31,7 @@ from billing_pipeline.reconcile.checks import cost_check, revenue_check
 from billing_pipeline.reconcile.month import reconcile_month
 from billing_pipeline.schema import KIND_MONEY_AT_RISK
 from billing_pipeline.usage import restated_usage
+from billing_pipeline.usage_keys import month_code_book
 
 REVENUE_CHECK = "revenue_equals_rated_lines"
 COST_CHECK = "attributed_plus_unattributed_cost_equals_provider_total"
@@ -90,6 +95,7 @@ def rated_charges(
     monthly_usage: pl.DataFrame,
     catalog: CatalogResource,
     output: OutputFiles,
+    usage_store: UsageStore,
 ):
     """Rate the month for every customer; usage no charge prices goes to unrated_usage.csv.
 
@@ -100,7 +106,9 @@ def rated_charges(
     month = month_of(context)
     the_catalog = catalog.load()
     split = split_billing_source(monthly_usage, the_catalog)
-    rated = rate_month(split.billable, the_catalog, month)
+    first, end = parse_month(month)
+    book = month_code_book(usage_store.code_books(first, end - dt.timedelta(days=1)))
+    rated = rate_month(split.billable, the_catalog, month, code_book=book)
     lines, unrated = rated.lines, rated.unrated
     folder = output.month_dir(month)
     unrated_path = folder / "unrated_usage.csv"
@@ -121,6 +129,9 @@ def rated_charges(
             "customers": lines["customer_id"].n_unique(),
             "revenue": str(decimal_sum(lines["amount"])),
             "billing_source_fallbacks": fallbacks.height,
+            # usage_key: the events grouped by their integer key and the code books; strings: a
+            # day of the month has no code book (ingested before they existed) or a key collided
+            "grouped_by": "usage_key" if book is not None else "strings",
             "billing_source": dg.MetadataValue.path(str(sources_path)),
         },
     )

@@ -206,7 +206,8 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: {len(missing)} partition(s) not materialized, "
                 f"first: {missing[0]}"
             )
-        return pl.concat([pl.read_parquet(p) for p in paths], how="vertical")
+        # diagonal_relaxed: a partition written before a column was added reads back with it null
+        return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
 
 
 def step_io_manager(storage_dir: Path) -> dg.FilesystemIOManager:

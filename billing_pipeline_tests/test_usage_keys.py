@@ -1,0 +1,140 @@
+"""usage_key: rating groups the month by one integer and its code book, and bills exactly what
+grouping by the six names bills; any doubt about the book sends the month back to the names."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from billing_pipeline.catalog import load_catalog
+from billing_pipeline.rating import rate_month
+from billing_pipeline.rating.billing_source import split_billing_source
+from billing_pipeline.usage_keys import (
+    KEY_COLUMNS,
+    code_book,
+    month_code_book,
+    usage_key_expr,
+)
+from billing_pipeline_tests.support.demo import MONTH
+
+
+def _stored(demo_month, asset: str) -> list[pl.DataFrame | None]:
+    folder = demo_month.out / ".storage" / asset
+    days = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(31)]
+    return [
+        pl.read_parquet(folder / f"{d}.parquet") if (folder / f"{d}.parquet").exists() else None
+        for d in days
+    ]
+
+
+@pytest.fixture(scope="module")
+def month(demo_month):
+    """The demo month as the month-end rates it: the stored usage_events days (the billable
+    source of each customer and provider), the stored code books and the catalog."""
+    catalog = load_catalog(demo_month.catalog)
+    usage = pl.concat([d for d in _stored(demo_month, "usage_events") if d is not None])
+    billable = split_billing_source(usage, catalog).billable
+    return billable, _stored(demo_month, "usage_codes"), catalog
+
+
+def _same(a, b) -> None:
+    assert a.lines.equals(b.lines)
+    assert a.unrated.equals(b.unrated)
+    assert a.at_risk.equals(b.at_risk)
+
+
+def test_ingestion_writes_a_code_book_for_every_day_and_each_event_carries_its_key(month):
+    usage, books, _ = month
+    assert all(b is not None for b in books)
+    assert usage["usage_key"].null_count() == 0
+    rehashed = usage.select(usage_key_expr())["usage_key"]
+    assert rehashed.equals(usage["usage_key"])
+    assert month_code_book(books) is not None
+
+
+@pytest.mark.parametrize("daily", [True, False], ids=["with chart", "without chart"])
+def test_the_demo_month_bills_the_same_by_key_as_by_names(month, daily):
+    """The demo month has every pricing model, allowances, mid-month plan and price changes,
+    cost-plus lines and unrated usage: every line, word and chart point must be equal."""
+    usage, books, catalog = month
+    by_names = rate_month(usage, catalog, MONTH, daily=daily)
+    by_key = rate_month(usage, catalog, MONTH, daily=daily, code_book=month_code_book(books))
+    assert by_names.lines.height > 50 and by_names.unrated.height > 0
+    _same(by_names, by_key)
+
+
+def test_a_key_two_rows_share_sends_the_month_back_to_the_names(month):
+    usage, books, _ = month
+    book = month_code_book(books)
+    first = book.row(0, named=True)
+    collided = pl.concat(
+        [book, pl.DataFrame([{**first, "customer_id": "someone-else"}], schema=book.schema)]
+    )
+    assert (
+        month_code_book([collided.with_columns(pl.lit(dt.date(2026, 10, 1)).alias("day"))]) is None
+    )
+
+
+def test_a_book_entry_that_does_not_hash_to_its_key_is_refused(month):
+    """A book edited by hand to bill a key's usage to another customer is not believed."""
+    _, books, _ = month
+    book = month_code_book(books)
+    forged = book.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0)
+        .then(pl.lit("someone-else"))
+        .otherwise(pl.col("customer_id"))
+        .alias("customer_id"),
+        pl.lit(dt.date(2026, 10, 1)).alias("day"),
+    )
+    assert month_code_book([forged]) is None
+
+
+def test_a_day_without_a_code_book_sends_the_month_back_to_the_names(month):
+    _, books, _ = month
+    assert month_code_book([*books[:-1], None]) is None
+
+
+def test_an_event_whose_key_the_book_does_not_know_is_still_billed(month):
+    """A book missing a key (a day re-ingested after its book was written) cannot lose usage:
+    rating sees the unknown key and groups the month by the names."""
+    usage, books, catalog = month
+    book = month_code_book(books)
+    busiest = usage.group_by("usage_key").len().sort("len", "usage_key").row(-1)[0]
+    partial = book.filter(pl.col("usage_key") != busiest)
+    _same(
+        rate_month(usage, catalog, MONTH),
+        rate_month(usage, catalog, MONTH, code_book=partial),
+    )
+
+
+def test_events_without_keys_are_grouped_by_names(month):
+    """Partitions written before usage_key existed read back with the key null."""
+    usage, books, catalog = month
+    unkeyed = usage.with_columns(
+        pl.when(pl.int_range(pl.len()) % 2 == 0).then(pl.col("usage_key")).alias("usage_key")
+    )
+    _same(
+        rate_month(usage, catalog, MONTH),
+        rate_month(unkeyed, catalog, MONTH, code_book=month_code_book(books)),
+    )
+
+
+def test_the_code_book_lists_each_key_once_a_day_with_the_names_it_stands_for():
+    usage = pl.DataFrame(
+        {
+            "day": [dt.date(2026, 10, 1)] * 3 + [dt.date(2026, 10, 2)],
+            "customer_id": ["acme", "acme", "beta", "acme"],
+            "provider": ["openai"] * 4,
+            "model": ["gpt-4o"] * 4,
+            "model_family": ["gpt-4o"] * 4,
+            "meter": ["input_tokens"] * 4,
+            "dimensions": ["{}"] * 4,
+        }
+    ).with_columns(usage_key_expr())
+    book = code_book(usage)
+    assert book.height == 3
+    assert book.group_by("day").len().sort("day")["len"].to_list() == [2, 1]
+    assert book.select(KEY_COLUMNS).unique().height == 2
+    assert (book["usage_key"] < 2**59).all()

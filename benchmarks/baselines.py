@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from pathlib import Path
 
 from billing_pipeline.periods import parse_month
 
@@ -335,7 +336,40 @@ SELECT customer_id, sum(amount) AS total, count(*) AS lines FROM lines GROUP BY 
 """
 
 
-def duckdb_rating(parquet: str, doc: dict, month: str) -> Totals:
+# The same query for a file that carries usage_key and its code book (usage_keys.py): the scan
+# groups on the one integer, and the code book names the keys, as an expert would write it once
+# the table has the key. Everything after the first CTE is DUCKDB_SQL's.
+DUCKDB_KEYED_SQL = DUCKDB_SQL.replace(
+    """WITH usage AS (          -- the only pass over the events: one row per customer x model x meter
+    SELECT customer_id, provider, model_family, meter, sum(quantity)::DECIMAL(38, 0) AS quantity
+    FROM read_parquet($parquet)
+    WHERE day >= $start AND day < $end AND customer_id IS NOT NULL
+    GROUP BY ALL
+),""",
+    """WITH by_key AS (        -- the only pass over the events: one row per usage_key
+    SELECT usage_key, sum(quantity)::DECIMAL(38, 0) AS quantity
+    FROM read_parquet($parquet)
+    WHERE day >= $start AND day < $end
+    GROUP BY usage_key
+),
+codes AS (SELECT DISTINCT usage_key, customer_id, provider, model_family, meter FROM read_parquet($codes)),
+usage AS (
+    SELECT c.customer_id, c.provider, c.model_family, c.meter, sum(k.quantity) AS quantity
+    FROM by_key k JOIN codes c USING (usage_key)
+    WHERE c.customer_id IS NOT NULL
+    GROUP BY ALL
+),""",
+)
+
+
+def duckdb_keyed_rating(parquet: str, doc: dict, month: str) -> Totals:
+    """``duckdb_rating`` on the usage_key column and the code book beside the file."""
+    from benchmarks.generate import codes_path
+
+    return duckdb_rating(parquet, doc, month, keyed=str(codes_path(Path(parquet))))
+
+
+def duckdb_rating(parquet: str, doc: dict, month: str, keyed: str | None = None) -> Totals:
     """DuckDB SQL the way one would write it for speed (``DUCKDB_SQL``): aggregate the events per
     customer, provider, model family and meter in the scan, then match charges and apply tiers to
     those ~10^5 aggregates, never per event.
@@ -405,7 +439,12 @@ def duckdb_rating(parquet: str, doc: dict, month: str) -> Totals:
     con.register("subs", subs)
     con.register("charges", charges)
     con.register("tiers", tiers)
-    rows = con.execute(DUCKDB_SQL, {"parquet": str(parquet), "start": start, "end": end}).fetchall()
+    params = {"parquet": str(parquet), "start": start, "end": end}
+    if keyed is not None:
+        if DUCKDB_KEYED_SQL == DUCKDB_SQL:
+            raise AssertionError("DUCKDB_KEYED_SQL did not replace the first CTE")
+        params["codes"] = keyed
+    rows = con.execute(DUCKDB_KEYED_SQL if keyed else DUCKDB_SQL, params).fetchall()
     con.close()
     return Totals({c: Decimal(t) for c, t, _ in rows}, sum(n for _, _, n in rows))
 

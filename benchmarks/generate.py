@@ -24,6 +24,7 @@ import polars as pl
 import yaml
 
 from benchmarks.rating import MODELS, catalog_document, usage_frame
+from billing_pipeline.usage_keys import code_book, usage_key_expr
 
 MONTH = "2026-10"
 START = dt.date(2026, 10, 1)
@@ -115,17 +116,27 @@ def month_usage(events: int, customers: int, seed: int = 7) -> pl.DataFrame:
         .otherwise(pl.col("start"))
     )
     cid = "c" + cust.cast(pl.String).str.zfill(5)
-    return frame.with_columns(
-        ("gateway:" + cid).alias("account_key"),
-        cid.alias("customer_id"),
-        start.alias("start"),
-        start.alias("end"),
-        start.dt.date().alias("day"),
-    ).drop("_i")
+    return (
+        frame.with_columns(
+            ("gateway:" + cid).alias("account_key"),
+            cid.alias("customer_id"),
+            start.alias("start"),
+            start.alias("end"),
+            start.dt.date().alias("day"),
+        )
+        .drop("_i")
+        .with_columns(usage_key_expr())  # as normalize writes it
+    )
+
+
+def codes_path(parquet: Path) -> Path:
+    """Where the month's code book lies beside its usage Parquet (usage.codes.parquet)."""
+    return parquet.with_name(parquet.stem + ".codes.parquet")
 
 
 def write_month(folder: Path, events: int, customers: int, seed: int = 7) -> tuple[Path, Path]:
-    """(usage.parquet, catalog.yaml) in ``folder``."""
+    """(usage.parquet, catalog.yaml) in ``folder``, and the usage's code book beside them
+    (``codes_path``), as ingestion stores it beside each day."""
     folder.mkdir(parents=True, exist_ok=True)
     catalog = folder / "catalog.yaml"
     catalog.write_text(
@@ -133,6 +144,7 @@ def write_month(folder: Path, events: int, customers: int, seed: int = 7) -> tup
     )
     parquet = folder / "usage.parquet"
     month_usage(events, customers, seed).write_parquet(parquet)
+    code_book(pl.scan_parquet(parquet)).write_parquet(codes_path(parquet))
     return parquet, catalog
 
 

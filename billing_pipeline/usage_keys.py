@@ -30,6 +30,7 @@ CODE_BOOK_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Date,  # a daily partition's book; a key appears once per day it was used
     "usage_key": pl.UInt64,
     **{c: pl.String for c in KEY_COLUMNS},
+    "check": pl.UInt64,  # a second, independent hash of the six values (``check_expr``)
 }
 
 
@@ -38,11 +39,18 @@ def usage_key_expr() -> pl.Expr:
     return (pl.struct(KEY_COLUMNS).hash() // DAY_BITS).alias("usage_key")
 
 
+def check_expr() -> pl.Expr:
+    """A second hash of KEY_COLUMNS with other seeds: two rows under one key with different
+    checks are a collision, found on integers without comparing or hashing strings again."""
+    return pl.struct(KEY_COLUMNS).hash(seed=1, seed_1=2, seed_2=3, seed_3=4).alias("check")
+
+
 def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """The distinct keys of ``usage`` per day with their six values, sorted (deterministic files)."""
     return (
         usage.lazy()
         .filter(pl.col("usage_key").is_not_null())
+        .with_columns(check_expr())
         .select(list(CODE_BOOK_SCHEMA))
         .unique()
         .sort(pl.all())
@@ -60,8 +68,20 @@ def month_code_book(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | None
     books = list(books)
     if not books or any(b is None for b in books):
         return None
-    merged = pl.concat([b.select("usage_key", *KEY_COLUMNS) for b in books]).unique()
-    rehashed = merged.select(usage_key_expr())["usage_key"]
-    if merged["usage_key"].is_duplicated().any() or rehashed.ne(merged["usage_key"]).any():
+    # A month repeats a key once per day it was used: every repetition must carry the same
+    # check (integers only); the first row of each key is the book, and its names must hash to
+    # both its key and its check (so a repetition's names equal them, but for a double collision
+    # of two independent 64-bit hashes).
+    every = pl.concat([b.select("usage_key", "check", *KEY_COLUMNS) for b in books])
+    checks = every.group_by("usage_key").agg(
+        (pl.col("check").min() != pl.col("check").max()).alias("_differ")
+    )
+    book = every.filter(pl.col("usage_key").is_first_distinct())
+    rehashed = book.select(usage_key_expr(), check_expr())
+    if (
+        checks["_differ"].any()
+        or rehashed["usage_key"].ne(book["usage_key"]).any()
+        or rehashed["check"].ne(book["check"]).any()
+    ):
         return None
-    return merged
+    return book.drop("check")

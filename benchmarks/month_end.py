@@ -62,7 +62,7 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
         from benchmarks.baselines import pipeline_totals
         from billing_pipeline.catalog import load_catalog
         from billing_pipeline.rating import rate_month
-        from billing_pipeline.usage_keys import month_code_book
+        from billing_pipeline.usage_keys import merge_code_books
 
         catalog = load_catalog(catalog_path)
         began = time.perf_counter()
@@ -70,7 +70,7 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
         book = (
             None
             if impl == "pipeline-names"
-            else month_code_book([pl.read_parquet(codes_path(Path(parquet)))])
+            else merge_code_books([pl.read_parquet(codes_path(Path(parquet)))])
         )
         if impl == "pipeline-full":
             from billing_pipeline.reconcile import provider_cost, reconcile
@@ -82,13 +82,13 @@ def measure(impl: str, parquet: str, catalog_path: str, out: str) -> dict:
             stages["read"] = t - began
             usage, quarantine = normalize([raw], [], catalog)
             del raw
-            book = month_code_book([code_book(usage)])  # what ingestion stores beside each day
+            book = merge_code_books([code_book(usage)])  # what ingestion stores beside each day
             stages["normalize (+ code book)"] = time.perf_counter() - t
             t = time.perf_counter()
             rated = rate_month(usage, catalog, MONTH, daily=True, code_book=book)
             stages["rate_month (daily)"] = time.perf_counter() - t
             t = time.perf_counter()
-            costs = provider_cost(usage, catalog)
+            costs = provider_cost(usage, catalog, code_book=book)
             table = reconcile(rated.lines, costs)
             stages["provider_cost + reconcile"] = time.perf_counter() - t
             if quarantine.height:

@@ -9,8 +9,8 @@ the integer and reads the strings back from the code book, a few hundred thousan
 
 Exactness does not rest on the hash: a key the month's code books map to two different rows (a
 collision), an entry whose values do not hash to its key, or an event whose key no code book
-knows makes ``month_code_book`` / ``rate_month`` fall back to grouping by the strings, so a
-collision costs time, never money. The hash is polars' ``struct.hash``, stable within a polars
+knows makes ``merge_code_books`` / ``rate_month`` fall back to grouping by the strings, so a
+collision costs time, never money (``merge_code_books``). The hash is polars' ``struct.hash``, stable within a polars
 version; books written under another version fail the re-hash, and such a month is grouped by
 the strings.
 
@@ -59,8 +59,9 @@ def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     )
 
 
-def month_code_book(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | None:
-    """The code books of a month's days as one, or None, and the caller groups by the strings,
+def merge_code_books(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | None:
+    """The code books of some days (a month's, for rating) as one, or None, and the caller
+    groups by the strings,
     when a day has none (ingested before keys existed), a key stands for two different rows (a
     collision), or an entry's six values do not hash to its key here (a book edited by hand, or
     written by a polars version that hashed differently): a book can only name what its key

@@ -11,11 +11,12 @@ import pytest
 from billing_pipeline.catalog import load_catalog
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
+from billing_pipeline.reconcile import provider_cost
 from billing_pipeline.usage_keys import (
     KEY_COLUMNS,
     check_expr,
     code_book,
-    month_code_book,
+    merge_code_books,
     usage_key_expr,
 )
 from billing_pipeline_tests.support.demo import MONTH
@@ -52,7 +53,7 @@ def test_ingestion_writes_a_code_book_for_every_day_and_each_event_carries_its_k
     assert usage["usage_key"].null_count() == 0
     rehashed = usage.select(usage_key_expr())["usage_key"]
     assert rehashed.equals(usage["usage_key"])
-    assert month_code_book(books) is not None
+    assert merge_code_books(books) is not None
 
 
 @pytest.mark.parametrize("daily", [True, False], ids=["with chart", "without chart"])
@@ -61,7 +62,7 @@ def test_the_demo_month_bills_the_same_by_key_as_by_names(month, daily):
     cost-plus lines and unrated usage: every line, word and chart point must be equal."""
     usage, books, catalog = month
     by_names = rate_month(usage, catalog, MONTH, daily=daily)
-    by_key = rate_month(usage, catalog, MONTH, daily=daily, code_book=month_code_book(books))
+    by_key = rate_month(usage, catalog, MONTH, daily=daily, code_book=merge_code_books(books))
     assert by_names.lines.height > 50 and by_names.unrated.height > 0
     _same(by_names, by_key)
 
@@ -72,13 +73,13 @@ def test_a_key_two_rows_share_sends_the_month_back_to_the_names(month):
     _, books, _ = month
     day = next(b for b in books if b.height)
     other = day.head(1).with_columns(pl.lit("someone-else").alias("customer_id"))
-    assert month_code_book([*books, other.with_columns(check_expr())]) is None
+    assert merge_code_books([*books, other.with_columns(check_expr())]) is None
 
 
 def test_a_book_entry_that_does_not_hash_to_its_key_is_refused(month):
     """A book edited by hand to bill a key's usage to another customer is not believed."""
     _, books, _ = month
-    book = month_code_book(books)
+    book = merge_code_books(books)
     forged = book.with_columns(
         pl.when(pl.int_range(pl.len()) == 0)
         .then(pl.lit("someone-else"))
@@ -87,19 +88,19 @@ def test_a_book_entry_that_does_not_hash_to_its_key_is_refused(month):
         pl.lit(dt.date(2026, 10, 1)).alias("day"),
         pl.lit(0, dtype=pl.UInt64).alias("check"),
     ).with_columns(check_expr())  # the forger computes the check: the key still gives it away
-    assert month_code_book([forged]) is None
+    assert merge_code_books([forged]) is None
 
 
 def test_a_day_without_a_code_book_sends_the_month_back_to_the_names(month):
     _, books, _ = month
-    assert month_code_book([*books[:-1], None]) is None
+    assert merge_code_books([*books[:-1], None]) is None
 
 
 def test_an_event_whose_key_the_book_does_not_know_is_still_billed(month):
     """A book missing a key (a day re-ingested after its book was written) cannot lose usage:
     rating sees the unknown key and groups the month by the names."""
     usage, books, catalog = month
-    book = month_code_book(books)
+    book = merge_code_books(books)
     busiest = usage.group_by("usage_key").len().sort("len", "usage_key").row(-1)[0]
     partial = book.filter(pl.col("usage_key") != busiest)
     _same(
@@ -116,7 +117,7 @@ def test_events_without_keys_are_grouped_by_names(month):
     )
     _same(
         rate_month(usage, catalog, MONTH),
-        rate_month(unkeyed, catalog, MONTH, code_book=month_code_book(books)),
+        rate_month(unkeyed, catalog, MONTH, code_book=merge_code_books(books)),
     )
 
 
@@ -137,3 +138,12 @@ def test_the_code_book_lists_each_key_once_a_day_with_the_names_it_stands_for():
     assert book.group_by("day").len().sort("day")["len"].to_list() == [2, 1]
     assert book.select(KEY_COLUMNS).unique().height == 2
     assert (book["usage_key"] < 2**59).all()
+
+
+def test_provider_cost_is_the_same_by_key_as_by_names(month):
+    usage, books, catalog = month
+    by_names = provider_cost(usage, catalog)
+    assert by_names.height > 50
+    assert provider_cost(usage, catalog, code_book=merge_code_books(books)).equals(by_names)
+    partial = merge_code_books(books).tail(-1)  # a key the book does not know: by the names
+    assert provider_cost(usage, catalog, code_book=partial).equals(by_names)

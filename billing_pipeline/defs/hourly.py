@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from billing_pipeline.alerts.month_to_date import StoredDay, month_to_date_usage
+from billing_pipeline.alerts.month_to_date import month_to_date_usage
 from billing_pipeline.alerts.rules import AlertRules
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_hour
 from billing_pipeline.alerts.webhooks import deliver_all_due
@@ -24,11 +24,14 @@ from billing_pipeline.defs.alerts import LOOKBACK_DAYS, AlertsConfig
 from billing_pipeline.defs.jobs import MONTH_TAG
 from billing_pipeline.defs.partitions import HOUR_KEY_FORMAT, hourly_partitions
 from billing_pipeline.defs.resources import (
+    RAW_HOURLY,
+    STORE_KEY,
     CatalogResource,
     LandingZone,
     LedgerResource,
     OutputFiles,
     PolarsParquetIOManager,
+    UsageStore,
 )
 from billing_pipeline.documents.statement import build_statements
 from billing_pipeline.periods import month_of, utc_text
@@ -40,9 +43,6 @@ from billing_pipeline.sources import gateway_log
 from billing_pipeline.usage import attribute, landing_file_order, split_raw, to_raw
 
 HOURLY_GROUP = "hourly"
-RAW_HOURLY = "raw_gateway_log_hourly"
-STORE_KEY = "usage_store"
-CODES = "usage_codes"  # defs/ingestion.py writes it beside each usage_events day
 
 
 @dg.asset(
@@ -70,55 +70,6 @@ def raw_gateway_log_hourly(
             "hours": f"{utc_text(start)} .. {utc_text(end)}",
         },
     )
-
-
-class UsageStore(dg.ConfigurableResource):
-    """The stored usage_events days and raw_gateway_log_hourly hours: the io_manager's files."""
-
-    base_dir: str
-
-    def days(self, first: dt.date, last: dt.date) -> list[StoredDay]:
-        """Each day first..last as stored: its usage_events, and its hourly gateway partitions
-        when any of them was written after that (a line landed since the day was ingested)."""
-        store = PolarsParquetIOManager(base_dir=self.base_dir)
-        daily_key, hourly_key = dg.AssetKey("usage_events"), dg.AssetKey(RAW_HOURLY)
-        out = []
-        for i in range((last - first).days + 1):
-            day = first + dt.timedelta(days=i)
-            daily = store.partition_path(daily_key, day.isoformat())
-            midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
-            hours = [
-                path
-                for h in range(24)
-                if (
-                    path := store.partition_path(
-                        hourly_key, (midnight + dt.timedelta(hours=h)).strftime(HOUR_KEY_FORMAT)
-                    )
-                ).exists()
-            ]
-            daily_at = daily.stat().st_mtime_ns if daily.exists() else None
-            newer = bool(hours) and (
-                daily_at is None or max(p.stat().st_mtime_ns for p in hours) > daily_at
-            )
-            out.append(
-                StoredDay(
-                    day,
-                    pl.read_parquet(daily) if daily_at is not None else None,
-                    pl.concat([pl.read_parquet(p) for p in hours], how="diagonal_relaxed")
-                    if newer
-                    else None,
-                )
-            )
-        return out
-
-    def code_books(self, first: dt.date, last: dt.date) -> list[pl.DataFrame | None]:
-        """Each day's stored usage_codes (None for a day ingested before code books existed)."""
-        store = PolarsParquetIOManager(base_dir=self.base_dir)
-        paths = [
-            store.partition_path(dg.AssetKey(CODES), (first + dt.timedelta(days=i)).isoformat())
-            for i in range((last - first).days + 1)
-        ]
-        return [pl.read_parquet(p) if p.exists() else None for p in paths]
 
 
 def with_hourly_resources(resources: dict[str, object]) -> dict[str, object]:

@@ -16,7 +16,7 @@ from billing_pipeline import sources
 from billing_pipeline.defs.check_results import check_result
 from billing_pipeline.defs.jobs import DAILY_GROUPS, day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
-from billing_pipeline.defs.resources import CatalogResource, LandingZone
+from billing_pipeline.defs.resources import CatalogResource, LandingZone, UsageStore
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
 from billing_pipeline.reconcile.checks import cost_lines_readable_check, priced_check
@@ -30,7 +30,7 @@ from billing_pipeline.usage import (
     split_raw,
     to_raw,
 )
-from billing_pipeline.usage_keys import code_book
+from billing_pipeline.usage_keys import code_book, merge_code_books
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
 
@@ -263,14 +263,21 @@ PRICED_CHECK = "every_usage_event_has_a_cost"
     ],
 )
 def provider_cost(
-    context: dg.AssetExecutionContext, usage_events: pl.DataFrame, catalog: CatalogResource
+    context: dg.AssetExecutionContext,
+    usage_events: pl.DataFrame,
+    catalog: CatalogResource,
+    usage_store: UsageStore,
 ):
     """What we owe providers per day, customer, model and meter: from the price book, or the
     provider's own reported cost (cloud GPU time) when no price-book entry applies. Traffic that
     both the gateway log and the provider's report describe is costed once, from the source the
     catalog bills it from (``billing_source``), so margins compare like with like."""
     loaded = catalog.load()
-    costs = compute_provider_cost(split_billing_source(usage_events, loaded).billable, loaded)
+    first, end = window(context)
+    book = merge_code_books(usage_store.code_books(first, end - dt.timedelta(days=1)))
+    costs = compute_provider_cost(
+        split_billing_source(usage_events, loaded).billable, loaded, code_book=book
+    )
     total = costs["cost"].sum() if costs.height else 0
     yield dg.Output(
         costs,

@@ -9,7 +9,6 @@ import polars as pl
 from billing_pipeline.checks import markdown_table
 from billing_pipeline.csv_files import write_csv
 from billing_pipeline.defs.check_results import check_result
-from billing_pipeline.defs.hourly import UsageStore
 from billing_pipeline.defs.jobs import MONTHLY_GROUPS, month_that_ended
 from billing_pipeline.defs.partitions import monthly_partitions
 from billing_pipeline.defs.rendering import (
@@ -19,7 +18,12 @@ from billing_pipeline.defs.rendering import (
     save_invoice_drafts,
     summarize_invoice_drafts,
 )
-from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
+from billing_pipeline.defs.resources import (
+    CatalogResource,
+    LedgerResource,
+    OutputFiles,
+    UsageStore,
+)
 from billing_pipeline.ledger import holds
 from billing_pipeline.money import decimal_sum
 from billing_pipeline.periods import parse_month
@@ -31,7 +35,7 @@ from billing_pipeline.reconcile.checks import cost_check, revenue_check
 from billing_pipeline.reconcile.month import reconcile_month
 from billing_pipeline.schema import KIND_MONEY_AT_RISK
 from billing_pipeline.usage import restated_usage
-from billing_pipeline.usage_keys import month_code_book
+from billing_pipeline.usage_keys import merge_code_books
 
 REVENUE_CHECK = "revenue_equals_rated_lines"
 COST_CHECK = "attributed_plus_unattributed_cost_equals_provider_total"
@@ -107,7 +111,7 @@ def rated_charges(
     the_catalog = catalog.load()
     split = split_billing_source(monthly_usage, the_catalog)
     first, end = parse_month(month)
-    book = month_code_book(usage_store.code_books(first, end - dt.timedelta(days=1)))
+    book = merge_code_books(usage_store.code_books(first, end - dt.timedelta(days=1)))
     rated = rate_month(split.billable, the_catalog, month, code_book=book)
     lines, unrated = rated.lines, rated.unrated
     folder = output.month_dir(month)

@@ -16,9 +16,15 @@ import dagster as dg
 import polars as pl
 from upath import UPath
 
+from billing_pipeline.alerts.month_to_date import StoredDay
 from billing_pipeline.atomic import atomic_file
 from billing_pipeline.catalog import Catalog, load_catalog
+from billing_pipeline.defs.partitions import HOUR_KEY_FORMAT
 from billing_pipeline.ledger.ledger import Ledger
+
+RAW_HOURLY = "raw_gateway_log_hourly"
+STORE_KEY = "usage_store"
+CODES = "usage_codes"  # defs/ingestion.py writes it beside each usage_events day
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -208,6 +214,55 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
             )
         # diagonal_relaxed: a partition written before a column was added reads back with it null
         return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+
+
+class UsageStore(dg.ConfigurableResource):
+    """The stored usage_events days and raw_gateway_log_hourly hours: the io_manager's files."""
+
+    base_dir: str
+
+    def days(self, first: dt.date, last: dt.date) -> list[StoredDay]:
+        """Each day first..last as stored: its usage_events, and its hourly gateway partitions
+        when any of them was written after that (a line landed since the day was ingested)."""
+        store = PolarsParquetIOManager(base_dir=self.base_dir)
+        daily_key, hourly_key = dg.AssetKey("usage_events"), dg.AssetKey(RAW_HOURLY)
+        out = []
+        for i in range((last - first).days + 1):
+            day = first + dt.timedelta(days=i)
+            daily = store.partition_path(daily_key, day.isoformat())
+            midnight = dt.datetime.combine(day, dt.time(), dt.UTC)
+            hours = [
+                path
+                for h in range(24)
+                if (
+                    path := store.partition_path(
+                        hourly_key, (midnight + dt.timedelta(hours=h)).strftime(HOUR_KEY_FORMAT)
+                    )
+                ).exists()
+            ]
+            daily_at = daily.stat().st_mtime_ns if daily.exists() else None
+            newer = bool(hours) and (
+                daily_at is None or max(p.stat().st_mtime_ns for p in hours) > daily_at
+            )
+            out.append(
+                StoredDay(
+                    day,
+                    pl.read_parquet(daily) if daily_at is not None else None,
+                    pl.concat([pl.read_parquet(p) for p in hours], how="diagonal_relaxed")
+                    if newer
+                    else None,
+                )
+            )
+        return out
+
+    def code_books(self, first: dt.date, last: dt.date) -> list[pl.DataFrame | None]:
+        """Each day's stored usage_codes (None for a day ingested before code books existed)."""
+        store = PolarsParquetIOManager(base_dir=self.base_dir)
+        paths = [
+            store.partition_path(dg.AssetKey(CODES), (first + dt.timedelta(days=i)).isoformat())
+            for i in range((last - first).days + 1)
+        ]
+        return [pl.read_parquet(p) if p.exists() else None for p in paths]
 
 
 def step_io_manager(storage_dir: Path) -> dg.FilesystemIOManager:

@@ -77,7 +77,7 @@ def rate_month(
 
     ``daily=False`` skips the per-day quantities of each line (``daily`` = "[]"), which only the
     invoice chart reads: without them a steady customer's usage is aggregated without its day.
-    ``code_book``: the month's usage_key code book (usage_keys.month_code_book), which lets the
+    ``code_book``: the month's usage_key code book (usage_keys.merge_code_books), which lets the
     events be grouped by one integer instead of six strings; the lines are the same without it."""
     aggregated, series_days, at_risk = aggregate_usage(
         usage, catalog, month, by_day=daily, code_book=code_book

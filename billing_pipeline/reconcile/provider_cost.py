@@ -36,24 +36,25 @@ COST_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.DataFrame:
+def provider_cost(
+    usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog, code_book: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """Daily cost per provider, customer (null = unattributed), model family and meter.
 
-    Events are summed first; the price-book entry is matched on the distinct (day, provider, model,
+    Events are summed first (by usage_key and day when ``code_book`` names every key: the same
+    sums, on integers); the price-book entry is matched on the distinct (day, provider, model,
     meter, dimensions) keys, not per event; the cost is quantity x price / unit_size in exact
     integers of 10^-12, rounded half up once per row (the COST_DECIMAL scale), as Decimal would."""
     keys = ["day", "provider", "customer_id", "model", "model_family", "meter", "dimensions"]
-    summed = (
-        usage.lazy()
-        .group_by(keys)
-        .agg(
-            pl.len().alias("events"),
-            pl.col("quantity").cast(I128).sum(),  # many int64 events: summed where they cannot wrap
-            pl.col("reported_cost").sum().alias("reported_sum"),
-            pl.col("reported_cost").is_not_null().any().alias("has_reported"),
-        )
-        .collect(engine="streaming")
-    )
+    sums = [
+        pl.len().alias("events"),
+        pl.col("quantity").cast(I128).sum(),  # many int64 events: summed where they cannot wrap
+        pl.col("reported_cost").sum().alias("reported_sum"),
+        pl.col("reported_cost").is_not_null().any().alias("has_reported"),
+    ]
+    summed = _summed_by_key(usage, code_book, sums, keys)
+    if summed is None:
+        summed = usage.lazy().group_by(keys).agg(sums).collect(engine="streaming")
     pricing_keys = [k for k in keys if k != "customer_id"]
     entries = (
         summed.select(pricing_keys)
@@ -102,3 +103,17 @@ def provider_cost(usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog) -> pl.Da
         .select(list(COST_SCHEMA))
         .cast(COST_SCHEMA)
     )
+
+
+def _summed_by_key(
+    usage: pl.DataFrame | pl.LazyFrame, book: pl.DataFrame | None, sums: list[pl.Expr], keys: list
+) -> pl.DataFrame | None:
+    """The events summed per usage_key and day, named from the code book; None (sum by the
+    names) without a book, or when an event has no key or a key the book does not know."""
+    if book is None or "usage_key" not in usage.lazy().collect_schema().names():
+        return None
+    summed = usage.lazy().group_by("usage_key", "day").agg(sums).collect(engine="streaming")
+    named = summed.join(book, on="usage_key", how="left")
+    if summed["usage_key"].null_count() or summed.join(book, on="usage_key", how="anti").height:
+        return None
+    return named.select(*keys, *[c for c in summed.columns if c not in ("usage_key", "day")])

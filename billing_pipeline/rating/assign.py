@@ -215,7 +215,7 @@ def aggregate_usage(
             & pl.col("meter").is_in(allowance_meters)
         )
     keyed = (
-        _group_by_key(usage, in_month, need_day, by_day, code_book, start)
+        _group_by_key(usage, need_day, by_day, code_book, start, end)
         if code_book is not None and "usage_key" in usage.lazy().collect_schema().names()
         else None
     )
@@ -370,11 +370,11 @@ def _group_events(
 
 def _group_by_key(
     usage: pl.DataFrame | pl.LazyFrame,
-    keep: pl.Expr,
     need_day: pl.Expr,
     by_day: bool,
     book: pl.DataFrame,
     start: dt.date,
+    end: dt.date,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
     """``_group_events``' result from one group-by on a single integer: the event's usage_key and
     day of the month packed together (key x 32 + day index; index 31 stands for "no day" where
@@ -382,7 +382,8 @@ def _group_by_key(
     the caller then groups by the strings.
 
     ``need_day`` is a condition on the customer and meter, so it is evaluated on the code book
-    (one row per key) and becomes a set of keys: no string is read per event."""
+    (one row per key) and becomes a set of keys, and unattributed keys are dropped after the
+    group-by: no string column is read per event."""
     keys = [k for k in KEYS if k not in ("day", "plan_id")]
     dated_keys = book.filter(need_day)["usage_key"].implode()
     index = (pl.col("day") - pl.lit(start)).dt.total_days().cast(pl.UInt64)
@@ -392,7 +393,7 @@ def _group_by_key(
     wide = pl.col("quantity").cast(pl.Int128)
     summed = (
         usage.lazy()
-        .filter(keep)
+        .filter((pl.col("day") >= start) & (pl.col("day") < end))
         .group_by(packed.alias("_packed"))
         .agg(
             wide.sum().alias("quantity"),
@@ -415,6 +416,7 @@ def _group_by_key(
     )
     if summed.join(book, on="usage_key", how="anti").height:
         return None
+    book = book.filter(pl.col("customer_id").is_not_null())  # inner joins below drop the rest
     dated_rows = pl.col("usage_key").is_in(dated_keys)
     if not by_day:
         named = summed.join(book, on="usage_key").with_columns(

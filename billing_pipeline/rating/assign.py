@@ -390,18 +390,10 @@ def _group_by_key(
     if not by_day:
         index = pl.when(pl.col("usage_key").is_in(dated_keys)).then(index).otherwise(NO_DAY)
     packed = pl.col("usage_key") * DAY_BITS + index
-    wide = pl.col("quantity").cast(pl.Int128)
-    summed = (
-        usage.lazy()
-        .filter((pl.col("day") >= start) & (pl.col("day") < end))
-        .group_by(packed.alias("_packed"))
-        .agg(
-            wide.sum().alias("quantity"),
-            wide.abs().sum().alias("_abs"),
-            pl.len().cast(pl.Int64).alias("events"),
-        )
-        .collect(engine="streaming")
-    )
+    in_month = (pl.col("day") >= start) & (pl.col("day") < end)
+    # In slices, as the names' group-by: one streaming pass over 50 M events holds ~2x the file.
+    # Three integer columns per event make a slice 4x larger than the names' for the same memory.
+    summed = _sum_slices(usage, in_month, [packed.alias("_packed")], ["_packed"], 4 * CHUNK_ROWS)
     if summed["_packed"].null_count():
         return None
     summed = summed.select(

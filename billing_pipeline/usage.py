@@ -177,10 +177,10 @@ def deduplicate(
 def _read_twice(events: pl.DataFrame) -> pl.DataFrame:
     """The record ids read from more than one origin (exact), found without grouping every row.
 
-    A record's meters are consecutive rows of one origin, so a record read from two origins
-    starts at least two runs of equal (record_id, origin). When the runs' record-id hashes are
-    all distinct, no record is read twice; otherwise only the records whose hash repeats are
-    grouped exactly (a hash collision costs a look, never a missed copy)."""
+    A record read from two origins starts at least two runs of equal (record_id, origin) rows.
+    Readers write a record's meters as one run, so when the runs' record-id hashes are all
+    distinct nothing was read twice; otherwise only the records whose hash repeats are grouped
+    exactly (a hash collision or a record's rows apart cost a look, never a missed copy)."""
     rid, origin = pl.col("record_id"), pl.col("origin")
     starts = (
         events.lazy()
@@ -199,7 +199,7 @@ def _read_twice(events: pl.DataFrame) -> pl.DataFrame:
         .agg(origin.n_unique().alias("_origins"))
         .filter(pl.col("_origins") > 1)
         .select("record_id")
-        .drop_nulls()  # a null id matches nothing (the joins before never paired nulls)
+        .drop_nulls()  # a null id is nobody's copy: nulls never pair
         .collect()
     )
 

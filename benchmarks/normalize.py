@@ -209,6 +209,26 @@ def baseline(source: str, landing: Path) -> dict:
     }
 
 
+def bare_read(source: str, landing: Path) -> dict:
+    """Child process: a bare ``polars.read_ndjson`` of the same files with the reader's own fixed
+    schema (gateway_log's line struct), nothing else: what the reader's own work is measured
+    against (issue 19: ingestion within 2x of it)."""
+    from billing_pipeline.sources.gateway_log import LINE_SCHEMA
+
+    paths = sorted(p for p in landing.rglob("*.jsonl") if p.is_file())
+    records, began = 0, time.perf_counter()
+    for path in paths:
+        records += pl.read_ndjson(path, schema=LINE_SCHEMA).height
+    seconds = time.perf_counter() - began
+    return {
+        "source": source,
+        "records": records,
+        "seconds": round(seconds, 2),
+        "records_per_s": round(records / seconds),
+        "peak_rss_mib": round(peak_rss_mib()),
+    }
+
+
 def _run_child(source: str, landing: Path, days: int, mode: str = "--measure") -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.normalize", mode, source, str(landing), str(days)],
@@ -230,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--baseline", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--bare", nargs=3, metavar=("SOURCE", "LANDING", "DAYS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.measure:
         source, landing, days = args.measure
@@ -238,6 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         source, landing, _ = args.baseline
         print(json.dumps(baseline(source, Path(landing))))
+        return
+    if args.bare:
+        source, landing, _ = args.bare
+        print(json.dumps(bare_read(source, Path(landing))))
         return
     tmp = Path(tempfile.mkdtemp(prefix="billing-bench-"))
     try:
@@ -267,6 +294,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"{b['seconds']:,.1f} s = {b['records_per_s']:,} records/s, peak RSS {b['peak_rss_mib']:,} MiB",
                 flush=True,
             )
+            if source == "gateway_log":
+                bare = _run_child(source, landing, args.days, "--bare")
+                print(
+                    f"{source}: bare polars.read_ndjson of the same files, same fixed schema: "
+                    f"{bare['records']:,} records in {bare['seconds']:,.1f} s = "
+                    f"{bare['records_per_s']:,} records/s, peak RSS {bare['peak_rss_mib']:,} MiB\n"
+                    f"{source}: read alone / bare read_ndjson = {r['read_seconds'] / bare['seconds']:.2f}x, "
+                    f"read + normalize / bare read_ndjson = {r['seconds'] / bare['seconds']:.2f}x "
+                    f"(target: read within 2x)",
+                    flush=True,
+                )
             shutil.rmtree(landing)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

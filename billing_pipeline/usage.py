@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # a type only: importing sources here would load every reader
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-FILE_OF_ORIGIN = r"^([^#:]+)"  # origins are file#page.path, file:row or file:line
+# Origins are file#page.path, file:row or file:line: the file part ends at the first # or :.
+FILE_OF_ORIGIN = r"^([^#:]+)"
+ORIGIN_FILE = r"^([^#:]*)"  # the same, empty rather than null when an origin starts with # or :
+ORIGIN_SEPARATOR = r"[#:]"
 
 
 def deduplicate(
@@ -48,21 +51,14 @@ def deduplicate(
     Only records read from more than one origin can be copies, so the comparison runs on those
     alone; the rest pass straight through.
     """
-    repeated = (
-        events.lazy()
-        .group_by("record_id")
-        .agg(pl.col("origin").n_unique().alias("_origins"))
-        .filter(pl.col("_origins") > 1)
-        .select("record_id")
-        .collect()
-    )
-    if repeated.height == 0:  # the usual month: nothing read twice, no join over every event
+    repeated = _read_twice(events)
+    if repeated.height == 0:  # the usual month: nothing read twice, nothing to compare
         return conform(events, USAGE_SCHEMA), pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    repeated = repeated.lazy()
-    single = events.lazy().join(repeated, on="record_id", how="anti")
+    is_copy = pl.col("record_id").is_in(repeated["record_id"].implode()).fill_null(False)
+    events = events.with_row_index("_row")
     copies = (
         events.lazy()
-        .join(repeated, on="record_id", how="semi")
+        .filter(is_copy)
         .group_by("record_id", "origin")
         .agg(
             pl.concat_str([pl.col("meter"), pl.col("quantity").cast(pl.String)], separator="=")
@@ -160,9 +156,53 @@ def deduplicate(
     rejected = copies.filter(pl.col("reason").is_not_null()).with_columns(
         pl.lit("").alias("field"), message.alias("message"), raw.alias("raw")
     )
-    keep = copies.filter(pl.col("reason").is_null()).select("record_id", "origin").lazy()
-    kept = pl.concat([single, events.lazy().join(keep, on=["record_id", "origin"], how="semi")])
+    losers = (
+        events.lazy()
+        .filter(is_copy)
+        .join(
+            copies.lazy().filter(pl.col("reason").is_not_null()).select("record_id", "origin"),
+            on=["record_id", "origin"],
+            how="semi",
+        )
+        .select("_row")
+        .collect()
+        .to_series()
+    )
+    dropped = pl.repeat(False, events.height, eager=True)
+    if len(losers):
+        dropped = dropped.scatter(losers, True)
+    kept = events.filter(~dropped).drop("_row")  # a filter: the rows keep their order
     return conform(kept, USAGE_SCHEMA), conform(rejected, QUARANTINE_SCHEMA)
+
+
+def _read_twice(events: pl.DataFrame) -> pl.DataFrame:
+    """The record ids read from more than one origin (exact), found without grouping every row.
+
+    A record read from two origins starts at least two runs of equal (record_id, origin) rows.
+    Readers write a record's meters as one run, so when the runs' record-id hashes are all
+    distinct nothing was read twice; otherwise only the records whose hash repeats are grouped
+    exactly (a hash collision or a record's rows apart cost a look, never a missed copy)."""
+    rid, origin = pl.col("record_id"), pl.col("origin")
+    starts = (
+        events.lazy()
+        .filter(((rid != rid.shift(1)) | (origin != origin.shift(1))).fill_null(True))
+        .select(rid.hash().alias("_h"))
+        .collect()
+        .to_series()
+    )
+    if starts.n_unique() == starts.len():
+        return pl.DataFrame(schema={"record_id": pl.String})
+    suspects = starts.filter(starts.is_duplicated()).unique().implode()
+    return (
+        events.lazy()
+        .filter(rid.hash().is_in(suspects))
+        .group_by("record_id")
+        .agg(origin.n_unique().alias("_origins"))
+        .filter(pl.col("_origins") > 1)
+        .select("record_id")
+        .drop_nulls()  # a null id is nobody's copy: nulls never pair
+        .collect()
+    )
 
 
 def landing_file_order(landing: Path) -> Callable[[str], int]:
@@ -302,7 +342,10 @@ def resolve_litellm_keys(frame: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
 
 def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
     """Fill ``customer_id`` from the catalog's keys, tags (cloud resources) and customer ids
-    (a LiteLLM row first gets the one key of its identifiers that bills it)."""
+    (a LiteLLM row first gets the one key of its identifiers that bills it).
+
+    The owner depends on the key (and, for a key with dates, the day) only, so it is worked out
+    once per distinct key and joined to the rows: one join over the events, in their order."""
     events = resolve_litellm_keys(events, catalog)
     pairs = [(key, cid) for cid, c in catalog.customers.items() for key in c.keys]
     pairs += [(f"customer:{cid}", cid) for cid in catalog.customers]
@@ -310,8 +353,62 @@ def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
         {"account_key": [k for k, _ in pairs], "_by_key": [c for _, c in pairs]},
         schema={"account_key": pl.String, "_by_key": pl.String},
     )
+    dated = [
+        (k.key, cid, k.from_, k.to) for cid, c in catalog.customers.items() for k in c.dated_keys
+    ]
+    dated_keys = pl.Series([k for k, *_ in dated], dtype=pl.String).unique().implode()
+    key = pl.col("account_key")
+    owners = (  # a key two customers claim is left unattributed (reported), never billed twice
+        keys.lazy()
+        .filter(~key.is_in(dated_keys))
+        .group_by("account_key")
+        .agg(pl.col("_by_key").unique())
+        .select(
+            "account_key",
+            pl.when(pl.col("_by_key").list.len() == 1).then(pl.col("_by_key").list.first()),
+        )
+    )
+    by_tags = _tag_owner(catalog)
+    if by_tags is not None:  # the few distinct tag keys, not every row, are matched
+        tagged = (
+            events.lazy()
+            .filter(key.str.starts_with("tags:"))
+            .select("account_key")
+            .unique()
+            .with_columns(by_tags.alias("_by_tags"))
+        )
+        owners = (
+            owners.join(tagged, on="account_key", how="full", coalesce=True)
+            .select("account_key", pl.coalesce("_by_key", "_by_tags").alias("_by_key"))
+            .filter(pl.col("_by_key").is_not_null())
+        )
+    out = (
+        events.lazy()
+        .drop("customer_id")
+        .join(
+            owners.rename({"_by_key": "customer_id"}),
+            on="account_key",
+            how="left",
+            maintain_order="left",
+        )
+    )
+    if dated:  # owner on the row's day, worked out per (key, day) pair of the dated keys
+        on_day = _dated_owners(
+            events.lazy().filter(key.is_in(dated_keys)).select("account_key", "day").unique(),
+            keys,
+            dated,
+        )
+        out = out.join(
+            on_day, on=["account_key", "day"], how="left", nulls_equal=True, maintain_order="left"
+        ).with_columns(pl.coalesce("_by_key", "customer_id").alias("customer_id"))
+    return out.select(list(USAGE_SCHEMA)).collect()
+
+
+def _tag_owner(catalog: Catalog) -> pl.Expr | None:
+    """The customer whose tags a ``tags:{...}`` key carries (the first in the catalog), or None
+    when no customer is known by tags."""
     tags = pl.col("account_key").str.strip_prefix("tags:")
-    by_tags = pl.lit(None, dtype=pl.String)
+    by_tags = None
     for cid, customer in reversed(list(catalog.customers.items())):
         if not customer.tags:
             continue
@@ -319,26 +416,19 @@ def attribute(events: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:
         for key, value in customer.tags.items():
             path = f"$.{key}" if _IDENTIFIER.match(key) else f"$['{key}']"
             cond = cond & (tags.str.json_path_match(path) == value).fill_null(False)
-        by_tags = pl.when(cond).then(pl.lit(cid)).otherwise(by_tags)
-    dated = [
-        (k.key, cid, k.from_, k.to) for cid, c in catalog.customers.items() for k in c.dated_keys
-    ]
-    by_key = (
-        _dated_owners(events, keys, dated)
-        if dated
-        else events.lazy().join(keys.lazy(), on="account_key", how="left")
-    )
-    return (
-        by_key.with_columns(pl.coalesce("_by_key", by_tags).alias("customer_id"))
-        .drop("_by_key")
-        .select(list(USAGE_SCHEMA))
-        .collect()
-    )
+        by_tags = (
+            pl.when(cond)
+            .then(pl.lit(cid))
+            .otherwise(pl.lit(None, pl.String) if by_tags is None else by_tags)
+        )
+    return by_tags
 
 
-def _dated_owners(events: pl.DataFrame, keys: pl.DataFrame, dated: list[tuple]) -> pl.LazyFrame:
-    """Owner of each event's key on the event's day; a key two customers claim that day is
-    left unattributed (reported), never billed twice."""
+def _dated_owners(
+    events: pl.DataFrame | pl.LazyFrame, keys: pl.DataFrame, dated: list[tuple]
+) -> pl.LazyFrame:
+    """Owner of each row's key on the row's day; a key two customers claim that day is left
+    unattributed (reported), never billed twice."""
     owners = pl.concat(
         [
             keys.with_columns(
@@ -373,7 +463,7 @@ def _dated_owners(events: pl.DataFrame, keys: pl.DataFrame, dated: list[tuple]) 
             .alias("_by_key"),
         )
     )
-    return ev.join(claims, on="_row", how="left").drop("_row")
+    return ev.join(claims, on="_row", how="left", maintain_order="left").drop("_row")
 
 
 def normalize(
@@ -393,15 +483,93 @@ def normalize(
         else conform(pl.DataFrame(), USAGE_SCHEMA)
     )
     kept, rejected = deduplicate(all_events, file_order)
-    attributed = (
-        attribute(kept, catalog)
-        .sort("day", "source", "origin", "meter", "event_id")
-        .with_columns(usage_key_expr())
-    )
+    attributed = canonical_order(attribute(kept, catalog)).with_columns(usage_key_expr())
     all_quarantine = pl.concat([conform(q, QUARANTINE_SCHEMA) for q in [*quarantine, rejected]])
     return attributed, attribute_quarantine(all_quarantine, catalog).sort(
         "day", "source", "origin", "reason", "field", "raw"
     )
+
+
+def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
+    """Usage rows in the order every run writes them: source, the origin's file, the origin in
+    reading order (shorter first: line 9 before line 10), meter, event_id.
+
+    A function of the rows alone, so the same input writes the same partition files whatever
+    order it arrived in. Readers deliver records in that order already (a record's meters
+    aside), so adjacent rows are compared in one pass, and rows move only where that fails:
+    within their origin (a small sort) or, when records themselves are out of order, all of
+    them (a full sort).
+    """
+    if events.height < 2:
+        return events
+    keys = ["source", "origin", "meter", "event_id"]
+    if events.select(pl.any_horizontal(pl.col(keys).has_nulls())).item():
+        return _sorted(events)  # the pairwise check below compares values; nulls sort first
+    o, n, p = pl.col("origin"), pl.col("_n"), pl.col("_p")
+    rows = events.select(
+        *keys,
+        o.str.len_bytes().alias("_n"),
+        o.str.find(ORIGIN_SEPARATOR).fill_null(o.str.len_bytes()).alias("_p"),  # bytes too
+    )
+
+    def was(column: str) -> pl.Expr:  # the row before's value
+        return pl.col(column).shift(1)
+
+    same_source = pl.col("source") == was("source")
+    same_origin = same_source & (o == was("origin"))
+    # Equal file-part lengths: one file, or two that differ inside the file part, whose byte
+    # order is then the origins' byte order: a pair is decided without cutting the file out
+    # unless byte order and length disagree, or the file parts differ in length.
+    later = (p == was("_p")) & (n >= was("_n")) & (o > was("origin"))
+    earlier = (p == was("_p")) & (n <= was("_n")) & (o < was("origin"))
+    meter, event = pl.col("meter"), pl.col("event_id")
+    checked = rows.with_columns(
+        ((pl.col("source") < was("source")) | (same_source & earlier)).alias("_back"),
+        (same_source & ~same_origin & ~later & ~earlier).alias("_unsure"),
+        (
+            same_origin
+            & ((meter < was("meter")) | ((meter == was("meter")) & (event < was("event_id"))))
+        ).alias("_meter_back"),
+        was("origin").alias("_o0"),
+        was("_n").alias("_n0"),
+    )
+    back, meter_back = checked.select(pl.col("_back", "_meter_back").any()).row(0)
+    if not back and checked["_unsure"].any():
+        file, file0 = (pl.col(c).str.extract(ORIGIN_FILE) for c in ("origin", "_o0"))
+        back = (
+            checked.filter("_unsure")
+            .select((file < file0) | ((file == file0) & (n < pl.col("_n0"))))
+            .to_series()
+            .any()
+        )
+    if back:
+        return _sorted(events)
+    if not meter_back:
+        return events
+    order = (
+        checked.select((~same_origin).fill_null(True).cum_sum().alias("_run"), "meter", "event_id")
+        .with_row_index("_i")
+        .sort("_run", "meter", "event_id", maintain_order=True)["_i"]
+    )
+    return events.rechunk()[order]
+
+
+def _sorted(events: pl.DataFrame) -> pl.DataFrame:
+    """``canonical_order`` by sorting every row (ties keep their order)."""
+    o = pl.col("origin")
+    order = (
+        events.select(
+            "source",
+            o.str.extract(ORIGIN_FILE).alias("_file"),
+            o.str.len_bytes().alias("_n"),
+            "origin",
+            "meter",
+            "event_id",
+        )
+        .with_row_index("_i")
+        .sort("source", "_file", "_n", "origin", "meter", "event_id", maintain_order=True)["_i"]
+    )
+    return events.rechunk()[order]
 
 
 def attribute_quarantine(quarantine: pl.DataFrame, catalog: Catalog) -> pl.DataFrame:

@@ -405,7 +405,9 @@ def build_events(
         ).alias("event_id"),
         model_family_expr("model").alias("model_family"),
         pl.lit(None, pl.String).alias("customer_id"),
-    ).sort("_row", "_meter_pos")  # record order as read, then meter order: integers sort fast
+    ).sort(  # record order as read, then meter order: one integer key, the fastest sort
+        pl.col("_row").cast(pl.Int64) * len(meters) + pl.col("_meter_pos")
+    )
     return schema.conform(long, schema.USAGE_SCHEMA)
 
 

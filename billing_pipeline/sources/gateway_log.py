@@ -156,6 +156,7 @@ _LINE = pl.Struct(
         "error": _ERROR,
     }
 )
+LINE_SCHEMA = pl.Schema({f.name: f.dtype for f in _LINE.fields})  # the same, as a frame's schema
 # A count written as a JSON string ("12") decodes like the number 12: lines where any count key is
 # followed by a quote are looked at again in Python (rare), everything else never is.
 _QUOTED_COUNT = (

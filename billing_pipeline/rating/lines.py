@@ -62,7 +62,11 @@ LINE_ORDER: dict[str, pl.DataType] = {
 def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lines, line_of): one row per invoice line with billable/before/month_total for pricing,
     and the map from aggregate keys to line_id. per_unit: a line per provider and model family;
-    tiered and package: a line per price period, tiers running on across the periods."""
+    tiered and package: a line per price period, tiers running on across the periods.
+
+    The aggregate's groups are sorted once in invoice order: a per-unit line is one group, a
+    tiered line the run of its period's groups, so line_id is a running count over the sorted
+    groups and line_of needs no join back on the string keys."""
     kinds = pl.DataFrame(
         [(pid, c.id, c.pricing) for pid, p in catalog.plans.items() for c in p.charges],
         schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String},
@@ -70,60 +74,69 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     )
     charge_key = ["customer_id", "plan_id", "charge_id"]
     period_key = [*charge_key, "price_from"]
-    # per-unit and cost-plus charges: a line per provider and model family
-    per_model = pl.col("pricing").is_in(PER_MODEL)
     model_key = [*period_key, "provider", "model_family"]
+    per_model = pl.col("pricing").is_in(PER_MODEL)
+    order = pl.col("price_from").fill_null(dt.date.min)
+    # A line's place: its charge and period, then (per-unit lines) its provider and model; the
+    # groups of a tiered line sort by the same keys, which orders its components.
     groups = (
-        aggregated.filter(pl.col("charge_id").is_not_null())
+        aggregated.lazy()
+        .filter(pl.col("charge_id").is_not_null())
         .group_by(model_key)
         .agg(pl.sum("quantity"), pl.sum("included"))
-        .join(kinds, on=["plan_id", "charge_id"], how="left")
+        .join(kinds.lazy(), on=["plan_id", "charge_id"], how="left")
+        .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
         .with_columns(
-            pl.when(per_model).then(pl.col("provider")).alias("line_provider"),
-            pl.when(per_model).then(pl.col("model_family")).alias("line_model"),
+            (
+                per_model
+                | (pl.int_range(pl.len()) == 0)
+                | pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in period_key])
+            )
+            .cum_sum()
+            .sub(1)
+            .cast(pl.Int64)
+            .alias("line_id"),
+            pl.struct("provider", pl.col("model_family").alias("model"), "quantity")
+            .struct.json_encode()
+            .alias("components"),
         )
+        .collect()
     )
-    line_key = [*period_key, "line_provider", "line_model"]
-    order = pl.col("price_from").fill_null(dt.date.min)
-    component = pl.struct(
-        "provider", pl.col("model_family").alias("model"), "quantity"
-    ).struct.json_encode()
-    single = groups.filter(per_model).select(  # one group, one line: no second group-by
-        *line_key,
-        "pricing",
-        "quantity",
-        "included",
-        pl.concat_list("provider").alias("providers"),
-        pl.concat_list("model_family").alias("models"),
-        component.alias("components"),
-    )
+    # Per-unit lines are their group; a tiered line sums the run of groups of its period (its
+    # providers and models listed once each, sorted; its components in group order).
     several = (
         groups.filter(~per_model)
-        .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
-        .group_by(line_key, maintain_order=True)
+        .group_by("line_id", maintain_order=True)
         .agg(
-            pl.first("pricing"),
-            pl.sum("quantity"),
-            pl.sum("included"),
-            pl.col("provider").unique().sort().alias("providers"),
-            pl.col("model_family").unique().sort().alias("models"),
-            component.str.join(",").alias("components"),
+            pl.sum("quantity").alias("_quantity"),
+            pl.sum("included").alias("_included"),
+            pl.col("provider").unique().sort().alias("_providers"),
+            pl.col("model_family").unique().sort().alias("_models"),
+            pl.col("components").str.join(",").alias("_components"),
         )
     )
+    one = pl.col("pricing").is_in(PER_MODEL)
+
+    def either(single: pl.Expr, name: str) -> pl.Expr:
+        return pl.when(one).then(single).otherwise(pl.col(f"_{name}")).alias(name)
+
     lines = (
-        pl.concat([single, several])
-        .sort(
-            *charge_key,
-            order,
-            pl.col("providers").list.first(),
-            pl.col("models").list.first().fill_null(""),
+        groups.filter(pl.col("line_id") != pl.col("line_id").shift(1).fill_null(-1))
+        .join(several, on="line_id", how="left", maintain_order="left")
+        .select(
+            "line_id",
+            *period_key,
+            pl.when(one).then(pl.col("provider")).alias("line_provider"),
+            pl.when(one).then(pl.col("model_family")).alias("line_model"),
+            "pricing",
+            either(pl.col("quantity"), "quantity"),
+            either(pl.col("included"), "included"),
+            # a one-element list per line without building it element by element
+            either(pl.col("provider").reshape((-1, 1)).cast(pl.List(pl.String)), "providers"),
+            either(pl.col("model_family").reshape((-1, 1)).cast(pl.List(pl.String)), "models"),
+            ("[" + either(pl.col("components"), "components") + "]").alias("components"),
         )
-        .with_row_index("line_id")
-        .with_columns(
-            pl.col("line_id").cast(pl.Int64),
-            (pl.col("quantity") - pl.col("included")).alias("billable"),
-        )
-        .with_columns(("[" + pl.col("components") + "]").alias("components"))
+        .with_columns((pl.col("quantity") - pl.col("included")).alias("billable"))
     )
     # Tiers and packages run on across a month split by a price change: units before this line's
     # period, and the month's total (volume). Per-unit and cost-plus prices need neither (0 and
@@ -139,10 +152,7 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     lines = lines.join(runs_on, on="line_id", how="left", maintain_order="left").with_columns(
         pl.col("before").fill_null(0), pl.col("month_total").fill_null(pl.col("billable"))
     )
-    line_of = groups.join(
-        lines.select(*line_key, "line_id"), on=line_key, how="left", nulls_equal=True
-    )
-    return lines, line_of.select(*model_key, "line_id")
+    return lines, groups.select(*model_key, "line_id")
 
 
 def usage_lines(

@@ -166,55 +166,68 @@ def usage_lines(
 ) -> pl.DataFrame:
     """The month's usage lines, LINE_SCHEMA and ``line_id``, from ``line_frames``' rows, their
     vectorized prices (``price_lines``) and, when asked for, their daily chart points. Cost-plus
-    lines come priced and worded (``cost_plus.price``: its WORDS_SCHEMA)."""
+    lines come priced and worded (``cost_plus.price``: its WORDS_SCHEMA).
+
+    One frame of every line: the per-unit words are expressions over it; the few tiered and
+    cost-plus lines' words are made apart and joined on line_id, and so are the chart points,
+    last (their ~10^8 bytes of text go through no filter or concatenation)."""
+    per_unit = (pl.col("pricing") == "per_unit") & pl.col("amount_minor").is_not_null()
+    cost_plus = pl.col("pricing") == "cost_plus"
     described = line_rows.join(
         charge_words(line_rows, catalog, month),
         on=["plan_id", "charge_id", "price_from"],
         how="left",
         nulls_equal=True,
-    )
-    if daily is not None:
-        described = described.join(daily, on="line_id", how="left")
-    else:
-        described = described.with_columns(pl.lit(None, dtype=pl.String).alias("daily"))
-    per_unit = (pl.col("pricing") == "per_unit") & pl.col("line_id").is_in(
-        amounts["line_id"].implode()
-    )
-    cost_plus = pl.col("pricing") == "cost_plus"
+    ).join(amounts.select("line_id", "amount_minor"), on="line_id", how="left")
     tiered = described.filter(~per_unit & ~cost_plus)
-    cost_plus_lines = (
-        described.filter(cost_plus)
-        .drop("title", "period", "unit_price")
-        .join(cost_plus_words, on="line_id", how="inner")
-        .with_columns(pl.col("providers").list.join("+").alias("provider"))
-        if cost_plus_words is not None
-        else None
+    worded = [tiered_explanations(tiered, catalog, amounts, slices)]
+    if cost_plus_words is not None:
+        worded.append(cost_plus_words)
+    words = pl.concat(worded, how="diagonal_relaxed")
+    words = words.select(
+        "line_id",
+        *[pl.col(c).alias(f"_{c}") for c in words.columns if c != "line_id"],
+        *[
+            pl.lit(None, dtype=pl.String).alias(f"_{c}")
+            for c in ("title", "period")
+            if c not in words.columns
+        ],
+        pl.lit(True).alias("_worded"),
     )
-    per_unit_lines = per_unit_explanations(
-        described.filter(per_unit).join(
-            amounts.select("line_id", "amount_minor"), on="line_id", how="inner"
-        )
-    ).with_columns(
-        pl.col("providers").list.join("+").alias("provider"), pl.lit("[]").alias("tiers")
+    lines = (
+        per_unit_explanations(described)
+        .join(words, on="line_id", how="left")
+        .filter(~cost_plus | pl.col("_worded"))  # a cost-plus line without words is not billed
     )
-    tiered_lines = (
-        tiered.drop("unit_price")
-        .join(tiered_explanations(tiered, catalog, amounts, slices), on="line_id", how="inner")
-        .with_columns(
-            pl.when(pl.col("providers").list.len() == 1)
-            .then(pl.col("providers").list.first())
-            .otherwise(pl.col("providers").list.join("+"))
-            .alias("provider")
-        )
+
+    def own(name: str, per_unit_value: pl.Expr | None = None) -> pl.Expr:
+        """The column as the per-unit words made it, else as the line's own words did."""
+        value = pl.col(name) if per_unit_value is None else per_unit_value
+        return pl.when(per_unit).then(value).otherwise(pl.col(f"_{name}")).alias(name)
+
+    lines = lines.with_columns(
+        pl.when(cost_plus).then(pl.col("_title")).otherwise(pl.col("title")).alias("title"),
+        pl.when(cost_plus).then(pl.col("_period")).otherwise(pl.col("period")).alias("period"),
+        own("subject"),
+        own("explanation"),
+        own("unit_price"),
+        own("amount"),
+        own("tiers", pl.lit("[]")),
+        pl.when(~per_unit & ~cost_plus & (pl.col("providers").list.len() == 1))
+        .then(pl.col("providers").list.first())
+        .otherwise(pl.col("providers").list.join("+"))
+        .alias("provider"),
     )
-    parts = [per_unit_lines, tiered_lines]
-    if cost_plus_lines is not None and cost_plus_lines.height:
-        parts.append(cost_plus_lines)
-    return _columns(pl.concat(parts, how="diagonal_relaxed"))
+    lines = _columns(lines)
+    if daily is not None:
+        lines = lines.join(daily, on="line_id", how="left", maintain_order="left")
+    else:
+        lines = lines.with_columns(pl.lit(None, dtype=pl.String).alias("daily"))
+    return lines.with_columns(pl.col("daily").fill_null("[]")).select(*LINE_SCHEMA, "line_id")
 
 
 def _columns(lines: pl.DataFrame) -> pl.DataFrame:
-    """LINE_SCHEMA and ``line_id`` of worded usage lines."""
+    """LINE_SCHEMA (but ``daily``) and ``line_id`` of worded usage lines."""
     return with_line_words(lines).select(
         "customer_id",
         "plan_id",
@@ -237,7 +250,6 @@ def _columns(lines: pl.DataFrame) -> pl.DataFrame:
         "currency",
         "tiers",
         "components",
-        pl.col("daily").fill_null("[]"),
         "explanation",
         pl.lit("variable").alias("consideration"),
         "line_id",

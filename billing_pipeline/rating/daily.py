@@ -21,24 +21,35 @@ def daily_points(
     a point's JSON is its units after a prefix made once per (day, model), and a line's list is
     the join of its points' texts (no separator to insert: the prefix carries it)."""
     keys = ["customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family"]
-    rows = (
-        aggregated.filter(pl.col("charge_id").is_not_null())
-        .join(line_of, on=keys, how="inner", nulls_equal=True)
-        .select(
-            "line_id",
-            "provider",
-            "model_family",
-            "day",
-            "series",
-            (pl.col("quantity") - pl.col("included")).alias("billable"),
+    charged = aggregated.filter(pl.col("charge_id").is_not_null())
+    billable = (pl.col("quantity") - pl.col("included")).alias("billable")
+    columns = ["line_id", "provider", "model_family", "day", "series", "billable"]
+    if "series" in line_of.columns:  # steady rows by series (line_frames), dated rows by keys
+        rows = pl.concat(
+            [
+                charged.filter(pl.col("series").is_null())
+                .join(line_of.drop("series"), on=keys, how="inner", nulls_equal=True)
+                .select(*columns[:-1], billable),
+                line_of.select("line_id", "provider", "model_family", "series")
+                .explode("series", empty_as_null=False)
+                .select(
+                    *columns[:3],
+                    pl.lit(None, dtype=pl.Date).alias("day"),
+                    "series",
+                    pl.lit(None, dtype=pl.Int64).alias("billable"),
+                ),
+            ]
         )
-    )
+    else:
+        rows = charged.join(line_of, on=keys, how="inner", nulls_equal=True).select(
+            *columns[:-1], billable
+        )
     if rows.height == 0:
         return pl.DataFrame(schema={"line_id": pl.Int64, "daily": pl.String})
     providers = rows["provider"].fill_null("").unique().sort()
     models = rows["model_family"].unique().sort(nulls_last=False)
     first = min(
-        [d for d in (rows["day"].min(), series_days["day"].min()) if d is not None],
+        [d for d in (charged["day"].min(), series_days["day"].min()) if d is not None],
         default=dt.date.min,
     )
     n_pm = max(providers.len(), 1) * max(models.len(), 1)

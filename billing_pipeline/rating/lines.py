@@ -61,7 +61,8 @@ LINE_ORDER: dict[str, pl.DataType] = {
 
 def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lines, line_of): one row per invoice line with billable/before/month_total for pricing,
-    and the map from aggregate keys to line_id. per_unit: a line per provider and model family;
+    and the map from aggregate keys to line_id (with, when rows have a ``series``, the list of
+    their series per key: rating/daily.py). per_unit: a line per provider and model family;
     tiered and package: a line per price period, tiers running on across the periods.
 
     The aggregate's groups are sorted once in invoice order: a per-unit line is one group, a
@@ -79,11 +80,18 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     order = pl.col("price_from").fill_null(dt.date.min)
     # A line's place: its charge and period, then (per-unit lines) its provider and model; the
     # groups of a tiered line sort by the same keys, which orders its components.
+    # With the chart's days (rate_month(daily=True)), each group's steady rows by their series:
+    # daily.py then finds their line without joining the month's rows on the six string keys.
+    series = (
+        [pl.col("series").drop_nulls().alias("series")]
+        if aggregated["series"].null_count() < aggregated.height
+        else []
+    )
     groups = (
         aggregated.lazy()
         .filter(pl.col("charge_id").is_not_null())
         .group_by(model_key)
-        .agg(pl.sum("quantity"), pl.sum("included"))
+        .agg(pl.sum("quantity"), pl.sum("included"), *series)
         .join(kinds.lazy(), on=["plan_id", "charge_id"], how="left")
         .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
         .with_columns(
@@ -152,7 +160,7 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     lines = lines.join(runs_on, on="line_id", how="left", maintain_order="left").with_columns(
         pl.col("before").fill_null(0), pl.col("month_total").fill_null(pl.col("billable"))
     )
-    return lines, groups.select(*model_key, "line_id")
+    return lines, groups.select(*model_key, "line_id", *(["series"] if series else []))
 
 
 def usage_lines(

@@ -67,12 +67,15 @@ def fixed_lines(
     lines: list[dict] = []
     keys: list[tuple] = []
     base_fees: dict[tuple[str, int], dict] = {}  # the same words for every customer on the plan
+    overlaps: dict[tuple, int] = {}  # 10^4 customers, a few distinct subscription dates
     for n, (customer_id, customer) in enumerate(catalog.customers.items()):
         plan_totals: list[tuple[str, Decimal]] = []
         seen: set[str] = set()
         currency = None
         for s, sub in enumerate(customer.subscriptions):
-            days = overlap_days(month, sub.from_, sub.to)
+            days = overlaps.get((sub.from_, sub.to))
+            if days is None:
+                days = overlaps[sub.from_, sub.to] = overlap_days(month, sub.from_, sub.to)
             if days == 0:
                 continue
             plan_id, plan = sub.plan, catalog.plans[sub.plan]

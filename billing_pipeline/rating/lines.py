@@ -61,8 +61,13 @@ LINE_ORDER: dict[str, pl.DataType] = {
 
 def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lines, line_of): one row per invoice line with billable/before/month_total for pricing,
-    and the map from aggregate keys to line_id. per_unit: a line per provider and model family;
-    tiered and package: a line per price period, tiers running on across the periods."""
+    and the map from aggregate keys to line_id (with, when rows have a ``series``, the list of
+    their series per key: rating/daily.py). per_unit: a line per provider and model family;
+    tiered and package: a line per price period, tiers running on across the periods.
+
+    The aggregate's groups are sorted once in invoice order: a per-unit line is one group, a
+    tiered line the run of its period's groups, so line_id is a running count over the sorted
+    groups and line_of needs no join back on the string keys."""
     kinds = pl.DataFrame(
         [(pid, c.id, c.pricing) for pid, p in catalog.plans.items() for c in p.charges],
         schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String},
@@ -70,60 +75,76 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     )
     charge_key = ["customer_id", "plan_id", "charge_id"]
     period_key = [*charge_key, "price_from"]
-    # per-unit and cost-plus charges: a line per provider and model family
-    per_model = pl.col("pricing").is_in(PER_MODEL)
     model_key = [*period_key, "provider", "model_family"]
-    groups = (
-        aggregated.filter(pl.col("charge_id").is_not_null())
-        .group_by(model_key)
-        .agg(pl.sum("quantity"), pl.sum("included"))
-        .join(kinds, on=["plan_id", "charge_id"], how="left")
-        .with_columns(
-            pl.when(per_model).then(pl.col("provider")).alias("line_provider"),
-            pl.when(per_model).then(pl.col("model_family")).alias("line_model"),
-        )
-    )
-    line_key = [*period_key, "line_provider", "line_model"]
+    per_model = pl.col("pricing").is_in(PER_MODEL)
     order = pl.col("price_from").fill_null(dt.date.min)
-    component = pl.struct(
-        "provider", pl.col("model_family").alias("model"), "quantity"
-    ).struct.json_encode()
-    single = groups.filter(per_model).select(  # one group, one line: no second group-by
-        *line_key,
-        "pricing",
-        "quantity",
-        "included",
-        pl.concat_list("provider").alias("providers"),
-        pl.concat_list("model_family").alias("models"),
-        component.alias("components"),
+    # A line's place: its charge and period, then (per-unit lines) its provider and model; the
+    # groups of a tiered line sort by the same keys, which orders its components.
+    # With the chart's days (rate_month(daily=True)), each group's steady rows by their series:
+    # daily.py then finds their line without joining the month's rows on the six string keys.
+    series = (
+        [pl.col("series").drop_nulls().alias("series")]
+        if aggregated["series"].null_count() < aggregated.height
+        else []
     )
+    groups = (
+        aggregated.lazy()
+        .filter(pl.col("charge_id").is_not_null())
+        .group_by(model_key)
+        .agg(pl.sum("quantity"), pl.sum("included"), *series)
+        .join(kinds.lazy(), on=["plan_id", "charge_id"], how="left")
+        .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
+        .with_columns(
+            (
+                per_model
+                | (pl.int_range(pl.len()) == 0)
+                | pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in period_key])
+            )
+            .cum_sum()
+            .sub(1)
+            .cast(pl.Int64)
+            .alias("line_id"),
+            pl.struct("provider", pl.col("model_family").alias("model"), "quantity")
+            .struct.json_encode()
+            .alias("components"),
+        )
+        .collect()
+    )
+    # Per-unit lines are their group; a tiered line sums the run of groups of its period (its
+    # providers and models listed once each, sorted; its components in group order).
     several = (
         groups.filter(~per_model)
-        .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
-        .group_by(line_key, maintain_order=True)
+        .group_by("line_id", maintain_order=True)
         .agg(
-            pl.first("pricing"),
-            pl.sum("quantity"),
-            pl.sum("included"),
-            pl.col("provider").unique().sort().alias("providers"),
-            pl.col("model_family").unique().sort().alias("models"),
-            component.str.join(",").alias("components"),
+            pl.sum("quantity").alias("_quantity"),
+            pl.sum("included").alias("_included"),
+            pl.col("provider").unique().sort().alias("_providers"),
+            pl.col("model_family").unique().sort().alias("_models"),
+            pl.col("components").str.join(",").alias("_components"),
         )
     )
+    one = pl.col("pricing").is_in(PER_MODEL)
+
+    def either(single: pl.Expr, name: str) -> pl.Expr:
+        return pl.when(one).then(single).otherwise(pl.col(f"_{name}")).alias(name)
+
     lines = (
-        pl.concat([single, several])
-        .sort(
-            *charge_key,
-            order,
-            pl.col("providers").list.first(),
-            pl.col("models").list.first().fill_null(""),
+        groups.filter(pl.col("line_id") != pl.col("line_id").shift(1).fill_null(-1))
+        .join(several, on="line_id", how="left", maintain_order="left")
+        .select(
+            "line_id",
+            *period_key,
+            pl.when(one).then(pl.col("provider")).alias("line_provider"),
+            pl.when(one).then(pl.col("model_family")).alias("line_model"),
+            "pricing",
+            either(pl.col("quantity"), "quantity"),
+            either(pl.col("included"), "included"),
+            # a one-element list per line without building it element by element
+            either(pl.col("provider").reshape((-1, 1)).cast(pl.List(pl.String)), "providers"),
+            either(pl.col("model_family").reshape((-1, 1)).cast(pl.List(pl.String)), "models"),
+            ("[" + either(pl.col("components"), "components") + "]").alias("components"),
         )
-        .with_row_index("line_id")
-        .with_columns(
-            pl.col("line_id").cast(pl.Int64),
-            (pl.col("quantity") - pl.col("included")).alias("billable"),
-        )
-        .with_columns(("[" + pl.col("components") + "]").alias("components"))
+        .with_columns((pl.col("quantity") - pl.col("included")).alias("billable"))
     )
     # Tiers and packages run on across a month split by a price change: units before this line's
     # period, and the month's total (volume). Per-unit and cost-plus prices need neither (0 and
@@ -139,10 +160,7 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     lines = lines.join(runs_on, on="line_id", how="left", maintain_order="left").with_columns(
         pl.col("before").fill_null(0), pl.col("month_total").fill_null(pl.col("billable"))
     )
-    line_of = groups.join(
-        lines.select(*line_key, "line_id"), on=line_key, how="left", nulls_equal=True
-    )
-    return lines, line_of.select(*model_key, "line_id")
+    return lines, groups.select(*model_key, "line_id", *(["series"] if series else []))
 
 
 def usage_lines(
@@ -156,55 +174,68 @@ def usage_lines(
 ) -> pl.DataFrame:
     """The month's usage lines, LINE_SCHEMA and ``line_id``, from ``line_frames``' rows, their
     vectorized prices (``price_lines``) and, when asked for, their daily chart points. Cost-plus
-    lines come priced and worded (``cost_plus.price``: its WORDS_SCHEMA)."""
+    lines come priced and worded (``cost_plus.price``: its WORDS_SCHEMA).
+
+    One frame of every line: the per-unit words are expressions over it; the few tiered and
+    cost-plus lines' words are made apart and joined on line_id, and so are the chart points,
+    last (their ~10^8 bytes of text go through no filter or concatenation)."""
+    per_unit = (pl.col("pricing") == "per_unit") & pl.col("amount_minor").is_not_null()
+    cost_plus = pl.col("pricing") == "cost_plus"
     described = line_rows.join(
         charge_words(line_rows, catalog, month),
         on=["plan_id", "charge_id", "price_from"],
         how="left",
         nulls_equal=True,
-    )
-    if daily is not None:
-        described = described.join(daily, on="line_id", how="left")
-    else:
-        described = described.with_columns(pl.lit(None, dtype=pl.String).alias("daily"))
-    per_unit = (pl.col("pricing") == "per_unit") & pl.col("line_id").is_in(
-        amounts["line_id"].implode()
-    )
-    cost_plus = pl.col("pricing") == "cost_plus"
+    ).join(amounts.select("line_id", "amount_minor"), on="line_id", how="left")
     tiered = described.filter(~per_unit & ~cost_plus)
-    cost_plus_lines = (
-        described.filter(cost_plus)
-        .drop("title", "period", "unit_price")
-        .join(cost_plus_words, on="line_id", how="inner")
-        .with_columns(pl.col("providers").list.join("+").alias("provider"))
-        if cost_plus_words is not None
-        else None
+    worded = [tiered_explanations(tiered, catalog, amounts, slices)]
+    if cost_plus_words is not None:
+        worded.append(cost_plus_words)
+    words = pl.concat(worded, how="diagonal_relaxed")
+    words = words.select(
+        "line_id",
+        *[pl.col(c).alias(f"_{c}") for c in words.columns if c != "line_id"],
+        *[
+            pl.lit(None, dtype=pl.String).alias(f"_{c}")
+            for c in ("title", "period")
+            if c not in words.columns
+        ],
+        pl.lit(True).alias("_worded"),
     )
-    per_unit_lines = per_unit_explanations(
-        described.filter(per_unit).join(
-            amounts.select("line_id", "amount_minor"), on="line_id", how="inner"
-        )
-    ).with_columns(
-        pl.col("providers").list.join("+").alias("provider"), pl.lit("[]").alias("tiers")
+    lines = (
+        per_unit_explanations(described)
+        .join(words, on="line_id", how="left")
+        .filter(~cost_plus | pl.col("_worded"))  # a cost-plus line without words is not billed
     )
-    tiered_lines = (
-        tiered.drop("unit_price")
-        .join(tiered_explanations(tiered, catalog, amounts, slices), on="line_id", how="inner")
-        .with_columns(
-            pl.when(pl.col("providers").list.len() == 1)
-            .then(pl.col("providers").list.first())
-            .otherwise(pl.col("providers").list.join("+"))
-            .alias("provider")
-        )
+
+    def own(name: str, per_unit_value: pl.Expr | None = None) -> pl.Expr:
+        """The column as the per-unit words made it, else as the line's own words did."""
+        value = pl.col(name) if per_unit_value is None else per_unit_value
+        return pl.when(per_unit).then(value).otherwise(pl.col(f"_{name}")).alias(name)
+
+    lines = lines.with_columns(
+        pl.when(cost_plus).then(pl.col("_title")).otherwise(pl.col("title")).alias("title"),
+        pl.when(cost_plus).then(pl.col("_period")).otherwise(pl.col("period")).alias("period"),
+        own("subject"),
+        own("explanation"),
+        own("unit_price"),
+        own("amount"),
+        own("tiers", pl.lit("[]")),
+        pl.when(~per_unit & ~cost_plus & (pl.col("providers").list.len() == 1))
+        .then(pl.col("providers").list.first())
+        .otherwise(pl.col("providers").list.join("+"))
+        .alias("provider"),
     )
-    parts = [per_unit_lines, tiered_lines]
-    if cost_plus_lines is not None and cost_plus_lines.height:
-        parts.append(cost_plus_lines)
-    return _columns(pl.concat(parts, how="diagonal_relaxed"))
+    lines = _columns(lines)
+    if daily is not None:
+        lines = lines.join(daily, on="line_id", how="left", maintain_order="left")
+    else:
+        lines = lines.with_columns(pl.lit(None, dtype=pl.String).alias("daily"))
+    return lines.with_columns(pl.col("daily").fill_null("[]")).select(*LINE_SCHEMA, "line_id")
 
 
 def _columns(lines: pl.DataFrame) -> pl.DataFrame:
-    """LINE_SCHEMA and ``line_id`` of worded usage lines."""
+    """LINE_SCHEMA (but ``daily``) and ``line_id`` of worded usage lines."""
     return with_line_words(lines).select(
         "customer_id",
         "plan_id",
@@ -227,7 +258,6 @@ def _columns(lines: pl.DataFrame) -> pl.DataFrame:
         "currency",
         "tiers",
         "components",
-        pl.col("daily").fill_null("[]"),
         "explanation",
         pl.lit("variable").alias("consideration"),
         "line_id",

@@ -235,18 +235,15 @@ def with_line_words(lines: pl.DataFrame) -> pl.DataFrame:
         + " were covered by the plan's included "
         + fmt_int_expr(pl.col("allowance"))
         + " units; "
-        + explanation
+        + pl.col("explanation")  # already led by its price period
     )
-    has_included = pl.col("included") != 0
-    return pl.concat(
-        [
-            lines.filter(~has_included).with_columns(
-                description.alias("description"), explanation.alias("explanation")
-            ),
-            lines.filter(has_included).with_columns(
-                description.alias("description"), covered.alias("explanation")
-            ),
-        ]
+    worded = lines.with_columns(description.alias("description"), explanation.alias("explanation"))
+    included = worded["included"] != 0
+    if not included.any():
+        return worded
+    at = included.arg_true()  # the few such lines get the longer words, in place
+    return worded.with_columns(
+        worded["explanation"].scatter(at, worded.filter(included).select(covered).to_series())
     )
 
 

@@ -134,7 +134,7 @@ def _unrated(aggregated: pl.DataFrame) -> pl.DataFrame:
         )
         .group_by("customer_id", "plan_id", "provider", "model", "meter", "reason")
         .agg(pl.sum("events").alias("events"), pl.sum("quantity"))
-        .sort("customer_id", "provider", "model", "meter")
+        .sort("customer_id", "provider", "model", "meter", "plan_id", "reason")
     )
 
 

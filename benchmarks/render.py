@@ -1,6 +1,8 @@
-"""Invoice PDF rendering throughput: one process vs the process pool the pipeline uses.
+"""Invoice PDF rendering throughput: WeasyPrint in one process, headless Chromium printing the
+same HTML, and the process pool the pipeline uses with 1 and with N workers.
 
     .venv/bin/python -m benchmarks.render [--invoices 500] [--workers N] [--skip-single]
+        [--skip-chromium]
 
 Documents are real pipeline output: the rating benchmark's synthetic catalog and usage (per-unit,
 graduated, volume and hybrid plans; 1 to 20 lines, tiers, a 31-day usage chart) go through
@@ -10,19 +12,28 @@ runs in a fresh child process (its peak RSS is the renderer's, not the generator
 the PDFs into a temp dir (deleted afterwards):
 
 - single: one ``InvoiceRenderer`` (built once, not timed), documents rendered one after another;
-- pool: ``rendering.render_pool.render_many`` with N workers (default: the CPUs), timed from pool
-  start, so worker start-up and each worker's renderer construction are included.
+- chromium: the peer (issue 19): the same documents through the same ``render_html``, the
+  stylesheet inlined and the shipped fonts as data: URLs (Chromium cannot fetch ``billing-font:``),
+  printed by Debian's /usr/bin/chromium through Playwright the way Lago's Gotenberg does: one
+  browser, one page reused, ``page.set_content`` + ``page.pdf`` (launch not timed). Its CPU time
+  is the whole process tree's (driver, browser, renderer, GPU process), read from /proc;
+- pool: ``rendering.render_pool.render_many`` with 1 worker (it then renders in its own process,
+  as the pipeline does on one CPU) and with N workers (default: the CPUs), timed from pool start,
+  so worker start-up and each worker's renderer construction are included.
 
-Prints invoices/s for both, CPU time per invoice (steadier than wall time on a busy machine; the
-pool's includes its workers' start-up), the ratio, peak RSS and the average PDF size. Not a test: numbers
-depend on the machine (and on whatever else runs on it).
+Prints invoices/s, CPU ms per invoice (steadier than wall time on a busy machine; the pool's
+includes its workers' start-up), WeasyPrint / Chromium and pool scaling ratios, peak RSS and the
+average PDF size. Not a test: numbers depend on the machine (and on whatever else runs on it).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import functools
 import os
 import pickle
+import re
 import resource
 import shutil
 import subprocess
@@ -39,6 +50,7 @@ from benchmarks.rating import MONTH, catalog_document, usage_frame
 from billing_pipeline.money import round_money
 
 EVENTS_PER_CUSTOMER = 600
+CHROMIUM = "/usr/bin/chromium"
 
 
 def _merge(base: dict, others: list[dict]) -> dict:
@@ -105,6 +117,79 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _tree_cpu_seconds() -> float:
+    """CPU time of this process and all its live descendants (Playwright's driver, Chromium's
+    processes), from /proc: Chromium's work happens in processes this one never waits for."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent, cpu = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree, grown = {os.getpid()}, True
+    while grown:  # pids are reused, so a child may have a lower pid than its parent
+        new = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        tree |= new
+        grown = bool(new)
+    return sum(cpu[pid] for pid in tree if pid in cpu)
+
+
+@functools.cache
+def _inlined_css(templates_dir: Path) -> str:
+    """invoice.css with its ``billing-font:`` URLs as data: URLs of the same font files."""
+    from billing_pipeline.rendering.pdf import FONT_SCHEME, FONTS_DIR, STYLESHEET_NAME
+
+    return re.sub(
+        rf"url\({FONT_SCHEME}:([^)]+)\)",
+        lambda m: (
+            "url(data:font/ttf;base64,"
+            + base64.b64encode((FONTS_DIR / m.group(1)).read_bytes()).decode()
+            + ")"
+        ),
+        (templates_dir / STYLESHEET_NAME).read_text(encoding="utf-8"),
+    )
+
+
+def chromium_html(renderer, doc: dict) -> str:
+    """The invoice markup WeasyPrint gets, self-contained for Chromium (which cannot fetch
+    ``billing-font:``): the stylesheet inlined in a <style>."""
+    css = _inlined_css(renderer.templates_dir)
+    return renderer.render_html(doc).replace("</head>", f"<style>{css}</style></head>", 1)
+
+
+def _chromium(docs: list[dict], out: Path) -> tuple[float, float]:
+    """Print every document with one headless Chromium and one page; (seconds, CPU seconds)."""
+    from playwright.sync_api import sync_playwright
+
+    from billing_pipeline.rendering.pdf import InvoiceRenderer
+
+    renderer = InvoiceRenderer()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.set_content(chromium_html(renderer, docs[0]))  # warm-up, not timed or written
+        page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
+        c0, t0 = _tree_cpu_seconds(), time.perf_counter()
+        for doc in docs:
+            page.set_content(chromium_html(renderer, doc))
+            page.pdf(
+                path=out / f"{doc['customer_id']}.pdf",
+                format="A4",
+                print_background=True,
+                prefer_css_page_size=True,
+            )
+        seconds, cpu = time.perf_counter() - t0, _tree_cpu_seconds() - c0
+        browser.close()
+    return seconds, cpu
+
+
 def measure(mode: str, docs_path: str, workers: int) -> None:
     """Child process: render every document once, print one result line."""
     from billing_pipeline.rendering.pdf import InvoiceRenderer
@@ -117,10 +202,13 @@ def measure(mode: str, docs_path: str, workers: int) -> None:
             renderer = InvoiceRenderer()
             c0, t0 = _cpu_seconds(), time.perf_counter()
             render_many(docs, out, workers=1, renderer=renderer)
+            seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+        elif mode == "chromium":
+            seconds, cpu = _chromium(docs, out)
         else:
             c0, t0 = _cpu_seconds(), time.perf_counter()
             render_many(docs, out, workers=workers)
-        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+            seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
         sizes = [p.stat().st_size for p in out.glob("*.pdf")]
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -167,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--invoices", type=int, default=500)
     parser.add_argument("--workers", type=int, default=None, help="pool size (default: the CPUs)")
     parser.add_argument("--skip-single", action="store_true", help="measure only the pool")
+    parser.add_argument(
+        "--skip-chromium", action="store_true", help="no Chromium peer (or none installed)"
+    )
     parser.add_argument("--measure", nargs=2, metavar=("MODE", "DOCS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     workers = args.workers or default_workers()
@@ -187,18 +278,37 @@ def main(argv: list[str] | None = None) -> None:
         results = {}
         if not args.skip_single:
             results["single"] = _run("single", docs_path, 1)
+        if not args.skip_chromium and Path(CHROMIUM).exists():
+            results["chromium"] = _run("chromium", docs_path, 1)
+        if workers > 1:
+            results["pool1"] = _run("pool", docs_path, 1)
         results["pool"] = _run("pool", docs_path, workers)
+        labels = {
+            "single": "weasyprint, 1 proc",
+            "chromium": "chromium (peer)",
+            "pool1": "pool, 1 worker",
+            "pool": f"pool, {workers} workers",
+        }
         for mode, r in results.items():
-            label = "one process" if mode == "single" else f"pool, {workers} workers"
             rss = f"peak RSS {r['rss']:,.0f} MB" + (
                 f" (parent), <= {r['worker_rss']:,.0f} MB (largest worker)"
                 if mode == "pool"
                 else ""
             )
             print(
-                f"{label:<19} {r['n'] / r['seconds']:6.2f} invoices/s  ({r['seconds']:.1f} s; "
-                f"{r['cpu'] / r['n'] * 1000:.0f} ms CPU each; {rss}; avg PDF {r['size'] / 1024:.0f} KB)"
+                f"{labels[mode]:<19} {r['n'] / r['seconds']:6.2f} invoices/s  "
+                f"{r['seconds'] / r['n'] * 1000:5.0f} ms wall, {r['cpu'] / r['n'] * 1000:4.0f} ms CPU "
+                f"each ({r['seconds']:.1f} s; {rss}; avg PDF {r['size'] / 1024:.0f} KB)"
             )
+        if "single" in results and "chromium" in results:
+            w, c = results["single"], results["chromium"]
+            print(
+                f"weasyprint/chromium {w['cpu'] / c['cpu']:.2f}x CPU per invoice, "
+                f"{w['seconds'] / c['seconds']:.2f}x wall (target <= 2x)"
+            )
+        if "pool1" in results:
+            ratio = results["pool1"]["seconds"] / results["pool"]["seconds"]
+            print(f"pool {workers} / 1 worker    {ratio:.2f}x invoices/s")
         if "single" in results:
             ratio = results["single"]["seconds"] / results["pool"]["seconds"]
             print(f"pool / one process  {ratio:.2f}x")

@@ -674,13 +674,15 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         m_web_search=pl.col("web_search"),
     )
     reasoning = (
-        accepted.filter(pl.col("reasoning") > 0)
+        accepted.lazy()  # lazily: only the columns the summary reads are filtered
+        .filter(pl.col("reasoning") > 0)
         .group_by("day", "account_key", "provider", "model")
         .agg(
             pl.len().alias("requests"),
             pl.col("m_output").sum().alias("output_tokens"),
             pl.col("reasoning").sum().alias("reasoning_tokens"),
         )
+        .collect()
     )
     events = files.build_events(accepted, SOURCE, METERS, "input_tokens")
     quarantine = files.rejected_to_quarantine(SOURCE, rejected)

@@ -351,6 +351,13 @@ def _merge_dims(dimensions: pl.Series, extra: dict) -> pl.Expr:
     return pl.col("dimensions").replace_strict(distinct, merged, return_dtype=pl.String)
 
 
+def _model_family_of(models: pl.Series) -> pl.Expr:
+    """``model_family_expr`` worked out once per distinct model id and looked up per row."""
+    distinct = models.drop_nulls().unique()
+    families = pl.DataFrame({"model": distinct}).select(model_family_expr("model")).to_series()
+    return pl.col("model").replace_strict(distinct, families, default=None, return_dtype=pl.String)
+
+
 def build_events(
     frame: pl.DataFrame, source: str, meters: list[Meter], primary: str
 ) -> pl.DataFrame:
@@ -403,12 +410,13 @@ def build_events(
                 ignore_nulls=True,
             )
         ).alias("event_id"),
-        model_family_expr("model").alias("model_family"),
+        _model_family_of(long["model"]).alias("model_family"),
         pl.lit(None, pl.String).alias("customer_id"),
-    ).sort(  # record order as read, then meter order: one integer key, the fastest sort
-        pl.col("_row").cast(pl.Int64) * len(meters) + pl.col("_meter_pos")
     )
-    return schema.conform(long, schema.USAGE_SCHEMA)
+    # Record order as read, then meter order: one integer key, and (lazily) only the canonical
+    # columns are moved by the sort.
+    order = pl.col("_row").cast(pl.Int64) * len(meters) + pl.col("_meter_pos")
+    return schema.conform(long.lazy().sort(order), schema.USAGE_SCHEMA)
 
 
 def first_problem(checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]) -> list[pl.Expr]:

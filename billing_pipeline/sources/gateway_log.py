@@ -417,6 +417,14 @@ def _dimensions(frame: pl.DataFrame) -> pl.Series:
     )["dimensions"]
 
 
+def _provider_of_models(models: pl.Series) -> pl.Expr:
+    """``provider_expr`` of each model id, worked out once per distinct id (a log has a few
+    models and millions of lines) and looked up per line."""
+    distinct = models.drop_nulls().unique()
+    providers = pl.DataFrame({"model": distinct}).select(provider_expr("model")).to_series()
+    return pl.col("model").replace_strict(distinct, providers, default=None, return_dtype=pl.String)
+
+
 def split_prompt(good: pl.DataFrame) -> pl.DataFrame:
     """The OpenAI/Mistral prompt and completion split into meter parts (see the module docstring).
 
@@ -479,7 +487,9 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         anthropic_shape=pl.col("cache_read").is_not_null() | pl.col("cache_write").is_not_null(),
         ts=files.parse_utc_expr(pl.col("timestamp")),
         # the line's own provider field wins; else the model id's (providers.py)
-        provider=pl.coalesce(pl.col("provider_raw").str.to_lowercase(), provider_expr("model")),
+        provider=pl.coalesce(
+            pl.col("provider_raw").str.to_lowercase(), _provider_of_models(good["model"])
+        ),
         account_key=pl.when(
             pl.col("customer_key").is_not_null() & (pl.col("customer_key") != "")
         ).then(pl.lit("gateway:") + pl.col("customer_key")),
@@ -664,13 +674,15 @@ def _read_file(f: files.LandingFile, start: date, end: date, keep_text: bool = F
         m_web_search=pl.col("web_search"),
     )
     reasoning = (
-        accepted.filter(pl.col("reasoning") > 0)
+        accepted.lazy()  # lazily: only the columns the summary reads are filtered
+        .filter(pl.col("reasoning") > 0)
         .group_by("day", "account_key", "provider", "model")
         .agg(
             pl.len().alias("requests"),
             pl.col("m_output").sum().alias("output_tokens"),
             pl.col("reasoning").sum().alias("reasoning_tokens"),
         )
+        .collect()
     )
     events = files.build_events(accepted, SOURCE, METERS, "input_tokens")
     quarantine = files.rejected_to_quarantine(SOURCE, rejected)

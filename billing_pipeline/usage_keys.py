@@ -26,6 +26,16 @@ import polars as pl
 
 KEY_COLUMNS = ["customer_id", "provider", "model", "model_family", "meter", "dimensions"]
 DAY_BITS = 32  # key x DAY_BITS + (day of month - 1) packs a key and its day in one UInt64
+KEY_LIMIT = 2**64 // DAY_BITS  # every key is below it; a larger one is not ours (never packed)
+
+
+def packable(usage: pl.DataFrame | pl.LazyFrame) -> bool:
+    """Whether every usage_key of ``usage`` can be packed with a day without wrapping (a key at
+    or past KEY_LIMIT was not written by ``usage_key_expr``: such usage is grouped by names)."""
+    top = usage.lazy().select(pl.col("usage_key").max()).collect().item()
+    return top is None or top < KEY_LIMIT
+
+
 CODE_BOOK_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Date,  # a daily partition's book; a key appears once per day it was used
     "usage_key": pl.UInt64,

@@ -17,7 +17,7 @@ import yaml
 
 from billing_pipeline.catalog import CatalogError, parse_catalog
 from billing_pipeline.defs.month_end import RATED_CHECK, rated_charges
-from billing_pipeline.defs.resources import CatalogResource, OutputFiles
+from billing_pipeline.defs.resources import CatalogResource, OutputFiles, UsageStore
 from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
@@ -385,6 +385,7 @@ def test_month_end_rates_only_the_billing_source_and_the_rated_check_accounts_fo
             monthly_usage=month,
             catalog=CatalogResource(path=str(tmp_path / "catalog.yaml")),
             output=OutputFiles(path=str(tmp_path / "out")),
+            usage_store=UsageStore(base_dir=str(tmp_path / "storage")),  # no code books: by names
         )
     )
     lines = next(

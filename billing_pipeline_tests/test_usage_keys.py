@@ -14,6 +14,7 @@ from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import provider_cost
 from billing_pipeline.usage_keys import (
     KEY_COLUMNS,
+    KEY_LIMIT,
     check_expr,
     code_book,
     merge_code_books,
@@ -147,3 +148,21 @@ def test_provider_cost_is_the_same_by_key_as_by_names(month):
     assert provider_cost(usage, catalog, code_book=merge_code_books(books)).equals(by_names)
     partial = merge_code_books(books).tail(-1)  # a key the book does not know: by the names
     assert provider_cost(usage, catalog, code_book=partial).equals(by_names)
+
+
+def test_a_key_past_the_packing_limit_is_never_wrapped_onto_another_customers_key(month):
+    """key x 32 + day must not wrap: a key of 2^59 or more (not one ingestion writes) would wrap
+    onto a real key and bill its usage under that key's names; such a month is grouped by names."""
+    usage, books, catalog = month
+    book = merge_code_books(books)
+    assert (usage["usage_key"] < KEY_LIMIT).all()
+    customers = usage["customer_id"].drop_nulls().unique().sort()
+    victim_key = usage.filter(pl.col("customer_id") == customers[0])["usage_key"][0]
+    forged = usage.with_columns(
+        pl.when(pl.col("customer_id") == customers[1])
+        .then(pl.lit(victim_key + KEY_LIMIT, dtype=pl.UInt64))
+        .otherwise(pl.col("usage_key"))
+        .alias("usage_key")
+    )
+    _same(rate_month(forged, catalog, MONTH), rate_month(forged, catalog, MONTH, code_book=book))
+    assert provider_cost(forged, catalog, code_book=book).equals(provider_cost(forged, catalog))

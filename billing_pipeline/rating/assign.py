@@ -22,7 +22,7 @@ from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.price_book import cost_plus_changing
 from billing_pipeline.usage import dimensions_match, models_match
-from billing_pipeline.usage_keys import DAY_BITS
+from billing_pipeline.usage_keys import DAY_BITS, packable
 
 I64_MAX = 2**63 - 1
 QUANTITY_OVERFLOW = "quantity_overflow"  # the customer's month sums past 2^63-1 base units
@@ -216,7 +216,9 @@ def aggregate_usage(
         )
     keyed = (
         _group_by_key(usage, need_day, by_day, code_book, start, end)
-        if code_book is not None and "usage_key" in usage.lazy().collect_schema().names()
+        if code_book is not None
+        and "usage_key" in usage.lazy().collect_schema().names()
+        and packable(usage)
         else None
     )
     grouped, series_days = keyed or _group_events(usage, in_month, need_day, by_day)

@@ -16,8 +16,10 @@ from billing_pipeline.money import round_div_expr
 from billing_pipeline.rating import price_book
 from billing_pipeline.rating.vectorized import I128
 from billing_pipeline.schema import COST_DECIMAL
+from billing_pipeline.usage_keys import DAY_BITS, packable
 
 COST_SCALE = Decimal(1).scaleb(-12)
+ROW_NAMES = ["provider", "customer_id", "model_family", "meter"]  # a cost row's names, in order
 
 I64_MAX = 2**63 - 1
 
@@ -55,16 +57,20 @@ def provider_cost(
     summed = _summed_by_key(usage, code_book, sums, keys)
     if summed is None:
         summed = usage.lazy().group_by(keys).agg(sums).collect(engine="streaming")
+        summed = summed.join(_ranked(summed), on=ROW_NAMES, how="left", nulls_equal=True)
     pricing_keys = [k for k in keys if k != "customer_id"]
     entries = (
         summed.select(pricing_keys)
         .unique()
         .with_columns(price_book.entry_index_expr(catalog).alias("entry"))
     )
+    # _rank stands for (provider, customer, model family, meter) in their sorted order, so rows
+    # are grouped and ordered on integers; the names ride along.
     grouped = (
         summed.join(entries, on=pricing_keys, how="left", nulls_equal=True)
-        .group_by("day", "provider", "customer_id", "model_family", "meter", "entry")
+        .group_by("day", "_rank", "entry")
         .agg(
+            *[pl.first(c) for c in ROW_NAMES],
             pl.sum("events").cast(pl.UInt32),
             pl.col("quantity").cast(I128).sum(),
             pl.sum("reported_sum"),
@@ -78,31 +84,50 @@ def provider_cost(
     as_cost = (computed.cast(pl.Decimal(38, 0)) * pl.lit(COST_SCALE)).cast(COST_DECIMAL)
     reported = pl.when(pl.col("has_reported")).then(pl.col("reported_sum").cast(COST_DECIMAL))
     return (
-        grouped.with_columns(
-            pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
-            reported.alias("reported_cost"),
+        _in_order(
+            grouped.with_columns(
+                pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
+                reported.alias("reported_cost"),
+            )
+            .with_columns(
+                pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias(
+                    "cost"
+                ),
+                pl.when(pl.col("entry").is_not_null())
+                .then(pl.lit("price_book"))
+                .when(pl.col("has_reported"))
+                .then(pl.lit("reported"))
+                .otherwise(pl.lit("unpriced"))
+                .alias("cost_basis"),
+            )
+            # The cost above was computed from the exact 128-bit sum; a quantity past 64 bits (only
+            # absurd or hostile usage reaches it: rating holds that customer) is shown as null
+            # rather than failing every customer's month in the cast.
+            .with_columns(
+                pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity")
+            )
         )
-        .with_columns(
-            pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias(
-                "cost"
-            ),
-            pl.when(pl.col("entry").is_not_null())
-            .then(pl.lit("price_book"))
-            .when(pl.col("has_reported"))
-            .then(pl.lit("reported"))
-            .otherwise(pl.lit("unpriced"))
-            .alias("cost_basis"),
-        )
-        # The cost above was computed from the exact 128-bit sum; a quantity past 64 bits (only
-        # absurd or hostile usage reaches it: rating holds that customer) is shown as null
-        # rather than failing every customer's month in the cast.
-        .with_columns(
-            pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity")
-        )
-        .sort("day", "provider", "customer_id", "model_family", "meter", "entry", nulls_last=True)
         .select(list(COST_SCHEMA))
         .cast(COST_SCHEMA)
     )
+
+
+def _in_order(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows by day, names (``_rank``) and price-book entry (nulls last): the order of a sort on
+    those columns, made from one integer key (polars sorts one integer ~10x faster than three
+    columns with nulls last)."""
+    if rows.height == 0:
+        return rows
+    first, last = rows["day"].min(), rows["day"].max()
+    ranks, entries = int(rows["_rank"].max()) + 1, int(rows["entry"].max() or 0) + 2
+    if ((last - first).days + 1) * ranks * entries >= 2**63 or rows["day"].null_count():
+        return rows.sort("day", "_rank", "entry", nulls_last=True)
+    key = (
+        (pl.col("day") - pl.lit(first)).dt.total_days().cast(pl.Int64) * (ranks * entries)
+        + pl.col("_rank").cast(pl.Int64) * entries
+        + pl.col("entry").fill_null(entries - 1)
+    )
+    return rows.sort(key)
 
 
 def _summed_by_key(
@@ -112,8 +137,37 @@ def _summed_by_key(
     names) without a book, or when an event has no key or a key the book does not know."""
     if book is None or "usage_key" not in usage.lazy().collect_schema().names():
         return None
-    summed = usage.lazy().group_by("usage_key", "day").agg(sums).collect(engine="streaming")
-    named = summed.join(book, on="usage_key", how="left")
+    span = usage.lazy().select(pl.col("day").min().alias("first"), pl.col("day").max()).collect()
+    first, last = span.row(0)
+    if first is None or (last - first).days >= DAY_BITS or not packable(usage):
+        return None  # no usage, or more than a month: summed by the names
+    # key x 32 + day index: one integer to group on (as rating does)
+    packed = pl.col("usage_key") * DAY_BITS + (pl.col("day") - pl.lit(first)).dt.total_days().cast(
+        pl.UInt64
+    )
+    summed = (
+        usage.lazy()
+        .group_by(packed.alias("_packed"))
+        .agg(sums)
+        .collect(engine="streaming")
+        .with_columns(
+            (pl.col("_packed") // DAY_BITS).alias("usage_key"),
+            (pl.lit(first) + pl.duration(days=(pl.col("_packed") % DAY_BITS).cast(pl.Int64)))
+            .cast(pl.Date)
+            .alias("day"),
+        )
+        .drop("_packed")
+    )
     if summed["usage_key"].null_count() or summed.join(book, on="usage_key", how="anti").height:
         return None
-    return named.select(*keys, *[c for c in summed.columns if c not in ("usage_key", "day")])
+    book = book.join(_ranked(book), on=ROW_NAMES, how="left", nulls_equal=True)
+    named = summed.join(book, on="usage_key", how="left")
+    return named.select(
+        *keys, "_rank", *[c for c in summed.columns if c not in ("usage_key", "day")]
+    )
+
+
+def _ranked(rows: pl.DataFrame) -> pl.DataFrame:
+    """Each distinct (provider, customer, model family, meter) of ``rows`` with its rank in
+    sorted order (nulls last), as ``_rank``."""
+    return rows.select(ROW_NAMES).unique().sort(ROW_NAMES, nulls_last=True).with_row_index("_rank")

@@ -20,15 +20,17 @@ from benchmarks.baselines import (
     Totals,
     charge_tables,
     compare,
+    duckdb_keyed_rating,
     duckdb_rating,
     pandas_rating,
     pipeline_totals,
     polars_float_floor,
 )
-from benchmarks.generate import MONTH, comparison_catalog, month_usage
+from benchmarks.generate import MONTH, codes_path, comparison_catalog, month_usage
 from benchmarks.rating import catalog_document
 from billing_pipeline.catalog.loader import parse_catalog
 from billing_pipeline.rating import rate_month
+from billing_pipeline.usage_keys import code_book, merge_code_books
 
 EVENTS = 20_000
 CUSTOMERS = 200
@@ -56,6 +58,7 @@ def _pipeline(parquet: Path, doc: dict) -> Totals:
 def month(tmp_path_factory) -> tuple[Path, dict]:
     parquet = tmp_path_factory.mktemp("bench_month") / "usage.parquet"
     month_usage(EVENTS, CUSTOMERS).write_parquet(parquet)
+    code_book(pl.scan_parquet(parquet)).write_parquet(codes_path(parquet))
     return parquet, _catalog_doc()
 
 
@@ -80,10 +83,25 @@ def test_pandas_and_duckdb_bill_every_customer_what_the_engine_bills(month):
     parquet, doc = month
     engine = _pipeline(parquet, doc)
     assert len(engine.by_customer) > CUSTOMERS // 2
-    for name, run in (("pandas", pandas_rating), ("duckdb", duckdb_rating)):
+    for name, run in (
+        ("pandas", pandas_rating),
+        ("duckdb", duckdb_rating),
+        ("duckdb on usage_key", duckdb_keyed_rating),
+    ):
         baseline = run(str(parquet), doc, MONTH)
         compare(engine, baseline, name)  # raises on the first customer a cent apart
         assert baseline.by_customer == engine.by_customer
+
+
+def test_the_engine_bills_the_same_with_the_code_book_beside_the_file(month):
+    """benchmarks.month_end times the keyed rating: it must be the rating it claims to be."""
+    parquet, doc = month
+    book = merge_code_books([pl.read_parquet(codes_path(parquet))])
+    assert book is not None
+    keyed = rate_month(
+        pl.scan_parquet(parquet), parse_catalog(doc), MONTH, daily=False, code_book=book
+    )
+    assert pipeline_totals(keyed.lines) == _pipeline(parquet, doc)
 
 
 def test_the_float_floor_prices_the_same_month_within_a_cent_per_line(month):

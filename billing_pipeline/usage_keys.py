@@ -56,14 +56,18 @@ def check_expr() -> pl.Expr:
 
 
 def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
-    """The distinct keys of ``usage`` per day with their six values, sorted (deterministic files)."""
+    """The distinct keys of ``usage`` per day with their six values, in (day, key) order.
+
+    Distinct on (day, usage_key, check), three integers, so no string is hashed or compared
+    again: two rows under one key with different values differ in ``check`` and both stay in
+    the book, where ``merge_code_books`` finds them."""
     return (
         usage.lazy()
         .filter(pl.col("usage_key").is_not_null())
         .with_columns(check_expr())
+        .filter(pl.struct("day", "usage_key", "check").is_first_distinct())
         .select(list(CODE_BOOK_SCHEMA))
-        .unique()
-        .sort(pl.all())
+        .sort("day", "usage_key", "check")
         .collect()
         .cast(CODE_BOOK_SCHEMA)
     )

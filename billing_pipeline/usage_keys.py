@@ -7,12 +7,13 @@ events: ~1.8 s of CPU, against ~0.4 s on one integer column; benchmarks/RESULTS.
 (``usage_codes``: one row per key with its six values) is stored beside it. Rating then groups by
 the integer and reads the strings back from the code book, a few hundred thousand rows at most.
 
-Exactness does not rest on the hash: a key the month's code books map to two different rows (a
-collision), an entry whose values do not hash to its key, or an event whose key no code book
-knows makes ``merge_code_books`` / ``rate_month`` fall back to grouping by the strings, so a
-collision costs time, never money (``merge_code_books``). The hash is polars' ``struct.hash``, stable within a polars
-version; books written under another version fail the re-hash, and such a month is grouped by
-the strings.
+Money does not rest on one hash: a key the month's code books map to two different rows (a
+collision, told by a second independent hash, ``check``), an entry whose values do not hash to
+its key and check, or an event whose key no code book knows makes ``merge_code_books`` /
+``rate_month`` fall back to grouping by the strings, so a collision costs time, never money
+(unless two independent 64-bit hashes collide on the same pair of rows at once). The hashes are
+polars' ``struct.hash``, stable within a polars version; books written under another version
+fail the re-hash, and such a month is grouped by the strings.
 
 Keys are below 2^59 so that ``key x 32 + day of month`` still fits 64 bits: the daily chart
 groups on that one integer.
@@ -27,13 +28,6 @@ import polars as pl
 KEY_COLUMNS = ["customer_id", "provider", "model", "model_family", "meter", "dimensions"]
 DAY_BITS = 32  # key x DAY_BITS + (day of month - 1) packs a key and its day in one UInt64
 KEY_LIMIT = 2**64 // DAY_BITS  # every key is below it; a larger one is not ours (never packed)
-
-
-def packable(usage: pl.DataFrame | pl.LazyFrame) -> bool:
-    """Whether every usage_key of ``usage`` can be packed with a day without wrapping (a key at
-    or past KEY_LIMIT was not written by ``usage_key_expr``: such usage is grouped by names)."""
-    top = usage.lazy().select(pl.col("usage_key").max()).collect().item()
-    return top is None or top < KEY_LIMIT
 
 
 CODE_BOOK_SCHEMA: dict[str, pl.DataType] = {
@@ -55,6 +49,13 @@ def check_expr() -> pl.Expr:
     return pl.struct(KEY_COLUMNS).hash(seed=1, seed_1=2, seed_2=3, seed_3=4).alias("check")
 
 
+def packable(usage: pl.DataFrame | pl.LazyFrame) -> bool:
+    """Whether every usage_key of ``usage`` can be packed with a day without wrapping (a key at
+    or past KEY_LIMIT was not written by ``usage_key_expr``: such usage is grouped by names)."""
+    top = usage.lazy().select(pl.col("usage_key").max()).collect().item()
+    return top is None or top < KEY_LIMIT
+
+
 def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """The distinct keys of ``usage`` per day with their six values, in (day, key) order.
 
@@ -74,12 +75,11 @@ def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 
 
 def merge_code_books(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | None:
-    """The code books of some days (a month's, for rating) as one, or None, and the caller
-    groups by the strings,
-    when a day has none (ingested before keys existed), a key stands for two different rows (a
-    collision), or an entry's six values do not hash to its key here (a book edited by hand, or
-    written by a polars version that hashed differently): a book can only name what its key
-    was computed from."""
+    """The code books of some days (a month's, for rating) as one; None, and the caller groups
+    by the strings, when a day has none (ingested before keys existed), a key stands for two
+    different rows (a collision), or an entry's six values do not hash to its key and check here
+    (a book edited by hand, or written by a polars version that hashed differently): a book can
+    only name what its key was computed from."""
     books = list(books)
     if not books or any(b is None for b in books):
         return None

@@ -5,7 +5,7 @@ Rounding mode: ROUND_HALF_UP (ties away from zero, as Lago, Kill Bill and Postgr
 line's amount and the tax are quantized, and every total is a sum of quantized numbers.
 
 Every rounding of the package is a function here (``round_money``, ``truncate_money``,
-``round_to``, ``round_units``, ``percent``, ``round_div_expr``) and so is every amount written as
+``round_to``, ``round_units``, ``percent``, ``round_div_expr``, ``truncate_div_expr``) and so is every amount written as
 text (``amount_text`` for documents, payloads and CSV cells, ``exact_text`` for a CSV's
 ``*_exact`` cells; ``fmt_money``, ``fmt_exact_money``, ``fmt_unit_price``, ``fmt_number`` for
 people): a second copy elsewhere drifts, so
@@ -83,6 +83,13 @@ def round_div_expr(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
     q = a // denominator
     r = a - q * denominator
     return pl.when(2 * r >= denominator).then(q + 1).otherwise(q) * numerator.sign()
+
+
+def truncate_div_expr(numerator: pl.Expr, denominator: pl.Expr | int) -> pl.Expr:
+    """numerator / denominator (denominator > 0) cut toward zero, in integers of the numerator's
+    type: ``truncate_money`` for an amount in minor units (a share whose remainder is handed out
+    afterwards). Not polars' ``//``, which floors: a credit's share would move away from zero."""
+    return (numerator.abs() // denominator) * numerator.sign()
 
 
 def round_div(numerator: int, denominator: int) -> int:

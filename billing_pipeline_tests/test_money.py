@@ -22,6 +22,7 @@ from billing_pipeline.money import (
     round_money,
     round_to,
     round_units,
+    truncate_div_expr,
     truncate_money,
 )
 
@@ -120,6 +121,20 @@ def test_round_div_expr_exact_beyond_int64():
         10**29 + 1,
         -(10**29 + 1),
     ]
+
+
+def test_truncate_div_expr_is_truncate_money_in_minor_units():
+    """Every numerator in -40..40 cents over every denominator 1..8: the cents truncate_money keeps
+    (toward zero, so -0.019 -> -0.01), in Int64 and Int128 alike."""
+    pairs = [(n, d) for n in range(-40, 41) for d in range(1, 9)]
+    frame = pl.DataFrame({"n": [n for n, _ in pairs], "d": [d for _, d in pairs]})
+    out = frame.select(
+        in_int64=truncate_div_expr(pl.col("n"), pl.col("d")),
+        in_int128=truncate_div_expr(pl.col("n").cast(pl.Int128), pl.col("d").cast(pl.Int128)),
+    )
+    expected = [int(truncate_money(D(n) / D(d) / 100, "USD") * 100) for n, d in pairs]
+    assert out["in_int64"].to_list() == expected
+    assert out["in_int128"].to_list() == expected
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,7 @@ like the rest of the pipeline (no floats), rounded to 0.1 px.
 
 Cheap to render (it was the costliest part of an invoice): WeasyPrint styles and draws every SVG
 element on its own and lays out SVG text one letter at a time, so the bars are one ``<path>`` per
-model and every text is HTML: the axis labels are boxes laid over the plot at percentages of its
-size (``<div class="chart-plot">``, invoice.css), the axis title and the legend follow it. The
-13-odd SVG ``<text>`` labels cost ~25 ms an invoice (15 % of its CPU); as HTML, ~2 ms.
+model and the long texts (axis title, model names) are HTML, laid out like the rest of the page.
 """
 
 from __future__ import annotations
@@ -27,20 +25,11 @@ MAX_SERIES = len(PALETTE)  # more models than colours: the smallest are merged i
 
 WIDTH, HEIGHT = 640, 140
 LEFT, RIGHT, TOP, BOTTOM = 58, 8, 8, 16  # plot margins; the HTML caption follows the day labels
-# Labels are HTML laid over the SVG (invoice.css .chart-plot .tick), 8 px text: with line-height 1
-# the shipped font's baseline is 0.846 em below the box's top (ascent 1901 - half-leading 168 of
-# 2048 units), so a box at ``y - BASELINE`` has its baseline at y; a day label is DAY_LABEL wide.
-BASELINE = Decimal("6.77")
-DAY_LABEL = 20
+FONT = 'font-family="Invoice Sans, DejaVu Sans, sans-serif"'
 
 
 def _px(value: Decimal) -> str:
     return format(value.quantize(Decimal("0.1")), "f")
-
-
-def _pct(value: Decimal | int, whole: int) -> str:
-    """A label's position as a percentage of the plot's width or height (CSS), to 0.1 %."""
-    return _px(Decimal(value) * 100 / whole) + "%"
 
 
 def _bar(x: Decimal, y: Decimal, h: Decimal) -> str:
@@ -126,8 +115,7 @@ def usage_chart_svg(
         y = base_y - plot_h * value / top_value
         grid.append(f"M{LEFT} {_px(y)}H{WIDTH - RIGHT}")
         texts.append(
-            f'<span class="tick y" style="right:{_pct(WIDTH - LEFT + 5, WIDTH)};'
-            f'top:{_pct(y + 3 - BASELINE, HEIGHT)}">{escape(_tick_label(value, step, currency))}</span>'
+            f'<text x="{LEFT - 5}" y="{_px(y + 3)}" text-anchor="end">{escape(_tick_label(value, step, currency))}</text>'
         )
         value += step
     for i, day in enumerate(days):
@@ -142,8 +130,7 @@ def usage_chart_svg(
             shapes[name].append(_bar(x + bar_w / 2, y, h))
         if day.day == 1 or day.day % 5 == 0 or day == end:
             texts.append(
-                f'<span class="tick d" style="left:{_pct(x + bar_w / 2 - DAY_LABEL // 2, WIDTH)};'
-                f'top:{_pct(base_y + 11 - BASELINE, HEIGHT)}">{day.day}</span>'
+                f'<text x="{_px(x + bar_w / 2)}" y="{_px(base_y + 11)}" text-anchor="middle">{day.day}</text>'
             )
     # legend: one line of entries under the axis title (invoice.css .chart-legend). Inline text
     # only: the swatch is a coloured U+25A0 (in the shipped font), not an inline-block box, so the
@@ -154,7 +141,6 @@ def usage_chart_svg(
         legend.append(f'<li><span class="swatch s{k}">\u25a0</span> {escape(label)}</li>')
 
     out = [
-        '<div class="chart-plot">',
         f'<svg xmlns="http://www.w3.org/2000/svg" class="usage-chart" width="{WIDTH}" '
         f'height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img">',
         f'<path d="{"".join(grid)}" stroke="#e3e6ea" stroke-width="0.6" fill="none"/>',
@@ -166,9 +152,8 @@ def usage_chart_svg(
     out.append(
         f'<path d="M{LEFT} {_px(base_y)}H{WIDTH - RIGHT}" stroke="#888" stroke-width="0.8" fill="none"/>'
     )
+    out.append(f'<g font-size="8" {FONT} fill="#555">{"".join(texts)}</g>')
     out.append("</svg>")
-    out += texts
-    out.append("</div>")
     out.append(f'<p class="chart-axis">Day of {escape(start.strftime("%B %Y"))} (UTC)</p>')
     out.append(f'<ul class="chart-legend">{"".join(legend)}</ul>')
     return "".join(out)

@@ -84,18 +84,37 @@ def merge_code_books(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | Non
     if not books or any(b is None for b in books):
         return None
     # A month repeats a key once per day it was used: every repetition must carry the same
-    # check (integers only); the first row of each key is the book, and its names must hash to
-    # both its key and its check (so a repetition's names equal them, but for a double collision
-    # of two independent 64-bit hashes).
-    every = pl.concat([b.select("usage_key", "check", *KEY_COLUMNS) for b in books])
-    checks = every.group_by("usage_key").agg(
-        (pl.col("check").min() != pl.col("check").max()).alias("_differ")
+    # check, found on integers only; the first row of each key is the book, gathered from its day
+    # (the names of ~1/30 of the rows are copied, not all), and its names must hash to both its
+    # key and its check (so a repetition's names equal them, but for a double collision of two
+    # independent 64-bit hashes).
+    index = pl.concat(
+        [
+            b.select("usage_key", "check")
+            .with_row_index("_row")
+            .with_columns(pl.lit(i, dtype=pl.UInt32).alias("_book"))
+            for i, b in enumerate(books)
+        ]
     )
-    book = every.filter(pl.col("usage_key").is_first_distinct())
+    first = index.filter(pl.col("usage_key").is_first_distinct())
+    differs = (
+        index.lazy()
+        .join(first.lazy().select("usage_key", pl.col("check").alias("_first")), on="usage_key")
+        .select((pl.col("check") != pl.col("_first")).any())
+        .collect()
+        .item()
+    )
+    if differs:
+        return None
+    book = pl.concat(
+        [
+            b.select("usage_key", "check", *KEY_COLUMNS)[first.filter(pl.col("_book") == i)["_row"]]
+            for i, b in enumerate(books)
+        ]
+    )
     rehashed = book.select(usage_key_expr(), check_expr())
     if (
-        checks["_differ"].any()
-        or rehashed["usage_key"].ne(book["usage_key"]).any()
+        rehashed["usage_key"].ne(book["usage_key"]).any()
         or rehashed["check"].ne(book["check"]).any()
     ):
         return None

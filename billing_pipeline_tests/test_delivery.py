@@ -21,10 +21,10 @@ import yaml
 
 from billing_pipeline.delivery import mail as delivery
 from billing_pipeline.delivery.smtp import SmtpConfigError, smtp_from_env
-from billing_pipeline.ledger.ledger import load_document
+from billing_pipeline.ledger.ledger import canonical_json, load_document
 from billing_pipeline.money import exact, fmt_money
 from billing_pipeline_tests.support.delivery import CUSTOMERS, EMAILS, SENDER, T0, cli, send
-from billing_pipeline_tests.support.ledger import MONTH
+from billing_pipeline_tests.support.ledger import MONTH, rewrite_issued
 
 
 def _stored(ledger) -> dict[str, tuple[str, str]]:
@@ -226,6 +226,22 @@ def test_a_pdf_that_is_not_the_issued_one_is_never_attached(ledger, issued, mail
         (True, "INV-2026-000001")
     ]
     assert "INV-2026-000001" not in mailbox.numbers()
+
+
+def test_a_document_rewritten_in_the_ledger_after_issue_is_never_sent(
+    ledger, issued, mailbox, smtp
+):
+    stored_text, _ = _stored(ledger)["INV-2026-000001"]
+    forged = {**load_document(stored_text), "total": "0.01"}
+    rewrite_issued(
+        ledger, "INV-2026-000001", "document = :forged", {"forged": canonical_json(forged)}
+    )
+    report = send(ledger, issued, smtp)
+    [held] = report.retrying
+    assert held["number"] == "INV-2026-000001"
+    assert held["error"].startswith("INV-2026-000001: the issued document was tampered with")
+    assert "INV-2026-000001" not in mailbox.numbers()
+    assert len(mailbox.messages) == len(CUSTOMERS) - 1  # the others still go
 
 
 def test_a_sender_that_died_mid_send_is_taken_over_after_its_lease_with_the_same_message_id(

@@ -12,11 +12,10 @@ import datetime as dt
 import json
 
 import pytest
-import sqlalchemy as sa
 
 from billing_pipeline.issuing.month import PdfsNotRendered, issue_month, render_issued
 from billing_pipeline.ledger.ledger import Ledger, canonical_json
-from billing_pipeline_tests.support.ledger import document
+from billing_pipeline_tests.support.ledger import document, rewrite_issued
 
 MONTH = "2026-10"
 ISSUED_ON = dt.date(2026, 11, 3)
@@ -180,21 +179,6 @@ def test_a_changed_template_is_reported_as_a_renderer_change_not_tampering(ledge
     assert (tmp_path / MONTH / "invoices" / "acme.pdf").read_bytes() == issued_pdf
 
 
-def _bypass_triggers_and_set(ledger: Ledger, assignments: str, params: dict) -> None:
-    """What only the tables' owner can do (README: the application role must not own them):
-    switch the guards off, rewrite an issued invoice, switch them on again."""
-    with ledger.engine.begin() as conn:
-        if ledger.engine.dialect.name == "postgresql":
-            conn.execute(sa.text("ALTER TABLE invoices DISABLE TRIGGER invoices_guard"))
-        else:
-            conn.execute(sa.text("DROP TRIGGER invoices_issued_immutable"))
-        conn.execute(
-            sa.text(f"UPDATE invoices SET {assignments} WHERE number = 'INV-2026-000001'"), params
-        )
-        if ledger.engine.dialect.name == "postgresql":
-            conn.execute(sa.text("ALTER TABLE invoices ENABLE TRIGGER invoices_guard"))
-
-
 @pytest.mark.parametrize(
     "witness", ["hash kept at issue", "JSON copy (issued before hashes were kept)"]
 )
@@ -208,7 +192,7 @@ def test_a_tampered_document_is_named_and_not_rendered(ledger, tmp_path, witness
     assignments = "document = :forged, total_micros = 10000"
     if witness.startswith("JSON"):
         assignments += ", document_sha256 = NULL"
-    _bypass_triggers_and_set(ledger, assignments, {"forged": canonical_json(forged)})
+    rewrite_issued(ledger, "INV-2026-000001", assignments, {"forged": canonical_json(forged)})
     result = render_issued(ledger, MONTH, tmp_path, renderer=Renderer())
     [failure] = result["failed"]
     assert (failure["customer_id"], failure["number"], failure["kind"]) == (

@@ -506,16 +506,27 @@ def _message_for(
     ledger: Ledger, row: dict, out_dir: Path, sender: Sender, now: dt.datetime
 ) -> EmailMessage | None:
     """The row's message, or None when its invoice was voided meanwhile. The JSON copy is the
-    ledger's stored document text; the PDF must be the one whose sha256 was stored at issue."""
+    ledger's stored document text, which must hash to the sha256 frozen at issue (a row rewritten
+    since is never sent); the PDF must be the one whose sha256 was stored at issue."""
 
     with ledger.engine.connect() as conn:
         inv = conn.execute(
-            select(invoices.c.status, invoices.c.document, invoices.c.pdf_sha256).where(
-                invoices.c.id == row["invoice_id"]
-            )
+            select(
+                invoices.c.status,
+                invoices.c.number,
+                invoices.c.document,
+                invoices.c.document_sha256,
+                invoices.c.pdf_sha256,
+            ).where(invoices.c.id == row["invoice_id"])
         ).one()
     if inv.status != "issued":
         return None
+    actual = hashlib.sha256(inv.document.encode("utf-8")).hexdigest()
+    if inv.document_sha256 is not None and actual != inv.document_sha256:
+        raise AttachmentError(
+            f"{inv.number}: the issued document was tampered with: its sha256 in the ledger is "
+            f"{actual}, at issue it was {inv.document_sha256}; not sent"
+        )
     doc = load_document(inv.document)
     pdf_path = inside(out_dir, doc["period"], "invoices", f"{file_stem(doc)}.pdf")
     if inv.pdf_sha256 is None or not pdf_path.is_file():

@@ -15,12 +15,13 @@ its key and check, or an event whose key no code book knows makes ``merge_code_b
 polars' ``struct.hash``, stable within a polars version; books written under another version
 fail the re-hash, and such a month is grouped by the strings.
 
-Keys are below 2^59 so that ``key x 32 + day of month`` still fits 64 bits: the daily chart
-groups on that one integer.
+Keys are below 2^59 so that ``key x 32 + day of month`` still fits 64 bits: rating and provider
+cost group on that one integer (``pack_expr`` / ``unpack_exprs``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 
 import polars as pl
@@ -28,6 +29,8 @@ import polars as pl
 KEY_COLUMNS = ["customer_id", "provider", "model", "model_family", "meter", "dimensions"]
 DAY_BITS = 32  # key x DAY_BITS + (day of month - 1) packs a key and its day in one UInt64
 KEY_LIMIT = 2**64 // DAY_BITS  # every key is below it; a larger one is not ours (never packed)
+NO_DAY = DAY_BITS - 1  # the day index of a row summed over its month, not of one day
+PACKED_DAYS = NO_DAY  # days a pack tells apart: the first day and the 30 after it (a month)
 
 
 CODE_BOOK_SCHEMA: dict[str, pl.DataType] = {
@@ -54,6 +57,29 @@ def packable(usage: pl.DataFrame | pl.LazyFrame) -> bool:
     or past KEY_LIMIT was not written by ``usage_key_expr``: such usage is grouped by names)."""
     top = usage.lazy().select(pl.col("usage_key").max()).collect().item()
     return top is None or top < KEY_LIMIT
+
+
+def pack_expr(first: dt.date, dated: pl.Expr | None = None) -> pl.Expr:
+    """``_packed``: usage_key x DAY_BITS + the day's index counted from ``first`` (NO_DAY where
+    ``dated`` is false), one integer to group on. Only for usage that is ``packable`` and whose
+    days are fewer than PACKED_DAYS from ``first``: a larger key or index would land on another
+    key's pack."""
+    index = (pl.col("day") - pl.lit(first)).dt.total_days().cast(pl.UInt64)
+    if dated is not None:
+        index = pl.when(dated).then(index).otherwise(NO_DAY)
+    return (pl.col("usage_key") * DAY_BITS + index).alias("_packed")
+
+
+def unpack_exprs(first: dt.date) -> list[pl.Expr]:
+    """``pack_expr``'s ``_packed`` back as ``usage_key`` and ``day`` (null for NO_DAY)."""
+    index = pl.col("_packed") % DAY_BITS
+    return [
+        (pl.col("_packed") // DAY_BITS).alias("usage_key"),
+        pl.when(index != NO_DAY)
+        .then(pl.lit(first) + pl.duration(days=index.cast(pl.Int64)))
+        .cast(pl.Date)
+        .alias("day"),
+    ]
 
 
 def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:

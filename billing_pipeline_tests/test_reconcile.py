@@ -10,7 +10,8 @@ import polars as pl
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.rating import rate_month
 from billing_pipeline.reconcile import cost_drift, metering_drift, provider_cost, reconcile
-from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
+from billing_pipeline.schema import conform
+from billing_pipeline_tests.support.usage import usage_frame, usage_row
 
 MONTH = "2026-10"
 PRICE_BOOK = [
@@ -72,28 +73,19 @@ CATALOG = {
 
 def usage(rows: list[tuple], source: str = "gateway_log") -> pl.DataFrame:
     """rows: (customer_id, account_key, meter, quantity, day-of-October)."""
-    frame = pl.DataFrame(
-        [
-            {
-                "event_id": f"{source}{i}",
-                "record_id": f"{source}{i}",
-                "source": source,
-                "provider": "openai",
-                "account_key": key,
-                "customer_id": c,
-                "model": "gpt-4o",
-                "meter": meter,
-                "dimensions": "{}",
-                "quantity": q,
-                "start": dt.datetime(2026, 10, d, tzinfo=dt.UTC),
-                "end": dt.datetime(2026, 10, d, 1, tzinfo=dt.UTC),
-                "origin": f"{source}:{i}",
-                "day": dt.date(2026, 10, d),
-            }
-            for i, (c, key, meter, q, d) in enumerate(rows)
-        ]
-    ).with_columns(model_family_expr().alias("model_family"))
-    return conform(frame, USAGE_SCHEMA)
+    return usage_frame(
+        usage_row(
+            event_id=f"{source}{i}",
+            source=source,
+            account_key=key,
+            customer_id=c,
+            meter=meter,
+            quantity=q,
+            day=dt.date(2026, 10, d),
+            origin=f"{source}:{i}",
+        )
+        for i, (c, key, meter, q, d) in enumerate(rows)
+    )
 
 
 def test_a_gateway_log_undercounting_by_15_percent_is_flagged_with_the_revenue_at_stake():

@@ -15,9 +15,13 @@ from billing_pipeline.reconcile import provider_cost
 from billing_pipeline.usage_keys import (
     KEY_COLUMNS,
     KEY_LIMIT,
+    PACKED_DAYS,
     check_expr,
     code_book,
     merge_code_books,
+    pack_expr,
+    packable,
+    unpack_exprs,
     usage_key_expr,
 )
 from billing_pipeline_tests.support.demo import MONTH
@@ -139,6 +143,38 @@ def test_the_code_book_lists_each_key_once_a_day_with_the_names_it_stands_for():
     assert book.group_by("day").len().sort("day")["len"].to_list() == [2, 1]
     assert book.select(KEY_COLUMNS).unique().height == 2
     assert (book["usage_key"] < 2**59).all()
+
+
+def test_a_key_packed_with_its_day_unpacks_to_the_same_key_and_day():
+    """Rating and provider cost group on one integer: key and day must come back as they were,
+    from the first day of the month to its last, for the largest key ingestion can write; a row
+    packed without its day (rating's month sums) comes back with none."""
+    first = dt.date(2026, 10, 1)
+    rows = pl.DataFrame(
+        {
+            "usage_key": [0, 7, KEY_LIMIT - 1, KEY_LIMIT - 1],
+            "day": [first, first + dt.timedelta(days=PACKED_DAYS - 1), first, dt.date(2026, 10, 9)],
+            "dated": [True, True, True, False],
+        },
+        schema={"usage_key": pl.UInt64, "day": pl.Date, "dated": pl.Boolean},
+    )
+    assert packable(rows)
+    unpacked = rows.select(pack_expr(first)).select(unpack_exprs(first))
+    assert unpacked.equals(rows.select("usage_key", "day"))
+    undated = rows.select(pack_expr(first, pl.col("dated"))).select(unpack_exprs(first))
+    assert undated["usage_key"].equals(rows["usage_key"])
+    assert undated["day"].to_list() == [*rows["day"][:3], None]
+
+
+def test_usage_with_a_key_at_or_past_the_limit_is_not_packed():
+    """Such a key would wrap onto another key's pack: rating and provider cost group by names."""
+
+    def keys(*values: int) -> pl.DataFrame:
+        return pl.DataFrame({"usage_key": values}, schema={"usage_key": pl.UInt64})
+
+    assert packable(keys(1, KEY_LIMIT - 1))
+    assert not packable(keys(1, KEY_LIMIT))
+    assert not packable(keys(1, 2**64 - 1).lazy())
 
 
 def test_provider_cost_is_the_same_by_key_as_by_names(month):

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from billing_pipeline.alerts.outbox import outbox_rows
 from billing_pipeline.alerts.run import evaluate_day
 from billing_pipeline.alerts.webhooks import (
-    ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     deliver_due,
@@ -20,6 +17,7 @@ from billing_pipeline.alerts.webhooks import (
     verify,
 )
 from billing_pipeline_tests.support.alerts import catalog, steady, usage
+from billing_pipeline_tests.support.gateway import WebhookReceiver
 
 SECRET = "whsec_test_0123456789"
 T0 = dt.datetime(2026, 10, 8, 1, 0, tzinfo=dt.UTC)
@@ -28,58 +26,18 @@ T0 = dt.datetime(2026, 10, 8, 1, 0, tzinfo=dt.UTC)
 pytestmark = pytest.mark.usefixtures("receivers_on_loopback")
 
 
-class Receiver:
-    """A customer's endpoint: answers 500 to the first ``fail_first`` requests, then 200; checks
-    every signature like a real receiver would and records what it accepted."""
-
-    def __init__(self, fail_first: int = 0):
-        self.fail_first, self.requests, self.accepted, self.now = fail_first, [], [], T0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                headers = dict(self.headers.items())
-                receiver.requests.append((headers, body))
-                valid = verify(SECRET.encode(), body, headers, receiver.now)
-                status = (
-                    500
-                    if len(receiver.requests) <= receiver.fail_first
-                    else (200 if valid else 401)
-                )
-                if status == 200:
-                    receiver.accepted.append(headers[ALERT_ID_HEADER])
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def secret(monkeypatch):
     monkeypatch.setenv("BILLING_WEBHOOK_SECRET_ACME", SECRET)
 
 
 def test_thresholds_are_delivered_exactly_once_across_two_reruns(ledger, tmp_path, secret):
-    with Receiver() as receiver:
+    with WebhookReceiver(SECRET, now=T0) as receiver:
         cat, month = catalog(receiver.url), usage(steady())
         for _ in range(2):  # the daily run, then a re-run of the same day
             evaluate_day(month, cat, dt.date(2026, 10, 8), ledger.engine, tmp_path, now=T0)
             deliver_due(ledger.engine, now=lambda: T0)
-    assert receiver.accepted == ["limit:acme:2026-10:50", "limit:acme:2026-10:75"]
+    assert receiver.ids() == ["limit:acme:2026-10:50", "limit:acme:2026-10:75"]
     assert len(receiver.requests) == 2
     headers, body = receiver.requests[1]
     payload = json.loads(body)
@@ -92,7 +50,7 @@ def test_thresholds_are_delivered_exactly_once_across_two_reruns(ledger, tmp_pat
 
 
 def test_a_receiver_that_fails_twice_then_succeeds_gets_each_alert_once(ledger, tmp_path, secret):
-    with Receiver(fail_first=2) as receiver:
+    with WebhookReceiver(SECRET, fail_first=2, now=T0) as receiver:
         evaluate_day(
             usage(steady()),
             catalog(receiver.url),
@@ -115,7 +73,7 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_each_alert_once(ledger, 
         reports[3].delivered == ["limit:acme:2026-10:50"]
         and reports[4].delivered == reports[5].delivered == []
     )
-    assert receiver.accepted == ["limit:acme:2026-10:50"] and len(receiver.requests) == 3
+    assert receiver.ids() == ["limit:acme:2026-10:50"] and len(receiver.requests) == 3
     row = outbox_rows(ledger.engine)[0]
     assert (row["status"], row["attempts"], row["last_error"]) == ("delivered", 3, None)
 
@@ -123,7 +81,7 @@ def test_a_receiver_that_fails_twice_then_succeeds_gets_each_alert_once(ledger, 
 def test_a_receiver_detects_a_bad_signature_a_tampered_body_and_a_replayed_request(
     ledger, tmp_path, secret
 ):
-    with Receiver() as receiver:
+    with WebhookReceiver(SECRET, now=T0) as receiver:
         evaluate_day(
             usage(steady()),
             catalog(receiver.url),
@@ -150,7 +108,7 @@ def test_a_missing_secret_is_a_failed_attempt_naming_the_variable_not_a_crash(
     ledger, tmp_path, monkeypatch
 ):
     monkeypatch.delenv("BILLING_WEBHOOK_SECRET_ACME", raising=False)
-    with Receiver() as receiver:
+    with WebhookReceiver(SECRET, now=T0) as receiver:
         evaluate_day(
             usage(steady()),
             catalog(receiver.url),

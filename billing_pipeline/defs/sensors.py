@@ -85,6 +85,35 @@ def plan_runs(before: dict, after: dict, today: dt.date) -> dict[str, list[str]]
     return by_day
 
 
+def _digest(after: dict[str, list[int]], rels: list[str]) -> str:
+    """A run's files with their stamps, hashed: the run key's tail, so a retried tick repeats it
+    and a changed file makes a new one."""
+    return hashlib.sha256(json.dumps([[r, after[r]] for r in rels]).encode()).hexdigest()[:16]
+
+
+def _result(
+    context: dg.SensorEvaluationContext,
+    after: dict[str, list[int]],
+    requests: list[dg.RunRequest],
+    skipped: list[str],
+    *,
+    outside: str,
+    nothing: str,
+) -> dg.SensorResult:
+    """A tick's runs and its new cursor (the snapshot ``after``); the partitions that do not exist
+    (``skipped``) are warned about (``outside``: whose files), never started; ``nothing`` is the
+    skip reason of a tick that starts no run."""
+    if skipped:
+        context.log.warning(
+            f"{outside} outside the partitions were not ingested: {', '.join(skipped[:10])}"
+        )
+    return dg.SensorResult(
+        run_requests=requests,
+        cursor=json.dumps(after, sort_keys=True),
+        skip_reason=None if requests else dg.SkipReason(nothing),
+    )
+
+
 @dg.sensor(
     job=daily_ingestion_job,
     minimum_interval_seconds=60,
@@ -95,28 +124,25 @@ def landing_zone_sensor(context: dg.SensorEvaluationContext, landing: LandingZon
     before = json.loads(context.cursor) if context.cursor else {}
     after = _snapshot(landing.root)
     today = dt.datetime.now(dt.UTC).date()
-    by_day = plan_runs(before, after, today)
     requests, skipped = [], []
-    for day, rels in sorted(by_day.items()):
+    for day, rels in sorted(plan_runs(before, after, today).items()):
         if not daily_partitions.has_partition_key(day):
             skipped.append(day)
             continue
-        digest = hashlib.sha256(json.dumps([[r, after[r]] for r in rels]).encode()).hexdigest()[:16]
         requests.append(
             dg.RunRequest(
-                run_key=f"{day}:{digest}",
+                run_key=f"{day}:{_digest(after, rels)}",
                 partition_key=day,
                 tags={MONTH_TAG: day[:7], "billing/landing_files": str(len(rels))},
             )
         )
-    if skipped:
-        context.log.warning(
-            f"landing files for days outside the partitions were not ingested: {', '.join(skipped[:10])}"
-        )
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=json.dumps(after, sort_keys=True),
-        skip_reason=None if requests else dg.SkipReason("no new or changed landing files"),
+    return _result(
+        context,
+        after,
+        requests,
+        skipped,
+        outside="landing files for days",
+        nothing="no new or changed landing files",
     )
 
 
@@ -207,17 +233,15 @@ def gateway_hourly_sensor(context: dg.SensorEvaluationContext, landing: LandingZ
         ):
             skipped.append(first.strftime(HOUR_KEY_FORMAT))
             continue
-        digest = hashlib.sha256(json.dumps([[r, after[r]] for r in rels]).encode()).hexdigest()
         span = f"{first.strftime(HOUR_KEY_FORMAT)}..{last.strftime(HOUR_KEY_FORMAT)}"
-        requests.append(hour_request(first, last, f"{span}:{digest[:16]}", len(rels)))
-    if skipped:
-        context.log.warning(
-            f"gateway files for hours outside the partitions were not ingested: {', '.join(skipped[:10])}"
-        )
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=json.dumps(after, sort_keys=True),
-        skip_reason=None if requests else dg.SkipReason("no new or grown gateway log files"),
+        requests.append(hour_request(first, last, f"{span}:{_digest(after, rels)}", len(rels)))
+    return _result(
+        context,
+        after,
+        requests,
+        skipped,
+        outside="gateway files for hours",
+        nothing="no new or grown gateway log files",
     )
 
 

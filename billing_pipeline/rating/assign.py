@@ -22,7 +22,7 @@ from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.price_book import cost_plus_changing
 from billing_pipeline.usage import dimensions_match, models_match
-from billing_pipeline.usage_keys import DAY_BITS, packable
+from billing_pipeline.usage_keys import pack_expr, packable, unpack_exprs
 
 I64_MAX = 2**63 - 1
 QUANTITY_OVERFLOW = "quantity_overflow"  # the customer's month sums past 2^63-1 base units
@@ -379,35 +379,23 @@ def _group_by_key(
     end: dt.date,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
     """``_group_events``' result from one group-by on a single integer: the event's usage_key and
-    day of the month packed together (key x 32 + day index; index 31 stands for "no day" where
-    rating does not need it). None when an event has no key or a key the book does not know:
-    the caller then groups by the strings.
+    day of the month packed together (``usage_keys.pack_expr``; NO_DAY where rating does not need
+    the day). None when an event has no key or a key the book does not know: the caller then
+    groups by the strings.
 
     ``need_day`` is a condition on the customer and meter, so it is evaluated on the code book
     (one row per key) and becomes a set of keys, and unattributed keys are dropped after the
     group-by: no string column is read per event."""
     keys = [k for k in KEYS if k not in ("day", "plan_id")]
     dated_keys = book.filter(need_day)["usage_key"].implode()
-    index = (pl.col("day") - pl.lit(start)).dt.total_days().cast(pl.UInt64)
-    if not by_day:
-        index = pl.when(pl.col("usage_key").is_in(dated_keys)).then(index).otherwise(NO_DAY)
-    packed = pl.col("usage_key") * DAY_BITS + index
+    packed = pack_expr(start, None if by_day else pl.col("usage_key").is_in(dated_keys))
     in_month = (pl.col("day") >= start) & (pl.col("day") < end)
     # In slices, as the names' group-by: one streaming pass over 50 M events holds ~2x the file.
     # Three integer columns per event make a slice 4x larger than the names' for the same memory.
-    summed = _sum_slices(usage, in_month, [packed.alias("_packed")], ["_packed"], 4 * CHUNK_ROWS)
+    summed = _sum_slices(usage, in_month, [packed], ["_packed"], 4 * CHUNK_ROWS)
     if summed["_packed"].null_count():
         return None
-    summed = summed.select(
-        (pl.col("_packed") // DAY_BITS).alias("usage_key"),
-        pl.when(pl.col("_packed") % DAY_BITS != NO_DAY)
-        .then(pl.lit(start) + pl.duration(days=(pl.col("_packed") % DAY_BITS).cast(pl.Int64)))
-        .cast(pl.Date)
-        .alias("day"),
-        "quantity",
-        "_abs",
-        "events",
-    )
+    summed = summed.select(*unpack_exprs(start), "quantity", "_abs", "events")
     if summed.join(book, on="usage_key", how="anti").height:
         return None
     book = book.filter(pl.col("customer_id").is_not_null())  # inner joins below drop the rest
@@ -443,7 +431,6 @@ def _group_by_key(
     return pl.concat([dated, steady]), series_days
 
 
-NO_DAY = DAY_BITS - 1  # a month's day indices are 0..30: 31 marks a row summed over the month
 CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source (a Parquet scan)
 
 

@@ -16,7 +16,7 @@ from billing_pipeline.money import round_div_expr
 from billing_pipeline.rating import price_book
 from billing_pipeline.rating.vectorized import I128
 from billing_pipeline.schema import COST_DECIMAL
-from billing_pipeline.usage_keys import DAY_BITS, packable
+from billing_pipeline.usage_keys import PACKED_DAYS, pack_expr, packable, unpack_exprs
 
 COST_SCALE = Decimal(1).scaleb(-12)
 ROW_NAMES = ["provider", "customer_id", "model_family", "meter"]  # a cost row's names, in order
@@ -139,23 +139,14 @@ def _summed_by_key(
         return None
     span = usage.lazy().select(pl.col("day").min().alias("first"), pl.col("day").max()).collect()
     first, last = span.row(0)
-    if first is None or (last - first).days >= DAY_BITS or not packable(usage):
+    if first is None or (last - first).days >= PACKED_DAYS or not packable(usage):
         return None  # no usage, or more than a month: summed by the names
-    # key x 32 + day index: one integer to group on (as rating does)
-    packed = pl.col("usage_key") * DAY_BITS + (pl.col("day") - pl.lit(first)).dt.total_days().cast(
-        pl.UInt64
-    )
     summed = (
         usage.lazy()
-        .group_by(packed.alias("_packed"))
+        .group_by(pack_expr(first))  # one integer to group on, as rating does
         .agg(sums)
         .collect(engine="streaming")
-        .with_columns(
-            (pl.col("_packed") // DAY_BITS).alias("usage_key"),
-            (pl.lit(first) + pl.duration(days=(pl.col("_packed") % DAY_BITS).cast(pl.Int64)))
-            .cast(pl.Date)
-            .alias("day"),
-        )
+        .with_columns(unpack_exprs(first))
         .drop("_packed")
     )
     if summed["usage_key"].null_count() or summed.join(book, on="usage_key", how="anti").height:

@@ -8,7 +8,7 @@ import datetime as dt
 import polars as pl
 
 from billing_pipeline.catalog import parse_catalog
-from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
+from billing_pipeline_tests.support.usage import usage_frame, usage_row
 
 
 def catalog(url: str = "http://127.0.0.1:9/hook", **acme):
@@ -58,28 +58,12 @@ def catalog_document(url: str = "http://127.0.0.1:9/hook", **acme) -> dict:
 
 def usage(per_day: dict[dt.date, int], customer: str = "acme") -> pl.DataFrame:
     """Output tokens per day: 100,000 tokens = $1.00 on the payg plan above."""
-    frame = pl.DataFrame(
-        [
-            {
-                "event_id": f"{customer}{d}",
-                "record_id": f"{customer}{d}",
-                "source": "gateway_log",
-                "provider": "openai",
-                "account_key": f"gateway:{customer}",
-                "customer_id": customer,
-                "model": "gpt-4o",
-                "meter": "output_tokens",
-                "dimensions": "{}",
-                "quantity": q,
-                "start": dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC),
-                "end": dt.datetime(d.year, d.month, d.day, 1, tzinfo=dt.UTC),
-                "origin": f"t:{d}",
-                "day": d,
-            }
-            for d, q in per_day.items()
-        ]
-    ).with_columns(model_family_expr().alias("model_family"))
-    return conform(frame, USAGE_SCHEMA)
+    return usage_frame(
+        usage_row(
+            event_id=f"{customer}{d}", customer_id=customer, quantity=q, day=d, origin=f"t:{d}"
+        )
+        for d, q in per_day.items()
+    )
 
 
 def october(first: int, last: int, tokens: int = 100_000) -> dict[dt.date, int]:
@@ -95,28 +79,18 @@ def steady() -> dict[dt.date, int]:
 def hourly(per_hour: dict[dt.datetime, int], customer: str = "acme") -> pl.DataFrame:
     """Output tokens per hour, each in one request that started on the hour: 100,000 tokens =
     $1.00 on the payg plan above."""
-    frame = pl.DataFrame(
-        [
-            {
-                "event_id": f"{customer}{h.isoformat()}",
-                "record_id": f"{customer}{h.isoformat()}",
-                "source": "gateway_log",
-                "provider": "openai",
-                "account_key": f"gateway:{customer}",
-                "customer_id": customer,
-                "model": "gpt-4o",
-                "meter": "output_tokens",
-                "dimensions": "{}",
-                "quantity": q,
-                "start": h,
-                "end": h,
-                "origin": f"t:{h.isoformat()}",
-                "day": h.date(),
-            }
-            for h, q in per_hour.items()
-        ]
-    ).with_columns(model_family_expr().alias("model_family"))
-    return conform(frame, USAGE_SCHEMA)
+    return usage_frame(
+        usage_row(
+            event_id=f"{customer}{h.isoformat()}",
+            customer_id=customer,
+            quantity=q,
+            day=h.date(),
+            start=h,
+            end=h,
+            origin=f"t:{h.isoformat()}",
+        )
+        for h, q in per_hour.items()
+    )
 
 
 def every_hour(first: dt.datetime, hours: int, tokens: int) -> dict[dt.datetime, int]:

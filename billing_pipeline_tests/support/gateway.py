@@ -34,10 +34,14 @@ def append(path: Path, *lines: str) -> Path:
 
 
 class WebhookReceiver:
-    """A customer's endpoint: answers 200 to requests whose signature checks out with ``secret``
-    (401 otherwise) and keeps the bodies it accepted, in order."""
+    """A customer's endpoint: answers 500 to the first ``fail_first`` requests, then 200 to
+    requests whose signature checks out with ``secret`` at ``now`` (the clock; settable, the
+    real one when None) and 401 to the rest. Keeps every request as (headers, body) and the
+    bodies it accepted, in order."""
 
-    def __init__(self, secret: str):
+    def __init__(self, secret: str, *, fail_first: int = 0, now: dt.datetime | None = None):
+        self.fail_first, self.now = fail_first, now
+        self.requests: list[tuple[dict, bytes]] = []
         self.accepted: list[dict] = []
         self.arrived = threading.Event()
         receiver = self
@@ -45,15 +49,20 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # http.server dispatches on the method name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                ok = verify(
-                    secret.encode(), body, dict(self.headers.items()), dt.datetime.now(dt.UTC)
-                )
-                if ok:
+                headers = dict(self.headers.items())
+                receiver.requests.append((headers, body))
+                now = receiver.now or dt.datetime.now(dt.UTC)
+                if len(receiver.requests) <= receiver.fail_first:
+                    status = 500
+                elif verify(secret.encode(), body, headers, now):
+                    status = 200
                     receiver.accepted.append(
                         {"id": self.headers[ALERT_ID_HEADER], **json.loads(body)}
                     )
                     receiver.arrived.set()
-                self.send_response(200 if ok else 401)
+                else:
+                    status = 401
+                self.send_response(status)
                 self.end_headers()
 
             def log_message(self, *args):

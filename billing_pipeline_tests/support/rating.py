@@ -7,7 +7,7 @@ import datetime as dt
 
 import polars as pl
 
-from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
+from billing_pipeline_tests.support.usage import usage_frame, usage_row
 
 CATALOG = {
     "issuer": {"name": "Example AI GmbH"},
@@ -67,28 +67,22 @@ CATALOG = {
 
 def usage(rows: list[tuple]) -> pl.DataFrame:
     """rows: (customer_id, model, meter, quantity, day-of-October, hour)."""
-    frame = pl.DataFrame(
-        [
-            {
-                "event_id": f"e{i}",
-                "record_id": f"r{i}",
-                "source": "test",
-                "provider": "openai",
-                "account_key": None,
-                "customer_id": c,
-                "model": m,
-                "meter": meter,
-                "dimensions": "{}",
-                "quantity": q,
-                "start": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
-                "end": dt.datetime(2026, 10, d, h, tzinfo=dt.UTC) + dt.timedelta(hours=1),
-                "origin": f"test:{i}",
-                "day": dt.date(2026, 10, d),
-            }
-            for i, (c, m, meter, q, d, h) in enumerate(rows)
-        ]
-    ).with_columns(model_family_expr().alias("model_family"))
-    return conform(frame, USAGE_SCHEMA)
+    return usage_frame(
+        usage_row(
+            event_id=f"e{i}",
+            record_id=f"r{i}",
+            source="test",
+            account_key=None,
+            customer_id=c,
+            model=m,
+            meter=meter,
+            quantity=q,
+            day=dt.date(2026, 10, d),
+            start=dt.datetime(2026, 10, d, h, tzinfo=dt.UTC),
+            origin=f"test:{i}",
+        )
+        for i, (c, m, meter, q, d, h) in enumerate(rows)
+    )
 
 
 def lines_of(rated, customer):

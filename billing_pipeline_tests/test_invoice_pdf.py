@@ -410,6 +410,17 @@ def test_gpu_seconds_priced_per_hour_are_shown_in_gpu_hours_with_the_seconds_exp
     assert "Outcomes" in text and "internal" not in text
 
 
+def test_a_line_without_one_unit_price_says_why_tiers_or_list_plus_markup():
+    doc = make_document()
+    tokens = doc["lines"][1]
+    doc["lines"] = [
+        {**tokens, "unit_price": None, "pricing": "graduated"},
+        {**tokens, "unit_price": None, "pricing": "cost_plus"},
+    ]
+    shown = [line["unit_price"] for line in invoice_context(doc)["groups"][0]["models"][0]["lines"]]
+    assert shown == ["tiered", "list + markup"]  # a cost-plus line has no tiers to point to
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [

@@ -181,10 +181,17 @@ def _per(unit: str, size: int) -> str:
     return f"{UNIT_SIZE_LABELS.get(size, fmt_quantity(size))} {unit}"
 
 
-def _price_text(price: str | None, unit_size: int, unit: str, currency: str) -> str:
+# A line without one unit price: the tiers listed under it, or (cost-plus) each token type's list
+# price plus the markup, spelled out in its explanation.
+NO_SINGLE_PRICE = {"cost_plus": "list + markup"}
+
+
+def _price_text(
+    price: str | None, unit_size: int, unit: str, currency: str, pricing: str | None = None
+) -> str:
     """'$0.010 per 1K tokens', '$2.40 per GPU-hour', '$500.00 per month'."""
     if price is None:
-        return "tiered"
+        return NO_SINGLE_PRICE.get(pricing or "", "tiered")
     amount, per = fmt_unit_price(exact(price), currency), _per(unit, int(unit_size or 1))
     return f"{amount} per {per}" if per else amount  # a credit note's line has no unit
 
@@ -243,7 +250,9 @@ def _line_view(line: dict, currency: str) -> dict:
     return {
         "description": line["description"],
         "quantity": _quantity_text(line["quantity"], unit, size),
-        "unit_price": _price_text(line.get("unit_price"), size, unit, currency),
+        "unit_price": _price_text(
+            line.get("unit_price"), size, unit, currency, line.get("pricing")
+        ),
         "amount": fmt_money(exact(line["amount"]), currency),
         "explanation": line.get("explanation") or "",
         "tiers": tiers,

@@ -437,20 +437,37 @@ CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source
 def _sum_slices(
     usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, keys: list[str], slice_rows: int
 ) -> pl.DataFrame:
-    """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source."""
-    wide = pl.col("quantity").cast(pl.Int128)  # 10^7 events of up to 2^63 cannot wrap it
+    """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source.
+
+    The sums are exact: in Int64 when the events' count times their largest |quantity| fits it
+    (every month so far: a third faster than Int128 on 10 M events), else in Int128 (10^7 events
+    of up to 2^63 cannot wrap it); Int128 columns either way."""
+    total, top, bottom = (
+        usage.lazy()
+        .select(pl.len(), pl.col("quantity").max().alias("_top"), pl.col("quantity").min())
+        .collect()
+        .row(0)
+    )
+    bound = max(abs(top or 0), abs(bottom or 0))
+    narrow = total * bound <= 2**63 - 1
+    wide = pl.col("quantity").cast(pl.Int64 if narrow else pl.Int128)
     sums = [
         wide.sum().alias("quantity"),
         wide.abs().sum().alias("_abs"),
         pl.len().cast(pl.Int64).alias("events"),
     ]
-    total = (
-        usage.height if isinstance(usage, pl.DataFrame) else usage.select(pl.len()).collect().item()
-    )
+    as_int128 = [pl.col("quantity", "_abs").cast(pl.Int128)]
     if (
         isinstance(usage, pl.DataFrame) or total <= slice_rows
     ):  # in memory already: nothing to bound
-        return usage.lazy().filter(keep).group_by(by).agg(sums).collect(engine="streaming")
+        return (
+            usage.lazy()
+            .filter(keep)
+            .group_by(by)
+            .agg(sums)
+            .with_columns(*as_int128)
+            .collect(engine="streaming")
+        )
     summed = None  # folded slice by slice: memory stays at one slice plus the running sums
     for offset in range(0, total, slice_rows):
         part = (
@@ -469,7 +486,7 @@ def _sum_slices(
                 .agg(pl.sum("quantity"), pl.sum("_abs"), pl.sum("events"))
             )
         )
-    return summed
+    return summed.with_columns(*as_int128)
 
 
 def _consume_allowances(

@@ -22,6 +22,7 @@ from billing_pipeline.cli import main
 from billing_pipeline.quote.quote import QuoteError, parse_usage
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.assign import AT_RISK_SCHEMA
+from billing_pipeline.rating.vectorized import quantity_sum_type
 from billing_pipeline_tests.support.rating import CATALOG, lines_of, usage
 
 HALF = 2**62 - 1  # 4,611,686,018,427,387,903 < 2^62; two of them = 2^63 - 2 (fits), three do not
@@ -249,3 +250,19 @@ def test_provider_cost_of_a_day_past_64_bits_is_exact_and_fails_nobody_elses_mon
         1_000_000,
         Decimal("2.5"),
     )
+
+
+@pytest.mark.parametrize(
+    ("quantities", "summed_in"),
+    [
+        ([HALF, HALF], pl.Int64),  # 2^63 - 2: the largest sum two of them can make fits
+        ([HALF + 1, HALF + 1], pl.Int128),  # 2^63 would wrap Int64
+        ([-(2**63), 0], pl.Int128),  # |int64 min| is not an int64
+        ([-HALF, -HALF], pl.Int64),  # and so is the smallest (the sum of |q| too)
+        ([], pl.Int64),
+    ],
+)
+def test_events_are_summed_in_int64_only_where_no_sum_of_them_can_wrap(quantities, summed_in):
+    frame = pl.DataFrame({"quantity": quantities}, schema={"quantity": pl.Int64})
+    assert quantity_sum_type(frame) == (len(quantities), summed_in)
+    assert quantity_sum_type(frame.lazy()) == (len(quantities), summed_in)

@@ -21,6 +21,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.periods import parse_month
 from billing_pipeline.rating.price_book import cost_plus_changing
+from billing_pipeline.rating.vectorized import quantity_sum_type
 from billing_pipeline.usage import dimensions_match, models_match
 from billing_pipeline.usage_keys import pack_expr, packable, unpack_exprs
 
@@ -437,20 +438,10 @@ CHUNK_ROWS = 5_000_000  # events per partial group-by when reading a lazy source
 def _sum_slices(
     usage: pl.DataFrame | pl.LazyFrame, keep: pl.Expr, by: list, keys: list[str], slice_rows: int
 ) -> pl.DataFrame:
-    """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source.
-
-    The sums are exact: in Int64 when the events' count times their largest |quantity| fits it
-    (every month so far: a third faster than Int128 on 10 M events), else in Int128 (10^7 events
-    of up to 2^63 cannot wrap it); Int128 columns either way."""
-    total, top, bottom = (
-        usage.lazy()
-        .select(pl.len(), pl.col("quantity").max().alias("_top"), pl.col("quantity").min())
-        .collect()
-        .row(0)
-    )
-    bound = max(abs(top or 0), abs(bottom or 0))
-    narrow = total * bound <= 2**63 - 1
-    wide = pl.col("quantity").cast(pl.Int64 if narrow else pl.Int128)
+    """quantity and events summed ``by``, ``slice_rows`` events at a time for a large lazy source;
+    exact, in Int128 columns (summed in Int64 where that cannot wrap: ``quantity_sum_type``)."""
+    total, sum_type = quantity_sum_type(usage)
+    wide = pl.col("quantity").cast(sum_type)
     sums = [
         wide.sum().alias("quantity"),
         wide.abs().sum().alias("_abs"),

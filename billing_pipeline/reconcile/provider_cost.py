@@ -14,7 +14,7 @@ import polars as pl
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.money import round_div_expr
 from billing_pipeline.rating import price_book
-from billing_pipeline.rating.vectorized import I128
+from billing_pipeline.rating.vectorized import I128, quantity_sum_type
 from billing_pipeline.schema import COST_DECIMAL
 from billing_pipeline.usage_keys import PACKED_DAYS, pack_expr, packable, unpack_exprs
 
@@ -48,9 +48,10 @@ def provider_cost(
     meter, dimensions) keys, not per event; the cost is quantity x price / unit_size in exact
     integers of 10^-12, rounded half up once per row (the COST_DECIMAL scale), as Decimal would."""
     keys = ["day", "provider", "customer_id", "model", "model_family", "meter", "dimensions"]
+    _, sum_type = quantity_sum_type(usage)  # many int64 events: summed where they cannot wrap
     sums = [
         pl.len().alias("events"),
-        pl.col("quantity").cast(I128).sum(),  # many int64 events: summed where they cannot wrap
+        pl.col("quantity").cast(sum_type).sum().cast(I128),
         pl.col("reported_cost").sum().alias("reported_sum"),
         pl.col("reported_cost").is_not_null().any().alias("has_reported"),
     ]

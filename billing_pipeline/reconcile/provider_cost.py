@@ -20,6 +20,13 @@ from billing_pipeline.usage_keys import PACKED_DAYS, pack_expr, packable, unpack
 
 COST_SCALE = Decimal(1).scaleb(-12)
 ROW_NAMES = ["provider", "customer_id", "model_family", "meter"]  # a cost row's names, in order
+PRICING_NAMES = [
+    "provider",
+    "model",
+    "model_family",
+    "meter",
+    "dimensions",
+]  # what an entry matches
 
 I64_MAX = 2**63 - 1
 
@@ -55,28 +62,29 @@ def provider_cost(
         pl.col("reported_cost").sum().alias("reported_sum"),
         pl.col("reported_cost").is_not_null().any().alias("has_reported"),
     ]
-    summed = _summed_by_key(usage, code_book, sums, keys)
+    summed = _summed_by_key(usage, code_book, sums)
     if summed is None:
-        summed = usage.lazy().group_by(keys).agg(sums).collect(engine="streaming")
-        summed = summed.join(_ranked(summed), on=ROW_NAMES, how="left", nulls_equal=True)
-    pricing_keys = [k for k in keys if k != "customer_id"]
+        summed = _named_ids(usage.lazy().group_by(keys).agg(sums).collect(engine="streaming"))
+    rows, ranks, pricings = summed
+    # The entry is matched once per day and pricing names, and rows are grouped and ordered on
+    # integers: _rank stands for (provider, customer, model family, meter) in their sorted order,
+    # _pricing for (provider, model, model family, meter, dimensions); names join the result.
     entries = (
-        summed.select(pricing_keys)
+        rows.select("day", "_pricing")
         .unique()
-        .with_columns(price_book.entry_index_expr(catalog).alias("entry"))
+        .join(pricings, on="_pricing")
+        .select("day", "_pricing", price_book.entry_index_expr(catalog).alias("entry"))
     )
-    # _rank stands for (provider, customer, model family, meter) in their sorted order, so rows
-    # are grouped and ordered on integers; the names ride along.
     grouped = (
-        summed.join(entries, on=pricing_keys, how="left", nulls_equal=True)
+        rows.join(entries, on=["day", "_pricing"], how="left", nulls_equal=True)
         .group_by("day", "_rank", "entry")
         .agg(
-            *[pl.first(c) for c in ROW_NAMES],
             pl.sum("events").cast(pl.UInt32),
             pl.col("quantity").cast(I128).sum(),
             pl.sum("reported_sum"),
             pl.col("has_reported").any(),
         )
+        .join(ranks, on="_rank")
         .join(price_book.prices(catalog), on="entry", how="left")
     )
     computed = round_div_expr(
@@ -131,11 +139,15 @@ def _in_order(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.sort(key)
 
 
+Named = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]  # rows with ids, ranks, pricings
+
+
 def _summed_by_key(
-    usage: pl.DataFrame | pl.LazyFrame, book: pl.DataFrame | None, sums: list[pl.Expr], keys: list
-) -> pl.DataFrame | None:
-    """The events summed per usage_key and day, named from the code book; None (sum by the
-    names) without a book, or when an event has no key or a key the book does not know."""
+    usage: pl.DataFrame | pl.LazyFrame, book: pl.DataFrame | None, sums: list[pl.Expr]
+) -> Named | None:
+    """The events summed per usage_key and day, with the ids of their names from the code book
+    (``_named_ids``: no string is copied per row); None (sum by the names) without a book, or
+    when an event has no key or a key the book does not know."""
     if book is None or "usage_key" not in usage.lazy().collect_schema().names():
         return None
     span = usage.lazy().select(pl.col("day").min().alias("first"), pl.col("day").max()).collect()
@@ -152,11 +164,20 @@ def _summed_by_key(
     )
     if summed["usage_key"].null_count() or summed.join(book, on="usage_key", how="anti").height:
         return None
-    book = book.join(_ranked(book), on=ROW_NAMES, how="left", nulls_equal=True)
-    named = summed.join(book, on="usage_key", how="left")
-    return named.select(
-        *keys, "_rank", *[c for c in summed.columns if c not in ("usage_key", "day")]
+    ids, ranks, pricings = _named_ids(book)
+    rows = summed.join(ids.select("usage_key", "_rank", "_pricing"), on="usage_key", how="left")
+    return rows.drop("usage_key"), ranks, pricings
+
+
+def _named_ids(rows: pl.DataFrame) -> Named:
+    """``rows`` with ``_rank`` (``_ranked``) and ``_pricing`` (an id per distinct PRICING_NAMES),
+    and the two tables that name them."""
+    ranks = _ranked(rows)
+    pricings = rows.select(PRICING_NAMES).unique().with_row_index("_pricing")
+    ids = rows.join(ranks, on=ROW_NAMES, how="left", nulls_equal=True).join(
+        pricings, on=PRICING_NAMES, how="left", nulls_equal=True
     )
+    return ids.drop(*{*ROW_NAMES, *PRICING_NAMES}), ranks, pricings
 
 
 def _ranked(rows: pl.DataFrame) -> pl.DataFrame:

@@ -75,7 +75,7 @@ def provider_cost(
         .join(pricings, on="_pricing")
         .select("day", "_pricing", price_book.entry_index_expr(catalog).alias("entry"))
     )
-    grouped = (
+    grouped = _in_order(  # sorted while it holds integers only; the joins keep that order
         rows.join(entries, on=["day", "_pricing"], how="left", nulls_equal=True)
         .group_by("day", "_rank", "entry")
         .agg(
@@ -84,8 +84,9 @@ def provider_cost(
             pl.sum("reported_sum"),
             pl.col("has_reported").any(),
         )
-        .join(ranks, on="_rank")
-        .join(price_book.prices(catalog), on="entry", how="left")
+    )
+    grouped = grouped.join(ranks, on="_rank", maintain_order="left").join(
+        price_book.prices(catalog), on="entry", how="left", maintain_order="left"
     )
     computed = round_div_expr(
         pl.col("quantity").cast(I128) * pl.col("price_units"), pl.col("unit_size").cast(I128)
@@ -93,28 +94,26 @@ def provider_cost(
     as_cost = (computed.cast(pl.Decimal(38, 0)) * pl.lit(COST_SCALE)).cast(COST_DECIMAL)
     reported = pl.when(pl.col("has_reported")).then(pl.col("reported_sum").cast(COST_DECIMAL))
     return (
-        _in_order(
-            grouped.with_columns(
-                pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
-                reported.alias("reported_cost"),
-            )
-            .with_columns(
-                pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias(
-                    "cost"
-                ),
-                pl.when(pl.col("entry").is_not_null())
-                .then(pl.lit("price_book"))
-                .when(pl.col("has_reported"))
-                .then(pl.lit("reported"))
-                .otherwise(pl.lit("unpriced"))
-                .alias("cost_basis"),
-            )
-            # The cost above was computed from the exact 128-bit sum; a quantity past 64 bits (only
-            # absurd or hostile usage reaches it: rating holds that customer) is shown as null
-            # rather than failing every customer's month in the cast.
-            .with_columns(
-                pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity")
-            )
+        grouped.with_columns(
+            pl.when(pl.col("entry").is_not_null()).then(as_cost).alias("computed_cost"),
+            reported.alias("reported_cost"),
+        )
+        .with_columns(
+            pl.coalesce("computed_cost", "reported_cost", pl.lit(0, dtype=COST_DECIMAL)).alias(
+                "cost"
+            ),
+            pl.when(pl.col("entry").is_not_null())
+            .then(pl.lit("price_book"))
+            .when(pl.col("has_reported"))
+            .then(pl.lit("reported"))
+            .otherwise(pl.lit("unpriced"))
+            .alias("cost_basis"),
+        )
+        # The cost above was computed from the exact 128-bit sum; a quantity past 64 bits (only
+        # absurd or hostile usage reaches it: rating holds that customer) is shown as null
+        # rather than failing every customer's month in the cast.
+        .with_columns(
+            pl.when(pl.col("quantity") <= I64_MAX).then(pl.col("quantity")).alias("quantity")
         )
         .select(list(COST_SCHEMA))
         .cast(COST_SCHEMA)

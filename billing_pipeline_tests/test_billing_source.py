@@ -382,7 +382,7 @@ def test_month_end_rates_only_the_billing_source_and_the_rated_check_accounts_fo
     results = list(
         rated_charges(
             context=dg.build_asset_context(partition_key="2026-10-01"),
-            monthly_usage=month,
+            monthly_usage=month.lazy(),  # as the IO manager hands it: a scan
             catalog=CatalogResource(path=str(tmp_path / "catalog.yaml")),
             output=OutputFiles(path=str(tmp_path / "out")),
             usage_store=UsageStore(base_dir=str(tmp_path / "storage")),  # no code books: by names

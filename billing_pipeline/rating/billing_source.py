@@ -113,9 +113,9 @@ def split_billing_source(
         .alias("_side")
     )
     pair = ["customer_id", "provider"]
-    # The decisions need four columns; the rows are then split by one mask, so a month of usage
-    # is not copied whole on the way (10 M events: ~3.5 GB less at the peak).
-    tagged = frame.select(*pair, "source", "quantity").with_columns(side)
+    # Four columns decide, in streaming passes, and the month is split by one mask at most: a
+    # month of usage is never copied whole on the way (10 M events: ~3.5 GB less at the peak).
+    tagged = frame.lazy().select(*pair, "source", "quantity").with_columns(side)
     units = (
         tagged.filter(pl.col("_side").is_not_null())
         .group_by(pair)
@@ -128,6 +128,7 @@ def split_billing_source(
             (pl.col("_side") == GATEWAY_LOG).any().alias("_has_gateway"),
             (pl.col("_side") == PROVIDER_REPORT).any().alias("_has_report"),
         )
+        .collect(engine="streaming")
     )
     overrides, defaults = _choices(catalog)
     default = (
@@ -168,16 +169,19 @@ def split_billing_source(
         )
     )
     decisions = decided.select(list(DECISION_SCHEMA)).cast(DECISION_SCHEMA).sort(pair)
+    # Only a pair with usage on both sides has rows set aside (one side bills).
+    both = decided.filter(pl.col("_has_gateway") & pl.col("_has_report"))
+    if both.is_empty():
+        return BillingSourceSplit(billable=frame, set_aside=frame.clear(), decisions=decisions)
     aside = pl.col("_side").is_not_null() & (pl.col("_side") != pl.col("billed_from"))
     aside = (
         tagged.join(
-            decided.select(*pair, "billed_from"), on=pair, how="left", maintain_order="left"
+            both.lazy().select(*pair, "billed_from"), on=pair, how="left", maintain_order="left"
         )
         .select(aside.fill_null(False))
+        .collect()
         .to_series()
     )
     return BillingSourceSplit(
-        billable=frame.filter(~aside) if aside.any() else frame,
-        set_aside=frame.filter(aside),
-        decisions=decisions,
+        billable=frame.filter(~aside), set_aside=frame.filter(aside), decisions=decisions
     )

@@ -151,7 +151,7 @@ def metering_drift(
             ),
         )
         .sort("customer_id", "provider", "model")
-        .collect()
+        .collect(engine="streaming")  # the month's rows summed in a stream, not held again
     )
     at_stake = _amount_at_stake(usage, reported, joined.filter(pl.col("flagged")), catalog, month)
     return (

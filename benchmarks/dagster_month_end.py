@@ -1,6 +1,6 @@
 """A full month-end through Dagster at scale, with wall time per step from the runs' own event logs.
 
-    .venv/bin/python -m benchmarks.dagster_month_end --events 10000000 [--customers 10000] [--keep DIR] [--late-rerun]
+    .venv/bin/python -m benchmarks.dagster_month_end --events 10000000 [--customers 10000] [--keep DIR] [--late-rerun] [--skip-pdfs]
 
 Writes a synthetic month as a landing zone (``landing/gateway/<day>.jsonl``, the gateway request
 log the readers accept; ``--events`` usage events = events // 3 request lines, each line giving
@@ -12,7 +12,8 @@ customer) on an embedded SQLite Dagster instance in this process.
 
 Prints, per run, each step's wall time (STEP_START -> STEP_SUCCESS in ``instance.all_logs``) with
 the assets it materialized, mapped steps (PDF shards) summed with their count and the span from the
-first start to the last success, then the run's wall time and the process's peak RSS. Like the CLI,
+first start to the last success, the process's peak RSS within the step (sampled every 50 ms), then
+the run's wall time and the process's peak RSS. Like the CLI,
 the runs use ``execute_in_process``, i.e. Dagster's in-process executor whatever ``BILLING_EXECUTOR``
 says: steps run one after another, and each PDF shard renders over a process pool as wide as the
 machine (the runner tags the run ``billing/render_workers=auto``, defs/rendering.py); with the
@@ -21,16 +22,21 @@ multiprocess or celery executor of a deployed run the shards themselves run in p
 ``--late-rerun`` then appends one late request for one customer to the month's last day and runs
 what finance would run next: that day's ingestion and month-end again (the ledger's drafts are
 replaced; only the PDFs whose document changed are rendered again, rendering/receipts.py).
+
+``--skip-pdfs`` (diagnosis) runs every step but renders no PDF: the render steps run and return
+at once, so memory and the other steps can be measured in minutes instead of ~15.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import re
 import resource
 import shutil
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -38,6 +44,28 @@ from pathlib import Path
 import yaml
 
 from benchmarks.generate import MONTH, full_catalog, write_landing_zone
+
+
+class RssSampler:
+    """This process's resident memory every ``every`` seconds, from a thread (Linux
+    /proc/self/statm), so the peak can be told per step; elsewhere it records nothing."""
+
+    def __init__(self, every: float = 0.05):
+        self.samples: list[tuple[float, int]] = []
+        self.every = every
+        if os.path.exists("/proc/self/statm"):
+            threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open("/proc/self/statm") as fh:
+                self.samples.append((time.time(), int(fh.read().split()[1]) * page))
+            time.sleep(self.every)
+
+    def peak_mib(self, start: float, end: float) -> float | None:
+        inside = [rss for t, rss in self.samples if start <= t <= end]
+        return max(inside) / 2**20 if inside else None
 
 
 def step_timings(instance, run_id: str) -> list[dict]:
@@ -87,16 +115,17 @@ def run_wall(instance, run_id: str) -> float:
     return (stats.end_time or 0) - (stats.start_time or 0)
 
 
-def print_run(title: str, instance, run_id: str) -> None:
+def print_run(title: str, instance, run_id: str, rss: RssSampler | None = None) -> None:
     rows = step_timings(instance, run_id)
     print(f"\n{title} (run {run_id[:8]}): {run_wall(instance, run_id):.1f} s wall")
     width = max([len(r["step"]) for r in rows] + [4])
-    print(f"  {'step'.ljust(width)}  {'seconds':>8}  {'span':>8}  assets")
+    print(f"  {'step'.ljust(width)}  {'seconds':>8}  {'span':>8}  {'peak MiB':>8}  assets")
     for r in rows:
         count = f" x{r['count']}" if r["count"] > 1 else ""
+        peak = rss.peak_mib(r["first"], r["last"]) if rss else None
         print(
             f"  {r['step'].ljust(width)}  {r['seconds']:8.2f}  {r['last'] - r['first']:8.2f}  "
-            f"{', '.join(sorted(r['assets'])) or '-'}{count}"
+            f"{f'{peak:,.0f}' if peak else '-':>8}  {', '.join(sorted(r['assets'])) or '-'}{count}"
         )
 
 
@@ -117,7 +146,9 @@ def late_request(day_file: Path) -> tuple[str, str]:
     return first["customer_key"], json.dumps(late) + "\n"
 
 
-def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> None:
+def run(
+    events: int, customers: int, folder: Path, late_rerun: bool = False, skip_pdfs: bool = False
+) -> None:
     from billing_pipeline.defs import build_definitions
     from billing_pipeline.periods import parse_month
     from billing_pipeline.runner import (
@@ -130,6 +161,11 @@ def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> 
         validate_inputs,
     )
 
+    rss = RssSampler()
+    if skip_pdfs:
+        import billing_pipeline.defs.rendering as render_steps
+
+        render_steps.render_many = lambda docs, folder, **kwargs: []
     landing, catalog, out = folder / "landing", folder / "catalog.yaml", folder / "out"
     t0 = time.perf_counter()
     requests = write_landing_zone(landing, events, customers)
@@ -152,13 +188,13 @@ def run(events: int, customers: int, folder: Path, late_rerun: bool = False) -> 
         ingested = time.perf_counter()
         monthly = rate_month_run(defs, instance, MONTH)
         finished = time.perf_counter()
-        print_run("daily ingestion (31 daily partitions, one run)", instance, daily.run_id)
-        print_run(f"month-end {MONTH}", instance, monthly.run_id)
+        print_run("daily ingestion (31 daily partitions, one run)", instance, daily.run_id, rss)
+        print_run(f"month-end {MONTH}", instance, monthly.run_id, rss)
         step_timings_cache = step_timings(instance, monthly.run_id)
         summary = MonthEndSummary(month=MONTH, out_dir=out)
         _collect_checks(summary, (daily, monthly))
         if late_rerun:
-            late_rerun_month(defs, instance, landing, out, end - dt.timedelta(days=1), summary)
+            late_rerun_month(defs, instance, landing, out, end - dt.timedelta(days=1), summary, rss)
     pdfs = len(list((out / MONTH / "invoices").glob("*.pdf")))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -185,7 +221,9 @@ def _pdf_files(folder: Path) -> dict[str, tuple[int, int]]:
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.pdf")}
 
 
-def late_rerun_month(defs, instance, landing: Path, out: Path, last_day: dt.date, summary) -> None:
+def late_rerun_month(
+    defs, instance, landing: Path, out: Path, last_day: dt.date, summary, rss=None
+) -> None:
     from billing_pipeline.runner import _collect_checks, ingest_days, rate_month_run
 
     invoices = out / MONTH / "invoices"
@@ -199,8 +237,10 @@ def late_rerun_month(defs, instance, landing: Path, out: Path, last_day: dt.date
     ingested = time.perf_counter()
     monthly = rate_month_run(defs, instance, MONTH)
     finished = time.perf_counter()
-    print_run(f"late usage for {customer}: ingestion of {last_day} again", instance, daily.run_id)
-    print_run(f"late usage for {customer}: month-end {MONTH} again", instance, monthly.run_id)
+    print_run(
+        f"late usage for {customer}: ingestion of {last_day} again", instance, daily.run_id, rss
+    )
+    print_run(f"late usage for {customer}: month-end {MONTH} again", instance, monthly.run_id, rss)
     _collect_checks(summary, (daily, monthly))
     after = _pdf_files(invoices)
     rendered = sorted(name for name in after if after[name] != before.get(name))
@@ -222,15 +262,21 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="then add late usage for one customer and run that day and month-end again",
     )
+    parser.add_argument(
+        "--skip-pdfs",
+        action="store_true",
+        help="diagnosis: render no invoice PDF (the render steps return at once; drafts, JSON, "
+        "ledger and every other step as usual); without it every PDF is rendered",
+    )
     args = parser.parse_args(argv)
     if args.keep:
         if args.keep.exists() and any(args.keep.iterdir()):
             raise SystemExit(f"{args.keep}: not empty; give a new folder")
-        run(args.events, args.customers, args.keep, args.late_rerun)
+        run(args.events, args.customers, args.keep, args.late_rerun, args.skip_pdfs)
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench_dagster_month_end_"))
     try:
-        run(args.events, args.customers, tmp, args.late_rerun)
+        run(args.events, args.customers, tmp, args.late_rerun, args.skip_pdfs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from billing_pipeline.catalog import CatalogError, parse_catalog
-from billing_pipeline.defs.month_end import RATED_CHECK, rated_charges
+from billing_pipeline.defs.month_end import AUDIT_COLUMNS, RATED_CHECK, billed_usage, rated_charges
 from billing_pipeline.defs.resources import CatalogResource, OutputFiles, UsageStore
 from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.rating import rate_month
@@ -347,6 +347,31 @@ def test_where_the_gateway_log_bills_the_tokens_it_missed_are_revenue_at_stake()
     assert row["flagged"] and row["amount_at_stake"] == Decimal("0.45")
 
 
+def test_the_month_end_steps_read_the_month_without_its_audit_trail_and_bill_the_same():
+    """rated_charges and reconciliation read the month's usage without where each row was read
+    (``billed_usage``): the same lines, the same units set aside, the same revenue at stake."""
+    cat = catalog(acme={"openai": "gateway_log"})
+    month = usage(ACME_GATEWAY + ACME_REPORT)
+    billed = billed_usage(month.lazy())
+    assert not set(AUDIT_COLUMNS) & set(billed.columns)
+
+    def reported(frame):
+        return frame.filter(pl.col("source").is_in(REPORT_SOURCES))
+
+    assert metering_drift(billed, reported(billed), cat, MONTH).equals(
+        metering_drift(month, reported(month), cat, MONTH)
+    )
+    whole, narrow = split_billing_source(month, cat), split_billing_source(billed, cat)
+    assert (
+        narrow.set_aside_by_source()
+        == whole.set_aside_by_source()
+        == {"openai_usage_api": 1_320_000}
+    )
+    assert rate_month(narrow.billable, cat, MONTH).lines.equals(
+        rate_month(whole.billable, cat, MONTH).lines
+    )
+
+
 def test_month_end_rates_only_the_billing_source_and_the_rated_check_accounts_for_the_set_aside_units(
     tmp_path,
 ):
@@ -382,7 +407,7 @@ def test_month_end_rates_only_the_billing_source_and_the_rated_check_accounts_fo
     results = list(
         rated_charges(
             context=dg.build_asset_context(partition_key="2026-10-01"),
-            monthly_usage=month,
+            monthly_usage=month.lazy(),  # as the IO manager hands it: a scan
             catalog=CatalogResource(path=str(tmp_path / "catalog.yaml")),
             output=OutputFiles(path=str(tmp_path / "out")),
             usage_store=UsageStore(base_dir=str(tmp_path / "storage")),  # no code books: by names

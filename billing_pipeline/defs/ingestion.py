@@ -30,7 +30,7 @@ from billing_pipeline.usage import (
     split_raw,
     to_raw,
 )
-from billing_pipeline.usage_keys import code_book, merge_code_books
+from billing_pipeline.usage_keys import code_book
 
 CONSERVATION_CHECK = "records_read_equal_events_plus_quarantine"
 
@@ -123,7 +123,8 @@ raw_assets = [_raw_asset(name, source, doc) for name, (source, doc) in RAW_ASSET
             kinds={"polars"},
         ),
     },
-    ins={name: dg.AssetIn(name) for name in RAW_ASSETS},
+    # scans: each raw frame is read as its usage rows and its quarantined records, never whole
+    ins={name: dg.AssetIn(name, dagster_type=pl.LazyFrame) for name in RAW_ASSETS},
     partitions_def=daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
@@ -139,7 +140,7 @@ def usage_tables(
     context: dg.AssetExecutionContext,
     catalog: CatalogResource,
     landing: LandingZone,
-    **raw: pl.DataFrame,
+    **raw: pl.LazyFrame,
 ):
     """Normalize, deduplicate and attribute the day's usage (a later export restates an earlier
     one: the landing files' modification times say which came later)."""
@@ -274,7 +275,7 @@ def provider_cost(
     catalog bills it from (``billing_source``), so margins compare like with like."""
     loaded = catalog.load()
     first, end = window(context)
-    book = merge_code_books(usage_store.code_books(first, end - dt.timedelta(days=1)))
+    book = usage_store.code_book(first, end - dt.timedelta(days=1))
     costs = compute_provider_cost(
         split_billing_source(usage_events, loaded).billable, loaded, code_book=book
     )

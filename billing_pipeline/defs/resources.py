@@ -21,6 +21,7 @@ from billing_pipeline.atomic import atomic_file
 from billing_pipeline.catalog import Catalog, load_catalog
 from billing_pipeline.defs.partitions import HOUR_KEY_FORMAT
 from billing_pipeline.ledger.ledger import Ledger
+from billing_pipeline.usage_keys import merge_code_books
 
 RAW_HOURLY = "raw_gateway_log_hourly"
 STORE_KEY = "usage_store"
@@ -166,6 +167,10 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
     A single-run backfill hands one frame for a range of daily partitions: it is split on its
     ``day`` column, so every day still gets its own file and a monthly asset reads its days back.
     A range of hourly partitions is split on its ``hour`` column the same way.
+
+    An input typed ``pl.LazyFrame`` is handed a scan of its files (as dagster-polars does), so
+    the asset reads only the columns and rows it asks for; a ``pl.LazyFrame`` output is streamed
+    to its file. A month of usage then never has to be in memory whole.
     """
 
     base_dir: str
@@ -179,11 +184,14 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
         hourly month to date)."""
         return self._path(key, partition)
 
-    def _write(self, frame: pl.DataFrame, path: Path) -> None:
+    def _write(self, frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
         with atomic_file(path) as fh:
-            frame.write_parquet(fh)
+            if isinstance(frame, pl.LazyFrame):
+                frame.sink_parquet(fh)
+            else:
+                frame.write_parquet(fh)
 
-    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | pl.LazyFrame) -> None:
         if obj is None:
             return
         if not context.has_asset_partitions:
@@ -202,9 +210,11 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                 part = obj.filter(pl.col("day") == pl.lit(key).str.to_date())
             self._write(part, self._path(context.asset_key, key))
 
-    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
+        lazy = context.dagster_type.typing_type is pl.LazyFrame
+        read = pl.scan_parquet if lazy else pl.read_parquet
         if not context.has_asset_partitions:
-            return pl.read_parquet(self._path(context.asset_key, None))
+            return read(self._path(context.asset_key, None))
         paths = [self._path(context.asset_key, k) for k in context.asset_partition_keys]
         missing = [str(p) for p in paths if not p.exists()]
         if missing:
@@ -213,7 +223,7 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
                 f"first: {missing[0]}"
             )
         # diagonal_relaxed: a partition written before a column was added reads back with it null
-        return pl.concat([pl.read_parquet(p) for p in paths], how="diagonal_relaxed")
+        return pl.concat([read(p) for p in paths], how="diagonal_relaxed")
 
 
 class UsageStore(dg.ConfigurableResource):
@@ -255,14 +265,16 @@ class UsageStore(dg.ConfigurableResource):
             )
         return out
 
-    def code_books(self, first: dt.date, last: dt.date) -> list[pl.DataFrame | None]:
-        """Each day's stored usage_codes (None for a day ingested before code books existed)."""
+    def code_book(self, first: dt.date, last: dt.date) -> pl.DataFrame | None:
+        """The stored usage_codes of the days first..last as one book (usage_keys.merge_code_books:
+        None, and usage is grouped by its names, when a day has none, being ingested before code
+        books existed, or the books disagree)."""
         store = PolarsParquetIOManager(base_dir=self.base_dir)
         paths = [
             store.partition_path(dg.AssetKey(CODES), (first + dt.timedelta(days=i)).isoformat())
             for i in range((last - first).days + 1)
         ]
-        return [pl.read_parquet(p) if p.exists() else None for p in paths]
+        return merge_code_books(pl.read_parquet(p) if p.exists() else None for p in paths)
 
 
 def step_io_manager(storage_dir: Path) -> dg.FilesystemIOManager:

@@ -16,7 +16,9 @@ def units_accounted_check(
     """Attributed units of ``usage`` (the month, both billing sources) = rated + included +
     unrated + set aside + held units. Summed in 128 bits: a held customer's usage may not fit 64
     (rating.assign)."""
-    attributed = usage.filter(pl.col("customer_id").is_not_null())["quantity"].cast(pl.Int128).sum()
+    attributed = usage.select(
+        pl.col("quantity").filter(pl.col("customer_id").is_not_null()).cast(pl.Int128).sum()
+    ).item()
     by_source = split.set_aside_by_source()
     set_aside = sum(by_source.values())
     usage_lines = rated.lines.filter(pl.col("consideration") == "variable")

@@ -121,8 +121,10 @@ def metering_drift(
     rows are compared whether or not they bill; for the amount at stake only what the catalog's
     ``billing_source`` bills is re-rated, and a pair billed from the provider's report has
     nothing at stake (0). ``metered_sources`` picks our meter's rows (None: all of them)."""
-    metered_rows = (
-        usage if metered_sources is None else usage.filter(pl.col("source").is_in(metered_sources))
+    metered_rows = (  # lazy: our meter's rows are summed, never copied
+        usage.lazy()
+        if metered_sources is None
+        else usage.lazy().filter(pl.col("source").is_in(metered_sources))
     )
     pair = ["customer_id", "provider"]
     metered = _token_totals(metered_rows, "metered_tokens")
@@ -149,7 +151,7 @@ def metering_drift(
             ),
         )
         .sort("customer_id", "provider", "model")
-        .collect()
+        .collect(engine="streaming")  # the month's rows summed in a stream, not held again
     )
     at_stake = _amount_at_stake(usage, reported, joined.filter(pl.col("flagged")), catalog, month)
     return (

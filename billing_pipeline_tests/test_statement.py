@@ -25,9 +25,9 @@ from billing_pipeline.defs.statements import month_to_date_statements
 from billing_pipeline.demo.generator import write_demo
 from billing_pipeline.documents.invoice import build_documents
 from billing_pipeline.documents.statement import allocate, build_statements, statement_json
-from billing_pipeline.money import fmt_money
+from billing_pipeline.money import fmt_money, fmt_quantity
 from billing_pipeline.rating import rate_month
-from billing_pipeline.rendering.statement_pdf import StatementRenderer
+from billing_pipeline.rendering.statement_pdf import StatementRenderer, statement_context
 from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
 from billing_pipeline.usage import normalize
 
@@ -337,3 +337,15 @@ def test_cli_statement_exits_2_with_a_one_line_reason_on_a_missing_landing_zone(
     )
     assert result.exit_code == 2
     assert "landing zone folder not found" in result.output and not (tmp_path / "out").exists()
+
+
+def test_by_model_shows_each_rows_units_so_gpu_seconds_are_not_read_as_gpu_hours(demo):
+    """A GPU line's model row is named after its charge ('A10G GPU hours') but counts seconds."""
+    st = next(
+        s for s in demo["statements"] if any(r["unit"] == "GPU-seconds" for r in s["by_model"])
+    )
+    shown = {r["name"]: r["quantity"] for r in statement_context(st)["by_model"]}
+    for row in st["by_model"]:
+        assert shown[row["model"]] == f"{fmt_quantity(row['quantity'])} {row['unit']}"
+    assert any(q.endswith(" GPU-seconds") for q in shown.values())
+    assert any(q.endswith(" tokens") for q in shown.values())

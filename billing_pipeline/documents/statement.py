@@ -142,6 +142,7 @@ def _cells(doc: dict, rows: list[dict], currency: str) -> tuple[list[dict], list
                 {
                     "day": d["day"],
                     "model": d["model"] or line["description"],
+                    "unit": line.get("unit") or "",
                     "quantity": d["quantity"],
                     "amount": part,
                 }
@@ -150,25 +151,17 @@ def _cells(doc: dict, rows: list[dict], currency: str) -> tuple[list[dict], list
     return cells, allocated, other
 
 
-def _sum_by(items: list[dict], key: str) -> list[dict]:
-    out: dict[str, list] = {}
+def _sum_by(items: list[dict], *keys: str) -> list[dict]:
+    """Charged units and amount per distinct ``keys``, in their order: per model and unit (a
+    model's GPU-seconds are not its tokens), per day, per (day, model) for the chart."""
+    out: dict[tuple, list] = {}
     for item in items:
-        cell = out.setdefault(item[key], [0, ZERO])
+        cell = out.setdefault(tuple(item[k] for k in keys), [0, ZERO])
         cell[0] += item["quantity"]
         cell[1] += item["amount"]
-    return [{key: k, "quantity": q, "amount": str(a)} for k, (q, a) in sorted(out.items())]
-
-
-def _chart_cells(cells: list[dict]) -> list[dict]:
-    """Cells merged per (day, model): the chart's input, in the invoice's usage_by_day shape."""
-    out: dict[tuple[str, str], list] = {}
-    for c in cells:
-        cell = out.setdefault((c["day"], c["model"]), [0, ZERO])
-        cell[0] += c["quantity"]
-        cell[1] += c["amount"]
     return [
-        {"day": d, "model": m, "quantity": q, "amount": str(a)}
-        for (d, m), (q, a) in sorted(out.items())
+        {**dict(zip(keys, k, strict=True)), "quantity": q, "amount": str(a)}
+        for k, (q, a) in sorted(out.items())
     ]
 
 
@@ -336,7 +329,7 @@ def _statement(
             ),
         },
         "other_charges": other,
-        "by_model": _sum_by(cells, "model"),
+        "by_model": _sum_by(cells, "model", "unit"),
         "by_token_type": [
             {"meter": m, "quantity": q, "included_quantity": inc, "amount": str(a)}
             for m, (q, inc, a) in sorted(by_meter.items())
@@ -359,7 +352,7 @@ def _statement(
         ),
         "monthly_limit": None if limit is None else str(limit),
         "limit_used_pct": limit_used_pct(usage_charges, limit),
-        "usage_by_day": _chart_cells(cells),
+        "usage_by_day": _sum_by(cells, "day", "model"),  # the chart's input, as an invoice's
         "lines": doc["lines"],
     }
 

@@ -113,7 +113,7 @@ def statement_context(st: dict) -> dict:
         "by_model": [
             {
                 "name": r["model"],
-                "quantity": fmt_quantity(r["quantity"]),
+                "quantity": f"{fmt_quantity(r['quantity'])} {r.get('unit', '')}".strip(),
                 "amount": shown(r["amount"]),
             }
             for r in st["by_model"]

@@ -239,7 +239,8 @@ def test_a_document_rewritten_in_the_ledger_after_issue_is_never_sent(
     report = send(ledger, issued, smtp)
     [held] = report.retrying
     assert held["number"] == "INV-2026-000001"
-    assert held["error"].startswith("INV-2026-000001: the issued document was tampered with")
+    assert held["error"].startswith("INV-2026-000001 (acme): the issued document was tampered with")
+    assert held["error"].endswith("; not sent")
     assert "INV-2026-000001" not in mailbox.numbers()
     assert len(mailbox.messages) == len(CUSTOMERS) - 1  # the others still go
 

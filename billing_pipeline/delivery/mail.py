@@ -52,7 +52,7 @@ from billing_pipeline.delivery.smtp import (
     is_permanent,
 )
 from billing_pipeline.documents.kinds import KIND_INVOICE
-from billing_pipeline.issuing.month import file_stem
+from billing_pipeline.issuing.month import DocumentTampered, check_document, file_stem
 from billing_pipeline.ledger.ledger import Ledger, audit, load_document
 from billing_pipeline.ledger.outbox import ERROR_LENGTH, INVOICE_EMAILS
 from billing_pipeline.ledger.tables import invoice_deliveries, invoices
@@ -514,6 +514,7 @@ def _message_for(
             select(
                 invoices.c.status,
                 invoices.c.number,
+                invoices.c.customer_id,
                 invoices.c.document,
                 invoices.c.document_sha256,
                 invoices.c.pdf_sha256,
@@ -521,12 +522,10 @@ def _message_for(
         ).one()
     if inv.status != "issued":
         return None
-    actual = hashlib.sha256(inv.document.encode("utf-8")).hexdigest()
-    if inv.document_sha256 is not None and actual != inv.document_sha256:
-        raise AttachmentError(
-            f"{inv.number}: the issued document was tampered with: its sha256 in the ledger is "
-            f"{actual}, at issue it was {inv.document_sha256}; not sent"
-        )
+    try:
+        check_document(inv, refused="sent")
+    except DocumentTampered as error:
+        raise AttachmentError(str(error)) from error
     doc = load_document(inv.document)
     pdf_path = inside(out_dir, doc["period"], "invoices", f"{file_stem(doc)}.pdf")
     if inv.pdf_sha256 is None or not pdf_path.is_file():

@@ -81,14 +81,14 @@ def _write_text(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
-def check_document(row) -> None:
-    """Refuse to render (or re-render) an issued document that is not the one issued: its hash
-    kept at issue (revision 0006) is the witness."""
+def check_document(row, refused: str = "rendered") -> None:
+    """Refuse to render (or re-render, or send: ``refused`` names what is not done) an issued
+    document that is not the one issued: its hash kept at issue (revision 0006) is the witness."""
     actual = _text_sha256(row.document)
     if row.document_sha256 is not None and actual != row.document_sha256:
         raise DocumentTampered(
             f"{row.number} ({row.customer_id}): the issued document was tampered with: its sha256 in the "
-            f"ledger is {actual}, at issue it was {row.document_sha256}; not rendered"
+            f"ledger is {actual}, at issue it was {row.document_sha256}; not {refused}"
         )
 
 

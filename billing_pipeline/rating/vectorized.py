@@ -5,8 +5,9 @@ Every catalog price and flat fee becomes an int64 "price unit" (``price x 10^12`
 decimals or more than 9.2e6 per unit_size is refused with the charge named). A tier slice's exact
 amount is then ``quantity x price_units (+ flat_fee_units x unit_size)`` over ``10^12 x unit_size``:
 a product of two int64 values, which is < 2^126 and so can never wrap in Int128 (1e12 tokens at a
-12-decimal price is ~1e25, far inside). Quantities stay int64: rating/assign.py sums events exactly
-(``quantity_sum_type``: Int64 where no sum can wrap it, else Int128) and takes out (money at risk, named) every customer whose month would not fit, so the guard
+12-decimal price is ~1e25, far inside). Quantities stay int64: rating/assign.py sums events
+exactly (``quantity_sum_type``: Int64 where no sum can wrap it, else Int128) and takes out (money
+at risk, named) every customer whose month would not fit, so the guard
 here is a last line of defence that no catalog or usage should reach, never a wrapped number. The line is rounded once, half up (money.ROUNDING), by integer division
 to the currency's minor unit, so the invoice amount is exact rational arithmetic, with no 28-digit
 Decimal context in between.

@@ -20,13 +20,8 @@ from billing_pipeline.usage_keys import PACKED_DAYS, pack_expr, packable, unpack
 
 COST_SCALE = Decimal(1).scaleb(-12)
 ROW_NAMES = ["provider", "customer_id", "model_family", "meter"]  # a cost row's names, in order
-PRICING_NAMES = [
-    "provider",
-    "model",
-    "model_family",
-    "meter",
-    "dimensions",
-]  # what an entry matches
+# what a price-book entry matches (with the day)
+PRICING_NAMES = ["provider", "model", "model_family", "meter", "dimensions"]
 
 I64_MAX = 2**63 - 1
 

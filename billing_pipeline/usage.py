@@ -490,6 +490,9 @@ def normalize(
     )
 
 
+ORDER_COLUMNS = ["source", "origin", "meter", "event_id"]  # what canonical_order reads
+
+
 def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
     """Usage rows in the order every run writes them: source, the origin's file, the origin in
     reading order (shorter first: line 9 before line 10), meter, event_id.
@@ -502,7 +505,7 @@ def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
     """
     if events.height < 2:
         return events
-    keys = ["source", "origin", "meter", "event_id"]
+    keys = ORDER_COLUMNS
     if _columns(events, keys).select(pl.any_horizontal(pl.all().has_nulls())).item():
         return _sorted(events)  # the pairwise check below compares values; nulls sort first
     o, n, p = pl.col("origin"), pl.col("_n"), pl.col("_p")
@@ -575,7 +578,7 @@ def _sorted(events: pl.DataFrame) -> pl.DataFrame:
     """``canonical_order`` by sorting every row (ties keep their order)."""
     o = pl.col("origin")
     order = (
-        _columns(events, ["source", "origin", "meter", "event_id"])
+        _columns(events, ORDER_COLUMNS)
         .select(
             "source",
             o.str.extract(ORIGIN_FILE).alias("_file"),

@@ -110,3 +110,20 @@ def test_a_key_two_customers_claim_on_the_same_day_is_not_billed_twice():
 def test_a_key_period_ending_before_it_starts_is_refused():
     with pytest.raises(Exception, match="before from"):
         catalog([{"key": "openai:p", "from": date(2026, 10, 5), "to": date(2026, 10, 1)}], [])
+
+
+def test_events_read_from_several_files_keep_one_chunk_layout_after_attribution():
+    # Each file read is a chunk; the owner column the join adds is cut at the same rows, so the
+    # usage key (six columns, customer included) is hashed without first copying every string.
+    cat = catalog(["openai:proj_a"], ["gateway:beta"])
+    files = [
+        events(("openai:proj_a", date(2026, 10, 1)), ("gateway:beta", date(2026, 10, 1))),
+        events(("gateway:beta", date(2026, 10, 2))),
+        events(("openai:nobody", date(2026, 10, 2)), ("openai:proj_a", date(2026, 10, 3))),
+    ]
+    read = pl.concat(files, rechunk=False)
+    out = attribute(read, cat)
+    layouts = {tuple(len(c) for c in out.get_column(n).get_chunks()) for n in out.columns}
+    assert layouts == {(2, 1, 2)}
+    assert out["customer_id"].to_list() == ["acme", "beta", "beta", None, "acme"]
+    assert out.equals(attribute(read.rechunk(), cat))

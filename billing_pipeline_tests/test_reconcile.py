@@ -11,6 +11,7 @@ from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.rating import rate_month
 from billing_pipeline.reconcile import cost_drift, metering_drift, provider_cost, reconcile
 from billing_pipeline.schema import conform
+from billing_pipeline.usage_keys import code_book, merge_code_books, usage_key_expr
 from billing_pipeline_tests.support.usage import usage_frame, usage_row
 
 MONTH = "2026-10"
@@ -299,3 +300,54 @@ def test_a_months_reconciliation_writes_its_table_the_drift_reports_and_the_summ
     html = result.files["html"].read_text()
     assert "gateway/2026-10-07.jsonl" in html  # money at risk is listed as not billed
     assert "gateway/2026-10-08.jsonl:4" not in html  # not billable by design is not
+
+
+def _both_ways(month: pl.DataFrame, catalog) -> pl.DataFrame:
+    """provider_cost summed by the names and by the usage key + code book: the same frame."""
+    keyed = month.with_columns(usage_key_expr())
+    by_names = provider_cost(month, catalog)
+    assert provider_cost(keyed, catalog, code_book=merge_code_books([code_book(keyed)])).equals(
+        by_names
+    )
+    return by_names
+
+
+def test_models_of_one_family_on_one_price_are_one_daily_cost_row_and_another_price_its_own():
+    snapshot_price = {
+        "provider": "openai",
+        "models": ["gpt-4o-2024-05-13"],
+        "meter": "input_tokens",
+        "unit_size": 1_000_000,
+        "unit_price": "5.00",
+        "from": "2024-01-01",
+    }
+    catalog = parse_catalog(CATALOG | {"price_book": [*PRICE_BOOK, snapshot_price]})
+    day = dt.date(2026, 10, 3)
+    month = usage_frame(
+        usage_row(event_id=f"e{i}", model=model, meter="input_tokens", quantity=q, day=day)
+        for i, (model, q) in enumerate(
+            [("gpt-4o", 600_000), ("gpt-4o-2024-08-06", 400_000), ("gpt-4o-2024-05-13", 200_000)]
+        )
+    )
+    costs = _both_ways(month, catalog)
+    # 1,000,000 tokens at $1.00 per 1M; 200,000 at $5.00 per 1M
+    assert costs.select("model_family", "events", "quantity", "cost_basis", "cost").rows() == [
+        ("gpt-4o", 2, 1_000_000, "price_book", Decimal("1.00")),
+        ("gpt-4o", 1, 200_000, "price_book", Decimal("1.00")),
+    ]
+
+
+def test_a_cost_reported_on_some_events_of_a_day_is_that_days_cost():
+    catalog = parse_catalog(CATALOG)
+    gpu = {"provider": "aws", "model": "g5.xlarge", "meter": "gpu_seconds", "quantity": 3600}
+    month = usage_frame(
+        usage_row(event_id=f"g{i}", reported_cost=cost, day=dt.date(2026, 10, d), **gpu)
+        for i, (cost, d) in enumerate(
+            [(Decimal("0.30"), 3), (None, 3), (Decimal("0.45"), 3), (None, 4)]
+        )
+    )
+    costs = _both_ways(month, catalog)
+    assert costs.select("day", "events", "cost_basis", "reported_cost", "cost").rows() == [
+        (dt.date(2026, 10, 3), 3, "reported", Decimal("0.75"), Decimal("0.75")),
+        (dt.date(2026, 10, 4), 1, "unpriced", None, Decimal(0)),
+    ]

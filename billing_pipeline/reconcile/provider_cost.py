@@ -50,17 +50,10 @@ def provider_cost(
     meter, dimensions) keys, not per event; the cost is quantity x price / unit_size in exact
     integers of 10^-12, rounded half up once per row (the COST_DECIMAL scale), as Decimal would."""
     keys = ["day", "provider", "customer_id", "model", "model_family", "meter", "dimensions"]
-    _, sum_type = quantity_sum_type(usage)  # many int64 events: summed where they cannot wrap
-    sums = [
-        pl.len().alias("events"),
-        pl.col("quantity").cast(sum_type).sum().cast(I128),
-        pl.col("reported_cost").sum().alias("reported_sum"),
-        pl.col("reported_cost").is_not_null().any().alias("has_reported"),
-    ]
-    summed = _summed_by_key(usage, code_book, sums)
+    summed = _summed_by_key(usage, code_book)
     if summed is None:
-        summed = _named_ids(usage.lazy().group_by(keys).agg(sums).collect(engine="streaming"))
-    rows, ranks, pricings = summed
+        summed = _named_ids(_summed(usage.lazy(), keys, keys))
+    rows, ranks, pricings, shared = summed
     # The entry is matched once per day and pricing names, and rows are grouped and ordered on
     # integers: _rank stands for (provider, customer, model family, meter) in their sorted order,
     # _pricing for (provider, model, model family, meter, dimensions); names join the result.
@@ -70,14 +63,33 @@ def provider_cost(
         .join(pricings, on="_pricing")
         .select("day", "_pricing", price_book.entry_index_expr(catalog).alias("entry"))
     )
+    priced = rows.join(entries, on=["day", "_pricing"], how="left", nulls_equal=True)
+    # Only a rank with several pricings (models or dimensions of one family) can have rows to
+    # merge; the others are one row per (day, rank, entry) already.
+    merging = pl.col("_rank").is_in(shared.implode())
+    columns = [
+        "day",
+        "_rank",
+        "entry",
+        pl.col("events").cast(pl.UInt32),
+        pl.col("quantity").cast(I128),
+        "reported_sum",
+        "has_reported",
+    ]
     grouped = _in_order(  # sorted while it holds integers only; the joins keep that order
-        rows.join(entries, on=["day", "_pricing"], how="left", nulls_equal=True)
-        .group_by("day", "_rank", "entry")
-        .agg(
-            pl.sum("events").cast(pl.UInt32),
-            pl.col("quantity").cast(I128).sum(),
-            pl.sum("reported_sum"),
-            pl.col("has_reported").any(),
+        pl.concat(
+            [
+                priced.filter(~merging).select(columns),
+                priced.filter(merging)
+                .group_by("day", "_rank", "entry")
+                .agg(
+                    pl.sum("events"),
+                    pl.sum("quantity"),
+                    pl.sum("reported_sum"),
+                    pl.col("has_reported").any(),
+                )
+                .select(columns),
+            ]
         )
     )
     grouped = grouped.join(ranks, on="_rank", maintain_order="left").join(
@@ -133,12 +145,32 @@ def _in_order(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.sort(key)
 
 
-Named = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]  # rows with ids, ranks, pricings
+# rows with ids, ranks, pricings, and the ranks that come with several pricings
+Named = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.Series]
 
 
-def _summed_by_key(
-    usage: pl.DataFrame | pl.LazyFrame, book: pl.DataFrame | None, sums: list[pl.Expr]
-) -> Named | None:
+def _summed(events: pl.LazyFrame, by: list[str | pl.Expr], on: list[str]) -> pl.DataFrame:
+    """Events and quantity summed ``by`` (output columns ``on``), with the reported cost and
+    whether any row had one. The reported cost, a Decimal and the costliest sum, is summed over
+    the rows that carry one only (most usage, tokens, has none) and joined to the rest."""
+    _, sum_type = quantity_sum_type(events)  # many int64 events: summed where they cannot wrap
+    counted = (
+        events.group_by(by)
+        .agg(pl.len().alias("events"), pl.col("quantity").cast(sum_type).sum().cast(I128))
+        .collect(engine="streaming")
+    )
+    reported = (
+        events.filter(pl.col("reported_cost").is_not_null())
+        .group_by(by)
+        .agg(pl.col("reported_cost").sum().alias("reported_sum"))
+        .collect(engine="streaming")
+    )
+    return counted.join(
+        reported, on=on, how="left", nulls_equal=True, maintain_order="left"
+    ).with_columns(pl.col("reported_sum").is_not_null().alias("has_reported"))
+
+
+def _summed_by_key(usage: pl.DataFrame | pl.LazyFrame, book: pl.DataFrame | None) -> Named | None:
     """The events summed per usage_key and day, with the ids of their names from the code book
     (``_named_ids``: no string is copied per row); None (sum by the names) without a book, or
     when an event has no key or a key the book does not know."""
@@ -148,30 +180,30 @@ def _summed_by_key(
     first, last = span.row(0)
     if first is None or (last - first).days >= PACKED_DAYS or not packable(usage):
         return None  # no usage, or more than a month: summed by the names
-    summed = (
-        usage.lazy()
-        .group_by(pack_expr(first))  # one integer to group on, as rating does
-        .agg(sums)
-        .collect(engine="streaming")
+    summed = (  # one integer to group on, as rating does
+        _summed(usage.lazy(), [pack_expr(first)], ["_packed"])
         .with_columns(unpack_exprs(first))
         .drop("_packed")
     )
     if summed["usage_key"].null_count() or summed.join(book, on="usage_key", how="anti").height:
         return None
-    ids, ranks, pricings = _named_ids(book)
+    ids, ranks, pricings, shared = _named_ids(book)
     rows = summed.join(ids.select("usage_key", "_rank", "_pricing"), on="usage_key", how="left")
-    return rows.drop("usage_key"), ranks, pricings
+    return rows.drop("usage_key"), ranks, pricings, shared
 
 
 def _named_ids(rows: pl.DataFrame) -> Named:
     """``rows`` with ``_rank`` (``_ranked``) and ``_pricing`` (an id per distinct PRICING_NAMES),
-    and the two tables that name them."""
+    the two tables that name them, and the ranks that come with more than one pricing."""
     ranks = _ranked(rows)
     pricings = rows.select(PRICING_NAMES).unique().with_row_index("_pricing")
     ids = rows.join(ranks, on=ROW_NAMES, how="left", nulls_equal=True).join(
         pricings, on=PRICING_NAMES, how="left", nulls_equal=True
     )
-    return ids.drop(*{*ROW_NAMES, *PRICING_NAMES}), ranks, pricings
+    shared = (
+        ids.group_by("_rank").agg(pl.col("_pricing").n_unique().alias("n")).filter(pl.col("n") > 1)
+    )
+    return ids.drop(*{*ROW_NAMES, *PRICING_NAMES}), ranks, pricings, shared["_rank"]
 
 
 def _ranked(rows: pl.DataFrame) -> pl.DataFrame:

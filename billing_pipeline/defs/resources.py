@@ -164,8 +164,9 @@ class OutputFiles(dg.ConfigurableResource):
 class PolarsParquetIOManager(dg.ConfigurableIOManager):
     """Stores each partition of a frame asset as one Parquet file.
 
-    A single-run backfill hands one frame for a range of daily partitions: it is split on its
-    ``day`` column, so every day still gets its own file and a monthly asset reads its days back.
+    A single-run backfill hands one frame for a range of partitions: it is split on its ``day``
+    column (the days of each daily or monthly partition's window), so every partition still gets
+    its own file and a monthly asset reads its days back.
     A range of hourly partitions is split on its ``hour`` column the same way.
 
     An input typed ``pl.LazyFrame`` is handed a scan of its files (as dagster-polars does), so
@@ -206,8 +207,10 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
             window = partitions.time_window_for_partition_key(key)
             if window.end - window.start < dt.timedelta(days=1):
                 part = obj.filter(pl.col("hour") == window.start.astimezone(dt.UTC))
-            else:
-                part = obj.filter(pl.col("day") == pl.lit(key).str.to_date())
+            else:  # a day, or a month of days
+                part = obj.filter(
+                    pl.col("day").is_between(window.start.date(), window.end.date(), closed="left")
+                )
             self._write(part, self._path(context.asset_key, key))
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:

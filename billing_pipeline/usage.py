@@ -543,32 +543,44 @@ def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
         return pl.col(column).shift(1)
 
     same_source = pl.col("source") == was("source")
-    same_origin = same_source & (o == was("origin"))
+    same_text = o == was("origin")
+    same_origin = same_source & same_text
     # Equal file-part lengths: one file, or two that differ inside the file part, whose byte
     # order is then the origins' byte order: a pair is decided without cutting the file out
     # unless byte order and length disagree, or the file parts differ in length.
-    later = (p == was("_p")) & (n >= was("_n")) & (o > was("origin"))
-    earlier = (p == was("_p")) & (n <= was("_n")) & (o < was("origin"))
+    # (o < the origin before) is told from the two comparisons made anyway: one string
+    # comparison fewer per row.
+    after = o > was("origin")
+    later = (p == was("_p")) & (n >= was("_n")) & after
+    earlier = (p == was("_p")) & (n <= was("_n")) & ~after & ~same_text
     meter, event = pl.col("meter"), pl.col("event_id")
-    checked = rows.with_columns(
-        ((pl.col("source") < was("source")) | (same_source & earlier)).alias("_back"),
-        (same_source & ~same_origin & ~later & ~earlier).alias("_unsure"),
-        (
-            same_origin
-            & ((meter < was("meter")) | ((meter == was("meter")) & (event < was("event_id"))))
-        ).alias("_meter_back"),
-        was("origin").alias("_o0"),
-        was("_n").alias("_n0"),
-    )
+    checked = (
+        rows.lazy()
+        .with_columns(
+            ((pl.col("source") < was("source")) | (same_source & earlier)).alias("_back"),
+            (same_source & ~same_origin & ~later & ~earlier).alias("_unsure"),
+            (
+                same_origin
+                & ((meter < was("meter")) | ((meter == was("meter")) & (event < was("event_id"))))
+            ).alias("_meter_back"),
+        )
+        .collect()
+    )  # lazy: each comparison with the row before is made once, not once per use
     back, meter_back = checked.select(pl.col("_back", "_meter_back").any()).row(0)
     if not back and checked["_unsure"].any():
-        file, file0 = (pl.col(c).str.extract(ORIGIN_FILE) for c in ("origin", "_o0"))
-        back = (
-            checked.filter("_unsure")
-            .select((file < file0) | ((file == file0) & (n < pl.col("_n0"))))
-            .to_series()
-            .any()
+        # few rows (where a line number gains a digit, or a file's name changes length): each
+        # beside the row before it, cut out of the whole columns, not filtered from them
+        at = checked["_unsure"].arg_true()
+        pairs = pl.DataFrame(
+            [
+                rows["origin"].gather(at),
+                rows["origin"].gather(at - 1).alias("_o0"),
+                rows["_n"].gather(at),
+                rows["_n"].gather(at - 1).alias("_n0"),
+            ]
         )
+        file, file0 = (pl.col(c).str.extract(ORIGIN_FILE) for c in ("origin", "_o0"))
+        back = pairs.select(((file < file0) | ((file == file0) & (n < pl.col("_n0")))).any()).item()
     if back:
         return _sorted(events)
     if not meter_back:

@@ -465,3 +465,22 @@ def test_a_credit_note_opens_with_the_total_credited_under_its_own_section(rende
     page = PdfReader(io.BytesIO(renderer.render_pdf(note))).pages[0].extract_text()
     assert page_one_summary(page) == ("TOTAL CREDITED", "-$178.50")  # -150.00 - 19 % tax
     assert "Issued 9 November 2026" in page
+
+
+def test_usage_of_a_model_no_provider_claims_is_under_other_providers_never_a_blank_heading():
+    from billing_pipeline.documents.sections import sections
+
+    doc = make_document()
+    tokens = doc["lines"][1]
+    doc["lines"] = [
+        {**tokens, "provider": "", "model": "mystery-1"},  # the gateway named no provider
+        {**tokens, "provider": "+openai", "model": None},  # a charge over that model and gpt-4o
+    ]
+    assert [s["title"] for s in sections(doc["lines"], "USD")] == [
+        "Other providers",
+        "Several providers: OpenAI, others",
+    ]
+    assert [g["title"] for g in invoice_context(doc)["groups"]] == [
+        "Other providers",
+        "Several providers: OpenAI, others",
+    ]

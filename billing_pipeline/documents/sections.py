@@ -22,6 +22,7 @@ PROVIDER_NAMES = {
     "azure": "Microsoft Azure",
     "gcp": "Google Cloud",
 }
+OTHER_PROVIDERS = "Other providers"
 GPU_COMPUTE = "GPU compute"
 OUTCOMES = "Outcomes"
 SUBSCRIPTION = "Subscription and commitments"
@@ -34,9 +35,16 @@ LATER_SECTIONS = (GPU_COMPUTE, OUTCOMES, SUBSCRIPTION, DISCOUNTS, CREDIT)
 
 
 def provider_title(provider: str) -> str:
-    """'openai' -> 'OpenAI'; a charge spanning providers ('anthropic+mistral+openai') lists them."""
-    names = [PROVIDER_NAMES.get(p, p) for p in provider.split("+")]
-    return names[0] if len(names) == 1 else "Several providers: " + ", ".join(names)
+    """'openai' -> 'OpenAI'; a charge spanning providers ('anthropic+mistral+openai') lists them.
+    Usage whose source named no provider and whose model id no provider claims (providers.py)
+    has an empty one: its section is OTHER_PROVIDERS, never a heading with no name."""
+    parts = provider.split("+")
+    names = [PROVIDER_NAMES.get(p, p) for p in parts if p]
+    if not names:
+        return OTHER_PROVIDERS
+    if len(names) == 1 and len(parts) == 1:
+        return names[0]
+    return "Several providers: " + ", ".join(names + ["others"] * (len(names) < len(parts)))
 
 
 def is_fixed(line: dict) -> bool:

@@ -569,9 +569,12 @@ def statement(day, landing: Path, catalog: Path, out: Path, database_url: str | 
         sys.exit(2)
     table = statements_from_landing(landing, catalog, out, day, database_url)
     for row in table.iter_rows(named=True):
+        if row["held"]:  # money at risk: the statement says so and states no amount
+            click.echo(f"{row['customer_id']}: held ({row['held']}): no amounts until resolved")
+            continue
         click.echo(
             f"{row['customer_id']}: {row['total']} {row['currency']} so far, projected "
-            f"{row['projected_total']}, limit used {row['limit_used_pct'] or '-'} %"
+            f"{row['projected_total'] or '-'}, limit used {row['limit_used_pct'] or '-'} %"
         )
     click.echo(
         f"wrote {table.height} statement(s) to {out / day.strftime('%Y-%m') / 'statements' / day.isoformat()}"

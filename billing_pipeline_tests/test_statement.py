@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import io
 import json
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 from pypdf import PdfReader
 
 from billing_pipeline import sources
@@ -24,12 +27,19 @@ from billing_pipeline.defs.resources import CatalogResource, resources_from_env
 from billing_pipeline.defs.statements import month_to_date_statements
 from billing_pipeline.demo.generator import write_demo
 from billing_pipeline.documents.invoice import build_documents
-from billing_pipeline.documents.statement import allocate, build_statements, statement_json
+from billing_pipeline.documents.statement import (
+    allocate,
+    build_statements,
+    held_customers,
+    statement_json,
+)
 from billing_pipeline.money import fmt_money, fmt_quantity
 from billing_pipeline.rating import rate_month
 from billing_pipeline.rendering.statement_pdf import StatementRenderer, statement_context
 from billing_pipeline.schema import USAGE_SCHEMA, conform, model_family_expr
 from billing_pipeline.usage import normalize
+from billing_pipeline_tests.support.rating import CATALOG as RATING_CATALOG
+from billing_pipeline_tests.support.usage import usage_frame, usage_row
 
 MONTH = "2026-10"
 HALFWAY = dt.date(2026, 10, 15)
@@ -349,3 +359,163 @@ def test_by_model_shows_each_rows_units_so_gpu_seconds_are_not_read_as_gpu_hours
         assert shown[row["model"]] == f"{fmt_quantity(row['quantity'])} {row['unit']}"
     assert any(q.endswith(" GPU-seconds") for q in shown.values())
     assert any(q.endswith(" tokens") for q in shown.values())
+
+
+# ---------------------------------------------------------------- held customers (money at risk)
+# RELIABILITY.md 18: rate_month holds a customer whose month it cannot rate exactly and drops all
+# of its lines. Before, such a customer's statement was missing (pay as you go) or showed its fixed
+# lines alone (initech's would say 1,258.06: the prorated base fee and the commitment true-up), a
+# false, too-low spend with no word of why.
+
+HELD_DAY = dt.date(2026, 10, 20)
+
+
+def held_catalog() -> dict:
+    """The rating catalog (acme pay as you go, initech enterprise from the 16th), each customer
+    with a monthly limit of 100.00."""
+    raw = copy.deepcopy(RATING_CATALOG)
+    for customer in raw["customers"].values():
+        customer["monthly_limit"] = "100.00"
+    return raw
+
+
+def held_month() -> tuple[object, pl.DataFrame, pl.DataFrame]:
+    """(catalog, usage, acme's usage alone): acme clean, initech with a negative correction record
+    on the 19th."""
+    rows = [
+        ("acme", "input_tokens", 400_000, 1),
+        ("acme", "output_tokens", 100_000, 2),
+        ("initech", "input_tokens", 600_000, 17),
+        ("initech", "output_tokens", 300_000, 18),
+        ("initech", "output_tokens", -5, 19),
+    ]
+    usage = usage_frame(
+        usage_row(event_id=f"e{i}", customer_id=c, meter=m, quantity=q, day=dt.date(2026, 10, d))
+        for i, (c, m, q, d) in enumerate(rows)
+    )
+    return parse_catalog(held_catalog()), usage, usage.filter(pl.col("customer_id") == "acme")
+
+
+def test_a_held_customers_statement_says_why_and_states_no_amount():
+    catalog, usage, _ = held_month()
+    statements = {s["customer_id"]: s for s in build_statements(usage, catalog, HELD_DAY)}
+    st = statements["initech"]
+    assert st["held"]["reason"] == "negative_quantity"
+    assert "negative quantities" in st["held"]["detail"] and "initech" in st["held"]["detail"]
+    # no amount built from the lines rating left: null, never 0 or the fixed fees alone
+    for field in (
+        "spend_so_far",
+        "other_charges",
+        "by_model",
+        "by_token_type",
+        "by_day",
+        "usage_by_day",
+        "projection",
+        "allowance",
+        "allowance_remaining",
+        "credits",
+        "credits_remaining",
+        "limit_used_pct",
+        "lines",
+    ):
+        assert st[field] is None, field
+    # what the usage itself says is still shown: units used, net of the negative record
+    assert st["units_by_meter"] == {"input_tokens": 600_000, "output_tokens": 299_995}
+    assert st["by_project"] == [
+        {
+            "account_key": "gateway:initech",
+            "quantity": 899_995,
+            "units": {"input_tokens": 600_000, "output_tokens": 299_995},
+        }
+    ]
+    assert (st["plan"], st["monthly_limit"], st["as_of"]) == (
+        {"id": "enterprise", "name": "Enterprise"},
+        "100.00",
+        "2026-10-20",
+    )
+    assert json.loads(statement_json(st))["held"] == st["held"]
+
+
+def test_the_other_customers_statements_are_the_same_as_without_the_held_one():
+    catalog, usage, acme_alone = held_month()
+    alone = next(
+        s for s in build_statements(acme_alone, catalog, HELD_DAY) if s["customer_id"] == "acme"
+    )
+    with_held = {s["customer_id"]: s for s in build_statements(usage, catalog, HELD_DAY)}
+    assert with_held["acme"] == alone and alone["held"] is None
+    # 400,000 input tokens x 0.0025 / 1,000 + 100,000 output tokens x 0.010 / 1,000; 2.00 of 100.00
+    spend = alone["spend_so_far"]
+    assert (spend["usage_charges"], spend["total"], alone["limit_used_pct"]) == (
+        "2.00",
+        "2.00",
+        "2.0",
+    )
+
+
+def test_a_held_statements_pdf_shows_the_notice_and_units_and_no_amount_but_the_limit():
+    catalog, usage, _ = held_month()
+    st = next(s for s in build_statements(usage, catalog, HELD_DAY) if s["held"])
+    text = " ".join(
+        page.extract_text()
+        for page in PdfReader(io.BytesIO(StatementRenderer().render_pdf(st))).pages
+    )
+    flat = " ".join(text.split())
+    assert "Your usage this month is under review: usage records with a negative quantity." in flat
+    assert "Amounts will be shown once it is resolved." in flat
+    assert re.findall(r"\$[\d,]+\.\d\d", flat) == ["$100.00"]  # the monthly limit, nothing else
+    assert "600,000" in flat and "299,995" in flat
+    assert "Initech" in flat and "Month-to-date statement" in flat
+
+
+def test_a_customer_whose_projected_month_alone_is_held_keeps_its_spend_and_no_projection():
+    """2^62 tokens on the 1st fit; the run rate to the 31st (31 x 2^62) does not: the projection
+    says why instead of silently staying at the first day's figure."""
+    catalog = parse_catalog(RATING_CATALOG)
+    usage = usage_frame(
+        [
+            usage_row(event_id="big", meter="input_tokens", quantity=2**62),
+            usage_row(event_id="small", meter="output_tokens", quantity=1000),
+        ]
+    )
+    st = next(
+        s
+        for s in build_statements(usage, catalog, dt.date(2026, 10, 1))
+        if s["customer_id"] == "acme"
+    )
+    # 2^62 x 0.0025 / 1,000 = 11,529,215,046,068.46976 -> .47; 1,000 x 0.010 / 1,000 = 0.01
+    assert (st["held"], st["spend_so_far"]["total"]) == (None, "11529215046068.48")
+    assert st["projection"] is None and st["projection_held"]["reason"] == "quantity_overflow"
+    assert held_customers([st]) == {"acme": "projection: quantity_overflow"}
+
+
+def test_the_day_asset_writes_held_statements_and_names_them_in_its_metadata(tmp_path):
+    _, usage, _ = held_month()
+    catalog_path = tmp_path / "catalog.yaml"
+    catalog_path.write_text(yaml.safe_dump(held_catalog()))
+    resources = with_alert_resources(resources_from_env(tmp_path))
+    resources["catalog"] = CatalogResource(path=str(catalog_path))
+    store = Path(resources["io_manager"].base_dir) / "usage_events"
+    store.mkdir(parents=True)
+    for d in range(1, HELD_DAY.day + 1):  # every day ingested, most of them without usage
+        day = dt.date(2026, 10, d)
+        usage.filter(pl.col("day") == day).write_parquet(store / f"{day.isoformat()}.parquet")
+    usage_events = dg.AssetSpec("usage_events", partitions_def=daily_partitions)
+    result = dg.materialize(
+        [usage_events, month_to_date_statements],
+        partition_key=HELD_DAY.isoformat(),
+        resources=resources,
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("month_to_date_statements")[0].metadata
+    assert metadata["held_customers"].value == {"initech": "negative_quantity"}
+    assert metadata["total_spend_so_far"].value == {"USD": "2.00"}  # acme's; initech has none
+    table = result.output_for_node("month_to_date_statements")
+    assert table.select("customer_id", "total", "held").rows() == [
+        ("acme", "2.00", None),
+        ("initech", None, "negative_quantity"),
+    ]
+    folder = tmp_path / "out" / MONTH / "statements" / HELD_DAY.isoformat()
+    assert (
+        json.loads((folder / "initech.json").read_text())["held"]["reason"] == "negative_quantity"
+    )
+    assert (folder / "initech.pdf").read_bytes().startswith(b"%PDF")

@@ -33,7 +33,7 @@ from billing_pipeline.defs.resources import (
     PolarsParquetIOManager,
     UsageStore,
 )
-from billing_pipeline.documents.statement import build_statements
+from billing_pipeline.documents.statement import build_statements, held_customers
 from billing_pipeline.periods import month_of, utc_text
 from billing_pipeline.rendering.statement_pdf import (
     latest_statement_folder,
@@ -187,6 +187,7 @@ def month_to_date_hourly(
             "as_of": as_of,
             "customers_changed": len(changed),
             "statements_written": written.height,
+            "held_customers": dg.MetadataValue.json(held_customers(statements)),
             "folder": dg.MetadataValue.path(str(folder)),
         },
     )

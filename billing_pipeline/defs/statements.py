@@ -11,7 +11,7 @@ from billing_pipeline.defs.alerts import LOADER_KEY
 from billing_pipeline.defs.jobs import day_that_ended
 from billing_pipeline.defs.partitions import daily_partitions
 from billing_pipeline.defs.resources import CatalogResource, LedgerResource, OutputFiles
-from billing_pipeline.documents.statement import build_statements
+from billing_pipeline.documents.statement import build_statements, held_customers
 from billing_pipeline.money import ZERO
 from billing_pipeline.rendering.statement_pdf import statement_folder, write_statements
 
@@ -41,6 +41,8 @@ def month_to_date_statements(
     """Each customer's month-to-date statement as of the end of the day: spend so far (exactly the
     draft invoice of the days so far: tax and credits included), breakdowns by model, token type,
     day and project or key, the projected month end, allowance, credits and monthly limit used.
+    A customer rating holds (money at risk) gets a statement that says so, with no amounts; the
+    metadata lists them by id and reason, and ``total_spend_so_far`` leaves them out.
     JSON + HTML + PDF under <out>/<YYYY-MM>/statements/<YYYY-MM-DD>/. Reads only days <= its day."""
     day = dt.date.fromisoformat(context.partition_key)
     month = day.strftime("%Y-%m")
@@ -50,15 +52,19 @@ def month_to_date_statements(
     folder = statement_folder(Path(output.path), day)
     table = write_statements(statements, folder)
     totals: dict[str, Decimal] = {}
-    for currency, total in table.select("currency", "total").iter_rows():
+    for currency, total in (
+        table.filter(pl.col("held").is_null()).select("currency", "total").iter_rows()
+    ):
         totals[currency] = totals.get(currency, ZERO) + Decimal(total)
     return dg.Output(
         table,
         metadata={
             "customers": table.height,
+            # held customers have no spend to add: the total is of the others, and says so
             "total_spend_so_far": dg.MetadataValue.json(
                 {c: str(v) for c, v in sorted(totals.items())}
             ),
+            "held_customers": dg.MetadataValue.json(held_customers(statements)),
             "folder": dg.MetadataValue.path(str(folder)),
         },
     )

@@ -13,6 +13,14 @@ exactly to ``usage_charges``, and usage_charges + other_charges = the subtotal. 
 tied to units used (base fee, commitment true-up, discounts, a tier's flat fee with no charged
 units) are listed in ``other_charges``. by_project has quantities only: a line's price (tiers,
 allowance) depends on all of a customer's keys together, so no per-key amount would be exact.
+
+Held customers (RELIABILITY.md 18): ``rate_month`` drops every line of a customer whose month it
+cannot rate exactly (its ``at_risk`` rows: negative_quantity, quantity_overflow, amount_overflow,
+unpriced_cost). Such a customer still gets a statement, saying ``held`` (reason and detail) with
+every amount that depends on the rating null: a spend built from the lines left (fixed fees only,
+or nothing) would tell the customer a false, too-low figure. The units used (by_project,
+units_by_meter) come from the usage itself and are still shown. A customer whose *projected*
+month alone is held keeps its spend so far and gets ``projection`` null with ``projection_held``.
 """
 
 from __future__ import annotations
@@ -79,7 +87,9 @@ def month_to_date(usage: pl.DataFrame | pl.LazyFrame, day: dt.date) -> pl.DataFr
 def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     """The month's usage at the current run rate: days 1..D as they happened, plus synthetic
     events on days D+1..N so that each (customer, provider, model, meter, dimensions) reaches
-    round(quantity x N / D) units (see PROJECTION_METHOD)."""
+    round(quantity x N / D) units (see PROJECTION_METHOD). A day's synthetic quantity is about
+    the quantity so far / D, so it fits int64 when the customer's month so far does (a customer
+    whose month does not is held, and build_statements leaves it out)."""
     n, d = days_in_month(month_of(day)), day.day
     if d == n or usage_mtd.height == 0:
         return usage_mtd
@@ -91,7 +101,9 @@ def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     later = later.with_row_index("k").with_columns(pl.col("k").cast(pl.Int64))
     extra = (
         usage_mtd.group_by(keys)
-        .agg(pl.sum("quantity").alias("so_far"))
+        # Int128: quantity x days in month passes int64 long before the quantity does (2^62
+        # tokens x 31 wrapped to a negative extra, and the projection silently stayed at day D)
+        .agg(pl.col("quantity").cast(pl.Int128).sum().alias("so_far"))
         .with_columns((round_div_expr(pl.col("so_far") * n, d) - pl.col("so_far")).alias("extra"))
         .join(later, how="cross")
         .with_columns(
@@ -113,6 +125,32 @@ def projected_usage(usage_mtd: pl.DataFrame, day: dt.date) -> pl.DataFrame:
         .with_columns(pl.col("event_id").alias("record_id"))
     )
     return pl.concat([usage_mtd, conform(extra, USAGE_SCHEMA)], how="vertical")
+
+
+def held_reasons(at_risk: pl.DataFrame) -> dict[str, dict]:
+    """customer_id -> {"reason", "detail"} from ``RatedMonth.at_risk`` rows: the distinct reasons
+    (comma-separated, in row order) and each row's detail (semicolon-separated)."""
+    held: dict[str, dict[str, list[str]]] = {}
+    for cid, reason, detail in at_risk.select("customer_id", "reason", "detail").iter_rows():
+        entry = held.setdefault(cid, {"reason": [], "detail": []})
+        for key, value in (("reason", reason), ("detail", detail)):
+            if value and value not in entry[key]:
+                entry[key].append(value)
+    return {
+        cid: {"reason": ", ".join(e["reason"]), "detail": "; ".join(e["detail"])}
+        for cid, e in sorted(held.items())
+    }
+
+
+def held_customers(statements: list[dict]) -> dict[str, str]:
+    """customer_id -> reason of every held statement (spend or projection), for run metadata."""
+    out = {}
+    for st in statements:
+        if st["held"]:
+            out[st["customer_id"]] = st["held"]["reason"]
+        elif st["projection_held"]:
+            out[st["customer_id"]] = f"projection: {st['projection_held']['reason']}"
+    return out
 
 
 def _tied_to_units(line: dict) -> bool:
@@ -219,16 +257,16 @@ def build_statements(
     month = month_of(day)
     # The same one source per customer and provider as the invoice (catalog billing_source).
     mtd = split_billing_source(month_to_date(usage, day), catalog).billable
-    rated = rate_month(mtd, catalog, month).lines
+    rating = rate_month(mtd, catalog, month)
+    rated, held = rating.lines, held_reasons(rating.at_risk)
     docs = build_documents(rated, catalog, month, credits_used)
+    # A held customer has no projection: leaving it out also keeps every sum below within int64.
+    unheld = mtd.filter(~pl.col("customer_id").is_in(list(held)))
+    projected_rating = rate_month(projected_usage(unheld, day), catalog, month)
+    projection_held = held_reasons(projected_rating.at_risk)
     projected = {
         d["customer_id"]: d
-        for d in build_documents(
-            rate_month(projected_usage(mtd, day), catalog, month).lines,
-            catalog,
-            month,
-            credits_used,
-        )
+        for d in build_documents(projected_rating.lines, catalog, month, credits_used)
     }
     rows_of: dict[str, list[dict]] = {}
     for row in (
@@ -245,18 +283,25 @@ def build_statements(
     units_of: dict[str, list[tuple]] = {}
     for cid, key, meter, q in units.iter_rows():
         units_of.setdefault(cid, []).append((key, meter, q))
-    return [
+    as_of_text = day.isoformat() if as_of is None else utc_text(as_of)
+    statements = [
         _statement(
             doc,
             rows_of[doc["customer_id"]],
             units_of.get(doc["customer_id"], []),
             projected.get(doc["customer_id"]),
+            projection_held.get(doc["customer_id"]),
             catalog,
             day,
-            day.isoformat() if as_of is None else utc_text(as_of),
+            as_of_text,
         )
         for doc in docs
     ]
+    statements += [
+        _held_statement(cid, reason, units_of.get(cid, []), catalog, day, as_of_text)
+        for cid, reason in held.items()
+    ]
+    return sorted(statements, key=lambda st: st["customer_id"])
 
 
 def _statement(
@@ -264,6 +309,7 @@ def _statement(
     rows: list[dict],
     units: list[tuple],
     projected: dict | None,
+    projection_held: dict | None,
     catalog: Catalog,
     day: dt.date,
     as_of: str,
@@ -280,11 +326,6 @@ def _statement(
         cell[0] += line["quantity"]
         cell[1] += line["included_quantity"] or 0
         cell[2] += Decimal(line["amount"])
-    by_project: dict[str, dict[str, int]] = {}
-    units_by_meter: dict[str, int] = defaultdict(int)
-    for key, meter, q in units:
-        by_project.setdefault(key, {})[meter] = q
-        units_by_meter[meter] += q
     days = [start + dt.timedelta(days=i) for i in range(day.day)]
     zero = amount_text(ZERO, currency)
     day_cells = _sum_by(cells, "day")
@@ -321,6 +362,7 @@ def _statement(
         "issuer": doc["issuer"],
         "customer": doc["customer"],
         "plan": doc["plan"],
+        "held": None,
         "spend_so_far": {
             **_totals(doc),
             "usage_charges": amount_text(usage_charges, currency),
@@ -338,12 +380,9 @@ def _statement(
             by_day.get(d.isoformat(), {"day": d.isoformat(), "quantity": 0, "amount": zero})
             for d in days
         ],
-        "by_project": [
-            {"account_key": key, "quantity": sum(meters.values()), "units": meters}
-            for key, meters in sorted(by_project.items())
-        ],
-        "units_by_meter": dict(sorted(units_by_meter.items())),
+        **_units_used(units),
         "projection": projection,
+        "projection_held": projection_held,
         "allowance": allowances,
         "allowance_remaining": sum(a["remaining"] for a in allowances) if allowances else None,
         "credits": doc["credits"],
@@ -354,6 +393,86 @@ def _statement(
         "limit_used_pct": limit_used_pct(usage_charges, limit),
         "usage_by_day": _sum_by(cells, "day", "model"),  # the chart's input, as an invoice's
         "lines": doc["lines"],
+    }
+
+
+def _units_used(units: list[tuple]) -> dict:
+    """by_project and units_by_meter: the units used per key and meter, from the usage itself
+    (not the rating), so a held statement shows them too."""
+    by_project: dict[str, dict[str, int]] = {}
+    units_by_meter: dict[str, int] = defaultdict(int)
+    for key, meter, q in units:
+        by_project.setdefault(key, {})[meter] = q
+        units_by_meter[meter] += q
+    return {
+        "by_project": [
+            {"account_key": key, "quantity": sum(meters.values()), "units": meters}
+            for key, meters in sorted(by_project.items())
+        ],
+        "units_by_meter": dict(sorted(units_by_meter.items())),
+    }
+
+
+def _held_statement(
+    cid: str, held: dict, units: list[tuple], catalog: Catalog, day: dt.date, as_of: str
+) -> dict:
+    """The statement of a customer ``rate_month`` holds: the same fields as ``_statement``, with
+    ``held`` set and every amount that needs the rating (spend, breakdowns, projection, allowance,
+    credits, limit used) null, never a number computed from the lines that are left."""
+    customer, issuer = catalog.customers[cid], catalog.issuer
+    month = month_of(day)
+    start, end = parse_month(month)
+    plan_ids = list(
+        dict.fromkeys(
+            p
+            for i in range(day.day)
+            if (p := catalog.plan_for(cid, start + dt.timedelta(days=i))) is not None
+        )
+    )
+    return {
+        "kind": KIND,
+        "customer_id": cid,
+        "period": month,
+        "period_label": month_label(month),
+        "period_start": start.isoformat(),
+        "period_end": (end - dt.timedelta(days=1)).isoformat(),
+        "as_of": as_of,
+        "days_elapsed": day.day,
+        "days_in_month": (end - start).days,
+        "currency": customer.currency,
+        "issuer": {
+            "name": issuer.name,
+            "address": issuer.address,
+            "vat_id": issuer.vat_id,
+            "email": issuer.email,
+        },
+        "customer": {
+            "id": cid,
+            "name": customer.name,
+            "address": customer.address,
+            "email": customer.email,
+        },
+        "plan": {
+            "id": plan_ids[0] if plan_ids else None,
+            "name": " / ".join(catalog.plans[p].name for p in plan_ids),
+        },
+        "held": held,
+        "spend_so_far": None,
+        "other_charges": None,
+        "by_model": None,
+        "by_token_type": None,
+        "by_day": None,
+        **_units_used(units),
+        "projection": None,
+        "projection_held": None,
+        "allowance": None,
+        "allowance_remaining": None,
+        "credits": None,
+        "credits_remaining": None,
+        "monthly_limit": None if customer.monthly_limit is None else str(customer.monthly_limit),
+        "limit_used_pct": None,
+        "usage_by_day": None,
+        "lines": None,
     }
 
 

@@ -41,6 +41,7 @@ STATEMENT_SCHEMA = {
     "total": pl.String,
     "projected_total": pl.String,
     "limit_used_pct": pl.String,
+    "held": pl.String,  # the held statement's reason (null: not held); its amounts are null
     "json": pl.String,
     "pdf": pl.String,
 }
@@ -66,8 +67,71 @@ def _pct(value: str | None) -> str:
     return "\u2014" if value is None else f"{value} %"
 
 
+HELD_REASONS = {  # rating/assign.py, vectorized.py and cost_plus.py at_risk reasons, in words
+    "negative_quantity": "usage records with a negative quantity",
+    "quantity_overflow": "usage quantities too large to rate exactly",
+    "amount_overflow": "a charge too large to state exactly",
+    "unpriced_cost": "usage the price book has no price for yet",
+}
+
+
+def _reason_words(held: dict) -> str:
+    """'negative_quantity, amount_overflow' -> the customer's words for each reason."""
+    return ", ".join(HELD_REASONS.get(r, r.replace("_", " ")) for r in held["reason"].split(", "))
+
+
+def held_notice(held: dict) -> str:
+    """What a held statement says instead of its amounts."""
+    return (
+        f"Your usage this month is under review: {_reason_words(held)}. "
+        "Amounts will be shown once it is resolved."
+    )
+
+
+def _units(st: dict) -> list[dict]:
+    return [
+        {"name": _meter_title(m), "quantity": fmt_quantity(q)}
+        for m, q in st["units_by_meter"].items()
+    ]
+
+
+def _by_project(st: dict) -> list[dict]:
+    return [
+        {
+            "name": r["account_key"],
+            "units": [f"{fmt_quantity(q)} {_unit_words(m)}" for m, q in r["units"].items()],
+        }
+        for r in st["by_project"]
+    ]
+
+
+def _held_context(st: dict) -> dict:
+    """A held statement (documents/statement.py): the notice, the units used and the limit; no
+    amount, since every one of them would be computed without the usage under review."""
+    day, time = st["as_of"][:10], st["as_of"][11:16]
+    return {
+        "st": st,
+        "held": {
+            "notice": held_notice(st["held"]),
+            "reason": st["held"]["reason"],
+        },
+        "number": f"as of {date_text(day)}" + (f", {time} UTC" if time else ""),
+        "as_of": date_text(day),
+        "period": period_text(st["period_start"], day),
+        "days": f"{st['days_elapsed']} of {st['days_in_month']}",
+        "pdf_date": st["as_of"] if time else f"{day}T00:00:00Z",
+        "monthly_limit": fmt_money(exact(st["monthly_limit"]), st["currency"])
+        if st["monthly_limit"]
+        else "none",
+        "units": _units(st),
+        "by_project": _by_project(st),
+    }
+
+
 def statement_context(st: dict) -> dict:
     """Everything the statement template shows, as display strings."""
+    if st.get("held"):
+        return _held_context(st)
     cur = st["currency"]
 
     def shown(value) -> str:
@@ -78,6 +142,7 @@ def statement_context(st: dict) -> dict:
     day, time = st["as_of"][:10], st["as_of"][11:16]  # a day, or an hourly refresh's instant
     return {
         "st": st,
+        "held": None,
         "number": f"as of {date_text(day)}" + (f", {time} UTC" if time else ""),
         "as_of": date_text(day),
         "period": period_text(st["period_start"], day),
@@ -98,6 +163,10 @@ def statement_context(st: dict) -> dict:
         "projected_total": shown(projection["total"]) if projection else "\u2014",
         "projected_subtotal": shown(projection["subtotal"]) if projection else "\u2014",
         "projected_limit_pct": _pct(projection["limit_used_pct"]) if projection else "\u2014",
+        "projection_held": "The projection to month end is under review: "
+        f"{_reason_words(st['projection_held'])}."
+        if st.get("projection_held")
+        else "",
         "monthly_limit": shown(st["monthly_limit"]) if st["monthly_limit"] else "none",
         "limit_used_pct": _pct(st["limit_used_pct"]),
         "credits_remaining": shown(st["credits_remaining"]),
@@ -126,13 +195,7 @@ def statement_context(st: dict) -> dict:
             }
             for r in st["by_token_type"]
         ],
-        "by_project": [
-            {
-                "name": r["account_key"],
-                "units": [f"{fmt_quantity(q)} {_unit_words(m)}" for m, q in r["units"].items()],
-            }
-            for r in st["by_project"]
-        ],
+        "by_project": _by_project(st),
         "chart_svg": usage_chart_svg(st["usage_by_day"], st["period_start"], st["period_end"], cur),
     }
 
@@ -200,14 +263,16 @@ def _held_as_of(path: Path) -> str:
 
 
 def _row(st: dict, json_path: Path, pdf_path: Path | None) -> dict:
-    projection = st["projection"] or {}
+    """The table row: a held statement's amounts are null and ``held`` says why."""
+    projection, spend = st["projection"] or {}, st["spend_so_far"] or {}
     return {
         "customer_id": st["customer_id"],
         "currency": st["currency"],
-        "subtotal": st["spend_so_far"]["subtotal"],
-        "total": st["spend_so_far"]["total"],
+        "subtotal": spend.get("subtotal"),
+        "total": spend.get("total"),
         "projected_total": projection.get("total"),
         "limit_used_pct": st["limit_used_pct"],
+        "held": st["held"]["reason"] if st["held"] else None,
         "json": str(json_path),
         "pdf": None if pdf_path is None else str(pdf_path),
     }

@@ -140,7 +140,6 @@ def build_documents(
     grant (grant index -> amount). None means nothing was drawn before: right for a first month,
     wrong afterwards, so month-end should pass the ledger's sums (rating.credits)."""
     start, end = parse_month(month)
-    issuer = catalog.issuer
     documents = []
     # One conversion of the sorted frame, then consecutive rows per customer, instead of a frame
     # per customer (with _json: 10,000 customers 7.1 s -> 5.2 s, the same documents).
@@ -192,18 +191,7 @@ def build_documents(
                 "issue_date": None,
                 "due_date": None,
                 "currency": currency,
-                "issuer": {
-                    "name": issuer.name,
-                    "address": issuer.address,
-                    "vat_id": issuer.vat_id,
-                    "email": issuer.email,
-                },
-                "customer": {
-                    "id": customer_id,
-                    "name": customer.name,
-                    "address": customer.address,
-                    "email": customer.email,
-                },
+                **parties(catalog, customer_id),
                 "plan": {
                     "id": plan_ids[0],
                     "name": " / ".join(catalog.plans[p].name for p in plan_ids),
@@ -228,3 +216,22 @@ def build_documents(
 def document_json(document: dict) -> str:
     """The JSON copy: stable key order and formatting, so re-runs give identical bytes."""
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def parties(catalog: Catalog, customer_id: str) -> dict:
+    """The ``issuer`` and ``customer`` blocks of a document (invoice, statement) for one customer."""
+    issuer, customer = catalog.issuer, catalog.customers[customer_id]
+    return {
+        "issuer": {
+            "name": issuer.name,
+            "address": issuer.address,
+            "vat_id": issuer.vat_id,
+            "email": issuer.email,
+        },
+        "customer": {
+            "id": customer_id,
+            "name": customer.name,
+            "address": customer.address,
+            "email": customer.email,
+        },
+    }

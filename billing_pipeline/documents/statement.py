@@ -34,7 +34,7 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.documents.invoice import build_documents
+from billing_pipeline.documents.invoice import build_documents, parties
 from billing_pipeline.money import ZERO, amount_text, minor_unit, percent, round_div_expr
 from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month, utc_text
 from billing_pipeline.rating import rate_month
@@ -419,7 +419,7 @@ def _held_statement(
     """The statement of a customer ``rate_month`` holds: the same fields as ``_statement``, with
     ``held`` set and every amount that needs the rating (spend, breakdowns, projection, allowance,
     credits, limit used) null, never a number computed from the lines that are left."""
-    customer, issuer = catalog.customers[cid], catalog.issuer
+    customer = catalog.customers[cid]
     month = month_of(day)
     start, end = parse_month(month)
     plan_ids = list(
@@ -440,18 +440,7 @@ def _held_statement(
         "days_elapsed": day.day,
         "days_in_month": (end - start).days,
         "currency": customer.currency,
-        "issuer": {
-            "name": issuer.name,
-            "address": issuer.address,
-            "vat_id": issuer.vat_id,
-            "email": issuer.email,
-        },
-        "customer": {
-            "id": cid,
-            "name": customer.name,
-            "address": customer.address,
-            "email": customer.email,
-        },
+        **parties(catalog, cid),
         "plan": {
             "id": plan_ids[0] if plan_ids else None,
             "name": " / ".join(catalog.plans[p].name for p in plan_ids),

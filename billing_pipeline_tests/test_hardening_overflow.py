@@ -266,3 +266,22 @@ def test_events_are_summed_in_int64_only_where_no_sum_of_them_can_wrap(quantitie
     frame = pl.DataFrame({"quantity": quantities}, schema={"quantity": pl.Int64})
     assert quantity_sum_type(frame) == (len(quantities), summed_in)
     assert quantity_sum_type(frame.lazy()) == (len(quantities), summed_in)
+
+
+def test_a_negative_event_holds_the_customer_and_each_held_row_says_whether_it_has_one():
+    events = usage(
+        [
+            ("acme", "gpt-4o", "input_tokens", 1_000, 3, 0),
+            ("acme", "gpt-4o", "input_tokens", -400, 4, 0),  # a correction rating cannot price
+            ("acme", "gpt-4o", "output_tokens", 2_000, 4, 0),
+        ]
+    )
+    rated = rate_month(events, parse_catalog(CATALOG), "2026-10")
+    assert lines_of(rated, "acme") == {}
+    held = {r["meter"]: r for r in rated.at_risk.to_dicts()}
+    assert {m: (r["reason"], r["quantity"]) for m, r in held.items()} == {
+        "input_tokens": ("negative_quantity", 600),  # 1,000 - 400
+        "output_tokens": ("negative_quantity", 2_000),
+    }
+    assert "has events with negative quantities (net 600)" in held["input_tokens"]["detail"]
+    assert "has no negative event" in held["output_tokens"]["detail"]

@@ -299,10 +299,22 @@ def _split_at_risk(
                 pl.col("_total"),
             )
         )
-        .otherwise(
+        .when(pl.col("_negative_here"))
+        .then(
             pl.format(
                 "customer {}: {} of {} from {} has events with negative quantities (net {}): not rated, "
                 "held for review",
+                pl.col("customer_id"),
+                pl.col("meter"),
+                pl.col("model").fill_null("(no model)"),
+                pl.col("provider").fill_null("(no provider)"),
+                pl.col("quantity"),
+            )
+        )
+        .otherwise(  # the customer's month is held as a whole: say why this row is in it
+            pl.format(
+                "customer {}: {} of {} from {} ({} base units) has no negative event, but another "
+                "usage row of the customer's month has: not rated, held for review",
                 pl.col("customer_id"),
                 pl.col("meter"),
                 pl.col("model").fill_null("(no model)"),
@@ -321,7 +333,11 @@ def _split_at_risk(
             "reason",
             "_total",
         )
-        .agg(pl.sum("events"), pl.sum("quantity"))
+        .agg(
+            pl.sum("events"),
+            pl.sum("quantity"),
+            (pl.col("_abs") != pl.col("quantity")).any().alias("_negative_here"),
+        )
         .with_columns(detail.alias("detail"))
         .sort("customer_id", "provider", "meter", "model", nulls_last=True)
         .select(list(AT_RISK_SCHEMA))

@@ -11,39 +11,23 @@ import json
 import polars as pl
 
 
-def daily_points(
-    aggregated: pl.DataFrame, series_days: pl.DataFrame, line_of: pl.DataFrame
-) -> pl.DataFrame:
+def daily_points(aggregated: pl.DataFrame, series_days: pl.DataFrame) -> pl.DataFrame:
     """line_id -> JSON list of {day, model, quantity}: charged units per day, for the chart, in
-    day, provider, model order. Rows that carry their day give it themselves; a steady row's days
-    come from ``series_days``. A month has ~10^6 such points: each is one packed integer (line,
-    day, provider rank, model rank) and its units, sorted once and summed over runs of equal keys;
-    a point's JSON is its units after a prefix made once per (day, model), and a line's list is
-    the join of its points' texts (no separator to insert: the prefix carries it)."""
-    keys = ["customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family"]
-    charged = aggregated.filter(pl.col("charge_id").is_not_null())
-    billable = (pl.col("quantity") - pl.col("included")).alias("billable")
-    columns = ["line_id", "provider", "model_family", "day", "series", "billable"]
-    if "series" in line_of.columns:  # steady rows by series (line_frames), dated rows by keys
-        rows = pl.concat(
-            [
-                charged.filter(pl.col("series").is_null())
-                .join(line_of.drop("series"), on=keys, how="inner", nulls_equal=True)
-                .select(*columns[:-1], billable),
-                line_of.select("line_id", "provider", "model_family", "series")
-                .explode("series", empty_as_null=False)
-                .select(
-                    *columns[:3],
-                    pl.lit(None, dtype=pl.Date).alias("day"),
-                    "series",
-                    pl.lit(None, dtype=pl.Int64).alias("billable"),
-                ),
-            ]
-        )
-    else:
-        rows = charged.join(line_of, on=keys, how="inner", nulls_equal=True).select(
-            *columns[:-1], billable
-        )
+    day, provider, model order. ``aggregated`` carries each row's ``line_id`` (lines.line_frames).
+    Rows that carry their day give it themselves; a steady row's days come from ``series_days``.
+    A month has ~10^6 such points: each is one packed integer (line, day, provider rank, model
+    rank) and its units, sorted once and summed over runs of equal keys; a point's JSON is its
+    units after a prefix made once per (day, model), and a line's list is the join of its points'
+    texts (no separator to insert: the prefix carries it)."""
+    charged = aggregated.filter(pl.col("line_id").is_not_null())
+    rows = charged.select(
+        "line_id",
+        "provider",
+        "model_family",
+        "day",
+        "series",
+        (pl.col("quantity") - pl.col("included")).alias("billable"),
+    )
     if rows.height == 0:
         return pl.DataFrame(schema={"line_id": pl.Int64, "daily": pl.String})
     providers = rows["provider"].fill_null("").unique().sort()

@@ -83,15 +83,15 @@ def rate_month(
         usage, catalog, month, by_day=daily, code_book=code_book
     )
     aggregated, periods = cost_plus.segment(aggregated, catalog, month)
-    line_rows, line_of = line_frames(aggregated, catalog)
+    line_rows, aggregated = line_frames(aggregated, catalog)
     amounts, slices = price_lines(line_rows, price_table(catalog))
-    listed = cost_plus.price(aggregated, line_rows, line_of, periods, catalog, month)
+    listed = cost_plus.price(aggregated, line_rows, periods, catalog, month)
     every_amount = pl.concat([amounts.select("line_id", "amount_minor"), listed.amounts])
     overflow = _amount_overflow(line_rows, every_amount, aggregated).filter(
         ~pl.col("customer_id").is_in(listed.at_risk["customer_id"].implode())
     )  # a customer is held once: its usage is counted once in the held units
     at_risk = pl.concat([at_risk, listed.at_risk, overflow])
-    points = daily_points(aggregated, series_days, line_of) if daily else None
+    points = daily_points(aggregated, series_days) if daily else None
     usage_rows = usage_lines(line_rows, catalog, month, amounts, slices, points, listed.words)
     fixed, keys = fixed_lines(catalog, month, usage_rows)
     columns = [*LINE_SCHEMA, *LINE_ORDER]

@@ -105,7 +105,7 @@ def rate_month(
             ]
         )
         .sort(*LINE_ORDER)
-        .with_columns(pl.int_range(pl.len()).over("customer_id").cast(pl.Int64).alias("position"))
+        .with_columns(_position().alias("position"))
     )
     held = at_risk["customer_id"].unique().implode()
     return RatedMonth(
@@ -118,6 +118,14 @@ def rate_month(
         .cast(UNRATED_SCHEMA),
         at_risk=at_risk,
     )
+
+
+def _position() -> pl.Expr:
+    """A line's place among its customer's lines, over lines sorted by customer (each
+    customer's lines in one run): its row number less that of the run's first line (no window)."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    starts = pl.col("customer_id").ne_missing(pl.col("customer_id").shift(1))
+    return row - pl.when(starts).then(row).forward_fill()
 
 
 def _unrated(aggregated: pl.DataFrame) -> pl.DataFrame:

@@ -43,7 +43,6 @@ from billing_pipeline.schema import METERS, unit_name
 
 COST_PLUS = "cost_plus"
 UNPRICED_COST = "unpriced_cost"  # cost-plus usage the price book has no price for
-LINE_KEY = ["customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family"]
 GROUP = ["customer_id", "plan_id", "charge_id", "provider", "model_family"]
 USAGE_KEY = ["provider", "model", "model_family", "meter", "dimensions"]
 
@@ -250,7 +249,6 @@ def _minor(amount_minor: int, minor: int) -> Decimal:
 def price(
     aggregated: pl.DataFrame,
     line_rows: pl.DataFrame,
-    line_of: pl.DataFrame,
     labels: dict,
     catalog: Catalog,
     month: str,
@@ -265,13 +263,9 @@ def price(
             pl.DataFrame(schema=AT_RISK_SCHEMA),
         )
     start, _ = parse_month(month)
-    rows = (
-        aggregated.filter(_is_cost_plus(catalog))
-        .join(line_of, on=LINE_KEY, how="inner", nulls_equal=True)
-        .with_columns(
-            (pl.col("quantity") - pl.col("included")).alias("billable"),
-            pl.col("day").fill_null(pl.lit(start)).alias("_lookup"),
-        )
+    rows = aggregated.filter(_is_cost_plus(catalog) & pl.col("line_id").is_not_null()).with_columns(
+        (pl.col("quantity") - pl.col("included")).alias("billable"),
+        pl.col("day").fill_null(pl.lit(start)).alias("_lookup"),
     )
     keys = rows.select(*USAGE_KEY, "_lookup").unique()
     keys = keys.with_columns(price_book.entry_index_expr(catalog, pl.col("_lookup")).alias("entry"))

@@ -10,40 +10,26 @@ import json
 
 import polars as pl
 
+from billing_pipeline.rating.vectorized import I64_MAX
 
-def daily_points(
-    aggregated: pl.DataFrame, series_days: pl.DataFrame, line_of: pl.DataFrame
-) -> pl.DataFrame:
+
+def daily_points(aggregated: pl.DataFrame, series_days: pl.DataFrame) -> pl.DataFrame:
     """line_id -> JSON list of {day, model, quantity}: charged units per day, for the chart, in
-    day, provider, model order. Rows that carry their day give it themselves; a steady row's days
-    come from ``series_days``. A month has ~10^6 such points: each is one packed integer (line,
-    day, provider rank, model rank) and its units, sorted once and summed over runs of equal keys;
-    a point's JSON is its units after a prefix made once per (day, model), and a line's list is
-    the join of its points' texts (no separator to insert: the prefix carries it)."""
-    keys = ["customer_id", "plan_id", "charge_id", "price_from", "provider", "model_family"]
-    charged = aggregated.filter(pl.col("charge_id").is_not_null())
-    billable = (pl.col("quantity") - pl.col("included")).alias("billable")
-    columns = ["line_id", "provider", "model_family", "day", "series", "billable"]
-    if "series" in line_of.columns:  # steady rows by series (line_frames), dated rows by keys
-        rows = pl.concat(
-            [
-                charged.filter(pl.col("series").is_null())
-                .join(line_of.drop("series"), on=keys, how="inner", nulls_equal=True)
-                .select(*columns[:-1], billable),
-                line_of.select("line_id", "provider", "model_family", "series")
-                .explode("series", empty_as_null=False)
-                .select(
-                    *columns[:3],
-                    pl.lit(None, dtype=pl.Date).alias("day"),
-                    "series",
-                    pl.lit(None, dtype=pl.Int64).alias("billable"),
-                ),
-            ]
-        )
-    else:
-        rows = charged.join(line_of, on=keys, how="inner", nulls_equal=True).select(
-            *columns[:-1], billable
-        )
+    day, provider, model order. ``aggregated`` carries each row's ``line_id`` (lines.line_frames).
+    Rows that carry their day give it themselves; a steady row's days come from ``series_days``.
+    A month has ~10^6 such points: each is one packed integer (line, day, provider rank, model
+    rank) and its units, sorted once and summed over runs of equal keys; a point's JSON is its
+    units after a prefix made once per (day, model), and a line's list is the join of its points'
+    texts (no separator to insert: the prefix carries it)."""
+    charged = aggregated.filter(pl.col("line_id").is_not_null())
+    rows = charged.select(
+        "line_id",
+        "provider",
+        "model_family",
+        "day",
+        "series",
+        (pl.col("quantity") - pl.col("included")).alias("billable"),
+    )
     if rows.height == 0:
         return pl.DataFrame(schema={"line_id": pl.Int64, "daily": pl.String})
     providers = rows["provider"].fill_null("").unique().sort()
@@ -59,7 +45,7 @@ def daily_points(
     ) * max(models.len(), 1) + pl.col("model_family").replace_strict(
         models, pl.int_range(models.len(), eager=True), return_dtype=pl.Int64
     )
-    day = (pl.col("day") - first).dt.total_days() * n_pm
+    day = (pl.col("day").cast(pl.Int32) - pl.lit(first).cast(pl.Int32)).cast(pl.Int64) * n_pm
     rows = rows.lazy().select(
         "series", "day", "billable", (pl.col("line_id") * n + rank).alias("_line_rank")
     )
@@ -72,12 +58,7 @@ def daily_points(
     dated = rows.filter(pl.col("series").is_null()).select(
         (pl.col("_line_rank") + day).alias("_key"), "billable"
     )
-    points = (
-        _sorted(pl.concat([dated, by_series]).collect())
-        .group_by("_key", maintain_order=True)  # sorted: runs of equal keys, no hash table
-        .agg(pl.sum("billable"))
-        .filter(pl.col("billable") != 0)
-    )
+    points = _summed(_sorted(pl.concat([dated, by_series]).collect(engine="streaming")))
     prefixes = [
         f'{{"day":"{first + dt.timedelta(days=d)}","model":{json.dumps(m, ensure_ascii=False)},"quantity":'
         for d in range(32)
@@ -120,4 +101,23 @@ def _sorted(points: pl.DataFrame) -> pl.DataFrame:
             (pl.col("_packed") // 2**bits).set_sorted().alias("_key"),
             (pl.col("_packed") % 2**bits + low).alias("billable"),
         )
+    )
+
+
+def _summed(points: pl.DataFrame) -> pl.DataFrame:
+    """``points`` sorted by _key, summed over runs of equal keys, zero sums left out: the
+    differences of the running sum at each run's last row (no group-by: ~2x cheaper). Billable
+    units are >= 0 (negative usage is held before rating), so the running sum cannot wrap Int64
+    when its largest value times the count fits; else it runs in Int128."""
+    high = points["billable"].max() or 0
+    wide = pl.Int64 if high * points.height <= I64_MAX else pl.Int128
+    total = pl.col("billable").cast(wide).cum_sum()
+    last = (pl.col("_key") != pl.col("_key").shift(-1)).fill_null(True)
+    return (
+        points.with_columns(total)
+        .filter(last)
+        .with_columns(
+            (pl.col("billable") - pl.col("billable").shift(1, fill_value=0)).cast(pl.Int64)
+        )
+        .filter(pl.col("billable") != 0)
     )

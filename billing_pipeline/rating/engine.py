@@ -83,15 +83,15 @@ def rate_month(
         usage, catalog, month, by_day=daily, code_book=code_book
     )
     aggregated, periods = cost_plus.segment(aggregated, catalog, month)
-    line_rows, line_of = line_frames(aggregated, catalog)
+    line_rows, aggregated = line_frames(aggregated, catalog)
     amounts, slices = price_lines(line_rows, price_table(catalog))
-    listed = cost_plus.price(aggregated, line_rows, line_of, periods, catalog, month)
+    listed = cost_plus.price(aggregated, line_rows, periods, catalog, month)
     every_amount = pl.concat([amounts.select("line_id", "amount_minor"), listed.amounts])
     overflow = _amount_overflow(line_rows, every_amount, aggregated).filter(
         ~pl.col("customer_id").is_in(listed.at_risk["customer_id"].implode())
     )  # a customer is held once: its usage is counted once in the held units
     at_risk = pl.concat([at_risk, listed.at_risk, overflow])
-    points = daily_points(aggregated, series_days, line_of) if daily else None
+    points = daily_points(aggregated, series_days) if daily else None
     usage_rows = usage_lines(line_rows, catalog, month, amounts, slices, points, listed.words)
     fixed, keys = fixed_lines(catalog, month, usage_rows)
     columns = [*LINE_SCHEMA, *LINE_ORDER]
@@ -105,7 +105,7 @@ def rate_month(
             ]
         )
         .sort(*LINE_ORDER)
-        .with_columns(pl.int_range(pl.len()).over("customer_id").cast(pl.Int64).alias("position"))
+        .with_columns(_position().alias("position"))
     )
     held = at_risk["customer_id"].unique().implode()
     return RatedMonth(
@@ -118,6 +118,14 @@ def rate_month(
         .cast(UNRATED_SCHEMA),
         at_risk=at_risk,
     )
+
+
+def _position() -> pl.Expr:
+    """A line's place among its customer's lines, over lines sorted by customer (each
+    customer's lines in one run): its row number less that of the run's first line (no window)."""
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    starts = pl.col("customer_id").ne_missing(pl.col("customer_id").shift(1))
+    return row - pl.when(starts).then(row).forward_fill()
 
 
 def _unrated(aggregated: pl.DataFrame) -> pl.DataFrame:

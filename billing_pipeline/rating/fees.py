@@ -57,9 +57,16 @@ def fixed_lines(
     """Base fees, minimum-commitment true-ups and discounts (a few per customer, in Python), and
     the order keys of the usage lines: per customer, each plan in subscription order with its base
     fee, its usage lines in charge order, its true-up; the customer's discounts last."""
+    # A plan's usage total is read only by its minimum commitment and the customer's discounts:
+    # summed for those plans and customers only.
+    committed = [pid for pid, p in catalog.plans.items() if p.minimum_commitment]
+    discounted = [cid for cid, c in catalog.customers.items() if c.discounts]
     usage_total = dict(
         ((c, p), t)
-        for c, p, t in usage_lines.group_by("customer_id", "plan_id")
+        for c, p, t in usage_lines.filter(
+            pl.col("plan_id").is_in(committed) | pl.col("customer_id").is_in(discounted)
+        )
+        .group_by("customer_id", "plan_id")
         .agg(pl.col("amount").cast(pl.Decimal(38, 12)).sum())
         .iter_rows()
     )
@@ -91,6 +98,9 @@ def fixed_lines(
                 if fee is None:
                     fee = base_fees[plan_id, days] = _base_fee_fields(plan, days, month, label)
                 plan_lines.append(_line(customer_id, plan_id, 0, currency, **order, _kind=0, **fee))
+            if not (plan.minimum_commitment or customer.discounts):
+                lines += plan_lines
+                continue
             usage = round_money(
                 usage_total.get((customer_id, plan_id), Decimal(0)) if first else Decimal(0),
                 currency,

@@ -9,10 +9,12 @@ models it covers (and run on across a month split by a price change).
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.rating.vectorized import I64_MAX
 from billing_pipeline.rating.wording import (
     charge_words,
     per_unit_explanations,
@@ -60,45 +62,45 @@ LINE_ORDER: dict[str, pl.DataType] = {
 
 
 def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(lines, line_of): one row per invoice line with billable/before/month_total for pricing,
-    and the map from aggregate keys to line_id (with, when rows have a ``series``, the list of
-    their series per key: rating/daily.py). per_unit: a line per provider and model family;
-    tiered and package: a line per price period, tiers running on across the periods.
+    """(lines, ``aggregated`` with ``line_id``): one row per invoice line with
+    billable/before/month_total for pricing, and each aggregate row's line (null where no charge
+    prices the row). per_unit: a line per provider and model family; tiered and package: a line
+    per price period, tiers running on across the periods.
 
     The aggregate's groups are sorted once in invoice order: a per-unit line is one group, a
     tiered line the run of its period's groups, so line_id is a running count over the sorted
-    groups and line_of needs no join back on the string keys."""
-    kinds = pl.DataFrame(
-        [(pid, c.id, c.pricing) for pid, p in catalog.plans.items() for c in p.charges],
-        schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String},
-        orient="row",
-    )
+    groups, and a row finds its line by its group's integer code, not the six string keys."""
     charge_key = ["customer_id", "plan_id", "charge_id"]
     period_key = [*charge_key, "price_from"]
     model_key = [*period_key, "provider", "model_family"]
     per_model = pl.col("pricing").is_in(PER_MODEL)
     order = pl.col("price_from").fill_null(dt.date.min)
     # A line's place: its charge and period, then (per-unit lines) its provider and model; the
-    # groups of a tiered line sort by the same keys, which orders its components.
-    # With the chart's days (rate_month(daily=True)), each group's steady rows by their series:
-    # daily.py then finds their line without joining the month's rows on the six string keys.
-    series = (
-        [pl.col("series").drop_nulls().alias("series")]
-        if aggregated["series"].null_count() < aggregated.height
-        else []
+    # groups of a tiered line sort by the same keys, which orders its components. Grouped and
+    # sorted by each key's rank among its sorted values, packed in one integer where it fits
+    # (``_ranks``): a group-by and a sort on the six string columns cost several times more.
+    ranked, values, by = _ranks(aggregated, model_key)
+    kinds = pl.DataFrame(
+        [(pid, c.id, c.pricing) for pid, p in catalog.plans.items() for c in p.charges],
+        schema={"plan_id": pl.String, "charge_id": pl.String, "pricing": pl.String},
+        orient="row",
     )
+    names = [f"_{k}" for k in model_key]
     groups = (
-        aggregated.lazy()
-        .filter(pl.col("charge_id").is_not_null())
-        .group_by(model_key)
-        .agg(pl.sum("quantity"), pl.sum("included"), *series)
-        .join(kinds.lazy(), on=["plan_id", "charge_id"], how="left")
-        .sort(*charge_key, order, "provider", pl.col("model_family").fill_null(""))
+        ranked.filter(pl.col("_charge_id") > 0)
+        .group_by(by)
+        .agg(pl.sum("quantity"), pl.sum("included"), *[pl.first(c) for c in names if c not in by])
+        .sort(by)
+        .with_columns(
+            pl.lit(v).gather(pl.col(c)).alias(k)
+            for k, c, v in zip(model_key, names, values, strict=True)
+        )
+        .join(kinds, on=["plan_id", "charge_id"], how="left", maintain_order="left")
         .with_columns(
             (
                 per_model
                 | (pl.int_range(pl.len()) == 0)
-                | pl.any_horizontal([pl.col(k).ne_missing(pl.col(k).shift(1)) for k in period_key])
+                | pl.any_horizontal([pl.col(c) != pl.col(c).shift(1) for c in names[:4]])
             )
             .cum_sum()
             .sub(1)
@@ -108,7 +110,6 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
             .struct.json_encode()
             .alias("components"),
         )
-        .collect()
     )
     # Per-unit lines are their group; a tiered line sums the run of groups of its period (its
     # providers and models listed once each, sorted; its components in group order).
@@ -160,7 +161,36 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
     lines = lines.join(runs_on, on="line_id", how="left", maintain_order="left").with_columns(
         pl.col("before").fill_null(0), pl.col("month_total").fill_null(pl.col("billable"))
     )
-    return lines, groups.select(*model_key, "line_id", *(["series"] if series else []))
+    line_of = ranked.select(by).join(
+        groups.select(*by, "line_id"), on=by, how="left", maintain_order="left"
+    )["line_id"]
+    return lines, aggregated.with_columns(line_of)
+
+
+def _ranks(
+    frame: pl.DataFrame, columns: list[str]
+) -> tuple[pl.DataFrame, list[pl.Series], list[str]]:
+    """(``frame`` with ``_<column>``: each column's rank among its sorted distinct values, 0 for
+    null, the values by rank (null first), the columns to group and sort by: ``_code``, the ranks
+    packed in one Int64 in the same order, where they fit, else the ranks themselves)."""
+    values = [
+        pl.concat([frame[c].clear(1), frame[c].drop_nulls().unique().sort()]) for c in columns
+    ]
+    ranks = [
+        pl.col(c)
+        .replace_strict(
+            v[1:], pl.int_range(1, v.len(), eager=True), default=0, return_dtype=pl.Int64
+        )
+        .alias(f"_{c}")
+        for c, v in zip(columns, values, strict=True)
+    ]
+    ranked = frame.with_columns(ranks)
+    if math.prod(v.len() for v in values) > I64_MAX:
+        return ranked, values, [f"_{c}" for c in columns]
+    code = pl.lit(0, dtype=pl.Int64)
+    for c, v in zip(columns, values, strict=True):
+        code = code * v.len() + pl.col(f"_{c}")
+    return ranked.with_columns(code.alias("_code")), values, ["_code"]
 
 
 def usage_lines(

@@ -24,6 +24,8 @@ from billing_pipeline.ledger.outbox import ALERT_WEBHOOKS
 from billing_pipeline.ledger.tables import alert_outbox, hard_caps
 from billing_pipeline.money import exact, to_micros
 
+I64_MAX = 2**63 - 1  # hard_caps.spend_micros of a customer beyond any limit (BigInteger)
+
 
 def _insert(engine: Engine):
     return (postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert)(
@@ -138,7 +140,7 @@ def write_hard_caps(
                     period=period,
                     as_of=as_of.isoformat(),
                     currency=row["currency"],
-                    spend_micros=to_micros(exact(row["spend_to_date"])),
+                    spend_micros=_spend_micros(row),
                     cap_micros=to_micros(exact(row["hard_cap"])),
                     updated_at=now,
                 )
@@ -146,12 +148,22 @@ def write_hard_caps(
     return True
 
 
-def hard_caps_json(period: str, as_of: str, rows: list[dict]) -> str:
+def _spend_micros(row: dict) -> int:
+    """A capped row's spend for the table: its spend to date; a held customer's figure
+    (``held.spend_bound``); one beyond any limit (no figure) the largest the column holds."""
+    text = row["spend_to_date"] or (row.get("held") or {}).get("spend_bound")
+    return I64_MAX if text is None else to_micros(exact(text))
+
+
+def hard_caps_json(
+    period: str, as_of: str, rows: list[dict], held: list[dict] | None = None
+) -> str:
     """The file a gateway polls (``<out>/hard_caps.json``): who to block, and why. ``as_of``: the
-    instant the month to date was counted up to (``periods.utc_text``)."""
+    instant the month to date was counted up to (``periods.utc_text``). ``held``: every customer
+    whose rating holds (rules.held_list), blocked or not, so ops see who is not counted as $0."""
     return (
         json.dumps(
-            {"period": period, "as_of": as_of, "customers": rows},
+            {"period": period, "as_of": as_of, "customers": rows, "held": held or []},
             indent=2,
             sort_keys=True,
         )

@@ -8,6 +8,10 @@ hour: the month rated on the usage that started before the hour ended, less the 
 the usage that started before it began (tiers and allowances count as on the invoice). Every
 alert has a deterministic id (customer, month or day, rule): the outbox refuses a second alert
 with the same id, which is what makes re-runs and backfills safe.
+
+A customer whose month rating holds (``RatedMonth.at_risk``: money at risk) has no lines, so no
+spend; it is never counted as $0. Its limit and hard cap are judged on a stated figure instead
+(``HeldSpend``, one rule per reason), and every run names it with its reason.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
+from billing_pipeline.documents.statement import held_reasons
 from billing_pipeline.money import ZERO, amount_text, fmt_money, percent, round_to
 from billing_pipeline.periods import month_of, parse_month, utc_text
-from billing_pipeline.rating import rate_month
+from billing_pipeline.rating import NEGATIVE_QUANTITY, QUANTITY_OVERFLOW, rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
+from billing_pipeline.rating.cost_plus import UNPRICED_COST
+from billing_pipeline.rating.price_book import entry_index_expr
+from billing_pipeline.rating.vectorized import AMOUNT_OVERFLOW
 from billing_pipeline.schema import COST_DECIMAL
 
 THRESHOLDS = (50, 75, 90, 100)
@@ -57,18 +65,80 @@ class Alert:
         return json.dumps(self.payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+# How a held customer's limit and hard cap are judged (HeldSpend.basis), by its hold reason.
+BEYOND_ANY_LIMIT = "beyond_any_limit"  # quantity_overflow, amount_overflow
+WITHOUT_NEGATIVE_RECORDS = "without_negative_records"  # negative_quantity: at most (see README)
+WITHOUT_UNPRICED_USAGE = "without_unpriced_usage"  # unpriced_cost: at least (see README)
+NO_BOUND = "no_bound"  # no figure could be stated: named, never capped automatically
+_BASIS_OF = {
+    QUANTITY_OVERFLOW: BEYOND_ANY_LIMIT,
+    AMOUNT_OVERFLOW: BEYOND_ANY_LIMIT,
+    NEGATIVE_QUANTITY: WITHOUT_NEGATIVE_RECORDS,
+    UNPRICED_COST: WITHOUT_UNPRICED_USAGE,
+}
+
+
+@dataclass(frozen=True)
+class HeldSpend:
+    """A customer of the month whose rating holds: why, and the figure its limit is judged on."""
+
+    customer_id: str
+    reason: str  # the at_risk reasons, comma-separated (documents.statement.held_reasons)
+    detail: str
+    basis: str  # BEYOND_ANY_LIMIT | WITHOUT_NEGATIVE_RECORDS | WITHOUT_UNPRICED_USAGE | NO_BOUND
+    spend_bound: Decimal | None = None  # the month to date on ``basis`` (None: none stated)
+
+    def reached(self, amount: Decimal) -> bool:
+        """Whether a limit threshold or hard cap of ``amount`` counts as reached."""
+        if self.basis == BEYOND_ANY_LIMIT:
+            return True
+        return self.spend_bound is not None and self.spend_bound >= amount
+
+    def payload(self, currency: str) -> dict:
+        """The ``held`` object of an alert, a hard_caps.json row and its ``held`` list."""
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "basis": self.basis,
+            "spend_bound": None
+            if self.spend_bound is None
+            else amount_text(self.spend_bound, currency),
+        }
+
+    def words(self, currency: str) -> str:
+        """What the figure is, in a sentence's words."""
+        if self.basis == BEYOND_ANY_LIMIT:
+            return "more than can be stated, beyond any limit"
+        if self.spend_bound is None:
+            return "not known"
+        shown = fmt_money(self.spend_bound, currency)
+        if self.basis == WITHOUT_NEGATIVE_RECORDS:
+            return f"at most {shown} (its negative records not counted)"
+        return f"at least {shown} (the usage without a list price not counted)"
+
+
 def daily_spend(usage: pl.DataFrame, catalog: Catalog, through: dt.date) -> pl.DataFrame:
     """Usage charges per customer and day up to ``through`` (each month rated on its own)."""
+    return spend_and_held(usage, catalog, through)[0]
+
+
+def spend_and_held(
+    usage: pl.DataFrame, catalog: Catalog, through: dt.date
+) -> tuple[pl.DataFrame, dict[str, HeldSpend]]:
+    """``daily_spend``, and the customers of ``through``'s month whose rating holds (no row in
+    the spend: never $0), each with the figure its limit and hard cap are judged on."""
     usage = usage.filter(pl.col("day") <= through)
     months = sorted({d.strftime("%Y-%m") for d in usage["day"].unique().to_list()})
     rows: dict[tuple[str, dt.date], Decimal] = {}
+    held: dict[str, HeldSpend] = {}
     for month in months:
         # One source per customer and provider, decided within the month, as on the invoice.
         of_month = usage.filter(pl.col("day").dt.strftime("%Y-%m") == month)
         billable = split_billing_source(of_month, catalog).billable
-        lines = rate_month(billable, catalog, month).lines.filter(
-            pl.col("consideration") == "variable"
-        )
+        rated = rate_month(billable, catalog, month)
+        if month == month_of(through) and rated.at_risk.height:
+            held = held_spend(billable, catalog, month, rated.at_risk)
+        lines = rated.lines.filter(pl.col("consideration") == "variable")
         for customer, amount, daily in lines.select("customer_id", "amount", "daily").iter_rows():
             days = json.loads(daily)
             total = sum(d["quantity"] for d in days)
@@ -77,9 +147,60 @@ def daily_spend(usage: pl.DataFrame, catalog: Catalog, through: dt.date) -> pl.D
                 rows[key] = rows.get(key, ZERO) + round_to(
                     Decimal(amount) * d["quantity"] / total, SCALE
                 )
-    return pl.DataFrame(
+    spend = pl.DataFrame(
         [(c, d, v) for (c, d), v in sorted(rows.items())], schema=SPEND_SCHEMA, orient="row"
     )
+    return spend, held
+
+
+def _basis(reasons: list[str]) -> str:
+    """One basis per customer: an overflow among its reasons wins (beyond any limit whatever
+    else); two other reasons together have no single rule, so no bound."""
+    found = {_BASIS_OF.get(r, NO_BOUND) for r in reasons}
+    if BEYOND_ANY_LIMIT in found:
+        return BEYOND_ANY_LIMIT
+    return found.pop() if len(found) == 1 else NO_BOUND
+
+
+def held_spend(
+    billable: pl.DataFrame, catalog: Catalog, month: str, at_risk: pl.DataFrame
+) -> dict[str, HeldSpend]:
+    """Each held customer of ``month`` (``at_risk``: RatedMonth.at_risk of ``billable``) with
+    its basis: an overflow is beyond any limit; a negative_quantity customer is rated again
+    without its negative records (more units: at most what it owes), an unpriced_cost one
+    without its usage that no price-book entry prices (fewer units: at least what it owes).
+    Rated so, only those customers' usage is read; one still held has no bound."""
+    reasons = held_reasons(at_risk)
+    basis = {cid: _basis(h["reason"].split(", ")) for cid, h in reasons.items()}
+    negative = [c for c, b in basis.items() if b == WITHOUT_NEGATIVE_RECORDS]
+    unpriced = [c for c, b in basis.items() if b == WITHOUT_UNPRICED_USAGE]
+    bounds: dict[str, Decimal] = {}
+    if negative or unpriced:
+        again = billable.filter(
+            (pl.col("customer_id").is_in(negative) & (pl.col("quantity") >= 0))
+            | (pl.col("customer_id").is_in(unpriced) & entry_index_expr(catalog).is_not_null())
+        )
+        rated = rate_month(again, catalog, month, daily=False)  # a few customers' usage
+        still = set(rated.at_risk["customer_id"].to_list())
+        bounds = {c: ZERO for c in [*negative, *unpriced] if c not in still}
+        for cid, amount in (
+            rated.lines.filter(
+                (pl.col("consideration") == "variable") & pl.col("customer_id").is_in(list(bounds))
+            )
+            .select("customer_id", "amount")
+            .iter_rows()
+        ):
+            bounds[cid] += Decimal(amount)
+    return {
+        cid: HeldSpend(
+            cid,
+            h["reason"],
+            h["detail"],
+            basis[cid] if basis[cid] == BEYOND_ANY_LIMIT or cid in bounds else NO_BOUND,
+            bounds.get(cid),
+        )
+        for cid, h in reasons.items()
+    }
 
 
 def _spend_between(spend: pl.DataFrame, customer: str, first: dt.date, last: dt.date) -> Decimal:
@@ -115,20 +236,26 @@ def limit_alerts(
     day: dt.date,
     rules: AlertRules = AlertRules(),
     as_of: dt.datetime | None = None,
+    held: dict[str, HeldSpend] | None = None,
 ) -> list[Alert]:
     """One alert per threshold the month-to-date spend has reached (the outbox keeps each once).
-    ``as_of``: the month to date ends within ``day`` (an hourly evaluation), not at its end."""
+    ``as_of``: the month to date ends within ``day`` (an hourly evaluation), not at its end.
+    ``held`` (``spend_and_held``): customers whose rating holds, judged on their figure."""
     alerts = []
+    held = held or {}
     period = day.strftime("%Y-%m")
     days_in_month = calendar.monthrange(day.year, day.month)[1]
     for cid, customer in sorted(catalog.customers.items()):
         limit = customer.monthly_limit
         if not limit:
             continue
+        cur = customer.currency
+        if cid in held:
+            alerts += _held_limit_alerts(held[cid], limit, cur, day, rules, as_of)
+            continue
         mtd = month_to_date(spend, cid, day)
         used = percent(mtd, limit)
         forecast = projected(mtd, day, as_of)
-        cur = customer.currency
         for threshold in rules.thresholds:
             if mtd * 100 < limit * threshold:
                 continue
@@ -161,6 +288,60 @@ def limit_alerts(
                     },
                 )
             )
+    return alerts
+
+
+def _held_limit_alerts(
+    held: HeldSpend,
+    limit: Decimal,
+    cur: str,
+    day: dt.date,
+    rules: AlertRules,
+    as_of: dt.datetime | None,
+) -> list[Alert]:
+    """The thresholds a held customer's figure reaches, with the same ids as any limit alert.
+    No amount is stated as its spend (``spend_to_date``, ``percent_used``, ``projected_month_end``
+    are null); ``held`` says why and what the figure is."""
+    period = day.strftime("%Y-%m")
+    cid = held.customer_id
+    bound = held.spend_bound
+    share = None if bound is None or held.basis == BEYOND_ANY_LIMIT else percent(bound, limit)
+    alerts = []
+    for threshold in rules.thresholds:
+        if not held.reached(limit * threshold / 100):
+            continue
+        aid = f"limit:{cid}:{period}:{threshold}"
+        figure = held.words(cur) + ("" if share is None else f", {share} % of it")
+        alerts.append(
+            Alert(
+                aid,
+                cid,
+                "limit_threshold",
+                period,
+                {
+                    "alert_id": aid,
+                    "type": "limit_threshold",
+                    "customer_id": cid,
+                    "period": period,
+                    "as_of": _as_of_text(day, as_of),
+                    "currency": cur,
+                    "threshold_percent": threshold,
+                    "percent_used": None,
+                    "spend_to_date": None,
+                    "monthly_limit": amount_text(limit, cur),
+                    "projected_month_end": None,
+                    "days_elapsed": day.day,
+                    "days_in_month": calendar.monthrange(day.year, day.month)[1],
+                    "held": held.payload(cur),
+                    "message": (
+                        f"Usage charges for {period} are held for review ({held.reason}) and "
+                        f"cannot be stated exactly. Against your monthly limit of "
+                        f"{fmt_money(limit, cur)} they are {figure}: the {threshold} % threshold "
+                        f"counts as reached."
+                    ),
+                },
+            )
+        )
     return alerts
 
 
@@ -367,24 +548,75 @@ def hourly_spike_alerts(
 
 
 def over_hard_cap(
-    spend: pl.DataFrame, catalog: Catalog, day: dt.date, as_of: dt.datetime | None = None
+    spend: pl.DataFrame,
+    catalog: Catalog,
+    day: dt.date,
+    as_of: dt.datetime | None = None,
+    held: dict[str, HeldSpend] | None = None,
 ) -> list[dict]:
-    """Customers whose month-to-date spend reached their ``hard_cap``: the gateway should block them."""
+    """Customers whose month-to-date spend reached their ``hard_cap``: the gateway should block
+    them. A held customer (``spend_and_held``) is blocked when its figure reaches the cap; its
+    row says ``held`` and states no ``spend_to_date``."""
     rows = []
+    held = held or {}
     for cid, customer in sorted(catalog.customers.items()):
         if customer.hard_cap is None:
             continue
+        cur = customer.currency
+        row = {
+            "customer_id": cid,
+            "period": day.strftime("%Y-%m"),
+            "as_of": _as_of_text(day, as_of),
+            "currency": cur,
+            "hard_cap": amount_text(customer.hard_cap, cur),
+            "keys": sorted([*customer.keys, *(k.key for k in customer.dated_keys)]),
+        }
+        if cid in held:
+            if held[cid].reached(customer.hard_cap):
+                rows.append(row | {"spend_to_date": None, "held": held[cid].payload(cur)})
+            continue
         mtd = month_to_date(spend, cid, day)
         if mtd >= customer.hard_cap:
-            rows.append(
-                {
-                    "customer_id": cid,
-                    "period": day.strftime("%Y-%m"),
-                    "as_of": _as_of_text(day, as_of),
-                    "currency": customer.currency,
-                    "spend_to_date": amount_text(mtd, customer.currency),
-                    "hard_cap": amount_text(customer.hard_cap, customer.currency),
-                    "keys": sorted([*customer.keys, *(k.key for k in customer.dated_keys)]),
-                }
-            )
+            rows.append(row | {"spend_to_date": amount_text(mtd, cur)})
     return rows
+
+
+def held_list(held: dict[str, HeldSpend], catalog: Catalog, capped: list[dict]) -> list[dict]:
+    """Every held customer as the run names it (hard_caps.json ``held``, run metadata): its
+    reason, basis and figure, its hard cap and whether it is blocked."""
+    blocked = {r["customer_id"] for r in capped}
+    out = []
+    for cid, h in sorted(held.items()):
+        customer = catalog.customers.get(cid)
+        cur = customer.currency if customer else "USD"
+        cap = customer.hard_cap if customer else None
+        out.append(
+            {
+                "customer_id": cid,
+                **h.payload(cur),
+                "currency": cur,
+                "hard_cap": None if cap is None else amount_text(cap, cur),
+                "capped": cid in blocked,
+            }
+        )
+    return out
+
+
+def held_text(row: dict) -> str:
+    """One sentence for ops about a ``held_list`` row: who, why, the figure and the cap."""
+    cur = row["currency"]
+    figure = {
+        BEYOND_ANY_LIMIT: "beyond any limit",
+        NO_BOUND: "no figure can be stated",
+        WITHOUT_NEGATIVE_RECORDS: f"at most {row['spend_bound']} {cur} (negative records not counted)",
+        WITHOUT_UNPRICED_USAGE: f"at least {row['spend_bound']} {cur} (unpriced usage not counted)",
+    }[row["basis"]]
+    cap = (
+        "no hard cap"
+        if row["hard_cap"] is None
+        else f"hard cap {row['hard_cap']} {cur}: " + ("blocked" if row["capped"] else "not blocked")
+    )
+    return (
+        f"{row['customer_id']}: rating held ({row['reason']}), usage charges not counted as 0: "
+        f"{figure}; {cap}. {row['detail']}"
+    )

@@ -15,10 +15,11 @@ from billing_pipeline.alerts import outbox
 from billing_pipeline.alerts.rules import (
     Alert,
     AlertRules,
-    daily_spend,
+    held_list,
     hourly_spike_alerts,
     limit_alerts,
     over_hard_cap,
+    spend_and_held,
     spike_alerts,
 )
 from billing_pipeline.atomic import write_text
@@ -38,6 +39,8 @@ class DayAlerts:
     over_cap: list[dict]
     caps_written: bool
     as_of: dt.datetime | None = None  # an hourly evaluation: where its month to date ends
+    # customers whose rating holds (money at risk), never counted as $0 (rules.held_list)
+    held: tuple[dict, ...] = ()
 
 
 def evaluate_day(
@@ -52,12 +55,15 @@ def evaluate_day(
     """``usage``: the usage events of the days before ``day`` (month to date and 13 days back)."""
     rules = rules or AlertRules()
     now = now or dt.datetime.now(dt.UTC)
-    spend = daily_spend(usage, catalog, day)
-    alerts = limit_alerts(spend, catalog, day, rules) + spike_alerts(spend, catalog, day, rules)
+    spend, held = spend_and_held(usage, catalog, day)
+    alerts = limit_alerts(spend, catalog, day, rules, held=held) + spike_alerts(
+        spend, catalog, day, rules
+    )
     new = _record(alerts, catalog, engine, now, send=now.date() - day <= MAX_AGE)
-    capped = over_hard_cap(spend, catalog, day, end_of_day(day))
-    written = _write_caps(engine, out_dir, day, end_of_day(day), capped, now)
-    return DayAlerts(day, spend, alerts, new, capped, written)
+    capped = over_hard_cap(spend, catalog, day, end_of_day(day), held)
+    named = tuple(held_list(held, catalog, capped))
+    written = _write_caps(engine, out_dir, day, end_of_day(day), capped, now, named)
+    return DayAlerts(day, spend, alerts, new, capped, written, held=named)
 
 
 def evaluate_hour(
@@ -79,16 +85,17 @@ def evaluate_hour(
     now = now or dt.datetime.now(dt.UTC)
     day = hour.date()
     as_of = min(now, end_of_day(day))
-    spend = daily_spend(usage, catalog, day)
+    spend, held = spend_and_held(usage, catalog, day)
     alerts = (
-        limit_alerts(spend, catalog, day, rules, as_of)
+        limit_alerts(spend, catalog, day, rules, as_of, held)
         + spike_alerts(spend, catalog, day, rules, as_of)
         + hourly_spike_alerts(usage, spend, catalog, hour, as_of, rules)
     )
     new = _record(alerts, catalog, engine, now, send=now - as_of <= MAX_AGE)
-    capped = over_hard_cap(spend, catalog, day, as_of)
-    written = _write_caps(engine, out_dir, day, as_of, capped, now)
-    return DayAlerts(day, spend, alerts, new, capped, written, as_of)
+    capped = over_hard_cap(spend, catalog, day, as_of, held)
+    named = tuple(held_list(held, catalog, capped))
+    written = _write_caps(engine, out_dir, day, as_of, capped, now, named)
+    return DayAlerts(day, spend, alerts, new, capped, written, as_of, named)
 
 
 def _record(
@@ -108,6 +115,7 @@ def _write_caps(
     as_of: dt.datetime,
     capped: list[dict],
     now: dt.datetime,
+    held: tuple[dict, ...] = (),
 ) -> bool:
     """The month's list in the ledger, then the file a gateway polls, replaced atomically. An
     evaluation older than the one the file holds (an earlier day re-run, last month's late line)
@@ -118,7 +126,7 @@ def _write_caps(
     path = out_dir / HARD_CAPS_FILE
     if _file_is_newer(path, period, utc_text(as_of)):
         return True
-    write_text(path, outbox.hard_caps_json(period, utc_text(as_of), capped))
+    write_text(path, outbox.hard_caps_json(period, utc_text(as_of), capped, list(held)))
     return True
 
 

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from billing_pipeline.alerts import AlertRules
+from billing_pipeline.alerts.rules import held_text
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_day
 from billing_pipeline.alerts.webhooks import deliver_due
 from billing_pipeline.defs.jobs import day_that_ended
@@ -97,7 +98,8 @@ def usage_alerts(
 ):
     """The day's alerts: 50/75/90/100 % of each customer's monthly_limit (each once per month, kept
     in the ledger's alert_outbox), spikes, and the hard-cap list (<out>/hard_caps.json + table
-    hard_caps). New alerts are sent at once; failures are retried by alert_delivery_job."""
+    hard_caps). New alerts are sent at once; failures are retried by alert_delivery_job. A
+    customer whose rating holds (money at risk) is a row of kind ``held`` and in ``held``."""
     day = dt.date.fromisoformat(context.partition_key)
     rules = AlertRules(
         spike_factor=Decimal(config.spike_factor),
@@ -111,6 +113,10 @@ def usage_alerts(
         [
             (a.alert_id, a.customer_id, a.kind, a.alert_id in result.new, a.payload["message"])
             for a in result.alerts
+        ]
+        + [
+            (f"held:{h['customer_id']}:{day:%Y-%m}", h["customer_id"], "held", False, held_text(h))
+            for h in result.held
         ],
         schema={
             "alert_id": pl.String,
@@ -127,6 +133,12 @@ def usage_alerts(
             "alerts": len(result.alerts),
             "new_alerts": ", ".join(result.new) or "none",
             "over_hard_cap": ", ".join(r["customer_id"] for r in result.over_cap) or "none",
+            "held": ", ".join(
+                f"{h['customer_id']} ({h['reason']}: {h['basis']}"
+                + (", capped)" if h["capped"] else ")")
+                for h in result.held
+            )
+            or "none",
             "delivered": len(delivery.delivered),
             "delivery_failures": len(delivery.failed),
             "hard_caps_file": dg.MetadataValue.path(str(Path(output.path) / HARD_CAPS_FILE)),

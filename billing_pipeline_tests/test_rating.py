@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 from decimal import Decimal
@@ -406,3 +407,25 @@ def test_line_words_written_by_polars_read_like_the_python_ones(currency):
     assert out["q"].to_list() == [fmt_quantity(v) for v in values]
     assert out["a"].to_list() == [str(Decimal(v).scaleb(-minor)) for v in values]
     assert out["m"].to_list() == [fmt_money(Decimal(v).scaleb(-minor), currency) for v in values]
+
+
+def test_usage_of_a_model_no_provider_claims_is_billed_under_no_provider_never_dropped_from_the_list():
+    # The gateway named no provider for mystery-1 and no prefix claims it (providers.py): its
+    # tokens are billed, and the line lists its provider as "" (the invoice's "Other providers"),
+    # so a tiered line over it and gpt-4o reads "+openai", not "openai" alone.
+    doc = copy.deepcopy(CATALOG)
+    doc["plans"]["payg"]["charges"] = [
+        {
+            "id": "out",
+            "meter": "output_tokens",
+            "unit_size": 1000,
+            "pricing": "graduated",
+            "tiers": [{"up_to": None, "unit_price": "0.010"}],
+        }
+    ]
+    rows = [("acme", "mystery-1", "output_tokens", 100_000, 3, 0)]
+    alone = usage(rows).with_columns(pl.lit(None, dtype=pl.String).alias("provider"))
+    both = pl.concat([alone, usage([("acme", "gpt-4o", "output_tokens", 100_000, 4, 0)])])
+    for events, provider, amount in [(alone, "", "1.00"), (both, "+openai", "2.00")]:
+        line = lines_of(rate_month(events, parse_catalog(doc), "2026-10"), "acme")["out"]
+        assert (line["provider"], line["amount"]) == (provider, amount)  # 100,000 tokens = $1.00

@@ -620,3 +620,16 @@ def held_text(row: dict) -> str:
         f"{row['customer_id']}: rating held ({row['reason']}), usage charges not counted as 0: "
         f"{figure}; {cap}. {row['detail']}"
     )
+
+
+def held_summary(rows: list[dict]) -> str:
+    """The ``held_list`` rows in one metadata line: 'globex (quantity_overflow: beyond_any_limit,
+    capped), ...', or 'none'."""
+    return (
+        ", ".join(
+            f"{h['customer_id']} ({h['reason']}: {h['basis']}"
+            + (", capped)" if h["capped"] else ")")
+            for h in rows
+        )
+        or "none"
+    )

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from billing_pipeline.alerts import AlertRules
-from billing_pipeline.alerts.rules import held_text
+from billing_pipeline.alerts.rules import held_summary, held_text
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_day
 from billing_pipeline.alerts.webhooks import deliver_due
 from billing_pipeline.defs.jobs import day_that_ended
@@ -133,12 +133,7 @@ def usage_alerts(
             "alerts": len(result.alerts),
             "new_alerts": ", ".join(result.new) or "none",
             "over_hard_cap": ", ".join(r["customer_id"] for r in result.over_cap) or "none",
-            "held": ", ".join(
-                f"{h['customer_id']} ({h['reason']}: {h['basis']}"
-                + (", capped)" if h["capped"] else ")")
-                for h in result.held
-            )
-            or "none",
+            "held": held_summary(result.held),
             "delivered": len(delivery.delivered),
             "delivery_failures": len(delivery.failed),
             "hard_caps_file": dg.MetadataValue.path(str(Path(output.path) / HARD_CAPS_FILE)),

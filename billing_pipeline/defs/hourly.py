@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 
 from billing_pipeline.alerts.month_to_date import month_to_date_usage
-from billing_pipeline.alerts.rules import AlertRules
+from billing_pipeline.alerts.rules import AlertRules, held_summary
 from billing_pipeline.alerts.run import HARD_CAPS_FILE, evaluate_hour
 from billing_pipeline.alerts.webhooks import deliver_all_due
 from billing_pipeline.defs.alerts import LOOKBACK_DAYS, AlertsConfig
@@ -167,6 +167,7 @@ def month_to_date_hourly(
             "alerts": len(result.alerts),
             "new_alerts": ", ".join(result.new) or "none",
             "over_hard_cap": ", ".join(r["customer_id"] for r in result.over_cap) or "none",
+            "held": held_summary(result.held),
             "hard_caps_written": result.caps_written,
             "delivered": len(delivery.delivered),
             "delivery_failures": len(delivery.failed),

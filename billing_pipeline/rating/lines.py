@@ -119,7 +119,8 @@ def line_frames(aggregated: pl.DataFrame, catalog: Catalog) -> tuple[pl.DataFram
         .agg(
             pl.sum("quantity").alias("_quantity"),
             pl.sum("included").alias("_included"),
-            pl.col("provider").unique().sort().alias("_providers"),
+            # "" for usage no provider was named for: listed (providers.py), never dropped
+            pl.col("provider").fill_null("").unique().sort().alias("_providers"),
             pl.col("model_family").unique().sort().alias("_models"),
             pl.col("components").str.join(",").alias("_components"),
         )

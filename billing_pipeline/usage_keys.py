@@ -110,10 +110,10 @@ def merge_code_books(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | Non
     if not books or any(b is None for b in books):
         return None
     # A month repeats a key once per day it was used: every repetition must carry the same
-    # check, found on integers only; the first row of each key is the book, gathered from its day
-    # (the names of ~1/30 of the rows are copied, not all), and its names must hash to both its
-    # key and its check (so a repetition's names equal them, but for a double collision of two
-    # independent 64-bit hashes).
+    # check, and the first row of each key is the book, gathered from its day (the names of
+    # ~1/30 of the rows are copied, not all); both from one group-by on integers. Its names
+    # must hash to both its key and its check (so a repetition's names equal them, but for a
+    # double collision of two independent 64-bit hashes).
     index = pl.concat(
         [
             b.select("usage_key", "check")
@@ -122,19 +122,18 @@ def merge_code_books(books: Iterable[pl.DataFrame | None]) -> pl.DataFrame | Non
             for i, b in enumerate(books)
         ]
     )
-    first = index.filter(pl.col("usage_key").is_first_distinct())
-    differs = (
-        index.lazy()
-        .join(first.lazy().select("usage_key", pl.col("check").alias("_first")), on="usage_key")
-        .select((pl.col("check") != pl.col("_first")).any())
-        .collect()
-        .item()
+    first = index.group_by("usage_key").agg(
+        (pl.col("check").min() != pl.col("check").max()).alias("_differs"),
+        pl.col("_row").first(),  # in the books' order: the first day's row
+        pl.col("_book").first(),
     )
-    if differs:
+    if first["_differs"].any():
         return None
     book = pl.concat(
         [
-            b.select("usage_key", "check", *KEY_COLUMNS)[first.filter(pl.col("_book") == i)["_row"]]
+            b.select("usage_key", "check", *KEY_COLUMNS)[
+                first.filter(pl.col("_book") == i)["_row"].sort()
+            ]
             for i, b in enumerate(books)
         ]
     )

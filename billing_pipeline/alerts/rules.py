@@ -260,35 +260,59 @@ def limit_alerts(
             if mtd * 100 < limit * threshold:
                 continue
             alerts.append(
-                Alert(
-                    f"limit:{cid}:{period}:{threshold}",
+                _limit_alert(
                     cid,
-                    "limit_threshold",
-                    period,
+                    day,
+                    as_of,
+                    cur,
+                    limit,
+                    threshold,
                     {
-                        "alert_id": f"limit:{cid}:{period}:{threshold}",
-                        "type": "limit_threshold",
-                        "customer_id": cid,
-                        "period": period,
-                        "as_of": _as_of_text(day, as_of),
-                        "currency": cur,
-                        "threshold_percent": threshold,
                         "percent_used": str(used),
                         "spend_to_date": amount_text(mtd, cur),
-                        "monthly_limit": amount_text(limit, cur),
                         "projected_month_end": amount_text(forecast, cur),
-                        "days_elapsed": day.day,
-                        "days_in_month": days_in_month,
-                        "message": (
-                            f"Usage charges for {period} reached {used} % of your monthly limit of "
-                            f"{fmt_money(limit, cur)} ({threshold} % threshold): {fmt_money(mtd, cur)} "
-                            f"in {day.day} of {days_in_month} days. At this rate the month ends at "
-                            f"{fmt_money(forecast, cur)}."
-                        ),
                     },
+                    f"Usage charges for {period} reached {used} % of your monthly limit of "
+                    f"{fmt_money(limit, cur)} ({threshold} % threshold): {fmt_money(mtd, cur)} "
+                    f"in {day.day} of {days_in_month} days. At this rate the month ends at "
+                    f"{fmt_money(forecast, cur)}.",
                 )
             )
     return alerts
+
+
+def _limit_alert(
+    cid: str,
+    day: dt.date,
+    as_of: dt.datetime | None,
+    cur: str,
+    limit: Decimal,
+    threshold: int,
+    spend: dict,
+    message: str,
+) -> Alert:
+    """A limit_threshold alert (id ``limit:<customer>:<month>:<threshold>``); ``spend``: its
+    percent_used, spend_to_date, projected_month_end (and a held customer's ``held``)."""
+    period = day.strftime("%Y-%m")
+    aid = f"limit:{cid}:{period}:{threshold}"
+    payload = {
+        "alert_id": aid,
+        "type": "limit_threshold",
+        "customer_id": cid,
+        "period": period,
+        "as_of": _as_of_text(day, as_of),
+        "currency": cur,
+        "threshold_percent": threshold,
+        "percent_used": spend["percent_used"],
+        "spend_to_date": spend["spend_to_date"],
+        "monthly_limit": amount_text(limit, cur),
+        "projected_month_end": spend["projected_month_end"],
+        "days_elapsed": day.day,
+        "days_in_month": calendar.monthrange(day.year, day.month)[1],
+        **({"held": spend["held"]} if "held" in spend else {}),
+        "message": message,
+    }
+    return Alert(aid, cid, "limit_threshold", period, payload)
 
 
 def _held_limit_alerts(
@@ -310,36 +334,25 @@ def _held_limit_alerts(
     for threshold in rules.thresholds:
         if not held.reached(limit * threshold / 100):
             continue
-        aid = f"limit:{cid}:{period}:{threshold}"
         figure = held.words(cur) + ("" if share is None else f", {share} % of it")
         alerts.append(
-            Alert(
-                aid,
+            _limit_alert(
                 cid,
-                "limit_threshold",
-                period,
+                day,
+                as_of,
+                cur,
+                limit,
+                threshold,
                 {
-                    "alert_id": aid,
-                    "type": "limit_threshold",
-                    "customer_id": cid,
-                    "period": period,
-                    "as_of": _as_of_text(day, as_of),
-                    "currency": cur,
-                    "threshold_percent": threshold,
                     "percent_used": None,
                     "spend_to_date": None,
-                    "monthly_limit": amount_text(limit, cur),
                     "projected_month_end": None,
-                    "days_elapsed": day.day,
-                    "days_in_month": calendar.monthrange(day.year, day.month)[1],
                     "held": held.payload(cur),
-                    "message": (
-                        f"Usage charges for {period} are held for review ({held.reason}) and "
-                        f"cannot be stated exactly. Against your monthly limit of "
-                        f"{fmt_money(limit, cur)} they are {figure}: the {threshold} % threshold "
-                        f"counts as reached."
-                    ),
                 },
+                f"Usage charges for {period} are held for review ({held.reason}) and "
+                f"cannot be stated exactly. Against your monthly limit of "
+                f"{fmt_money(limit, cur)} they are {figure}: the {threshold} % threshold "
+                f"counts as reached.",
             )
         )
     return alerts

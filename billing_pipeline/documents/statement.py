@@ -349,16 +349,7 @@ def _statement(
         }
         projection["limit_used_pct"] = limit_used_pct(Decimal(projection["usage_charges"]), limit)
     return {
-        "kind": KIND,
-        "customer_id": cid,
-        "period": month,
-        "period_label": month_label(month),
-        "period_start": start.isoformat(),
-        "period_end": (end - dt.timedelta(days=1)).isoformat(),
-        "as_of": as_of,
-        "days_elapsed": day.day,
-        "days_in_month": (end - start).days,
-        "currency": currency,
+        **_heading(cid, day, as_of, currency),
         "issuer": doc["issuer"],
         "customer": doc["customer"],
         "plan": doc["plan"],
@@ -396,6 +387,24 @@ def _statement(
     }
 
 
+def _heading(cid: str, day: dt.date, as_of: str, currency: str) -> dict:
+    """The fields every statement opens with: whose, which month, as of when, in what currency."""
+    month = month_of(day)
+    start, end = parse_month(month)
+    return {
+        "kind": KIND,
+        "customer_id": cid,
+        "period": month,
+        "period_label": month_label(month),
+        "period_start": start.isoformat(),
+        "period_end": (end - dt.timedelta(days=1)).isoformat(),
+        "as_of": as_of,
+        "days_elapsed": day.day,
+        "days_in_month": (end - start).days,
+        "currency": currency,
+    }
+
+
 def _units_used(units: list[tuple]) -> dict:
     """by_project and units_by_meter: the units used per key and meter, from the usage itself
     (not the rating), so a held statement shows them too."""
@@ -420,8 +429,7 @@ def _held_statement(
     ``held`` set and every amount that needs the rating (spend, breakdowns, projection, allowance,
     credits, limit used) null, never a number computed from the lines that are left."""
     customer = catalog.customers[cid]
-    month = month_of(day)
-    start, end = parse_month(month)
+    start, _ = parse_month(month_of(day))
     plan_ids = list(
         dict.fromkeys(
             p
@@ -430,16 +438,7 @@ def _held_statement(
         )
     )
     return {
-        "kind": KIND,
-        "customer_id": cid,
-        "period": month,
-        "period_label": month_label(month),
-        "period_start": start.isoformat(),
-        "period_end": (end - dt.timedelta(days=1)).isoformat(),
-        "as_of": as_of,
-        "days_elapsed": day.day,
-        "days_in_month": (end - start).days,
-        "currency": customer.currency,
+        **_heading(cid, day, as_of, customer.currency),
         **parties(catalog, cid),
         "plan": {
             "id": plan_ids[0] if plan_ids else None,

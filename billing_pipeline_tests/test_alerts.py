@@ -164,3 +164,18 @@ def test_a_backfill_of_an_old_month_records_its_alerts_as_fired_without_sending_
         now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
     )
     assert {r["status"] for r in outbox_rows(ledger.engine)} == {"stale"}
+
+
+def test_a_new_customers_first_days_are_not_spikes_until_it_has_the_history_a_mean_needs():
+    cat, rules = catalog(), AlertRules(spike_factor=Decimal(3), growth_factor=Decimal(2))
+    # $0.10 on its first evening (the 8th), then $1 a day: no 7-day mean before the 15th
+    month = usage(
+        {dt.date(2026, 10, 8): 10_000} | october(9, 21) | {dt.date(2026, 10, 22): 900_000}
+    )
+    spend = daily_spend(month, cat, dt.date(2026, 10, 22))
+    assert spike_alerts(spend, cat, dt.date(2026, 10, 9), rules) == []  # $1 vs $0.10 / 7
+    spikes = {a.kind: a.payload for a in spike_alerts(spend, cat, dt.date(2026, 10, 22), rules)}
+    # the 22nd, 14 days in: $9 against the 15th-21st's $1 a day, and the 16th-22nd's $15
+    # against the 9th-15th's $7: both fire as for any customer
+    assert spikes["daily_spike"]["trailing_7_day_mean"] == "1.00"
+    assert spikes["weekly_growth"]["previous_7_days"] == "7.00"

@@ -387,18 +387,28 @@ def spike_alerts(
 ) -> list[Alert]:
     """A day above k x the trailing 7-day mean; a week above f x the week before. Evaluated
     within the day (``as_of``), the day so far counts: it can only grow, so an alert that fires
-    early is the one the whole day would fire."""
+    early is the one the whole day would fire. As with the hourly rule, a customer needs the
+    history a mean is taken over: its first day of spend (in ``spend``) 7 days back for the
+    daily rule and 13 for the weekly one, so a new customer's first days are not spikes (a
+    first evening's $1 is not a 7-day mean)."""
     alerts = []
     period = day.strftime("%Y-%m")
     one = dt.timedelta(days=1)
+    first_day = dict(spend.group_by("customer_id").agg(pl.col("day").min()).iter_rows())
     for cid in sorted(spend.filter(pl.col("day") == day)["customer_id"].unique().to_list()):
         cur = catalog.customers[cid].currency if cid in catalog.customers else "USD"
+        history = (day - first_day[cid]).days
         today = _spend_between(spend, cid, day, day)
         mean = _spend_between(spend, cid, day - 7 * one, day - one) / 7
         week = _spend_between(spend, cid, day - 6 * one, day)
         before = _spend_between(spend, cid, day - 13 * one, day - 7 * one)
         common = _common(spend, catalog, cid, day, as_of)
-        if today >= rules.min_spend and mean > 0 and today > rules.spike_factor * mean:
+        if (
+            history >= 7
+            and today >= rules.min_spend
+            and mean > 0
+            and today > rules.spike_factor * mean
+        ):
             aid = f"spike:{cid}:{day.isoformat()}"
             alerts.append(
                 Alert(
@@ -421,7 +431,12 @@ def spike_alerts(
                     },
                 )
             )
-        if week >= rules.min_spend and before > 0 and week > rules.growth_factor * before:
+        if (
+            history >= 13
+            and week >= rules.min_spend
+            and before > 0
+            and week > rules.growth_factor * before
+        ):
             aid = f"growth:{cid}:{day.isoformat()}"
             alerts.append(
                 Alert(

@@ -284,16 +284,21 @@ def _split_at_risk(
     keep = keep.drop("_abs").with_columns(pl.col("quantity").cast(pl.Int64))
     if bad.height == 0:
         return keep, series_days, pl.DataFrame(schema=AT_RISK_SCHEMA)
+    # "customer acme: input_tokens of gpt-4o from openai", then why the row is held
+    row = pl.format(
+        "customer {}: {} of {} from {}",
+        pl.col("customer_id"),
+        pl.col("meter"),
+        pl.col("model").fill_null("(no model)"),
+        pl.col("provider").fill_null("(no provider)"),
+    )
     detail = (
         pl.when(pl.col("reason") == QUANTITY_OVERFLOW)
         .then(
             pl.format(
-                "customer {}: {} of {} from {} sums to {} base units in {} events; the customer's month sums to {}, "
+                "{} sums to {} base units in {} events; the customer's month sums to {}, "
                 "more than 2^63-1: not rated, held for review",
-                pl.col("customer_id"),
-                pl.col("meter"),
-                pl.col("model").fill_null("(no model)"),
-                pl.col("provider").fill_null("(no provider)"),
+                row,
                 pl.col("quantity"),
                 pl.col("events"),
                 pl.col("_total"),
@@ -302,23 +307,16 @@ def _split_at_risk(
         .when(pl.col("_negative_here"))
         .then(
             pl.format(
-                "customer {}: {} of {} from {} has events with negative quantities (net {}): not rated, "
-                "held for review",
-                pl.col("customer_id"),
-                pl.col("meter"),
-                pl.col("model").fill_null("(no model)"),
-                pl.col("provider").fill_null("(no provider)"),
+                "{} has events with negative quantities (net {}): not rated, held for review",
+                row,
                 pl.col("quantity"),
             )
         )
         .otherwise(  # the customer's month is held as a whole: say why this row is in it
             pl.format(
-                "customer {}: {} of {} from {} ({} base units) has no negative event, but another "
-                "usage row of the customer's month has: not rated, held for review",
-                pl.col("customer_id"),
-                pl.col("meter"),
-                pl.col("model").fill_null("(no model)"),
-                pl.col("provider").fill_null("(no provider)"),
+                "{} ({} base units) has no negative event, but another usage row of the "
+                "customer's month has: not rated, held for review",
+                row,
                 pl.col("quantity"),
             )
         )

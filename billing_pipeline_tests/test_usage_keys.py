@@ -13,6 +13,7 @@ from billing_pipeline.rating import rate_month
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import provider_cost
 from billing_pipeline.usage_keys import (
+    CODE_BOOK_SCHEMA,
     KEY_COLUMNS,
     KEY_LIMIT,
     PACKED_DAYS,
@@ -143,6 +144,59 @@ def test_the_code_book_lists_each_key_once_a_day_with_the_names_it_stands_for():
     assert book.group_by("day").len().sort("day")["len"].to_list() == [2, 1]
     assert book.select(KEY_COLUMNS).unique().height == 2
     assert (book["usage_key"] < 2**59).all()
+
+
+def _rows(days: list[dt.date], customers: list[str], keys: list[int] | None = None) -> pl.DataFrame:
+    """Usage rows of one model and meter; ``keys`` set by hand stand in for a hash collision."""
+    n = len(days)
+    usage = pl.DataFrame(
+        {
+            "day": days,
+            "customer_id": customers,
+            "provider": ["openai"] * n,
+            "model": ["gpt-4o"] * n,
+            "model_family": ["gpt-4o"] * n,
+            "meter": ["input_tokens"] * n,
+            "dimensions": ["{}"] * n,
+        }
+    )
+    if keys is None:
+        return usage.with_columns(usage_key_expr())
+    return usage.with_columns(pl.Series("usage_key", keys, dtype=pl.UInt64))
+
+
+def _book_by_hand(usage: pl.DataFrame) -> list[tuple]:
+    """Each (day, key, check) once, with the names of its first row, in (day, key, check) order."""
+    rows = usage.with_columns(check_expr()).select(list(CODE_BOOK_SCHEMA))
+    first: dict[tuple, tuple] = {}
+    for row in rows.iter_rows():
+        first.setdefault((row[0], row[1], row[-1]), row)
+    return [first[k] for k in sorted(first)]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["one check per key", "two names under one key", "days further apart than a pack", "no usage"],
+)
+def test_the_code_book_is_each_days_distinct_keys_in_day_and_key_order(case):
+    """The book is found on (day, key) alone while every key has one check, and on (day, key,
+    check) when two names share a key: either way each value set of a day is listed once, in
+    (day, key, check) order, over a month or over a backfill longer than a month."""
+    oct1, oct2 = dt.date(2026, 10, 1), dt.date(2026, 10, 2)
+    days = [oct2, oct1, oct2, oct1, oct1, oct2]
+    customers = ["zeta", "acme", "acme", "beta", "acme", "zeta"]
+    if case == "one check per key":
+        usage = _rows(days, customers)
+    elif case == "two names under one key":
+        usage = _rows(days, customers, keys=[5, 5, 5, 9, 5, 5])
+    elif case == "days further apart than a pack":
+        usage = _rows([*days[:3], dt.date(2026, 12, 30), *days[4:]], customers)
+    else:
+        usage = _rows(days, customers).head(0)
+    book = code_book(usage)
+    assert book.rows() == _book_by_hand(usage)
+    if case == "two names under one key":  # acme and zeta both under key 5, on each day
+        assert book.filter(pl.col("usage_key") == 5).height == 3
 
 
 def test_a_key_packed_with_its_day_unpacks_to_the_same_key_and_day():

@@ -7,6 +7,7 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from billing_pipeline.defs.partitions import daily_partitions, monthly_partitions
 from billing_pipeline.defs.resources import PolarsParquetIOManager
@@ -46,3 +47,21 @@ def test_a_run_over_three_days_stores_each_days_rows_in_that_days_file(tmp_path)
     days = [dt.date(2026, 10, 1), dt.date(2026, 10, 2), dt.date(2026, 10, 2), dt.date(2026, 10, 3)]
     store_range(store, daily_partitions, "2026-10-01", "2026-10-03", frame(days))
     assert [len(stored(store, f"2026-10-0{d}")) for d in (1, 2, 3)] == [1, 2, 1]
+
+
+@pytest.mark.parametrize(
+    "stray",
+    [dt.date(2026, 10, 9), None],
+    ids=["a day outside the run's partitions", "a row without a day"],
+)
+def test_a_row_in_none_of_the_runs_partitions_stops_the_output_instead_of_vanishing(
+    tmp_path, stray
+):
+    """Every row lands in a file or the run fails naming it: usage (money) is never dropped."""
+    store = PolarsParquetIOManager(base_dir=str(tmp_path))
+    days = [dt.date(2026, 10, 1), stray, dt.date(2026, 10, 2)]
+    with pytest.raises(
+        ValueError, match=r"usage: 1 row\(s\) fall in none of this run's 3 partitions"
+    ):
+        store_range(store, daily_partitions, "2026-10-01", "2026-10-03", frame(days))
+    assert not any(store.partition_path(KEY, f"2026-10-0{d}").exists() for d in (1, 2, 3))

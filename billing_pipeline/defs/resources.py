@@ -161,13 +161,21 @@ class OutputFiles(dg.ConfigurableResource):
         return directory
 
 
+def _in_window(window: dg.TimeWindow) -> pl.Expr:
+    """The rows of a partition: its hour (hourly partitions), else its days (daily, monthly)."""
+    if window.end - window.start < dt.timedelta(days=1):
+        return pl.col("hour") == window.start.astimezone(dt.UTC)
+    return pl.col("day").is_between(window.start.date(), window.end.date(), closed="left")
+
+
 class PolarsParquetIOManager(dg.ConfigurableIOManager):
     """Stores each partition of a frame asset as one Parquet file.
 
     A single-run backfill hands one frame for a range of partitions: it is split on its ``day``
     column (the days of each daily or monthly partition's window), so every partition still gets
     its own file and a monthly asset reads its days back.
-    A range of hourly partitions is split on its ``hour`` column the same way.
+    A range of hourly partitions is split on its ``hour`` column the same way. A row that falls
+    in none of the run's partitions (or has no day) fails the output, naming it: never dropped.
 
     An input typed ``pl.LazyFrame`` is handed a scan of its files (as dagster-polars does), so
     the asset reads only the columns and rows it asks for; a ``pl.LazyFrame`` output is streamed
@@ -203,15 +211,21 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
             self._write(obj, self._path(context.asset_key, keys[0]))
             return
         partitions = context.asset_partitions_def
-        for key in keys:
-            window = partitions.time_window_for_partition_key(key)
-            if window.end - window.start < dt.timedelta(days=1):
-                part = obj.filter(pl.col("hour") == window.start.astimezone(dt.UTC))
-            else:  # a day, or a month of days
-                part = obj.filter(
-                    pl.col("day").is_between(window.start.date(), window.end.date(), closed="left")
-                )
-            self._write(part, self._path(context.asset_key, key))
+        windows = {key: _in_window(partitions.time_window_for_partition_key(key)) for key in keys}
+        # A row in no partition's window (or with no day) would be in no file: refuse the output
+        # rather than lose it (one partition's output keeps every row in its file, as above).
+        outside = obj.lazy().filter(~pl.any_horizontal(list(windows.values())).fill_null(False))
+        stray = outside.head(3).collect()
+        if stray.height:
+            count = outside.select(pl.len()).collect().item()
+            column = "hour" if "hour" in stray.columns else "day"
+            raise ValueError(
+                f"{context.asset_key.to_user_string()}: {count} row(s) fall in none of this "
+                f"run's {len(keys)} partitions ({keys[0]} .. {keys[-1]}); first {column} values: "
+                f"{stray[column].to_list()}; nothing was written"
+            )
+        for key, condition in windows.items():
+            self._write(obj.filter(condition), self._path(context.asset_key, key))
 
     def load_input(self, context: dg.InputContext) -> pl.DataFrame | pl.LazyFrame:
         lazy = context.dagster_type.typing_type is pl.LazyFrame

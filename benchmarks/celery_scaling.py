@@ -42,6 +42,7 @@ import yaml
 
 from benchmarks.dagster_month_end import step_timings
 from benchmarks.generate import MONTH, full_catalog, write_landing_zone
+from benchmarks.proc import tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}  # no per-event console lines
@@ -112,24 +113,6 @@ def _stop(workers: list[subprocess.Popen]) -> None:
             worker.wait()
 
 
-def _tree_cpu(pids: list[int]) -> float:
-    """CPU seconds of these processes and of everything in their sessions so far, exited children
-    included (Linux /proc: utime, stime, cutime, cstime), 0 elsewhere."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    wanted = set(pids)
-    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, parent, session = int(entry.name), int(fields[1]), int(fields[3])
-        if pid in wanted or parent in wanted or session in wanted:
-            total += sum(int(f) for f in fields[11:15]) / tick
-    return total
-
-
 def _pdf_digests(folder: Path) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.pdf"))
@@ -147,7 +130,7 @@ def measure(workers: int, folder: Path, run_index: int) -> dict:
     out.mkdir()
     processes, _ = _start_workers(workers, folder)
     try:
-        cpu_before = _tree_cpu([p.pid for p in processes])
+        cpu_before = tree_cpu_seconds([p.pid for p in processes])
         with dg.DagsterInstance.get() as instance:
             began = time.perf_counter()
             with dg.execute_job(
@@ -162,7 +145,7 @@ def measure(workers: int, folder: Path, run_index: int) -> dict:
                         f"month-end run {result.run_id} failed (worker logs: {folder})"
                     )
                 rows = step_timings(instance, result.run_id)
-        cpu = _tree_cpu([p.pid for p in processes]) - cpu_before
+        cpu = tree_cpu_seconds([p.pid for p in processes]) - cpu_before
     finally:
         _stop(processes)
     render = [r for r in rows if r["step"].startswith("invoice_drafts.render_invoice_shard")]

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.proc import tree_cpu_seconds
 from benchmarks.rating import MONTH, catalog_document, usage_frame
 from billing_pipeline.money import round_money
 
@@ -117,28 +118,6 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _tree_cpu_seconds() -> float:
-    """CPU time of this process and all its live descendants (Playwright's driver, Chromium's
-    processes), from /proc: Chromium's work happens in processes this one never waits for."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    parent, cpu = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    tree, grown = {os.getpid()}, True
-    while grown:  # pids are reused, so a child may have a lower pid than its parent
-        new = {pid for pid, ppid in parent.items() if ppid in tree} - tree
-        tree |= new
-        grown = bool(new)
-    return sum(cpu[pid] for pid in tree if pid in cpu)
-
-
 @functools.cache
 def _inlined_css(templates_dir: Path) -> str:
     """invoice.css with its ``billing-font:`` URLs as data: URLs of the same font files."""
@@ -176,7 +155,7 @@ def _chromium(docs: list[dict], out: Path) -> tuple[float, float]:
         page = browser.new_page()
         page.set_content(chromium_html(renderer, docs[0]))  # warm-up, not timed or written
         page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
-        c0, t0 = _tree_cpu_seconds(), time.perf_counter()
+        c0, t0 = tree_cpu_seconds([os.getpid()]), time.perf_counter()
         for doc in docs:
             page.set_content(chromium_html(renderer, doc))
             page.pdf(
@@ -185,7 +164,7 @@ def _chromium(docs: list[dict], out: Path) -> tuple[float, float]:
                 print_background=True,
                 prefer_css_page_size=True,
             )
-        seconds, cpu = time.perf_counter() - t0, _tree_cpu_seconds() - c0
+        seconds, cpu = time.perf_counter() - t0, tree_cpu_seconds([os.getpid()]) - c0
         browser.close()
     return seconds, cpu
 

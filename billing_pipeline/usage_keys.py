@@ -93,8 +93,12 @@ def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     rows apart: distinct keys within each day, ordered by day and key packed in one integer,
     instead of distinct and sorted (day, key, check) triples: 10 M events, 2.7-3.9 -> 1.5-2.0 s
     (benchmarks/RESULTS.md). A collision takes the triples, so the book is the same either way."""
-    keyed = (
-        usage.lazy().filter(pl.col("usage_key").is_not_null()).with_columns(check_expr()).collect()
+    keyed = (  # the columns the book reads, not the whole month (a scan reads only these)
+        usage.lazy()
+        .select("day", "usage_key", *KEY_COLUMNS)
+        .filter(pl.col("usage_key").is_not_null())
+        .with_columns(check_expr())
+        .collect()
     )
     key, check, day = pl.col("usage_key"), pl.col("check"), pl.col("day")
     first_day, last_day, undated, top = keyed.select(

@@ -161,9 +161,14 @@ class OutputFiles(dg.ConfigurableResource):
         return directory
 
 
+def _split_column(window: dg.TimeWindow) -> str:
+    """The column a partition's rows are told by: ``hour`` (hourly partitions), else ``day``."""
+    return "hour" if window.end - window.start < dt.timedelta(days=1) else "day"
+
+
 def _in_window(window: dg.TimeWindow) -> pl.Expr:
-    """The rows of a partition: its hour (hourly partitions), else its days (daily, monthly)."""
-    if window.end - window.start < dt.timedelta(days=1):
+    """The rows of a partition: its hour, or its days (a daily or monthly partition)."""
+    if _split_column(window) == "hour":
         return pl.col("hour") == window.start.astimezone(dt.UTC)
     return pl.col("day").is_between(window.start.date(), window.end.date(), closed="left")
 
@@ -211,14 +216,15 @@ class PolarsParquetIOManager(dg.ConfigurableIOManager):
             self._write(obj, self._path(context.asset_key, keys[0]))
             return
         partitions = context.asset_partitions_def
-        windows = {key: _in_window(partitions.time_window_for_partition_key(key)) for key in keys}
+        spans = {key: partitions.time_window_for_partition_key(key) for key in keys}
+        windows = {key: _in_window(span) for key, span in spans.items()}
         # A row in no partition's window (or with no day) would be in no file: refuse the output
         # rather than lose it (one partition's output keeps every row in its file, as above).
         outside = obj.lazy().filter(~pl.any_horizontal(list(windows.values())).fill_null(False))
         stray = outside.head(3).collect()
         if stray.height:
             count = outside.select(pl.len()).collect().item()
-            column = "hour" if "hour" in stray.columns else "day"
+            column = _split_column(spans[keys[0]])
             raise ValueError(
                 f"{context.asset_key.to_user_string()}: {count} row(s) fall in none of this "
                 f"run's {len(keys)} partitions ({keys[0]} .. {keys[-1]}); first {column} values: "

@@ -192,10 +192,7 @@ def build_documents(
                 "due_date": None,
                 "currency": currency,
                 **parties(catalog, customer_id),
-                "plan": {
-                    "id": plan_ids[0],
-                    "name": " / ".join(catalog.plans[p].name for p in plan_ids),
-                },
+                "plan": plan_block(catalog, plan_ids),
                 "lines": doc_lines,
                 "subtotal": amount_text(subtotal, currency),
                 "tax_rate": str(customer.tax.rate),
@@ -216,6 +213,14 @@ def build_documents(
 def document_json(document: dict) -> str:
     """The JSON copy: stable key order and formatting, so re-runs give identical bytes."""
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def plan_block(catalog: Catalog, plan_ids: list[str]) -> dict:
+    """A document's ``plan``: the first plan's id, and every plan of the period by name."""
+    return {
+        "id": plan_ids[0] if plan_ids else None,
+        "name": " / ".join(catalog.plans[p].name for p in plan_ids),
+    }
 
 
 def parties(catalog: Catalog, customer_id: str) -> dict:

@@ -34,7 +34,7 @@ from decimal import Decimal
 import polars as pl
 
 from billing_pipeline.catalog import Catalog
-from billing_pipeline.documents.invoice import build_documents, parties
+from billing_pipeline.documents.invoice import build_documents, parties, plan_block
 from billing_pipeline.money import ZERO, amount_text, minor_unit, percent, round_div_expr
 from billing_pipeline.periods import days_in_month, month_label, month_of, parse_month, utc_text
 from billing_pipeline.rating import rate_month
@@ -440,10 +440,7 @@ def _held_statement(
     return {
         **_heading(cid, day, as_of, customer.currency),
         **parties(catalog, cid),
-        "plan": {
-            "id": plan_ids[0] if plan_ids else None,
-            "name": " / ".join(catalog.plans[p].name for p in plan_ids),
-        },
+        "plan": plan_block(catalog, plan_ids),
         "held": held,
         "spend_so_far": None,
         "other_charges": None,

@@ -85,14 +85,14 @@ def unpack_exprs(first: dt.date) -> list[pl.Expr]:
 def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """The distinct keys of ``usage`` per day with their six values, in (day, key) order.
 
-    Distinct on (day, usage_key, check), three integers, so no string is hashed or compared
-    again: two rows under one key with different values differ in ``check`` and both stay in
-    the book, where ``merge_code_books`` finds them.
-
-    Where every key carries one check (no collision: the rule), (day, key) alone tells the
-    rows apart: distinct keys within each day, ordered by day and key packed in one integer,
-    instead of distinct and sorted (day, key, check) triples: 10 M events, 2.7-3.9 -> 1.5-2.0 s
-    (benchmarks/RESULTS.md). A collision takes the triples, so the book is the same either way."""
+    Where every key carries one check (no collision: the rule), a key's six values are the same
+    on every day, so the book is the distinct (day, key) pairs, found and ordered on integers
+    (day and key packed in one), joined with each key's values taken once, from its first row.
+    No string is copied per event or per (day, key) pair from the month's frame: a month of
+    normalized events is in many chunks (one per Parquet row group or source), and gathering
+    strings across chunks cost ~10x gathering them from the small table of keys (10 M events:
+    3.27 M pairs, 180,000 keys; benchmarks/RESULTS.md). A collision, or days more than a pack
+    apart, takes the distinct (day, key, check) triples, so the book is the same either way."""
     keyed = (  # the columns the book reads, not the whole month (a scan reads only these)
         usage.lazy()
         .select("day", "usage_key", *KEY_COLUMNS)
@@ -105,18 +105,33 @@ def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
         day.min().alias("first"), day.max().alias("last"), day.null_count(), key.max()
     ).row(0)
     one_check = not keyed.select((check != check.first().over("usage_key")).any()).item()
-    book = keyed.lazy().filter(
-        key.is_first_distinct().over("day")
-        if one_check
-        else pl.struct("day", "usage_key", "check").is_first_distinct()
+    if not (
+        one_check and first_day is not None and not undated and _packs(first_day, last_day, top)
+    ):
+        return (
+            keyed.lazy()
+            .filter(pl.struct("day", "usage_key", "check").is_first_distinct())
+            .sort("day", "usage_key", "check")
+            .select(list(CODE_BOOK_SCHEMA))
+            .collect()
+            .cast(CODE_BOOK_SCHEMA)
+        )
+    # the day's index above the key's 59 bits: one integer in (day, key) order
+    order = (day - pl.lit(first_day)).dt.total_days().cast(pl.UInt64) * KEY_LIMIT + key
+    pairs = (
+        keyed.lazy()
+        .select("day", "usage_key", order.alias("_order"))
+        .filter(key.is_first_distinct().over("day"))
+        .sort("_order")
+        .drop("_order")
     )
-    if one_check and first_day is not None and not undated and _packs(first_day, last_day, top):
-        # the day's index above the key's 59 bits: one integer in (day, key) order
-        order = (day - pl.lit(first_day)).dt.total_days().cast(pl.UInt64) * KEY_LIMIT + key
-        book = book.sort(order)
-    else:
-        book = book.sort("day", "usage_key", "check")
-    return book.select(list(CODE_BOOK_SCHEMA)).collect().cast(CODE_BOOK_SCHEMA)
+    values = keyed.lazy().filter(key.is_first_distinct()).drop("day")
+    return (
+        pairs.join(values, on="usage_key", how="left", maintain_order="left")
+        .select(list(CODE_BOOK_SCHEMA))
+        .collect()
+        .cast(CODE_BOOK_SCHEMA)
+    )
 
 
 def _packs(first_day: dt.date, last_day: dt.date, top_key: int) -> bool:

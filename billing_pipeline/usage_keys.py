@@ -92,7 +92,8 @@ def code_book(usage: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     normalized events is in many chunks (one per Parquet row group or source), and gathering
     strings across chunks cost ~10x gathering them from the small table of keys (10 M events:
     3.27 M pairs, 180,000 keys; benchmarks/RESULTS.md). A collision, or days more than a pack
-    apart, takes the distinct (day, key, check) triples, so the book is the same either way."""
+    apart, takes the distinct (day, key, check) triples: both value sets of a collision stay in
+    the book, where ``merge_code_books`` finds them, and without one the book is the same."""
     keyed = (  # the columns the book reads, not the whole month (a scan reads only these)
         usage.lazy()
         .select("day", "usage_key", *KEY_COLUMNS)

@@ -176,7 +176,13 @@ def _book_by_hand(usage: pl.DataFrame) -> list[tuple]:
 
 @pytest.mark.parametrize(
     "case",
-    ["one check per key", "two names under one key", "days further apart than a pack", "no usage"],
+    [
+        "one check per key",
+        "a month in several chunks",
+        "two names under one key",
+        "days further apart than a pack",
+        "no usage",
+    ],
 )
 def test_the_code_book_is_each_days_distinct_keys_in_day_and_key_order(case):
     """The book is found on (day, key) alone while every key has one check, and on (day, key,
@@ -187,6 +193,10 @@ def test_the_code_book_is_each_days_distinct_keys_in_day_and_key_order(case):
     customers = ["zeta", "acme", "acme", "beta", "acme", "zeta"]
     if case == "one check per key":
         usage = _rows(days, customers)
+    elif case == "a month in several chunks":  # as read from a Parquet file's row groups
+        whole = _rows(days, customers)
+        usage = pl.concat([whole[:2], whole[2:5], whole[5:]], rechunk=False)
+        assert usage.n_chunks() == 3
     elif case == "two names under one key":
         usage = _rows(days, customers, keys=[5, 5, 5, 9, 5, 5])
     elif case == "days further apart than a pack":

@@ -380,10 +380,16 @@ def build_events(
         )
         .with_columns(schema.event_id_expr("source", "natural_key").alias("record_id"))
     )
+    # A record's rows in canonical order (usage.canonical_order: meter, then event_id): by the
+    # meter's name, variants of one meter in the list's order (canonical_order orders those by
+    # event_id when they meet in one record). Rows that arrive in canonical order are written as
+    # they are; any other order makes normalize move every column of the day (a 10 M-event month:
+    # ~5 s of usage_tables, benchmarks/RESULTS.md).
+    rank = {name: r for r, name in enumerate(sorted({m.meter for m in meters}))}
     parts = []
-    for i, m in enumerate(meters):
+    for m in meters:
         part = base.with_columns(
-            pl.lit(i).alias("_meter_pos"),
+            pl.lit(rank[m.meter]).alias("_meter_pos"),
             pl.lit(m.meter).alias("meter"),
             pl.lit(m.variant).alias("variant"),
             pl.col(m.column).fill_null(0).cast(pl.Int64).alias("quantity"),
@@ -414,9 +420,9 @@ def build_events(
         pl.lit(None, pl.String).alias("customer_id"),
     )
     # Record order as read, then meter order: one integer key, and (lazily) only the canonical
-    # columns are moved by the sort.
+    # columns are moved by the sort (stable: a meter's variants keep the list's order).
     order = pl.col("_row").cast(pl.Int64) * len(meters) + pl.col("_meter_pos")
-    return schema.conform(long.lazy().sort(order), schema.USAGE_SCHEMA)
+    return schema.conform(long.lazy().sort(order, maintain_order=True), schema.USAGE_SCHEMA)
 
 
 def first_problem(checks: list[tuple[pl.Expr, str, pl.Expr | str, pl.Expr | str]]) -> list[pl.Expr]:

@@ -502,7 +502,7 @@ def normalize(
     customer it would have billed: money at risk holds that customer, or the whole month when
     nobody can be named (see ``holds``)."""
     all_events = (
-        pl.concat([conform(e, USAGE_SCHEMA) for e in events])
+        pl.concat(_in_source_order([conform(e, USAGE_SCHEMA) for e in events]))
         if events
         else conform(pl.DataFrame(), USAGE_SCHEMA)
     )
@@ -515,6 +515,26 @@ def normalize(
 
 
 ORDER_COLUMNS = ["source", "origin", "meter", "event_id"]  # what canonical_order reads
+
+
+def _in_source_order(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """The sources' frames ordered by their source, when each holds one source (as every reader
+    gives): canonical_order then finds the day's rows in order and leaves them where they are,
+    instead of sorting every row by strings because the sources came in the assets' order
+    (openai_usage_api before anthropic_usage_report). Frames with several sources keep the order
+    given (canonical_order sorts them); the table is the same either way."""
+    spans = [
+        f.lazy()
+        .select(pl.col("source").min().alias("lo"), pl.col("source").max().alias("hi"))
+        .collect()
+        .row(0)
+        for f in frames
+    ]
+    if any(lo != hi for lo, hi in spans):
+        return frames
+    return [
+        f for _, f in sorted(zip(spans, frames, strict=True), key=lambda pair: pair[0][0] or "")
+    ]
 
 
 def canonical_order(events: pl.DataFrame) -> pl.DataFrame:

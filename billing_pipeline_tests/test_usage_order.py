@@ -6,8 +6,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
+from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.schema import USAGE_SCHEMA, conform
-from billing_pipeline.usage import canonical_order, deduplicate
+from billing_pipeline.usage import canonical_order, deduplicate, normalize
 
 DAY = dt.date(2026, 10, 5)
 
@@ -99,3 +100,23 @@ def test_meters_of_one_record_apart_from_each_other_are_not_mistaken_for_a_copy(
     kept, rejected = deduplicate(split)
     assert rejected.height == 0
     assert kept.equals(split)  # and the rows keep their order
+
+
+def test_normalize_writes_the_same_table_whatever_order_the_sources_arrive_in():
+    """Ingestion hands the sources in its assets' order (the OpenAI API before the gateway log);
+    the table is in the documented order all the same, and so when one frame mixes sources."""
+    catalog = parse_catalog({"issuer": {"name": "Us"}, "plans": {}, "customers": {}})
+    rows = usage(EXPECTED)
+    gateway, openai = (
+        rows.filter(pl.col("source") == s) for s in ("gateway_log", "openai_usage_api")
+    )
+    mixed = pl.concat([openai[:1], gateway[::-1]])
+    for frames in (
+        [openai, gateway],
+        [gateway, openai],
+        [mixed, openai[1:]],
+        [openai[:0], openai, gateway],
+    ):
+        table, quarantine = normalize(frames, [], catalog)
+        assert keys(table) == EXPECTED
+        assert quarantine.height == 0

@@ -15,7 +15,7 @@ import polars as pl
 from billing_pipeline.catalog import parse_catalog
 from billing_pipeline.rating import rate_month
 from billing_pipeline.sources import gateway_log
-from billing_pipeline.usage import normalize
+from billing_pipeline.usage import canonical_order, normalize
 
 FIXTURE = Path(__file__).resolve().parent / "data/providers/gateway/2026-10-05.jsonl"
 OCT = (dt.date(2026, 10, 1), dt.date(2026, 11, 1))
@@ -105,6 +105,14 @@ def test_every_request_splits_into_meters_that_add_up_to_the_providers_totals(tm
         r.events.filter(pl.col("origin").str.ends_with(":6")).select("meter", "quantity").rows()
     )
     assert mistral == {"input_tokens": 500, "cached_input_tokens": 1500, "output_tokens": 100}
+
+
+def test_the_reader_delivers_its_rows_in_the_canonical_order(tmp_path):
+    """Each request's meters come out in the usage table's order (by meter name), so ingestion
+    writes the rows as read instead of moving every column of the day into place."""
+    events = gateway_log.read(landing(tmp_path), *OCT).events
+    assert events["origin"].n_unique() > 1 and events.height > events["origin"].n_unique()
+    assert canonical_order(events).equals(events)
 
 
 def test_a_failed_request_is_quarantined_as_not_billable_with_the_customer_it_would_have_billed(

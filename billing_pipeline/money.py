@@ -128,7 +128,18 @@ def exact(value: Decimal | int | str) -> Decimal:
 
 def decimal_sum(values: Iterable[object]) -> Decimal:
     """The exact sum of amounts given as Decimals or decimal text (a polars column, the JSON copy
-    of an invoice); None is skipped."""
+    of an invoice); None is skipped.
+
+    A polars Decimal column is summed by polars, in its 128-bit integers (a month's provider cost
+    is 3 M rows: ~3 s one Decimal at a time), when no partial sum can pass its 38 digits (the
+    largest amount times the count stays below them); the same number either way."""
+    if isinstance(values, pl.Series) and isinstance(values.dtype, pl.Decimal):
+        present = values.drop_nulls()
+        if present.len() == 0:
+            return ZERO
+        largest, scale = present.abs().max(), values.dtype.scale or 0
+        if largest * present.len() < Decimal(10) ** (values.dtype.precision - scale):
+            return present.sum()
     return sum((Decimal(str(v)) for v in values if v is not None), ZERO)
 
 

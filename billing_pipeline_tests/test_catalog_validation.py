@@ -330,3 +330,25 @@ def test_ids_with_letters_digits_dots_dashes_and_underscores_up_to_64_characters
     doc["issuer"]["invoice_prefix"] = "ACME-INV_2026.a"
     catalog = parse_catalog(doc)
     assert list(catalog.customers) == ["Acme_Corp-2.eu", long_id]
+
+
+def test_a_catalog_file_changed_between_two_loads_is_read_again(tmp_path):
+    """A process loads the catalog once per priced step: unchanged bytes give the parse already
+    made, and an edit (a new price, a customer added) is seen at the next load, never a stale one."""
+    from billing_pipeline.catalog import load_catalog
+
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(GOOD), encoding="utf-8")
+    first = load_catalog(path)
+    assert load_catalog(path) is first
+    edited = copy.deepcopy(GOOD)
+    edited["plans"]["enterprise"]["charges"][0]["unit_price"] = "0.0030"
+    edited["customers"]["beta"] = {"name": "Beta", "subscriptions": []}
+    path.write_text(yaml.safe_dump(edited), encoding="utf-8")
+    second = load_catalog(path)
+    assert second is not first
+    assert str(second.plans["enterprise"].charges[0].unit_price) == "0.0030"
+    assert set(second.customers) == {"acme", "beta"}
+    path.write_text("issuer: [", encoding="utf-8")  # broken now: refused, not the last good one
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_catalog(path)

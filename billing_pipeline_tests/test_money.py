@@ -10,6 +10,7 @@ import pytest
 
 from billing_pipeline.money import (
     amount_text,
+    decimal_sum,
     fmt_exact_money,
     fmt_money,
     fmt_number,
@@ -225,3 +226,24 @@ def test_quantities_are_grouped_whole_numbers():
     assert fmt_quantity(1234567) == "1,234,567"
     assert fmt_quantity(-1000) == "-1,000"
     assert fmt_quantity(2**63 - 1) == "9,223,372,036,854,775,807"
+
+
+@pytest.mark.parametrize(
+    "amounts, total",
+    [
+        (["0.000000000001", "2.5", None, "-1.000000000001"], "1.500000000000"),
+        ([], "0"),
+        ([None], "0"),
+        # past what the column's 128-bit sum holds (38 digits): added one by one, still exact
+        (
+            ["99999999999999999999999999.5", "99999999999999999999999999.5"],
+            "199999999999999999999999999.000000000000",
+        ),
+    ],
+)
+def test_a_decimal_columns_sum_is_exact_whether_polars_or_python_adds_it(amounts, total):
+    """Provider cost is summed per month for the reconciliation's checks, 3 M rows: polars adds
+    them while no partial sum can pass the column's 38 digits, Python beyond; the same number."""
+    column = pl.Series([None if a is None else D(a) for a in amounts], dtype=pl.Decimal(38, 12))
+    assert decimal_sum(column) == D(total)
+    assert decimal_sum(column) == decimal_sum([None if a is None else a for a in amounts])

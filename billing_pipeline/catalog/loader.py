@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import yaml
@@ -66,12 +69,40 @@ def parse_catalog(document: dict, source: str = "<catalog>") -> Catalog:
         raise CatalogError("\n".join(_line(source, e) for e in exc.errors())) from None
 
 
+# Catalogs parsed in this process, by file, with the sha256 of the bytes they were parsed from.
+# In one process every priced step loads the catalog again (a month-end run in process: each
+# step; a Celery worker: every task), and 10,000 customers are ~2 s of YAML each time; the
+# models are frozen, so one parse serves every step while the file's bytes stay the same.
+_PARSED: OrderedDict[str, tuple[str, Catalog]] = OrderedDict()
+_PARSED_MAX = 8  # files kept (a test session loads hundreds of small ones)
+_PARSED_LOCK = threading.Lock()
+
+
 def load_catalog(path: str | Path) -> Catalog:
+    """The catalog in ``path``, validated; parsed again only when the file's bytes change."""
     path = Path(path)
     if not path.is_file():
         raise CatalogError(f"{path}: catalog file not found")
+    data = path.read_bytes()
+    key, digest = str(path.resolve()), hashlib.sha256(data).hexdigest()
+    with _PARSED_LOCK:
+        known = _PARSED.get(key)
+        if known is not None and known[0] == digest:
+            _PARSED.move_to_end(key)
+            return known[1]
+    catalog = _parse_file(path, data)
+    with _PARSED_LOCK:
+        _PARSED[key] = (digest, catalog)
+        _PARSED.move_to_end(key)
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
+    return catalog
+
+
+def _parse_file(path: Path, data: bytes) -> Catalog:
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text
+        document = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise CatalogError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     except UnicodeDecodeError as exc:

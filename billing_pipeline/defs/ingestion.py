@@ -20,6 +20,7 @@ from billing_pipeline.defs.resources import CatalogResource, LandingZone, UsageS
 from billing_pipeline.rating.billing_source import split_billing_source
 from billing_pipeline.reconcile import provider_cost as compute_provider_cost
 from billing_pipeline.reconcile.checks import cost_lines_readable_check, priced_check
+from billing_pipeline.reconcile.provider_cost import USAGE_COLUMNS
 from billing_pipeline.schema import KIND_MONEY_AT_RISK
 from billing_pipeline.sources import gateway_log, provider_costs
 from billing_pipeline.usage import (
@@ -265,7 +266,7 @@ PRICED_CHECK = "every_usage_event_has_a_cost"
 )
 def provider_cost(
     context: dg.AssetExecutionContext,
-    usage_events: pl.DataFrame,
+    usage_events: pl.LazyFrame,
     catalog: CatalogResource,
     usage_store: UsageStore,
 ):
@@ -276,8 +277,9 @@ def provider_cost(
     loaded = catalog.load()
     first, end = window(context)
     book = usage_store.code_book(first, end - dt.timedelta(days=1))
+    usage = usage_events.select(USAGE_COLUMNS).collect()  # a scan: only these columns are read
     costs = compute_provider_cost(
-        split_billing_source(usage_events, loaded).billable, loaded, code_book=book
+        split_billing_source(usage, loaded).billable, loaded, code_book=book
     )
     total = costs["cost"].sum() if costs.height else 0
     yield dg.Output(

@@ -25,6 +25,22 @@ PRICING_NAMES = ["provider", "model", "model_family", "meter", "dimensions"]
 
 I64_MAX = 2**63 - 1
 
+# What provider cost (and the billing-source split before it) reads of a usage row: the month's
+# usage without its audit columns (ids, origins, account keys, times: half its bytes).
+USAGE_COLUMNS = [
+    "day",
+    "source",
+    "provider",
+    "customer_id",
+    "model",
+    "model_family",
+    "meter",
+    "dimensions",
+    "quantity",
+    "reported_cost",
+    "usage_key",
+]
+
 COST_SCHEMA: dict[str, pl.DataType] = {
     "day": pl.Date,
     "provider": pl.String,

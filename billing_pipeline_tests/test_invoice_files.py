@@ -6,9 +6,12 @@ must add up to the rated lines (rendering/invoice_files.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from decimal import Decimal
 
 import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.rendering.invoice_files import (
@@ -130,3 +133,26 @@ def test_invoices_that_lose_a_rated_line_fail():
     outcome = invoice_totals_check([invoice("acme", "10.00")], rated("10.00", "0.01"))
     assert not outcome.passed
     assert outcome.metadata["problems"] == "sum of subtotals 10.00 != rated lines 10.01"
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # past 64 bits too: json.dumps writes them
+    | st.text(),  # any character: controls, U+2028, astral, quotes and backslashes
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.integers(0, 9), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_the_json_copy_is_json_dumps_indent_2_byte_for_byte(value):
+    """The JSON copy's bytes are the render key of its PDF and what a customer's tools read: they
+    are exactly Python's ``json.dumps(indent=2, ensure_ascii=False)`` for any document (documents
+    carry no float: amounts are decimal text), whichever encoder wrote them."""
+    document = {"customer_id": "acme", "value": value}
+    assert document_json(document) == json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -266,3 +266,33 @@ def test_a_key_past_the_packing_limit_is_never_wrapped_onto_another_customers_ke
     )
     _same(rate_month(forged, catalog, MONTH), rate_month(forged, catalog, MONTH, code_book=book))
     assert provider_cost(forged, catalog, code_book=book).equals(provider_cost(forged, catalog))
+
+
+def test_a_day_stored_before_usage_keys_existed_still_gets_its_provider_cost(demo_month, tmp_path):
+    """The provider_cost asset reads only the usage columns it prices from; a day written before
+    usage_key (and its code book) existed has no such column and is costed by the names, to the
+    same amounts, rather than failing the step."""
+    import dagster as dg
+
+    from billing_pipeline.defs import build_definitions
+    from billing_pipeline.runner import month_end_resources, open_instance
+
+    copy = demo_month.copy_to(tmp_path)
+    day = "2026-10-05"
+    events = copy.out / ".storage" / "usage_events" / f"{day}.parquet"
+    stored = pl.read_parquet(events)
+    stored.drop("usage_key").write_parquet(events)
+    (copy.out / ".storage" / "usage_codes" / f"{day}.parquet").unlink()
+    defs = build_definitions(month_end_resources(copy.landing, copy.catalog, copy.out))
+    with open_instance(copy.out) as instance:
+        result = defs.get_implicit_global_asset_job_def().execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey("provider_cost")],
+            partition_key=day,
+        )
+    assert result.success
+    costed = pl.read_parquet(copy.out / ".storage" / "provider_cost" / f"{day}.parquet")
+    catalog = load_catalog(copy.catalog)
+    expected = provider_cost(split_billing_source(stored, catalog).billable, catalog)
+    assert costed.height > 0
+    assert costed.equals(expected)

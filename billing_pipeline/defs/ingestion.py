@@ -277,7 +277,10 @@ def provider_cost(
     loaded = catalog.load()
     first, end = window(context)
     book = usage_store.code_book(first, end - dt.timedelta(days=1))
-    usage = usage_events.select(USAGE_COLUMNS).collect()  # a scan: only these columns are read
+    # A scan: only these columns are read. Those a partition lacks (written before usage_key
+    # existed) stay out, as before: provider cost then sums by the names.
+    stored = usage_events.collect_schema().names()
+    usage = usage_events.select([c for c in USAGE_COLUMNS if c in stored]).collect()
     costs = compute_provider_cost(
         split_billing_source(usage, loaded).billable, loaded, code_book=book
     )

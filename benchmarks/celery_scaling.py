@@ -29,7 +29,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import yaml
 
 from benchmarks.dagster_month_end import step_timings
 from benchmarks.generate import MONTH, full_catalog, write_landing_zone
-from benchmarks.proc import tree_cpu_seconds
+from benchmarks.proc import stop_process_groups, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}  # no per-event console lines
@@ -94,23 +93,11 @@ def _start_workers(count: int, logs: Path) -> tuple[list[subprocess.Popen], set[
     while not names <= seen:
         dead = [w.args for w in workers if w.poll() is not None]
         if dead or time.monotonic() > deadline:
-            _stop(workers)
+            stop_process_groups(workers)
             raise SystemExit(f"celery workers not ready (exited: {dead}); logs in {logs}")
         for reply in app.control.ping(timeout=1.0) or []:
             seen |= set(reply)
     return workers, names
-
-
-def _stop(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
 
 
 def _pdf_digests(folder: Path) -> dict[str, str]:
@@ -147,7 +134,7 @@ def measure(workers: int, folder: Path, run_index: int) -> dict:
                 rows = step_timings(instance, result.run_id)
         cpu = tree_cpu_seconds([p.pid for p in processes]) - cpu_before
     finally:
-        _stop(processes)
+        stop_process_groups(processes)
     render = [r for r in rows if r["step"].startswith("invoice_drafts.render_invoice_shard")]
     span = max(r["last"] for r in render) - min(r["first"] for r in render)
     pdfs = _pdf_digests(out / MONTH / "invoices")

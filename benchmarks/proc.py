@@ -1,10 +1,12 @@
-"""CPU seconds of a process tree, from Linux /proc: the work of a benchmark's peers (Chromium's
-processes, Celery workers and their pool children) happens in processes the timing process never
-waits for, so ``getrusage`` does not see it."""
+"""Processes a benchmark starts beside itself (Chromium's processes, Celery workers and their
+pool children): their CPU seconds, from Linux /proc, as the timing process never waits for them
+and ``getrusage`` does not see them; and stopping them, each in its own process group."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,3 +32,19 @@ def tree_cpu_seconds(roots: Iterable[int]) -> float:
         tree |= new
         grown = bool(new)
     return sum(cpu[pid] for pid in tree if pid in cpu)
+
+
+def stop_process_groups(processes: Iterable[subprocess.Popen], grace: float = 30) -> None:
+    """SIGTERM to the process group of each of ``processes`` still running (started with
+    ``start_new_session=True``: a Celery worker and its pool children), then SIGKILL to a group
+    whose leader has not exited after ``grace`` seconds."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

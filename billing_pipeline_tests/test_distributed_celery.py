@@ -7,7 +7,6 @@ byte for byte those of the in-process run.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from benchmarks.proc import stop_process_groups
 from billing_pipeline.defs.executors import celery_settings
 from billing_pipeline.defs.rendering import RENDER_SHARDS
 from billing_pipeline.runner import RANGE_END, RANGE_START
@@ -63,18 +63,6 @@ def _ping_until(names: set[str], deadline: float, workers: list[subprocess.Popen
         if names <= seen:
             return
     raise AssertionError(f"celery workers not ready: expected {sorted(names)}, saw {sorted(seen)}")
-
-
-def _stop(workers: list[subprocess.Popen]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
 
 
 def test_the_month_on_celery_workers_gives_byte_identical_invoices(
@@ -162,7 +150,7 @@ def test_the_month_on_celery_workers_gives_byte_identical_invoices(
                 }
             assert instance.get_run_by_id(monthly.run_id).status == dg.DagsterRunStatus.SUCCESS
     finally:
-        _stop(workers)
+        stop_process_groups(workers, grace=20)
 
     assert {
         f"invoice_drafts.render_invoice_shard[shard_{i}]" for i in range(RENDER_SHARDS)

@@ -165,7 +165,7 @@ def run(
     if skip_pdfs:
         import billing_pipeline.defs.rendering as render_steps
 
-        render_steps.render_many = lambda docs, folder, **kwargs: []
+        render_steps.render_drafts = lambda drafts, folder, **kwargs: []
     landing, catalog, out = folder / "landing", folder / "catalog.yaml", folder / "out"
     t0 = time.perf_counter()
     requests = write_landing_zone(landing, events, customers)

@@ -3,6 +3,7 @@
 from billing_pipeline.defs import build_definitions
 from billing_pipeline.defs.rendering import shard_of, split_into_shards
 from billing_pipeline.defs.resources import resources_from_env
+from billing_pipeline.rendering.invoice_files import DraftCopy
 
 
 def test_a_customer_renders_in_the_same_shard_in_every_run_and_process():
@@ -12,13 +13,13 @@ def test_a_customer_renders_in_the_same_shard_in_every_run_and_process():
 
 
 def test_every_shard_is_a_step_even_when_empty_and_keeps_document_order():
-    docs = [{"customer_id": f"c{i:02d}"} for i in range(10)]
-    shards = split_into_shards(docs, 4)
+    drafts = [DraftCopy(f"c{i:02d}", f"sha of c{i:02d}") for i in range(10)]
+    shards = split_into_shards(drafts, 4)
     assert len(shards) == 4
-    assert sorted(d["customer_id"] for s in shards for d in s) == [d["customer_id"] for d in docs]
+    assert sorted(d.customer_id for s in shards for d in s) == [d.customer_id for d in drafts]
     for index, shard in enumerate(shards):
-        assert all(shard_of(d["customer_id"], 4) == index for d in shard)
-        assert shard == sorted(shard, key=lambda d: d["customer_id"])
+        assert all(shard_of(d.customer_id, 4) == index for d in shard)
+        assert shard == sorted(shard, key=lambda d: d.customer_id)
     assert split_into_shards([], 3) == [[], [], []]
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from billing_pipeline.documents.invoice import document_json
 from billing_pipeline.rendering.invoice_files import (
+    document_totals,
     draft_summary,
     invoice_folder,
     invoice_totals_check,
@@ -78,7 +79,7 @@ def test_late_usage_on_an_issued_invoice_never_rewrites_its_files(tmp_path):
     )
     assert (folder / "acme.json").read_text() == "issued copy"
     assert (folder / "globex.json").read_text() == document_json(invoice("globex", "3.00"))
-    assert [doc["customer_id"] for doc in files.to_render] == ["globex"]
+    assert [draft.customer_id for draft in files.to_render] == ["globex"]
 
 
 def test_only_drafts_whose_pdf_could_differ_are_rendered_again(tmp_path):
@@ -92,7 +93,7 @@ def test_only_drafts_whose_pdf_could_differ_are_rendered_again(tmp_path):
 
     files = prepare_draft_files(folder, [same, late, replaced, new], set(), FINGERPRINT)
 
-    assert [doc["customer_id"] for doc in files.to_render] == ["b", "c", "d"]
+    assert [draft.customer_id for draft in files.to_render] == ["b", "c", "d"]
     assert files.up_to_date == 1
     again = prepare_draft_files(folder, [same, late, replaced, new], set(), "renderer v2")
     assert len(again.to_render) == 4 and again.up_to_date == 0  # a new renderer: all again
@@ -102,7 +103,7 @@ def test_the_summary_names_each_invoice_its_files_and_its_pdf_checksum(tmp_path)
     folder = invoice_folder(tmp_path)
     acme, globex = invoice("acme", "10.00", tax="2.00"), invoice("globex", "3.00")
     rendered(folder, acme, b"%PDF acme")
-    summary = draft_summary(folder, [acme, globex])
+    summary = draft_summary(folder, document_totals([acme, globex]))
     assert summary.select("customer_id", "subtotal", "tax", "total", "lines").rows() == [
         ("acme", "10.00", "2.00", "12.00", 1),
         ("globex", "3.00", "0.00", "3.00", 1),

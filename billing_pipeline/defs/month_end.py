@@ -342,10 +342,8 @@ def invoice_drafts(rated_charges):
     """Draft invoices in the ledger (re-running replaces drafts, never touches issued invoices),
     with a PDF and a JSON copy per customer under <out>/<month>/invoices/. PDFs render in one step
     per customer shard (see defs/rendering.py), so more workers render faster."""
-    documents, shards = save_invoice_drafts(rated_charges)
-    summary, check = summarize_invoice_drafts(
-        rated_charges, documents, shards.map(render_invoice_shard).collect()
-    )
+    drafts, shards = save_invoice_drafts(rated_charges)
+    summary, check = summarize_invoice_drafts(drafts, shards.map(render_invoice_shard).collect())
     return {"result": summary, check_output_name("invoice_drafts"): check}
 
 

@@ -37,10 +37,18 @@ def _receipt_path(folder: Path, customer_id: str) -> Path:
     return inside(folder, RECEIPTS, f"{customer_id}.json")
 
 
-def record_render(folder: str | os.PathLike, doc: dict, fingerprint: str, pdf_sha256: str) -> None:
-    """Called after the PDF is written (atomically): what it was rendered from."""
+def record_render(
+    folder: str | os.PathLike,
+    doc: dict,
+    fingerprint: str,
+    pdf_sha256: str,
+    document_text: str | None = None,
+) -> None:
+    """Called after the PDF is written (atomically): what it was rendered from.
+    ``document_text``: the JSON copy the document was read from, when it was (not made again)."""
     path = _receipt_path(Path(folder), doc["customer_id"])
-    receipt = {"key": render_key(document_json(doc), fingerprint), "pdf_sha256": pdf_sha256}
+    text = document_json(doc) if document_text is None else document_text
+    receipt = {"key": render_key(text, fingerprint), "pdf_sha256": pdf_sha256}
     write_text(path, json.dumps(receipt))
 
 

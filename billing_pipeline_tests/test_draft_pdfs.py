@@ -8,10 +8,10 @@ import json
 import pytest
 
 from billing_pipeline.documents.invoice import document_json
+from billing_pipeline.rendering.invoice_files import prepare_draft_files
 from billing_pipeline.rendering.pdf import renderer_fingerprint
 from billing_pipeline.rendering.receipts import prune
 from billing_pipeline.rendering.receipts import up_to_date as up_to_date_texts
-from billing_pipeline.rendering.invoice_files import prepare_draft_files
 from billing_pipeline.rendering.render_pool import render_drafts, render_many
 from billing_pipeline_tests.support.documents import make_document
 

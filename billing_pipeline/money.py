@@ -6,7 +6,8 @@ line's amount and the tax are quantized, and every total is a sum of quantized n
 
 Every rounding of the package is a function here (``round_money``, ``truncate_money``,
 ``round_to``, ``round_units``, ``percent``, ``round_div_expr``, ``truncate_div_expr``) and so is every amount written as
-text (``amount_text`` for documents, payloads and CSV cells, ``exact_text`` for a CSV's
+text (``amount_text`` and ``minor_units_text`` for documents, payloads and CSV cells,
+``exact_text`` for a CSV's
 ``*_exact`` cells; ``fmt_money``, ``fmt_exact_money``, ``fmt_unit_price``, ``fmt_number`` for
 people): a second copy elsewhere drifts, so
 billing_pipeline_tests/test_one_money_rule.py fails on one.
@@ -163,6 +164,12 @@ def amount_text(amount: Decimal, currency: str, *, lossless: bool = False) -> st
     if lossless and rounded != amount:
         return str(amount.normalize())
     return str(rounded)
+
+
+def minor_units_text(units: int, currency: str) -> str:
+    """``amount_text`` of an amount already counted in whole minor units (1234 -> '12.34' for
+    USD, '1234' for JPY): what ``round_div`` gives, written without a Decimal quantize."""
+    return str(Decimal(units).scaleb(-minor_places(currency)))
 
 
 def exact_text(amount: Decimal, currency: str) -> str:

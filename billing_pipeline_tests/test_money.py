@@ -18,6 +18,7 @@ from billing_pipeline.money import (
     fmt_quantity,
     fmt_unit_price,
     minor_places,
+    minor_units_text,
     percent,
     round_div_expr,
     round_money,
@@ -151,6 +152,23 @@ def test_truncate_div_expr_is_truncate_money_in_minor_units():
 )
 def test_amount_text_is_a_plain_decimal_at_the_minor_unit(amount, currency, text):
     assert amount_text(D(amount), currency) == text
+
+
+@pytest.mark.parametrize(
+    ("units", "currency", "text"),
+    [
+        (123451, "USD", "1234.51"),
+        (-1, "USD", "-0.01"),
+        (0, "USD", "0.00"),
+        (5, "USD", "0.05"),
+        (1235, "JPY", "1235"),
+        (0, "JPY", "0"),
+        (-1234567, "KWD", "-1234.567"),
+    ],
+)
+def test_an_amount_in_minor_units_is_written_as_amount_text_writes_it(units, currency, text):
+    assert minor_units_text(units, currency) == text
+    assert text == amount_text(D(units).scaleb(-minor_places(currency)), currency)
 
 
 def test_lossless_amount_text_keeps_digits_the_minor_unit_would_round_away():

@@ -1,11 +1,14 @@
-"""The invoice's daily usage chart: its scale covers every day, its text is escaped."""
+"""The invoice's daily usage chart: its bars are the lines' amounts spread over their days, its
+scale covers every day, its text is escaped."""
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 
 from billing_pipeline.documents.chart import usage_chart_svg
+from billing_pipeline.documents.invoice import spend_by_day
 
 
 def axis_labels(markup: str) -> list[Decimal]:
@@ -60,3 +63,38 @@ def test_every_model_is_in_the_legend_as_escaped_text():
 
 def test_no_usage_gives_no_chart():
     assert usage_chart_svg([], "2026-10-01", "2026-10-31", "USD") == ""
+
+
+def _line(
+    amount: str, quantity: int, points, description="gpt-4o tokens", consideration="variable"
+):
+    """A rated line as build_documents reads it: its amount and units, and its units per day."""
+    daily = [{"day": f"2026-10-0{day}", "model": model, "quantity": q} for day, model, q in points]
+    return {
+        "consideration": consideration,
+        "description": description,
+        "amount": amount,
+        "quantity": quantity,
+        "daily": json.dumps(daily),
+    }
+
+
+def test_each_lines_amount_is_spread_over_its_days_by_units_and_each_bar_is_rounded_once():
+    lines = [
+        _line("10.00", 3, [(1, "gpt-4o", 1), (2, "gpt-4o", 2)]),  # 10/3 and 20/3
+        _line("0.01", 3, [(3, "gpt-4o", 1), (4, "gpt-4o", 2)]),  # a third of a cent, two thirds
+        _line("0.01", 6, [(3, "gpt-4o", 1), (5, "gpt-4o", 5)]),  # a sixth, five sixths
+        _line("2.50", 10, [(1, None, 10)], description="GPU seconds (H100)"),  # no model: its line
+        _line("49.00", 1, [], description="Base fee", consideration="fixed"),  # not usage
+    ]
+    assert spend_by_day(lines, "USD") == [
+        {"day": "2026-10-01", "model": "GPU seconds (H100)", "quantity": 10, "amount": "2.50"},
+        {"day": "2026-10-01", "model": "gpt-4o", "quantity": 1, "amount": "3.33"},
+        {"day": "2026-10-02", "model": "gpt-4o", "quantity": 2, "amount": "6.67"},
+        # 1/3 + 1/6 of a cent is exactly half a cent: rounded once, half up (each share rounded
+        # on its own would give 0.00 + 0.00)
+        {"day": "2026-10-03", "model": "gpt-4o", "quantity": 2, "amount": "0.01"},
+        {"day": "2026-10-04", "model": "gpt-4o", "quantity": 2, "amount": "0.01"},
+        {"day": "2026-10-05", "model": "gpt-4o", "quantity": 5, "amount": "0.01"},
+    ]
+    assert spend_by_day(lines, "JPY")[1]["amount"] == "3"  # 10 yen x 1/3, in whole yen

@@ -20,7 +20,15 @@ import polars as pl
 
 from billing_pipeline.catalog import Catalog
 from billing_pipeline.documents.sections import sections
-from billing_pipeline.money import ZERO, amount_text, fmt_money, round_money
+from billing_pipeline.money import (
+    ZERO,
+    amount_text,
+    fmt_money,
+    minor_places,
+    minor_units_text,
+    round_div,
+    round_money,
+)
 from billing_pipeline.periods import month_label, parse_month
 from billing_pipeline.rating.credits import apply_credits
 from billing_pipeline.rating.pricing import describe_prices
@@ -41,22 +49,44 @@ def _json(text: str):
     return json.loads(text)
 
 
-def _spend_by_day(rows: list[dict], currency: str) -> list[dict]:
+def spend_by_day(rows: list[dict], currency: str) -> list[dict]:
     """Daily spend per model for the chart: each usage line's amount spread over its days in
-    proportion to the units charged that day (display only; the lines stay the legal numbers)."""
-    cells: dict[tuple[str, str], list] = {}
+    proportion to the units charged that day (display only; the lines stay the legal numbers).
+
+    A bar's amount is the exact sum of its shares, rounded once (money.round_div): each share,
+    amount x units / line units, is kept as a fraction of integers, not as a 28-digit Decimal
+    (exact, and ~2x cheaper for a month's ~3 M chart points). The points' JSON is rating's own
+    (daily.py: integers below 2^63 and names), read by orjson."""
+    scale = 10 ** minor_places(currency)
+    cells: dict[tuple[str, str], list[int]] = {}  # (day, label) -> [units, numerator, denominator]
     for row in rows:
         if row["consideration"] != "variable" or not row["quantity"]:
             continue
-        amount = Decimal(row["amount"])
-        for d in json.loads(row["daily"]):
-            label = d["model"] or row["description"]
-            cell = cells.setdefault((d["day"], label), [0, ZERO])
-            cell[0] += d["quantity"]
-            cell[1] += amount * d["quantity"] / row["quantity"]
+        numerator, denominator = Decimal(row["amount"]).as_integer_ratio()
+        numerator *= scale  # one unit's share, in minor units: numerator / denominator
+        denominator *= row["quantity"]
+        if denominator < 0:  # round_div divides by a positive number
+            numerator, denominator = -numerator, -denominator
+        for point in orjson.loads(row["daily"]):
+            units, key = point["quantity"], (point["day"], point["model"] or row["description"])
+            cell = cells.get(key)
+            if cell is None:
+                cells[key] = [units, numerator * units, denominator]
+            elif cell[2] == denominator:
+                cell[0] += units
+                cell[1] += numerator * units
+            else:
+                cell[0] += units
+                cell[1] = cell[1] * denominator + numerator * units * cell[2]
+                cell[2] *= denominator
     return [
-        {"day": day, "model": model, "quantity": q, "amount": amount_text(a, currency)}
-        for (day, model), (q, a) in sorted(cells.items())
+        {
+            "day": day,
+            "model": model,
+            "quantity": units,
+            "amount": minor_units_text(round_div(share, denominator), currency),
+        }
+        for (day, model), (units, share, denominator) in sorted(cells.items())
     ]
 
 
@@ -204,7 +234,7 @@ def build_documents(
                 "credits": [b.as_json() for b in credit.balances],
                 "total": amount_text(subtotal + tax - credits_applied, currency),
                 "sections": sections(doc_lines, currency),
-                "usage_by_day": _spend_by_day(rows, currency),
+                "usage_by_day": spend_by_day(rows, currency),
                 "disclosure": _disclosure(catalog, plan_ids, doc_lines, currency),
             }
         )

@@ -21,9 +21,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file handle whose content replaces ``path`` only if the block completes."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, temp = _temporary_beside(target, _output_mode())
     try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -57,17 +56,14 @@ def write_many(files: Mapping[Path, bytes], threads: int = 8) -> None:
     for folder in {target.parent for target in targets}:
         folder.mkdir(parents=True, exist_ok=True)
     temps: dict[Path, str] = {}  # target -> its temporary file, until renamed
-    mode = 0o666 & ~_umask()  # mkstemp makes 0600; outputs get the usual mode
+    mode = _output_mode()  # read once: the umask is read from /proc
     try:
         for target, data in targets.items():
             with _naming(target):
-                fd, temp = tempfile.mkstemp(
-                    dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-                )
+                fd, temp = _temporary_beside(target, mode)
                 temps[target] = temp
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
-                os.chmod(temp, mode)
         with ThreadPoolExecutor(max_workers=threads) as pool:
             for _ in pool.map(_fsync_file, temps.items()):
                 pass  # the first failure is raised here
@@ -81,6 +77,24 @@ def write_many(files: Mapping[Path, bytes], threads: int = 8) -> None:
         raise
     for folder in {target.parent for target in targets}:
         _fsync_folder(folder)
+
+
+def _temporary_beside(target: Path, mode: int) -> tuple[int, str]:
+    """A new, uniquely named temporary file in ``target``'s folder (two writers of one file never
+    share it), open (its descriptor) and with ``mode``; removed again if that cannot be set."""
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.chmod(temp, mode)
+    except BaseException:
+        os.close(fd)
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return fd, temp
+
+
+def _output_mode() -> int:
+    """The mode of the files we write: mkstemp makes 0600; outputs get the usual 0666 - umask."""
+    return 0o666 & ~_umask()
 
 
 @contextmanager

@@ -72,11 +72,11 @@ def spend_by_day(rows: list[dict], currency: str) -> list[dict]:
             cell = cells.get(key)
             if cell is None:
                 cells[key] = [units, numerator * units, denominator]
-            elif cell[2] == denominator:
-                cell[0] += units
+                continue
+            cell[0] += units
+            if cell[2] == denominator:  # another day of the same line, or an equal one
                 cell[1] += numerator * units
-            else:
-                cell[0] += units
+            else:  # a bar shared by lines of different sizes: over the product of theirs
                 cell[1] = cell[1] * denominator + numerator * units * cell[2]
                 cell[2] *= denominator
     return [

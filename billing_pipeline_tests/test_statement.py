@@ -280,6 +280,15 @@ def test_the_pdf_shows_the_customer_and_the_total_so_far(demo):
     assert "Month-to-date statement" in text
 
 
+def test_statements_render_the_same_bytes_without_the_footnote_rules(demo):
+    trimmed = StatementRenderer()
+    assert trimmed.user_agent is not None
+    weasyprints_own = StatementRenderer()
+    weasyprints_own.user_agent = None  # WeasyPrint's whole user-agent stylesheet
+    st = demo["statements"][0]
+    assert trimmed.render_pdf(st) == weasyprints_own.render_pdf(st)
+
+
 def test_customer_text_is_escaped_in_the_statement_html(demo):
     st = {
         **demo["statements"][0],

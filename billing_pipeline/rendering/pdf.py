@@ -14,7 +14,9 @@ table layout, floats instead of flex/grid, separate borders, few cells a row) an
 SVG elements, little SVG text, an inline-text legend); every cell or inline-block is a layout of
 its own, so fewer boxes is what pays (benchmarks/RESULTS.md has the figures). With full_fonts the shipped faces are
 parsed and deflated once per process (``_parsed_ttfont``, ``_FontStream``), and the invoice
-markup is parsed by expat (``parse_markup``). ``python -m benchmarks.render`` measures it.
+markup is parsed by expat (``parse_markup``), with WeasyPrint's user-agent stylesheet less its
+footnote rules where the templates use none (``user_agent_without_notes``). ``python -m
+benchmarks.render`` measures it.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ import weasyprint.pdf.fonts as weasyprint_pdf_fonts
 from fontTools.ttLib import TTFont
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from weasyprint import CSS, HTML
+from weasyprint import html as weasyprint_html
+from weasyprint.css.counters import CounterStyle
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
@@ -436,11 +440,26 @@ def _install_parsed_fonts() -> None:
 _ATTRIBUTE_WITH_BREAK = re.compile(r'="[^"]*[\t\n\r]')
 
 
-def parse_markup(markup: str, base_url: str, url_fetcher: URLFetcher) -> HTML:
+class _InvoiceHTML(HTML):
+    """WeasyPrint's HTML document, laid out with ``user_agent`` as its user-agent stylesheet
+    when one is set (forms need WeasyPrint's own)."""
+
+    user_agent: CSS | None = None
+
+    def _ua_stylesheets(self, forms=False):
+        if self.user_agent is None or forms:
+            return super()._ua_stylesheets(forms)
+        return [self.user_agent]
+
+
+def parse_markup(
+    markup: str, base_url: str, url_fetcher: URLFetcher, *, user_agent: CSS | None = None
+) -> HTML:
     """``HTML(string=markup)``, with the tree built by the C XML parser (expat) when the markup is
     well-formed XML (invoice.html.j2 is): the same elements, attributes and text as the HTML5
     parser gives for it, several times faster. Anything expat
     refuses (not XML, control characters) goes through WeasyPrint's HTML5 parser as before.
+    ``user_agent``: the user-agent stylesheet to lay it out with (None: WeasyPrint's).
 
     Relies on the attributes ``HTML.__init__`` sets (WeasyPrint is pinned; the tests render the
     same bytes both ways)."""
@@ -449,14 +468,48 @@ def parse_markup(markup: str, base_url: str, url_fetcher: URLFetcher) -> HTML:
             raise ElementTree.ParseError("XML would turn these characters into spaces")
         root = ElementTree.fromstring(markup)
     except ElementTree.ParseError:
-        return HTML(string=markup, base_url=base_url, url_fetcher=url_fetcher)
-    html = HTML.__new__(HTML)
+        html = _InvoiceHTML(string=markup, base_url=base_url, url_fetcher=url_fetcher)
+        html.user_agent = user_agent
+        return html
+    html = _InvoiceHTML.__new__(_InvoiceHTML)
+    html.user_agent = user_agent
     html.base_url = base_url
     html.url_fetcher = url_fetcher
     html.media_type = "print"
     html.wrapper_element = cssselect2.ElementWrapper.from_html_root(root, content_language=None)
     html.etree_element = html.wrapper_element.etree_element
     return html
+
+
+# ---------------------------------------------------------------- the user-agent stylesheet, less its notes
+
+# WeasyPrint's HTML5 user-agent stylesheet styles five pseudo-elements of footnotes and notes with
+# universal selectors ("::footnote-call { ... }"), so every element of an invoice got five computed
+# styles more (~1,200 a document, ~5 % of its CPU time), which WeasyPrint reads only for an element
+# floated as a footnote or positioned as a note. Without those five rules the cascade of every
+# other element and pseudo-element is the same, so are the PDF's bytes (tested).
+_NOTE_RULE = re.compile(r"^::(?:footnote|note)-[a-z]+ *\{[^}]*\}\n", re.MULTILINE)
+_NOTE_RULES = 5
+# What in a template or stylesheet could make a footnote or a note (float: footnote, position:
+# note()). Document values are only ever element text, so the templates decide this, not a document.
+_USES_NOTES = re.compile(rb"footnote|note\(", re.IGNORECASE)
+
+
+def user_agent_without_notes(templates_dir: Path) -> CSS | None:
+    """WeasyPrint's user-agent stylesheet without its footnote and note rules, for templates that
+    use neither; None (WeasyPrint's own) if a file of ``templates_dir`` mentions a footnote or a
+    note, or if the stylesheet no longer has exactly those rules (another WeasyPrint)."""
+    if any(
+        _USES_NOTES.search(path.read_bytes())
+        for path in templates_dir.rglob("*")
+        if path.is_file()
+    ):
+        return None
+    text, removed = _NOTE_RULE.subn("", weasyprint_html.UA)
+    if removed != _NOTE_RULES:
+        return None
+    # its own CounterStyle: WeasyPrint's already holds the stylesheet's @counter-style rules
+    return CSS(string=text, counter_style=CounterStyle())
 
 
 @contextlib.contextmanager
@@ -508,6 +561,7 @@ class InvoiceRenderer:
             font_config=self.font_config,
         )
         self.relaxed_breaks = CSS(string=RELAXED_BREAKS_CSS, font_config=self.font_config)
+        self.user_agent = user_agent_without_notes(self.templates_dir)
         self.relaxed_renders = 0  # invoices that needed RELAXED_BREAKS_CSS (tests, benchmarks)
         self.fingerprint = renderer_fingerprint(self.templates_dir, full_fonts)
 
@@ -525,9 +579,12 @@ class InvoiceRenderer:
 
     def _write_pdf(self, markup: str, doc: dict, stylesheets: list[CSS]) -> bytes:
         if self.template.name == TEMPLATE_NAME:  # written as XML; other templates: the HTML5 parser
-            html = parse_markup(markup, self.base_url, self.url_fetcher)
+            html = parse_markup(
+                markup, self.base_url, self.url_fetcher, user_agent=self.user_agent
+            )
         else:
-            html = HTML(string=markup, base_url=self.base_url, url_fetcher=self.url_fetcher)
+            html = _InvoiceHTML(string=markup, base_url=self.base_url, url_fetcher=self.url_fetcher)
+            html.user_agent = self.user_agent
         os.environ.setdefault("SOURCE_DATE_EPOCH", FONT_EPOCH)
         _FULL_FONT_RENDER.active = self.full_fonts
         try:

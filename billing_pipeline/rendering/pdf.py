@@ -500,9 +500,7 @@ def user_agent_without_notes(templates_dir: Path) -> CSS | None:
     use neither; None (WeasyPrint's own) if a file of ``templates_dir`` mentions a footnote or a
     note, or if the stylesheet no longer has exactly those rules (another WeasyPrint)."""
     if any(
-        _USES_NOTES.search(path.read_bytes())
-        for path in templates_dir.rglob("*")
-        if path.is_file()
+        _USES_NOTES.search(path.read_bytes()) for path in templates_dir.rglob("*") if path.is_file()
     ):
         return None
     text, removed = _NOTE_RULE.subn("", weasyprint_html.UA)
@@ -579,9 +577,7 @@ class InvoiceRenderer:
 
     def _write_pdf(self, markup: str, doc: dict, stylesheets: list[CSS]) -> bytes:
         if self.template.name == TEMPLATE_NAME:  # written as XML; other templates: the HTML5 parser
-            html = parse_markup(
-                markup, self.base_url, self.url_fetcher, user_agent=self.user_agent
-            )
+            html = parse_markup(markup, self.base_url, self.url_fetcher, user_agent=self.user_agent)
         else:
             html = _InvoiceHTML(string=markup, base_url=self.base_url, url_fetcher=self.url_fetcher)
             html.user_agent = self.user_agent

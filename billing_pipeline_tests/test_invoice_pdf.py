@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import re
 
 import pytest
 from pypdf import PdfReader
@@ -83,6 +84,23 @@ def test_invoices_render_the_same_bytes_without_the_footnote_rules(doc):
     weasyprints_own = InvoiceRenderer()
     weasyprints_own.user_agent = None
     assert trimmed.render_pdf(doc) == weasyprints_own.render_pdf(doc)
+
+
+def test_another_weasyprint_user_agent_stylesheet_is_used_whole(monkeypatch):
+    """Only the five rules known to be footnote and note rules are ever left out: a WeasyPrint
+    whose stylesheet has others (or fewer) gets its own stylesheet, untouched."""
+    from billing_pipeline.rendering import pdf
+
+    one_rule_fewer = re.sub(r"^::note-callback \{[^}]*\}\n", "", pdf.weasyprint_html.UA, flags=re.M)
+    assert one_rule_fewer != pdf.weasyprint_html.UA
+    monkeypatch.setattr(pdf.weasyprint_html, "UA", one_rule_fewer)
+    pdf._ua_without_notes.cache_clear()
+    try:
+        assert pdf.user_agent_without_notes(TEMPLATES_DIR) is None
+    finally:
+        monkeypatch.undo()
+        pdf._ua_without_notes.cache_clear()
+    assert pdf.user_agent_without_notes(TEMPLATES_DIR) is not None
 
 
 def test_templates_that_make_footnotes_keep_weasyprints_footnote_rules(tmp_path):

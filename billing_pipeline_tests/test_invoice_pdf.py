@@ -63,11 +63,7 @@ def test_xml_parsed_invoice_renders_the_same_bytes_as_the_html5_parser(renderer,
 def _long_document() -> dict:
     """Acme's invoice with its lines three times over: tiers, explanations, several pages."""
     doc = make_document()
-    doc["lines"] = [
-        {**line, "line_id": f"{line.get('line_id', 'l')}-{n}"}
-        for n in range(3)
-        for line in doc["lines"]
-    ]
+    doc["lines"] = doc["lines"] * 3
     return doc
 
 

@@ -302,6 +302,61 @@ def test_a_months_reconciliation_writes_its_table_the_drift_reports_and_the_summ
     assert "gateway/2026-10-08.jsonl:4" not in html  # not billable by design is not
 
 
+def test_a_month_read_as_a_parquet_scan_reconciles_exactly_as_the_month_in_memory(tmp_path):
+    """The month-end asset hands reconciliation a scan of the month's file, so that 10 M events
+    are summed as they are read instead of held: the table, the drift with its revenue at stake
+    and the files are the same as from the month in memory."""
+    from billing_pipeline.reconcile.month import reconcile_month
+    from billing_pipeline.schema import QUARANTINE_SCHEMA
+
+    # acme is billed from our gateway log, so the tokens it missed are revenue at stake; initech
+    # from OpenAI's report (the default)
+    acme = {**CATALOG["customers"]["acme"], "billing_source": {"openai": "gateway_log"}}
+    catalog = parse_catalog({**CATALOG, "customers": {**CATALOG["customers"], "acme": acme}})
+    billed = usage(
+        [
+            ("acme", "gateway:acme", "input_tokens", 1_000_000, 5),
+            ("acme", "gateway:acme", "output_tokens", 200_000, 5),
+            ("initech", "gateway:initech", "input_tokens", 400_000, 6),
+        ]
+    )
+    report = usage(
+        [
+            ("acme", "openai:proj_acme", "input_tokens", 1_150_000, 5),
+            ("acme", "openai:proj_acme", "output_tokens", 230_000, 5),
+            ("initech", "openai:proj_initech", "input_tokens", 401_000, 6),
+        ],
+        source="openai_usage_api",
+    )
+    month = pl.concat([billed, report])
+    month.write_parquet(tmp_path / "month.parquet")
+    results = {}
+    for form, frame in (("memory", month), ("scan", pl.scan_parquet(tmp_path / "month.parquet"))):
+        folder = tmp_path / form
+        folder.mkdir()
+        results[form] = reconcile_month(
+            MONTH,
+            folder,
+            catalog,
+            rate_month(billed, catalog, MONTH).lines,
+            provider_cost(billed, catalog),
+            pl.DataFrame(),
+            frame,
+            pl.DataFrame(schema=QUARANTINE_SCHEMA),
+            [],
+        )
+    memory, scan = results["memory"], results["scan"]
+    assert scan.table.equals(memory.table) and scan.metering_drift.equals(memory.metering_drift)
+    # acme: input 1,000,000 -> 1,150,000 at $0.0025/1K ($2.50 -> $2.88), output 200,000 ->
+    # 230,000 at $0.010/1K ($2.00 -> $2.30); initech's 0.25 % is within the 0.5 % tolerance
+    assert scan.metering_drift.select("customer_id", "flagged", "amount_at_stake").rows() == [
+        ("acme", True, Decimal("0.68")),
+        ("initech", False, None),
+    ]
+    for name in ("csv", "metering_drift", "cost_drift"):
+        assert scan.files[name].read_bytes() == memory.files[name].read_bytes()
+
+
 def _both_ways(month: pl.DataFrame, catalog) -> pl.DataFrame:
     """provider_cost summed by the names and by the usage key + code book: the same frame."""
     keyed = month.with_columns(usage_key_expr())

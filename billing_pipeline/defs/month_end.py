@@ -50,11 +50,16 @@ def month_of(context: dg.AssetExecutionContext) -> str:
 AUDIT_COLUMNS = ("record_id", "account_key", "origin", "end", "reported_cost")
 
 
-def billed_usage(monthly_usage: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+def billed_scan(monthly_usage: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     """The month's usage as rating and reconciliation read it: every column but AUDIT_COLUMNS."""
     frame = monthly_usage.lazy()
     names = frame.collect_schema().names()
-    return frame.select([c for c in names if c not in AUDIT_COLUMNS]).collect()
+    return frame.select([c for c in names if c not in AUDIT_COLUMNS])
+
+
+def billed_usage(monthly_usage: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """``billed_scan`` in memory: rating splits the month by billing source row by row."""
+    return billed_scan(monthly_usage).collect()
 
 
 @dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars"})
@@ -219,7 +224,7 @@ def reconciliation(
         rated_charges,
         provider_cost,
         provider_reported_cost,
-        billed_usage(monthly_usage),
+        billed_scan(monthly_usage),  # a scan: the month is summed, never held here
         month_quarantine(usage_quarantine, provider_cost_quarantine, rating_at_risk, month),
         holds.waived(ledger.open(), month),
     )

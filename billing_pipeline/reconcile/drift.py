@@ -108,7 +108,7 @@ def _missing_usage(
 
 
 def metering_drift(
-    usage: pl.DataFrame,
+    usage: pl.DataFrame | pl.LazyFrame,
     reported: pl.DataFrame,
     catalog: Catalog,
     month: str,
@@ -167,7 +167,11 @@ def metering_drift(
 
 
 def _amount_at_stake(
-    usage: pl.DataFrame, reported: pl.DataFrame, flagged: pl.DataFrame, catalog: Catalog, month: str
+    usage: pl.DataFrame | pl.LazyFrame,
+    reported: pl.DataFrame,
+    flagged: pl.DataFrame,
+    catalog: Catalog,
+    month: str,
 ) -> pl.DataFrame:
     """Revenue with the missing tokens minus revenue without, per customer x provider x model."""
     empty = pl.DataFrame(
@@ -182,7 +186,11 @@ def _amount_at_stake(
         return empty
     # Only what the month bills is re-rated, and only where our meter bills: where the provider's
     # report is the billing source, the tokens our meter missed are on the invoice already.
-    split = split_billing_source(usage, catalog)
+    # The billing source is decided per customer and provider, so the flagged customers' rows
+    # alone decide it for them as the whole month would: only those rows are read and split.
+    drifted = flagged["customer_id"].unique().implode()
+    drifted_usage = usage.lazy().filter(pl.col("customer_id").is_in(drifted)).collect()
+    split = split_billing_source(drifted_usage, catalog)
     billed = split.billable
     report_billed = split.decisions.filter(pl.col("billed_from") == PROVIDER_REPORT).select(
         "customer_id", "provider"

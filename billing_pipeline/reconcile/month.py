@@ -48,12 +48,13 @@ def reconcile_month(
     """Reconcile the month and write its files into ``folder``.
 
     ``usage``: the month's usage from every source: metering drift sets our gateway log against
-    the provider's usage report for the customer's keys. A scan (the month-end asset's) is summed
-    as it is read, never held whole (10 M events: ~1.8 GB less at the step's peak; only the
-    report's rows are collected, and the rows to re-rate where drift is flagged). ``provider_reported_cost``: the
-    providers' cost pages; empty when none landed, and then cost drift compares against the cost
-    the usage rows carried. ``quarantine``: the month's whole quarantine; the summary lists what
-    was not billed (records not billable by design left out) beside the ``waived`` holds."""
+    the provider's usage report for the customer's keys. A scan (what the month-end asset hands
+    in) is summed as it is read, never held whole: only the report's rows are collected, and the
+    drifted customers' rows to re-rate (10 M events: 1.4-1.9 GB less at the peak,
+    benchmarks/RESULTS.md). ``provider_reported_cost``: the providers' cost pages; empty when
+    none landed, and then cost drift compares against the cost the usage rows carried.
+    ``quarantine``: the month's whole quarantine; the summary lists what was not billed (records
+    not billable by design left out) beside the ``waived`` holds."""
     reported = usage.lazy().filter(pl.col("source").is_in(REPORT_SOURCES)).collect()
     drift = metering_drift(usage, reported, catalog, month)
     costs_drift = cost_drift(

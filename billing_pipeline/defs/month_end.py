@@ -50,16 +50,14 @@ def month_of(context: dg.AssetExecutionContext) -> str:
 AUDIT_COLUMNS = ("record_id", "account_key", "origin", "end", "reported_cost")
 
 
-def billed_scan(monthly_usage: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
-    """The month's usage as rating and reconciliation read it: every column but AUDIT_COLUMNS."""
+def billed_usage(monthly_usage: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    """The month's usage as rating and reconciliation read it: every column but AUDIT_COLUMNS,
+    as a scan of the month's file. Both steps sum it as they read it; rating reads it into memory
+    only to split it row by row, when a customer's usage with a provider is in both the gateway
+    log and the provider's report (``split_billing_source``)."""
     frame = monthly_usage.lazy()
     names = frame.collect_schema().names()
     return frame.select([c for c in names if c not in AUDIT_COLUMNS])
-
-
-def billed_usage(monthly_usage: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
-    """``billed_scan`` in memory: rating splits the month by billing source row by row."""
-    return billed_scan(monthly_usage).collect()
 
 
 @dg.asset(partitions_def=monthly_partitions, group_name="billing", kinds={"polars"})
@@ -224,7 +222,7 @@ def reconciliation(
         rated_charges,
         provider_cost,
         provider_reported_cost,
-        billed_scan(monthly_usage),  # a scan: the month is summed, never held here
+        billed_usage(monthly_usage),
         month_quarantine(usage_quarantine, provider_cost_quarantine, rating_at_risk, month),
         holds.waived(ledger.open(), month),
     )

@@ -51,8 +51,10 @@ DECISION_SCHEMA: dict[str, pl.DataType] = {
 
 @dataclass(frozen=True)
 class BillingSourceSplit:
-    billable: pl.DataFrame  # USAGE_SCHEMA: what rating sees
-    set_aside: pl.DataFrame  # USAGE_SCHEMA: attributed usage of the non-authoritative source
+    # USAGE_SCHEMA: what rating sees; a LazyFrame when the usage given was one and no pair has
+    # usage on both sides (nothing to set aside: the scan is handed on, not read into memory)
+    billable: pl.DataFrame | pl.LazyFrame
+    set_aside: pl.DataFrame | pl.LazyFrame  # USAGE_SCHEMA: the non-authoritative source's usage
     decisions: (
         pl.DataFrame
     )  # DECISION_SCHEMA: one row per customer x provider both sides could bill
@@ -64,7 +66,13 @@ class BillingSourceSplit:
     def set_aside_by_source(self) -> dict[str, int]:
         """Units set aside per source (attributed by construction): what the rated check adds to
         rated + included + unrated so that every attributed unit is accounted for."""
-        rows = self.set_aside.group_by("source").agg(pl.col("quantity").sum()).sort("source")
+        rows = (
+            self.set_aside.lazy()
+            .group_by("source")
+            .agg(pl.col("quantity").sum())
+            .sort("source")
+            .collect()
+        )
         return {source: int(units) for source, units in rows.iter_rows()}
 
 
@@ -105,8 +113,12 @@ def split_billing_source(
     usage: pl.DataFrame | pl.LazyFrame, catalog: Catalog
 ) -> BillingSourceSplit:
     """Usage -> (billable, set aside, decisions): per customer x provider, only the authoritative
-    source of the gateway log and the provider's report is billed (see the module docstring)."""
-    frame = usage.lazy().collect() if isinstance(usage, pl.LazyFrame) else usage
+    source of the gateway log and the provider's report is billed (see the module docstring).
+
+    A scan (``pl.LazyFrame``) is read for the decisions only (four columns, summed as read) and
+    handed on as the billable usage when no pair has usage on both sides; otherwise the month is
+    read into memory and split row by row, as a DataFrame always is."""
+    frame = usage
     side = (
         pl.when(pl.col("customer_id").is_not_null() & pl.col("provider").is_not_null())
         .then(_side_expr())
@@ -173,6 +185,9 @@ def split_billing_source(
     both = decided.filter(pl.col("_has_gateway") & pl.col("_has_report"))
     if both.is_empty():
         return BillingSourceSplit(billable=frame, set_aside=frame.clear(), decisions=decisions)
+    if isinstance(frame, pl.LazyFrame):  # rows to set aside: the month is split in memory
+        frame = frame.collect()
+        tagged = frame.lazy().select(*pair, "source", "quantity").with_columns(side)
     aside = pl.col("_side").is_not_null() & (pl.col("_side") != pl.col("billed_from"))
     aside = (
         tagged.join(

@@ -11,14 +11,19 @@ from billing_pipeline.rating.engine import RatedMonth
 
 
 def units_accounted_check(
-    usage: pl.DataFrame, split: BillingSourceSplit, rated: RatedMonth
+    usage: pl.DataFrame | pl.LazyFrame, split: BillingSourceSplit, rated: RatedMonth
 ) -> CheckOutcome:
     """Attributed units of ``usage`` (the month, both billing sources) = rated + included +
     unrated + set aside + held units. Summed in 128 bits: a held customer's usage may not fit 64
     (rating.assign)."""
-    attributed = usage.select(
-        pl.col("quantity").filter(pl.col("customer_id").is_not_null()).cast(pl.Int128).sum()
-    ).item()
+    attributed = (
+        usage.lazy()
+        .select(
+            pl.col("quantity").filter(pl.col("customer_id").is_not_null()).cast(pl.Int128).sum()
+        )
+        .collect()
+        .item()
+    )
     by_source = split.set_aside_by_source()
     set_aside = sum(by_source.values())
     usage_lines = rated.lines.filter(pl.col("consideration") == "variable")

@@ -122,6 +122,9 @@ ACME_GATEWAY = [
     ("gateway_log", "openai", "acme", "gateway:acme", "gpt-4o", "input_tokens", 1_000_000, 5),
     ("gateway_log", "openai", "acme", "gateway:acme", "gpt-4o", "output_tokens", 200_000, 5),
 ]
+INITECH_GATEWAY = [
+    ("gateway_log", "openai", "initech", "gateway:initech", "gpt-4o", "input_tokens", 400_000, 8)
+]
 ACME_REPORT = [
     (
         "openai_usage_api",
@@ -251,22 +254,7 @@ def test_when_the_authoritative_source_has_no_usage_the_other_is_billed_and_repo
     """Money is not dropped because the chosen source is silent: initech's report has nothing
     for October (its report is authoritative), so its gateway log bills, flagged as a fallback."""
     cat = catalog()
-    month = usage(
-        ACME_GATEWAY
-        + ACME_REPORT
-        + [
-            (
-                "gateway_log",
-                "openai",
-                "initech",
-                "gateway:initech",
-                "gpt-4o",
-                "input_tokens",
-                400_000,
-                8,
-            )
-        ]
-    )
+    month = usage(ACME_GATEWAY + ACME_REPORT + INITECH_GATEWAY)
     split = split_billing_source(month, cat)
     fallback = split.fallbacks.to_dicts()
     assert fallback == [
@@ -379,21 +367,7 @@ def test_a_month_no_pair_has_on_both_sides_is_rated_from_its_scan_and_never_read
     from billing_pipeline.rating.checks import units_accounted_check
 
     cat = catalog(acme={"openai": "gateway_log"})
-    month = usage(
-        ACME_GATEWAY
-        + [
-            (
-                "gateway_log",
-                "openai",
-                "initech",
-                "gateway:initech",
-                "gpt-4o",
-                "input_tokens",
-                400_000,
-                6,
-            )
-        ]
-    )
+    month = usage(ACME_GATEWAY + INITECH_GATEWAY)
     month.write_parquet(tmp_path / "month.parquet")
     scan = billed_usage(pl.scan_parquet(tmp_path / "month.parquet"))
     lazy, eager = split_billing_source(scan, cat), split_billing_source(month, cat)
